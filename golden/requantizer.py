@@ -113,7 +113,7 @@ class RequantParams:
     rounding: str = "floor"
 
     def __post_init__(self):
-        if self.rounding not in ROUNDING_MODES:
+        if not isinstance(self.rounding, str) or self.rounding not in ROUNDING_MODES:
             raise ValueError(f"rounding: {self.rounding!r} is not one of {', '.join(ROUNDING_MODES)}")
         tfl = self.rounding == "tflite"
         fields = {
@@ -125,16 +125,17 @@ class RequantParams:
             "lo": (INT32_MIN, INT32_MAX),
             "hi": (INT32_MIN, INT32_MAX),
         }
-        channels = set()
+        channels = {}
         for name, (lo, hi) in fields.items():
             arr = _per_channel(name, _as_int_array(name, getattr(self, name)))
             what = "0 (tflite rounding has no post-multiplier offset)" if name == "offset" and tfl else None
             _check_range(name, arr, lo, hi, what)
             if arr.ndim == 1:
-                channels.add(arr.shape[0])
+                channels[name] = arr.shape[0]
             object.__setattr__(self, name, arr)
-        if len(channels) > 1:
-            raise ValueError(f"per-channel fields disagree on the channel count: {sorted(channels)}")
+        if len(set(channels.values())) > 1:
+            counts = ", ".join(f"{n}: {c}" for n, c in channels.items())
+            raise ValueError(f"{', '.join(channels)}: per-channel fields disagree on the channel count ({counts})")
         if np.any(self.lo > self.hi):
             raise ValueError(f"lo, hi: lo must be <= hi, got lo={self.lo.tolist()} hi={self.hi.tolist()}")
 
@@ -155,8 +156,11 @@ def round_shift(t, shift, rounding):
     ``floor`` is an arithmetic right shift; ``half_up`` adds half then shifts (ties toward
     +infinity); ``half_even`` sends exact ties to the even neighbour.
     """
-    t = np.asarray(t, dtype=np.int64)
-    shift = np.asarray(shift, dtype=np.int64)
+    if not isinstance(rounding, str) or rounding not in ("floor", "half_up", "half_even"):
+        raise ValueError(f"rounding: {rounding!r} is not one of floor, half_up, half_even")
+    t = _as_int_array("t", t)
+    shift = _as_int_array("shift", shift)
+    _check_range("shift", shift, 0, MAX_SHIFT)
     q = t >> shift
     if rounding == "floor":
         return q
@@ -167,7 +171,6 @@ def round_shift(t, shift, rounding):
         rem = t - (q << shift)
         up = (rem > half) | ((rem == half) & (half > 0) & ((q & 1) == 1))
         return q + up
-    raise ValueError(f"rounding: {rounding!r} is not one of floor, half_up, half_even")
 
 
 def _wrap32(x):
@@ -324,6 +327,8 @@ def exact_multiplier(real, mult_bits=32):
     no approximation of the scale. Raises ValueError if no ``shift`` in 0..62 represents
     ``real`` exactly within ``mult_bits`` signed bits.
     """
+    if not isinstance(mult_bits, (int, np.integer)) or isinstance(mult_bits, bool) or not 2 <= mult_bits <= 63:
+        raise ValueError(f"mult_bits: expected an integer in 2..63, got {mult_bits!r}")
     try:
         fr = Fraction(float(real))
     except (TypeError, ValueError, OverflowError):
