@@ -1,0 +1,287 @@
+"""Threshold unit: batch-norm merged with a Q-bit activation as per-channel integer thresholds.
+
+The hardware of :mod:`golden.threshold`: NEMO report Section 3.4, Eq. 19-20 (BN + linear
+quantization folded into ``2**Q - 1`` ascending integer thresholds per channel), which is also
+QONNX's ``MultiThreshold`` (``out = sum_i (x >= T_i)``). The output is the number of thresholds
+``T`` of the channel with ``T <= y``, where ``y = x``, or ``y = -x`` for a channel whose BN
+``gamma`` is negative (golden's ``negate`` flag).
+
+The unit stores the thresholds (255 x 32 bits per channel at Q = 8 is too much to travel with
+each beat) and searches them with a pipelined binary search, one search level per stage:
+
+    count = 0
+    for k in Q-1 .. 0:                         # stage s = Qmax-1-k
+        if k < q and T[count + 2**k - 1] <= y:
+            count += 2**k
+
+After stage ``s`` the ``s + 1`` high bits of ``count`` are final. Because the thresholds are
+ascending, ``n -> T[n-1] <= y`` is monotone in ``n`` and the loop finds the largest ``n`` for
+which it holds, which is exactly the number of thresholds ``<= y`` (0..2**q-1). Stage ``s`` only
+ever reads the thresholds ``T[n-1]`` whose ``n`` has its lowest set bit at ``k`` (``2**s`` of
+them per channel), so each stage owns a memory holding just those: the ``2**Q - 1`` thresholds
+are split over ``Q`` memories without duplication and every stage reads its own memory each cycle
+(II = 1). A stage's memory is split in two banks by the bit its predecessor decides, so the read
+is issued one cycle before that bit is known, with both candidates arriving in time for a 2:1
+mux; the read address of a stage never waits on a comparison.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import Memory
+from amaranth.lib.wiring import In, Out
+from amaranth.utils import ceil_log2
+
+import numpy as np
+
+__all__ = ["ThresholdUnit"]
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+MAX_CHANNELS = 1 << 16
+MAX_LANES = 16
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
+        raise ValueError(f"{name}: must be an integer in [{lo}, {hi}], got {value!r}")
+    return int(value)
+
+
+class ThresholdUnit(wiring.Component):
+    """Per-channel multi-threshold activation (NEMO Eq. 19-20, QONNX MultiThreshold), II = 1.
+
+    For every lane of a data beat, ``count = #{i < 2**q - 1 : T[c, i] <= y}`` with
+    ``y = -x if negate[c] else x`` computed in 33 bits (so ``x = INT32_MIN`` negates exactly to
+    ``2**31``, above every int32 threshold), ``c`` the beat's channel, and ``q``, ``negate``,
+    ``T[c, :]`` the values last loaded for that channel. Bit-exact with
+    ``golden.threshold.threshold(x, T, negate)`` for non-decreasing thresholds; equal neighbours
+    are allowed. Nothing saturates or rounds: the comparison is exact.
+
+    Parameters
+    ----------
+    channels : int
+        Number of channels whose thresholds the unit stores, 1..65536.
+    max_bits : int
+        Largest output precision ``Q_max``, 1..8: up to ``2**Q_max - 1`` thresholds per channel.
+        Each channel has its own run-time ``bits`` ``q`` in 1..``Q_max``.
+    lanes : int
+        Values per data beat, 1..16; each lane has its own channel and its own read port on
+        every threshold memory (the memories are replicated per read port by synthesis).
+
+    Attributes
+    ----------
+    load : ``In(stream.Signature(load_layout))``
+        One threshold per beat; fields:
+        ``channel`` unsigned(ceil_log2(channels)) (at least 1 bit),
+        ``index`` unsigned(max_bits), 0..2**bits-2, the threshold's position in ascending order,
+        ``value`` signed(32), the threshold,
+        ``bits`` unsigned(bit_length(max_bits)), the channel's run-time ``q`` (1..Q_max),
+        ``negate`` 1 bit, the channel's negate flag.
+        Every beat also (re)writes the channel's ``bits`` and ``negate``. A channel is loaded
+        with its ``2**q - 1`` beats (any order); thresholds left over from an earlier, larger
+        ``q`` are never read (the search is gated by ``k < q``), so no padding is needed and
+        a channel never loaded since reset has ``q = 0`` and counts 0. Use :meth:`load_beats`.
+    i : ``In(stream.Signature(data_layout))``
+        ``x`` array of ``lanes`` signed(32) values, ``channel`` array of ``lanes``
+        unsigned(ceil_log2(channels)) channel numbers (a channel >= ``channels`` reads an
+        unspecified row).
+    o : ``Out(stream.Signature(out_layout))``
+        ``count`` array of ``lanes`` unsigned(max_bits) values, one beat per data beat, in order.
+
+    Ordering: a load beat waits until every data beat accepted before it has finished reading
+    the memories, and while a load beat is offered no data beat is accepted (``i.ready`` is low),
+    so each data beat sees exactly the loads accepted before it. Thresholds can be reloaded
+    between data bursts at one threshold per cycle.
+
+    Latency and throughput: a data beat accepted in cycle ``t`` is offered on ``o`` in cycle
+    ``t + max_bits + 2`` (one stage reads the channel's ``negate``/``q``, one negates, then one
+    search level per stage); one beat per cycle in steady state. A switch from data to loading
+    costs the drain of the pipeline (``max_bits + 1`` cycles). Stall-all pipeline: every
+    register and memory read port advances when ``o.ready | ~o.valid``, so nothing is lost or
+    duplicated under any backpressure.
+
+    Storage: ``channels * (2**max_bits - 1)`` x 32 bits of thresholds in ``max_bits`` memories
+    (stage ``s`` holds ``channels * 2**s`` words, split in two banks for ``s >= 1``), plus
+    ``channels`` x (bit_length(max_bits) + 1) bits of per-channel ``q``/``negate``; each memory
+    has one write port and ``lanes`` synchronous read ports.
+
+    Raises
+    ------
+    ValueError
+        If ``channels``, ``max_bits`` or ``lanes`` is out of range.
+    """
+
+    def __init__(self, *, channels, max_bits, lanes=1):
+        self.channels = _check_int("channels", channels, 1, MAX_CHANNELS)
+        self.max_bits = _check_int("max_bits", max_bits, 1, 8)
+        self.lanes = _check_int("lanes", lanes, 1, MAX_LANES)
+        self.channel_bits = max(1, ceil_log2(self.channels))
+        self.q_bits = self.max_bits.bit_length()
+        self.load_layout = data.StructLayout({
+            "value": signed(32),
+            "index": unsigned(self.max_bits),
+            "channel": unsigned(self.channel_bits),
+            "bits": unsigned(self.q_bits),
+            "negate": unsigned(1),
+        })
+        self.data_layout = data.StructLayout({
+            "x": data.ArrayLayout(signed(32), self.lanes),
+            "channel": data.ArrayLayout(unsigned(self.channel_bits), self.lanes),
+        })
+        self.out_layout = data.StructLayout({
+            "count": data.ArrayLayout(unsigned(self.max_bits), self.lanes),
+        })
+        super().__init__({
+            "load": In(stream.Signature(self.load_layout)),
+            "i": In(stream.Signature(self.data_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+    # --- host side -----------------------------------------------------------------------
+
+    def load_beats(self, thresholds, negate=None, *, channels=None):
+        """Load-port beats (dicts of ``load_layout`` fields) for golden's thresholds.
+
+        Parameters
+        ----------
+        thresholds : array_like of int, shape (C, 2**q - 1)
+            Ascending (non-decreasing) int32 thresholds per channel, as returned by
+            ``golden.threshold.bn_thresholds``; ``q`` (1..max_bits) follows from the shape.
+        negate : array_like of bool, shape (C,), optional
+            golden's negate flags (``gamma < 0``); default all False.
+        channels : sequence of int, optional
+            The unit's channel slots receiving rows 0..C-1 (default ``range(C)``); channels with
+            a different ``q`` are loaded by separate calls.
+
+        Raises
+        ------
+        ValueError
+            For a shape that is not (C, 2**q - 1) with 1 <= q <= max_bits, a value outside
+            int32, a decreasing pair (the message names channel and index), a bad ``negate``
+            shape, or a channel slot outside 0..channels-1.
+        """
+        t = np.asarray(thresholds)
+        if t.dtype == object or t.dtype.kind not in "iub":
+            raise ValueError(f"thresholds: expected integers, got dtype {t.dtype}")
+        if t.ndim != 2 or t.shape[0] < 1:
+            raise ValueError(f"thresholds: expected shape (C, 2**q - 1), got {t.shape}")
+        q = (t.shape[1] + 1).bit_length() - 1
+        if t.shape[1] < 1 or (1 << q) - 1 != t.shape[1] or q > self.max_bits:
+            raise ValueError(f"thresholds: row length must be 2**q - 1 with 1 <= q <= max_bits="
+                             f"{self.max_bits}, got {t.shape[1]}")
+        rows = [[int(v) for v in row] for row in t]
+        for c, row in enumerate(rows):
+            for j, v in enumerate(row):
+                if not INT32_MIN <= v <= INT32_MAX:
+                    raise ValueError(f"thresholds[{c}, {j}]: {v} is outside int32 "
+                                     f"[{INT32_MIN}, {INT32_MAX}]")
+                if j and v < row[j - 1]:
+                    raise ValueError(f"thresholds[{c}, {j}]: {v} < thresholds[{c}, {j - 1}] = "
+                                     f"{row[j - 1]}; thresholds must be non-decreasing")
+        if negate is None:
+            neg = [False] * len(rows)
+        else:
+            n = np.asarray(negate)
+            if n.shape != (len(rows),) or n.dtype.kind not in "biu" or np.any((n != 0) & (n != 1)):
+                raise ValueError(f"negate: expected {len(rows)} booleans (shape ({len(rows)},)), "
+                                 f"got {n.dtype} shape {n.shape}")
+            neg = [bool(v) for v in n]
+        slots = list(range(len(rows))) if channels is None else [int(c) for c in channels]
+        if len(slots) != len(rows):
+            raise ValueError(f"channels: expected {len(rows)} channel slots, got {len(slots)}")
+        for c in slots:
+            _check_int("channels", c, 0, self.channels - 1)
+        return [{"channel": slot, "index": j, "value": v, "bits": q, "negate": int(neg[r])}
+                for r, slot in enumerate(slots) for j, v in enumerate(rows[r])]
+
+    # --- hardware ------------------------------------------------------------------------
+
+    def elaborate(self, platform):
+        m = Module()
+        Q, L, CB = self.max_bits, self.lanes, self.channel_bits
+
+        # R[r] (r = 0..Q+1) are the pipeline registers; R[Q+1] drives o.
+        advance = Signal()
+        m.d.comb += advance.eq(self.o.ready | ~self.o.valid)
+        valid = [Signal(name=f"valid{r}") for r in range(Q + 2)]
+        busy = Signal()
+        m.d.comb += [
+            busy.eq(Cat(valid[:Q + 1]).any()),
+            # A pending load blocks new data so that it lands between two data beats.
+            self.i.ready.eq(advance & ~self.load.valid),
+            self.load.ready.eq(~busy),
+            self.o.valid.eq(valid[Q + 1]),
+        ]
+        with m.If(advance):
+            m.d.sync += valid[0].eq(self.i.valid & self.i.ready)
+            m.d.sync += [valid[r + 1].eq(valid[r]) for r in range(Q + 1)]
+
+        ld = self.load.payload
+        load_en = self.load.valid & self.load.ready
+        n = Signal(Q)
+        m.d.comb += n.eq(ld.index + 1)
+
+        # Per-channel run-time q and negate.
+        cfg_layout = data.StructLayout({"bits": unsigned(self.q_bits), "negate": unsigned(1)})
+        m.submodules.cfg = cfg = Memory(shape=cfg_layout, depth=self.channels, init=[])
+        cfg_w = cfg.write_port()
+        m.d.comb += [cfg_w.addr.eq(ld.channel), cfg_w.data.bits.eq(ld.bits),
+                     cfg_w.data.negate.eq(ld.negate), cfg_w.en.eq(load_en)]
+
+        # Stage s decides bit k = Q-1-s of the count and reads T[n-1] for the n whose lowest
+        # set bit is k; its row is (channel, n >> (k+1)), the low bit of which (the previous
+        # stage's decision) selects the bank.
+        banks = []
+        for s in range(Q):
+            k = Q - 1 - s
+            hit = load_en & n[k] & ((n[:k] == 0) if k else 1)
+            p = n[k + 1:Q] if s else None           # s bits
+            stage = []
+            for b in range(1 if s == 0 else 2):
+                mem = Memory(shape=signed(32), depth=self.channels << max(s - 1, 0), init=[])
+                m.submodules[f"t{s}_{b}"] = mem
+                w = mem.write_port()
+                addr = ld.channel if s <= 1 else Cat(p[1:], ld.channel)
+                m.d.comb += [w.addr.eq(addr), w.data.eq(ld.value),
+                             w.en.eq(hit & ((p[0] == b) if s else 1))]
+                stage.append(mem)
+            banks.append(stage)
+
+        for lane in range(L):
+            x0 = Signal(signed(32), name=f"x0_{lane}")
+            c = [Signal(CB, name=f"c{r}_{lane}") for r in range(Q + 1)]
+            y = [Signal(signed(33), name=f"y{r}_{lane}") for r in range(1, Q + 1)]
+            q = [Signal(self.q_bits, name=f"q{r}_{lane}") for r in range(1, Q + 1)]
+            y, q = [None] + y, [None] + q              # index by register number
+            prefix = [Signal(r - 1, name=f"p{r}_{lane}") if r > 1 else None for r in range(Q + 2)]
+
+            with m.If(advance):
+                m.d.sync += [x0.eq(self.i.payload.x[lane]), c[0].eq(self.i.payload.channel[lane])]
+                m.d.sync += [c[r + 1].eq(c[r]) for r in range(Q)]
+                m.d.sync += [y[r + 1].eq(y[r]) for r in range(1, Q)]
+                m.d.sync += [q[r + 1].eq(q[r]) for r in range(1, Q)]
+
+            cfg_r = cfg.read_port()
+            m.d.comb += [cfg_r.addr.eq(self.i.payload.channel[lane]), cfg_r.en.eq(advance)]
+            with m.If(advance):
+                # 33 bits: -INT32_MIN = 2**31 is above every int32 threshold, as in golden.
+                m.d.sync += [y[1].eq(Mux(cfg_r.data.negate, -x0, x0)), q[1].eq(cfg_r.data.bits)]
+
+            for s in range(Q):
+                k = Q - 1 - s
+                # Read issued while the beat is in R[s], data used in R[s+1].
+                reads = []
+                for mem in banks[s]:
+                    r = mem.read_port()
+                    addr = c[s] if s <= 1 else Cat(prefix[s], c[s])
+                    m.d.comb += [r.addr.eq(addr), r.en.eq(advance)]
+                    reads.append(r.data)
+                t = reads[0] if s == 0 else Mux(prefix[s + 1][0], reads[1], reads[0])
+                bit = (y[s + 1] >= t) & (q[s + 1] > k)
+                with m.If(advance):
+                    if s == 0:
+                        m.d.sync += prefix[2].eq(bit)
+                    else:
+                        m.d.sync += prefix[s + 2].eq(Cat(bit, prefix[s + 1]))
+            m.d.comb += self.o.payload.count[lane].eq(prefix[Q + 1])
+        return m

@@ -1,0 +1,146 @@
+"""Bench of hw.threshold.ThresholdUnit against golden.threshold.threshold.
+
+Configuration (``INTDEPLOY_TB``): ``channels``, ``max_bits``, ``lanes`` (the hardware), ``seed``,
+``bursts`` (load/data rounds), ``n`` (data beats per burst), ``in_stall``, ``out_stall``,
+``load_stall`` (pause probabilities), ``stall_burst`` (longest pause), and ``bug``: ``"gt"``
+makes golden count thresholds strictly below the input (``>`` instead of ``>=``) to show the
+scoreboard catches a wrong golden.
+
+Each burst (re)loads thresholds into some channels (all of them in the first burst), each with
+its own run-time ``bits`` in 1..max_bits and a random kind of threshold set, then streams data
+beats whose lanes pick random channels and values aimed at the channel's thresholds (equal,
+one below, one above), at int32 extremes, and at random. Loads start as soon as the previous
+burst's data has been accepted, so they race the beats still in the pipeline.
+"""
+
+import cocotb
+import numpy as np
+from cocotb.triggers import with_timeout
+
+from golden.threshold import bn_thresholds, threshold
+from hw.threshold import ThresholdUnit
+from sim.bench import Bench, Scoreboard
+
+INT32_MIN = -(1 << 31)
+INT32_MAX = (1 << 31) - 1
+EXTREMES = [INT32_MIN, INT32_MIN + 1, -1, 0, 1, INT32_MAX - 1, INT32_MAX]
+KINDS = ("bn", "bn", "bn", "raw_wide", "raw_narrow", "repeated", "all_equal", "extreme", "bn_zero")
+
+
+def _bn_row(rng, bits, gamma_sign):
+    """One channel's thresholds from random batch-norm parameters through golden."""
+    gamma = gamma_sign * 10.0 ** rng.uniform(-2, 1)
+    sigma = 10.0 ** rng.uniform(-2, 1)
+    beta = rng.normal(0, 3)
+    mu = rng.normal(0, 3)
+    # A = gamma*eps_phi/(sigma*eps_y) spans ~1e-9..1e3: thresholds from dense small integers
+    # (many equal neighbours) to values clamped at the int32 ends.
+    eps_phi = 10.0 ** rng.uniform(-7, 0)
+    eps_y = 10.0 ** rng.uniform(-3, 1)
+    th, neg = bn_thresholds(np.array([gamma]), np.array([beta]), np.array([mu]),
+                            np.array([sigma]), eps_phi, eps_y, bits)
+    return th[0], bool(neg[0])
+
+
+def make_channel(rng, bits, kind):
+    """``(row int64 (2**bits - 1,), negate)`` of a threshold set of the given ``kind``."""
+    t = (1 << bits) - 1
+    if kind == "bn":
+        return _bn_row(rng, bits, float(rng.choice([-1.0, 1.0])))
+    if kind == "bn_zero":
+        return _bn_row(rng, bits, 0.0)
+    if kind == "raw_wide":
+        row = rng.integers(INT32_MIN, INT32_MAX, t, endpoint=True)
+    elif kind == "raw_narrow":
+        c = int(rng.integers(-1000, 1000))
+        row = rng.integers(c - 2 * t, c + 2 * t, t, endpoint=True)
+    elif kind == "repeated":
+        row = rng.choice(rng.integers(-5000, 5000, max(1, t // 4)), t)
+    elif kind == "all_equal":
+        row = np.full(t, int(rng.choice(EXTREMES + [int(rng.integers(-100, 100))])))
+    elif kind == "extreme":
+        row = rng.choice(np.array(EXTREMES + [int(rng.integers(INT32_MIN, INT32_MAX))]), t)
+    else:
+        raise ValueError(kind)
+    return np.sort(row.astype(np.int64)), bool(rng.integers(2))
+
+
+def pick_x(rng, row, negate):
+    """A data value aimed at the interesting points of one channel's thresholds."""
+    r = rng.random()
+    if r < 0.45:
+        t = int(rng.choice(row)) + int(rng.choice([-1, 0, 0, 1]))
+        v = -t if negate else t
+    elif r < 0.6:
+        v = int(rng.choice(EXTREMES))
+    elif r < 0.8:
+        v = int(rng.integers(int(row.min()) - 3, int(row.max()) + 3, endpoint=True))
+        v = -v if negate else v
+    else:
+        v = int(rng.integers(INT32_MIN, INT32_MAX, endpoint=True))
+    return min(max(v, INT32_MIN), INT32_MAX)
+
+
+@cocotb.test(timeout_time=400_000, timeout_unit="us")
+async def run(dut):
+    tb = Bench(dut)
+    cfg = tb.cfg
+    rng = tb.rng
+    dut._log.info("seed %d", tb.seed)
+    unit = ThresholdUnit(channels=cfg["channels"], max_bits=cfg["max_bits"], lanes=cfg["lanes"])
+    C, Q, L = unit.channels, unit.max_bits, unit.lanes
+    load = tb.source("load", unit.load_layout)
+    src = tb.source("i", unit.data_layout)
+    snk = tb.sink("o", unit.out_layout)
+    burst = cfg.get("stall_burst", 3)
+    load.stall(tb.stalls(cfg.get("load_stall", 0.2), burst))
+    src.stall(tb.stalls(cfg.get("in_stall", 0.2), burst))
+    snk.stall(tb.stalls(cfg.get("out_stall", 0.2), burst))
+    await tb.reset()
+    sb = Scoreboard("threshold", dut._log)
+    bursts, n = cfg["bursts"], cfg["n"]
+
+    async def receive():
+        for _ in range(bursts * n):
+            v = await with_timeout(snk.recv(), 20_000 * 10, "ns")
+            sb.check(np.array([v.count[lane] for lane in range(L)], dtype=np.int64), tb.cycle)
+
+    receiver = cocotb.start_soon(receive())
+    rows, negs = [None] * C, [False] * C
+    for b in range(bursts):
+        if b == 0:
+            reload = list(range(C))
+        else:
+            reload = sorted(rng.choice(C, int(rng.integers(1, C + 1)), replace=False).tolist())
+        beats = []
+        for k, c in enumerate(reload):
+            # The first channels of the first burst cover Q = 1 and Q = max_bits for sure.
+            bits = [1, Q][k] if b == 0 and k < 2 else int(rng.integers(1, Q + 1))
+            kind = KINDS[k % len(KINDS)] if b == 0 else str(rng.choice(KINDS))
+            rows[c], negs[c] = make_channel(rng, bits, kind)
+            beats += unit.load_beats(rows[c][None, :], np.array([negs[c]]), channels=[c])
+        order = rng.permutation(len(beats))    # any order of loads is legal
+        # Data of the previous burst is accepted but may still be in flight: the load must wait.
+        await src.wait()
+        for j in order:
+            await load.send(beats[j])
+        await load.wait()
+
+        chans = rng.integers(0, C, (n, L))
+        xs = np.array([[pick_x(rng, rows[c], negs[c]) for c in line] for line in chans], dtype=np.int64)
+        expected = np.empty_like(xs)
+        for c in np.unique(chans):
+            sel = chans == c
+            th = rows[c] + 1 if cfg.get("bug") == "gt" else rows[c]
+            expected[sel] = threshold(xs[sel][:, None], th[None, :], np.array([negs[c]]))[:, 0]
+        for j in range(n):
+            ctx = {"burst": b, "x": xs[j], "channel": chans[j],
+                   "negate": [negs[c] for c in chans[j]],
+                   "bits": [int(rows[c].size).bit_length() for c in chans[j]]}
+            for lane, c in enumerate(chans[j]):
+                ctx[f"thresholds (lane {lane})"] = rows[c]
+            sb.expect(expected[j], ctx)
+            await src.send({"x": [int(v) for v in xs[j]], "channel": [int(c) for c in chans[j]]})
+    await receiver
+    sb.finish()
+    dut._log.info("threshold: %d beats checked in %d cycles", sb.checked, tb.cycle)
