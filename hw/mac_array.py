@@ -1,0 +1,355 @@
+"""The MAC array: R output channels x C input lanes of integer multiply-accumulate.
+
+Hardware image of :func:`golden.mac_array.linear` (NEMO report sec. 3.3, Eq. 16 with zero
+points): for every output channel ``r`` of a weight tile,
+
+    acc[r] = sum_k (w[r, k] - w_zp[r]) * (x[k] - x_zp)
+
+computed ``C`` terms per cycle. The host-side :meth:`MacArray.encode` turns the same arguments
+that :func:`golden.mac_array.linear` takes into the array's beats.
+"""
+
+import numpy as np
+from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.mac_array import check_accumulator
+
+__all__ = ["MacArray", "step_range"]
+
+WEIGHT_BITS = (8, 4, 2)
+
+# Field ranges of a beat; the datapath is exact for every value in them (see MacArray).
+X_ZP_RANGE = (-256, 255)       # x_zp is signed(9)
+W_ZP_RANGE = (-128, 127)       # w_zp is int8
+X_EXT_RANGE = (-128, 255)      # an activation lane read as int8 or uint8
+
+
+def _int_param(name, value, lo, hi):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
+        raise ValueError(f"{name}: {value!r} is not allowed; expected an integer in [{lo}, {hi}]")
+    return int(value)
+
+
+def _signed_bits(lo, hi):
+    """Smallest ``n`` with ``-2**(n-1) <= lo`` and ``hi < 2**(n-1)``."""
+    return max((~lo).bit_length() + 1 if lo < 0 else 1, hi.bit_length() + 1 if hi > 0 else 1)
+
+
+def step_range(cols, weight_bits):
+    """Exact ``(lo, hi)`` of one step's sum over every value the beat's fields can carry."""
+    wlo, whi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+    a = (wlo - W_ZP_RANGE[1], whi - W_ZP_RANGE[0])               # w - w_zp
+    b = (X_EXT_RANGE[0] - X_ZP_RANGE[1], X_EXT_RANGE[1] - X_ZP_RANGE[0])   # x - x_zp
+    corners = [p * q for p in a for q in b]
+    return cols * min(corners), cols * max(corners)
+
+
+class MacArray(wiring.Component):
+    """R x C integer multiply-accumulate array (weights streamed in the beat), int32 accumulators.
+
+    Each accepted beat is one *step*: a C-vector of activations ``x`` and, for each of the R rows,
+    a C-vector of weights ``w[r]``. Row ``r`` adds ``sum_c (w[r][c] - w_zp[r]) * (x[c] - x_zp)``
+    to its accumulator. A GEMM row of length ``K`` is ``K / C`` steps (the host pads ``K`` to a
+    multiple of ``C``, see :meth:`encode`); ``first`` clears, ``last`` emits. The weights arrive
+    in the beat, one R x C tile per step: the weight buffer lives in the accelerator top, which
+    reads one tile per cycle and feeds it alongside the activations; the array itself stores no
+    weights, so a step costs no load cycles.
+
+    Arithmetic (``golden.mac_array.linear``, NEMO report Eq. 16 with zero points):
+
+    * ``x[c]``: 8 bits, read as int8 (``x_signed = 1``) or uint8 (``x_signed = 0``), chosen per
+      beat at run time; ``x_zp``: signed(9), so both a uint8 zero point (0..255) and an int8 one
+      (-128..127) fit. ``x - x_zp`` is formed exactly on 10 bits (9 bits suffice for zero points
+      inside the activation type's range, as TFLite/ONNX/NEMO use; the tenth bit makes every
+      value the field can carry exact, at the cost of one adder bit per lane).
+    * ``w[r][c]``: two's complement on ``weight_bits`` (8, 4 or 2) bits, sign-extended inside;
+      ``w_zp[r]``: int8 per row, so NEMO's asymmetric 8-bit weights stored as int8 (integer
+      image e.g. ``[-109, 146]`` stored as ``w = q + w_zp`` with ``w_zp = -19``) are exact: ``w - w_zp`` spans
+      9 bits signed.
+    * Every product and partial sum is exact (widths grow with the adder tree); the only wrap is
+      the accumulator: ``acc_bits`` (default 32) two's complement, wrapping modulo
+      ``2**acc_bits`` and never saturating. The host driver refuses layers whose worst case does
+      not fit (:func:`golden.mac_array.check_accumulator`, called by :meth:`encode`), so in use
+      the results are exact.
+
+    Zero points are folded, not subtracted per MAC. The input zero point is subtracted once per
+    lane (C adders shared by all R rows); the weight zero point uses
+
+        sum_c (w - w_zp) * xd = sum_c w * xd - w_zp * S,   S = sum_c xd,  xd = x - x_zp
+
+    so each MAC is one multiplier (8 x 10 bits: one ECP5 MULT18X18D) feeding the adder tree
+    directly, and the zero point costs, per row, one correction product ``w_zp * S`` and one
+    subtraction; ``S`` comes from one C-input adder tree shared by all rows. Subtracting
+    ``w_zp`` before each multiplier would cost a 9-bit adder per MAC instead.
+
+    Pipeline (stall-all: every register stage advances together), ``D = ceil(log2(C))``:
+
+    ====================  =======================================================
+    stage                 registers
+    ====================  =======================================================
+    1                     ``xd[c] = x - x_zp`` (10 b), weights, ``w_zp``, flags
+    2                     products ``w * xd`` (signed 8 x 10, one per MAC);
+                          level 1 of the shared ``S`` tree
+    3 .. 2 + D            per-row binary adder tree of the C products, one level
+                          per stage (``S`` finishes one stage earlier)
+    2 + D                 correction ``w_zp[r] * S`` (parallel to the last level)
+    3 + D                 step sum ``e[r] = tree[r] - correction[r]``
+    4 + D                  accumulator ``acc[r]`` and result register ``o.payload``
+    ====================  =======================================================
+
+    Latency: a step accepted at a clock edge has its accumulator updated ``4 + D`` edges later;
+    a ``last`` step's result is valid on ``o`` from the cycle after that edge, i.e. the result of
+    an accumulation appears ``4 + D`` cycles after its last step was accepted (``latency``
+    attribute). Throughput: one step per cycle (II = 1) while ``i.valid`` and ``o`` drains.
+
+    Clearing and draining: the accumulator stage computes ``(0 if first else acc) + e``; it
+    always writes the accumulator and, for a ``last`` step, also the result register, which
+    holds the finished sums on ``o`` while the next accumulation proceeds. So back-to-back
+    accumulations (a ``last`` step followed by the next ``first`` step, or single-step
+    accumulations with both flags set) run without a bubble. A step without ``first`` continues
+    the current sums, also after a ``last`` (so ``last`` alone reads out a running total). The
+    pipeline stalls only when a ``last`` step reaches the accumulator stage while the previous
+    result is still on ``o`` and not taken in that cycle; ``i.ready`` is then low. Nothing is
+    lost or duplicated whatever ``o.ready`` does. ``i.ready`` depends combinationally on
+    ``o.ready`` (allowed by the stream contract); the accumulators reset to 0.
+
+    Parameters
+    ----------
+    rows : int >= 1
+        R, output channels computed in parallel.
+    cols : int >= 1
+        C, input lanes (terms of K per step).
+    weight_bits : 8, 4 or 2
+        Stored weight width; a row's C weights are packed in ``C * weight_bits`` bits.
+    acc_bits : int
+        Accumulator and result width (default 32); at least the bits of one step's worst case
+        over all field values (:func:`step_range`), at most 64.
+
+    Attributes
+    ----------
+    i : ``In(stream.Signature(StructLayout))``, payload fields:
+        ``x``: ``ArrayLayout(unsigned(8), C)`` raw activation bytes; ``x_signed``: 1 bit;
+        ``x_zp``: ``signed(9)``; ``w``: ``ArrayLayout(ArrayLayout(signed(weight_bits), C), R)``
+        (element ``(r, c)`` at bits ``[(r*C + c)*weight_bits, +weight_bits)``);
+        ``w_zp``: ``ArrayLayout(signed(8), R)``; ``first``: 1 bit; ``last``: 1 bit.
+    o : ``Out(stream.Signature(StructLayout))``, payload field ``acc``:
+        ``ArrayLayout(signed(acc_bits), R)``, the R sums of an accumulation ending in ``last``.
+    latency : int
+        ``4 + ceil(log2(cols))`` cycles from accepting a ``last`` step to its result on ``o``.
+
+    Raises
+    ------
+    ValueError
+        ``rows``/``cols`` not an integer >= 1, ``weight_bits`` not 8, 4 or 2, ``acc_bits`` below
+        one step's worst case or above 64.
+    """
+
+    def __init__(self, *, rows, cols, weight_bits=8, acc_bits=32):
+        self.rows = _int_param("rows", rows, 1, 4096)
+        self.cols = _int_param("cols", cols, 1, 4096)
+        if weight_bits not in WEIGHT_BITS or isinstance(weight_bits, bool):
+            raise ValueError(f"weight_bits: {weight_bits!r} is not one of 8, 4, 2")
+        self.weight_bits = int(weight_bits)
+        need = _signed_bits(*step_range(self.cols, self.weight_bits))
+        self.acc_bits = _int_param("acc_bits", acc_bits, need, 64)
+        self.depth = (self.cols - 1).bit_length()          # ceil(log2(cols)) tree levels
+        self.latency = 4 + self.depth
+        self.in_layout = data.StructLayout({
+            "x": data.ArrayLayout(unsigned(8), self.cols),
+            "x_signed": unsigned(1),
+            "x_zp": signed(9),
+            "w": data.ArrayLayout(data.ArrayLayout(signed(self.weight_bits), self.cols), self.rows),
+            "w_zp": data.ArrayLayout(signed(8), self.rows),
+            "first": unsigned(1),
+            "last": unsigned(1),
+        })
+        self.out_layout = data.StructLayout({
+            "acc": data.ArrayLayout(signed(self.acc_bits), self.rows),
+        })
+        super().__init__({
+            "i": In(stream.Signature(self.in_layout)),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+    def __repr__(self):
+        return (f"MacArray(rows={self.rows}, cols={self.cols}, weight_bits={self.weight_bits}, "
+                f"acc_bits={self.acc_bits})")
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C = self.rows, self.cols
+        advance = Signal()
+        staged = []                       # pipeline register updates, all enabled by `advance`
+
+        def reg(value, name):
+            s = Signal(value.shape(), name=name, reset_less=True)
+            staged.append(s.eq(value))
+            return s
+
+        def tree(leaves, name):
+            """Pipelined balanced adder tree: one register level per stage, exact widths."""
+            level = 0
+            while len(leaves) > 1:
+                level += 1
+                nxt = [reg(leaves[j] + leaves[j + 1], f"{name}_l{level}_{j // 2}")
+                       for j in range(0, len(leaves) - 1, 2)]
+                if len(leaves) % 2:
+                    nxt.append(reg(leaves[-1], f"{name}_l{level}_{len(leaves) // 2}"))
+                leaves = nxt
+            return leaves[0]
+
+        def delay(value, n, name):
+            for j in range(n):
+                value = reg(value, f"{name}_d{j + 1}")
+            return value
+
+        p = self.i.payload
+        # Stage 1: input zero point (once per lane) and the operands.
+        xd = [reg(Mux(p.x_signed, p.x[c].as_signed(), p.x[c]) - p.x_zp, f"xd{c}") for c in range(C)]
+        w1 = [[reg(p.w[r][c], f"w{r}_{c}") for c in range(C)] for r in range(R)]
+        wzp1 = [reg(p.w_zp[r], f"wzp{r}") for r in range(R)]
+        # Stage 2: one product per MAC; the S tree starts here from xd.
+        prod = [[reg(w1[r][c] * xd[c], f"p{r}_{c}") for c in range(C)] for r in range(R)]
+        s_sum = tree(xd, "s")                               # ready at stage 1 + D
+        # Stages 3 .. 2 + D: per-row trees; the correction lands at stage 2 + D beside them.
+        row_sum = [tree(prod[r], f"t{r}") for r in range(R)]
+        corr = [reg(delay(wzp1[r], self.depth, f"wzp{r}") * s_sum, f"corr{r}") for r in range(R)]
+        # Stage 3 + D: the exact step sum of each row.
+        step = [reg(row_sum[r] - corr[r], f"e{r}") for r in range(R)]
+
+        # Control: valid/first/last travel with the data through stages 1 .. 3 + D.
+        n_ctl = 3 + self.depth
+        valid = [Signal(name=f"valid{k + 1}") for k in range(n_ctl)]
+        first = [Signal(name=f"first{k + 1}", reset_less=True) for k in range(n_ctl)]
+        last = [Signal(name=f"last{k + 1}", reset_less=True) for k in range(n_ctl)]
+        staged += [valid[0].eq(self.i.valid), first[0].eq(p.first), last[0].eq(p.last)]
+        for k in range(1, n_ctl):
+            staged += [valid[k].eq(valid[k - 1]), first[k].eq(first[k - 1]), last[k].eq(last[k - 1])]
+        e_valid, e_first, e_last = valid[-1], first[-1], last[-1]
+
+        # Accumulator stage. A finished sum goes to the result register (o.payload), so the
+        # accumulators are free for the next step at once; only a `last` step that finds the
+        # previous result untaken must wait.
+        acc = [Signal(signed(self.acc_bits), name=f"acc{r}") for r in range(R)]
+        total = [Signal(signed(self.acc_bits), name=f"total{r}") for r in range(R)]
+        for r in range(R):
+            # Truncation to acc_bits is the documented two's-complement wrap.
+            m.d.comb += total[r].eq(Mux(e_first, 0, acc[r]) + step[r])
+        m.d.comb += [
+            advance.eq(~(e_valid & e_last & self.o.valid & ~self.o.ready)),
+            self.i.ready.eq(advance),
+        ]
+        with m.If(advance):
+            m.d.sync += staged
+            with m.If(e_valid):
+                m.d.sync += [acc[r].eq(total[r]) for r in range(R)]
+        with m.If(self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(advance & e_valid & e_last):
+            m.d.sync += self.o.valid.eq(1)
+            m.d.sync += [self.o.payload.acc[r].eq(total[r]) for r in range(R)]
+        return m
+
+    # Host side ---------------------------------------------------------------------------
+
+    def encode(self, x, w, *, x_signed, x_zero_point=0, w_zero_point=0, name="layer"):
+        """Beats computing ``golden.mac_array.linear(x, w, x_zero_point, w_zero_point)``.
+
+        Each of the ``M`` GEMM rows of ``x`` becomes ``ceil(K / C)`` steps (``first`` on the first,
+        ``last`` on the last), giving one output beat of R sums. ``K`` is padded to a multiple of
+        ``C`` with activations equal to ``x_zero_point`` and weights 0, so each padded term is
+        ``(0 - w_zp) * (x_zp - x_zp) = 0`` exactly (the same real zero as a padded convolution tap,
+        which is why ``x_zero_point`` must be an activation value). Weight rows beyond ``N`` (when
+        ``N < R``) are 0 with zero point 0 and sum to 0.
+
+        Parameters
+        ----------
+        x : integer array ``(M, K)`` or ``(K,)``
+            Activations, uint8 (``x_signed=False``) or int8 (``x_signed=True``) values.
+        w : integer array ``(N, K)``, ``N <= rows``
+            Weights, two's complement values of ``weight_bits`` bits.
+        x_signed : bool
+            Activation type, as the beat's ``x_signed`` field.
+        x_zero_point : int
+            In the activation type's range (uint8 0..255, int8 -128..127).
+        w_zero_point : int or integer array ``(N,)``
+            int8 per tensor or per row.
+        name : str
+            Names the layer in the accumulator refusal.
+
+        Returns
+        -------
+        list of dict
+            Beat payloads for ``self.in_layout`` (``M * ceil(K / C)`` of them, in order).
+
+        Raises
+        ------
+        ValueError
+            A value outside its field or type, a shape mismatch, or a layer whose worst-case
+            accumulation over the activation type's whole range does not fit ``acc_bits``
+            (:func:`golden.mac_array.check_accumulator`).
+        """
+        R, C = self.rows, self.cols
+        if not isinstance(x_signed, (bool, np.bool_, int)) or x_signed not in (0, 1):
+            raise ValueError(f"x_signed: {x_signed!r} is not one of True, False")
+        x_lo, x_hi = (-128, 127) if x_signed else (0, 255)
+        x = _int_array("x", x)
+        if x.ndim == 1:
+            x = x[None]
+        w = _int_array("w", w)
+        if w.ndim != 2 or not 1 <= w.shape[0] <= R or w.shape[1] == 0:
+            raise ValueError(f"w: expected shape (N, K) with 1 <= N <= {R} and K >= 1, got {w.shape}")
+        n, k = w.shape
+        if x.ndim != 2 or x.shape[1] != k:
+            raise ValueError(f"x: expected shape (M, {k}) or ({k},), got {x.shape}")
+        _in_range("x", x, x_lo, x_hi, "int8" if x_signed else "uint8")
+        wb = self.weight_bits
+        _in_range("w", w, -(1 << (wb - 1)), (1 << (wb - 1)) - 1, f"int{wb}")
+        zpx = _int_array("x_zero_point", x_zero_point)
+        if zpx.ndim != 0:
+            raise ValueError(f"x_zero_point: expected a scalar, got shape {zpx.shape}")
+        _in_range("x_zero_point", zpx, x_lo, x_hi, "int8" if x_signed else "uint8")
+        zpw = _int_array("w_zero_point", w_zero_point)
+        if zpw.ndim > 1 or (zpw.ndim == 1 and zpw.shape[0] != n):
+            raise ValueError(f"w_zero_point: expected a scalar or shape ({n},), got {zpw.shape}")
+        _in_range("w_zero_point", zpw, *W_ZP_RANGE, "int8")
+        check_accumulator(w, x_lo, x_hi, int(zpx), zpw, bits=self.acc_bits, name=name)
+
+        steps = -(-k // C)
+        kp = steps * C
+        xp = np.full((x.shape[0], kp), int(zpx), dtype=np.int64)
+        xp[:, :k] = x
+        wp = np.zeros((R, kp), dtype=np.int64)
+        wp[:n, :k] = w
+        zp_rows = np.zeros(R, dtype=np.int64)
+        zp_rows[:n] = np.broadcast_to(zpw, (n,))
+        w_zp = zp_rows.tolist()
+        w_tiles = [wp[:, s * C:(s + 1) * C].tolist() for s in range(steps)]
+        beats = []
+        for row in xp:
+            for s in range(steps):
+                beats.append({
+                    "x": [v & 0xFF for v in row[s * C:(s + 1) * C].tolist()],
+                    "x_signed": int(bool(x_signed)),
+                    "x_zp": int(zpx),
+                    "w": w_tiles[s],
+                    "w_zp": w_zp,
+                    "first": int(s == 0),
+                    "last": int(s == steps - 1),
+                })
+        return beats
+
+
+def _int_array(name, value):
+    arr = np.asarray(value)
+    if arr.dtype.kind not in "iub" or arr.dtype == np.bool_:
+        raise ValueError(f"{name}: expected integers, got dtype {arr.dtype}")
+    return arr.astype(np.int64)
+
+
+def _in_range(name, arr, lo, hi, what):
+    if arr.size and (int(arr.min()) < lo or int(arr.max()) > hi):
+        bad = int(arr.min()) if int(arr.min()) < lo else int(arr.max())
+        raise ValueError(f"{name}: {bad} is out of range; allowed {what} [{lo}, {hi}]")
