@@ -1,24 +1,28 @@
 """Encoding and decoding of the accelerator's command protocol (docs/protocol.md).
 
-Pure Python over lists of 32-bit words; shared by the host driver (:mod:`sim.driver`), the
+Pure Python/numpy over lists of 32-bit words; shared by the host driver (:mod:`sim.driver`), the
 executable model of the accelerator (:mod:`sim.accel_model`) and the cocotb bench of the top.
 Encoders validate what they are given and raise ``ValueError`` naming the field, so that the
-host refuses what the hardware cannot represent before anything is sent.
+host refuses what the hardware cannot represent before anything is sent. Decoders never
+validate beyond field widths (the accelerator model does the protocol's checks).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 
 from golden.requantizer import RequantParams, INT32_MIN, INT32_MAX
 
 __all__ = [
-    "OPCODES", "STATUS", "ROUNDING_CODES", "PARAM_WORDS", "RUN_WORDS", "INFO_WORDS", "STATUS_WORDS",
+    "OPCODES", "OPCODE_NAMES", "STATUS", "STATUS_NAMES", "ROUNDING_CODES", "POOL_MODES",
+    "OUT_BYTES_CODES", "PARAM_WORDS", "RUN_WORDS", "INFO_WORDS", "STATUS_WORDS", "FIXED_LENGTHS",
+    "MIN_LENGTHS", "MASK32",
     "Info", "Response", "RunDescriptor",
-    "command", "to_beats", "from_beats", "split_packets", "parse_response",
-    "info", "status", "write_weights", "write_params", "write_thresholds", "write_acts",
-    "write_residual", "run", "encode_requant", "decode_requant", "decode_info", "decode_status",
-    "pack_elements", "unpack_elements", "entry_words",
+    "command", "response", "to_beats", "from_beats", "split_packets", "parse_response",
+    "info", "status", "write_weights", "write_params", "write_param_entries", "write_thresholds",
+    "write_acts", "write_residual", "run", "encode_requant", "decode_requant", "decode_info",
+    "decode_status", "pack_elements", "unpack_elements", "pack_entries", "unpack_entries",
+    "entry_words", "sext",
 ]
 
 OPCODES = {
@@ -41,10 +45,21 @@ RUN_WORDS = 40
 INFO_WORDS = 12
 STATUS_WORDS = 9
 MASK32 = 0xFFFFFFFF
+#: ``length`` of the fixed-size commands (docs/protocol.md, "Which error", rule 2).
+FIXED_LENGTHS = {OPCODES["INFO"]: 0, OPCODES["STATUS"]: 0, OPCODES["RUN"]: RUN_WORDS}
+#: Smallest ``length`` of the variable-size commands: their fixed fields.
+MIN_LENGTHS = {OPCODES["WRITE_WEIGHTS"]: 3, OPCODES["WRITE_PARAMS"]: 2, OPCODES["WRITE_THRESHOLDS"]: 2,
+               OPCODES["WRITE_ACTS"]: 2, OPCODES["WRITE_RESIDUAL"]: 2}
+
+
+def _int(value, name):
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise ValueError(f"{name}: expected an integer, got {value!r}")
+    return int(value)
 
 
 def _u32(value, name, lo=INT32_MIN, hi=MASK32):
-    value = int(value)
+    value = _int(value, name)
     if not lo <= value <= hi:
         raise ValueError(f"{name}: {value} is out of range; allowed [{lo}, {hi}]")
     return value & MASK32
@@ -55,46 +70,68 @@ def _s32(word):
     return word - (1 << 32) if word >> 31 else word
 
 
-def _field(value, name, bits, signed=False):
-    value = int(value)
-    lo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+def _field(value, name, bits, signed=False, lo=None):
+    value = _int(value, name)
+    flo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
+    lo = flo if lo is None else lo
     if not lo <= value <= hi:
         raise ValueError(f"{name}: {value} is out of range; allowed [{lo}, {hi}]")
     return value & ((1 << bits) - 1)
 
 
-def _sext(value, bits):
-    value &= (1 << bits) - 1
+def sext(value, bits):
+    """Two's complement value of the low ``bits`` bits of ``value`` (int or int64 array)."""
+    if isinstance(value, np.ndarray):
+        value = value.astype(np.int64) & ((1 << bits) - 1)
+        return np.where(value >> (bits - 1) != 0, value - (1 << bits), value)
+    value = int(value) & ((1 << bits) - 1)
     return value - (1 << bits) if value >> (bits - 1) else value
+
+
+_sext = sext
 
 
 # --- framing -----------------------------------------------------------------------------
 
 def command(opcode, payload=(), tag=0):
-    """Header + payload words of one command packet."""
+    """Header + payload words of one command packet (payload words are taken modulo 2**32)."""
     opcode = OPCODES[opcode] if isinstance(opcode, str) else _field(opcode, "opcode", 8)
     payload = [int(w) & MASK32 for w in payload]
     return [opcode | (_field(tag, "tag", 8) << 8), len(payload)] + payload
 
 
+def response(opcode, tag, status, payload=()):
+    """Header + payload words of one response packet (docs/protocol.md, "Response header")."""
+    payload = [int(w) & MASK32 for w in payload]
+    return [(opcode & 0xFF) | ((tag & 0xFF) << 8) | ((status & 0xFF) << 16), len(payload)] + payload
+
+
+def _per_beat(bus_width):
+    if isinstance(bus_width, bool) or not isinstance(bus_width, (int, np.integer)) \
+            or bus_width <= 0 or bus_width % 32:
+        raise ValueError(f"bus_width: {bus_width!r} is not a positive multiple of 32")
+    return int(bus_width) // 32
+
+
 def to_beats(words, bus_width=32):
     """Words of one packet -> (beat, last) pairs for a ``bus_width``-bit stream, zero-padded."""
-    if bus_width % 32 or bus_width <= 0:
-        raise ValueError(f"bus_width: {bus_width} is not a positive multiple of 32")
-    per = bus_width // 32
-    words = list(words) + [0] * (-len(words) % per)
+    per = _per_beat(bus_width)
+    words = [int(w) & MASK32 for w in words]
+    words += [0] * (-len(words) % per)
+    if not words:
+        raise ValueError("words: a packet has at least one word")
     beats = []
     for i in range(0, len(words), per):
         beat = 0
         for j, w in enumerate(words[i:i + per]):
-            beat |= (int(w) & MASK32) << (32 * j)
+            beat |= w << (32 * j)
         beats.append((beat, i + per >= len(words)))
     return beats
 
 
 def from_beats(beats, bus_width=32):
-    """Beat integers -> words (padding included)."""
-    per = bus_width // 32
+    """Beat integers -> words (padding included); word 0 of a beat is TDATA[31:0]."""
+    per = _per_beat(bus_width)
     return [(int(b) >> (32 * j)) & MASK32 for b in beats for j in range(per)]
 
 
@@ -107,12 +144,13 @@ def split_packets(beats, bus_width=32):
             packets.append(from_beats(current, bus_width))
             current = []
     if current:
-        raise ValueError("stream ended inside a packet (no TLAST)")
+        raise ValueError("beats: the stream ends inside a packet (no TLAST)")
     return packets
 
 
 @dataclass
 class Response:
+    """One response packet: header fields and payload words (padding removed)."""
     opcode: int
     tag: int
     status: int
@@ -126,6 +164,10 @@ class Response:
     def status_name(self):
         return STATUS_NAMES.get(self.status, f"status {self.status}")
 
+    def words(self):
+        """The packet's words (header + payload, no padding)."""
+        return response(self.opcode, self.tag, self.status, self.payload)
+
     def __str__(self):
         name = OPCODE_NAMES.get(self.opcode, f"0x{self.opcode:02x}")
         return f"{name} tag {self.tag}: {self.status_name}, {len(self.payload)} payload words"
@@ -135,10 +177,10 @@ def parse_response(words):
     """One response packet's words (padding allowed) -> :class:`Response`."""
     if len(words) < 2:
         raise ValueError(f"response: {len(words)} words, a header needs 2")
-    h, length = words[0], words[1]
+    h, length = int(words[0]), int(words[1])
     if len(words) < 2 + length:
         raise ValueError(f"response: header says {length} payload words, packet has {len(words) - 2}")
-    return Response(h & 0xFF, (h >> 8) & 0xFF, (h >> 16) & 0xFF, list(words[2:2 + length]))
+    return Response(h & 0xFF, (h >> 8) & 0xFF, (h >> 16) & 0xFF, [int(w) for w in words[2:2 + length]])
 
 
 # --- element packing ---------------------------------------------------------------------
@@ -148,26 +190,58 @@ def entry_words(elements, bits):
     return -(-elements * bits // 32)
 
 
+def pack_entries(values, bits):
+    """Pack ``(count, elements)`` integers into ``(count, entry_words)`` uint32 words.
+
+    Element ``i`` of an entry is bits ``[i*bits, (i+1)*bits)`` of the entry (two's complement,
+    little-endian over the words); bits above the last element are 0.
+    """
+    v = np.asarray(values, dtype=np.int64)
+    if v.ndim != 2:
+        raise ValueError(f"values: expected shape (count, elements), got {v.shape}")
+    count, n = v.shape
+    nw = entry_words(n, bits)
+    if count == 0 or nw == 0:
+        return np.zeros((count, nw), dtype=np.uint32)
+    if bits in (8, 16, 32):
+        dt = {8: "<u1", 16: "<u2", 32: "<u4"}[bits]
+        raw = (v & ((1 << bits) - 1)).astype(dt)
+        pad = np.zeros((count, nw * 32 // bits - n), dtype=dt)
+        return np.ascontiguousarray(np.concatenate([raw, pad], axis=1)).view("<u4").astype(np.uint32)
+    bit = (v[:, :, None] >> np.arange(bits)) & 1                       # (count, n, bits)
+    bit = bit.reshape(count, n * bits).astype(np.uint8)
+    bit = np.concatenate([bit, np.zeros((count, nw * 32 - n * bits), dtype=np.uint8)], axis=1)
+    return np.packbits(bit, axis=1, bitorder="little").view("<u4").astype(np.uint32)
+
+
+def unpack_entries(words, elements, bits, signed=True):
+    """Inverse of :func:`pack_entries`: ``(count, words)`` -> ``(count, elements)`` int64."""
+    w = np.asarray(words, dtype=np.int64)
+    if w.ndim != 2:
+        raise ValueError(f"words: expected shape (count, words), got {w.shape}")
+    count = w.shape[0]
+    if w.shape[1] * 32 < elements * bits:
+        raise ValueError(f"words: {w.shape[1]} words per entry cannot hold {elements} x {bits} bits")
+    if count == 0 or elements == 0:
+        return np.zeros((count, elements), dtype=np.int64)
+    raw = np.ascontiguousarray((w & MASK32).astype("<u4")).view(np.uint8)            # (count, 4*words)
+    if bits in (8, 16, 32):
+        out = raw.view({8: "<u1", 16: "<u2", 32: "<u4"}[bits])[:, :elements].astype(np.int64)
+    else:
+        bit = np.unpackbits(raw, axis=1, bitorder="little")[:, :elements * bits]
+        out = (bit.reshape(count, elements, bits).astype(np.int64) << np.arange(bits)).sum(axis=2)
+    return sext(out, bits) if signed else out
+
+
 def pack_elements(values, bits):
-    """Pack integers (two's complement, ``bits`` each, little-endian) into words."""
-    values = np.asarray(values, dtype=np.int64).ravel()
-    acc, words = 0, []
-    for i, v in enumerate(values.tolist()):
-        acc |= (v & ((1 << bits) - 1)) << (i * bits)
-    n = entry_words(len(values), bits)
-    for i in range(n):
-        words.append((acc >> (32 * i)) & MASK32)
-    return words
+    """Pack integers (two's complement, ``bits`` each, little-endian) into a list of words."""
+    v = np.asarray(values, dtype=np.int64).ravel()
+    return [int(x) for x in pack_entries(v[None, :], bits)[0]]
 
 
 def unpack_elements(words, count, bits, signed=True):
-    acc = 0
-    for i, w in enumerate(words):
-        acc |= (int(w) & MASK32) << (32 * i)
-    out = [(acc >> (i * bits)) & ((1 << bits) - 1) for i in range(count)]
-    if signed:
-        out = [_sext(v, bits) for v in out]
-    return np.array(out, dtype=np.int64)
+    """Inverse of :func:`pack_elements`: the first ``count`` values of ``bits`` bits (int64)."""
+    return unpack_entries(np.asarray(list(words), dtype=np.int64)[None, :], count, bits, signed)[0]
 
 
 # --- requantizer parameter words ----------------------------------------------------------
@@ -179,7 +253,11 @@ def encode_requant(params, channel=None, w_zero_point=0):
 
     def pick(arr):
         arr = np.asarray(arr)
-        return int(arr if arr.ndim == 0 else arr[channel])
+        if arr.ndim == 0:
+            return int(arr)
+        if channel is None or not 0 <= channel < arr.shape[0]:
+            raise ValueError(f"channel: {channel!r} does not select one of the {arr.shape[0]} channels of params")
+        return int(arr[channel])
 
     offset = pick(params.offset)
     w3 = ((offset >> 32) & 0xFFFF) | (pick(params.shift) << 16) \
@@ -189,15 +267,22 @@ def encode_requant(params, channel=None, w_zero_point=0):
 
 
 def decode_requant(words):
-    """8 words -> (RequantParams for one channel, w_zero_point); ValueError for invalid fields."""
+    """8 words -> (RequantParams for one channel, w_zero_point).
+
+    Raises ValueError exactly when the accelerator answers ``BAD_PARAM`` for the entry
+    (docs/protocol.md, WRITE_PARAMS): reserved word 7 not 0, ``shift`` 63, ``tflite`` with a
+    negative ``mult``, ``shift`` 0 or a non-zero ``offset``, or ``lo > hi``.
+    """
     w = [int(x) & MASK32 for x in words]
+    if len(w) != PARAM_WORDS:
+        raise ValueError(f"words: a parameter entry is {PARAM_WORDS} words, got {len(w)}")
     if w[7] != 0:
         raise ValueError("reserved: word 7 must be 0")
-    offset = _sext(((w[3] & 0xFFFF) << 32) | w[2], 48)
+    offset = sext(((w[3] & 0xFFFF) << 32) | w[2], 48)
     params = RequantParams(mult=_s32(w[0]), bias=_s32(w[1]), offset=offset,
                            shift=(w[3] >> 16) & 0x3F, rounding=ROUNDING_NAMES[(w[3] >> 22) & 3],
                            zero_point=_s32(w[4]), lo=_s32(w[5]), hi=_s32(w[6]))
-    return params, _sext(w[3] >> 24, 8)
+    return params, sext(w[3] >> 24, 8)
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -213,26 +298,24 @@ def status(tag=0):
 def write_weights(bank, address, tiles, weight_bits=8, tag=0):
     """``tiles``: (count, R, C) weights; each tile is one weight-buffer entry."""
     tiles = np.asarray(tiles)
-    if tiles.ndim != 3:
-        raise ValueError(f"tiles: expected shape (count, R, C), got {tiles.shape}")
+    if tiles.ndim != 3 or tiles.shape[0] == 0 or tiles.dtype.kind not in "iu":
+        raise ValueError(f"tiles: expected integers of shape (count >= 1, R, C), got {tiles.dtype} {tiles.shape}")
+    weight_bits = _field(weight_bits, "weight_bits", 4, lo=1)
     lo, hi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
-    if tiles.size and (tiles.min() < lo or tiles.max() > hi):
+    if tiles.min() < lo or tiles.max() > hi:
         raise ValueError(f"tiles: weights must be in [{lo}, {hi}] for weight_bits={weight_bits}")
-    payload = [bank, address, len(tiles)]
-    for t in tiles:
-        payload += pack_elements(t, weight_bits)
+    words = pack_entries(tiles.reshape(tiles.shape[0], -1), weight_bits)
+    payload = [_u32(bank, "bank", 0), _u32(address, "address", 0), len(tiles)] + words.ravel().tolist()
     return command("WRITE_WEIGHTS", payload, tag)
 
 
 def _write_entries(opcode, address, entries, tag):
     entries = np.asarray(entries)
-    if entries.ndim != 2:
-        raise ValueError(f"entries: expected shape (count, width), got {entries.shape}")
-    if entries.size and (entries.min() < -128 or entries.max() > 255):
-        raise ValueError("entries: values must be int8 or uint8")
-    payload = [address, len(entries)]
-    for e in entries:
-        payload += pack_elements(e, 8)
+    if entries.ndim != 2 or entries.shape[0] == 0 or entries.dtype.kind not in "iu":
+        raise ValueError(f"entries: expected integers of shape (count >= 1, width), got {entries.dtype} {entries.shape}")
+    if entries.min() < -128 or entries.max() > 255:
+        raise ValueError("entries: values must be int8 or uint8 (in [-128, 255])")
+    payload = [_u32(address, "address", 0), len(entries)] + pack_entries(entries, 8).ravel().tolist()
     return command(opcode, payload, tag)
 
 
@@ -246,30 +329,49 @@ def write_residual(address, entries, tag=0):
     return _write_entries("WRITE_RESIDUAL", address, entries, tag)
 
 
-def write_params(first_channel, params, count, w_zero_point=0, tag=0):
-    """``count`` channels of ``params`` (RequantParams) starting at ``first_channel``."""
-    wz = np.broadcast_to(np.asarray(w_zero_point), (count,))
-    payload = [first_channel, count]
-    for c in range(count):
-        payload += encode_requant(params, c, int(wz[c]))
+def write_param_entries(first_channel, entries, tag=0):
+    """WRITE_PARAMS of raw 8-word entries (e.g. from :func:`encode_requant`), one per channel."""
+    entries = [list(e) for e in entries]
+    if not entries or any(len(e) != PARAM_WORDS for e in entries):
+        raise ValueError(f"entries: expected one or more entries of {PARAM_WORDS} words")
+    payload = [_u32(first_channel, "first_channel", 0), len(entries)]
+    for e in entries:
+        payload += e
     return command("WRITE_PARAMS", payload, tag)
 
 
+def write_params(first_channel, params, count, w_zero_point=0, tag=0):
+    """``count`` channels of ``params`` (RequantParams) starting at ``first_channel``."""
+    count = _int(count, "count")
+    if count < 1 or params.channels not in (None, count):
+        raise ValueError(f"count: {count} does not match the {params.channels} channels of params")
+    wz = np.broadcast_to(np.asarray(w_zero_point), (count,))
+    return write_param_entries(first_channel, [encode_requant(params, c, int(wz[c])) for c in range(count)], tag)
+
+
 def write_thresholds(channel, thresholds, negate=False, tag=0):
-    thresholds = np.asarray(thresholds, dtype=np.int64).ravel()
+    """One channel's ``2**q - 1`` non-decreasing int32 ``thresholds`` (q in 1..8) and negate bit."""
+    thresholds = np.asarray(thresholds)
+    if thresholds.dtype.kind not in "iu":
+        raise ValueError(f"thresholds: expected integers, got dtype {thresholds.dtype}")
+    thresholds = thresholds.astype(np.int64).ravel()
     q = (len(thresholds) + 1).bit_length() - 1
     if len(thresholds) != (1 << q) - 1 or not 1 <= q <= 8:
         raise ValueError(f"thresholds: {len(thresholds)} values; must be 2**q - 1 for q in 1..8")
     if np.any(np.diff(thresholds) < 0):
         raise ValueError(f"thresholds: channel {channel} is not non-decreasing")
-    payload = [channel, q | (int(bool(negate)) << 8)] + [_u32(t, "thresholds", INT32_MIN, INT32_MAX)
-                                                         for t in thresholds]
+    payload = [_u32(channel, "channel", 0), q | (int(bool(negate)) << 8)] + \
+        [_u32(t, "thresholds", INT32_MIN, INT32_MAX) for t in thresholds.tolist()]
     return command("WRITE_THRESHOLDS", payload, tag)
 
 
 @dataclass
 class RunDescriptor:
-    """The RUN command's layer descriptor (docs/protocol.md); defaults are a plain GEMM."""
+    """The RUN command's layer descriptor (docs/protocol.md); defaults are a plain GEMM.
+
+    ``add_branches`` (two RequantParams) and ``add_output`` are per-tensor requantizers;
+    ``pool_mult`` defaults (None) to ``floor(2**pool_d / pool_taps)``.
+    """
     m_count: int
     k_steps: int
     n_tiles: int = 1
@@ -292,59 +394,80 @@ class RunDescriptor:
     pool_mode: str = "max"
     pool_taps: int = 1
     pool_d: int = 0
-    pool_mult: int = 0
+    pool_mult: int = None
     pool_lo: int = -128
     pool_hi: int = 127
 
     def encode(self):
+        """The 40 descriptor words; ValueError naming the field for a value that does not fit."""
         w = [0] * RUN_WORDS
-        w[0] = _field(self.m_count, "m_count", 32)
-        w[1] = _field(self.k_steps, "k_steps", 32)
-        w[2] = _field(self.n_tiles, "n_tiles", 32)
-        w[3] = _field(self.act_base, "act_base", 32)
-        w[4] = _field(self.bank, "bank", 32)
-        w[5] = _field(self.weight_base, "weight_base", 32)
-        w[6] = _field(self.channel_base, "channel_base", 32)
+        for i, name in enumerate(("m_count", "k_steps", "n_tiles", "act_base", "bank", "weight_base",
+                                  "channel_base")):
+            w[i] = _field(getattr(self, name), name, 32)
         zp = _field(self.x_zero_point, "x_zero_point", 8, signed=bool(self.x_signed))
         w[7] = int(bool(self.x_signed)) | (zp << 8)
         if self.epilogue not in ("requant", "threshold"):
             raise ValueError(f"epilogue: {self.epilogue!r} is not one of requant, threshold")
         if self.out_bytes not in OUT_BYTES_CODES:
-            raise ValueError(f"out_bytes: {self.out_bytes} is not one of 1, 2, 4")
+            raise ValueError(f"out_bytes: {self.out_bytes!r} is not one of 1, 2, 4")
         w[8] = (0 if self.epilogue == "requant" else 1) | (int(bool(self.add)) << 4) \
             | (int(bool(self.pool)) << 5) | (OUT_BYTES_CODES[self.out_bytes] << 8)
         w[9] = _field(self.residual_base, "residual_base", 31) | (int(bool(self.residual_signed)) << 31)
         if self.add:
-            if self.add_branches is None or self.add_output is None:
+            if self.add_branches is None or self.add_output is None or len(self.add_branches) != 2:
                 raise ValueError("add_branches, add_output: required when add is set")
+            for name, rq in (("add_branches[0]", self.add_branches[0]), ("add_branches[1]", self.add_branches[1]),
+                             ("add_output", self.add_output)):
+                if not isinstance(rq, RequantParams) or rq.channels is not None:
+                    raise ValueError(f"{name}: expected a per-tensor RequantParams")
             w[10] = _u32(self.add_zero_points[0], "add_zero_points[0]", INT32_MIN, INT32_MAX)
             w[11] = _u32(self.add_zero_points[1], "add_zero_points[1]", INT32_MIN, INT32_MAX)
             w[12] = _field(self.add_left_shift, "add_left_shift", 5)
-            w[13:21] = encode_requant(self.add_branches[0], 0)
-            w[21:29] = encode_requant(self.add_branches[1], 0)
-            w[29:37] = encode_requant(self.add_output, 0)
+            w[13:21] = encode_requant(self.add_branches[0])
+            w[21:29] = encode_requant(self.add_branches[1])
+            w[29:37] = encode_requant(self.add_output)
         if self.pool:
             if self.pool_mode not in POOL_MODES:
                 raise ValueError(f"pool_mode: {self.pool_mode!r} is not one of {', '.join(POOL_MODES)}")
-            w[37] = POOL_MODES[self.pool_mode] | (_field(self.pool_taps, "pool_taps", 8) << 8) \
-                | (_field(self.pool_d, "pool_d", 6) << 16)
-            w[38] = _field(self.pool_mult, "pool_mult", 32)
+            taps = _field(self.pool_taps, "pool_taps", 8, lo=1)
+            d = _field(self.pool_d, "pool_d", 6)
+            mult = (1 << d) // taps if self.pool_mult is None else self.pool_mult
+            w[37] = POOL_MODES[self.pool_mode] | (taps << 8) | (d << 16)
+            w[38] = _field(mult, "pool_mult", 32)
             w[39] = _field(self.pool_lo, "pool_lo", 16, True) | (_field(self.pool_hi, "pool_hi", 16, True) << 16)
         return w
 
     @classmethod
     def decode(cls, words):
-        """Inverse of :meth:`encode` (no range checks beyond field widths: the model checks)."""
+        """``(RunDescriptor, words)`` from 40 words: every field by width, no range checks.
+
+        Codes outside the tables decode as strings ``"code N"`` (epilogue, pool mode) or 0
+        (``out_bytes``); the add requantizers decode to None where their words are invalid.
+        """
         w = [int(x) & MASK32 for x in words]
+        if len(w) != RUN_WORDS:
+            raise ValueError(f"words: a descriptor is {RUN_WORDS} words, got {len(w)}")
         x_signed = bool(w[7] & 1)
         zp = (w[7] >> 8) & 0xFF
+
+        def rq(ws):
+            try:
+                return decode_requant(ws[:7] + [0])[0]
+            except ValueError:
+                return None
+
         d = cls(m_count=w[0], k_steps=w[1], n_tiles=w[2], act_base=w[3], bank=w[4],
                 weight_base=w[5], channel_base=w[6], x_signed=x_signed,
-                x_zero_point=_sext(zp, 8) if x_signed else zp,
+                x_zero_point=sext(zp, 8) if x_signed else zp,
                 epilogue={0: "requant", 1: "threshold"}.get(w[8] & 3, f"code {w[8] & 3}"),
                 add=bool(w[8] >> 4 & 1), pool=bool(w[8] >> 5 & 1),
                 out_bytes={0: 1, 1: 2, 2: 4}.get((w[8] >> 8) & 3, 0),
-                residual_base=w[9] & 0x7FFFFFFF, residual_signed=bool(w[9] >> 31))
+                residual_base=w[9] & 0x7FFFFFFF, residual_signed=bool(w[9] >> 31),
+                add_zero_points=(_s32(w[10]), _s32(w[11])), add_left_shift=w[12] & 31,
+                add_branches=(rq(w[13:21]), rq(w[21:29])), add_output=rq(w[29:37]),
+                pool_mode={v: k for k, v in POOL_MODES.items()}.get(w[37] & 3, f"code {w[37] & 3}"),
+                pool_taps=(w[37] >> 8) & 0xFF, pool_d=(w[37] >> 16) & 0x3F, pool_mult=w[38],
+                pool_lo=sext(w[39], 16), pool_hi=sext(w[39] >> 16, 16))
         return d, w
 
 
@@ -354,14 +477,12 @@ def run(descriptor, tag=0):
 
 # --- response payloads ----------------------------------------------------------------------
 
-INFO_FIELDS = ("version", "rows", "cols", "bus_width", "weight_bits", "weight_depth",
-               "weight_banks", "act_depth", "param_channels", "residual_depth",
-               "threshold_channels", "max_q", "max_pool_taps")
-
-
 @dataclass
 class Info:
-    """The accelerator's elaboration parameters, as INFO reports them."""
+    """The accelerator's elaboration parameters, as INFO reports them (docs/protocol.md, INFO).
+
+    Constructing one validates every field (ValueError naming it).
+    """
     version: int = 1
     rows: int = 8
     cols: int = 8
@@ -375,25 +496,58 @@ class Info:
     threshold_channels: int = 64
     max_q: int = 8
     max_pool_taps: int = 16
+    max_pool_shift: int = 16
+
+    #: inclusive ranges of the fields (``threshold_channels``/``max_q`` 0: no threshold unit)
+    RANGES = {
+        "version": (0, MASK32), "rows": (1, 1024), "cols": (1, 1024), "bus_width": (32, 4096),
+        "weight_bits": (1, 8), "weight_depth": (1, MASK32), "weight_banks": (1, MASK32),
+        "act_depth": (1, MASK32), "param_channels": (1, MASK32), "residual_depth": (0, MASK32),
+        "threshold_channels": (0, 0xFFFF), "max_q": (0, 8), "max_pool_taps": (1, 255),
+        "max_pool_shift": (0, 32),
+    }
+
+    def __post_init__(self):
+        for f in fields(self):
+            lo, hi = self.RANGES[f.name]
+            v = getattr(self, f.name)
+            if isinstance(v, (bool, np.bool_)) or not isinstance(v, (int, np.integer)) or not lo <= v <= hi:
+                raise ValueError(f"{f.name}: {v!r} is out of range; allowed integers in [{lo}, {hi}]")
+            setattr(self, f.name, int(v))
+        _per_beat(self.bus_width)
+
+    @property
+    def weight_entry_words(self):
+        return entry_words(self.rows * self.cols, self.weight_bits)
+
+    @property
+    def act_entry_words(self):
+        return entry_words(self.cols, 8)
+
+    @property
+    def residual_entry_words(self):
+        return entry_words(self.rows, 8)
 
     def encode(self):
         return [self.version, self.rows, self.cols, self.bus_width, self.weight_bits,
                 self.weight_depth, self.weight_banks, self.act_depth, self.param_channels,
                 self.residual_depth, self.threshold_channels | (self.max_q << 16),
-                self.max_pool_taps]
+                self.max_pool_taps | (self.max_pool_shift << 16)]
 
 
 def decode_info(payload):
+    """INFO response payload -> :class:`Info` (ValueError if a field is out of range)."""
     if len(payload) != INFO_WORDS:
         raise ValueError(f"INFO payload: {len(payload)} words, expected {INFO_WORDS}")
-    p = list(payload)
-    return Info(*p[:10], p[10] & 0xFFFF, p[10] >> 16, p[11])
+    p = [int(w) for w in payload]
+    return Info(*p[:10], p[10] & 0xFFFF, p[10] >> 16, p[11] & 0xFFFF, p[11] >> 16)
 
 
 def decode_status(payload):
+    """STATUS response payload -> dict of the counters (64-bit ones combined)."""
     if len(payload) != STATUS_WORDS:
         raise ValueError(f"STATUS payload: {len(payload)} words, expected {STATUS_WORDS}")
-    p = list(payload)
+    p = [int(w) for w in payload]
     return {"commands": p[0], "errors": p[1], "last_error": p[2],
             "cycles": p[3] | (p[4] << 32), "busy_cycles": p[5] | (p[6] << 32),
             "mac_cycles": p[7] | (p[8] << 32)}
