@@ -26,6 +26,9 @@ The float parameters are trained by ``scripts/train_digits.py`` (PyTorch) and co
 :func:`convert` with the default options is committed as ``golden/models/digits.json`` + ``.npz``.
 """
 
+import functools
+import gzip
+import importlib.util
 from pathlib import Path
 
 import numpy as np
@@ -42,17 +45,33 @@ FLOAT_PARAMS = MODELS_DIR / "digits_float.npz"
 MODEL_FILE = MODELS_DIR / "digits.json"
 
 
+@functools.lru_cache(maxsize=1)
+def _digits():
+    """All 1797 images (int64, NHWC) and labels, read from scikit-learn's bundled data file.
+
+    The file is read directly (it is what ``sklearn.datasets.load_digits`` parses) because
+    importing scikit-learn takes seconds; a test checks that both give the same arrays.
+    """
+    spec = importlib.util.find_spec("sklearn")
+    if spec is None or not spec.submodule_search_locations:
+        raise OSError("scikit-learn is not installed; it provides the digits data set")
+    path = Path(spec.submodule_search_locations[0]) / "datasets" / "data" / "digits.csv.gz"
+    with gzip.open(path, "rt") as f:
+        data = np.loadtxt(f, delimiter=",", dtype=np.int64)
+    x = data[:, :-1].reshape(-1, 8, 8, 1)
+    y = data[:, -1]
+    x.flags.writeable = False
+    y.flags.writeable = False
+    return x, y
+
+
 def load_split():
     """The fixed train/test split: ``(x_train, y_train, x_test, y_test)``.
 
     ``x`` are int64 integer images of shape ``(N, 8, 8, 1)`` (NHWC) with values 0..16; ``y`` int64
     labels 0..9. The float input of the network is ``x / 16``.
     """
-    from sklearn.datasets import load_digits
-
-    digits = load_digits()
-    x = digits.images.astype(np.int64)[..., None]
-    y = digits.target.astype(np.int64)
+    x, y = _digits()
     order = np.random.RandomState(SPLIT_SEED).permutation(len(y))
     test, train = order[:N_TEST], order[N_TEST:]
     return x[train], y[train], x[test], y[test]

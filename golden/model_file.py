@@ -36,7 +36,7 @@ from golden.threshold import EXACT_RANGE
 __all__ = [
     "FORMAT", "VERSION", "DTYPES", "LAYER_KINDS", "REQUANT_FIELDS", "ModelFormatError",
     "InputSpec", "Threshold", "MacLayer", "AddLayer", "RequantLayer", "PoolLayer", "FlattenLayer",
-    "TensorInfo", "IntegerModel", "save", "load",
+    "TensorInfo", "IntegerModel", "save", "load", "same_model",
 ]
 
 FORMAT = "intdeploy-model"
@@ -692,14 +692,19 @@ class _Reader:
         return _construct(RequantParams, kw, path)
 
 
+_FIELD_MSG = re.compile(r"^[A-Za-z_][\w.\[\]]*: ")
+
+
 def _construct(cls, kw, path):
-    """``cls(**kw)``, turning its ValueError ("field: message") into a ModelFormatError under ``path``."""
+    """``cls(**kw)``, turning its ValueError into a ModelFormatError under ``path``: a message
+    ``"field: ..."`` becomes ``"<path>.field: ..."``, any other ``"<path>: ..."``."""
     try:
         return cls(**kw)
     except ModelFormatError:
         raise
     except ValueError as e:
-        raise ModelFormatError(f"{path}.{e}" if path else str(e)) from None
+        msg = str(e).splitlines()[0] if str(e) else type(e).__name__
+        raise ModelFormatError(f"{path}.{msg}" if _FIELD_MSG.match(msg) else f"{path}: {msg}") from None
 
 
 _COMMON = ("name", "kind", "inputs", "output")
@@ -956,6 +961,18 @@ def _dumps(v, indent=""):
         inner = indent + "  "
         return "[\n" + ",\n".join(inner + _dumps(e, inner) for e in v) + "\n" + indent + "]"
     return json.dumps(v, allow_nan=False, separators=(", ", ": "))
+
+
+def same_model(a, b, metadata=True):
+    """True if models ``a`` and ``b`` would be saved as the same manifest and the same arrays
+    (dtypes and values); ``metadata=False`` ignores their metadata."""
+    ma, aa = _to_manifest(a, "")
+    mb, ab = _to_manifest(b, "")
+    if not metadata:
+        ma.pop("metadata")
+        mb.pop("metadata")
+    return ma == mb and aa.keys() == ab.keys() and all(
+        aa[k].dtype == ab[k].dtype and aa[k].shape == ab[k].shape and np.array_equal(aa[k], ab[k]) for k in aa)
 
 
 def save(model, path):
