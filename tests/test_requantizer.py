@@ -1,0 +1,100 @@
+"""Requantizer RTL vs golden.requantizer.requantize on both simulators, plus the host encoder and
+the elaboration-parameter checks."""
+
+import pytest
+
+from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
+from hw.requantizer import Requantizer, Rounding
+from sim.runner import SIMULATORS, run_bench
+
+
+def run(sim, tmp_path, *, lanes, out_bits, **cfg):
+    config = {"seed": 1, "lanes": lanes, "out_bits": out_bits, "n": 2000, **cfg}
+    run_bench("requantizer", lambda: Requantizer(lanes=lanes, out_bits=out_bits),
+              f"lanes={lanes},out_bits={out_bits}", sim, config, test_dir=tmp_path)
+
+
+# Two hardware configurations in the quick tier (each is one Verilator build): one lane with the
+# full int32 output (clip at the int32 ends), four lanes with an int8 output.
+QUICK = [(1, 32), (4, 8)]
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("lanes,out_bits", QUICK)
+def test_requantizer(sim, lanes, out_bits, tmp_path):
+    """The corner list (ties at every shift in every mode, extremes, wraps, clips) plus random
+    items, random stalls on both sides."""
+    run(sim, tmp_path, lanes=lanes, out_bits=out_bits, n=1000 * lanes)
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_requantizer_full_rate(sim, tmp_path):
+    """No stalls on either side: II = 1 (the bench checks the cycle count)."""
+    run(sim, tmp_path, lanes=4, out_bits=8, n=500, corners=False, in_stall=0, out_stall=0)
+
+
+def test_bench_catches_wrong_rounding(tmp_path):
+    """The check can fail: golden told to round half-up everywhere disagrees with the RTL."""
+    with pytest.raises(AssertionError) as info:
+        run("verilator", tmp_path, lanes=4, out_bits=8, n=200, corners=False, golden_rounding="half_up")
+    assert "MISMATCH" in str(info.value)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("lanes,out_bits,seed", [(1, 32, 2), (4, 8, 3), (3, 16, 4), (8, 8, 5),
+                                                 (2, 2, 6)])
+def test_requantizer_regress(sim, lanes, out_bits, seed, tmp_path):
+    run(sim, tmp_path, lanes=lanes, out_bits=out_bits, seed=seed, corners="thorough",
+        n=30000 if sim == "verilator" else 8000, burst=8, in_stall=0.4, out_stall=0.5)
+
+
+# --- elaboration parameters and host encoder (no simulator) ---------------------------------
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"lanes": 0}, "lanes"), ({"lanes": 2.0}, "lanes"), ({"lanes": True}, "lanes"),
+    ({"out_bits": 1}, "out_bits"), ({"out_bits": 33}, "out_bits"), ({"out_bits": "8"}, "out_bits"),
+    ({"user": "wide"}, "user"),
+])
+def test_elaboration_parameters_are_validated(kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        Requantizer(**kwargs)
+
+
+def test_encode_fields():
+    p = RequantParams(mult=[3, -7], shift=[0, 62], bias=[INT32_MIN, INT32_MAX], offset=[-(1 << 47), 5],
+                      zero_point=[1, -1], lo=[-128, 0], hi=[127, 5], rounding="half_even")
+    assert Requantizer(out_bits=8).encode(p, [1]) == [
+        {"bias": INT32_MAX, "mult": -7, "offset": 5, "shift": 62, "zero_point": -1, "lo": 0, "hi": 5,
+         "rounding": Rounding.HALF_EVEN}]
+    per_tensor = RequantParams(mult=1 << 30, shift=40, rounding="tflite")
+    fields = Requantizer().encode(per_tensor, 3)
+    assert len(fields) == 3 and all(f["rounding"] is Rounding.TFLITE and f["lo"] == INT32_MIN
+                                    for f in fields)
+    # Every golden rounding name has a member, and the fields pack into the beat layout.
+    rq = Requantizer(lanes=2, out_bits=8)
+    for mode in ("floor", "half_up", "half_even", "tflite"):
+        f = rq.encode(RequantParams(mult=1, shift=1, lo=-128, hi=127, rounding=mode), 2)
+        beat = rq.i_layout.const({"acc": [0, 0], "params": f})
+        assert beat.params[1].rounding is Rounding.of(mode)
+
+
+@pytest.mark.parametrize("params,channels,out_bits,name", [
+    (RequantParams(mult=1, shift=0), 1, 8, "lo"),                            # int32 lo into int8
+    (RequantParams(mult=1, shift=0, lo=-128, hi=128), 1, 8, "hi"),
+    (RequantParams(mult=1, shift=0, lo=-3, hi=2), 1, 2, "lo"),
+    (RequantParams(mult=[1, 2], shift=0), 3, 32, "channels"),                # count mismatch
+    (RequantParams(mult=[1, 2], shift=0), [2], 32, "channels"),              # index out of range
+    (RequantParams(mult=1, shift=0), 0, 32, "channels"),
+    (RequantParams(mult=1, shift=0), "all", 32, "channels"),
+    ({"mult": 1, "shift": 0}, 1, 32, "params"),
+])
+def test_encode_refuses(params, channels, out_bits, name):
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        Requantizer(out_bits=out_bits).encode(params, channels)
+
+
+def test_rounding_names():
+    with pytest.raises(ValueError, match="^rounding:"):
+        Rounding.of("nearest")
+    assert [Rounding.of(n).value for n in ("floor", "half_up", "half_even", "tflite")] == [0, 1, 2, 3]
