@@ -28,7 +28,7 @@ import zipfile
 
 import numpy as np
 
-from golden import mac_array
+from golden import mac_array, pool
 from golden.add import AddParams
 from golden.requantizer import INT32_MAX, INT32_MIN, ROUNDING_MODES, RequantParams, requantize
 from golden.threshold import EXACT_RANGE
@@ -584,10 +584,10 @@ def _infer(layer, srcs, path):
         shape = (_conv_out(x.shape[0], kh, sh, ph, "H", path), _conv_out(x.shape[1], kw, sw, pw, "W", path), x.shape[2])
         lo, hi = x.lo, x.hi
         if layer.mode == "avg_nemo":
-            # Eq. 25 is monotone in the window sum, which lies in [K*lo, K*hi].
-            k = kh * kw
-            factor = (1 << layer.d) // k
-            lo, hi = (factor * k * lo) >> layer.d, (factor * k * hi) >> layer.d
+            # Eq. 25 is monotone in the window sum, so constant windows at the input's extremes
+            # give the output's.
+            ends = pool.pool_windows(np.array([[[lo]] * (kh * kw), [[hi]] * (kh * kw)]), "avg_nemo", d=layer.d)
+            lo, hi = int(ends.min()), int(ends.max())
         if layer.lo is not None:
             lo, hi = max(lo, layer.lo), max(hi, layer.lo)
         if layer.hi is not None:

@@ -657,7 +657,7 @@ class ConvertOptions:
 
     def __post_init__(self):
         for f, lo, hi in (("act_bits", 2, 16), ("out_bits", 2, 16), ("weight_bits", 2, 8),
-                          ("bn_bits", 2, 24), ("pool_d", 0, 31), ("threshold_bits", 0, 8)):
+                          ("bn_bits", 2, 24), ("pool_d", 0, 30), ("threshold_bits", 0, 8)):
             v = getattr(self, f)
             if not isinstance(v, int) or isinstance(v, bool) or not lo <= v <= hi:
                 raise ValueError(f"{f}: expected an integer in [{lo}, {hi}], got {v!r}")
@@ -868,8 +868,10 @@ def convert(net, calibration, options=None, name="model", metadata=None):
                 k = fl.kernel[0] * fl.kernel[1]
                 layer = PoolLayer(name=fl.name, inputs=tuple(src), mode="avg_nemo", kernel=fl.kernel,
                                   stride=fl.stride, d=opts.pool_d, dtype=_dtype_for(lo, hi), eps=e)
-                # Eq. 25 replaces 1/K by floor(2**d/K)/2**d: relative error 1 - K*floor(2**d/K)/2**d.
-                node = _QNode(e, eta=float(1 - Fraction(k * ((1 << opts.pool_d) // k), 1 << opts.pool_d)))
+                # Eq. 25 replaces 1/K by factor/2**d; a window of K taps equal to 2**30 gives
+                # factor*K*2**(30-d) exactly, hence the relative error |factor*K/2**d - 1|.
+                fk = int(pool.pool_windows(np.full((1, k, 1), 1 << 30), "avg_nemo", d=opts.pool_d)[0, 0])
+                node = _QNode(e, eta=float(abs(Fraction(fk, 1 << 30) - 1)))
             emit(layer, node, lo, hi)
         else:
             lo, hi = rng[src[0]]
