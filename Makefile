@@ -22,7 +22,7 @@ regress: $(STAMP)
 	$(PY) -m pytest -q
 
 bench: $(STAMP)
-	$(VENV)/bin/intdeploy bench
+	$(VENV)/bin/intdeploy bench --out docs/perf/golden.json
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
