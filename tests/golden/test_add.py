@@ -77,18 +77,23 @@ def mbqm_smaller_than_one(x, m, exponent):
     return int(math.floor(abs(f) + Fraction(1, 2))) * (1 if f >= 0 else -1)
 
 
-def tflite_add_reference(a, b, scale_a, zp_a, scale_b, zp_b, scale_out, zp_out, act_min, act_max):
-    """TFLite add.cc Prepare + reference_ops integer_ops AddElementwise, for int8, element-wise."""
+def tflite_prepare(scale_a, scale_b, scale_out):
+    """TFLite add.cc Prepare for int8: scales are float32 in the model, arithmetic in double.
+    Returns ((m1, e1), (m2, e2), (mo, eo)) as QuantizeMultiplierSmallerThanOneExp gives them."""
     s1, s2, so = (float(np.float32(v)) for v in (scale_a, scale_b, scale_out))
-    input1_offset, input2_offset, output_offset = -zp_a, -zp_b, zp_out
     left_shift = 20
     twice_max_input_scale = 2 * max(s1, s2)
     real_input1_multiplier = s1 / twice_max_input_scale
     real_input2_multiplier = s2 / twice_max_input_scale
     real_output_multiplier = twice_max_input_scale / ((1 << left_shift) * so)
-    m1, e1 = q_multiplier(real_input1_multiplier)
-    m2, e2 = q_multiplier(real_input2_multiplier)
-    mo, eo = q_multiplier(real_output_multiplier)
+    return tuple(q_multiplier(r) for r in (real_input1_multiplier, real_input2_multiplier, real_output_multiplier))
+
+
+def tflite_add_reference(a, b, scale_a, zp_a, scale_b, zp_b, scale_out, zp_out, act_min, act_max):
+    """TFLite reference_ops integer_ops AddElementwise for int8, element by element."""
+    (m1, e1), (m2, e2), (mo, eo) = tflite_prepare(scale_a, scale_b, scale_out)
+    input1_offset, input2_offset, output_offset = -zp_a, -zp_b, zp_out
+    left_shift = 20
     out = []
     for x1, x2 in zip(a, b):
         input1_val = input1_offset + x1
@@ -117,6 +122,9 @@ def test_tflite_vs_reference(la, lb, lo_, zps, relu, seed):
     b = np.concatenate([[-128, 127, 127, -128, zp_b], rng.integers(-128, 127, 300, endpoint=True)])
     want = tflite_add_reference(a.tolist(), b.tolist(), scale_a, zp_a, scale_b, zp_b, scale_out, zp_out, act_min, 127)
     assert add(a, b, p).tolist() == want
+    # the multipliers themselves, bit for bit (output differences from a wrong multiplier LSB are rare)
+    got = [(int(r.mult), 31 - int(r.shift)) for r in (*p.branches, p.output)]
+    assert got == list(tflite_prepare(scale_a, scale_b, scale_out))
 
 
 def test_tflite_all_pairs_one_model():
