@@ -9,8 +9,14 @@ scoreboard catches a wrong golden.
 Each burst (re)loads thresholds into some channels (all of them in the first burst), each with
 its own run-time ``bits`` in 1..max_bits and a random kind of threshold set, then streams data
 beats whose lanes pick random channels and values aimed at the channel's thresholds (equal,
-one below, one above), at int32 extremes, and at random. Loads start as soon as the previous
-burst's data has been accepted, so they race the beats still in the pipeline.
+one below, one above), at int32 extremes, and at random.
+
+Ordering between loads and data is attacked on purpose. The last beats of a burst all read one
+"race" channel loaded with ``bits = 1`` (its single threshold sits in the last search stage), and
+the next burst reloads that channel first, as soon as the data has been accepted, while those
+beats are still in the pipeline: a load that did not wait for them would change their result.
+Every other burst also offers its data together with its loads (no pauses on the load port), so
+a data beat accepted while a load is pending would see stale thresholds.
 """
 
 import cocotb
@@ -107,26 +113,43 @@ async def run(dut):
 
     receiver = cocotb.start_soon(receive())
     rows, negs = [None] * C, [False] * C
+    race = None
     for b in range(bursts):
         if b == 0:
             reload = list(range(C))
         else:
-            reload = sorted(rng.choice(C, int(rng.integers(1, C + 1)), replace=False).tolist())
-        beats = []
+            reload = rng.choice(C, int(rng.integers(1, C + 1)), replace=False).tolist()
+        if race is not None:                  # reload the race channel first
+            reload = [race] + sorted(c for c in reload if c != race)
+        next_race = int(rng.choice(reload)) if b + 1 < bursts else None
+        first, beats = [], []
         for k, c in enumerate(reload):
             # The first channels of the first burst cover Q = 1 and Q = max_bits for sure.
             bits = [1, Q][k] if b == 0 and k < 2 else int(rng.integers(1, Q + 1))
+            if c == next_race:
+                bits = 1
             kind = KINDS[k % len(KINDS)] if b == 0 else str(rng.choice(KINDS))
             rows[c], negs[c] = make_channel(rng, bits, kind)
-            beats += unit.load_beats(rows[c][None, :], np.array([negs[c]]), channels=[c])
-        order = rng.permutation(len(beats))    # any order of loads is legal
-        # Data of the previous burst is accepted but may still be in flight: the load must wait.
+            chan = unit.load_beats(rows[c][None, :], np.array([negs[c]]), channels=[c])
+            if c == race:
+                first = chan
+            else:
+                beats += chan
+        # Any order of loads is legal; the race channel's threshold 0 goes first.
+        beats = first + [beats[j] for j in rng.permutation(len(beats))]
+        # The previous burst's data is accepted but may still be in flight: the load must wait.
         await src.wait()
-        for j in order:
-            await load.send(beats[j])
-        await load.wait()
+        concurrent = b % 2 == 1
+        if concurrent:
+            load.stall(tb.stalls(0))     # back-to-back loads: data must wait for all of them
+        for beat in beats:
+            await load.send(beat)
+        if not concurrent:
+            await load.wait()
 
         chans = rng.integers(0, C, (n, L))
+        if next_race is not None:
+            chans[-min(n, 2 * (Q + 2)):] = next_race
         xs = np.array([[pick_x(rng, rows[c], negs[c]) for c in line] for line in chans], dtype=np.int64)
         expected = np.empty_like(xs)
         for c in np.unique(chans):
@@ -141,6 +164,10 @@ async def run(dut):
                 ctx[f"thresholds (lane {lane})"] = rows[c]
             sb.expect(expected[j], ctx)
             await src.send({"x": [int(v) for v in xs[j]], "channel": [int(c) for c in chans[j]]})
+        if concurrent:
+            await load.wait()
+            load.stall(tb.stalls(cfg.get("load_stall", 0.2), burst))
+        race = next_race
     await receiver
     sb.finish()
     dut._log.info("threshold: %d beats checked in %d cycles", sb.checked, tb.cycle)
