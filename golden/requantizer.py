@@ -294,8 +294,9 @@ def quantize_multiplier(real):
 
     TFLite returns a Q31 ``quantized_multiplier`` in [2**30, 2**31) and a signed exponent
     ``e`` with ``real ~= quantized_multiplier * 2**(e - 31)``; here ``shift = 31 - e``. As in
-    TFLite, ``e < -31`` flushes to ``(0, 0)`` and ``e > 30`` saturates. ``real`` must be >= 0
-    (0 gives ``mult = 0``); values whose shift would fall outside 1..62 raise ValueError.
+    TFLite, ``e < -31`` flushes to ``mult = 0``; ``e > 30`` saturates to ``(2**31 - 1, e = 30)``
+    as TFLite's single-rounding build does (its double-rounding build would shift left by 31 or
+    more, which C leaves undefined). ``real`` must be >= 0 (0 gives ``mult = 0``).
     """
     try:
         real = float(real)
