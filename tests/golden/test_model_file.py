@@ -2,6 +2,7 @@
 
 import copy
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,3 +327,21 @@ def test_mutated_manifest_loads_or_raises_model_format_error(data, digits_files,
         assert str(e) and "\n" not in str(e)
     else:
         assert isinstance(model, IntegerModel)
+
+
+def test_worked_example_in_the_format_document(tmp_path, monkeypatch):
+    """docs/model-format.md section 9: its JSON, its array table and its Python snippet describe
+    the same model, and the input [1, 2, 3, 4] gives the [7, -3] worked out by hand there."""
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "model-format.md").read_text()
+    example = doc.split("## 9. Worked example")[1].split("## 10.")[0]
+    manifest = json.loads(example.split("```json")[1].split("```")[0])
+    np.savez(tmp_path / "tiny.npz", **{"fc.weight": np.array([[10, -20, 30, 0], [-1, 2, -3, 4]], dtype=np.int8),
+                                      "fc.requant.mult": np.array([3000, 5000]),
+                                      "fc.requant.bias": np.array([100, -50])})
+    (tmp_path / "tiny.json").write_text(json.dumps(manifest))
+    model = load(tmp_path / "tiny.json")
+    np.testing.assert_array_equal(IntegerDeployable(model).run(np.array([[1, 2, 3, 4]])), [[7, -3]])
+    (tmp_path / "snippet").mkdir()
+    monkeypatch.chdir(tmp_path / "snippet")
+    exec(example.split("```python")[1].split("```")[0], {})
+    assert same_model(load("tiny.json"), model)
