@@ -136,22 +136,27 @@ class AcceleratorModel:
         A packet may span several calls.
         """
         out = []
+        per = self.per_beat
         for beat, last in beats:
-            self._pending.extend(P.from_beats([beat], self.info.bus_width))
+            beat = int(beat)
+            self._pending.extend((beat >> (32 * j)) & P.MASK32 for j in range(per))
             if last:
                 words, self._pending = self._pending, []
                 out.extend(P.to_beats(self.packet(words), self.info.bus_width))
         return out
 
     def transact(self, packets):
-        """Send whole packets (lists of words, zero-padded to the bus); returns their Responses."""
+        """Send whole packets (lists of words, zero-padded to the bus); returns their Responses.
+
+        Equivalent to :meth:`process` on the packets' beats, without the per-beat conversion.
+        """
+        if self._pending:
+            raise ValueError("packets: a packet fed to process() is still waiting for its TLAST")
         responses = []
         for words in packets:
             if not len(words):
                 raise ValueError("packets: a packet has at least one word")
-            beats = self.process(P.to_beats(words, self.info.bus_width))
-            for resp_words in P.split_packets(beats, self.info.bus_width):
-                responses.append(P.parse_response(resp_words))
+            responses.append(P.parse_response(self.packet(words)))
         return responses
 
     def packet(self, words):

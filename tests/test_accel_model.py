@@ -254,6 +254,18 @@ def test_padding_rules(bus_width, words, expected):
     assert all(last == (i == len(out) - 1) for i, (_, last) in enumerate(out))
 
 
+def test_transact_equals_process_on_beats():
+    setup, run, _ = _setup_and_run(INFO)
+    pks = setup + [run, [0x09, 0], run_pk(w0=0), P.status()]
+    a = AcceleratorModel(INFO).transact(pks)
+    model = AcceleratorModel(INFO)
+    out = model.process([b for pk in pks for b in P.to_beats(pk, 32)])
+    assert [r.words() for r in a] == P.split_packets(out, 32)
+    model.process([(1, False)])
+    with pytest.raises(ValueError, match="TLAST"):
+        model.transact([P.info()])
+
+
 def test_packet_may_span_process_calls():
     model = AcceleratorModel(INFO)
     beats = _beats(P.info(tag=3), 32)

@@ -1,0 +1,820 @@
+"""Host driver: compiles IntegerDeployable layers into command packets and runs them on an engine.
+
+The accelerator runs one GEMM per RUN (docs/protocol.md): ``M`` rows of ``K`` 8-bit activations
+times ``N`` weight rows, then the requantizer or threshold epilogue, an optional add with a
+residual operand and an optional pooling of consecutive rows. This module lowers every layer of
+an :class:`golden.model_file.IntegerModel` to that form and tiles it to the buffers reported by
+INFO (docs/driver.md explains each lowering):
+
+* ``conv2d``: im2col on the host (:func:`golden.mac_array.im2col`, padded taps hold the input
+  zero point), then a GEMM with OHWI weights flattened in ``(kh, kw, c)`` order; ``linear``: a
+  GEMM on the last axis.
+* ``add``: an identity GEMM carries the first operand through the epilogue unchanged and the add
+  unit adds the second, loaded in the residual buffer (:func:`golden.add.add`).
+* ``requant`` (element-wise): an identity GEMM whose epilogue is the layer's requantizer.
+* ``maxpool2d``/``avgpool2d``: an identity GEMM whose rows are ordered window by window, and the
+  pooling unit (any stride, no padding).
+* ``flatten``: done on the host (a reshape, no arithmetic).
+
+A tensor wider than 8 bits (e.g. NEMO's int32 Add sum, proven to fit 16 bits) enters an identity
+GEMM as two bytes ``lo + 256*hi`` with weights ``1, 128, 128`` (``w - w_zp`` with ``w_zp =
+-128``), exact, so the element-wise layers after it still run on the accelerator.
+
+Layers the accelerator cannot run exactly are refused with ``ValueError("layer 'name' (kind):
+reason")`` before anything is sent: accumulator overflow (:func:`golden.mac_array.check_accumulator`
+with the bias, which the requantizer adds in int32), ``K`` beyond a weight bank or the activation
+buffer, threshold ``Q`` beyond ``max_q``, weights wider than ``weight_bits``, inputs that are not
+8-bit, per-channel Add requantizers, padded pooling, a clamp the pooling unit cannot apply.
+
+An *engine* executes packets: ``execute(list of packets) -> list of Response``, one response per
+packet, in order. :class:`ModelEngine` wraps :class:`sim.accel_model.AcceleratorModel` (the
+"golden" engine); an RTL engine only has to send the packets to the top and parse the
+responses. :func:`run_network` calls the engine once per layer with all packets of that layer
+for the whole batch of images.
+"""
+
+from dataclasses import dataclass, field
+import math
+
+import numpy as np
+
+from golden import mac_array
+from golden.add import AddParams
+from golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
+from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
+from sim import protocol as P
+from sim.accel_model import AcceleratorModel, POOL_TAP_BITS
+
+__all__ = [
+    "EngineError", "ModelEngine", "GemmJob", "LayerProgram", "Driver", "LayerStats", "run_network",
+    "Mismatch", "compare_outputs", "first_mismatch", "format_mismatch",
+]
+
+_IDENTITY = RequantParams(mult=1, shift=0)
+_MAX_COUNT = 0xFFFF                       # m_count, k_steps, n_tiles: 1..65535
+
+
+class EngineError(RuntimeError):
+    """An engine answered a packet of a valid program with an error, or with the wrong shape."""
+
+
+class ModelEngine:
+    """The "golden" engine: the executable model of the accelerator (:mod:`sim.accel_model`)."""
+
+    name = "golden"
+
+    def __init__(self, info=None):
+        self.info = P.Info() if info is None else info
+        self.model = AcceleratorModel(self.info)
+
+    def execute(self, packets):
+        """Send ``packets`` (lists of words) in order; returns one :class:`sim.protocol.Response` each."""
+        return self.model.transact(packets)
+
+
+# --- GEMM jobs and their tiling -----------------------------------------------------------------
+
+@dataclass(eq=False)
+class GemmJob:
+    """One layer as the accelerator computes it: ``M x K`` 8-bit rows times ``N x K`` weights.
+
+    Attributes
+    ----------
+    name : str
+        Layer name (for messages).
+    x : int64 ``(M, K)``
+        GEMM rows, int8 (``x_signed``) or uint8 values. With ``pool`` the rows are ordered window
+        by window (``pool["taps"]`` consecutive rows per output).
+    w : int64 ``(N, K)``
+        Weights, within ``weight_bits`` signed bits.
+    x_signed, x_zero_point : bool, int
+    w_zero_point : int64 ``(N,)``
+    requant : RequantParams or None
+        Per-tensor or ``N`` channels; exactly one of ``requant`` / ``thresholds``.
+    thresholds, negate : int64 ``(N, T)``, bool ``(N,)`` or None
+    add : AddParams or None (per-tensor requantizers); ``residual`` int64 ``(M, N)`` 8-bit values,
+        ``residual_signed``.
+    pool : dict or None
+        ``mode``, ``taps``, ``d`` (avg_nemo), ``lo``/``hi`` (avg_tflite, int16).
+    out_bytes, out_signed : int, bool
+        Width of the results on the wire and how to read them back.
+    x_range : (int, int) or None
+        Proven range of the values in ``x`` (default: the whole int8 / uint8 range); the
+        accumulator check (:func:`golden.mac_array.check_accumulator`, with the requantizer's
+        bias) uses it.
+    useful_macs : int
+        Multiply-accumulates the layer needs (0 for identity GEMMs), for utilisation.
+    """
+    name: str
+    x: np.ndarray
+    w: np.ndarray
+    x_signed: bool
+    x_zero_point: int
+    w_zero_point: np.ndarray
+    requant: RequantParams = None
+    thresholds: np.ndarray = None
+    negate: np.ndarray = None
+    add: AddParams = None
+    residual: np.ndarray = None
+    residual_signed: bool = False
+    pool: dict = None
+    out_bytes: int = 1
+    out_signed: bool = True
+    x_range: tuple = None
+    useful_macs: int = 0
+
+
+@dataclass(eq=False)
+class _Placement:
+    packet: int          # index of the RUN packet
+    row: int             # first output row
+    outputs: int
+    tile: int            # first channel tile
+    tiles: int
+
+
+@dataclass(eq=False)
+class LayerProgram:
+    """Packets of one layer for a whole batch and how to read its results back.
+
+    ``decode(responses)`` checks that every response is OK and returns the layer's output
+    (``(batch,) + shape`` int64, or the GEMM's ``(outputs, N)`` for a bare :class:`GemmJob`).
+    """
+    name: str
+    packets: list
+    runs: list = field(default_factory=list)
+    gemm_shape: tuple = (0, 0)                 # (outputs, N)
+    out_bytes: int = 1
+    out_signed: bool = True
+    rows: int = 1                              # R
+    finish: object = None                      # (outputs, N) array -> layer output
+    mac_steps: int = 0
+    useful_macs: int = 0
+    host: bool = False
+
+    @property
+    def words_sent(self):
+        return sum(len(p) for p in self.packets)
+
+    def decode(self, responses):
+        if len(responses) != len(self.packets):
+            raise EngineError(f"layer {self.name!r}: {len(self.packets)} packets, {len(responses)} responses")
+        for i, (pk, r) in enumerate(zip(self.packets, responses)):
+            if not r.ok or r.opcode != pk[0] & 0xFF:
+                raise EngineError(f"layer {self.name!r}: packet {i} "
+                                  f"({P.OPCODE_NAMES.get(pk[0] & 0xFF, pk[0] & 0xFF)}) answered {r}")
+        out = np.zeros(self.gemm_shape, dtype=np.int64)
+        R = self.rows
+        for pl in self.runs:
+            count = pl.tiles * pl.outputs * R
+            resp = responses[pl.packet]
+            if len(resp.payload) != -(-count * self.out_bytes // 4):
+                raise EngineError(f"layer {self.name!r}: RUN packet {pl.packet} returned {len(resp.payload)} "
+                                  f"words, expected {-(-count * self.out_bytes // 4)}")
+            v = P.unpack_elements(resp.payload, count, 8 * self.out_bytes, self.out_signed)
+            v = v.reshape(pl.tiles, pl.outputs, R).transpose(1, 0, 2).reshape(pl.outputs, pl.tiles * R)
+            c0 = pl.tile * R
+            c1 = min(c0 + pl.tiles * R, self.gemm_shape[1])
+            out[pl.row:pl.row + pl.outputs, c0:c1] = v[:, :c1 - c0]
+        return out if self.finish is None else self.finish(out)
+
+
+def _floor_to(v, step):
+    return v // step * step
+
+
+class Driver:
+    """Compiles layers for the accelerator described by ``info`` (a :class:`sim.protocol.Info`)."""
+
+    def __init__(self, info):
+        if not isinstance(info, P.Info):
+            raise ValueError(f"info: expected sim.protocol.Info, got {type(info).__name__}")
+        self.info = info
+
+    # --- GEMM tiling --------------------------------------------------------------------------
+
+    def compile_gemm(self, job):
+        """Packets computing ``job`` (a :class:`GemmJob`), tiled to the buffers.
+
+        ``K`` is padded to a multiple of C (activations with ``x_zero_point``, weights with the
+        row's zero point when representable: padded products are 0); ``N`` to a multiple of R
+        (zero weights, all-zero parameter entries; those results are discarded). Rows are split
+        in chunks that fit the activation buffer (and the residual buffer with ``add``; a multiple
+        of the pooling window with ``pool``); tiles in chunks that fit a weight bank and the
+        parameter (threshold) channels. Chunk ``j`` of the weights goes to bank ``j mod banks``, so
+        that a later driver can load the next chunk while the current one computes. If every
+        chunk has its own bank the weights are loaded once; otherwise the loop order that sends
+        fewer words is chosen.
+        """
+        i = self.info
+        R, C = i.rows, i.cols
+        name = job.name
+        x = np.asarray(job.x, dtype=np.int64)
+        w = np.asarray(job.w, dtype=np.int64)
+        M, K = x.shape
+        N = w.shape[0]
+        if w.shape[1] != K or M == 0 or K == 0 or N == 0:
+            raise ValueError(f"job {name!r}: x {x.shape} and w {w.shape} do not form a GEMM")
+        k_steps = -(-K // C)
+        if k_steps > min(i.weight_depth, i.act_depth, _MAX_COUNT):
+            raise ValueError(f"layer {name!r}: K = {K} needs {k_steps} steps of C = {C}; a weight bank holds "
+                             f"{i.weight_depth} and the activation buffer {i.act_depth} entries "
+                             f"(largest K = {C * min(i.weight_depth, i.act_depth, _MAX_COUNT)})")
+        taps = job.pool["taps"] if job.pool else 1
+        n_tiles = -(-N // R)
+        chan_cap = i.param_channels
+        if job.thresholds is not None:
+            chan_cap = min(chan_cap, i.threshold_channels)
+        if chan_cap < R:
+            raise ValueError(f"layer {name!r}: a tile of R = {R} channels needs {R} parameter/threshold "
+                             f"channels, the accelerator has {chan_cap}")
+        tiles_cap = min(i.weight_depth // k_steps, chan_cap // R, _MAX_COUNT)
+        m_cap = _floor_to(min(i.act_depth // k_steps, _MAX_COUNT), taps)
+        if m_cap < taps:
+            raise ValueError(f"layer {name!r}: a pooling window of {taps} rows x {k_steps} steps does not fit "
+                             f"the activation buffer ({i.act_depth} entries)")
+        if job.add is not None:
+            if i.residual_depth < taps:
+                raise ValueError(f"layer {name!r}: the residual buffer ({i.residual_depth} entries) cannot hold "
+                                 f"one pooling window of {taps} rows")
+            # residual entries of one RUN: n_tiles * m_count <= residual_depth
+            m_cap = min(m_cap, _floor_to(i.residual_depth, taps))
+            tiles_cap = max(1, min(tiles_cap, i.residual_depth // min(m_cap, M)))
+            m_cap = min(m_cap, _floor_to(i.residual_depth // tiles_cap, taps))
+        # zero point of the K padding: the row's weight zero point when representable
+        wlo, whi = -(1 << (i.weight_bits - 1)), (1 << (i.weight_bits - 1)) - 1
+        if w.min() < wlo or w.max() > whi:
+            raise ValueError(f"layer {name!r}: weights span [{int(w.min())}, {int(w.max())}], the accelerator "
+                             f"stores {i.weight_bits}-bit weights [{wlo}, {whi}]")
+        w_zp = np.broadcast_to(np.asarray(job.w_zero_point, dtype=np.int64), (N,))
+        x_lo, x_hi = job.x_range if job.x_range is not None else ((-128, 127) if job.x_signed else (0, 255))
+        # the requantizer adds the bias to the int32 accumulator: both must fit (golden wraps the
+        # sum exactly as the hardware does, but a wrap there is never what the layer meant)
+        mac_array.check_accumulator(w, x_lo, x_hi, job.x_zero_point, w_zp,
+                                    job.requant.bias if job.requant is not None else None, bits=32,
+                                    name=f"layer {name!r}")
+        kp = k_steps * C
+        xp = np.full((M, kp), job.x_zero_point, dtype=np.int64)
+        xp[:, :K] = x
+        wp = np.zeros((n_tiles * R, kp), dtype=np.int64)
+        wp[:N, K:] = np.where((w_zp >= wlo) & (w_zp <= whi), w_zp, 0)[:, None]
+        wp[:N, :K] = w
+        zp_p = np.zeros(n_tiles * R, dtype=np.int64)
+        zp_p[:N] = w_zp
+        # parameter entries of every (padded) channel
+        if job.thresholds is not None:
+            base = P.encode_requant(RequantParams(mult=0, shift=0))
+            entries = [base[:3] + [base[3] | ((int(z) & 0xFF) << 24)] + base[4:] for z in zp_p]
+        else:
+            entries = [P.encode_requant(job.requant, c if job.requant.channels else None, int(zp_p[c]))
+                       if c < N else [0] * P.PARAM_WORDS for c in range(n_tiles * R)]
+        if job.residual is not None:
+            res = np.zeros((M, n_tiles * R), dtype=np.int64)
+            res[:, :N] = job.residual
+
+        wchunks = [(t, min(t + tiles_cap, n_tiles)) for t in range(0, n_tiles, tiles_cap)]
+        mchunks = [(m, min(m + m_cap, M)) for m in range(0, M, m_cap)]
+        params_resident = n_tiles * R <= chan_cap
+        banks = i.weight_banks
+        resident = len(wchunks) <= banks
+        ew, ea = i.weight_entry_words, i.act_entry_words
+        weight_words = n_tiles * k_steps * ew
+        act_words = M * k_steps * ea
+        m_outer = resident or act_words + len(mchunks) * weight_words <= weight_words + len(wchunks) * act_words
+
+        packets, runs = [], []
+        steps = 0
+
+        def load_params(t0, t1):
+            first = t0 * R if params_resident else 0          # channel of tile t0's first channel
+            packets.append(P.write_param_entries(first, entries[t0 * R:t1 * R]))
+            if job.thresholds is not None:
+                for c in range(t0 * R, min(t1 * R, N)):
+                    packets.append(P.write_thresholds(first + c - t0 * R, job.thresholds[c], bool(job.negate[c])))
+
+        def load_weights(j):
+            t0, t1 = wchunks[j]
+            tiles = wp[t0 * R:t1 * R].reshape(t1 - t0, R, k_steps, C).transpose(0, 2, 1, 3)
+            packets.append(P.write_weights(j % banks, 0, tiles.reshape(-1, R, C), i.weight_bits))
+            if not params_resident:
+                load_params(t0, t1)
+
+        def load_acts(m0, m1):
+            packets.append(P.write_acts(0, xp[m0:m1].reshape((m1 - m0) * k_steps, C)))
+
+        def run(j, m0, m1):
+            nonlocal steps
+            t0, t1 = wchunks[j]
+            mc = m1 - m0
+            d = P.RunDescriptor(m_count=mc, k_steps=k_steps, n_tiles=t1 - t0, bank=j % banks,
+                                channel_base=t0 * R if params_resident else 0, x_signed=job.x_signed,
+                                x_zero_point=job.x_zero_point,
+                                epilogue="threshold" if job.thresholds is not None else "requant",
+                                out_bytes=job.out_bytes)
+            if job.add is not None:
+                rs = res[m0:m1, t0 * R:t1 * R].reshape(mc, t1 - t0, R).transpose(1, 0, 2).reshape(-1, R)
+                packets.append(P.write_residual(0, rs))
+                a = job.add
+                d.add, d.residual_signed = True, job.residual_signed
+                d.add_zero_points, d.add_left_shift = a.in_zero_points, a.left_shift
+                d.add_branches, d.add_output = a.branches, a.output
+            if job.pool:
+                pl = job.pool
+                d.pool, d.pool_mode, d.pool_taps = True, pl["mode"], taps
+                d.pool_d = pl.get("d") or 0
+                d.pool_lo, d.pool_hi = pl.get("lo", -128), pl.get("hi", 127)
+            packets.append(P.run(d))
+            runs.append(_Placement(len(packets) - 1, m0 // taps, mc // taps, t0, t1 - t0))
+            steps += mc * k_steps * (t1 - t0)
+
+        if params_resident:
+            load_params(0, n_tiles)
+        if m_outer:
+            if resident:
+                for j in range(len(wchunks)):
+                    load_weights(j)
+            for m0, m1 in mchunks:
+                load_acts(m0, m1)
+                for j in range(len(wchunks)):
+                    if not resident:
+                        load_weights(j)
+                    run(j, m0, m1)
+        else:
+            for j in range(len(wchunks)):
+                load_weights(j)
+                for m0, m1 in mchunks:
+                    load_acts(m0, m1)
+                    run(j, m0, m1)
+        return LayerProgram(name=name, packets=packets, runs=runs, gemm_shape=(M // taps, N),
+                            out_bytes=job.out_bytes, out_signed=job.out_signed, rows=R, mac_steps=steps,
+                            useful_macs=job.useful_macs)
+
+    # --- layers -----------------------------------------------------------------------------
+
+    def check(self, model):
+        """Refuse (ValueError) the first layer of ``model`` the accelerator cannot run; no packets."""
+        if not isinstance(model, IntegerModel):
+            raise ValueError(f"model: expected IntegerModel, got {type(model).__name__}")
+        for layer in model.layers:
+            dummy = {name: np.full((1,) + t.shape, t.lo, dtype=np.int64) for name, t in model.tensors.items()
+                     if name in layer.inputs}
+            self.compile(model, layer, dummy)
+
+    def compile(self, model, layer, tensors):
+        """:class:`LayerProgram` for ``layer`` of ``model`` on ``tensors`` (name -> ``(batch,) + shape``)."""
+        xs = [np.asarray(tensors[s], dtype=np.int64) for s in layer.inputs]
+        batch = xs[0].shape[0]
+        out_shape = (batch,) + model.tensors[layer.name].shape
+        what = f"layer {layer.name!r} ({layer.kind})"
+        if isinstance(layer, FlattenLayer):
+            return LayerProgram(name=layer.name, packets=[], host=True, gemm_shape=(0, 0),
+                                finish=lambda _, x=xs[0]: x.reshape(batch, -1))
+        out = model.tensors[layer.name]
+        out_bytes, out_signed = _out_format(out.lo, out.hi, what)
+        if isinstance(layer, MacLayer):
+            job, finish = self._mac(model, layer, xs[0], what)
+        elif isinstance(layer, AddLayer):
+            job, finish = self._add(model, layer, xs, what)
+        elif isinstance(layer, RequantLayer):
+            job, finish = self._requant(model, layer, xs[0], what)
+        elif isinstance(layer, PoolLayer):
+            job, finish = self._pool(model, layer, xs[0], what)
+        else:
+            raise ValueError(f"{what}: not a layer kind the driver knows")
+        job.out_bytes, job.out_signed = out_bytes, out_signed
+        try:
+            prog = self.compile_gemm(job)
+        except ValueError as e:
+            raise ValueError(str(e).replace(f"layer {layer.name!r}:", f"{what}:", 1)) from None
+        prog.finish = lambda y: finish(y).reshape(out_shape)
+        return prog
+
+    def _input8(self, model, name, zero_point, what, values):
+        """(x_signed) for an input tensor carried as 8-bit activations, else ValueError."""
+        t = model.tensors[name]
+        signed = _fits8(t.lo, t.hi, zero_point)
+        if signed is None:
+            raise ValueError(f"{what}: input {name!r} spans [{t.lo}, {t.hi}] with zero point {zero_point}; "
+                             f"the activation buffer holds int8 or uint8 values")
+        _check_values(values, t.lo, t.hi, name, what)
+        return signed
+
+    def _mac(self, model, layer, x, what):
+        src = layer.inputs[0]
+        zp = layer.input_zero_point
+        x_signed = self._input8(model, src, zp, what, x)
+        t = model.tensors[src]
+        w = layer.weight.astype(np.int64)
+        if layer.kind == "conv2d":
+            cols = mac_array.im2col(x, w.shape[1:3], layer.stride, layer.padding, pad_value=zp)
+            padded = layer.padding != ((0, 0), (0, 0))
+            w = w.reshape(w.shape[0], -1)
+        else:
+            cols, padded = x, False
+        rows = cols.reshape(-1, w.shape[1])
+        # padded taps hold the zero point: part of the input range
+        x_range = (min(t.lo, zp), max(t.hi, zp)) if padded else (t.lo, t.hi)
+        n = w.shape[0]
+        job = GemmJob(name=layer.name, x=rows, w=w, x_signed=x_signed, x_zero_point=zp,
+                      w_zero_point=np.broadcast_to(np.asarray(layer.weight_zero_point, dtype=np.int64), (n,)),
+                      x_range=x_range, useful_macs=rows.shape[0] * w.shape[1] * n)
+        if layer.requant is not None:
+            job.requant = layer.requant
+        else:
+            th = layer.threshold
+            q = int(th.levels + 1).bit_length() - 1
+            if q > self.info.max_q:
+                raise ValueError(f"{what}: thresholds of Q = {q} bits ({th.levels} per channel); the threshold "
+                                 f"unit holds Q <= {self.info.max_q}")
+            job.thresholds, job.negate = th.thresholds, th.negate
+        return job, lambda y: y
+
+    def _identity(self, model, name, values, what):
+        """Rows, weights, zero points carrying tensor ``name`` through an identity GEMM.
+
+        Returns ``(rows (M, K), w (C, K), w_zp (C,), x_signed, base)`` such that the accumulator
+        of channel ``c`` is ``value - base`` exactly; ``base`` is 0 or -32768 (16-bit signed values
+        are offset to unsigned, and the epilogue's bias adds ``base`` back).
+        """
+        t = model.tensors[name]
+        _check_values(values, t.lo, t.hi, name, what)
+        v = values.reshape(-1, values.shape[-1])
+        ch = v.shape[1]
+        signed = _fits8(t.lo, t.hi, 0)
+        if signed is not None:
+            return v, np.eye(ch, dtype=np.int64), np.zeros(ch, dtype=np.int64), signed, 0
+        if t.lo >= 0 and t.hi <= 0xFFFF:
+            base = 0
+        elif t.lo >= -0x8000 and t.hi <= 0x7FFF:
+            base = -0x8000
+        else:
+            raise ValueError(f"{what}: input {name!r} spans [{t.lo}, {t.hi}], wider than 16 bits; the activation "
+                             f"buffer holds bytes")
+        if self.info.weight_bits != 8:
+            raise ValueError(f"{what}: input {name!r} spans [{t.lo}, {t.hi}]; splitting it into bytes needs 8-bit "
+                             f"weights, the accelerator has {self.info.weight_bits}-bit weights")
+        u = v - base
+        rows = np.stack([u & 0xFF, u >> 8, u >> 8], axis=2).reshape(v.shape[0], 3 * ch)
+        # acc = lo*(w0 - zp) + hi*(w1 - zp) + hi*(w2 - zp) with zp = -128: weights -127, 0, 0 give 1, 128, 128;
+        # every other weight equals the zero point and contributes 0.
+        w = np.full((ch, 3 * ch), -128, dtype=np.int64)
+        for c in range(ch):
+            w[c, 3 * c:3 * c + 3] = (-127, 0, 0)
+        return rows, w, np.full(ch, -128, dtype=np.int64), False, base
+
+    def _add(self, model, layer, xs, what):
+        p = layer.params
+        for j, rq in enumerate(p.branches + (p.output,)):
+            if rq.channels is not None:
+                part = f"branches[{j}]" if j < 2 else "requant"
+                raise ValueError(f"{what}: {part} is per-channel; the add unit has one requantizer per branch")
+        a, b = layer.inputs
+        tb = model.tensors[b]
+        if _fits8(tb.lo, tb.hi, 0) is None:
+            ta = model.tensors[a]
+            if _fits8(ta.lo, ta.hi, 0) is None:
+                raise ValueError(f"{what}: neither input is 8-bit ({a!r} spans [{ta.lo}, {ta.hi}], {b!r} "
+                                 f"[{tb.lo}, {tb.hi}]); the residual operand is a byte")
+            # the sum wrap32(v0 + v1) is symmetric: swap the operands with their parameters
+            a, b = b, a
+            xs = xs[::-1]
+            p = AddParams(in_zero_points=p.in_zero_points[::-1], left_shift=p.left_shift,
+                          branches=p.branches[::-1], output=p.output)
+            tb = model.tensors[b]
+        _check_values(xs[1], tb.lo, tb.hi, b, what)
+        rows, w, w_zp, signed, base = self._identity(model, a, xs[0], what)
+        job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
+                      requant=RequantParams(mult=1, shift=0, bias=base), add=p,
+                      residual=xs[1].reshape(-1, xs[1].shape[-1]), residual_signed=bool(tb.lo < 0))
+        return job, lambda y: y
+
+    def _requant(self, model, layer, x, what):
+        rows, w, w_zp, signed, base = self._identity(model, layer.inputs[0], x, what)
+        rq = layer.requant
+        if base:
+            # wrap32(acc + bias') with acc = x - base and bias' = wrap32(bias + base) is wrap32(x + bias)
+            f = {k: getattr(rq, k) for k in ("mult", "shift", "offset", "zero_point", "lo", "hi")}
+            rq = RequantParams(bias=_wrap32(rq.bias + base), rounding=rq.rounding, **f)
+        job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
+                      requant=rq)
+        return job, lambda y: y
+
+    def _pool(self, model, layer, x, what):
+        i = self.info
+        src = layer.inputs[0]
+        t = model.tensors[src]
+        if layer.padding != ((0, 0), (0, 0)):
+            raise ValueError(f"{what}: padding {[list(p) for p in layer.padding]}; the pooling unit needs every "
+                             f"window to have its {layer.kernel[0] * layer.kernel[1]} real taps (no padding)")
+        taps = layer.kernel[0] * layer.kernel[1]
+        if taps > i.max_pool_taps:
+            raise ValueError(f"{what}: a {layer.kernel[0]}x{layer.kernel[1]} window has {taps} taps; the pooling "
+                             f"unit takes at most {i.max_pool_taps}")
+        tap_lo, tap_hi = -(1 << (POOL_TAP_BITS - 1)), (1 << (POOL_TAP_BITS - 1)) - 1
+        if t.lo < tap_lo or t.hi > tap_hi:
+            raise ValueError(f"{what}: input {src!r} spans [{t.lo}, {t.hi}]; pooling taps are {POOL_TAP_BITS}-bit "
+                             f"[{tap_lo}, {tap_hi}]")
+        pool = {"mode": layer.mode, "taps": taps}
+        if layer.mode == "avg_nemo":
+            if layer.d > i.max_pool_shift:
+                raise ValueError(f"{what}: d = {layer.d}; the pooling unit's largest d is {i.max_pool_shift}")
+            pool["d"] = layer.d
+            factor = (1 << layer.d) // taps
+            pre = ((factor * taps * t.lo) >> layer.d, (factor * taps * t.hi) >> layer.d)
+        else:
+            pre = (t.lo, t.hi)                  # max and averages stay within the input range
+        if layer.mode == "avg_tflite":
+            lo, hi = max(layer.lo, -0x8000), min(layer.hi, 0x7FFF)
+            if lo > 0x7FFF or hi < -0x8000:
+                raise ValueError(f"{what}: clamp [{layer.lo}, {layer.hi}] does not fit the int16 clamp fields")
+            pool["lo"], pool["hi"] = lo, hi
+        elif (layer.lo is not None and layer.lo > pre[0]) or (layer.hi is not None and layer.hi < pre[1]):
+            raise ValueError(f"{what}: clamp [{layer.lo}, {layer.hi}] can change values in [{pre[0]}, {pre[1]}]; "
+                             f"the pooling unit clamps only in avg_tflite mode")
+        win = mac_array.im2col(x, layer.kernel, layer.stride, 0)            # (B, OH, OW, T*C), (kh, kw, c)
+        cin = x.shape[-1]
+        rows_in = win.reshape(-1, taps, cin).reshape(-1, cin)
+        rows, w, w_zp, signed, base = self._identity(model, src, rows_in, what)
+        job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
+                      requant=RequantParams(mult=1, shift=0, bias=base), pool=pool)
+        return job, lambda y: y
+
+
+def _wrap32(v):
+    return ((np.asarray(v, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def _fits8(lo, hi, zero_point):
+    """True (int8), False (uint8) or None: how values in [lo, hi] and the zero point fit a byte."""
+    if 0 <= lo and hi <= 255 and 0 <= zero_point <= 255:
+        return False
+    if -128 <= lo and hi <= 127 and -128 <= zero_point <= 127:
+        return True
+    return None
+
+
+def _out_format(lo, hi, what):
+    for nbytes in (1, 2, 4):
+        bits = 8 * nbytes
+        if 0 <= lo and hi < (1 << bits):
+            return nbytes, False
+        if -(1 << (bits - 1)) <= lo and hi < (1 << (bits - 1)):
+            return nbytes, True
+    raise ValueError(f"{what}: output range [{lo}, {hi}] does not fit 32 bits")
+
+
+def _check_values(values, lo, hi, name, what):
+    v = np.asarray(values)
+    if v.size and (int(v.min()) < lo or int(v.max()) > hi):
+        raise EngineError(f"{what}: input {name!r} has values in [{int(v.min())}, {int(v.max())}], outside its "
+                          f"proven range [{lo}, {hi}] (an engine produced wrong values upstream)")
+
+
+# --- running a network ------------------------------------------------------------------------
+
+@dataclass
+class LayerStats:
+    """What one layer cost: packets and words on the streams, MAC steps, STATUS counter deltas."""
+    name: str
+    kind: str
+    host: bool = False
+    packets: int = 0
+    runs: int = 0
+    words_sent: int = 0
+    words_received: int = 0
+    mac_steps: int = 0
+    useful_macs: int = 0
+    cycles: int = 0
+    busy_cycles: int = 0
+    mac_cycles: int = 0
+
+
+def run_network(model, images, engine, driver=None):
+    """Run ``model`` on the integer ``images`` layer by layer on ``engine``.
+
+    Each layer's packets for the whole batch go to the engine in one ``execute`` call, followed by
+    a STATUS packet whose counters give the layer's cycles. Flatten layers run on the host.
+
+    Parameters
+    ----------
+    model : IntegerModel
+    images : integer array ``(batch,) + model.input.shape`` within the input's ``[lo, hi]``
+    engine : object with ``execute(packets) -> list of Response``
+    driver : Driver, optional
+        Defaults to one built from the engine's INFO response.
+
+    Returns
+    -------
+    outputs : dict name -> int64 array, the input and every layer (as
+        ``IntegerDeployable.run(x, trace=True)``)
+    stats : dict with ``layers`` (list of :class:`LayerStats`), ``info`` (Info), totals
+        ``packets``, ``words_sent``, ``words_received``, ``mac_steps``, ``useful_macs``,
+        ``cycles``, ``mac_cycles``, and ``utilisation`` = useful MACs / (R * C * cycles) (None if
+        the engine reports no cycles).
+
+    Raises
+    ------
+    ValueError : a layer the accelerator cannot run (before anything runs), bad images.
+    EngineError : an engine answered a valid packet with an error or the wrong shape.
+    """
+    if not isinstance(model, IntegerModel):
+        raise ValueError(f"model: expected IntegerModel, got {type(model).__name__}")
+    spec = model.input
+    x = np.asarray(images)
+    if x.dtype.kind not in "iu":
+        raise ValueError(f"images: expected an integer array, got dtype {x.dtype}")
+    if x.ndim != len(spec.shape) + 1 or x.shape[1:] != spec.shape or x.shape[0] == 0:
+        raise ValueError(f"images: expected shape (N, {', '.join(map(str, spec.shape))}) with N >= 1, got {x.shape}")
+    if int(x.min()) < spec.lo or int(x.max()) > spec.hi:
+        raise ValueError(f"images: values must be in the input range [{spec.lo}, {spec.hi}], "
+                         f"got [{int(x.min())}, {int(x.max())}]")
+    first = engine.execute([P.info(), P.status()])
+    if len(first) != 2 or not all(r.ok for r in first):
+        raise EngineError(f"engine: INFO/STATUS answered {[str(r) for r in first]}")
+    info = P.decode_info(first[0].payload)
+    if driver is None:
+        driver = Driver(info)
+    elif driver.info != info:
+        raise ValueError(f"driver: built for {driver.info}, the engine reports {info}")
+    driver.check(model)
+    prev = P.decode_status(first[1].payload)
+    tensors = {spec.name: x.astype(np.int64)}
+    layers = []
+    for layer in model.layers:
+        prog = driver.compile(model, layer, tensors)
+        st = LayerStats(name=layer.name, kind=layer.kind, host=prog.host)
+        if prog.host:
+            tensors[layer.name] = prog.finish(None)
+            layers.append(st)
+            continue
+        responses = engine.execute(prog.packets + [P.status()])
+        if len(responses) != len(prog.packets) + 1 or not responses[-1].ok:
+            raise EngineError(f"layer {layer.name!r}: {len(prog.packets) + 1} packets, "
+                              f"{len(responses)} responses, last {responses[-1] if responses else None}")
+        tensors[layer.name] = prog.decode(responses[:-1])
+        cur = P.decode_status(responses[-1].payload)
+        st.packets = len(prog.packets)
+        st.runs = len(prog.runs)
+        st.words_sent = prog.words_sent
+        st.words_received = sum(2 + len(r.payload) for r in responses[:-1])
+        st.mac_steps = prog.mac_steps
+        st.useful_macs = prog.useful_macs
+        for k in ("cycles", "busy_cycles", "mac_cycles"):
+            setattr(st, k, cur[k] - prev[k])
+        prev = cur
+        layers.append(st)
+    tot = {k: sum(getattr(s, k) for s in layers) for k in ("packets", "words_sent", "words_received",
+                                                              "mac_steps", "useful_macs", "cycles", "mac_cycles")}
+    tot["utilisation"] = tot["useful_macs"] / (info.rows * info.cols * tot["cycles"]) if tot["cycles"] else None
+    return tensors, dict(layers=layers, info=info, **tot)
+
+
+# --- comparing an engine with golden --------------------------------------------------------------
+
+@dataclass
+class Mismatch:
+    """The first element where an engine's layer output differs from golden's."""
+    layer: str
+    kind: str
+    index: tuple           # (image, ..., channel)
+    golden: int
+    actual: int
+    count: int             # differing elements in the layer
+    elements: int
+    cause: str             # "rounding tie" | "saturation" | "overflow/wrap" | "unknown"
+    detail: str = ""
+
+    @property
+    def channel(self):
+        return self.index[-1]
+
+
+def compare_outputs(model, golden, actual):
+    """Per-layer comparison: list of ``(name, elements, differing, max_abs_diff)`` in model order.
+
+    ``golden`` and ``actual`` map tensor names to arrays (e.g. IntegerDeployable's trace and
+    :func:`run_network`'s outputs); layers missing from ``actual`` are skipped.
+    """
+    out = []
+    for layer in model.layers:
+        if layer.name not in actual:
+            continue
+        g = np.asarray(golden[layer.name], dtype=np.int64)
+        a = np.asarray(actual[layer.name], dtype=np.int64)
+        if g.shape != a.shape:
+            out.append((layer.name, g.size, g.size, None))
+            continue
+        diff = g != a
+        out.append((layer.name, g.size, int(diff.sum()), int(np.abs(g - a).max()) if g.size else 0))
+    return out
+
+
+def first_mismatch(model, golden, actual):
+    """The first differing element of the first differing layer (model order), or None.
+
+    The cause is classified from golden's own computation of that element: ``rounding tie``
+    (a requantizer input was exactly halfway for round-to-nearest, or at a rounding step of
+    TFLite's double rounding), ``saturation`` (golden is at the clamp ``lo``/``hi``, or at 0 / the
+    top level of a threshold layer), ``overflow/wrap`` (the accumulator or ``acc + bias`` is within
+    2**30 of, or beyond, the int32 bounds), else ``unknown``.
+    """
+    for layer in model.layers:
+        if layer.name not in actual:
+            continue
+        g = np.asarray(golden[layer.name], dtype=np.int64)
+        a = np.asarray(actual[layer.name], dtype=np.int64)
+        if g.shape != a.shape:
+            return Mismatch(layer.name, layer.kind, (), 0, 0, g.size, g.size, "unknown",
+                            f"shape {a.shape}, golden {g.shape}")
+        diff = np.argwhere(g != a)
+        if len(diff):
+            idx = tuple(int(v) for v in diff[0])
+            cause, detail = _classify(model, layer, golden, idx)
+            return Mismatch(layer.name, layer.kind, idx, int(g[idx]), int(a[idx]), len(diff), g.size, cause, detail)
+    return None
+
+
+def format_mismatch(m):
+    """One line for a :class:`Mismatch` (or "all layers match")."""
+    if m is None:
+        return "all layers match"
+    return (f"layer {m.layer!r} ({m.kind}): {m.count} of {m.elements} elements differ; first at index {m.index} "
+            f"(channel {m.channel if m.index else '-'}): golden {m.golden}, engine {m.actual}; likely cause: "
+            f"{m.cause}{' (' + m.detail + ')' if m.detail else ''}")
+
+
+def _rq_element(params, ch):
+    f = {k: getattr(params, k) for k in ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi")}
+    return {k: int(v if v.ndim == 0 else v[ch]) for k, v in f.items()}, params.rounding
+
+
+def _tie(x, p, rounding):
+    """Whether requantizing ``x`` (int32, after the bias) hits an exact halfway point."""
+    if rounding == "tflite":
+        left, right = max(31 - p["shift"], 0), max(p["shift"] - 31, 0)
+        xl = int(_wrap32(x << left))
+        ab = xl * p["mult"]
+        if ab % (1 << 31) == 1 << 30:
+            return True
+        nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
+        v = ab + nudge
+        high = v >> 31 if v >= 0 else -((-v) >> 31)
+        return right > 0 and high % (1 << right) == 1 << (right - 1)
+    t = x * p["mult"] + p["offset"]
+    return p["shift"] > 0 and t % (1 << p["shift"]) == 1 << (p["shift"] - 1)
+
+
+def _classify(model, layer, golden, idx):
+    """(cause, detail) for element ``idx`` of ``layer`` from golden tensors."""
+    ch = idx[-1]
+    g = int(np.asarray(golden[layer.name])[idx])
+    try:
+        if isinstance(layer, MacLayer):
+            x = np.asarray(golden[layer.inputs[0]], dtype=np.int64)[idx[0]:idx[0] + 1]
+            if layer.kind == "conv2d":
+                acc = mac_array.conv2d(x, layer.weight, layer.stride, layer.padding, layer.input_zero_point,
+                                       layer.weight_zero_point)
+            else:
+                acc = mac_array.linear(x, layer.weight, layer.input_zero_point, layer.weight_zero_point)
+            a = int(acc[(0,) + idx[1:]])
+            if layer.requant is not None:
+                p, rnd = _rq_element(layer.requant, ch)
+                return _rq_cause(a, p, rnd, g, f"accumulator {a}")
+            if g in (0, layer.threshold.levels):
+                return "saturation", f"threshold level {g} of 0..{layer.threshold.levels}"
+            if abs(a) >= 1 << 30:
+                return "overflow/wrap", f"accumulator {a}"
+            return "unknown", f"accumulator {a}"
+        if isinstance(layer, RequantLayer):
+            a = int(np.asarray(golden[layer.inputs[0]])[idx])
+            p, rnd = _rq_element(layer.requant, ch)
+            return _rq_cause(a, p, rnd, g, f"input {a}")
+        if isinstance(layer, AddLayer):
+            pr = layer.params
+            vals = [int(np.asarray(golden[s])[idx]) for s in layer.inputs]
+            vs = []
+            for v, zp, br in zip(vals, pr.in_zero_points, pr.branches):
+                s = int(_wrap32(((v - zp) & 0xFFFFFFFF) << pr.left_shift))
+                p, rnd = _rq_element(br, ch)
+                if _tie(int(_wrap32(s + p["bias"])), p, rnd):
+                    return "rounding tie", f"branch input {s} is a tie for {rnd}"
+                vs.append(int(requantize(np.array([s]), RequantParams(rounding=rnd, **p))[0]))
+            total = int(_wrap32(vs[0] + vs[1]))
+            p, rnd = _rq_element(pr.output, ch)
+            return _rq_cause(total, p, rnd, g, f"sum {total}")
+        if isinstance(layer, PoolLayer) and layer.lo is not None and g in (layer.lo, layer.hi):
+            return "saturation", f"golden at the clamp [{layer.lo}, {layer.hi}]"
+    except (ValueError, IndexError) as e:
+        return "unknown", f"classifier: {e}"
+    return "unknown", ""
+
+
+def _rq_cause(a, p, rounding, g, what):
+    x = int(_wrap32(a + p["bias"]))
+    if a + p["bias"] != x or abs(a) >= 1 << 30:
+        return "overflow/wrap", f"{what}, + bias {p['bias']} -> {x}"
+    if _tie(x, p, rounding):
+        return "rounding tie", f"{what} is an exact tie for {rounding} (mult {p['mult']}, shift {p['shift']})"
+    if g in (p["lo"], p["hi"]):
+        return "saturation", f"golden at the clamp [{p['lo']}, {p['hi']}], {what}"
+    return "unknown", what
