@@ -8,7 +8,7 @@ import pytest
 
 from golden import digits
 from golden.model_file import IntegerModel, MacLayer, RequantLayer, AddLayer, load, same_model
-from golden.network import (INPUT, Add, BatchNorm, Conv2d, ConvertOptions, Deployment, Flatten, FullPrecision,
+from golden.network import (INPUT, Add, AvgPool2d, BatchNorm, Conv2d, ConvertOptions, Deployment, Flatten, FullPrecision,
                             IntegerDeployable, Linear, MaxPool2d, Network, accuracy, agreement, convert)
 from golden.requantizer import RequantParams
 
@@ -221,8 +221,9 @@ def _synthetic():
         Conv2d(name="c2", inputs=("c1",), weight=rng.normal(0, 0.3, (4, 3, 3, 4)), padding=(1, 1),
                bn=BatchNorm(gamma, rng.normal(0.5, 0.2, 4), rng.normal(0, 0.3, 4), rng.uniform(0.5, 2, 4))),
         Add(name="a", inputs=("c1", "c2")),
-        MaxPool2d(name="mp", inputs=("a",), kernel=3),
-        Conv2d(name="c3", inputs=("mp",), weight=rng.normal(0, 0.3, (5, 2, 2, 4)), stride=1,
+        MaxPool2d(name="mp", inputs=("a",), kernel=(1, 3)),
+        AvgPool2d(name="ap", inputs=("mp",), kernel=(3, 1)),            # K = 3: Eq. 25 is inexact
+        Conv2d(name="c3", inputs=("ap",), weight=rng.normal(0, 0.3, (5, 2, 2, 4)), stride=1,
                bn=BatchNorm(rng.uniform(0.5, 2, 5), rng.normal(0.2, 0.1, 5), rng.normal(0, 0.3, 5), rng.uniform(0.5, 2, 5))),
         Flatten(name="f", inputs=("c3",)),
         Linear(name="out", inputs=("f",), weight=rng.normal(0, 0.3, (3, 20)), bias=rng.normal(0, 0.1, 3), act=None),
@@ -239,9 +240,15 @@ def test_synthetic_network_within_bound(opts):
     net, x = _synthetic()
     dep = convert(net, x[:32] / 255.0, opts)
     kinds = {layer.kind for layer in dep.model.layers}
-    assert kinds == {"conv2d", "add", "requant", "maxpool2d", "flatten", "linear"}
+    assert kinds == {"conv2d", "add", "requant", "maxpool2d", "avgpool2d", "flatten", "linear"}
     for r in agreement(dep, x[32:]):
         assert r.within, r
+    # Eq. 25: floor(2**d / K) / 2**d is within 2**-d of 1/K, so the pooling's relative error
+    # (which the bound above uses, measured on the golden pool) is at most K / 2**d.
+    for layer in dep.model.layers:
+        if layer.kind == "avgpool2d":
+            k = layer.kernel[0] * layer.kernel[1]
+            assert 0 < dep.quantized.nodes[layer.name].eta <= k / 2 ** layer.d
     # The converted model survives the file format.
     assert isinstance(IntegerDeployable(dep.model).run(x[:2]), np.ndarray)
 
