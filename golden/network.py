@@ -347,9 +347,9 @@ def _flatten(x):
     return x.reshape(x.shape[0], -1)
 
 
-def _walk(layers, inputs, step, trace):
+def _walk(layers, inputs, step):
     """Evaluate ``layers`` in order with ``step(layer, [input tensors])``; ``inputs`` seeds the
-    tensor dict. Returns the dict (``trace``) or just the dict for the caller to pick outputs."""
+    tensor dict. Returns the dict of every tensor by name."""
     t = dict(inputs)
     for layer in layers:
         t[layer.name] = step(layer, [t[s] for s in layer.inputs])
@@ -405,7 +405,7 @@ class FullPrecision:
         x = _floats("x", x)
         if x.shape[1:] != self.net.input_shape:
             raise ValueError(f"x: expected shape (N, {', '.join(map(str, self.net.input_shape))}), got {x.shape}")
-        t = _walk(self.net.layers, {INPUT: self.input(x)}, self._step, trace)
+        t = _walk(self.net.layers, {INPUT: self.input(x)}, self._step)
         return _pick(t, self.net.outputs, trace)
 
 
@@ -559,7 +559,7 @@ class QuantizedDeployable:
         x = _floats("x", x)
         q = np.rint(x / self.model.input.eps).astype(np.int64)
         return _walk(self.model.layers, {self.model.input.name: q},
-                     lambda layer, xs: self.image(layer, self.value(layer, xs)), True)
+                     lambda layer, xs: self.image(layer, self.value(layer, xs)))
 
     def run(self, x, trace=False):
         t = {k: v * self.eps(k) for k, v in self.images(x).items()}
@@ -623,7 +623,7 @@ class IntegerDeployable:
         if x.size and (int(x.min()) < spec.lo or int(x.max()) > spec.hi):
             raise ValueError(f"x: values must be in the input range [{spec.lo}, {spec.hi}], "
                              f"got [{int(x.min())}, {int(x.max())}]")
-        t = _walk(self.model.layers, {spec.name: x.astype(np.int64)}, self.step, trace)
+        t = _walk(self.model.layers, {spec.name: x.astype(np.int64)}, self.step)
         return _pick(t, self.model.outputs, trace)
 
 
