@@ -100,8 +100,11 @@ class GemmJob:
         Width of the results on the wire and how to read them back.
     x_range : (int, int) or None
         Proven range of the values in ``x`` (default: the whole int8 / uint8 range); the
-        accumulator check (:func:`golden.mac_array.check_accumulator`, with the requantizer's
-        bias) uses it.
+        accumulator check (:func:`golden.mac_array.check_accumulator`) uses it.
+    bias_in_check : bool
+        Whether the requantizer's bias is part of the accumulator check (True for MAC layers,
+        as the model file checks them; False for identity GEMMs, where ``wrap32(x + bias)`` is
+        the element-wise layer's own arithmetic and the hardware wraps exactly as golden).
     useful_macs : int
         Multiply-accumulates the layer needs (0 for identity GEMMs), for utilisation.
     """
@@ -121,6 +124,7 @@ class GemmJob:
     out_bytes: int = 1
     out_signed: bool = True
     x_range: tuple = None
+    bias_in_check: bool = True
     useful_macs: int = 0
 
 
@@ -151,6 +155,8 @@ class LayerProgram:
     mac_steps: int = 0
     useful_macs: int = 0
     host: bool = False
+    weight_chunks: int = 0                     # chunk j of the weights lives in bank j mod banks
+    row_chunks: int = 0
 
     @property
     def words_sent(self):
@@ -250,9 +256,8 @@ class Driver:
         x_lo, x_hi = job.x_range if job.x_range is not None else ((-128, 127) if job.x_signed else (0, 255))
         # the requantizer adds the bias to the int32 accumulator: both must fit (golden wraps the
         # sum exactly as the hardware does, but a wrap there is never what the layer meant)
-        mac_array.check_accumulator(w, x_lo, x_hi, job.x_zero_point, w_zp,
-                                    job.requant.bias if job.requant is not None else None, bits=32,
-                                    name=f"layer {name!r}")
+        bias = job.requant.bias if job.requant is not None and job.bias_in_check else None
+        mac_array.check_accumulator(w, x_lo, x_hi, job.x_zero_point, w_zp, bias, bits=32, name=f"layer {name!r}")
         kp = k_steps * C
         xp = np.full((M, kp), job.x_zero_point, dtype=np.int64)
         xp[:, :K] = x
@@ -296,8 +301,13 @@ class Driver:
             t0, t1 = wchunks[j]
             tiles = wp[t0 * R:t1 * R].reshape(t1 - t0, R, k_steps, C).transpose(0, 2, 1, 3)
             packets.append(P.write_weights(j % banks, 0, tiles.reshape(-1, R, C), i.weight_bits))
-            if not params_resident:
-                load_params(t0, t1)
+
+        params_of = [None]          # the chunk whose parameters are in the buffer
+
+        def ensure_params(j):
+            if not params_resident and params_of[0] != j:
+                load_params(*wchunks[j])
+                params_of[0] = j
 
         def load_acts(m0, m1):
             packets.append(P.write_acts(0, xp[m0:m1].reshape((m1 - m0) * k_steps, C)))
@@ -306,6 +316,7 @@ class Driver:
             nonlocal steps
             t0, t1 = wchunks[j]
             mc = m1 - m0
+            ensure_params(j)
             d = P.RunDescriptor(m_count=mc, k_steps=k_steps, n_tiles=t1 - t0, bank=j % banks,
                                 channel_base=t0 * R if params_resident else 0, x_signed=job.x_signed,
                                 x_zero_point=job.x_zero_point,
@@ -347,7 +358,7 @@ class Driver:
                     run(j, m0, m1)
         return LayerProgram(name=name, packets=packets, runs=runs, gemm_shape=(M // taps, N),
                             out_bytes=job.out_bytes, out_signed=job.out_signed, rows=R, mac_steps=steps,
-                            useful_macs=job.useful_macs)
+                            useful_macs=job.useful_macs, weight_chunks=len(wchunks), row_chunks=len(mchunks))
 
     # --- layers -----------------------------------------------------------------------------
 
@@ -484,7 +495,7 @@ class Driver:
         _check_values(xs[1], tb.lo, tb.hi, b, what)
         rows, w, w_zp, signed, base = self._identity(model, a, xs[0], what)
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
-                      requant=RequantParams(mult=1, shift=0, bias=base), add=p,
+                      requant=RequantParams(mult=1, shift=0, bias=base), add=p, bias_in_check=False,
                       residual=xs[1].reshape(-1, xs[1].shape[-1]), residual_signed=bool(tb.lo < 0))
         return job, lambda y: y
 
@@ -496,7 +507,7 @@ class Driver:
             f = {k: getattr(rq, k) for k in ("mult", "shift", "offset", "zero_point", "lo", "hi")}
             rq = RequantParams(bias=_wrap32(rq.bias + base), rounding=rq.rounding, **f)
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
-                      requant=rq)
+                      requant=rq, bias_in_check=False)
         return job, lambda y: y
 
     def _pool(self, model, layer, x, what):
@@ -536,7 +547,7 @@ class Driver:
         rows_in = win.reshape(-1, taps, cin).reshape(-1, cin)
         rows, w, w_zp, signed, base = self._identity(model, src, rows_in, what)
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
-                      requant=RequantParams(mult=1, shift=0, bias=base), pool=pool)
+                      requant=RequantParams(mult=1, shift=0, bias=base), pool=pool, bias_in_check=False)
         return job, lambda y: y
 
 
