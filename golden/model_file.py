@@ -406,9 +406,27 @@ class TensorInfo:
 
 # --- the model and its graph validation -------------------------------------------------------
 
-def _rq_image(x_lo, x_hi, rq):
-    """Range of ``requantize`` over inputs in per-channel ``[x_lo, x_hi]``: monotone per channel
-    (non-decreasing for ``mult >= 0``, non-increasing otherwise) once ``x + bias`` cannot wrap."""
+def _rq_image(x_lo, x_hi, rq, what):
+    """Range of ``requantize`` over inputs in per-channel ``[x_lo, x_hi]`` (int64 arrays).
+
+    The requantizer is monotone per channel (non-decreasing for ``mult >= 0``, non-increasing
+    otherwise) as long as nothing wraps, so the ends of the input range give the ends of the
+    output range. Two steps could wrap and are refused (ValueError naming ``what``):
+    ``acc + bias`` leaving int32, and, for ``tflite`` rounding, gemmlowp's int32 left shift by
+    ``31 - shift`` bits.
+    """
+    c = x_lo.shape[0]
+    bias = np.broadcast_to(rq.bias, (c,))
+    t_lo, t_hi = x_lo + bias, x_hi + bias
+    if int(t_lo.min()) < INT32_MIN or int(t_hi.max()) > INT32_MAX:
+        bad = int(t_lo.min()) if int(t_lo.min()) < INT32_MIN else int(t_hi.max())
+        raise ValueError(f"{what}.bias: input + bias reaches {bad}, outside int32 (it would wrap)")
+    if rq.rounding == "tflite":
+        left = np.maximum(31 - np.broadcast_to(rq.shift, (c,)), 0)
+        s_lo, s_hi = t_lo << left, t_hi << left
+        if int(s_lo.min()) < INT32_MIN or int(s_hi.max()) > INT32_MAX:
+            raise ValueError(f"{what}.shift: tflite rounding shifts the input left by 31 - shift bits, "
+                             f"which wraps int32 for this input range")
     out = requantize(np.stack([x_lo, x_hi]), rq)
     return int(out.min()), int(out.max())
 
@@ -445,6 +463,10 @@ class IntegerModel:
             raise ModelFormatError(f"name: expected a string, got {self.name!r}")
         if not isinstance(self.metadata, dict):
             raise ModelFormatError(f"metadata: expected an object, got {type(self.metadata).__name__}")
+        try:
+            json.dumps(self.metadata, allow_nan=False)
+        except (TypeError, ValueError) as e:
+            raise ModelFormatError(f"metadata: not JSON-serialisable ({e})") from None
         layers = tuple(self.layers)
         if not layers:
             raise ModelFormatError("layers: a model needs at least one layer")
@@ -534,7 +556,7 @@ def _infer(layer, srcs, path):
                                         bits=ACC_BITS, name=f"{path}.weight")
         acc_lo, acc_hi = mac_array.accumulator_range(w, x_lo, x_hi, x.zero_point, layer.weight_zero_point)
         if layer.requant is not None:
-            lo, hi = _rq_image(acc_lo, acc_hi, layer.requant)
+            lo, hi = _rq_image(acc_lo, acc_hi, layer.requant, f"{path}.requant")
             return shape, int(layer.requant.zero_point), lo, hi
         if int(acc_lo.min()) < EXACT_RANGE[0] or int(acc_hi.max()) > EXACT_RANGE[1]:
             raise ModelFormatError(f"{path}.threshold: accumulator range [{int(acc_lo.min())}, "
@@ -562,19 +584,19 @@ def _infer(layer, srcs, path):
             if u_lo < INT32_MIN or u_hi > INT32_MAX:
                 raise ModelFormatError(f"{path}.left_shift: ({layer.inputs[j]!r} - {zp}) << {p.left_shift} "
                                        f"reaches {u_lo if u_lo < INT32_MIN else u_hi}, outside int32")
-            v_lo, v_hi = _rq_image(np.full(c, u_lo), np.full(c, u_hi), rq)
+            v_lo, v_hi = _rq_image(np.full(c, u_lo), np.full(c, u_hi), rq, f"{path}.branches[{j}]")
             s_lo, s_hi = s_lo + v_lo, s_hi + v_hi
         if s_lo < INT32_MIN or s_hi > INT32_MAX:
             raise ModelFormatError(f"{path}.branches: the sum of the branch results reaches "
                                    f"{s_lo if s_lo < INT32_MIN else s_hi}, outside int32")
-        lo, hi = _rq_image(np.full(c, s_lo), np.full(c, s_hi), p.output)
+        lo, hi = _rq_image(np.full(c, s_lo), np.full(c, s_hi), p.output, f"{path}.requant")
         return a.shape, int(p.output.zero_point), lo, hi
     if isinstance(layer, RequantLayer):
         rq = layer.requant
         if rq.channels not in (None, x.shape[-1]):
             raise ModelFormatError(f"{path}.requant: {rq.channels} channels, the input has {x.shape[-1]}")
         c = _channels_of(rq)
-        lo, hi = _rq_image(np.full(c, x.lo), np.full(c, x.hi), rq)
+        lo, hi = _rq_image(np.full(c, x.lo), np.full(c, x.hi), rq, f"{path}.requant")
         return x.shape, int(rq.zero_point), lo, hi
     if isinstance(layer, PoolLayer):
         if len(x.shape) != 3:

@@ -180,6 +180,10 @@ BAD = {
     "bad padding": (_set(["layers", 0, "padding"], [[1, 1], [1]]), "layers[0].padding[1]: expected 2 entries"),
     "kernel too large": (_set(["layers", 4, "kernel"], [16, 16]), "layers[4].kernel"),
     "pool d": (_set(["layers", 4, "d"], 1), "layers[4].d: 2**1 < kernel area 4"),
+    "bias wraps": (_set(["layers", 3, "requant", "bias"], 2 ** 31 - 100), "layers[3].requant.bias: input + bias reaches"),
+    "tflite shift wraps": (lambda m, a: m["layers"][3]["requant"].update(rounding="tflite", shift=1),
+                           "layers[3].requant.shift: tflite rounding shifts the input left"),
+    "metadata": (_set(["metadata"], [1]), "metadata: expected an object, got a list"),
     "absolute arrays path": (_set(["arrays"], "/etc/m.npz"), "arrays: expected the .npz file name"),
 }
 
