@@ -603,8 +603,10 @@ class LayerStats:
 def run_network(model, images, engine, driver=None):
     """Run ``model`` on the integer ``images`` layer by layer on ``engine``.
 
-    Each layer's packets for the whole batch go to the engine in one ``execute`` call, followed by
-    a STATUS packet whose counters give the layer's cycles. Flatten layers run on the host.
+    Each layer's packets for the whole batch go to the engine in one ``execute`` call, between two
+    STATUS packets whose counter differences give the layer's cycles (so an engine may start each
+    call from reset: every layer's packets write all the buffer contents it reads). Flatten
+    layers run on the host.
 
     Parameters
     ----------
@@ -639,16 +641,15 @@ def run_network(model, images, engine, driver=None):
     if int(x.min()) < spec.lo or int(x.max()) > spec.hi:
         raise ValueError(f"images: values must be in the input range [{spec.lo}, {spec.hi}], "
                          f"got [{int(x.min())}, {int(x.max())}]")
-    first = engine.execute([P.info(), P.status()])
-    if len(first) != 2 or not all(r.ok for r in first):
-        raise EngineError(f"engine: INFO/STATUS answered {[str(r) for r in first]}")
+    first = engine.execute([P.info()])
+    if len(first) != 1 or not first[0].ok:
+        raise EngineError(f"engine: INFO answered {[str(r) for r in first]}")
     info = P.decode_info(first[0].payload)
     if driver is None:
         driver = Driver(info)
     elif driver.info != info:
         raise ValueError(f"driver: built for {driver.info}, the engine reports {info}")
     driver.check(model)
-    prev = P.decode_status(first[1].payload)
     tensors = {spec.name: x.astype(np.int64)}
     layers = []
     for layer in model.layers:
@@ -658,21 +659,23 @@ def run_network(model, images, engine, driver=None):
             tensors[layer.name] = prog.finish(None)
             layers.append(st)
             continue
-        responses = engine.execute(prog.packets + [P.status()])
-        if len(responses) != len(prog.packets) + 1 or not responses[-1].ok:
-            raise EngineError(f"layer {layer.name!r}: {len(prog.packets) + 1} packets, "
-                              f"{len(responses)} responses, last {responses[-1] if responses else None}")
-        tensors[layer.name] = prog.decode(responses[:-1])
-        cur = P.decode_status(responses[-1].payload)
+        responses = engine.execute([P.status()] + prog.packets + [P.status()])
+        if len(responses) != len(prog.packets) + 2 or not (responses[0].ok and responses[-1].ok):
+            raise EngineError(f"layer {layer.name!r}: {len(prog.packets) + 2} packets, {len(responses)} "
+                              f"responses, STATUS {[str(r) for r in responses[:1] + responses[-1:]]}")
+        tensors[layer.name] = prog.decode(responses[1:-1])
+        start, end = (P.decode_status(r.payload) for r in (responses[0], responses[-1]))
         st.packets = len(prog.packets)
         st.runs = len(prog.runs)
         st.words_sent = prog.words_sent
-        st.words_received = sum(2 + len(r.payload) for r in responses[:-1])
+        st.words_received = sum(2 + len(r.payload) for r in responses[1:-1])
         st.mac_steps = prog.mac_steps
         st.useful_macs = prog.useful_macs
         for k in ("cycles", "busy_cycles", "mac_cycles"):
-            setattr(st, k, cur[k] - prev[k])
-        prev = cur
+            setattr(st, k, end[k] - start[k])
+        if st.mac_cycles != st.mac_steps:
+            raise EngineError(f"layer {layer.name!r}: STATUS reports {st.mac_cycles} MAC steps, the layer's "
+                              f"RUNs have {st.mac_steps}")
         layers.append(st)
     tot = {k: sum(getattr(s, k) for s in layers) for k in ("packets", "words_sent", "words_received",
                                                               "mac_steps", "useful_macs", "cycles", "mac_cycles")}

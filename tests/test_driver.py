@@ -156,7 +156,7 @@ def test_requant_layer_on_signed_16_bit_tensor():
     spec, layers, x = _two_branches(rng, (0, 0), "int8")
     layers.append(AddLayer(name="sum", inputs=("a", "b"), params=AddParams.nemo(150, -77, 0), dtype="int16"))
     layers.append(RequantLayer(name="act", inputs=("sum",), dtype="int8",
-                               requant=RequantParams(mult=np.arange(1, 7) * 3, shift=8, bias=INT32_MAX - 5,
+                               requant=RequantParams(mult=np.arange(1, 7) * 3, shift=8, bias=-12345,
                                                      lo=-128, hi=127, rounding="half_even")))
     model = IntegerModel(input=spec, layers=tuple(layers), outputs=("act",))
     assert model.tensors["sum"].lo < -128
@@ -344,7 +344,7 @@ def test_mac_layer_overflow_refused_before_anything_is_sent():
     info = P.Info(rows=1, cols=64, weight_depth=1100, act_depth=1100)
     with pytest.raises(ValueError, match=r"layer 'fc' \(linear\): accumulator needs 33 bits"):
         run_network(model, np.zeros((1, 1000), dtype=np.int64), Counting(info))
-    assert calls == [2]                  # INFO + STATUS only
+    assert calls == [1]                  # INFO only
 
 
 def test_k_beyond_a_weight_bank():
@@ -443,7 +443,7 @@ def test_one_engine_call_per_layer_and_mismatch_localised():
     _, _, x_test, _ = digits.load_split()
     x = x_test[:4]
     golden = IntegerDeployable(model).run(x, trace=True)
-    # call 0 is INFO/STATUS; conv1 = 1, conv2 = 2, add.sum = 3: corrupt byte 2*13 + 1 = element 13 (tile 0)
+    # call 0 is INFO; conv1 = 1, conv2 = 2, add.sum = 3: corrupt byte 2*13 = element 13 (tile 0), low byte
     eng = _Corrupting(P.Info(), call=3, byte=26)
     out, stats = run_network(model, x, eng)
     assert eng.calls == 1 + sum(1 for layer in model.layers if layer.kind != "flatten")
@@ -456,6 +456,23 @@ def test_one_engine_call_per_layer_and_mismatch_localised():
     cmp = dict((n, d) for n, _, d, _ in compare_outputs(model, golden, out))
     assert cmp["conv2"] == 0 and cmp["add.sum"] == 1
     assert format_mismatch(None) == "all layers match"
+
+
+class _FromReset(ModelEngine):
+    """An engine that starts every call from power-up, as the RTL engine does."""
+
+    def execute(self, packets):
+        self.model.power_up()
+        return super().execute(packets)
+
+
+def test_each_layer_program_is_self_contained():
+    model = model_file.load(digits.MODEL_FILE)
+    _, _, x_test, _ = digits.load_split()
+    golden = IntegerDeployable(model).run(x_test[:8], trace=True)
+    out, stats = run_network(model, x_test[:8], _FromReset(P.Info(rows=4, cols=8, bus_width=64)))
+    assert first_mismatch(model, golden, out) is None
+    assert all(s.mac_cycles == s.mac_steps for s in stats["layers"])
 
 
 def test_engine_error_names_layer():
