@@ -18,7 +18,7 @@ def wrap32(v):
 
 # --- NEMO -------------------------------------------------------------------------------------
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(ma=st.integers(-(1 << 22), 1 << 22), mb=st.integers(-(1 << 22), 1 << 22), d=st.integers(0, 31),
        clip=st.one_of(st.none(), st.tuples(st.integers(-300, 0), st.integers(0, 300))),
        ab=st.lists(st.tuples(st.integers(-128, 255), st.integers(-128, 255)), min_size=1, max_size=40))

@@ -14,7 +14,7 @@ floats = st.floats(-20, 20, allow_nan=False)
 
 # --- affine fake quantization -----------------------------------------------------------------
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(x=st.lists(floats, min_size=1, max_size=30), scale=st.floats(1e-3, 4), zp=st.integers(-10, 10),
        rng=st.sampled_from([(-128, 127), (0, 255), (-7, 7)]))
 def test_fake_quantize_vs_python(x, scale, zp, rng):
@@ -40,7 +40,7 @@ def test_fake_quantize_ste_boundaries():
 
 # --- PACT -------------------------------------------------------------------------------------
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(x=st.lists(floats, min_size=1, max_size=30), beta=st.floats(0.1, 10), bits=st.integers(1, 8))
 def test_pact_vs_python(x, beta, bits):
     eps = beta / (2 ** bits - 1)
@@ -78,7 +78,7 @@ def lsq_report(x, gy, s, nbit, weight):
     return y, gx, gs
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(x=st.lists(floats, min_size=1, max_size=40), s=st.floats(1e-2, 3), bits=st.integers(2, 8), weight=st.booleans())
 def test_lsq_vs_report(x, s, bits, weight):
     gy = [math.sin(i + 1.0) for i in range(len(x))]

@@ -92,7 +92,7 @@ def test_tflite_avg_count_excludes_padding():
     assert avg_pool2d_tflite(x, 3, 1, 1)[0, 0, 0, 0] == 10
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(taps=st.lists(st.integers(-(1 << 31), (1 << 31) - 1), min_size=1, max_size=16), d=st.integers(0, 26),
        count=st.one_of(st.none(), st.integers(1, 16)))
 def test_nemo_eq25_floor(taps, d, count):

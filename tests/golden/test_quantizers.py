@@ -13,7 +13,7 @@ from golden.quantizers import (affine_dequantize, affine_params, affine_quantize
 
 # --- NEMO ------------------------------------------------------------------------------------
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(t=st.lists(st.floats(-100, 100), min_size=1, max_size=30), eps=st.floats(1e-3, 2.0),
        lo=st.integers(-300, 0), n=st.integers(0, 300))
 def test_linear_quantize_vs_python(t, eps, lo, n):
@@ -37,7 +37,7 @@ def eps_(beta, bits):
     return beta / ((1 << bits) - 1)
 
 
-@settings(max_examples=200, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(x=st.lists(st.floats(0, 10), min_size=1, max_size=30), beta=st.floats(0.1, 10), bits=st.integers(1, 8))
 def test_pact_floor_property(x, beta, bits):
     q, eps = pact_quantize(np.array(x), beta, bits)
@@ -136,7 +136,7 @@ def test_affine_params_values():
 CONFIGS = [(s, r, y) for s in (True, False) for r in (False, True) for y in (False, True)]
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=120, deadline=None)
 @given(cfg=st.sampled_from(CONFIGS), rmin=st.floats(-100, 0), rmax=st.floats(0, 100), bits=st.sampled_from([4, 8, 16]),
        u=st.lists(st.floats(0, 1), min_size=1, max_size=20))
 def test_affine_roundtrip_error_at_most_half_scale(cfg, rmin, rmax, bits, u):

@@ -125,7 +125,7 @@ def test_tflite_cases_contain_ties():
         assert any(h > 0 for h in ties) and any(h < 0 for h in ties)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(acc=st.integers(INT32_MIN, INT32_MAX), bias=st.integers(INT32_MIN, INT32_MAX),
        mult=st.integers(0, INT32_MAX), shift=st.integers(1, 62),
        zp=st.integers(-300, 300), lo=st.integers(-200, 0), hi=st.integers(0, 200))
@@ -136,7 +136,7 @@ def test_tflite_random(acc, bias, mult, shift, zp, lo, hi):
 
 # --- floor, half_up, half_even ------------------------------------------------------------------
 
-@settings(max_examples=400, deadline=None)
+@settings(max_examples=250, deadline=None)
 @given(rounding=st.sampled_from(["floor", "half_up", "half_even"]),
        acc=st.integers(INT32_MIN, INT32_MAX), bias=st.integers(INT32_MIN, INT32_MAX),
        mult=st.integers(INT32_MIN, INT32_MAX), offset=st.integers(*INT48), shift=st.integers(0, 62),
@@ -260,7 +260,7 @@ def _tflite_quantize_multiplier(real):
     return q, exp
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(real=st.floats(min_value=2.0 ** -40, max_value=2.0 ** 29, allow_subnormal=False))
 def test_quantize_multiplier_vs_tflite(real):
     q, exp = _tflite_quantize_multiplier(real)
@@ -289,7 +289,7 @@ def test_quantize_multiplier_edges():
             quantize_multiplier(bad)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(scale=st.floats(min_value=2.0 ** -30, max_value=2.0 ** 20, width=32, allow_subnormal=False))
 def test_exact_multiplier_roundtrips_float32(scale):
     mult, shift = exact_multiplier(scale)
@@ -309,7 +309,7 @@ def test_exact_multiplier_refuses_inexact():
     assert exact_multiplier(1 + 2.0 ** -40, mult_bits=48) == ((1 << 40) + 1, 40)
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=200, deadline=None)
 @given(eps_in=st.floats(1e-6, 1.0), ratio=st.floats(1e-3, 1e3), eta=st.floats(1e-4, 0.5))
 def test_rq_relative_error_within_eta(eps_in, ratio, eta):
     eps_out = eps_in * ratio
