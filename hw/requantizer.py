@@ -310,7 +310,7 @@ class Requantizer(wiring.Component):
         # even neighbour is (q + 1) with its LSB cleared.
         mask = Signal(64, name=pfx + "mask7")
         st.m.d.comb += mask.eq((Const(1, 1) << sh6) - 1)
-        tie = (sh6 != 0) & ((u & mask) == 0)
+        tie = (sh6 != 0) & ((u.as_unsigned() & mask) == 0)
         q = st.reg(u >> sh6, pfx + "q7", signed(64))
         even = st.reg((mode6 == Rounding.HALF_EVEN) & tie, pfx + "even7")
         zp7, lo7, hi7 = (st.reg(v, pfx + n + "7") for v, n in ((zp6, "zp"), (lo6, "lo"), (hi6, "hi")))

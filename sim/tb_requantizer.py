@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Bench of :class:`hw.requantizer.Requantizer` against :func:`golden.requantizer.requantize`.
 
 Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``out_bits``, ``n`` (random lane items

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Requantizer RTL vs golden.requantizer.requantize on both simulators, plus the host encoder and
 the elaboration-parameter checks."""
 

@@ -1,0 +1,188 @@
+"""The add unit: element-wise integer Add of two branches (NEMO report sec. 3.5 Eq. 24, TFLite
+int8 Add), built from :class:`hw.requantizer.Requantizer`.
+
+Hardware image of :func:`golden.add.add`; :meth:`AddUnit.encode` turns golden's
+:class:`~golden.add.AddParams` into the beat's parameter fields.
+"""
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from golden.add import AddParams
+from hw.requantizer import LATENCY as RQ_LATENCY
+from hw.requantizer import Requantizer, _int_param, _Stages, encode_channels, param_layout
+
+__all__ = ["AddUnit", "LATENCY"]
+
+#: Cycles from a beat's acceptance on ``i`` to its presentation on ``o`` (no stall): two input
+#: stages, the branch requantizers, the sum, the output requantizer.
+LATENCY = 2 + RQ_LATENCY + 1 + RQ_LATENCY
+
+
+def add_param_layout(out_bits):
+    """Per-lane parameters of an :class:`AddUnit` beat (see its docstring)."""
+    return data.StructLayout({
+        "in_zero_points": data.ArrayLayout(signed(32), 2),
+        "left_shift": unsigned(5),
+        "branches": data.ArrayLayout(param_layout(32), 2),
+        "output": param_layout(out_bits),
+    })
+
+
+class AddUnit(wiring.Component):
+    """Integer Add of two ``lanes``-wide input vectors, every parameter carried in the beat.
+
+    For every lane, with that lane's parameters (golden's :class:`~golden.add.AddParams`):
+
+        v_i = requantize(wrap32((x_i - zp_i) << left_shift), branches[i])    i = 0 (a), 1 (b)
+        s   = wrap32(v_0 + v_1)
+        y   = requantize(s, output)
+
+    bit for bit as :func:`golden.add.add`, each ``requantize`` being
+    :func:`golden.requantizer.requantize` in its own rounding mode, chosen at run time. This
+    covers NEMO's ``PACT_IntegerAdd`` (Eq. 24, :meth:`AddParams.nemo`: exact per-branch
+    multipliers, one floor division by ``2**d``, unclipped) and TFLite's int8 Add
+    (:meth:`AddParams.tflite`: zero points, ``left_shift = 20``, three Q31 multipliers with
+    gemmlowp double rounding, output zero point and clamp).
+
+    Widths: inputs ``a``, ``b`` signed(``in_bits``) (default 9: int8 and uint8 activations both
+    fit, so one unit serves TFLite's int8 and NEMO's unsigned PACT activations); zero points
+    int32; ``left_shift`` 0..31; ``(x - zp) << left_shift`` and ``v_0 + v_1`` wrap modulo
+    2**32 (as golden, and TFLite's C code); branch requantizers produce int32; the output is
+    signed(``out_bits``) (default 32, which holds NEMO's unclipped sum; 8 for an int8-only
+    network). Rounding and saturation are the requantizer's (see
+    :class:`~hw.requantizer.Requantizer`): the only saturation is each requantizer's clip.
+
+    Parameters travel in the beat, next to the activations (the accelerator top's parameter
+    buffer feeds them); the unit stores nothing between beats.
+
+    Parameters
+    ----------
+    lanes : int
+        Elements per beat (>= 1), each with its own parameters.
+    in_bits : int
+        Input width, 2..32 (default 9).
+    out_bits : int
+        Output width, 2..32 (default 32).
+
+    Attributes
+    ----------
+    i : In(stream.Signature(StructLayout))
+        ``a``, ``b``: ``ArrayLayout(signed(in_bits), lanes)``; ``params``:
+        ``ArrayLayout(add_param_layout(out_bits), lanes)`` with ``in_zero_points``
+        ``ArrayLayout(signed(32), 2)``, ``left_shift`` unsigned(5), ``branches``
+        ``ArrayLayout(param_layout(32), 2)`` and ``output`` ``param_layout(out_bits)`` (the
+        requantizer's parameter fields, :func:`hw.requantizer.param_layout`).
+    o : Out(stream.Signature(StructLayout))
+        ``y``: ``ArrayLayout(signed(out_bits), lanes)``.
+
+    Latency and throughput: :data:`LATENCY` = 21 cycles, II = 1, full backpressure.
+    Micro-architecture: stage 1 ``x - zp`` (wrapped to 32 bits), stage 2 the wrapping left
+    shift; then *one* :class:`~hw.requantizer.Requantizer` of ``2 * lanes`` lanes holds both
+    branches (lanes ``0..lanes-1`` branch a, ``lanes..2*lanes-1`` branch b), carrying the
+    output parameters in its ``user`` sideband; one stage adds the branches; a ``lanes``-lane
+    Requantizer finishes. ``i.ready`` and the inner ready signals depend only on registers
+    (the requantizers' skid buffers).
+    """
+
+    def __init__(self, *, lanes=1, in_bits=9, out_bits=32):
+        self.lanes = _int_param("lanes", lanes, 1, 1 << 16)
+        self.in_bits = _int_param("in_bits", in_bits, 2, 32)
+        self.out_bits = _int_param("out_bits", out_bits, 2, 32)
+        self.param_layout = add_param_layout(self.out_bits)
+        self.i_layout = data.StructLayout({
+            "a": data.ArrayLayout(signed(self.in_bits), self.lanes),
+            "b": data.ArrayLayout(signed(self.in_bits), self.lanes),
+            "params": data.ArrayLayout(self.param_layout, self.lanes),
+        })
+        self.o_layout = data.StructLayout({"y": data.ArrayLayout(signed(self.out_bits), self.lanes)})
+        super().__init__({"i": In(stream.Signature(self.i_layout)),
+                          "o": Out(stream.Signature(self.o_layout))})
+
+    def __repr__(self):
+        return f"AddUnit(lanes={self.lanes}, in_bits={self.in_bits}, out_bits={self.out_bits})"
+
+    def encode(self, params, channels):
+        """Beat parameter fields for ``channels`` of ``params``; one dict per channel.
+
+        Parameters
+        ----------
+        params : golden.add.AddParams
+        channels : int or sequence of int
+            As :meth:`hw.requantizer.Requantizer.encode` (per-channel branch or output
+            requantizers must have that many channels).
+
+        Returns
+        -------
+        list of dict
+            ``{"in_zero_points": [zp_a, zp_b], "left_shift", "branches": [fields_a, fields_b],
+            "output": fields}`` per channel.
+
+        Raises
+        ------
+        ValueError
+            ``params`` not an AddParams; a field the hardware cannot hold, named with its
+            path (e.g. ``output.lo`` outside signed(``out_bits``), ``branches[1].channels``).
+        """
+        if not isinstance(params, AddParams):
+            raise ValueError(f"params: expected golden.add.AddParams, got {type(params).__name__}")
+        fields = {}
+        for path, rq, bits in (("branches[0]", params.branches[0], 32),
+                               ("branches[1]", params.branches[1], 32),
+                               ("output", params.output, self.out_bits)):
+            try:
+                fields[path] = encode_channels(rq, channels, bits)
+            except ValueError as e:
+                raise ValueError(f"{path}.{e}") from None
+        zps = [int(z) for z in params.in_zero_points]
+        _int_param("left_shift", params.left_shift, 0, 31)
+        return [{"in_zero_points": zps, "left_shift": params.left_shift,
+                 "branches": [a, b], "output": o}
+                for a, b, o in zip(fields["branches[0]"], fields["branches[1]"], fields["output"])]
+
+    def elaborate(self, platform):
+        m = Module()
+        n = self.lanes
+        out_params = data.ArrayLayout(param_layout(self.out_bits), n)
+        m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32, user=out_params)
+        m.submodules.output = orq = Requantizer(lanes=n, out_bits=self.out_bits)
+
+        # Stages 1-2 (stall-all): wrap32(x - zp), then wrap32(. << left_shift). Only the low 32
+        # bits of x - zp survive the shift, so the subtraction is done on 32 bits.
+        p_valid = [Signal(name="in_valid1"), Signal(name="in_valid2")]
+        en = Signal()
+        m.d.comb += [en.eq(brq.i.ready | ~p_valid[1]), self.i.ready.eq(en)]
+        with m.If(en):
+            m.d.sync += [p_valid[0].eq(self.i.valid), p_valid[1].eq(p_valid[0])]
+        st = _Stages(m, en)
+        pay = self.i.payload
+        for lane in range(n):
+            prm = pay.params[lane]
+            sh1 = st.reg(prm.left_shift, f"l{lane}_lsh1")
+            for br, x in enumerate((pay.a[lane], pay.b[lane])):
+                d1 = st.reg((x - prm.in_zero_points[br])[:32], f"l{lane}_d{br}_1", unsigned(32))
+                xs = st.reg((d1 << sh1)[:32].as_signed(), f"l{lane}_x{br}_2", signed(32))
+                bp = st.reg(st.reg(prm.branches[br], f"l{lane}_p{br}_1"), f"l{lane}_p{br}_2")
+                m.d.comb += [brq.i.payload.acc[br * n + lane].eq(xs),
+                             brq.i.payload.params[br * n + lane].eq(bp)]
+            op = st.reg(st.reg(prm.output, f"l{lane}_op1"), f"l{lane}_op2")
+            m.d.comb += brq.i.payload.user[lane].eq(op)
+        m.d.comb += brq.i.valid.eq(p_valid[1])
+
+        # Stage 3 (one register): s = wrap32(v_0 + v_1), with the output parameters.
+        s_valid = Signal(name="sum_valid")
+        s_en = Signal()
+        m.d.comb += [s_en.eq(orq.i.ready | ~s_valid), brq.o.ready.eq(s_en)]
+        with m.If(s_en):
+            m.d.sync += s_valid.eq(brq.o.valid)
+        st = _Stages(m, s_en)
+        for lane in range(n):
+            v0, v1 = brq.o.payload.y[lane], brq.o.payload.y[n + lane]
+            s = st.reg((v0 + v1)[:32].as_signed(), f"l{lane}_sum3", signed(32))
+            m.d.comb += orq.i.payload.acc[lane].eq(s)
+        m.d.comb += [orq.i.payload.params.eq(st.reg(brq.o.payload.user, "out_params3")),
+                     orq.i.valid.eq(s_valid)]
+
+        wiring.connect(m, orq.o, wiring.flipped(self.o))
+        return m

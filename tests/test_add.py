@@ -1,0 +1,86 @@
+# amaranth: UnusedElaboratable=no
+"""Add unit RTL vs golden.add.add on both simulators (NEMO, TFLite and generic parameter sets),
+plus the host encoder and the elaboration-parameter checks."""
+
+import re
+
+import pytest
+
+from golden.add import AddParams
+from golden.requantizer import RequantParams
+from hw.add import AddUnit
+from hw.requantizer import Rounding
+from sim.runner import SIMULATORS, run_bench
+
+
+def run(sim, tmp_path, *, lanes, in_bits=9, out_bits=32, **cfg):
+    config = {"seed": 1, "lanes": lanes, "in_bits": in_bits, "out_bits": out_bits, "n": 1500, **cfg}
+    run_bench("add", lambda: AddUnit(lanes=lanes, in_bits=in_bits, out_bits=out_bits),
+              f"lanes={lanes},in_bits={in_bits},out_bits={out_bits}", sim, config, test_dir=tmp_path)
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_add(sim, tmp_path):
+    """Corners (ties in each requantizer and mode, wraps, saturation) plus random NEMO, TFLite
+    and generic items, two lanes, random stalls on both sides."""
+    run(sim, tmp_path, lanes=2)
+
+
+@pytest.mark.parametrize("sim", SIMULATORS)
+def test_add_full_rate(sim, tmp_path):
+    """No stalls: the documented latency exactly and II = 1 (checked by the bench)."""
+    run(sim, tmp_path, lanes=2, n=400, corners=False, in_stall=0, out_stall=0)
+
+
+def test_bench_catches_wrong_rounding(tmp_path):
+    """The check can fail: golden told to round half-even in all three requantizers."""
+    with pytest.raises(AssertionError) as info:
+        run("verilator", tmp_path, lanes=2, n=200, corners=False, golden_rounding="half_even")
+    assert "MISMATCH" in str(info.value)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("sim", SIMULATORS)
+@pytest.mark.parametrize("lanes,in_bits,out_bits,seed", [(2, 9, 32, 2), (1, 8, 8, 3), (3, 9, 16, 4),
+                                                         (4, 32, 8, 5)])
+def test_add_regress(sim, lanes, in_bits, out_bits, seed, tmp_path):
+    run(sim, tmp_path, lanes=lanes, in_bits=in_bits, out_bits=out_bits, seed=seed, corners="thorough",
+        n=12000 if sim == "verilator" else 3000, burst=8, in_stall=0.4, out_stall=0.5)
+
+
+# --- elaboration parameters and host encoder (no simulator) ---------------------------------
+
+@pytest.mark.parametrize("kwargs,name", [
+    ({"lanes": 0}, "lanes"), ({"lanes": None}, "lanes"), ({"in_bits": 1}, "in_bits"),
+    ({"in_bits": 33}, "in_bits"), ({"out_bits": 0}, "out_bits"), ({"out_bits": 64}, "out_bits"),
+])
+def test_elaboration_parameters_are_validated(kwargs, name):
+    with pytest.raises(ValueError, match=f"^{name}:"):
+        AddUnit(**kwargs)
+
+
+def test_encode_tflite_and_nemo():
+    p = AddParams.tflite(0.02, 3, 0.05, -2, 0.06, 1)
+    (f,) = AddUnit(out_bits=8).encode(p, 1)
+    assert f["in_zero_points"] == [3, -2] and f["left_shift"] == 20
+    for fields, rq in zip(f["branches"] + [f["output"]], p.branches + (p.output,)):
+        assert fields["rounding"] is Rounding.TFLITE
+        assert (fields["mult"], fields["shift"], fields["zero_point"], fields["lo"], fields["hi"]) == \
+            (int(rq.mult), int(rq.shift), int(rq.zero_point), int(rq.lo), int(rq.hi))
+    (f,) = AddUnit().encode(AddParams.nemo(3, 5, 4), 1)
+    assert [b["mult"] for b in f["branches"]] == [3, 5] and f["output"]["shift"] == 4
+    assert f["output"]["rounding"] is Rounding.FLOOR
+    unit = AddUnit(lanes=2)
+    unit.i_layout.const({"a": [0, 1], "b": [2, 3], "params": unit.encode(AddParams.nemo(3, 5, 4), 2)})
+
+
+@pytest.mark.parametrize("params,channels,out_bits,name", [
+    (AddParams.nemo(3, 5, 4), 1, 8, "output.lo"),          # NEMO's unclipped int32 range into int8
+    (AddParams.tflite(0.02, 3, 0.05, -2, 0.06, 1), 1, 4, "output.lo"),
+    (AddParams(branches=(RequantParams(mult=[1, 2], shift=0), RequantParams(mult=1, shift=0)),
+               output=RequantParams(mult=1, shift=0)), 3, 32, "branches[0].channels"),
+    (RequantParams(mult=1, shift=0), 1, 32, "params"),
+])
+def test_encode_refuses(params, channels, out_bits, name):
+    with pytest.raises(ValueError, match=f"^{re.escape(name)}:"):
+        AddUnit(out_bits=out_bits).encode(params, channels)
