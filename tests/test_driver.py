@@ -347,6 +347,23 @@ def test_mac_layer_overflow_refused_before_anything_is_sent():
     assert calls == [1]                  # INFO only
 
 
+def test_padded_conv_range_includes_the_zero_point():
+    # input range [1, 255], zero point 0: padded taps hold 0, so a -128 weight can meet x = 0 (product 0)
+    # instead of x = 1 (-128). 66312 weights 127 and 243 weights -128 fit int32 only without the padding.
+    cin = 7395
+    spec = InputSpec(shape=(1, 1, cin), dtype="uint8", zero_point=0, lo=1, hi=255)
+    layer = MacLayer(kind="conv2d", name="c", inputs=("input",), weight=np.zeros((1, 3, 3, cin), dtype=np.int8),
+                     padding=((1, 1), (1, 1)), requant=RequantParams(mult=1, shift=0), dtype="int32")
+    model = IntegerModel(input=spec, layers=(layer,), outputs=("c",))
+    w = np.full(9 * cin, 127, dtype=np.int8)
+    w[66312:] = -128
+    assert 255 * 127 * 66312 - 128 * 243 <= INT32_MAX < 255 * 127 * 66312
+    object.__setattr__(layer, "weight", w.reshape(1, 3, 3, cin))          # after the model file's check
+    info = P.Info(rows=1, cols=64, weight_depth=1100, act_depth=1100)
+    with pytest.raises(ValueError, match=r"layer 'c' \(conv2d\): accumulator needs 33 bits"):
+        Driver(info).check(model)
+
+
 def test_k_beyond_a_weight_bank():
     info = P.Info(rows=4, cols=4, weight_depth=4, act_depth=64)
     rng = np.random.default_rng(0)
@@ -473,6 +490,18 @@ def test_each_layer_program_is_self_contained():
     out, stats = run_network(model, x_test[:8], _FromReset(P.Info(rows=4, cols=8, bus_width=64)))
     assert first_mismatch(model, golden, out) is None
     assert all(s.mac_cycles == s.mac_steps for s in stats["layers"])
+
+
+def test_engine_status_counters_checked():
+    class Lying(ModelEngine):
+        def execute(self, packets):
+            rs = super().execute(packets)
+            rs[-1].payload[7] += 1                       # one MAC step too many in the last STATUS
+            return rs
+
+    model, x = _conv_model(np.random.default_rng(0))
+    with pytest.raises(EngineError, match=r"layer 'conv': STATUS reports \d+ MAC steps"):
+        run_network(model, x, Lying(SMALL))
 
 
 def test_engine_error_names_layer():
