@@ -1,0 +1,584 @@
+"""The command processor: protocol packets in, buffer writes and RUN starts, responses out.
+
+Implements the accelerator's side of docs/protocol.md, word by word: header and payload
+checks in the documented order of precedence, writes into the weight, activation, residual and
+parameter buffers and the threshold unit, INFO and STATUS, the RUN descriptor checks, and
+exactly one response per packet, sent after the packet's TLAST.
+"""
+
+from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import WritePort
+from amaranth.lib.wiring import In, Out
+
+from hw.descriptor import PARAM_WORDS, RUN_WORDS, assign_param, decode_param
+from hw.words import WORD_IN, WORD_OUT
+
+__all__ = ["OPCODES", "STATUS", "CommandProcessor"]
+
+OPCODES = {"INFO": 0x01, "WRITE_WEIGHTS": 0x02, "WRITE_PARAMS": 0x03, "WRITE_THRESHOLDS": 0x04,
+           "WRITE_ACTS": 0x05, "WRITE_RESIDUAL": 0x06, "RUN": 0x07, "STATUS": 0x08}
+STATUS = {"OK": 0, "UNKNOWN_OPCODE": 1, "TRUNCATED": 2, "BAD_LENGTH": 3, "OUT_OF_RANGE": 4,
+          "BAD_PARAM": 5, "BAD_HEADER": 6}
+
+_OP = OPCODES
+_ST = STATUS
+STATUS_WORDS = 9
+CHECK_STEPS = 3 + 16 + 1          # three products, a 16-bit division, one more product
+
+
+class CommandProcessor(wiring.Component):
+    """Reads command packets one 32-bit word per cycle and answers each with one response.
+
+    Every check of docs/protocol.md is made on the word that carries the field, in the
+    document's order; the first failure fixes the status, the rest of the packet is dropped up
+    to TLAST and the error response (header only) follows. A packet without error executes:
+    writes have stored their entries as they arrived (an entry when its last word arrives),
+    INFO and STATUS answer from constants and counters, RUN hands the decoded descriptor to
+    the datapath on ``run``, sends the response header with the exact payload length, then
+    forwards the datapath's result words from ``results`` until their ``last``.
+
+    Timing: one word per cycle in every state that reads the input (a threshold word waits for
+    the threshold unit's load port). The RUN descriptor checks take :data:`CHECK_STEPS` + 1
+    cycles after its last word. After reset the processor first disables every threshold channel
+    (one load beat per channel, ``threshold_channels`` cycles), as the protocol requires.
+
+    Parameters
+    ----------
+    config : hw.config.AcceleratorConfig
+    entry_layout : data layout
+        A parameter buffer entry (:func:`hw.descriptor.param_entry_layout`).
+    load_layout : data layout
+        The threshold unit's load beat.
+    run_layout : data layout
+        The decoded descriptor (:func:`hw.descriptor.run_layout`).
+
+    Attributes
+    ----------
+    i : ``In(stream.Signature(WORD_IN))``
+        Command words.
+    o : ``Out(stream.Signature(WORD_OUT))``
+        Response words.
+    weights, acts, residual, params : ``In(WritePort.Signature(...))``
+        Write ports of the buffers (driven by this component): weights
+        ``weight_banks * weight_depth`` entries (entry of bank ``b``, address ``a`` at
+        ``b * weight_depth + a``), each ``weight_entry_words`` 32-bit words; acts and residual
+        likewise; params one ``entry_layout`` per channel.
+    thresholds : ``Out(stream.Signature(load_layout))``
+        Load beats for the threshold unit (a beat with ``bits = 0`` disables a channel).
+    run : ``Out(stream.Signature(run_layout))``
+        One beat per RUN that passed its checks.
+    results : ``In(stream.Signature(WORD_OUT))``
+        The running layer's response payload words.
+    mac_step : ``In(1)``
+        High in each cycle the MAC array accepts a step (counted for STATUS).
+    """
+
+    def __init__(self, *, config, entry_layout, load_layout, run_layout):
+        self.config = c = config
+        self.entry_layout = entry_layout
+        self.load_layout = load_layout
+        self.run_layout = run_layout
+        sig = lambda depth, width: WritePort.Signature(addr_width=c.addr_bits(depth), shape=width)
+        super().__init__({
+            "i": In(stream.Signature(WORD_IN)),
+            "o": Out(stream.Signature(WORD_OUT)),
+            "weights": In(sig(c.weight_banks * c.weight_depth, unsigned(32 * c.weight_entry_words))),
+            "acts": In(sig(c.act_depth, unsigned(32 * c.act_entry_words))),
+            "residual": In(sig(c.residual_depth, unsigned(32 * c.residual_entry_words))),
+            "params": In(sig(c.param_channels, entry_layout)),
+            "thresholds": Out(stream.Signature(load_layout)),
+            "run": Out(stream.Signature(run_layout)),
+            "results": In(stream.Signature(WORD_OUT)),
+            "mac_step": In(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        R = c.rows
+        word = self.i.payload.data
+        w_end = self.i.payload.end
+        w_last = self.i.payload.last
+        take = Signal()                      # a word is accepted this cycle
+        m.d.comb += take.eq(self.i.valid & self.i.ready)
+
+        # --- packet registers -----------------------------------------------------------
+        opcode = Signal(8)
+        tag = Signal(8)
+        length = Signal(32)
+        rem = Signal(32)                     # payload words still expected
+        pidx = Signal(range(RUN_WORDS + 1))  # payload word index (saturating)
+        status = Signal(3)                   # response status
+        resp_len = Signal(32)                # response payload words
+        newbeat = Signal()                   # PAD: the next word starts a new beat
+        after_last = Signal()                # the failing word was the packet's last
+        saved_end = Signal()
+        saved_last = Signal()
+
+        is_op = {name: opcode == code for name, code in _OP.items()}
+
+        # --- STATUS counters --------------------------------------------------------------
+        n_commands = Signal(32)
+        n_errors = Signal(32)
+        last_error = Signal(8)
+        cycles = Signal(64)
+        busy_cycles = Signal(64)
+        mac_cycles = Signal(64)
+        busy = Signal()
+        m.d.sync += cycles.eq(cycles + 1)
+        with m.If(busy):
+            m.d.sync += busy_cycles.eq(busy_cycles + 1)
+        with m.If(self.mac_step):
+            m.d.sync += mac_cycles.eq(mac_cycles + 1)
+        snapshot = [Signal(32, name=f"status{k}") for k in range(STATUS_WORDS)]
+
+        # --- staging of multi-word entries ------------------------------------------------
+        stage_words = max(c.weight_entry_words, c.act_entry_words, c.residual_entry_words,
+                          PARAM_WORDS) - 1
+        stage = [Signal(32, name=f"stage{k}", reset_less=True) for k in range(max(stage_words, 1))]
+        ew = Signal(range(max(stage_words + 1, PARAM_WORDS)))   # word within the entry
+        e_addr = Signal(32)                  # buffer row of the entry being received
+        e_count = Signal(32)                 # entries of the command
+        bank = Signal(32)
+        first = Signal(32)                   # address / first channel word
+        with m.If(take):
+            for k in range(len(stage)):
+                with m.If(ew == k):
+                    m.d.sync += stage[k].eq(word)
+
+        # --- thresholds -------------------------------------------------------------------
+        thr_ch = Signal(32)
+        thr_q = Signal(4)
+        thr_neg = Signal()
+        thr_idx = Signal(8)
+        thr_prev = Signal(32)
+        thr_touched = Signal()               # a threshold of this packet has been stored
+        sweep = Signal(range(c.threshold_channels + 1))
+
+        # --- RUN descriptor ---------------------------------------------------------------
+        run = Signal(self.run_layout)
+        d_count_bad = Signal()               # a count outside 1..65535
+        d_act_base = Signal(32)
+        d_bank = Signal(32)
+        d_weight_base = Signal(32)
+        d_channel_base = Signal(32)
+        d_epilogue = Signal(2)
+        d_ob = Signal(2)
+        d_rq_bad = Signal()                  # an add requantizer with an invalid field
+        d_pool_mode = Signal(2)
+        d_taps = Signal(8)
+        d_pool_d = Signal(6)
+        d_pool_mult = Signal(32)
+        d_res_base = Signal(31)
+        d_pool_lohi_bad = Signal()
+
+        # --- combinational word checks ----------------------------------------------------
+        depth_of = Signal(32)                # depth of the addressed buffer
+        m.d.comb += depth_of.eq(Mux(is_op["WRITE_WEIGHTS"], c.weight_depth,
+                                    Mux(is_op["WRITE_ACTS"], c.act_depth,
+                                        Mux(is_op["WRITE_RESIDUAL"], c.residual_depth,
+                                            c.param_channels))))
+        entry_words = Signal(4 + c.weight_entry_words.bit_length())
+        m.d.comb += entry_words.eq(Mux(is_op["WRITE_WEIGHTS"], c.weight_entry_words,
+                                       Mux(is_op["WRITE_ACTS"], c.act_entry_words,
+                                           Mux(is_op["WRITE_RESIDUAL"], c.residual_entry_words,
+                                               PARAM_WORDS))))
+        hdr_words = Signal(2)                # payload words before the entries
+        m.d.comb += hdr_words.eq(Mux(is_op["WRITE_WEIGHTS"], 3, 2))
+        is_write = is_op["WRITE_WEIGHTS"] | is_op["WRITE_ACTS"] | is_op["WRITE_RESIDUAL"] | \
+            is_op["WRITE_PARAMS"]
+        in_entries = Signal()
+        m.d.comb += in_entries.eq(pidx >= hdr_words)
+
+        # Count word: range first (exact, 33 bits), then the length it implies.
+        count_oor = Signal()
+        count_len = Signal()
+        cnt_small = word[:max(c.addr_bits(max(c.weight_depth, c.act_depth, c.residual_depth,
+                                                 c.param_channels)) + 1, 1)]
+        m.d.comb += [
+            count_oor.eq((word == 0) | (first + word > depth_of)),
+            count_len.eq(length != hdr_words + cnt_small * entry_words),
+        ]
+
+        # Parameter block (WRITE_PARAMS entries, and the RUN descriptor's add requantizers).
+        pwords = stage[:PARAM_WORDS - 1] + [word]
+        p_fields, p_fields_ok, p_reserved_ok = decode_param(pwords)
+        p_valid = p_fields_ok & p_reserved_ok
+        p_entry = Signal(self.entry_layout)
+        m.d.comb += assign_param(p_entry, p_fields)
+
+        # Thresholds.
+        q_word = word[0:4]
+        thr_ok = Signal()
+        m.d.comb += thr_ok.eq((thr_idx == 0) | (word.as_signed() >= thr_prev.as_signed()))
+        thr_len = Signal(32)
+        m.d.comb += thr_len.eq(1 + (Const(1, 10) << q_word))
+
+        # --- buffer write ports -----------------------------------------------------------
+        def entry_data(words):
+            # The entry's earlier words from the staging registers, its last word from the input.
+            return Cat(*stage[:words - 1], word)
+        entry_done = Signal()                # this word completes an entry of a write command
+        m.d.comb += entry_done.eq(take & is_write & in_entries & (ew == entry_words - 1))
+        for port, op, words in ((self.weights, "WRITE_WEIGHTS", c.weight_entry_words),
+                                (self.acts, "WRITE_ACTS", c.act_entry_words),
+                                (self.residual, "WRITE_RESIDUAL", c.residual_entry_words)):
+            m.d.comb += [port.addr.eq(e_addr), port.data.eq(entry_data(words)),
+                         port.en.eq(entry_done & is_op[op])]
+        param_write = Signal()
+        m.d.comb += [self.params.addr.eq(e_addr), self.params.data.eq(p_entry),
+                     self.params.en.eq(param_write)]
+
+        # --- threshold load port ----------------------------------------------------------
+        thr_load = Signal()                  # PAYLOAD stores the current threshold word
+        tl = self.thresholds.payload
+        with m.If(thr_load):
+            m.d.comb += [tl.channel.eq(thr_ch), tl.index.eq(thr_idx), tl.value.eq(word),
+                         tl.bits.eq(thr_q), tl.negate.eq(thr_neg)]
+
+        # --- response words ---------------------------------------------------------------
+        resp_idx = Signal(32)
+        header0 = Cat(opcode, tag, status, Const(0, 8))
+        info = c.info_words()
+        payload_word = Signal(32)
+        with m.Switch(resp_idx):
+            with m.Case(0):
+                m.d.comb += payload_word.eq(header0)
+            with m.Case(1):
+                m.d.comb += payload_word.eq(resp_len)
+            for k in range(max(len(info), STATUS_WORDS)):
+                with m.Case(2 + k):
+                    inf = Const(info[k], 32) if k < len(info) else Const(0, 32)
+                    sta = snapshot[k] if k < STATUS_WORDS else Const(0, 32)
+                    m.d.comb += payload_word.eq(Mux(is_op["STATUS"], sta, inf))
+
+        # The descriptor register stays unchanged until the RUN's last result word has gone.
+        m.d.comb += self.run.payload.eq(run)
+
+        # --- the packet state machine -----------------------------------------------------
+        chk = Signal(range(CHECK_STEPS + 2))
+        mul_a = Signal(16)
+        mul_b = Signal(16)
+        product = Signal(32)
+        m.d.comb += product.eq(mul_a * mul_b)
+        p_mk = Signal(32)
+        p_nk = Signal(32)
+        p_nm = Signal(32)
+        p_no = Signal(32)
+        div_r = Signal(17)
+        div_q = Signal(16)
+        mult_t = Signal(40)                # avg_nemo: mult * T, compared with 2**d
+        pow_d = Signal(64)
+        run_words = Signal(40)             # RUN response payload words (valid after CHECK)
+        total = p_no * R
+        total_bytes = Mux(d_ob == 0, total, Mux(d_ob == 1, total << 1, total << 2))
+        m.d.comb += run_words.eq((total_bytes + 3) >> 2)
+
+        def count_response():
+            m.d.sync += n_commands.eq(n_commands + 1)
+            with m.If(status != 0):
+                m.d.sync += [n_errors.eq(n_errors + 1), last_error.eq(status)]
+
+        def fail(code, is_last, touched):
+            m.d.sync += [status.eq(code), resp_len.eq(0), resp_idx.eq(0), after_last.eq(is_last)]
+            with m.If(touched):
+                m.next = "DISABLE"
+            with m.Elif(is_last):
+                m.next = "RESPOND"
+            with m.Else():
+                m.next = "DROP"
+
+        def complete():
+            # The packet ended without error: answer it (RUN starts its datapath first).
+            m.d.sync += [status.eq(_ST["OK"]), resp_idx.eq(0)]
+            with m.If(is_op["RUN"]):
+                m.d.sync += resp_len.eq(run_words)
+                m.next = "RUN_START"
+            with m.Else():
+                m.d.sync += resp_len.eq(Mux(is_op["INFO"], len(info),
+                                            Mux(is_op["STATUS"], STATUS_WORDS, 0)))
+                m.d.sync += [snapshot[k].eq(v) for k, v in enumerate([
+                    n_commands, n_errors, last_error, cycles[:32], cycles[32:],
+                    busy_cycles[:32], busy_cycles[32:], mac_cycles[:32], mac_cycles[32:]])]
+                m.next = "RESPOND"
+
+        def after_payload(end, last, touched):
+            with m.If(last):
+                complete()
+            with m.Else():
+                m.d.sync += newbeat.eq(end)
+                m.next = "PAD"
+
+        def capture_descriptor():
+            # Descriptor fields as their words arrive; the checks run in CHECK.
+            k = pidx
+            with m.Switch(k):
+                for j, field in enumerate(("m_count", "k_steps", "n_tiles")):
+                    with m.Case(j):
+                        m.d.sync += [run[field].eq(word[:16]),
+                                     d_count_bad.eq(d_count_bad | (word == 0) | (word[16:] != 0))]
+                with m.Case(3):
+                    m.d.sync += [d_act_base.eq(word), run.act_base.eq(word)]
+                with m.Case(4):
+                    m.d.sync += [d_bank.eq(word), run.bank.eq(word)]
+                with m.Case(5):
+                    m.d.sync += [d_weight_base.eq(word), run.weight_base.eq(word)]
+                with m.Case(6):
+                    m.d.sync += [d_channel_base.eq(word), run.channel_base.eq(word)]
+                with m.Case(7):
+                    zp = word[8:16]
+                    m.d.sync += [run.x_signed.eq(word[0]),
+                                 run.x_zp.eq(Mux(word[0], zp.as_signed(), zp))]
+                with m.Case(8):
+                    m.d.sync += [d_epilogue.eq(word[0:2]), run.threshold.eq(word[0:2] == 1),
+                                 run.add.eq(word[4]), run.pool.eq(word[5]),
+                                 d_ob.eq(word[8:10]), run.out_bytes.eq(word[8:10])]
+                with m.Case(9):
+                    m.d.sync += [d_res_base.eq(word[0:31]), run.residual_base.eq(word[0:31]),
+                                 run.residual_signed.eq(word[31])]
+                with m.Case(10):
+                    m.d.sync += run.add_zp_a.eq(word)
+                with m.Case(11):
+                    m.d.sync += run.add_zp_b.eq(word)
+                with m.Case(12):
+                    m.d.sync += [run.add_left_shift.eq(word[0:5]), ew.eq(0)]
+                for j, field in ((20, "add_a"), (28, "add_b"), (36, "add_out")):
+                    with m.Case(j):
+                        m.d.sync += [run[field][name].eq(p_entry.rq[name])
+                                     for name in p_entry.rq.shape().members]
+                        m.d.sync += d_rq_bad.eq(d_rq_bad | ~p_fields_ok)
+                with m.Case(37):
+                    m.d.sync += [d_pool_mode.eq(word[0:2]), run.pool_mode.eq(word[0:2]),
+                                 d_taps.eq(word[8:16]), run.pool_taps.eq(word[8:16]),
+                                 d_pool_d.eq(word[16:22]), run.pool_d.eq(word[16:22])]
+                with m.Case(38):
+                    m.d.sync += [d_pool_mult.eq(word), run.pool_mult.eq(word)]
+                with m.Case(39):
+                    m.d.sync += [run.pool_lo.eq(word[0:16]), run.pool_hi.eq(word[16:32]),
+                                 d_pool_lohi_bad.eq(word[0:16].as_signed() > word[16:32].as_signed())]
+            with m.If((k >= 13) & (k <= 36)):
+                m.d.sync += ew.eq(Mux(ew == PARAM_WORDS - 1, 0, ew + 1))
+
+        def check_descriptor():
+            # The RUN checks of docs/protocol.md, in order, after the last descriptor word:
+            # three 16x16 products on one multiplier, m_count / taps by restoring division,
+            # then the number of result words.
+            n, mc, ks = run.n_tiles, run.m_count, run.k_steps
+            m.d.sync += chk.eq(chk + 1)
+            with m.Switch(chk):
+                with m.Case(0):
+                    m.d.comb += [mul_a.eq(mc), mul_b.eq(ks)]
+                    m.d.sync += p_mk.eq(product)
+                with m.Case(1):
+                    m.d.comb += [mul_a.eq(n), mul_b.eq(ks)]
+                    m.d.sync += p_nk.eq(product)
+                with m.Case(2):
+                    m.d.comb += [mul_a.eq(n), mul_b.eq(mc)]
+                    m.d.sync += [p_nm.eq(product), div_r.eq(0), div_q.eq(mc)]
+                with m.Case(CHECK_STEPS - 1):
+                    outputs = Mux(run.pool, div_q, mc)
+                    m.d.comb += [mul_a.eq(n), mul_b.eq(outputs)]
+                    m.d.sync += [p_no.eq(product), run.outputs.eq(outputs)]
+                with m.Case(CHECK_STEPS):
+                    e = Signal(3)
+                    limit = Mux(d_epilogue == 1, c.threshold_channels, c.param_channels)
+                    chans = d_channel_base + n * R
+                    nemo_bad = ((d_pool_d > c.max_pool_shift) | (d_pool_mult == 0) |
+                                (mult_t > pow_d) | (pow_d >= mult_t + d_taps))
+                    with m.If(d_count_bad):
+                        m.d.comb += e.eq(_ST["OUT_OF_RANGE"])
+                    with m.Elif(d_act_base + p_mk > c.act_depth):
+                        m.d.comb += e.eq(_ST["OUT_OF_RANGE"])
+                    with m.Elif((d_bank >= c.weight_banks) | (d_weight_base + p_nk > c.weight_depth)):
+                        m.d.comb += e.eq(_ST["OUT_OF_RANGE"])
+                    with m.Elif((chans > c.param_channels) |
+                                ((d_epilogue == 1) & (chans > c.threshold_channels))):
+                        m.d.comb += e.eq(_ST["OUT_OF_RANGE"])
+                    with m.Elif((d_epilogue > 1) | (d_ob == 3)):
+                        m.d.comb += e.eq(_ST["BAD_PARAM"])
+                    with m.Elif(run.add & (d_res_base + p_nm > c.residual_depth)):
+                        m.d.comb += e.eq(_ST["OUT_OF_RANGE"])
+                    with m.Elif(run.add & d_rq_bad):
+                        m.d.comb += e.eq(_ST["BAD_PARAM"])
+                    with m.Elif(run.pool & ((d_pool_mode == 3) | (d_taps == 0) |
+                                            (d_taps > c.max_pool_taps) | (div_r != 0) |
+                                            ((d_pool_mode == 1) & nemo_bad) |
+                                            ((d_pool_mode == 2) & d_pool_lohi_bad))):
+                        m.d.comb += e.eq(_ST["BAD_PARAM"])
+                    with m.If(e != 0):
+                        fail(e, saved_last, 0)
+                    with m.Else():
+                        after_payload(saved_end, saved_last, 0)
+                with m.Default():
+                    m.d.sync += [mult_t.eq(d_pool_mult * d_taps), pow_d.eq(1 << d_pool_d)]
+                    # Restoring division, one quotient bit per cycle.
+                    shifted = Cat(div_q[15], div_r[:16])
+                    fits = shifted >= d_taps
+                    m.d.sync += [div_r.eq(Mux(fits, shifted - d_taps, shifted)),
+                                 div_q.eq(Cat(fits, div_q[:15]))]
+
+        with m.FSM(init="SWEEP"):
+            with m.State("SWEEP"):
+                # Disable every threshold channel (protocol: state after a reset).
+                m.d.comb += [self.thresholds.valid.eq(1), tl.channel.eq(sweep)]
+                with m.If(self.thresholds.ready):
+                    m.d.sync += sweep.eq(sweep + 1)
+                    with m.If(sweep == c.threshold_channels - 1):
+                        m.next = "HDR0"
+
+            with m.State("HDR0"):
+                m.d.comb += self.i.ready.eq(1)
+                op = word[0:8]
+                known = (op >= 1) & (op <= 8)
+                with m.If(take):
+                    m.d.sync += [opcode.eq(op), tag.eq(word[8:16]), thr_touched.eq(0),
+                                 pidx.eq(0), ew.eq(0), thr_idx.eq(0), d_count_bad.eq(0),
+                                 d_rq_bad.eq(0)]
+                    with m.If(~known):
+                        fail(_ST["UNKNOWN_OPCODE"], w_last, 0)
+                    with m.Elif(word[16:32] != 0):
+                        fail(_ST["BAD_HEADER"], w_last, 0)
+                    with m.Elif(w_last):
+                        fail(_ST["TRUNCATED"], 1, 0)
+                    with m.Else():
+                        m.next = "HDR1"
+
+            with m.State("HDR1"):
+                m.d.comb += self.i.ready.eq(1)
+                fixed = is_op["INFO"] | is_op["STATUS"] | is_op["RUN"]
+                need = Mux(is_op["RUN"], RUN_WORDS, 0)
+                shortest = Mux(is_op["WRITE_WEIGHTS"], 3, 2)
+                with m.If(take):
+                    m.d.sync += [length.eq(word), rem.eq(word)]
+                    with m.If(Mux(fixed, word != need, word < shortest)):
+                        fail(_ST["BAD_LENGTH"], w_last, 0)
+                    with m.Elif(word == 0):
+                        after_payload(w_end, w_last, 0)
+                    with m.Elif(w_last):
+                        fail(_ST["TRUNCATED"], 1, 0)
+                    with m.Else():
+                        m.next = "PAYLOAD"
+
+            with m.State("PAYLOAD"):
+                err = Signal(3)
+                is_thr = is_op["WRITE_THRESHOLDS"] & (pidx >= 2)
+                stores_thr = is_thr & thr_ok
+                m.d.comb += [
+                    thr_load.eq(stores_thr),
+                    self.thresholds.valid.eq(self.i.valid & stores_thr),
+                    self.i.ready.eq(~stores_thr | self.thresholds.ready),
+                ]
+                with m.If(take):
+                    m.d.sync += [rem.eq(rem - 1), pidx.eq(Mux(pidx == RUN_WORDS, pidx, pidx + 1))]
+                # Field checks, per command (docs/protocol.md, each command's "Checks").
+                with m.If(is_op["WRITE_WEIGHTS"] & (pidx == 0)):
+                    m.d.comb += err.eq(Mux(word >= c.weight_banks, _ST["OUT_OF_RANGE"], 0))
+                with m.Elif(is_write & (pidx == hdr_words - 2)):
+                    m.d.comb += err.eq(Mux(word >= depth_of, _ST["OUT_OF_RANGE"], 0))
+                with m.Elif(is_write & (pidx == hdr_words - 1)):
+                    m.d.comb += err.eq(Mux(count_oor, _ST["OUT_OF_RANGE"],
+                                           Mux(count_len, _ST["BAD_LENGTH"], 0)))
+                with m.Elif(is_op["WRITE_PARAMS"] & in_entries & (ew == PARAM_WORDS - 1)):
+                    m.d.comb += err.eq(Mux(p_valid, 0, _ST["BAD_PARAM"]))
+                with m.Elif(is_op["WRITE_THRESHOLDS"] & (pidx == 0)):
+                    m.d.comb += err.eq(Mux(word >= c.threshold_channels, _ST["OUT_OF_RANGE"], 0))
+                with m.Elif(is_op["WRITE_THRESHOLDS"] & (pidx == 1)):
+                    m.d.comb += err.eq(Mux((q_word == 0) | (q_word > c.max_q), _ST["BAD_PARAM"],
+                                           Mux(length != thr_len, _ST["BAD_LENGTH"], 0)))
+                with m.Elif(is_thr):
+                    m.d.comb += err.eq(Mux(thr_ok, 0, _ST["BAD_PARAM"]))
+
+                with m.If(take):
+                    # Field capture and buffer writes.
+                    with m.If(is_op["WRITE_WEIGHTS"] & (pidx == 0)):
+                        m.d.sync += bank.eq(word)
+                    with m.If(is_write & (pidx == hdr_words - 2)):
+                        m.d.sync += first.eq(word)
+                    with m.If(is_write & (pidx == hdr_words - 1)):
+                        base = Mux(is_op["WRITE_WEIGHTS"], bank[:4] * c.weight_depth, 0)
+                        m.d.sync += [e_count.eq(word), e_addr.eq(base + first), ew.eq(0)]
+                    with m.If(is_write & in_entries):
+                        m.d.sync += ew.eq(ew + 1)
+                        with m.If(ew == entry_words - 1):
+                            m.d.sync += [ew.eq(0), e_addr.eq(e_addr + 1)]
+                    with m.If(is_op["WRITE_PARAMS"] & in_entries & (ew == PARAM_WORDS - 1) & p_valid):
+                        m.d.comb += param_write.eq(1)
+                    with m.If(is_op["WRITE_THRESHOLDS"] & (pidx == 0)):
+                        m.d.sync += thr_ch.eq(word)
+                    with m.If(is_op["WRITE_THRESHOLDS"] & (pidx == 1)):
+                        m.d.sync += [thr_q.eq(q_word), thr_neg.eq(word[8])]
+                    with m.If(stores_thr):
+                        m.d.sync += [thr_idx.eq(thr_idx + 1), thr_prev.eq(word), thr_touched.eq(1)]
+                    with m.If(is_op["RUN"]):
+                        capture_descriptor()
+
+                    touched = thr_touched | stores_thr
+                    with m.If(err != 0):
+                        fail(err, w_last, touched)
+                    with m.Elif(rem == 1):
+                        with m.If(is_op["RUN"]):
+                            m.d.sync += [saved_end.eq(w_end), saved_last.eq(w_last), chk.eq(0)]
+                            m.next = "CHECK"
+                        with m.Else():
+                            after_payload(w_end, w_last, touched)
+                    with m.Elif(w_last):
+                        fail(_ST["TRUNCATED"], 1, touched)
+
+            with m.State("CHECK"):
+                check_descriptor()
+
+            with m.State("PAD"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(take):
+                    with m.If(newbeat):
+                        fail(_ST["BAD_LENGTH"], w_last, thr_touched)
+                    with m.Elif(w_last):
+                        complete()
+                    with m.Else():
+                        m.d.sync += newbeat.eq(w_end)
+
+            with m.State("DISABLE"):
+                # A failed threshold write disables its channel (protocol, WRITE_THRESHOLDS).
+                m.d.comb += [self.thresholds.valid.eq(1), tl.channel.eq(thr_ch)]
+                with m.If(self.thresholds.ready):
+                    m.d.sync += thr_touched.eq(0)
+                    with m.If(after_last):
+                        m.next = "RESPOND"
+                    with m.Else():
+                        m.next = "DROP"
+
+            with m.State("DROP"):
+                m.d.comb += self.i.ready.eq(1)
+                with m.If(take & w_last):
+                    m.next = "RESPOND"
+
+            with m.State("RESPOND"):
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(payload_word)]
+                done = Signal()
+                m.d.comb += done.eq(Mux(is_op["RUN"] & (status == 0), resp_idx == 1,
+                                        resp_idx == resp_len + 1))
+                m.d.comb += self.o.payload.last.eq(done & ~(is_op["RUN"] & (status == 0)))
+                with m.If(self.o.ready):
+                    m.d.sync += resp_idx.eq(resp_idx + 1)
+                    with m.If(done):
+                        with m.If(is_op["RUN"] & (status == 0)):
+                            m.next = "RESULTS"
+                        with m.Else():
+                            count_response()
+                            m.next = "HDR0"
+
+            with m.State("RUN_START"):
+                m.d.comb += [busy.eq(1), self.run.valid.eq(1)]
+                with m.If(self.run.ready):
+                    m.next = "RESPOND"
+
+            with m.State("RESULTS"):
+                m.d.comb += [busy.eq(1)]
+                m.d.comb += [self.o.valid.eq(self.results.valid),
+                             self.o.payload.eq(self.results.payload),
+                             self.results.ready.eq(self.o.ready)]
+                with m.If(self.results.valid & self.o.ready & self.results.payload.last):
+                    count_response()
+                    m.next = "HDR0"
+        return m

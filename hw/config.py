@@ -1,0 +1,145 @@
+"""Elaboration parameters of the accelerator, validated once, with the widths derived from them.
+
+One :class:`AcceleratorConfig` flows from :class:`hw.top.Accelerator` (and the ``verilog``
+command line) to every part of the core, and to the host side through :meth:`info_words`
+(the INFO response, docs/protocol.md) and :meth:`as_info`.
+"""
+
+from dataclasses import dataclass, fields
+
+from amaranth.utils import ceil_log2
+
+__all__ = ["AcceleratorConfig", "VERSION"]
+
+#: Protocol version reported by INFO.
+VERSION = 1
+
+_WEIGHT_BITS = (8, 4, 2)
+
+
+def _int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name}: {value!r} is not allowed; expected an integer in [{lo}, {hi}]")
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class AcceleratorConfig:
+    """Elaboration parameters (keyword-only); construction validates each one.
+
+    Parameters
+    ----------
+    rows, cols : int
+        R (output channels per tile, 1..16: the threshold unit's lane limit) and C (input
+        lanes, 1..64) of the MAC array.
+    bus_width : int
+        AXI4-Stream TDATA width, a multiple of 32 in 32..1024.
+    weight_bits : int
+        Stored weight width: 8, 4 or 2.
+    weight_depth, weight_banks : int
+        Entries per weight bank (1..65536) and banks (1..16).
+    act_depth : int
+        Activation entries (1..2**20).
+    param_channels : int
+        Parameter channels (R..65536: a run needs at least one tile of R).
+    residual_depth : int
+        Residual entries (1..2**20).
+    threshold_channels : int
+        Threshold channels (R..65535).
+    max_q : int
+        Largest threshold output precision (1..8).
+    max_pool_taps : int
+        Largest pooling window T (1..255).
+    max_pool_shift : int
+        Largest NEMO average-pool shift ``d`` (0..32).
+    fifo_depth : int
+        Beats in each clock-crossing FIFO, a power of 2 in 8..4096.
+
+    Raises
+    ------
+    ValueError
+        Naming the parameter and its allowed values; also when the largest RUN response would
+        not fit the 32-bit ``length`` field.
+    """
+    rows: int
+    cols: int
+    bus_width: int = 32
+    weight_bits: int = 8
+    weight_depth: int = 256
+    weight_banks: int = 2
+    act_depth: int = 1024
+    param_channels: int = 256
+    residual_depth: int = 256
+    threshold_channels: int = 64
+    max_q: int = 8
+    max_pool_taps: int = 16
+    max_pool_shift: int = 16
+    fifo_depth: int = 16
+
+    def __post_init__(self):
+        _int("rows", self.rows, 1, 16)
+        _int("cols", self.cols, 1, 64)
+        _int("bus_width", self.bus_width, 32, 1024)
+        if self.bus_width % 32:
+            raise ValueError(f"bus_width: {self.bus_width} is not allowed; a multiple of 32 in [32, 1024]")
+        if self.weight_bits not in _WEIGHT_BITS or isinstance(self.weight_bits, bool):
+            raise ValueError(f"weight_bits: {self.weight_bits!r} is not allowed; one of 8, 4, 2")
+        _int("weight_depth", self.weight_depth, 1, 1 << 16)
+        _int("weight_banks", self.weight_banks, 1, 16)
+        _int("act_depth", self.act_depth, 1, 1 << 20)
+        _int("param_channels", self.param_channels, self.rows, 1 << 16)
+        _int("residual_depth", self.residual_depth, 1, 1 << 20)
+        _int("threshold_channels", self.threshold_channels, self.rows, (1 << 16) - 1)
+        _int("max_q", self.max_q, 1, 8)
+        _int("max_pool_taps", self.max_pool_taps, 1, 255)
+        _int("max_pool_shift", self.max_pool_shift, 0, 32)
+        _int("fifo_depth", self.fifo_depth, 8, 4096)
+        if self.fifo_depth & (self.fifo_depth - 1):
+            raise ValueError(f"fifo_depth: {self.fifo_depth} is not allowed; a power of 2 in [8, 4096]")
+        # Runs are bounded by the buffers: m_count <= act_depth, n_tiles <= weight_depth.
+        if self.max_result_words >= 1 << 32:
+            raise ValueError(f"act_depth, weight_depth: a run could return {self.max_result_words} "
+                             f"words, beyond the 32-bit length field; make the buffers smaller")
+
+    # --- derived sizes -----------------------------------------------------------------------
+
+    @property
+    def weight_entry_bits(self):
+        return self.rows * self.cols * self.weight_bits
+
+    @property
+    def weight_entry_words(self):
+        return -(-self.weight_entry_bits // 32)
+
+    @property
+    def act_entry_words(self):
+        return -(-self.cols // 4)
+
+    @property
+    def residual_entry_words(self):
+        return -(-self.rows // 4)
+
+    @property
+    def max_result_words(self):
+        return -(-min(self.act_depth, 65535) * min(self.weight_depth, 65535) * self.rows * 4 // 4)
+
+    @property
+    def words_per_beat(self):
+        return self.bus_width // 32
+
+    def addr_bits(self, depth):
+        return max(1, ceil_log2(depth))
+
+    def info_words(self):
+        """The 12-word INFO response payload (docs/protocol.md, INFO)."""
+        return [VERSION, self.rows, self.cols, self.bus_width, self.weight_bits,
+                self.weight_depth, self.weight_banks, self.act_depth, self.param_channels,
+                self.residual_depth, self.threshold_channels | (self.max_q << 16),
+                self.max_pool_taps | (self.max_pool_shift << 16)]
+
+    def as_dict(self):
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+    def key(self):
+        """A string that determines the elaborated hardware (for build caches)."""
+        return ",".join(f"{k}={v}" for k, v in self.as_dict().items())

@@ -1,0 +1,105 @@
+"""Hardware decoding of the protocol's parameter words and of the RUN descriptor.
+
+docs/protocol.md fixes the 8-word requantizer parameter block (WRITE_PARAMS, and three times in
+the RUN descriptor for the add unit) and the 40-word RUN descriptor. This module turns those
+words into the fields the datapath uses, and states which values are invalid (``BAD_PARAM``),
+so that the command processor and the tests share one decoding.
+"""
+
+from amaranth import Cat, Mux, signed, unsigned
+from amaranth.lib import data
+
+__all__ = ["PARAM_WORDS", "RUN_WORDS", "param_entry_layout", "decode_param", "assign_param",
+           "run_layout"]
+
+PARAM_WORDS = 8
+RUN_WORDS = 40
+ROUNDING_TFLITE = 3
+MAX_SHIFT = 62
+
+
+def param_entry_layout(requant_layout):
+    """A parameter buffer entry: the requantizer's per-lane fields and the weight zero point."""
+    return data.StructLayout({"rq": requant_layout, "w_zp": signed(8)})
+
+
+def decode_param(words):
+    """Fields of an 8-word parameter block and its validity.
+
+    Parameters
+    ----------
+    words : list of 8 Amaranth values, 32 bits each
+
+    Returns
+    -------
+    fields : dict
+        ``mult``, ``bias``, ``offset`` (48 bits), ``shift`` (6), ``rounding`` (2),
+        ``w_zp`` (8), ``zero_point``, ``lo``, ``hi`` as raw bit values (signedness is the
+        layout's business).
+    fields_ok : Value
+        1 iff every field is in the range docs/protocol.md allows: ``shift <= 62``; for
+        ``tflite`` rounding ``mult >= 0``, ``offset == 0`` and ``shift >= 1``; ``lo <= hi``
+        (signed).
+    reserved_ok : Value
+        1 iff the reserved word 7 is zero (checked by WRITE_PARAMS, ignored in RUN).
+    """
+    w = words
+    rounding = w[3][22:24]
+    tfl = rounding == ROUNDING_TFLITE
+    offset = Cat(w[2], w[3][0:16])
+    shift = w[3][16:22]
+    fields = {"mult": w[0], "bias": w[1], "offset": offset, "shift": shift,
+              "rounding": rounding, "w_zp": w[3][24:32], "zero_point": w[4], "lo": w[5],
+              "hi": w[6]}
+    fields_ok = ((shift <= MAX_SHIFT) & (w[5].as_signed() <= w[6].as_signed()) &
+                 (~tfl | (~w[0][31] & (offset == 0) & (shift != 0))))
+    return fields, fields_ok, w[7] == 0
+
+
+def assign_param(entry, fields):
+    """Statements assigning :func:`decode_param` fields to a ``param_entry_layout`` view."""
+    rq = entry.rq
+    return [
+        rq.mult.eq(fields["mult"]), rq.bias.eq(fields["bias"]), rq.offset.eq(fields["offset"]),
+        rq.shift.eq(fields["shift"]), rq.rounding.as_value().eq(fields["rounding"]),
+        rq.zero_point.eq(fields["zero_point"]), rq.lo.eq(fields["lo"]), rq.hi.eq(fields["hi"]),
+        entry.w_zp.eq(fields["w_zp"]),
+    ]
+
+
+def run_layout(*, act_bits, bank_bits, weight_bits, channel_bits, residual_bits, requant_layout):
+    """The decoded RUN descriptor that the command processor hands to the datapath.
+
+    Counts are 16 bits (the descriptor checks limit them to 1..65535); addresses have their
+    buffer's width. ``outputs`` is ``m_count / taps`` with pooling, else ``m_count``.
+    """
+    return data.StructLayout({
+        "m_count": unsigned(16),
+        "k_steps": unsigned(16),
+        "n_tiles": unsigned(16),
+        "outputs": unsigned(16),
+        "act_base": unsigned(act_bits),
+        "bank": unsigned(bank_bits),
+        "weight_base": unsigned(weight_bits),
+        "channel_base": unsigned(channel_bits),
+        "x_signed": unsigned(1),
+        "x_zp": signed(9),
+        "threshold": unsigned(1),
+        "add": unsigned(1),
+        "pool": unsigned(1),
+        "out_bytes": unsigned(2),
+        "residual_base": unsigned(residual_bits),
+        "residual_signed": unsigned(1),
+        "add_zp_a": signed(32),
+        "add_zp_b": signed(32),
+        "add_left_shift": unsigned(5),
+        "add_a": requant_layout,
+        "add_b": requant_layout,
+        "add_out": requant_layout,
+        "pool_mode": unsigned(2),
+        "pool_taps": unsigned(8),
+        "pool_d": unsigned(6),
+        "pool_mult": unsigned(32),
+        "pool_lo": signed(16),
+        "pool_hi": signed(16),
+    })

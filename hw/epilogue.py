@@ -1,0 +1,235 @@
+"""The epilogue chain of a RUN: accumulators -> requantizer or thresholds -> add -> pool.
+
+docs/protocol.md (RUN arithmetic, steps 2-4). The chain is built from the datapath units
+(:class:`hw.requantizer.Requantizer`, :class:`hw.threshold.ThresholdUnit`,
+:class:`hw.add.AddUnit`, :class:`hw.pool.PoolUnit`); this module routes the stream through
+the ones a RUN selects, supplies each unit's per-beat parameters (channel parameters from the
+parameter cache, threshold channel numbers, residual entries, pooling fields from the
+descriptor) and marks the run's final result.
+"""
+
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+
+from hw.add import AddUnit
+from hw.pool import PoolMode, PoolUnit
+from hw.requantizer import Requantizer
+from hw.threshold import ThresholdUnit
+
+__all__ = ["Epilogue", "POOL_TAP_BITS"]
+
+#: Width of the pooling unit's taps (docs/protocol.md, RUN step 4).
+POOL_TAP_BITS = 9
+RESIDUAL_PREFETCH = 4
+
+
+def _join_ready(m, sel, a, b, ready):
+    """Route ``ready`` to stream ``a`` (sel = 0) or ``b`` (sel = 1)."""
+    m.d.comb += [a.ready.eq(ready & ~sel), b.ready.eq(ready & sel)]
+
+
+class Epilogue(wiring.Component):
+    """Turns the MAC array's accumulator beats into a RUN's result beats.
+
+    Per accumulator beat of tile ``n``, GEMM row ``m`` (the component counts them itself, in
+    the sequencer's order):
+
+    1. requantizer with the tile's R parameter entries (``params``), or the threshold unit with
+       channels ``channel_base + n*R + r``; int32 (thresholds: the count, zero-extended);
+    2. with ``add``: the add unit with residual entry ``residual_base + n*m_count + m`` (read
+       ahead from the residual buffer in order) and the descriptor's add parameters;
+    3. with ``pool``: the pooling unit on the low 9 bits of each value, ``taps`` consecutive
+       rows per window; its result sign-extended to 32 bits;
+    4. ``o`` carries the R values and ``last`` on the run's final result.
+
+    Throughput: one beat per cycle through every stage (each unit has II = 1); the units not
+    selected are bypassed. Latency: requantizer 9 or threshold unit ``max_q + 2`` cycles, add
+    unit and pooling unit their own latencies (see their docstrings).
+
+    Parameters
+    ----------
+    config : hw.config.AcceleratorConfig
+    entry_layout : data layout
+        A parameter buffer entry (``rq`` and ``w_zp``).
+    run_layout : data layout
+        The decoded descriptor (:func:`hw.descriptor.run_layout`).
+
+    Attributes
+    ----------
+    start : ``In(1)``
+        Pulse at the beginning of a RUN; ``cfg`` is then held constant until its end.
+    cfg : ``In(run_layout)``
+    i : ``In(stream.Signature(StructLayout({"acc": ArrayLayout(signed(32), R)})))``
+    params : ``In(ArrayLayout(entry_layout, R))``
+        The current tile's parameter entries (from :class:`hw.params.ParamCache`).
+    tile_next : ``Out(1)``
+        Pulse: the current tile's last accumulator beat entered the chain.
+    thresholds : ``In(stream.Signature(ThresholdUnit.load_layout))``
+        The threshold unit's load port.
+    residual : ``In(ReadPort.Signature(...))``
+        The residual buffer's read port (driven by this component).
+    o : ``Out(stream.Signature(StructLayout({"y": ArrayLayout(signed(32), R), "last": 1})))``
+    """
+
+    def __init__(self, *, config, entry_layout, run_layout):
+        c = self.config = config
+        R = c.rows
+        self.entry_layout = entry_layout
+        self.run_layout = run_layout
+        self.requantizer = Requantizer(lanes=R, out_bits=32)
+        self.threshold = ThresholdUnit(channels=c.threshold_channels, max_bits=c.max_q, lanes=R)
+        self.add = AddUnit(lanes=R, in_bits=32, out_bits=32)
+        self.pool = PoolUnit(lanes=R, in_bits=POOL_TAP_BITS, max_taps=c.max_pool_taps,
+                             max_shift=c.max_pool_shift)
+        values = data.ArrayLayout(signed(32), R)
+        self.in_layout = data.StructLayout({"acc": values})
+        self.out_layout = data.StructLayout({"y": values, "last": unsigned(1)})
+        super().__init__({
+            "start": In(1),
+            "cfg": In(run_layout),
+            "i": In(stream.Signature(self.in_layout)),
+            "params": In(data.ArrayLayout(entry_layout, R)),
+            "tile_next": Out(1),
+            "thresholds": In(stream.Signature(self.threshold.load_layout)),
+            "residual": In(ReadPort.Signature(addr_width=c.addr_bits(c.residual_depth),
+                                              shape=unsigned(32 * c.residual_entry_words))),
+            "o": Out(stream.Signature(self.out_layout)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self.config
+        R = c.rows
+        cfg = self.cfg
+        m.submodules.requantizer = rq = self.requantizer
+        m.submodules.threshold = th = self.threshold
+        m.submodules.add = au = self.add
+        m.submodules.pool = pu = self.pool
+        wiring.connect(m, wiring.flipped(self.thresholds), th.load)
+
+        # --- 1. epilogue: tile/row counters, requantizer or thresholds ----------------------
+        row = Signal(16)
+        tile_ch = Signal(16)
+        sel = cfg.threshold
+        take = self.i.valid & self.i.ready
+        with m.If(take):
+            m.d.sync += row.eq(row + 1)
+            with m.If(row == cfg.m_count - 1):
+                m.d.comb += self.tile_next.eq(1)
+                m.d.sync += [row.eq(0), tile_ch.eq(tile_ch + R)]
+        with m.If(self.start):
+            m.d.sync += [row.eq(0), tile_ch.eq(cfg.channel_base)]
+
+        m.d.comb += [
+            rq.i.valid.eq(self.i.valid & ~sel),
+            th.i.valid.eq(self.i.valid & sel),
+            self.i.ready.eq(Mux(sel, th.i.ready, rq.i.ready)),
+        ]
+        for r in range(R):
+            m.d.comb += [
+                rq.i.payload.acc[r].eq(self.i.payload.acc[r]),
+                rq.i.payload.params[r].eq(self.params[r].rq),
+                th.i.payload.x[r].eq(self.i.payload.acc[r]),
+                th.i.payload.channel[r].eq(tile_ch + r),
+            ]
+        epi = stream.Signature(data.ArrayLayout(signed(32), R)).create()
+        m.d.comb += [
+            epi.valid.eq(Mux(sel, th.o.valid, rq.o.valid)),
+            epi.payload.eq(rq.o.payload.y),
+        ]
+        with m.If(sel):
+            m.d.comb += [epi.payload[r].eq(th.o.payload.count[r]) for r in range(R)]
+        _join_ready(m, sel, rq.o, th.o, epi.ready)
+
+        # --- 2. add: residual entries read ahead in order --------------------------------
+        m.submodules.res_fifo = res_fifo = ResetInserter(self.start)(
+            SyncFIFO(width=8 * R, depth=RESIDUAL_PREFETCH))
+        res_addr = Signal(len(self.residual.addr))
+        pending = Signal()
+        issue = Signal()
+        m.d.comb += [
+            issue.eq(cfg.add & (res_fifo.level + pending < RESIDUAL_PREFETCH)),
+            self.residual.addr.eq(res_addr),
+            self.residual.en.eq(1),
+            res_fifo.w_data.eq(self.residual.data[:8 * R]),
+            res_fifo.w_en.eq(pending),
+        ]
+        m.d.sync += pending.eq(issue)
+        with m.If(issue):
+            m.d.sync += res_addr.eq(res_addr + 1)
+        with m.If(self.start):
+            m.d.sync += [pending.eq(0), res_addr.eq(cfg.residual_base)]
+
+        added = stream.Signature(data.ArrayLayout(signed(32), R)).create()
+        ap = au.i.payload
+        for r in range(R):
+            b = res_fifo.r_data.word_select(r, 8)
+            lp = ap.params[r]
+            m.d.comb += [
+                ap.a[r].eq(epi.payload[r]),
+                ap.b[r].eq(Mux(cfg.residual_signed, b.as_signed(), b)),
+                lp.in_zero_points[0].eq(cfg.add_zp_a), lp.in_zero_points[1].eq(cfg.add_zp_b),
+                lp.left_shift.eq(cfg.add_left_shift),
+                lp.branches[0].eq(cfg.add_a), lp.branches[1].eq(cfg.add_b),
+                lp.output.eq(cfg.add_out),
+            ]
+        with m.If(cfg.add):
+            m.d.comb += [au.i.valid.eq(epi.valid & res_fifo.r_rdy),
+                         epi.ready.eq(au.i.ready & res_fifo.r_rdy),
+                         res_fifo.r_en.eq(au.i.ready & epi.valid),
+                         added.valid.eq(au.o.valid), added.payload.eq(au.o.payload.y),
+                         au.o.ready.eq(added.ready)]
+        with m.Else():
+            m.d.comb += [added.valid.eq(epi.valid), added.payload.eq(epi.payload),
+                         epi.ready.eq(added.ready)]
+
+        # --- 3. pool -----------------------------------------------------------------------
+        pooled = stream.Signature(data.ArrayLayout(signed(32), R)).create()
+        tap = Signal(8)
+        pp = pu.i.payload
+        rmin, rmax = -(1 << (pu.sum_bits - 1)), (1 << (pu.sum_bits - 1)) - 1
+        clamp = lambda v: Mux(v < rmin, rmin, Mux(v > rmax, rmax, v))
+        tfl = cfg.pool_mode == PoolMode.AVG_TFLITE.value
+        m.d.comb += [
+            pp.last.eq(tap == cfg.pool_taps - 1),
+            pp.mode.as_value().eq(cfg.pool_mode),
+            pp.mult.eq(cfg.pool_mult),
+            pp.shift.eq(cfg.pool_d),
+            pp.lo.eq(Mux(tfl, clamp(cfg.pool_lo), rmin)),
+            pp.hi.eq(Mux(tfl, clamp(cfg.pool_hi), rmax)),
+        ]
+        for r in range(R):
+            m.d.comb += pp.x[r].eq(added.payload[r][:POOL_TAP_BITS])
+        with m.If(cfg.pool):
+            m.d.comb += [pu.i.valid.eq(added.valid), added.ready.eq(pu.i.ready),
+                         pooled.valid.eq(pu.o.valid), pu.o.ready.eq(pooled.ready)]
+            m.d.comb += [pooled.payload[r].eq(pu.o.payload.y[r]) for r in range(R)]
+        with m.Else():
+            m.d.comb += [pooled.valid.eq(added.valid), pooled.payload.eq(added.payload),
+                         added.ready.eq(pooled.ready)]
+        with m.If(pu.i.valid & pu.i.ready):
+            m.d.sync += tap.eq(Mux(pp.last, 0, tap + 1))
+        with m.If(self.start):
+            m.d.sync += tap.eq(0)
+
+        # --- 4. results, the run's final one marked -----------------------------------------
+        out_o = Signal(16)
+        out_t = Signal(16)
+        end_o = out_o == cfg.outputs - 1
+        end_t = out_t == cfg.n_tiles - 1
+        m.d.comb += [
+            self.o.valid.eq(pooled.valid),
+            self.o.payload.y.eq(pooled.payload),
+            self.o.payload.last.eq(end_o & end_t),
+            pooled.ready.eq(self.o.ready),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += out_o.eq(out_o + 1)
+            with m.If(end_o):
+                m.d.sync += [out_o.eq(0), out_t.eq(out_t + 1)]
+        with m.If(self.start):
+            m.d.sync += [out_o.eq(0), out_t.eq(0)]
+        return m

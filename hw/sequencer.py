@@ -1,0 +1,133 @@
+"""The layer sequencer: a RUN's steps, read from the buffers and fed to the MAC array.
+
+docs/protocol.md (RUN): for each channel tile ``n``, for each GEMM row ``m``, ``k_steps`` steps;
+step ``k`` multiplies activation entry ``act_base + m*k_steps + k`` with weight entry
+``weight_base + n*k_steps + k``. Within a tile the activation address just counts up; the
+weight address counts up within a row and restarts at the tile's first entry for the next row.
+No multiplier is needed.
+"""
+
+from amaranth import Module, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["LayerSequencer"]
+
+
+class LayerSequencer(wiring.Component):
+    """Issues one MAC step per cycle (II = 1) while the MAC array accepts them.
+
+    A step's two buffer reads are issued in cycle ``t`` and its beat is offered to the MAC array
+    from cycle ``t + 1`` (one register stage: the synchronous read ports), with ``first`` on
+    ``k = 0`` and ``last`` on ``k = k_steps - 1``. Reads are enabled only when that stage
+    advances, so the stage holds its beat under backpressure with nothing lost or repeated.
+    There is no bubble between steps, rows or tiles, as long as the parameter cache has the
+    tile's entries (``tile_ready``).
+
+    Parameters
+    ----------
+    mac_layout : data layout
+        The MAC array's input beat (:attr:`hw.mac_array.MacArray.in_layout`).
+    rows, cols, weight_bits : int
+        Array shape and weight width (the buffers' entry contents).
+    act_shape, weight_shape : shape
+        Buffer entry shapes (unsigned, whole 32-bit words).
+    act_addr_width, weight_addr_width : int
+
+    Attributes
+    ----------
+    start : ``In(stream.Signature(start_layout))``
+        One beat starts a run: ``m_count``, ``k_steps``, ``n_tiles`` (16 bits, >= 1),
+        ``act_base``, ``weight_base`` (already including ``bank * weight_depth``), ``x_signed``,
+        ``x_zp``. Accepted only when idle.
+    acts, weights : ``In(ReadPort.Signature(...))``
+        The buffers' read ports (driven by the sequencer).
+    tile_ready : ``In(1)``
+        The current tile's weight zero points are available (``w_zp``).
+    tile_next : ``Out(1)``
+        Pulse: the last step of the current tile was issued.
+    w_zp : ``In(ArrayLayout(signed(8), rows))``
+    o : ``Out(stream.Signature(mac_layout))``
+    busy : ``Out(1)``
+        Steps remain to be issued.
+    """
+
+    def __init__(self, *, mac_layout, rows, cols, weight_bits, act_shape, weight_shape,
+                 act_addr_width, weight_addr_width):
+        self.rows, self.cols, self.weight_bits = rows, cols, weight_bits
+        self.start_layout = data.StructLayout({
+            "m_count": unsigned(16), "k_steps": unsigned(16), "n_tiles": unsigned(16),
+            "act_base": unsigned(act_addr_width), "weight_base": unsigned(weight_addr_width),
+            "x_signed": unsigned(1), "x_zp": signed(9),
+        })
+        super().__init__({
+            "start": In(stream.Signature(self.start_layout)),
+            "acts": In(ReadPort.Signature(addr_width=act_addr_width, shape=act_shape)),
+            "weights": In(ReadPort.Signature(addr_width=weight_addr_width, shape=weight_shape)),
+            "tile_ready": In(1),
+            "tile_next": Out(1),
+            "w_zp": In(data.ArrayLayout(signed(8), rows)),
+            "o": Out(stream.Signature(mac_layout)),
+            "busy": Out(1),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        R, C, wb = self.rows, self.cols, self.weight_bits
+        cfg = Signal(self.start_layout)
+        running = Signal()
+        k = Signal(16)
+        mm = Signal(16)
+        n = Signal(16)
+        a_addr = Signal(len(self.acts.addr))
+        w_addr = Signal(len(self.weights.addr))
+        w_tile = Signal(len(self.weights.addr))     # first weight entry of the current tile
+
+        advance = Signal()
+        issue = Signal()
+        m.d.comb += [
+            self.start.ready.eq(~running),
+            self.busy.eq(running),
+            advance.eq(~self.o.valid | self.o.ready),
+            issue.eq(running & self.tile_ready & advance),
+            self.acts.addr.eq(a_addr), self.acts.en.eq(advance),
+            self.weights.addr.eq(w_addr), self.weights.en.eq(advance),
+        ]
+
+        # The register stage beside the read ports.
+        first = Signal(reset_less=True)
+        last = Signal(reset_less=True)
+        w_zp = Signal(data.ArrayLayout(signed(8), R), reset_less=True)
+        with m.If(advance):
+            m.d.sync += [self.o.valid.eq(issue), first.eq(k == 0),
+                         last.eq(k == cfg.k_steps - 1), w_zp.eq(self.w_zp)]
+        p = self.o.payload
+        m.d.comb += [
+            p.x.eq(self.acts.data[:8 * C]),
+            p.x_signed.eq(cfg.x_signed),
+            p.x_zp.eq(cfg.x_zp),
+            p.w.eq(self.weights.data[:R * C * wb]),
+            p.w_zp.eq(w_zp),
+            p.first.eq(first),
+            p.last.eq(last),
+        ]
+
+        end_k = k == cfg.k_steps - 1
+        end_m = mm == cfg.m_count - 1
+        end_n = n == cfg.n_tiles - 1
+        with m.If(issue):
+            m.d.sync += [k.eq(k + 1), a_addr.eq(a_addr + 1), w_addr.eq(w_addr + 1)]
+            with m.If(end_k):
+                m.d.sync += [k.eq(0), mm.eq(mm + 1), w_addr.eq(w_tile)]
+                with m.If(end_m):
+                    m.d.comb += self.tile_next.eq(1)
+                    m.d.sync += [mm.eq(0), n.eq(n + 1), a_addr.eq(cfg.act_base),
+                                 w_tile.eq(w_tile + cfg.k_steps), w_addr.eq(w_tile + cfg.k_steps)]
+                    with m.If(end_n):
+                        m.d.sync += running.eq(0)
+        with m.If(self.start.valid & self.start.ready):
+            s = self.start.payload
+            m.d.sync += [cfg.eq(s), running.eq(1), k.eq(0), mm.eq(0), n.eq(0),
+                         a_addr.eq(s.act_base), w_addr.eq(s.weight_base), w_tile.eq(s.weight_base)]
+        return m

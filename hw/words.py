@@ -1,0 +1,138 @@
+"""Width conversion between bus beats and the 32-bit words of the command protocol.
+
+The protocol (docs/protocol.md) is defined on 32-bit words; a beat of the ``bus_width``-bit
+AXI4-Stream carries ``bus_width / 32`` of them, word 0 in the low bits. The command processor
+reads one word per cycle, and needs to know where beats end (padding may only fill the end of
+a beat) and where the packet ends (TLAST). The response side packs words into beats and
+zero-pads the last beat of a packet.
+"""
+
+from amaranth import Cat, Module, Signal, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+__all__ = ["beat_layout", "WORD_IN", "WORD_OUT", "BeatsToWords", "WordsToBeats"]
+
+#: A word of a command packet: ``end`` marks the last word of a beat, ``last`` the last word
+#: of the packet (the last word of the beat that carried TLAST).
+WORD_IN = data.StructLayout({"data": unsigned(32), "end": unsigned(1), "last": unsigned(1)})
+
+#: A word of a response packet; ``last`` marks its final word.
+WORD_OUT = data.StructLayout({"data": unsigned(32), "last": unsigned(1)})
+
+
+def beat_layout(bus_width):
+    """One bus beat: ``data`` (``bus_width`` bits) and ``last`` (TLAST)."""
+    return data.StructLayout({"data": unsigned(bus_width), "last": unsigned(1)})
+
+
+def _words_per_beat(bus_width):
+    if not isinstance(bus_width, int) or isinstance(bus_width, bool) or bus_width < 32 or bus_width % 32:
+        raise ValueError(f"bus_width: {bus_width!r} is not allowed; a multiple of 32 (32, 64, 128, ...)")
+    return bus_width // 32
+
+
+class BeatsToWords(wiring.Component):
+    """Splits beats into their 32-bit words, word 0 (``data[0:32]``) first.
+
+    One word per cycle: the next beat is taken in the cycle the current beat's last word is,
+    so a stream of beats becomes an unbroken stream of words. Latency 1 cycle (the beat is
+    registered).
+
+    Parameters
+    ----------
+    bus_width : int
+        Beat width, a multiple of 32.
+
+    Attributes
+    ----------
+    i : ``In(stream.Signature(beat_layout(bus_width)))``
+    o : ``Out(stream.Signature(WORD_IN))``
+        ``end`` on each beat's last word, ``last`` also when that beat had TLAST.
+    """
+
+    def __init__(self, *, bus_width):
+        self.per = _words_per_beat(bus_width)
+        self.bus_width = bus_width
+        super().__init__({"i": In(stream.Signature(beat_layout(bus_width))),
+                          "o": Out(stream.Signature(WORD_IN))})
+
+    def elaborate(self, platform):
+        m = Module()
+        beat = Signal(self.bus_width, reset_less=True)
+        tlast = Signal(reset_less=True)
+        held = Signal()
+        idx = Signal(range(self.per))
+        at_end = Signal()
+        m.d.comb += [
+            at_end.eq(idx == self.per - 1),
+            self.o.valid.eq(held),
+            self.o.payload.data.eq(beat.word_select(idx, 32) if self.per > 1 else beat),
+            self.o.payload.end.eq(at_end),
+            self.o.payload.last.eq(at_end & tlast),
+            self.i.ready.eq(~held | (self.o.ready & at_end)),
+        ]
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += idx.eq(0 if self.per == 1 else idx + 1)
+            with m.If(at_end):
+                m.d.sync += [held.eq(0), idx.eq(0)]
+        with m.If(self.i.valid & self.i.ready):
+            m.d.sync += [beat.eq(self.i.payload.data), tlast.eq(self.i.payload.last),
+                         held.eq(1), idx.eq(0)]
+        return m
+
+
+class WordsToBeats(wiring.Component):
+    """Packs 32-bit words into beats, word 0 in ``data[0:32]``; a packet's last beat is padded
+    with zero words and carries ``last``.
+
+    One word per cycle in; a completed beat waits in an output register, so the packer stalls
+    only when that register is full and not being taken. Latency 1 cycle after a beat's last
+    word.
+
+    Parameters
+    ----------
+    bus_width : int
+        Beat width, a multiple of 32.
+
+    Attributes
+    ----------
+    i : ``In(stream.Signature(WORD_OUT))``
+    o : ``Out(stream.Signature(beat_layout(bus_width)))``
+    """
+
+    def __init__(self, *, bus_width):
+        self.per = _words_per_beat(bus_width)
+        self.bus_width = bus_width
+        super().__init__({"i": In(stream.Signature(WORD_OUT)),
+                          "o": Out(stream.Signature(beat_layout(bus_width)))})
+
+    def elaborate(self, platform):
+        m = Module()
+        per = self.per
+        asm = Signal(self.bus_width, reset_less=True)
+        idx = Signal(range(per))
+        done = Signal()
+        beat = Signal(self.bus_width)
+        out_free = Signal()
+        m.d.comb += [
+            out_free.eq(~self.o.valid | self.o.ready),
+            self.i.ready.eq(out_free),
+            done.eq((idx == per - 1) | self.i.payload.last),
+        ]
+        # The assembled words below idx plus the incoming word at idx (zeros above).
+        words = [asm.word_select(k, 32) for k in range(per)]
+        m.d.comb += beat.eq(0)
+        for k in range(per):
+            with m.If(idx == k):
+                m.d.comb += beat.eq(Cat(*words[:k], self.i.payload.data))
+        with m.If(self.o.valid & self.o.ready):
+            m.d.sync += self.o.valid.eq(0)
+        with m.If(self.i.valid & self.i.ready):
+            with m.If(done):
+                m.d.sync += [self.o.valid.eq(1), self.o.payload.data.eq(beat),
+                             self.o.payload.last.eq(self.i.payload.last), idx.eq(0)]
+            with m.Else():
+                m.d.sync += [asm.eq(beat), idx.eq(idx + 1)]
+        return m
+
