@@ -45,6 +45,8 @@ class MacBench:
         self.expected_outputs = 0
         self.steps = 0
         self._packed = {}
+        self.transfers = []
+        self.recording = False
 
     # Stimulus --------------------------------------------------------------------------------
 
@@ -209,17 +211,31 @@ class MacBench:
             v = await self.snk.recv()
             self.sb.check(np.array([v.acc[r] for r in range(self.R)], dtype=np.int64), self.tb.cycle)
 
-    async def handshakes(self, log):
-        """Record (cycle, port) of every i and o transfer (sampled before the edge)."""
-        dut, cycle = self.tb.dut, 0
+    async def monitor(self, idle_limit):
+        """Watch both ports every cycle (sampled before the edge): record transfers in
+        ``self.transfers`` (cycle, port) while ``self.recording``, and fail when outputs are
+        pending but neither port has moved for ``idle_limit`` cycles (a lost beat or a
+        handshake deadlock), instead of waiting for the test timeout."""
+        dut, cycle, last_move = self.tb.dut, 0, 0
         while True:
             await RisingEdge(self.tb.clk)
             await ReadOnly()
             cycle += 1
+            moved = False
             if dut.i__valid.value == 1 and dut.i__ready.value == 1:
-                log.append((cycle, "i"))
+                moved = True
+                if self.recording:
+                    self.transfers.append((cycle, "i"))
             if dut.o__valid.value == 1 and dut.o__ready.value == 1:
-                log.append((cycle, "o"))
+                moved = True
+                if self.recording:
+                    self.transfers.append((cycle, "o"))
+            if moved or self.sb.checked >= self.expected_outputs:
+                last_move = cycle
+            elif cycle - last_move > idle_limit:
+                fail(f"mac_array: no transfer on i or o for {idle_limit} cycles with "
+                     f"{self.expected_outputs - self.sb.checked} output(s) still expected "
+                     f"(checked {self.sb.checked}): a result was lost or the handshake deadlocked")
 
 
 def fail(text):
@@ -233,6 +249,7 @@ async def run(dut):
     cfg = b.tb.cfg
     dut._log.info("seed %d, %r, latency %d", b.tb.seed, b.array, b.array.latency)
     await b.tb.reset()
+    cocotb.start_soon(b.monitor(int(cfg.get("idle_limit", 2000))))
 
     # Throughput: back-to-back accumulations (including single-step ones), no pauses. All
     # beats are queued before the first leaves, so the source never starves the array.
@@ -242,14 +259,13 @@ async def run(dut):
         while len(beats) < ii_steps:
             g = b.random_gemm(max_m=4, max_k=4 * b.C)
             beats += b.gemm(**g)
-        log = []
-        mon = cocotb.start_soon(b.handshakes(log))
+        b.recording = True
         await RisingEdge(b.tb.clk)                  # the monitor is watching before the first beat
         await b.send(beats)
         await b.consume()
-        mon.cancel()
-        t_in = [c for c, p in log if p == "i"]
-        t_out = [c for c, p in log if p == "o"]
+        b.recording = False
+        t_in = [c for c, p in b.transfers if p == "i"]
+        t_out = [c for c, p in b.transfers if p == "o"]
         if len(t_in) != len(beats):
             fail(f"mac_array: {len(t_in)} input transfers seen for {len(beats)} steps")
         cycles = t_out[-1] - t_in[0] + 1
