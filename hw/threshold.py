@@ -249,7 +249,7 @@ class ThresholdUnit(wiring.Component):
 
         for lane in range(L):
             x0 = Signal(signed(32), name=f"x0_{lane}")
-            c = [Signal(CB, name=f"c{r}_{lane}") for r in range(Q + 1)]
+            c = [Signal(CB, name=f"c{r}_{lane}") for r in range(Q)]
             y = [Signal(signed(33), name=f"y{r}_{lane}") for r in range(1, Q + 1)]
             q = [Signal(self.q_bits, name=f"q{r}_{lane}") for r in range(1, Q + 1)]
             y, q = [None] + y, [None] + q              # index by register number
@@ -257,7 +257,7 @@ class ThresholdUnit(wiring.Component):
 
             with m.If(advance):
                 m.d.sync += [x0.eq(self.i.payload.x[lane]), c[0].eq(self.i.payload.channel[lane])]
-                m.d.sync += [c[r + 1].eq(c[r]) for r in range(Q)]
+                m.d.sync += [c[r + 1].eq(c[r]) for r in range(Q - 1)]
                 m.d.sync += [y[r + 1].eq(y[r]) for r in range(1, Q)]
                 m.d.sync += [q[r + 1].eq(q[r]) for r in range(1, Q)]
 
