@@ -38,7 +38,12 @@ def _signed_bits(lo, hi):
 
 
 def step_range(cols, weight_bits):
-    """Exact ``(lo, hi)`` of one step's sum over every value the beat's fields can carry."""
+    """Exact ``(lo, hi)`` of one step's sum over every value the beat's fields can carry.
+
+    ``w - w_zp`` spans ``[wmin - 127, wmax + 128]`` and ``x - x_zp`` spans ``[-383, 511]`` (a lane
+    read as int8 or uint8 minus a signed(9) zero point), so for 8-bit weights one step lies in
+    ``±255 * 511 * cols``. ``acc_bits`` must hold it.
+    """
     wlo, whi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
     a = (wlo - W_ZP_RANGE[1], whi - W_ZP_RANGE[0])               # w - w_zp
     b = (X_EXT_RANGE[0] - X_ZP_RANGE[1], X_EXT_RANGE[1] - X_ZP_RANGE[0])   # x - x_zp
@@ -96,13 +101,14 @@ class MacArray(wiring.Component):
                           per stage (``S`` finishes one stage earlier)
     2 + D                 correction ``w_zp[r] * S`` (parallel to the last level)
     3 + D                 step sum ``e[r] = tree[r] - correction[r]``
-    4 + D                  accumulator ``acc[r]`` and result register ``o.payload``
+    4 + D                 accumulator ``acc[r]`` and result register ``o.payload``
     ====================  =======================================================
 
-    Latency: a step accepted at a clock edge has its accumulator updated ``4 + D`` edges later;
-    a ``last`` step's result is valid on ``o`` from the cycle after that edge, i.e. the result of
-    an accumulation appears ``4 + D`` cycles after its last step was accepted (``latency``
-    attribute). Throughput: one step per cycle (II = 1) while ``i.valid`` and ``o`` drains.
+    Latency: a ``last`` step transferred in cycle ``t`` (``i.valid & i.ready``) has its result on
+    ``o`` (``o.valid``) from cycle ``t + 4 + D`` (``latency`` attribute: 4 for C = 1, 7 for
+    C = 5..8, 8 for C = 9..16). Throughput: one step per cycle (II = 1) while ``i.valid`` and
+    ``o`` drains, so S back-to-back steps take ``S + latency`` cycles from the first step in to
+    the last result out.
 
     Clearing and draining: the accumulator stage computes ``(0 if first else acc) + e``; it
     always writes the accumulator and, for a ``last`` step, also the result register, which
@@ -117,9 +123,9 @@ class MacArray(wiring.Component):
 
     Parameters
     ----------
-    rows : int >= 1
+    rows : int, 1..4096
         R, output channels computed in parallel.
-    cols : int >= 1
+    cols : int, 1..4096
         C, input lanes (terms of K per step).
     weight_bits : 8, 4 or 2
         Stored weight width; a row's C weights are packed in ``C * weight_bits`` bits.
