@@ -219,8 +219,10 @@ class CommandProcessor(wiring.Component):
         def entry_data(words):
             # The entry's earlier words from the staging registers, its last word from the input.
             return Cat(*stage[:words - 1], word)
+        in_payload = Signal()                # the FSM is in PAYLOAD (set there)
         entry_done = Signal()                # this word completes an entry of a write command
-        m.d.comb += entry_done.eq(take & is_write & in_entries & (ew == entry_words - 1))
+        m.d.comb += entry_done.eq(take & in_payload & is_write & in_entries &
+                                  (ew == entry_words - 1))
         for port, op, words in ((self.weights, "WRITE_WEIGHTS", c.weight_entry_words),
                                 (self.acts, "WRITE_ACTS", c.act_entry_words),
                                 (self.residual, "WRITE_RESIDUAL", c.residual_entry_words)):
@@ -461,6 +463,7 @@ class CommandProcessor(wiring.Component):
                         m.next = "PAYLOAD"
 
             with m.State("PAYLOAD"):
+                m.d.comb += in_payload.eq(1)
                 err = Signal(3)
                 is_thr = is_op["WRITE_THRESHOLDS"] & (pidx >= 2)
                 stores_thr = is_thr & thr_ok
