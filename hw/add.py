@@ -5,7 +5,7 @@ Hardware image of :func:`golden.add.add`; :meth:`AddUnit.encode` turns golden's
 :class:`~golden.add.AddParams` into the beat's parameter fields.
 """
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -145,7 +145,10 @@ class AddUnit(wiring.Component):
         m = Module()
         n = self.lanes
         out_params = data.ArrayLayout(param_layout(self.out_bits), n)
-        m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32, user=out_params)
+        # The sideband is declared plain (and viewed here) so that the inner ports do not
+        # expand into one named wire per parameter field.
+        m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32,
+                                                  user=Shape.cast(out_params))
         m.submodules.output = orq = Requantizer(lanes=n, out_bits=self.out_bits)
 
         # Stages 1-2 (stall-all): wrap32(x - zp), then wrap32(. << left_shift). Only the low 32
@@ -167,7 +170,7 @@ class AddUnit(wiring.Component):
                 m.d.comb += [brq.i.payload.acc[br * n + lane].eq(xs),
                              brq.i.payload.params[br * n + lane].eq(bp)]
             op = st.reg(st.reg(prm.output, f"l{lane}_op1"), f"l{lane}_op2")
-            m.d.comb += brq.i.payload.user[lane].eq(op)
+            m.d.comb += out_params(brq.i.payload.user)[lane].eq(op)
         m.d.comb += brq.i.valid.eq(p_valid[1])
 
         # Stage 3 (one register): s = wrap32(v_0 + v_1), with the output parameters.

@@ -8,13 +8,13 @@ object drives both.
 """
 
 import numpy as np
-from amaranth import Cat, Const, Module, Mux, Shape, Signal, Value, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.requantizer import INT32_MAX, INT32_MIN, MAX_SHIFT, ROUNDING_MODES, RequantParams
+from golden.requantizer import ROUNDING_MODES, RequantParams
 
-__all__ = ["Rounding", "Requantizer", "LATENCY"]
+__all__ = ["Rounding", "Requantizer", "LATENCY", "param_layout", "encode_channels"]
 
 #: Cycles from a beat's acceptance on ``i`` to its presentation on ``o`` (no stall).
 LATENCY = 9
@@ -56,10 +56,13 @@ class _Stages:
         self.m, self.en = m, en
 
     def reg(self, value, name, shape=None):
-        sig = Signal(shape if shape is not None else value.shape(), name=name, reset_less=True)
+        shape = shape if shape is not None else value.shape()
+        # A plain-shaped register behind a view: a layout-shaped Signal would also emit a named
+        # alias wire per field, which costs simulator build and trace time and nothing else.
+        sig = Signal(Shape.cast(shape), name=name, reset_less=True)
         with self.m.If(self.en):
             self.m.d.sync += sig.eq(value)
-        return sig
+        return sig if isinstance(shape, Shape) else shape(sig)
 
 
 def param_layout(out_bits):
@@ -199,7 +202,7 @@ class Requantizer(wiring.Component):
         # i.ready are registers; when the consumer stalls, the beat the pipeline pushes out lands
         # here and freezes the pipeline until it drains.
         skid_valid = Signal()
-        skid = Signal(self.o_layout, reset_less=True)
+        skid = self.o_layout(Signal(Shape.cast(self.o_layout), name="skid", reset_less=True))
         en = Signal()
         m.d.comb += [en.eq(~skid_valid), self.i.ready.eq(en)]
         st = _Stages(m, en)
@@ -209,7 +212,7 @@ class Requantizer(wiring.Component):
             m.d.sync += valid[0].eq(self.i.valid)
             m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, stages)]
 
-        out = Signal(self.o_layout)
+        out = self.o_layout(Signal(Shape.cast(self.o_layout), name="out"))
         for lane in range(self.lanes):
             y = self._lane(st, self.i.payload.acc[lane], self.i.payload.params[lane], f"l{lane}_")
             m.d.comb += out.y[lane].eq(y)

@@ -3,8 +3,9 @@
 
 Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``in_bits``, ``out_bits``, ``n``
 (random lane items after the corner list), ``corners`` (``"quick"``, ``"thorough"`` or false),
-``in_stall`` / ``out_stall`` / ``burst`` (random pauses), ``golden_rounding`` (optional: golden
-uses this rounding in all three requantizers, to show the check fails).
+``full_rate``, ``in_stall`` / ``out_stall`` / ``burst`` (the no-stall phase that checks latency
+and II = 1, then random pauses: :func:`sim.tb_requantizer.stream_check`), ``golden_rounding``
+(optional: golden uses this rounding in all three requantizers, to show the check fails).
 
 Every lane of every beat is one item ``(a, b, AddParams)``, encoded by :meth:`AddUnit.encode`.
 Items: NEMO ``PACT_IntegerAdd`` parameters (:meth:`AddParams.nemo`) from random quanta and
@@ -20,13 +21,12 @@ from fractions import Fraction
 
 import cocotb
 import numpy as np
-from cocotb.triggers import with_timeout
 
 from golden.add import AddParams, add
 from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from hw.add import LATENCY, AddUnit
 from sim.bench import Bench, Scoreboard
-from sim.tb_requantizer import MODES, Stimulus, check_timing, first_latency
+from sim.tb_requantizer import MODES, Stimulus, stream_check
 
 
 class AddStimulus:
@@ -206,9 +206,6 @@ async def run(dut):
     dut._log.info("seed %d, %r", tb.seed, unit)
     src = tb.source("i", unit.i_layout)
     snk = tb.sink("o", unit.o_layout)
-    burst = int(cfg.get("burst", 3))
-    src.stall(tb.stalls(float(cfg.get("in_stall", 0.3)), burst))
-    snk.stall(tb.stalls(float(cfg.get("out_stall", 0.3)), burst))
     await tb.reset()
 
     stim = AddStimulus(tb.rng, in_bits, out_bits)
@@ -231,30 +228,7 @@ async def run(dut):
         beats.append({"a": [a for a, _, _ in lane_items], "b": [b for _, b, _ in lane_items],
                       "params": [unit.encode(p, 1)[0] for _, _, p in lane_items]})
     dut._log.info("%d items in %d beats", len(items), len(beats))
-
-    timing = {}
-
-    async def drive():
-        for beat in beats:
-            await src.send(beat)
-
-    async def collect():
-        for _ in beats:
-            v = await snk.recv()
-            sb.check(np.array([v.y[j] for j in range(lanes)], dtype=np.int64), tb.cycle)
-
-    start = tb.cycle
-    full_rate = float(cfg.get("in_stall", 0.3)) == 0 and float(cfg.get("out_stall", 0.3)) == 0
-    if full_rate:
-        cocotb.start_soon(first_latency(dut, timing))
-    cocotb.start_soon(drive())
-    budget = (len(beats) * (4 + 2 * burst) + 200 + LATENCY) * 10
-    await with_timeout(collect(), budget, "ns")
-    sb.finish()
-    dut._log.info("checked %d beats (%d items), %d cycles, timing %s", sb.checked, len(items),
-                  tb.cycle - start, timing)
-    if full_rate:
-        check_timing(len(beats), tb.cycle - start, timing["latency"], LATENCY)
+    await stream_check(tb, src, snk, beats, sb, lambda v: [v.y[j] for j in range(lanes)], LATENCY)
 
 
 def repr_params(p):

@@ -2,9 +2,10 @@
 """Bench of :class:`hw.requantizer.Requantizer` against :func:`golden.requantizer.requantize`.
 
 Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``out_bits``, ``n`` (random lane items
-after the corner list), ``corners`` (``"quick"``, ``"thorough"`` or false), ``in_stall`` / ``out_stall`` (pause probability per cycle), ``burst``
-(longest pause), ``golden_rounding`` (optional: golden uses this rounding for every item, to
-show the check fails).
+after the corner list), ``corners`` (``"quick"``, ``"thorough"`` or false), ``full_rate`` (beats
+of the no-stall phase that checks latency and II = 1), ``in_stall`` / ``out_stall`` (pause
+probability per cycle afterwards), ``burst`` (longest pause), ``golden_rounding`` (optional:
+golden uses this rounding for every item, to show the check fails).
 
 Every lane of every beat is one *item*: an accumulator and a
 :class:`~golden.requantizer.RequantParams` of one channel, encoded by
@@ -12,7 +13,7 @@ Every lane of every beat is one *item*: an accumulator and a
 differ across lanes. The corner list comes first (int32 extremes, shift 0 and 62, TFLite's
 two shift regimes, exact ties of every mode with odd and even quotients of both signs, negative
 multipliers, wrapping ``acc + bias``, offsets at the int48 ends, clipping at both ends, zero
-points), then random items.
+points), shuffled with the random items.
 """
 
 import dataclasses
@@ -23,7 +24,7 @@ from cocotb.triggers import FallingEdge, with_timeout
 
 from golden.requantizer import INT32_MAX, INT32_MIN, ROUNDING_MODES, RequantParams, requantize
 from hw.requantizer import LATENCY, Requantizer
-from sim.bench import Bench, Scoreboard
+from sim.bench import Bench, Scoreboard, write_report
 
 MODES = tuple(ROUNDING_MODES)
 INT48_MIN, INT48_MAX = -(1 << 47), (1 << 47) - 1
@@ -168,6 +169,17 @@ class Stimulus:
                 for shift in shifts:
                     for mult in mults:
                         items.append((acc, RequantParams(mult=mult, shift=shift, rounding=mode, **full)))
+            if tfl:
+                # TFLite's int32 pre-shift x << (31 - shift) wraps: x = small + j * 2**(32 - left)
+                # lands on small * 2**left, with a multiplier small enough to stay unclipped.
+                for shift in (1, 2, 16, 29, 30):
+                    left = 31 - shift
+                    for j in (1, -1, 3):
+                        small = self.int(-8, 8)
+                        x = small + j * (1 << (32 - left))
+                        if INT32_MIN <= x <= INT32_MAX:
+                            mult = self.int(1, min(1 << (shift + 4), INT32_MAX))   # |y| <= 16 * 8
+                            items.append((x, RequantParams(mult=mult, shift=shift, rounding=mode, **full)))
             # acc + bias wraps both ways.
             for acc, bias in ((INT32_MAX, 1), (INT32_MAX, INT32_MAX), (INT32_MIN, -1),
                               (INT32_MIN, INT32_MIN), (-5, INT32_MIN)):
@@ -209,9 +221,6 @@ async def run(dut):
     dut._log.info("seed %d, lanes %d, out_bits %d", tb.seed, lanes, out_bits)
     src = tb.source("i", rq.i_layout)
     snk = tb.sink("o", rq.o_layout)
-    burst = int(cfg.get("burst", 3))
-    src.stall(tb.stalls(float(cfg.get("in_stall", 0.3)), burst))
-    snk.stall(tb.stalls(float(cfg.get("out_stall", 0.3)), burst))
     await tb.reset()
 
     stim = Stimulus(tb.rng, out_bits)
@@ -237,56 +246,69 @@ async def run(dut):
             "rounding": [p.rounding for p in params]})
         beats.append({"acc": accs, "params": [rq.encode(p, 1)[0] for p in params]})
     dut._log.info("%d items in %d beats", len(items), len(beats))
+    await stream_check(tb, src, snk, beats, sb, lambda v: [v.y[j] for j in range(lanes)], LATENCY)
 
-    timing = {}
 
-    async def drive():
-        for beat in beats:
-            await src.send(beat)
-            timing.setdefault("first_sent", tb.cycle)
+async def stream_check(tb, src, snk, beats, sb, values, latency):
+    """Send ``beats`` and check every output with ``sb`` in two phases.
 
-    async def collect():
-        for _ in beats:
+    Phase 1: the first ``cfg["full_rate"]`` beats (default 48) with no stalls on either side;
+    a monitor checks the documented ``latency`` exactly (first acceptance to first
+    presentation) and II = 1 (acceptances, then presentations, on consecutive cycles).
+    Phase 2: the rest, with random stalls ``in_stall`` / ``out_stall`` (pause probability per
+    cycle, default 0.3) of 1..``burst`` cycles (default 3). ``values(v)`` turns a received
+    beat into the list compared with golden.
+    """
+    cfg = tb.cfg
+    k = min(int(cfg.get("full_rate", 48)), len(beats))
+
+    async def collect(n):
+        for _ in range(n):
             v = await snk.recv()
-            timing.setdefault("first_out", tb.cycle)
-            sb.check(np.array([v.y[j] for j in range(lanes)], dtype=np.int64), tb.cycle)
-        timing["last_out"] = tb.cycle
+            sb.check(np.array(values(v), dtype=np.int64), tb.cycle)
 
-    start = tb.cycle
-    full_rate = float(cfg.get("in_stall", 0.3)) == 0 and float(cfg.get("out_stall", 0.3)) == 0
-    if full_rate:
-        cocotb.start_soon(first_latency(dut, timing))
-    cocotb.start_soon(drive())
-    # Budget: a beat per cycle plus the stall patterns' worst average, generously.
-    budget = (len(beats) * (4 + 2 * burst) + 200) * 10
-    await with_timeout(collect(), budget, "ns")
+    burst = int(cfg.get("burst", 3))
+    budget = lambda n: (n * (4 + 2 * burst) + 100 + latency) * 10     # ns; 10 ns clock
+    if k:
+        accepted, presented = [], []
+        monitor = cocotb.start_soon(handshakes(tb.dut, accepted, presented))
+        for beat in beats[:k]:
+            await src.send(beat)            # queued at once: the source drives back to back
+        await with_timeout(collect(k), budget(k), "ns")
+        monitor.cancel()
+        check_timing(accepted, presented, latency)
+    src.stall(tb.stalls(float(cfg.get("in_stall", 0.3)), burst))
+    snk.stall(tb.stalls(float(cfg.get("out_stall", 0.3)), burst))
+    for beat in beats[k:]:
+        await src.send(beat)
+    await with_timeout(collect(len(beats) - k), budget(len(beats) - k), "ns")
     sb.finish()
-    dut._log.info("checked %d beats (%d items), %d cycles, timing %s", sb.checked, len(items),
-                  tb.cycle - start, timing)
-    if full_rate:
-        check_timing(len(beats), tb.cycle - start, timing["latency"], LATENCY)
+    tb.dut._log.info("checked %d beats, %d cycles", sb.checked, tb.cycle)
 
 
-async def first_latency(dut, timing):
-    """Cycles from the first accepted input beat to the first presented output beat (sampled
-    mid-cycle, at the falling edge, where both sides are settled)."""
-    cycle = accepted = 0
+async def handshakes(dut, accepted, presented):
+    """Append the cycles of input acceptances and output transfers, sampled mid-cycle at the
+    falling edge where both sides are settled; runs until cancelled."""
+    cycle = 0
     while True:
         await FallingEdge(dut.clk)
         cycle += 1
-        if accepted == 0 and dut.i__valid.value == 1 and dut.i__ready.value == 1:
-            accepted = cycle
-        if accepted and dut.o__valid.value == 1:
-            timing["latency"] = cycle - accepted
-            return
+        if dut.i__valid.value == 1 and dut.i__ready.value == 1:
+            accepted.append(cycle)
+        if dut.o__valid.value == 1 and dut.o__ready.value == 1:
+            presented.append(cycle)
 
 
-def check_timing(beats, cycles, latency, expected_latency):
-    """Without stalls: the documented latency exactly, and ``beats`` beats in ``beats + latency``
-    cycles (II = 1), give or take the drivers' own cycle of delay at each end."""
-    if latency != expected_latency:
-        raise AssertionError(f"LATENCY: measured {latency} cycles, documented {expected_latency}")
-    limit = beats + latency + 3
-    if cycles > limit:
-        raise AssertionError(f"THROUGHPUT: {beats} beats took {cycles} cycles without stalls, "
-                             f"expected <= {limit} (II = 1)")
+def check_timing(accepted, presented, latency):
+    """Without stalls: the first output ``latency`` cycles after the first acceptance, and
+    acceptances and outputs each on consecutive cycles (II = 1)."""
+    def fail(text):
+        write_report(text)
+        raise AssertionError(text)
+    if not accepted or not presented or presented[0] - accepted[0] != latency:
+        fail(f"LATENCY: first acceptance at cycle {accepted[:1]}, first output at "
+             f"{presented[:1]}: expected {latency} cycles apart")
+    for name, cycles in (("input acceptances", accepted), ("outputs", presented)):
+        if cycles[-1] - cycles[0] != len(cycles) - 1:
+            fail(f"THROUGHPUT: {len(cycles)} {name} without stalls spread over cycles "
+                 f"{cycles[0]}..{cycles[-1]} (II = 1 expected)")

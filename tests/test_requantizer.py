@@ -23,15 +23,10 @@ QUICK = [(1, 32), (4, 8)]
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("lanes,out_bits", QUICK)
 def test_requantizer(sim, lanes, out_bits, tmp_path):
-    """The corner list (ties at every shift in every mode, extremes, wraps, clips) plus random
-    items, random stalls on both sides."""
-    run(sim, tmp_path, lanes=lanes, out_bits=out_bits, n=1000 * lanes)
-
-
-@pytest.mark.parametrize("sim", SIMULATORS)
-def test_requantizer_full_rate(sim, tmp_path):
-    """No stalls on either side: II = 1 (the bench checks the cycle count)."""
-    run(sim, tmp_path, lanes=4, out_bits=8, n=500, corners=False, in_stall=0, out_stall=0)
+    """A no-stall phase (exact latency, II = 1), then the corner list (ties at every shift in
+    every mode, extremes, wraps, clips) and random items under random stalls on both sides.
+    Icarus, the slower simulator, gets fewer random items."""
+    run(sim, tmp_path, lanes=lanes, out_bits=out_bits, n=(1000 if sim == "verilator" else 200) * lanes)
 
 
 def test_bench_catches_wrong_rounding(tmp_path):
@@ -43,11 +38,11 @@ def test_bench_catches_wrong_rounding(tmp_path):
 
 @pytest.mark.regress
 @pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("lanes,out_bits,seed", [(1, 32, 2), (4, 8, 3), (3, 16, 4), (8, 8, 5),
-                                                 (2, 2, 6)])
+@pytest.mark.parametrize("lanes,out_bits,seed", [(1, 32, 2), (3, 16, 4), (8, 8, 5), (2, 2, 6)])
 def test_requantizer_regress(sim, lanes, out_bits, seed, tmp_path):
+    """More lanes and output widths, every tie quotient, a long no-stall phase, long stalls."""
     run(sim, tmp_path, lanes=lanes, out_bits=out_bits, seed=seed, corners="thorough",
-        n=30000 if sim == "verilator" else 8000, burst=8, in_stall=0.4, out_stall=0.5)
+        n=20000 if sim == "verilator" else 4000, full_rate=400, burst=8, in_stall=0.4, out_stall=0.5)
 
 
 # --- elaboration parameters and host encoder (no simulator) ---------------------------------
