@@ -121,14 +121,16 @@ def random_window(rng, unit):
             return window, "max", kw
         kw["d"] = int(rng.integers(dmin, unit.max_shift + 1))
     r = rng.random()
+    # Clamps inside the unit's result range (params() refuses one wholly outside it).
+    edge = 1 << (unit.sum_bits - 1)
     if mode == "avg_tflite":
-        if r < 0.3:
+        if r < 0.3 and edge > 255:
             kw["lo"], kw["hi"] = 0, 255                 # uint8 activation range
         elif r < 0.5:
-            a, b = sorted(int(v) for v in rng.integers(-130, 130, 2))
+            a, b = sorted(int(v) for v in rng.integers(max(-130, -edge), min(130, edge), 2))
             kw["lo"], kw["hi"] = a, b
     elif r < 0.2:
-        a, b = sorted(int(v) for v in rng.integers(-300, 300, 2))
+        a, b = sorted(int(v) for v in rng.integers(max(-300, -edge), min(300, edge), 2))
         kw["lo"], kw["hi"] = a, b
     return window, mode, kw
 

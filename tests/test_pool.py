@@ -43,14 +43,14 @@ def test_wrong_golden_is_caught(sim, bug, tmp_path):
     {"lanes": 2, "in_bits": 9, "max_taps": 64, "max_shift": 16},
 ])
 def test_regress(sim, hw, tmp_path):
-    _run(sim, tmp_path, **hw, seed=7, windows=3000, images=24, in_stall=0.4, out_stall=0.5,
+    _run(sim, tmp_path, **hw, seed=7, windows=1500, images=16, in_stall=0.4, out_stall=0.5,
          stall_burst=12)
 
 
 @pytest.mark.regress
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_regress_no_stalls(sim, tmp_path):
-    _run(sim, tmp_path, **QUICK, seed=11, windows=4000, images=16, in_stall=0, out_stall=0)
+    _run(sim, tmp_path, **QUICK, seed=11, windows=2000, images=8, in_stall=0, out_stall=0)
 
 
 # --- arithmetic, elaboration parameters and host-side encoding (no simulator) ---------------

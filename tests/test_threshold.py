@@ -44,14 +44,14 @@ def test_wrong_golden_is_caught(sim, tmp_path):
     {"channels": 9, "max_bits": 8, "lanes": 2},
 ])
 def test_regress(sim, hw, tmp_path):
-    _run(sim, tmp_path, **hw, seed=7, bursts=8, n=1500, in_stall=0.4, out_stall=0.5,
+    _run(sim, tmp_path, **hw, seed=7, bursts=6, n=800, in_stall=0.4, out_stall=0.5,
          load_stall=0.4, stall_burst=12)
 
 
 @pytest.mark.regress
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_regress_no_stalls(sim, tmp_path):
-    _run(sim, tmp_path, **QUICK, seed=11, bursts=6, n=2000, in_stall=0, out_stall=0, load_stall=0)
+    _run(sim, tmp_path, **QUICK, seed=11, bursts=4, n=1500, in_stall=0, out_stall=0, load_stall=0)
 
 
 # --- elaboration parameters and host-side encoding (no simulator) ---------------------------
