@@ -14,8 +14,9 @@ taken from :mod:`amaranth.lib.cdc` / :mod:`amaranth.lib.fifo` for two reasons:
   sides may leave reset in either order, because each side only ever sees the other's pointer
   at its reset value or counting up from it.
 * **Constraints.** Every synchronizer flop is named ``cdc_<what>_s<k>`` and carries
-  ``ASYNC_REG = "TRUE"``, so :mod:`hw.generate` can write SDC/XDC constraints that find them by
-  name (the first stage's input is the only asynchronous timing path).
+  ``ASYNC_REG = "TRUE"``, every Gray pointer register is named ``cdc_<fifo>_<w|r>ptr_gray``, so
+  :mod:`hw.generate` can write SDC/XDC constraints that find them by name (the first stage's
+  input is the only asynchronous timing path of a synchronizer).
 """
 
 from amaranth import Cat, Module, Signal, ClockDomain, ClockSignal, ResetSignal
@@ -165,10 +166,11 @@ class AsyncFIFO(wiring.Component):
         wd, rd = self._w_domain, self._r_domain
 
         # Write side.
+        # The Gray registers are what the other side samples: named for the constraints.
         w_bin = Signal(bits)
-        w_gray = Signal(bits)
+        w_gray = Signal(bits, name=f"cdc_{self._name}_wptr_gray")
         r_bin = Signal(bits)
-        r_gray = Signal(bits)
+        r_gray = Signal(bits, name=f"cdc_{self._name}_rptr_gray")
         r_gray_w = synchronize(m, r_gray, wd, f"{self._name}_rptr")
         full = Signal()
         w_do = Signal()

@@ -104,7 +104,9 @@ class ResultPacker(wiring.Component):
             idx = Signal(ibits, name=f"idx{k}")
             m.d.comb += idx.eq(p + k - f)            # wraps when k < f: then unused
             from_chunk = byte[idx]
-            m.d.comb += word[k].eq(Mux(k < f, acc[k], Mux(k < fill, from_chunk, 0)))
+            fresh = Mux(k < fill, from_chunk, 0)
+            # f <= 3, so byte 3 is never a gathered one.
+            m.d.comb += word[k].eq(Mux(k < f, acc[k], fresh) if k < 3 else fresh)
 
         advance = Signal()
         m.d.comb += [

@@ -62,7 +62,8 @@ class BeatsToWords(wiring.Component):
         beat = Signal(self.bus_width, reset_less=True)
         tlast = Signal(reset_less=True)
         held = Signal()
-        idx = Signal(range(self.per))
+        # A zero-width index would be an empty Verilog range; a 1-bit one stays 0.
+        idx = Signal(range(max(self.per, 2)))
         at_end = Signal()
         m.d.comb += [
             at_end.eq(idx == self.per - 1),
@@ -111,7 +112,7 @@ class WordsToBeats(wiring.Component):
         m = Module()
         per = self.per
         asm = Signal(self.bus_width, reset_less=True)
-        idx = Signal(range(per))
+        idx = Signal(range(max(per, 2)))        # (never a zero-width signal)
         done = Signal()
         beat = Signal(self.bus_width)
         out_free = Signal()

@@ -163,8 +163,26 @@ def _bench_parser(sub):
     p.set_defaults(func=_bench)
 
 
+# --- verilog ------------------------------------------------------------------------------------
+
+def _verilog(args):
+    from hw import generate
+    return generate.main(args)
+
+
+def _verilog_parser(sub):
+    from hw.generate import add_arguments      # argparse only; amaranth is imported by _verilog
+    p = sub.add_parser("verilog", help="Verilog and clock-crossing constraints of the accelerator top",
+                       description="Elaborates the accelerator top (hw/top.py) for the given array and "
+                                   "buffer sizes into one Verilog file OUT.v, writes the constraints of its "
+                                   "clock-domain crossings as OUT.sdc and OUT.xdc, and prints the ports and "
+                                   "parameters (docs/top.md).")
+    add_arguments(p)
+    p.set_defaults(func=_verilog)
+
+
 #: Sub-command parser builders, in --help order.
-COMMANDS = [_demo_parser, _bench_parser]
+COMMANDS = [_demo_parser, _bench_parser, _verilog_parser]
 
 
 def _parser():

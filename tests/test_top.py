@@ -27,8 +27,8 @@ from sim.rtl_engine import RtlEngine, run_top
 from sim.runner import SIMULATORS
 
 #: The quick tier's hardware: 4x4 array, 64-bit bus (two words per beat: padding rules matter).
-QUICK = dict(rows=4, cols=4, bus_width=64, weight_depth=32, weight_banks=2, act_depth=256,
-             param_channels=16, residual_depth=64, threshold_channels=8, max_q=3, max_pool_taps=9,
+QUICK = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
+             param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
              max_pool_shift=16, fifo_depth=8)
 #: Clock periods (ns) bus:core for the ratio sweep.
 RATIOS = {"1:1": (10, 10), "10:11": (10, 11), "11:10": (11, 10), "1:4": (5, 20), "4:1": (20, 5)}
@@ -211,7 +211,7 @@ def _rq(rng, acc, rounding, lo=-128, hi=127, zero_point=0, target=60):
 
 
 def network(seed=0, batch=2, shape=(5, 5), cin=3, ch=4, classes=5):
-    """Two 3x3 convolutions, a residual Add of their outputs, 2x2 max pooling, a fully connected
+    """Two 3x3 convolutions, a residual Add of their outputs, 2x2 average pooling (TFLite, clamped), a fully connected
     layer: ``(IntegerModel, images)``. Rounding differs per layer (tflite, half_even, floor)."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (batch,) + shape + (cin,))
@@ -229,7 +229,8 @@ def network(seed=0, batch=2, shape=(5, 5), cin=3, ch=4, classes=5):
                      padding=((1, 1), (1, 1)), requant=_rq(rng, a2, "half_even", zero_point=-1), dtype="int8")
     add = AddLayer(name="res", inputs=("conv1", "conv2"), dtype="int8",
                    params=AddParams.tflite(0.05, 2, 0.04, -1, 0.07, 0, lo=-128, hi=127))
-    pool = PoolLayer(kind="maxpool2d", name="pool", inputs=("res",), kernel=(2, 2), stride=(2, 2), dtype="int8")
+    pool = PoolLayer(name="pool", inputs=("res",), mode="avg_tflite", kernel=(2, 2), stride=(2, 2), lo=-100,
+                     hi=100, dtype="int8")
     flat = FlattenLayer(name="flat", inputs=("pool",), dtype="int8")
     feat = (shape[0] // 2) * (shape[1] // 2) * ch
     w3 = rng.integers(-128, 128, (classes, feat)).astype(np.int8)
@@ -337,3 +338,37 @@ def test_reset_mid_stream_then_clean_run(domain, ratio, tmp_path):
             interrupted=interrupted, second=second, reset_domain=domain,
             reset_after=sum(len(p) for p in interrupted) // (2 * 2), bus_period=bus, core_period=core,
             idle=0.2, backpressure=0.3, seed=3)
+
+
+# --- throughput ------------------------------------------------------------------------------------
+
+def _ii_program(info, shapes, seed=0):
+    """Buffers filled, then for each ``(m, k, n)`` a RUN between two STATUS packets."""
+    rng = np.random.default_rng(seed)
+    packets = _fill_buffers(rng, info)
+    for m, k, n in shapes:
+        d = P.RunDescriptor(m_count=m, k_steps=k, n_tiles=n)
+        packets += [P.status(), P.run(d), P.status()]
+    return packets
+
+
+def test_one_mac_step_per_cycle(tmp_path):
+    """II = 1: a RUN's busy cycles grow by exactly one per extra MAC step, whether the steps
+    are added as GEMM rows or as channel tiles (no bubble between steps, rows or tiles), and the
+    fixed part (pipeline fill and drain) is small."""
+    params = QUICK
+    info = info_of(params)
+    shapes = [(64, 4, 2), (128, 4, 2), (128, 4, 4), (255, 4, 4)]
+    responses, _ = run_top("verilator", params, test_dir=tmp_path, packets=_ii_program(info, shapes))
+    busy, steps = [], []
+    tail = responses[-3 * len(shapes):]
+    for j, (m, k, n) in enumerate(shapes):
+        before, run, after = tail[3 * j:3 * j + 3]
+        assert run.ok
+        b, a = P.decode_status(before.payload), P.decode_status(after.payload)
+        assert a["mac_cycles"] - b["mac_cycles"] == m * k * n
+        busy.append(a["busy_cycles"] - b["busy_cycles"])
+        steps.append(m * k * n)
+    for j in range(1, len(shapes)):
+        assert busy[j] - busy[0] == steps[j] - steps[0], (busy, steps)
+    assert busy[0] - steps[0] < 80, (busy, steps)
