@@ -95,6 +95,8 @@ class PoolUnit(wiring.Component):
 
     Attributes
     ----------
+    latency : int
+        5: cycles from the acceptance of a window's last tap to its result being offered.
     sum_bits : int
         ``in_bits + ceil_log2(max_taps)``, the exact width of ``S`` and of the results: with
         ``K1*K2`` smaller than the tap count an Eq. 25 result can reach ``S``.
@@ -126,6 +128,7 @@ class PoolUnit(wiring.Component):
         self.max_taps = _check_int("max_taps", max_taps, 1, 4096)
         self.max_shift = _check_int("max_shift", max_shift, 0, 32)
         self.sum_bits = self.in_bits + ceil_log2(self.max_taps)
+        self.latency = 5
         self.a_max = self.max_taps * (1 << (self.in_bits - 1)) + self.max_taps // 2
         self.recip_shift, self.recip = reciprocal_table(self.max_taps, self.a_max)
         self.in_layout = data.StructLayout({

@@ -70,6 +70,8 @@ class ThresholdUnit(wiring.Component):
 
     Attributes
     ----------
+    latency : int
+        ``max_bits + 2``: cycles from a data beat's acceptance to its result being offered.
     load : ``In(stream.Signature(load_layout))``
         One threshold per beat; fields:
         ``channel`` unsigned(ceil_log2(channels)) (at least 1 bit),
@@ -117,6 +119,7 @@ class ThresholdUnit(wiring.Component):
         self.lanes = _check_int("lanes", lanes, 1, MAX_LANES)
         self.channel_bits = max(1, ceil_log2(self.channels))
         self.q_bits = self.max_bits.bit_length()
+        self.latency = self.max_bits + 2
         self.load_layout = data.StructLayout({
             "value": signed(32),
             "index": unsigned(self.max_bits),

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Bench of hw.pool.PoolUnit against golden.pool.
 
 Configuration (``INTDEPLOY_TB``): ``lanes``, ``in_bits``, ``max_taps``, ``max_shift`` (the
@@ -6,7 +7,9 @@ hardware), ``seed``, ``windows`` (random windows), ``images`` (2-D pooling layer
 ``"half_even"`` makes the expected TFLite average use that rounding instead of half away from
 zero, to show that the scoreboard catches a wrong golden.
 
-Two phases share one stream of windows:
+First ``full_rate`` (default 48) one-tap windows of random modes run with no stalls on either
+side, and a monitor checks the documented latency (5 cycles) and one window per cycle. Then
+two kinds of work share one stream of windows, under random stalls:
 
 * random windows, each checked with ``golden.pool.pool_windows``: every mode; sizes 1..max_taps
   including 4, 9, 16 (2x2, 3x3, 4x4) and the 2, 3, 6 of windows cut by a padded border; taps
@@ -25,6 +28,7 @@ from cocotb.triggers import with_timeout
 from golden.pool import avg_pool2d_nemo, avg_pool2d_tflite, max_pool2d, pool_windows
 from hw.pool import PoolUnit
 from sim.bench import Bench, Scoreboard
+from sim.tb_requantizer import check_timing, handshakes
 
 SIZES = (1, 2, 3, 4, 6, 9, 16)
 VALUE_KINDS = ("int8", "uint8", "full", "equal", "extreme", "narrow")
@@ -96,13 +100,14 @@ def reciprocal_edges(unit, limit=16):
     return out
 
 
-def random_window(rng, unit):
+def random_window(rng, unit, n=None):
     """``(window (n, lanes), mode, golden keyword arguments)`` of one random window."""
-    n = int(rng.choice([s for s in SIZES if s <= unit.max_taps] + [unit.max_taps] * 2
-                       + [int(rng.integers(1, unit.max_taps + 1))] * 3))
+    if n is None:
+        n = int(rng.choice([s for s in SIZES if s <= unit.max_taps] + [unit.max_taps] * 2
+                           + [int(rng.integers(1, unit.max_taps + 1))] * 3))
     mode = str(rng.choice(["max", "avg_nemo", "avg_tflite", "avg_tflite"]))
     kw = {}
-    if mode == "avg_tflite" and rng.random() < 0.15:
+    if mode == "avg_tflite" and n > 1 and rng.random() < 0.15:
         n = int(rng.integers(max(1, unit.max_taps // 2), unit.max_taps + 1))
         half = 1 << (unit.in_bits - 1)
         return _division_edge(rng, n, unit.lanes, unit.in_bits), mode, {"lo": -half, "hi": half - 1}
@@ -184,14 +189,13 @@ async def run(dut):
     src = tb.source("i", unit.in_layout)
     snk = tb.sink("o", unit.out_layout)
     burst = cfg.get("stall_burst", 3)
-    src.stall(tb.stalls(cfg.get("in_stall", 0.2), burst))
-    snk.stall(tb.stalls(cfg.get("out_stall", 0.2), burst))
     await tb.reset()
     sb = Scoreboard("pool", dut._log)
     work = []                   # (window, mode, golden kwargs, expected, context)
+    full_rate = int(cfg.get("full_rate", 48))
 
-    for _ in range(cfg["windows"]):
-        window, mode, kw = random_window(rng, unit)
+    for k in range(full_rate + cfg["windows"]):
+        window, mode, kw = random_window(rng, unit, 1 if k < full_rate else None)
         if mode == "avg_tflite" and cfg.get("bug"):
             expected = _wrong_tflite(window, cfg["bug"], kw.get("lo"), kw.get("hi"))
         else:
@@ -228,19 +232,32 @@ async def run(dut):
         for (i, j), win in windows.items():
             work.append((win, mode, kw, golden[0, i, j], {"layer": layer, "output": (i, j)}))
 
-    async def receive():
-        for _ in work:
+    async def receive(count):
+        for _ in range(count):
             v = await with_timeout(snk.recv(), 20_000 * 10, "ns")
             sb.check(np.array([v.y[lane] for lane in range(L)], dtype=np.int64), tb.cycle)
 
-    receiver = cocotb.start_soon(receive())
-    for window, mode, kw, expected, ctx in work:
-        enc = dict(kw)
-        if mode == "avg_nemo":
-            enc.setdefault("count", window.shape[0])      # golden's default divisor is T
-        sb.expect(expected, {"mode": mode, **kw, "taps": window.shape[0], **ctx, "window": window})
-        for beat in unit.window_beats(window, unit.params(mode, **enc)):
-            await src.send(beat)
+    async def send(items):
+        for window, mode, kw, expected, ctx in items:
+            enc = dict(kw)
+            if mode == "avg_nemo":
+                enc.setdefault("count", window.shape[0])      # golden's default divisor is T
+            sb.expect(expected, {"mode": mode, **kw, "taps": window.shape[0], **ctx, "window": window})
+            for beat in unit.window_beats(window, unit.params(mode, **enc)):
+                await src.send(beat)
+
+    if full_rate:
+        # Queued at once, so the source drives them back to back.
+        await send(work[:full_rate])
+        accepted, presented = [], []
+        monitor = cocotb.start_soon(handshakes(dut, accepted, presented))
+        await receive(full_rate)
+        monitor.cancel()
+        check_timing(accepted, presented, unit.latency)
+    src.stall(tb.stalls(cfg.get("in_stall", 0.2), burst))
+    snk.stall(tb.stalls(cfg.get("out_stall", 0.2), burst))
+    receiver = cocotb.start_soon(receive(len(work) - full_rate))
+    await send(work[full_rate:])
     await receiver
     sb.finish()
     dut._log.info("pool: %d windows checked in %d cycles", sb.checked, tb.cycle)

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """Bench of hw.threshold.ThresholdUnit against golden.threshold.threshold.
 
 Configuration (``INTDEPLOY_TB``): ``channels``, ``max_bits``, ``lanes`` (the hardware), ``seed``,
@@ -9,7 +10,9 @@ scoreboard catches a wrong golden.
 Each burst (re)loads thresholds into some channels (all of them in the first burst), each with
 its own run-time ``bits`` in 1..max_bits and a random kind of threshold set, then streams data
 beats whose lanes pick random channels and values aimed at the channel's thresholds (equal,
-one below, one above), at int32 extremes, and at random.
+one below, one above), at int32 extremes, and at random. The first ``full_rate`` (default 48)
+data beats of the first burst run with no stalls on either side, and a monitor checks the
+documented latency (``max_bits + 2`` cycles) and II = 1.
 
 Ordering between loads and data is attacked on purpose. The last beats of a burst all read one
 "race" channel loaded with ``bits = 1`` (its single threshold sits in the last search stage), and
@@ -26,6 +29,7 @@ from cocotb.triggers import with_timeout
 from golden.threshold import bn_thresholds, threshold
 from hw.threshold import ThresholdUnit
 from sim.bench import Bench, Scoreboard
+from sim.tb_requantizer import check_timing, handshakes
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -100,18 +104,25 @@ async def run(dut):
     snk = tb.sink("o", unit.out_layout)
     burst = cfg.get("stall_burst", 3)
     load.stall(tb.stalls(cfg.get("load_stall", 0.2), burst))
-    src.stall(tb.stalls(cfg.get("in_stall", 0.2), burst))
-    snk.stall(tb.stalls(cfg.get("out_stall", 0.2), burst))
     await tb.reset()
     sb = Scoreboard("threshold", dut._log)
     bursts, n = cfg["bursts"], cfg["n"]
 
-    async def receive():
-        for _ in range(bursts * n):
+    full_rate = min(int(cfg.get("full_rate", 48)), n)
+
+    async def receive(count):
+        for _ in range(count):
             v = await with_timeout(snk.recv(), 20_000 * 10, "ns")
             sb.check(np.array([v.count[lane] for lane in range(L)], dtype=np.int64), tb.cycle)
 
-    receiver = cocotb.start_soon(receive())
+    def stalls_on():
+        src.stall(tb.stalls(cfg.get("in_stall", 0.2), burst))
+        snk.stall(tb.stalls(cfg.get("out_stall", 0.2), burst))
+
+    receiver = None
+    if not full_rate:
+        stalls_on()
+        receiver = cocotb.start_soon(receive(bursts * n))
     rows, negs = [None] * C, [False] * C
     race = None
     for b in range(bursts):
@@ -164,6 +175,15 @@ async def run(dut):
                 ctx[f"thresholds (lane {lane})"] = rows[c]
             sb.expect(expected[j], ctx)
             await src.send({"x": [int(v) for v in xs[j]], "channel": [int(c) for c in chans[j]]})
+            if b == 0 and j + 1 == full_rate:
+                # No-stall phase: the beats so far were queued at once and go back to back.
+                accepted, presented = [], []
+                monitor = cocotb.start_soon(handshakes(dut, accepted, presented))
+                await receive(full_rate)
+                monitor.cancel()
+                check_timing(accepted, presented, unit.latency)
+                stalls_on()
+                receiver = cocotb.start_soon(receive(bursts * n - full_rate))
         if concurrent:
             await load.wait()
             load.stall(tb.stalls(cfg.get("load_stall", 0.2), burst))

@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """PoolUnit: bit-exact with golden.pool on both simulators, the exactness of its reciprocal
 division, parameter validation, and the host-side encoder's refusals."""
 

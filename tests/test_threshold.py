@@ -1,3 +1,4 @@
+# amaranth: UnusedElaboratable=no
 """ThresholdUnit: bit-exact with golden.threshold on both simulators, parameter validation, and
 the host-side encoder's refusals."""
 
