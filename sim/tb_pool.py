@@ -177,7 +177,7 @@ def _wrong_tflite(window, rounding, lo, hi):
     return np.clip(q, -128 if lo is None else lo, 127 if hi is None else hi)
 
 
-@cocotb.test(timeout_time=400_000, timeout_unit="us")
+@cocotb.test(timeout_time=50_000, timeout_unit="us")
 async def run(dut):
     tb = Bench(dut)
     cfg = tb.cfg

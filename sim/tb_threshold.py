@@ -91,7 +91,7 @@ def pick_x(rng, row, negate):
     return min(max(v, INT32_MIN), INT32_MAX)
 
 
-@cocotb.test(timeout_time=400_000, timeout_unit="us")
+@cocotb.test(timeout_time=50_000, timeout_unit="us")
 async def run(dut):
     tb = Bench(dut)
     cfg = tb.cfg
@@ -109,6 +109,8 @@ async def run(dut):
     bursts, n = cfg["bursts"], cfg["n"]
 
     full_rate = min(int(cfg.get("full_rate", 48)), n)
+    # A handshake bug must fail fast rather than run into the test's overall timeout.
+    budget = lambda beats: (beats * (4 + 2 * burst) + 1000) * 10      # ns; 10 ns clock
 
     async def receive(count):
         for _ in range(count):
@@ -149,14 +151,14 @@ async def run(dut):
         # Any order of loads is legal; the race channel's threshold 0 goes first.
         beats = first + [beats[j] for j in rng.permutation(len(beats))]
         # The previous burst's data is accepted but may still be in flight: the load must wait.
-        await src.wait()
+        await with_timeout(src.wait(), budget(n), "ns")
         concurrent = b % 2 == 1
         if concurrent:
             load.stall(tb.stalls(0))     # back-to-back loads: data must wait for all of them
         for beat in beats:
             await load.send(beat)
         if not concurrent:
-            await load.wait()
+            await with_timeout(load.wait(), budget(len(beats)), "ns")
 
         chans = rng.integers(0, C, (n, L))
         if next_race is not None:
@@ -185,7 +187,7 @@ async def run(dut):
                 stalls_on()
                 receiver = cocotb.start_soon(receive(bursts * n - full_rate))
         if concurrent:
-            await load.wait()
+            await with_timeout(load.wait(), budget(len(beats)), "ns")
             load.stall(tb.stalls(cfg.get("load_stall", 0.2), burst))
         race = next_race
     await receiver
