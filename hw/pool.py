@@ -16,7 +16,7 @@ The TFLite division by the run-time tap count ``n`` is a multiplication by a rec
 windows of any size, down to one tap, stream at one tap per cycle.
 """
 
-from amaranth import Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

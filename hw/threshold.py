@@ -25,7 +25,7 @@ is issued one cycle before that bit is known, with both candidates arriving in t
 mux; the read address of a stage never waits on a comparison.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -93,7 +93,9 @@ class ThresholdUnit(wiring.Component):
     Ordering: a load beat waits until every data beat accepted before it has finished reading
     the memories, and while a load beat is offered no data beat is accepted (``i.ready`` is low),
     so each data beat sees exactly the loads accepted before it. Thresholds can be reloaded
-    between data bursts at one threshold per cycle.
+    between data bursts at one threshold per cycle. The producer must not send data for a
+    channel while that channel is half reloaded (a mix of old and new thresholds is in general
+    not ascending); other channels may be used meanwhile.
 
     Latency and throughput: a data beat accepted in cycle ``t`` is offered on ``o`` in cycle
     ``t + max_bits + 2`` (one stage reads the channel's ``negate``/``q``, one negates, then one

@@ -71,6 +71,7 @@ def test_reciprocal_tight_default():
     """At the default size the bound is tight: one bit less of reciprocal is wrong somewhere."""
     unit = PoolUnit()
     assert unit.recip_shift == 20 and unit.sum_bits == 15
+    assert reciprocal_table(64, unit.a_max) == (20, unit.recip) and reciprocal_table(1, 7) == (0, [0, 1])
     n = np.arange(1, 65)
     a = np.arange(unit.a_max + 1, dtype=np.int64)[:, None]
     assert np.all((a * np.array(unit.recip[1:])) >> 20 == a // n)
