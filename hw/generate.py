@@ -117,8 +117,9 @@ def constraints(name, flavour, bus_period, core_period):
         lines += [
             "",
             "# Synchronizer flops: placed together, never merged into shift registers.",
+            "# (a reset synchronizer's last flop drives its port: bus_reset/rst, core_reset/rst)",
             "set_property ASYNC_REG TRUE [get_cells -hierarchical -filter "
-            "{NAME =~ *cdc_*_s0* || NAME =~ *cdc_*_s1*}]",
+            "{NAME =~ *cdc_*_s0* || NAME =~ *cdc_*_s1* || NAME =~ *_reset/rst*}]",
         ]
     return "\n".join(lines) + "\n"
 

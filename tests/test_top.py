@@ -372,3 +372,177 @@ def test_one_mac_step_per_cycle(tmp_path):
     for j in range(1, len(shapes)):
         assert busy[j] - busy[0] == steps[j] - steps[0], (busy, steps)
     assert busy[0] - steps[0] < 80, (busy, steps)
+
+
+# --- building blocks, in Amaranth's simulator (fast) -----------------------------------------------
+
+def _fifo_bench(w_period, r_period, n, seed, reset_at=None):
+    """Random words through hw.cdc.AsyncFIFO between two async-reset domains with random valid
+    and ready; with ``reset_at`` both domains are reset (jointly, asynchronously) after that many
+    words were read. Returns (words written after the last reset, words read after it)."""
+    import random
+    from amaranth import ClockDomain, Module
+    from amaranth.sim import Simulator
+    from hw.cdc import AsyncFIFO
+
+    rng = random.Random(seed)
+    m = Module()
+    m.domains.w = cd_w = ClockDomain(async_reset=True)
+    m.domains.r = cd_r = ClockDomain(async_reset=True)
+    m.submodules.fifo = fifo = AsyncFIFO(shape=16, depth=8, w_domain="w", r_domain="r")
+    state = {"sent": [], "got": [], "resetting": False}
+
+    async def writer(ctx):
+        k = 0
+        while k < n:
+            if state["resetting"]:
+                ctx.set(fifo.w.valid, 0)
+                await ctx.tick("w")
+                continue
+            ctx.set(fifo.w.payload, k)
+            ctx.set(fifo.w.valid, int(rng.random() < 0.7))
+            _, _, valid, ready = await ctx.tick("w").sample(fifo.w.valid, fifo.w.ready)
+            if valid and ready and not state["resetting"]:
+                state["sent"].append(k)
+                k += 1
+        ctx.set(fifo.w.valid, 0)
+        state["done"] = True
+
+    async def reader(ctx):
+        while not (state.get("done") and len(state["got"]) == len(state["sent"])):
+            ctx.set(fifo.r.ready, int(rng.random() < 0.6))
+            _, _, valid, ready, data = await ctx.tick("r").sample(fifo.r.valid, fifo.r.ready, fifo.r.payload)
+            if valid and ready:
+                state["got"].append(data)
+                if reset_at is not None and len(state["got"]) == reset_at and not state.get("was_reset"):
+                    state["was_reset"] = True
+                    state["resetting"] = True
+                    ctx.set(cd_w.rst, 1)
+                    ctx.set(cd_r.rst, 1)
+                    for _ in range(2):                # (repeat() would raise DomainReset)
+                        await ctx.tick("w")
+                    ctx.set(cd_w.rst, 0)
+                    ctx.set(cd_r.rst, 0)
+                    state["sent"], state["got"] = [], []
+                    for _ in range(3):
+                        await ctx.tick("r")
+                    state["resetting"] = False
+
+    sim = Simulator(m)
+    sim.add_clock(w_period * 1e-9, domain="w")
+    sim.add_clock(r_period * 1e-9, domain="r", phase=0.37e-9)
+    sim.add_testbench(writer)
+    sim.add_testbench(reader)
+    sim.run_until(n * 6 * max(w_period, r_period) * 1e-9)
+    return state["sent"], state["got"]
+
+
+@pytest.mark.parametrize("w_period, r_period", [(10, 10), (10, 37), (37, 10)])
+def test_async_fifo_order_and_no_loss(w_period, r_period):
+    sent, got = _fifo_bench(w_period, r_period, 120, seed=w_period * 100 + r_period)
+    assert got == sent == list(range(120))
+
+
+@pytest.mark.parametrize("w_period, r_period", [(10, 41), (41, 10)])
+def test_async_fifo_joint_reset_empties_both_sides(w_period, r_period):
+    """After a joint reset in mid-stream nothing written before it comes out, and everything
+    written after it does, in order."""
+    sent, got = _fifo_bench(w_period, r_period, 100, seed=7, reset_at=40)
+    assert got == sent and len(got) > 10 and got == sorted(got)
+
+
+@pytest.mark.parametrize("lanes", [1, 3, 4, 5])
+def test_result_packer_bytes_across_outputs(lanes):
+    """Values of each width packed little-endian across beats, zero-padded final word,
+    under random output stalls (the protocol's packing, sim.protocol.pack_elements)."""
+    import random
+    from amaranth.sim import Simulator
+    from hw.packer import ResultPacker
+
+    for code, width in ((0, 1), (1, 2), (2, 4)):
+        rng = random.Random(lanes * 10 + code)
+        dut = ResultPacker(lanes=lanes)
+        beats = [[rng.randint(-2**31, 2**31 - 1) for _ in range(lanes)] for _ in range(7)]
+        expected = P.pack_elements([v for b in beats for v in b], 8 * width)
+        got = []
+
+        async def tx(ctx):
+            ctx.set(dut.out_bytes, code)
+            for j, b in enumerate(beats):
+                ctx.set(dut.i.payload, {"y": b, "last": int(j == len(beats) - 1)})
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+                ctx.set(dut.i.valid, 0)
+
+        async def rx(ctx):
+            while not got or not got[-1][1]:
+                ctx.set(dut.o.ready, int(rng.random() < 0.6))
+                _, _, v, r, d, last = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload.data,
+                                                               dut.o.payload.last)
+                if v and r:
+                    got.append((d, last))
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(tx)
+        sim.add_testbench(rx)
+        sim.run_until(1e-8 * 400)
+        assert [d for d, _ in got] == expected and [last for _, last in got] == [0] * (len(got) - 1) + [1]
+
+
+@pytest.mark.parametrize("bus_width", [32, 64, 128])
+def test_beat_word_converters_round_trip(bus_width):
+    """BeatsToWords then WordsToBeats: the words of each packet in order, ``end``/``last`` on
+    the right words, the last beat zero-padded; random stalls on both sides."""
+    import random
+    from amaranth import Module
+    from amaranth.lib import wiring
+    from amaranth.sim import Simulator
+    from hw.words import BeatsToWords, WordsToBeats
+
+    rng = random.Random(bus_width)
+    per = bus_width // 32
+    packets = [[rng.getrandbits(32) for _ in range(rng.randint(1, 9))] for _ in range(12)]
+    m = Module()
+    m.submodules.split = split = BeatsToWords(bus_width=bus_width)
+    m.submodules.join = join = WordsToBeats(bus_width=bus_width)
+    m.d.comb += [join.i.valid.eq(split.o.valid), split.o.ready.eq(join.i.ready),
+                 join.i.payload.data.eq(split.o.payload.data), join.i.payload.last.eq(split.o.payload.last)]
+    beats_in = [b for pk in packets for b in P.to_beats(pk, bus_width)]
+    flags, beats_out = [], []
+
+    async def tx(ctx):
+        for beat, last in beats_in:
+            ctx.set(split.i.payload, {"data": beat, "last": int(last)})
+            ctx.set(split.i.valid, 1)
+            await ctx.tick().until(split.i.ready)
+            ctx.set(split.i.valid, 0)
+            if rng.random() < 0.3:
+                await ctx.tick()
+
+    async def mid(ctx):
+        async for _, _, v, r, end, last in ctx.tick().sample(split.o.valid, split.o.ready, split.o.payload.end,
+                                                            split.o.payload.last):
+            if v and r:
+                flags.append((end, last))
+
+    async def rx(ctx):
+        while len(beats_out) < len(beats_in):
+            ctx.set(join.o.ready, int(rng.random() < 0.6))
+            _, _, v, r, d, last = await ctx.tick().sample(join.o.valid, join.o.ready, join.o.payload.data,
+                                                           join.o.payload.last)
+            if v and r:
+                beats_out.append((d, bool(last)))
+
+    sim = Simulator(m)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tx)
+    sim.add_process(mid)
+    sim.add_testbench(rx)
+    sim.run_until(1e-8 * 1000)
+    assert beats_out == [(b, bool(last)) for b, last in beats_in]
+    words = [w for pk in packets for w in pk + [0] * (-len(pk) % per)]
+    assert len(flags) == len(words)
+    ends = [(j % per == per - 1) for pk in packets for j in range(len(pk) + (-len(pk) % per))]
+    lasts = [j == len(pk) + (-len(pk) % per) - 1 for pk in packets for j in range(len(pk) + (-len(pk) % per))]
+    assert [bool(e) for e, _ in flags] == ends and [bool(last) for _, last in flags] == lasts
