@@ -10,7 +10,7 @@ that :func:`golden.mac_array.linear` takes into the array's beats.
 """
 
 import numpy as np
-from amaranth import Module, Mux, Signal, signed, unsigned
+from amaranth import Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -101,7 +101,8 @@ class MacArray(wiring.Component):
                           per stage (``S`` finishes one stage earlier)
     2 + D                 correction ``w_zp[r] * S`` (parallel to the last level)
     3 + D                 step sum ``e[r] = tree[r] - correction[r]``
-    4 + D                 accumulator ``acc[r]`` and result register ``o.payload``
+    4 + D                 accumulator ``acc[r] + e[r]`` and result register
+                          ``o.payload``
     ====================  =======================================================
 
     Latency: a ``last`` step transferred in cycle ``t`` (``i.valid & i.ready``) has its result on
@@ -110,8 +111,12 @@ class MacArray(wiring.Component):
     ``o`` drains, so S back-to-back steps take ``S + latency`` cycles from the first step in to
     the last result out.
 
-    Clearing and draining: the accumulator stage computes ``(0 if first else acc) + e``; it
-    always writes the accumulator and, for a ``last`` step, also the result register, which
+    Clearing and draining: each step sees the accumulator as 0 if it has ``first``, else as the
+    sums after the previous step. The clear happens one stage early: when a ``first`` step
+    enters the step-sum stage, the accumulators load 0 (the step ahead of it, if any, retires in
+    the same edge with the old sums), so the accumulate is a plain ``acc + e`` and the clear is
+    the flip-flops' synchronous reset, not a mask per bit. The accumulator stage writes
+    ``acc + e`` to the accumulator and, for a ``last`` step, also to the result register, which
     holds the finished sums on ``o`` while the next accumulation proceeds. So back-to-back
     accumulations (a ``last`` step followed by the next ``first`` step, or single-step
     accumulations with both flags set) run without a bubble. A step without ``first`` continues
@@ -225,32 +230,43 @@ class MacArray(wiring.Component):
         # Stage 3 + D: the exact step sum of each row.
         step = [reg(row_sum[r] - corr[r], f"e{r}") for r in range(R)]
 
-        # Control: valid/first/last travel with the data through stages 1 .. 3 + D.
+        # Control: valid/last travel with the data through stages 1 .. 3 + D, first through
+        # stages 1 .. 2 + D (it acts one stage early, see below).
         n_ctl = 3 + self.depth
         valid = [Signal(name=f"valid{k + 1}") for k in range(n_ctl)]
-        first = [Signal(name=f"first{k + 1}", reset_less=True) for k in range(n_ctl)]
         last = [Signal(name=f"last{k + 1}", reset_less=True) for k in range(n_ctl)]
-        staged += [valid[0].eq(self.i.valid), first[0].eq(p.first), last[0].eq(p.last)]
+        first = [Signal(name=f"first{k + 1}", reset_less=True) for k in range(n_ctl - 1)]
+        staged += [valid[0].eq(self.i.valid), last[0].eq(p.last), first[0].eq(p.first)]
         for k in range(1, n_ctl):
-            staged += [valid[k].eq(valid[k - 1]), first[k].eq(first[k - 1]), last[k].eq(last[k - 1])]
-        e_valid, e_first, e_last = valid[-1], first[-1], last[-1]
+            staged += [valid[k].eq(valid[k - 1]), last[k].eq(last[k - 1])]
+        for k in range(1, n_ctl - 1):
+            staged.append(first[k].eq(first[k - 1]))
+        e_valid, e_last = valid[-1], last[-1]
+        p_valid, p_first = valid[-2], first[-1]     # the step entering the step-sum stage next
 
-        # Accumulator stage. A finished sum goes to the result register (o.payload), so the
-        # accumulators are free for the next step at once; only a `last` step that finds the
-        # previous result untaken must wait.
-        acc = [Signal(signed(self.acc_bits), name=f"acc{r}") for r in range(R)]
+        # Accumulator stage. A `first` step clears the accumulators as it moves into the
+        # step-sum stage, in the same edge that retires the step ahead of it (which still reads
+        # the old sums); the accumulate is then a plain add, and the clear is the flip-flops'
+        # synchronous reset rather than a mask in front of the adder. A finished sum goes to the
+        # result register (o.payload), so the accumulators are free for the next step at once;
+        # only a `last` step that finds the previous result untaken must wait.
+        # The reset is part of the clear (not a separate domain reset) so that both share the
+        # flip-flops' one synchronous set/reset input.
+        acc = [Signal(signed(self.acc_bits), name=f"acc{r}", reset_less=True) for r in range(R)]
         total = [Signal(signed(self.acc_bits), name=f"total{r}") for r in range(R)]
         for r in range(R):
             # Truncation to acc_bits is the documented two's-complement wrap.
-            m.d.comb += total[r].eq(Mux(e_first, 0, acc[r]) + step[r])
+            m.d.comb += total[r].eq(acc[r] + step[r])
         m.d.comb += [
             advance.eq(~(e_valid & e_last & self.o.valid & ~self.o.ready)),
             self.i.ready.eq(advance),
         ]
         with m.If(advance):
             m.d.sync += staged
-            with m.If(e_valid):
-                m.d.sync += [acc[r].eq(total[r]) for r in range(R)]
+        with m.If(ResetSignal("sync") | (advance & p_valid & p_first)):
+            m.d.sync += [acc[r].eq(0) for r in range(R)]
+        with m.Elif(advance & e_valid):
+            m.d.sync += [acc[r].eq(total[r]) for r in range(R)]
         with m.If(self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(advance & e_valid & e_last):
