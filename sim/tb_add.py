@@ -111,7 +111,8 @@ class AddStimulus:
         if where < 2:
             ls = self.int(0, 20)
             x = (a, b)[where]
-            zp = x - (2 * self.int(-200, 200) + 1)            # x - zp odd
+            odd = 2 * self.int(-200, 200) + 1
+            zp = x - odd if INT32_MIN <= x - odd <= INT32_MAX else x + odd      # x - zp odd
             c = self.int(0, 10)
             if mode == "tflite":          # SRDHM tie: (x - zp) * 2**ls * 2**(30 - ls) = odd * 2**30
                 tie_rq = RequantParams(mult=1 << (30 - ls), shift=31, rounding="tflite")

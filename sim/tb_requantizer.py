@@ -197,8 +197,8 @@ class Stimulus:
                     items.append(self.tie(mode, s, k))
             # Clip at both ends, zero points at the int32 ends.
             zps = (0, INT32_MIN, INT32_MAX, -7, 7) if thorough else (0, INT32_MIN, INT32_MAX)
-            clips = ((self.omin, self.omax), (-3, 3), (self.omax, self.omax), (self.omin, self.omin),
-                     (0, 0))
+            clips = ((self.omin, self.omax), (max(-3, self.omin), min(3, self.omax)),
+                     (self.omax, self.omax), (self.omin, self.omin), (0, 0))
             for zp in zps:
                 for lo, hi in clips if thorough else clips[:3]:
                     for acc in (INT32_MIN, INT32_MAX, 100, -100) if thorough else (INT32_MIN, 100):

@@ -36,12 +36,11 @@ def test_bench_catches_wrong_rounding(tmp_path):
 
 @pytest.mark.regress
 @pytest.mark.parametrize("sim", SIMULATORS)
-@pytest.mark.parametrize("lanes,in_bits,out_bits,seed", [(2, 9, 32, 2), (1, 8, 8, 3), (3, 9, 16, 4),
-                                                         (4, 32, 8, 5)])
+@pytest.mark.parametrize("lanes,in_bits,out_bits,seed", [(2, 9, 32, 2), (1, 8, 8, 3), (3, 32, 16, 4)])
 def test_add_regress(sim, lanes, in_bits, out_bits, seed, tmp_path):
     """More lanes and widths (int8-only, 32-bit inputs), more corners, long stalls."""
     run(sim, tmp_path, lanes=lanes, in_bits=in_bits, out_bits=out_bits, seed=seed, corners="thorough",
-        n=6000 if sim == "verilator" else 1500, full_rate=400, burst=8, in_stall=0.4, out_stall=0.5)
+        n=4000 if sim == "verilator" else 1000, full_rate=400, burst=8, in_stall=0.4, out_stall=0.5)
 
 
 # --- elaboration parameters and host encoder (no simulator) ---------------------------------

@@ -42,7 +42,7 @@ def test_bench_catches_wrong_rounding(tmp_path):
 def test_requantizer_regress(sim, lanes, out_bits, seed, tmp_path):
     """More lanes and output widths, every tie quotient, a long no-stall phase, long stalls."""
     run(sim, tmp_path, lanes=lanes, out_bits=out_bits, seed=seed, corners="thorough",
-        n=20000 if sim == "verilator" else 4000, full_rate=400, burst=8, in_stall=0.4, out_stall=0.5)
+        n=12000 if sim == "verilator" else 3000, full_rate=400, burst=8, in_stall=0.4, out_stall=0.5)
 
 
 # --- elaboration parameters and host encoder (no simulator) ---------------------------------
