@@ -6,12 +6,12 @@ parameter buffers and the threshold unit, INFO and STATUS, the RUN descriptor ch
 exactly one response per packet, sent after the packet's TLAST.
 """
 
-from amaranth import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from hw.descriptor import PARAM_WORDS, RUN_WORDS, assign_param, decode_param
+from hw.descriptor import PARAM_WORDS, RUN_WORDS, assign_param, decode_param, layout_signal
 from hw.words import WORD_IN, WORD_OUT
 
 __all__ = ["OPCODES", "STATUS", "CommandProcessor"]
@@ -86,9 +86,9 @@ class CommandProcessor(wiring.Component):
             "weights": In(sig(c.weight_banks * c.weight_depth, unsigned(32 * c.weight_entry_words))),
             "acts": In(sig(c.act_depth, unsigned(32 * c.act_entry_words))),
             "residual": In(sig(c.residual_depth, unsigned(32 * c.residual_entry_words))),
-            "params": In(sig(c.param_channels, entry_layout)),
+            "params": In(sig(c.param_channels, Shape.cast(entry_layout))),
             "thresholds": Out(stream.Signature(load_layout)),
-            "run": Out(stream.Signature(run_layout)),
+            "run": Out(stream.Signature(Shape.cast(run_layout))),
             "results": In(stream.Signature(WORD_OUT)),
             "mac_step": In(1),
         })
@@ -157,7 +157,7 @@ class CommandProcessor(wiring.Component):
         sweep = Signal(range(c.threshold_channels + 1))
 
         # --- RUN descriptor ---------------------------------------------------------------
-        run = Signal(self.run_layout)
+        run = layout_signal(self.run_layout, name="run")
         d_count_bad = Signal()               # a count outside 1..65535
         d_act_base = Signal(32)
         d_bank = Signal(32)
@@ -205,7 +205,7 @@ class CommandProcessor(wiring.Component):
         pwords = stage[:PARAM_WORDS - 1] + [word]
         p_fields, p_fields_ok, p_reserved_ok = decode_param(pwords)
         p_valid = p_fields_ok & p_reserved_ok
-        p_entry = Signal(self.entry_layout)
+        p_entry = layout_signal(self.entry_layout, name="p_entry")
         m.d.comb += assign_param(p_entry, p_fields)
 
         # Thresholds.

@@ -19,7 +19,7 @@ AXI4-Stream ports around it.
     o (words) <- CommandProcessor <- ResultPacker
 """
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -95,7 +95,7 @@ class Core(wiring.Component):
         m.submodules.acts = acts = Memory(shape=self.act_shape, depth=c.act_depth, init=[])
         m.submodules.residual = residual = Memory(
             shape=unsigned(32 * c.residual_entry_words), depth=c.residual_depth, init=[])
-        m.submodules.params = params = Memory(shape=self.entry_layout, depth=c.param_channels,
+        m.submodules.params = params = Memory(shape=Shape.cast(self.entry_layout), depth=c.param_channels,
                                               init=[])
         wiring.connect(m, cmd.weights, weights.write_port())
         wiring.connect(m, cmd.acts, acts.write_port())
@@ -111,10 +111,10 @@ class Core(wiring.Component):
         wiring.connect(m, cmd.thresholds, epi.thresholds)
 
         # RUN: the descriptor stays on cmd.run.payload until the run's last result word.
-        cfg = cmd.run.payload
+        cfg = self.run_layout(cmd.run.payload)
         start = Signal()
         m.d.comb += [cmd.run.ready.eq(1), start.eq(cmd.run.valid)]
-        sp = seq.start.payload
+        sp = seq.start_layout(seq.start.payload)
         m.d.comb += [
             seq.start.valid.eq(start),
             sp.m_count.eq(cfg.m_count), sp.k_steps.eq(cfg.k_steps), sp.n_tiles.eq(cfg.n_tiles),

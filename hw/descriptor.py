@@ -6,16 +6,24 @@ words into the fields the datapath uses, and states which values are invalid (``
 so that the command processor and the tests share one decoding.
 """
 
-from amaranth import Cat, Mux, signed, unsigned
+from amaranth import Cat, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data
 
 __all__ = ["PARAM_WORDS", "RUN_WORDS", "param_entry_layout", "decode_param", "assign_param",
-           "run_layout"]
+           "run_layout", "layout_signal"]
 
 PARAM_WORDS = 8
 RUN_WORDS = 40
 ROUNDING_TFLITE = 3
 MAX_SHIFT = 62
+
+
+def layout_signal(layout, **kwargs):
+    """A plain-shaped Signal seen through ``layout``'s view.
+
+    Unlike ``Signal(layout)``, it emits no alias wire per field in the Verilog, which matters for
+    simulator build time (cocotb's Verilator build makes every signal public and traced)."""
+    return layout(Signal(Shape.cast(layout), **kwargs))
 
 
 def param_entry_layout(requant_layout):

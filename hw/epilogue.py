@@ -8,7 +8,7 @@ parameter cache, threshold channel numbers, residual entries, pooling fields fro
 descriptor) and marks the run's final result.
 """
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Signal, signed, unsigned
+from amaranth import Cat, Const, Module, Mux, ResetInserter, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort
@@ -24,6 +24,14 @@ __all__ = ["Epilogue", "POOL_TAP_BITS"]
 #: Width of the pooling unit's taps (docs/protocol.md, RUN step 4).
 POOL_TAP_BITS = 9
 RESIDUAL_PREFETCH = 4
+
+
+def _values_stream(R, name):
+    """A stream of R int32 values whose payload is a plain signal seen through a view (no alias
+    wire per lane in the Verilog); returns ``(stream, payload view)``."""
+    layout = data.ArrayLayout(signed(32), R)
+    s = stream.Signature(Shape.cast(layout)).create(path=(name,))
+    return s, layout(s.payload)
 
 
 def _join_ready(m, sel, a, b, ready):
@@ -61,7 +69,7 @@ class Epilogue(wiring.Component):
     ----------
     start : ``In(1)``
         Pulse at the beginning of a RUN; ``cfg`` is then held constant until its end.
-    cfg : ``In(run_layout)``
+    cfg : ``In(run_layout)`` (plain-shaped; the same bits)
     i : ``In(stream.Signature(StructLayout({"acc": ArrayLayout(signed(32), R)})))``
     params : ``In(ArrayLayout(entry_layout, R))``
         The current tile's parameter entries (from :class:`hw.params.ParamCache`).
@@ -89,9 +97,10 @@ class Epilogue(wiring.Component):
         self.out_layout = data.StructLayout({"y": values, "last": unsigned(1)})
         super().__init__({
             "start": In(1),
-            "cfg": In(run_layout),
+            # Plain-shaped ports, viewed inside (no alias wire per field in the Verilog).
+            "cfg": In(Shape.cast(run_layout)),
             "i": In(stream.Signature(self.in_layout)),
-            "params": In(data.ArrayLayout(entry_layout, R)),
+            "params": In(Shape.cast(data.ArrayLayout(entry_layout, R))),
             "tile_next": Out(1),
             "thresholds": In(stream.Signature(self.threshold.load_layout)),
             "residual": In(ReadPort.Signature(addr_width=c.addr_bits(c.residual_depth),
@@ -103,7 +112,8 @@ class Epilogue(wiring.Component):
         m = Module()
         c = self.config
         R = c.rows
-        cfg = self.cfg
+        cfg = self.run_layout(self.cfg)
+        params = data.ArrayLayout(self.entry_layout, R)(self.params)
         m.submodules.requantizer = rq = self.requantizer
         m.submodules.threshold = th = self.threshold
         m.submodules.add = au = self.add
@@ -131,17 +141,17 @@ class Epilogue(wiring.Component):
         for r in range(R):
             m.d.comb += [
                 rq.i.payload.acc[r].eq(self.i.payload.acc[r]),
-                rq.i.payload.params[r].eq(self.params[r].rq),
+                rq.i.payload.params[r].eq(params[r].rq),
                 th.i.payload.x[r].eq(self.i.payload.acc[r]),
                 th.i.payload.channel[r].eq(tile_ch + r),
             ]
-        epi = stream.Signature(data.ArrayLayout(signed(32), R)).create()
+        epi, epi_y = _values_stream(R, "epi")
         m.d.comb += [
             epi.valid.eq(Mux(sel, th.o.valid, rq.o.valid)),
             epi.payload.eq(rq.o.payload.y),
         ]
         with m.If(sel):
-            m.d.comb += [epi.payload[r].eq(th.o.payload.count[r]) for r in range(R)]
+            m.d.comb += [epi_y[r].eq(th.o.payload.count[r]) for r in range(R)]
         _join_ready(m, sel, rq.o, th.o, epi.ready)
 
         # --- 2. add: residual entries read ahead in order --------------------------------
@@ -163,13 +173,13 @@ class Epilogue(wiring.Component):
         with m.If(self.start):
             m.d.sync += [pending.eq(0), res_addr.eq(cfg.residual_base)]
 
-        added = stream.Signature(data.ArrayLayout(signed(32), R)).create()
+        added, added_y = _values_stream(R, "added")
         ap = au.i.payload
         for r in range(R):
             b = res_fifo.r_data.word_select(r, 8)
             lp = ap.params[r]
             m.d.comb += [
-                ap.a[r].eq(epi.payload[r]),
+                ap.a[r].eq(epi_y[r]),
                 ap.b[r].eq(Mux(cfg.residual_signed, b.as_signed(), b)),
                 lp.in_zero_points[0].eq(cfg.add_zp_a), lp.in_zero_points[1].eq(cfg.add_zp_b),
                 lp.left_shift.eq(cfg.add_left_shift),
@@ -187,7 +197,7 @@ class Epilogue(wiring.Component):
                          epi.ready.eq(added.ready)]
 
         # --- 3. pool -----------------------------------------------------------------------
-        pooled = stream.Signature(data.ArrayLayout(signed(32), R)).create()
+        pooled, pooled_y = _values_stream(R, "pooled")
         tap = Signal(8)
         pp = pu.i.payload
         rmin, rmax = -(1 << (pu.sum_bits - 1)), (1 << (pu.sum_bits - 1)) - 1
@@ -202,11 +212,11 @@ class Epilogue(wiring.Component):
             pp.hi.eq(Mux(tfl, clamp(cfg.pool_hi), rmax)),
         ]
         for r in range(R):
-            m.d.comb += pp.x[r].eq(added.payload[r][:POOL_TAP_BITS])
+            m.d.comb += pp.x[r].eq(added_y[r][:POOL_TAP_BITS])
         with m.If(cfg.pool):
             m.d.comb += [pu.i.valid.eq(added.valid), added.ready.eq(pu.i.ready),
                          pooled.valid.eq(pu.o.valid), pu.o.ready.eq(pooled.ready)]
-            m.d.comb += [pooled.payload[r].eq(pu.o.payload.y[r]) for r in range(R)]
+            m.d.comb += [pooled_y[r].eq(pu.o.payload.y[r]) for r in range(R)]
         with m.Else():
             m.d.comb += [pooled.valid.eq(added.valid), pooled.payload.eq(added.payload),
                          added.ready.eq(pooled.ready)]

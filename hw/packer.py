@@ -11,6 +11,7 @@ from amaranth.lib.wiring import In, Out
 
 from amaranth.utils import ceil_log2
 
+from hw.descriptor import layout_signal
 from hw.words import WORD_OUT
 
 __all__ = ["OUT_BYTES", "ResultPacker"]
@@ -66,11 +67,11 @@ class ResultPacker(wiring.Component):
         nmax = 4 * L
 
         held = Signal()                                  # a chunk is in `chunk`
-        chunk = Signal(data.ArrayLayout(unsigned(32), L), reset_less=True)
+        chunk = layout_signal(data.ArrayLayout(unsigned(32), L), name="chunk", reset_less=True)
         chunk_last = Signal(reset_less=True)
         p = Signal(range(nmax + 1))                      # next byte of the chunk
         f = Signal(range(4))                             # bytes gathered in `acc`
-        acc = Signal(data.ArrayLayout(unsigned(8), 4), reset_less=True)
+        acc = layout_signal(data.ArrayLayout(unsigned(8), 4), name="acc", reset_less=True)
 
         # The chunk's bytes for the current width, zero beyond its end (and slack up to a power
         # of 2 so that any index is inside the array).
@@ -91,7 +92,7 @@ class ResultPacker(wiring.Component):
         fill = Signal(range(8))
         finish = Signal()                                # this cycle consumes the chunk's end
         emit = Signal()
-        word = Signal(data.ArrayLayout(unsigned(8), 4))
+        word = layout_signal(data.ArrayLayout(unsigned(8), 4), name="word")
         m.d.comb += [
             avail.eq(n - p),
             take.eq(Mux(avail < 4 - f, avail, 4 - f)),

@@ -8,10 +8,12 @@ cycles) while the previous tile is still being computed, and holds them until th
 accumulator beat has entered the epilogue.
 """
 
-from amaranth import Module, Signal, unsigned
+from amaranth import Module, Shape, Signal, unsigned
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
+
+from hw.descriptor import layout_signal
 
 __all__ = ["ParamCache"]
 
@@ -61,18 +63,19 @@ class ParamCache(wiring.Component):
             "start": In(1),
             "channel_base": In(addr_width),
             "n_tiles": In(16),
-            "mem": In(ReadPort.Signature(addr_width=addr_width, shape=entry_layout)),
+            # Plain-shaped ports, viewed inside (no alias wire per field in the Verilog).
+            "mem": In(ReadPort.Signature(addr_width=addr_width, shape=Shape.cast(entry_layout))),
             "issue_ready": Out(1),
             "issue_next": In(1),
-            "issue_wzp": Out(data.ArrayLayout(entry_layout.members["w_zp"], lanes)),
-            "out_params": Out(data.ArrayLayout(entry_layout, lanes)),
+            "issue_wzp": Out(Shape.cast(data.ArrayLayout(entry_layout.members["w_zp"], lanes))),
+            "out_params": Out(Shape.cast(data.ArrayLayout(entry_layout, lanes))),
             "out_next": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
         L = self.lanes
-        banks = [Signal(data.ArrayLayout(self.entry_layout, L), name=f"bank{b}", reset_less=True)
+        banks = [layout_signal(data.ArrayLayout(self.entry_layout, L), name=f"bank{b}", reset_less=True)
                  for b in range(2)]
         loaded = Signal(2)
         issue_bank = Signal()
@@ -85,6 +88,7 @@ class ParamCache(wiring.Component):
         got = Signal()                    # the read issued last cycle lands now
         got_r = Signal(range(L))
 
+        issue_wzp = data.ArrayLayout(self.entry_layout.members["w_zp"], L)(self.issue_wzp)
         m.d.comb += [
             self.issue_ready.eq(loaded.bit_select(issue_bank, 1)),
             self.issue_wzp.eq(0),
@@ -94,7 +98,7 @@ class ParamCache(wiring.Component):
         ]
         for b in range(2):
             with m.If(issue_bank == b):
-                m.d.comb += [self.issue_wzp[k].eq(banks[b][k].w_zp) for k in range(L)]
+                m.d.comb += [issue_wzp[k].eq(banks[b][k].w_zp) for k in range(L)]
             with m.If(out_bank == b):
                 m.d.comb += self.out_params.eq(banks[b])
 

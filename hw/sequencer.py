@@ -7,10 +7,12 @@ weight address counts up within a row and restarts at the tile's first entry for
 No multiplier is needed.
 """
 
-from amaranth import Module, Signal, signed, unsigned
+from amaranth import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
+
+from hw.descriptor import layout_signal
 
 __all__ = ["LayerSequencer"]
 
@@ -62,12 +64,12 @@ class LayerSequencer(wiring.Component):
             "x_signed": unsigned(1), "x_zp": signed(9),
         })
         super().__init__({
-            "start": In(stream.Signature(self.start_layout)),
+            "start": In(stream.Signature(Shape.cast(self.start_layout))),
             "acts": In(ReadPort.Signature(addr_width=act_addr_width, shape=act_shape)),
             "weights": In(ReadPort.Signature(addr_width=weight_addr_width, shape=weight_shape)),
             "tile_ready": In(1),
             "tile_next": Out(1),
-            "w_zp": In(data.ArrayLayout(signed(8), rows)),
+            "w_zp": In(Shape.cast(data.ArrayLayout(signed(8), rows))),
             "o": Out(stream.Signature(mac_layout)),
             "busy": Out(1),
         })
@@ -75,7 +77,7 @@ class LayerSequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C, wb = self.rows, self.cols, self.weight_bits
-        cfg = Signal(self.start_layout)
+        cfg = layout_signal(self.start_layout, name="cfg")
         running = Signal()
         k = Signal(16)
         mm = Signal(16)
@@ -98,7 +100,7 @@ class LayerSequencer(wiring.Component):
         # The register stage beside the read ports.
         first = Signal(reset_less=True)
         last = Signal(reset_less=True)
-        w_zp = Signal(data.ArrayLayout(signed(8), R), reset_less=True)
+        w_zp = layout_signal(data.ArrayLayout(signed(8), R), name="w_zp", reset_less=True)
         with m.If(advance):
             m.d.sync += [self.o.valid.eq(issue), first.eq(k == 0),
                          last.eq(k == cfg.k_steps - 1), w_zp.eq(self.w_zp)]
@@ -127,7 +129,7 @@ class LayerSequencer(wiring.Component):
                     with m.If(end_n):
                         m.d.sync += running.eq(0)
         with m.If(self.start.valid & self.start.ready):
-            s = self.start.payload
+            s = self.start_layout(self.start.payload)
             m.d.sync += [cfg.eq(s), running.eq(1), k.eq(0), mm.eq(0), n.eq(0),
                          a_addr.eq(s.act_base), w_addr.eq(s.weight_base), w_tile.eq(s.weight_base)]
         return m

@@ -303,7 +303,7 @@ def test_network_ratio_matrix(sim, ratio, tmp_path):
 @pytest.mark.parametrize("ratio", ["4:1"])
 def test_fuzz_stream_matches_model(ratio, tmp_path):
     bus, core = RATIOS[ratio]
-    run_top("verilator", QUICK, test_dir=tmp_path, packets=fuzz_program(1, info_of(QUICK), 250),
+    run_top("verilator", QUICK, test_dir=tmp_path, packets=fuzz_program(1, info_of(QUICK), 600),
             bus_period=bus, core_period=core, idle=0.3, idle_burst=4, backpressure=0.4, bp_burst=6, seed=1)
 
 
