@@ -126,7 +126,12 @@ class TB:
             except cocotb.triggers.SimTimeoutError:
                 fail(f"top: HANG: response #{k} of {count} did not arrive within {watchdog} core "
                      f"cycles ({len(out)} received)")
-            out.append(P.parse_response(bytes_to_words(frame.tdata)))
+            words = bytes_to_words(frame.tdata)
+            try:
+                out.append(P.parse_response(words))
+            except ValueError as e:
+                fail(f"top: MISMATCH: response #{k} is malformed ({e}): "
+                     f"{[hex(w) for w in words[:12]]}")
         return out
 
 

@@ -210,22 +210,25 @@ def _rq(rng, acc, rounding, lo=-128, hi=127, zero_point=0, target=60):
                          lo=lo, hi=hi, rounding=rounding)
 
 
-def network(seed=0, batch=2, shape=(5, 5), cin=3, ch=4, classes=5):
+def network(seed=0, batch=2, shape=(5, 5), cin=3, ch=4, classes=5, weight_bits=8):
     """Two 3x3 convolutions, a residual Add of their outputs, 2x2 average pooling (TFLite, clamped), a fully connected
     layer: ``(IntegerModel, images)``. Rounding differs per layer (tflite, half_even, floor)."""
     rng = np.random.default_rng(seed)
     x = rng.integers(-128, 128, (batch,) + shape + (cin,))
     spec = InputSpec(shape=shape + (cin,), dtype="int8", zero_point=-3)
-    w1 = rng.integers(-128, 128, (ch, 3, 3, cin)).astype(np.int8)
+    wlo, whi = -(1 << (weight_bits - 1)), 1 << (weight_bits - 1)
+    w1 = rng.integers(wlo, whi, (ch, 3, 3, cin)).astype(np.int8)
     w1_zp = rng.integers(-10, 10, ch)
     a1 = conv2d(x, w1, 1, 1, -3, w1_zp)
     conv1 = MacLayer(kind="conv2d", name="conv1", inputs=("input",), weight=w1, weight_zero_point=w1_zp,
+                     weight_bits=weight_bits,
                      input_zero_point=-3, padding=((1, 1), (1, 1)), requant=_rq(rng, a1, "tflite", zero_point=2),
                      dtype="int8")
     y1 = IntegerDeployable(IntegerModel(input=spec, layers=(conv1,), outputs=("conv1",))).run(x)
-    w2 = rng.integers(-128, 128, (ch, 3, 3, ch)).astype(np.int8)
+    w2 = rng.integers(wlo, whi, (ch, 3, 3, ch)).astype(np.int8)
     a2 = conv2d(y1, w2, 1, 1, 2, 0)
     conv2 = MacLayer(kind="conv2d", name="conv2", inputs=("conv1",), weight=w2, input_zero_point=2,
+                     weight_bits=weight_bits,
                      padding=((1, 1), (1, 1)), requant=_rq(rng, a2, "half_even", zero_point=-1), dtype="int8")
     add = AddLayer(name="res", inputs=("conv1", "conv2"), dtype="int8",
                    params=AddParams.tflite(0.05, 2, 0.04, -1, 0.07, 0, lo=-128, hi=127))
@@ -233,10 +236,11 @@ def network(seed=0, batch=2, shape=(5, 5), cin=3, ch=4, classes=5):
                      hi=100, dtype="int8")
     flat = FlattenLayer(name="flat", inputs=("pool",), dtype="int8")
     feat = (shape[0] // 2) * (shape[1] // 2) * ch
-    w3 = rng.integers(-128, 128, (classes, feat)).astype(np.int8)
+    w3 = rng.integers(wlo, whi, (classes, feat)).astype(np.int8)
     part = IntegerModel(input=spec, layers=(conv1, conv2, add, pool, flat), outputs=("flat",))
     a3 = linear(IntegerDeployable(part).run(x), w3, 0, 5)
     fc = MacLayer(kind="linear", name="fc", inputs=("flat",), weight=w3, weight_zero_point=5,
+                  weight_bits=weight_bits,
                   requant=_rq(rng, a3, "floor"), dtype="int8")
     model = IntegerModel(input=spec, layers=(conv1, conv2, add, pool, flat, fc), outputs=("fc",))
     return model, x
@@ -270,7 +274,7 @@ class _Replay:
 def run_network_on_top(sim, params, ratio, tmp_path, *, seed=0, idle=0.2, backpressure=0.3, **bench):
     """The network through the top: every response compared with the model in the bench, every
     layer tensor decoded from the RTL's responses and compared with golden IntegerDeployable."""
-    model, x = network(seed)
+    model, x = network(seed, weight_bits=params.get("weight_bits", 8))
     golden = IntegerDeployable(model).run(x, trace=True)
     rec = _Recorder(info_of(params))
     run_network(model, x, rec)
@@ -546,3 +550,73 @@ def test_beat_word_converters_round_trip(bus_width):
     ends = [(j % per == per - 1) for pk in packets for j in range(len(pk) + (-len(pk) % per))]
     lasts = [j == len(pk) + (-len(pk) % per) - 1 for pk in packets for j in range(len(pk) + (-len(pk) % per))]
     assert [bool(e) for e, _ in flags] == ends and [bool(last) for _, last in flags] == lasts
+
+
+# --- other hardware configurations (regress) -------------------------------------------------------
+
+#: Non-square array with lane counts that are not multiples of 4 (byte packing across words),
+#: 4-bit weights, a 128-bit bus; and the default 32-bit bus.
+OTHERS = {
+    "3x5-w4-bus128": dict(rows=3, cols=5, bus_width=128, weight_bits=4, weight_depth=64, act_depth=1024,
+                          param_channels=12, residual_depth=256, threshold_channels=6, max_q=4,
+                          max_pool_taps=9, max_pool_shift=20, fifo_depth=16),
+    "4x4-bus32": {**QUICK, "bus_width": 32, "fifo_depth": 16},
+}
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("name", list(OTHERS))
+def test_other_configuration_fuzz_and_network(name, tmp_path):
+    params = OTHERS[name]
+    bus, core = RATIOS["10:11"]
+    run_top("verilator", params, test_dir=tmp_path / "fuzz", packets=fuzz_program(21, info_of(params), 500),
+            bus_period=bus, core_period=core, idle=0.3, idle_burst=4, backpressure=0.4, bp_burst=6, seed=21)
+    run_network_on_top("verilator", params, "11:10", tmp_path / "net", seed=4)
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("domain", ["bus", "core"])
+def test_reset_on_icarus(domain, tmp_path):
+    info = info_of(QUICK)
+    interrupted = fuzz_program(32, info, 40)
+    run_top("icarus", QUICK, test_dir=tmp_path, scenario="reset", first=fuzz_program(31, info, 10),
+            interrupted=interrupted, second=fuzz_program(33, info, 20), reset_domain=domain,
+            reset_after=sum(len(p) for p in interrupted) // 5, bus_period=7, core_period=13, seed=5)
+
+
+@pytest.mark.regress
+def test_fuzz_on_icarus(tmp_path):
+    run_top("icarus", QUICK, test_dir=tmp_path, packets=fuzz_program(41, info_of(QUICK), 150),
+            bus_period=11, core_period=10, idle=0.3, backpressure=0.3, seed=41)
+
+
+# --- the RTL engine ---------------------------------------------------------------------------------
+
+def test_rtl_engine_executes_packets(tmp_path):
+    engine = RtlEngine("verilator", QUICK, work_dir=tmp_path)
+    packets = [P.info(tag=7), P.command(0x42, [], tag=8), P.status(tag=9)]
+    responses = engine.execute(packets)
+    expected = AcceleratorModel(info_of(QUICK)).transact(packets)
+    assert [(r.opcode, r.tag, r.status) for r in responses] == [(e.opcode, e.tag, e.status) for e in expected]
+    assert P.decode_info(responses[0].payload) == engine.info == info_of(QUICK)
+    assert engine.cycles > 0
+
+
+def test_rtl_engine_refuses_bad_arguments(tmp_path):
+    with pytest.raises(ValueError, match="^sim: "):
+        RtlEngine("modelsim", QUICK)
+    with pytest.raises(ValueError, match="^rows: "):
+        RtlEngine("verilator", {**QUICK, "rows": 0})
+    with pytest.raises(ValueError, match="^packets: "):
+        RtlEngine("verilator", QUICK, work_dir=tmp_path).execute([])
+
+
+@pytest.mark.regress
+def test_driver_runs_the_network_on_the_rtl_engine(tmp_path):
+    """sim.driver.run_network with RtlEngine (one simulator run per layer), bit-exact with golden."""
+    model, x = network(seed=9)
+    golden = IntegerDeployable(model).run(x, trace=True)
+    out, stats = run_network(model, x, RtlEngine("verilator", QUICK, work_dir=tmp_path))
+    for name, g in golden.items():
+        np.testing.assert_array_equal(out[name], g, err_msg=name)
+    assert stats["utilisation"] is not None and 0 < stats["utilisation"] < 1
