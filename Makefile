@@ -16,10 +16,10 @@ demo: $(STAMP)
 	$(VENV)/bin/intdeploy demo
 
 test: $(STAMP)
-	$(PY) -m pytest -q -m "not regress"
+	$(PY) -m pytest -q -n $(JOBS) -m "not regress"
 
 regress: $(STAMP)
-	$(PY) -m pytest -q
+	$(PY) -m pytest -q -n $(JOBS)
 
 bench: $(STAMP)
 	$(VENV)/bin/intdeploy bench --out docs/perf/golden.json
