@@ -586,7 +586,7 @@ def test_reset_on_icarus(domain, tmp_path):
 
 @pytest.mark.regress
 def test_fuzz_on_icarus(tmp_path):
-    run_top("icarus", QUICK, test_dir=tmp_path, packets=fuzz_program(41, info_of(QUICK), 150),
+    run_top("icarus", QUICK, test_dir=tmp_path, packets=fuzz_program(41, info_of(QUICK), 80),
             bus_period=11, core_period=10, idle=0.3, backpressure=0.3, seed=41)
 
 
