@@ -13,11 +13,11 @@ import os
 import cocotb
 import numpy as np
 from cocotb.clock import Clock
-from cocotb.triggers import ClockCycles, RisingEdge
+from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 from cocotbext.axi.stream import define_stream
 
 __all__ = ["config", "Bench", "StreamSource", "StreamSink", "stall_pattern", "Scoreboard",
-           "write_report"]
+           "write_report", "stream_check", "handshakes", "check_timing"]
 
 _Bus, _Transaction, _Source, _Sink, _Monitor = define_stream(
     "AmaranthStream", signals=["payload", "valid", "ready"])
@@ -190,3 +190,70 @@ class Scoreboard:
         if self.log is not None:
             self.log.error(text)
         raise AssertionError(text)
+
+
+# --- timing and the two-phase stream check shared by the unit benches --------------------------
+
+async def stream_check(tb, src, snk, beats, sb, values, latency):
+    """Send ``beats`` and check every output with ``sb`` in two phases.
+
+    Phase 1: the first ``cfg["full_rate"]`` beats (default 48) with no stalls on either side;
+    a monitor checks the documented ``latency`` exactly (first acceptance to first
+    presentation) and II = 1 (acceptances, then presentations, on consecutive cycles).
+    Phase 2: the rest, with random stalls ``in_stall`` / ``out_stall`` (pause probability per
+    cycle, default 0.3) of 1..``burst`` cycles (default 3). ``values(v)`` turns a received
+    beat into the list compared with golden.
+    """
+    cfg = tb.cfg
+    k = min(int(cfg.get("full_rate", 48)), len(beats))
+
+    async def collect(n):
+        for _ in range(n):
+            v = await snk.recv()
+            sb.check(np.array(values(v), dtype=np.int64), tb.cycle)
+
+    burst = int(cfg.get("burst", 3))
+    budget = lambda n: (n * (4 + 2 * burst) + 100 + latency) * 10     # ns; 10 ns clock
+    if k:
+        accepted, presented = [], []
+        monitor = cocotb.start_soon(handshakes(tb.dut, accepted, presented))
+        for beat in beats[:k]:
+            await src.send(beat)            # queued at once: the source drives back to back
+        await with_timeout(collect(k), budget(k), "ns")
+        monitor.cancel()
+        check_timing(accepted, presented, latency)
+    src.stall(tb.stalls(float(cfg.get("in_stall", 0.3)), burst))
+    snk.stall(tb.stalls(float(cfg.get("out_stall", 0.3)), burst))
+    for beat in beats[k:]:
+        await src.send(beat)
+    await with_timeout(collect(len(beats) - k), budget(len(beats) - k), "ns")
+    sb.finish()
+    tb.dut._log.info("checked %d beats, %d cycles", sb.checked, tb.cycle)
+
+
+async def handshakes(dut, accepted, presented):
+    """Append the cycles of input acceptances and output transfers, sampled mid-cycle at the
+    falling edge where both sides are settled; runs until cancelled."""
+    cycle = 0
+    while True:
+        await FallingEdge(dut.clk)
+        cycle += 1
+        if dut.i__valid.value == 1 and dut.i__ready.value == 1:
+            accepted.append(cycle)
+        if dut.o__valid.value == 1 and dut.o__ready.value == 1:
+            presented.append(cycle)
+
+
+def check_timing(accepted, presented, latency):
+    """Without stalls: the first output ``latency`` cycles after the first acceptance, and
+    acceptances and outputs each on consecutive cycles (II = 1)."""
+    def fail(text):
+        write_report(text)
+        raise AssertionError(text)
+    if not accepted or not presented or presented[0] - accepted[0] != latency:
+        fail(f"LATENCY: first acceptance at cycle {accepted[:1]}, first output at "
+             f"{presented[:1]}: expected {latency} cycles apart")
+    for name, cycles in (("input acceptances", accepted), ("outputs", presented)):
+        if cycles[-1] - cycles[0] != len(cycles) - 1:
+            fail(f"THROUGHPUT: {len(cycles)} {name} without stalls spread over cycles "
+                 f"{cycles[0]}..{cycles[-1]} (II = 1 expected)")

@@ -4,7 +4,7 @@
 Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``in_bits``, ``out_bits``, ``n``
 (random lane items after the corner list), ``corners`` (``"quick"``, ``"thorough"`` or false),
 ``full_rate``, ``in_stall`` / ``out_stall`` / ``burst`` (the no-stall phase that checks latency
-and II = 1, then random pauses: :func:`sim.tb_requantizer.stream_check`), ``golden_rounding``
+and II = 1, then random pauses: :func:`sim.bench.stream_check`), ``golden_rounding``
 (optional: golden uses this rounding in all three requantizers, to show the check fails).
 
 Every lane of every beat is one item ``(a, b, AddParams)``, encoded by :meth:`AddUnit.encode`.
@@ -25,8 +25,8 @@ import numpy as np
 from golden.add import AddParams, add
 from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from hw.add import LATENCY, AddUnit
-from sim.bench import Bench, Scoreboard
-from sim.tb_requantizer import MODES, Stimulus, stream_check
+from sim.bench import Bench, Scoreboard, stream_check
+from sim.tb_requantizer import MODES, Stimulus
 
 
 class AddStimulus:

@@ -27,8 +27,7 @@ from cocotb.triggers import with_timeout
 
 from golden.pool import avg_pool2d_nemo, avg_pool2d_tflite, max_pool2d, pool_windows
 from hw.pool import PoolUnit
-from sim.bench import Bench, Scoreboard
-from sim.tb_requantizer import check_timing, handshakes
+from sim.bench import Bench, Scoreboard, check_timing, handshakes
 
 SIZES = (1, 2, 3, 4, 6, 9, 16)
 VALUE_KINDS = ("int8", "uint8", "full", "equal", "extreme", "narrow")

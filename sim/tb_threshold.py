@@ -28,8 +28,7 @@ from cocotb.triggers import with_timeout
 
 from golden.threshold import bn_thresholds, threshold
 from hw.threshold import ThresholdUnit
-from sim.bench import Bench, Scoreboard
-from sim.tb_requantizer import check_timing, handshakes
+from sim.bench import Bench, Scoreboard, check_timing, handshakes
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
