@@ -64,9 +64,15 @@ def _pact_eps(beta, bits):
 
 
 def pact_forward(x, beta, bits):
-    """PACT forward (report sec. 2.2): ``eps * floor(clip(x, 0, beta) / eps)``, ``eps = beta/(2**bits - 1)``."""
+    """PACT forward (report sec. 2.2, Eq. 10): ``eps * clip(floor(x / eps), 0, 2**bits - 1)``, ``eps = beta/(2**bits - 1)``.
+
+    The report writes ``eps * floor(clip(x, 0, beta) / eps)``; the clip is applied to the
+    integer code instead (as :func:`golden.quantizers.pact_quantize` and NEMO's ``PACT_Act``):
+    in floating point ``beta / eps`` rounds just below ``2**bits - 1`` for about one ``beta`` in
+    eight, and clipping ``x`` to ``beta`` first would then make the top level unreachable.
+    """
     beta, eps = _pact_eps(beta, bits)
-    return eps * np.floor(np.clip(_real_array("x", x), 0.0, beta) / eps)
+    return eps * np.clip(np.floor(_real_array("x", x) / eps), 0, (1 << bits) - 1)
 
 
 def pact_backward(x, grad_y, beta, bits):

@@ -701,9 +701,16 @@ def _calibrate(values, how):
     return beta if beta > 0 else 1.0
 
 
-def _quantize_weights(w, opts):
-    """Per-output-channel weight quantization: ``(stored int8, zero point, eps_w (C,), q)``."""
+def _quantize_weights(w, opts, eps_w=None):
+    """Per-output-channel weight quantization: ``(stored int8, zero point, eps_w (C,), q)``.
+
+    ``eps_w`` (symmetric only): given per-channel quanta (e.g. LSQ steps learned in training)
+    instead of the ones derived from the weights' range."""
     flat = w.reshape(w.shape[0], -1)
+    if eps_w is not None:
+        eps_w = _floats("weight_eps", eps_w, 1)
+        if opts.weights != "symmetric" or eps_w.shape != (w.shape[0],) or np.any(eps_w <= 0):
+            raise ValueError(f"weight_eps: expected {w.shape[0]} positive quanta and weights='symmetric'")
     if opts.weights == "asymmetric":
         alpha = np.minimum(flat.min(axis=1), 0.0)
         beta = np.maximum(flat.max(axis=1), 0.0)
@@ -711,8 +718,9 @@ def _quantize_weights(w, opts):
         q, eps_w = asymmetric_weight_quantize(w, alpha, beta, opts.weight_bits, axis=0)
         stored, zp = int8_storage(q, opts.weight_bits, axis=0)
     else:
-        eps_w, _ = affine_params(flat.min(axis=1), flat.max(axis=1), opts.weight_bits, signed=True,
-                                 reduced_range=True, symmetric=True)
+        if eps_w is None:
+            eps_w, _ = affine_params(flat.min(axis=1), flat.max(axis=1), opts.weight_bits, signed=True,
+                                     reduced_range=True, symmetric=True)
         q = affine_quantize(w, eps_w, 0, opts.weight_bits, signed=True, reduced_range=True, axis=0)
         stored, zp = q, 0
     return stored.astype(np.int8), zp, np.asarray(eps_w, dtype=np.float64), q
@@ -736,7 +744,7 @@ def _nemo_rq(ratios, eta, what):
     return np.array(mults, dtype=np.int64), np.array(shifts, dtype=np.int64)
 
 
-def convert(net, calibration, options=None, name="model", metadata=None):
+def convert(net, calibration, options=None, name="model", metadata=None, *, betas=None, weight_eps=None):
     """Convert a FullPrecision network to the other three representations (see module docstring).
 
     Parameters
@@ -746,6 +754,12 @@ def convert(net, calibration, options=None, name="model", metadata=None):
         choose each activation's ``beta``
     options : ConvertOptions (defaults if None)
     name, metadata : stored in the model file
+    betas : dict, optional
+        Layer name -> activation range ``beta`` to use instead of the calibrated one (e.g. a
+        PACT clip learned by quantization-aware training, :mod:`golden.qat`).
+    weight_eps : dict, optional
+        MAC layer name -> per-output-channel weight quanta ``(C,)`` to use instead of the ones
+        derived from the weights (e.g. learned LSQ steps); needs ``weights="symmetric"``.
 
     Returns
     -------
@@ -762,6 +776,10 @@ def convert(net, calibration, options=None, name="model", metadata=None):
         raise ValueError(f"options: expected ConvertOptions, got {type(opts).__name__}")
     if net.input_eps is None or net.input_range is None:
         raise ValueError("net: convert needs input_eps and input_range (report sec. 3.7)")
+    for what, given, kinds in (("betas", betas, (Conv2d, Linear, Add)), ("weight_eps", weight_eps, (Conv2d, Linear))):
+        bad = sorted(set(given or {}) - {fl.name for fl in net.layers if isinstance(fl, kinds)})
+        if bad:
+            raise ValueError(f"{what}: {bad[0]!r} is not a {'/'.join(k.__name__ for k in kinds)} layer of the network")
     fp = FullPrecision(net)
     cal = fp.run(calibration, trace=True)
 
@@ -781,12 +799,12 @@ def convert(net, calibration, options=None, name="model", metadata=None):
     for fl in net.layers:
         src = list(fl.inputs)
         if isinstance(fl, (Conv2d, Linear)):
-            stored, zp, eps_w, q = _quantize_weights(fl.weight, opts)
+            stored, zp, eps_w, q = _quantize_weights(fl.weight, opts, (weight_eps or {}).get(fl.name))
             w_hats[fl.name] = _bcast(eps_w, q.ndim) * q
             eps_x = eps[src[0]]
             eps_phi = eps_w * eps_x
             x_lo, x_hi = rng[src[0]]
-            act = _act_quant(fl, cal[fl.name], opts)
+            act = _act_quant(fl, cal[fl.name], opts, (betas or {}).get(fl.name))
             acts[fl.name] = act
             lo, hi = act.range
             bn = fl.bn
@@ -850,7 +868,7 @@ def convert(net, calibration, options=None, name="model", metadata=None):
             emit(AddLayer(name=sum_name, inputs=tuple(src), params=params, dtype=_dtype_for(s_lo, s_hi), eps=eps_s),
                  _QNode(eps_s, None, None, opts.eta), s_lo, s_hi)
             if fl.act is not None:
-                act = _act_quant(fl, cal[fl.name], opts)
+                act = _act_quant(fl, cal[fl.name], opts, (betas or {}).get(fl.name))
                 acts[fl.name] = act
                 lo, hi = act.range
                 m, dd = _nemo_rq([eps_s / act.eps], opts.eta, fl.name)
@@ -885,11 +903,14 @@ def convert(net, calibration, options=None, name="model", metadata=None):
     return Deployment(fp, fq, QuantizedDeployable(model, nodes), IntegerDeployable(model), opts)
 
 
-def _act_quant(fl, values, opts):
-    """The activation quantizer of a FullPrecision layer, calibrated on its outputs ``values``."""
+def _act_quant(fl, values, opts, beta=None):
+    """The activation quantizer of a FullPrecision layer, calibrated on its outputs ``values``
+    unless its range ``beta`` is given."""
+    if beta is not None and not (isinstance(beta, (int, float, np.floating)) and math.isfinite(beta) and beta > 0):
+        raise ValueError(f"betas: {fl.name}: expected a positive number, got {beta!r}")
     if fl.act == "relu":
-        return _ActQuant(_calibrate(values, opts.calibration), opts.act_bits, False)
-    return _ActQuant(_calibrate(np.abs(values), opts.calibration), opts.out_bits, True)
+        return _ActQuant(float(beta) if beta else _calibrate(values, opts.calibration), opts.act_bits, False)
+    return _ActQuant(float(beta) if beta else _calibrate(np.abs(values), opts.calibration), opts.out_bits, True)
 
 
 # --- agreement between IntegerDeployable and QuantizedDeployable --------------------------------

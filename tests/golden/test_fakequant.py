@@ -8,6 +8,7 @@ from hypothesis import given, settings, strategies as st
 
 from golden.fakequant import (fake_quantize, fake_quantize_backward, lsq_backward, lsq_forward, pact_backward,
                               pact_forward)
+from golden.quantizers import pact_quantize
 
 floats = st.floats(-20, 20, allow_nan=False)
 
@@ -47,7 +48,7 @@ def test_pact_vs_python(x, beta, bits):
     g = [0.5 * (i + 1) for i in range(len(x))]
     y = pact_forward(np.array(x), beta, bits)
     gx, gbeta = pact_backward(np.array(x), np.array(g), beta, bits)
-    assert y.tolist() == [eps * math.floor(min(max(v, 0.0), beta) / eps) for v in x]
+    assert y.tolist() == [eps * min(max(math.floor(v / eps), 0), 2 ** bits - 1) for v in x]
     assert gx.tolist() == [gy if 0 <= v < beta else 0.0 for v, gy in zip(x, g)]
     assert gbeta == pytest.approx(sum(gy for v, gy in zip(x, g) if v >= beta), abs=1e-12)
 
@@ -60,6 +61,17 @@ def test_pact_gradients_zero_outside_clip():
     np.testing.assert_array_equal(gx, [0, 0, 4, 8, 16, 0, 0])
     assert gbeta == 96.0
     assert pact_forward(np.array([2.0, 5.0]), beta, bits).tolist() == [2.0, 2.0]   # top level reachable
+
+
+def test_pact_top_level_reachable_when_beta_over_eps_rounds_down():
+    # 4.3 / (4.3 / 15) == 14.999999999999998 in float64: clipping x to beta before the floor
+    # would give code 14 for every x >= beta; the code is clipped to 15 instead (Eq. 10).
+    beta, bits = 4.3, 4
+    eps = beta / 15
+    assert math.floor(beta / eps) == 14
+    assert pact_forward(np.array([beta, 2 * beta]), beta, bits).tolist() == [14 * eps, 15 * eps]
+    # The same integer image as the deployment quantizer (Eq. 10).
+    assert pact_quantize(np.array([beta, 2 * beta]), beta, bits)[0].tolist() == [14, 15]
 
 
 # --- LSQ (weekly report) ----------------------------------------------------------------------
