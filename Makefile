@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # Parallel pytest workers for the simulator tests (2 cores here).
 JOBS   ?= 2
 
-.PHONY: setup demo test regress bench clean
+.PHONY: setup demo test regress bench soak fuzz clean
 
 setup: $(STAMP)
 
@@ -23,6 +23,15 @@ regress: $(STAMP)
 
 bench: $(STAMP)
 	$(VENV)/bin/intdeploy bench --out docs/perf/golden.json
+
+# Random networks and configurations, golden vs RTL, for a bounded time: make soak ARGS="--minutes 30 --seed 7"
+ARGS   ?= --minutes 10
+soak: $(STAMP)
+	$(VENV)/bin/intdeploy soak $(ARGS)
+
+# The fuzzers at 10,000 examples each (docs/reliability.md)
+fuzz: $(STAMP)
+	INTDEPLOY_FUZZ_EXAMPLES=10000 $(PY) -m pytest -q -p no:xdist tests/test_fuzz.py -k fuzz_
 
 clean:
 	rm -rf build .pytest_cache .hypothesis

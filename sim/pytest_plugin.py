@@ -20,7 +20,30 @@ def _row_key(report):
     return module, match.group(1) if match else "-"
 
 
+def pytest_configure(config):
+    """Functional coverage (sim/coverage.py): the top-level benches of this run write their bin
+    hits to a fresh directory (the workers and simulators inherit the variable)."""
+    if hasattr(config, "workerinput"):
+        return
+    import os
+    import shutil
+    from sim.runner import REPO
+    path = REPO / "build" / "coverage" / "last-run"
+    shutil.rmtree(path, ignore_errors=True)
+    os.environ.setdefault("INTDEPLOY_COVERAGE_DIR", str(path))
+
+
+def _coverage_summary(tr):
+    from sim import coverage
+    lines, _ = coverage.report()
+    if not lines[0].startswith("functional coverage of 0 "):
+        tr.section("functional coverage")
+        for line in lines:
+            tr.write_line(line)
+
+
 def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    _coverage_summary(terminalreporter)
     rows = collections.defaultdict(lambda: collections.Counter())
     for outcome in ("passed", "failed", "error", "skipped", "xfailed", "xpassed"):
         for report in terminalreporter.stats.get(outcome, []):

