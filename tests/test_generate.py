@@ -11,7 +11,6 @@ a blocking/non-blocking mix, ...) fails the test.
 import os
 import re
 import subprocess
-from pathlib import Path
 
 import pytest
 
