@@ -1,0 +1,155 @@
+"""``intdeploy import``: a quantized ONNX or PyTorch model -> an intdeploy model file.
+
+``intdeploy import MODEL.onnx -o net.json`` or ``intdeploy import MODEL.pt --input-shape C,H,W
+-o net.json`` (``MODEL.pt``: a converted ``torch.ao`` sequential model saved with
+``torch.jit.save(torch.jit.script(model), path)``, or pickled whole with ``torch.save``). The importer proves every layer's requantization equal to the
+framework's float32 one on every reachable accumulator value (:mod:`golden.importers.fp32`), then
+``--verify N`` random inputs run in the framework (ONNX Runtime or PyTorch) and in golden and
+must agree element by element (exit status 1 otherwise). An unsupported model is one line naming
+the node and the operator, exit status 2.
+"""
+
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["load_source", "framework_outputs", "add_parser"]
+
+
+def _shape(text):
+    try:
+        dims = tuple(int(v) for v in text.replace("x", ",").split(","))
+    except ValueError:
+        raise ValueError(f"--input-shape: {text!r} is not a list of integers like 3,8,8 or 64") from None
+    if len(dims) not in (1, 3) or min(dims) < 1:
+        raise ValueError(f"--input-shape: {text!r}; allowed C,H,W or K with positive sizes")
+    return dims
+
+
+def _load_torch(path):
+    """A TorchScript archive (``torch.jit.save``), else a whole pickled module (``torch.save``)."""
+    import torch
+    try:
+        return torch.jit.load(str(path), map_location="cpu")
+    except Exception:           # noqa: BLE001 - not TorchScript: try a pickled module
+        pass
+    try:
+        # a whole pickled module: the user's own file (weights_only=False runs its pickle code)
+        module = torch.load(str(path), map_location="cpu", weights_only=False)
+    except Exception as e:      # noqa: BLE001 - unpickling raises many types
+        raise ValueError(f"{path}: neither TorchScript nor a loadable torch.save file ({type(e).__name__})") \
+            from None
+    if not isinstance(module, torch.nn.Module):
+        raise ValueError(f"{path}: holds a {type(module).__name__}; expected a quantized model saved with "
+                         f"torch.jit.save(torch.jit.script(model), path) (a state_dict has no module structure)")
+    return module
+
+
+def load_source(path, input_shape=None, allow_inexact=True):
+    """Import ``path`` (``.onnx``, or ``.pt`` / ``.pth``); returns ``(IntegerModel, Proof, source)``,
+    ``source`` the loaded framework model (``onnx.ModelProto`` or ``torch.nn.Module``)."""
+    path = Path(path)
+    suffix = path.suffix.lower()
+    if suffix == ".onnx":
+        import onnx
+        from golden.importers.from_onnx import import_onnx
+        try:
+            source = onnx.load(str(path))
+        except OSError:
+            raise
+        except Exception as e:        # noqa: BLE001 - protobuf raises several types
+            raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+        model, proof = import_onnx(source, name=path.stem, strict=not allow_inexact)
+    elif suffix in (".pt", ".pth"):
+        from golden.importers.from_torch import import_torch
+        source = _load_torch(path)
+        model, proof = import_torch(source, input_shape, name=path.stem,
+                                    strict=not allow_inexact)
+    else:
+        raise ValueError(f"MODEL: {path.name!r} has suffix {suffix!r}; allowed .onnx, .pt, .pth")
+    return model, proof, source
+
+
+def framework_outputs(source, model, images):
+    """Run ``images`` (integer, the model file's channels-last layout) in the framework that
+    ``source`` came from; returns its integer output in the model file's layout."""
+    spec = model.input
+    x = np.asarray(images, dtype=np.int64)
+    nchw = x.ndim == 4
+    xf = x.transpose(0, 3, 1, 2) if nchw else x
+    eps = float(np.float32(spec.eps))
+    if hasattr(source, "SerializeToString"):          # onnx.ModelProto
+        import onnxruntime as ort
+        from onnx import TensorProto
+        opts = ort.SessionOptions()
+        opts.log_severity_level = 3
+        sess = ort.InferenceSession(source.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        gin = sess.get_inputs()[0]
+        elem = next(i for i in source.graph.input if i.name == gin.name).type.tensor_type.elem_type
+        feed = xf.astype({TensorProto.UINT8: np.uint8, TensorProto.INT8: np.int8}[elem]) \
+            if elem in (TensorProto.UINT8, TensorProto.INT8) else \
+            ((xf - spec.zero_point) * eps).astype(np.float32)
+        y = sess.run(None, {gin.name: feed})[0]
+    else:
+        import torch
+        with torch.no_grad():
+            y = source(torch.tensor((xf - spec.zero_point) * eps, dtype=torch.float32))
+        y = y.int_repr().numpy() if y.is_quantized else y.numpy()
+    if np.issubdtype(np.asarray(y).dtype, np.floating):
+        # a DequantizeLinear / DeQuantize output: back to the integers (exact: one float32 product)
+        out = model.layers[[layer.name for layer in model.layers].index(model.outputs[0])]
+        zp = int(getattr(getattr(out, "requant", None), "zero_point", 0))
+        y = np.rint(np.asarray(y, dtype=np.float64) / float(np.float32(out.eps))) + zp
+    y = np.asarray(y).astype(np.int64)
+    return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
+
+
+def _main(args):
+    from golden import model_file
+    from golden.network import IntegerDeployable
+    shape = _shape(args.input_shape) if args.input_shape else None
+    if args.verify < 0:
+        raise ValueError(f"--verify: {args.verify} is out of range; allowed >= 0")
+    model, proof, source = load_source(args.model, shape, allow_inexact=not args.strict)
+    out = model_file.save(model, args.output)
+    p = proof.as_dict()
+    print(f"{args.model} -> {out} (+ {out.with_suffix('.npz').name}): {len(model.layers)} layers, "
+          f"rounding half_even; requantization proof: {p['checked']} accumulator values checked, "
+          f"{p['fitted']} channel(s) refitted, {p['inexact']} inexact ({p['inexact_values']} values)")
+    for what, ch, values in proof.differences:
+        print(f"  inexact: {what} channel {ch}: {values.size} accumulator value(s) requantize differently from "
+              f"the framework's float32 result (float32 rounding moves a .5 tie), e.g. {int(values[0])}")
+    if args.verify:
+        rng = np.random.default_rng(args.seed)
+        spec = model.input
+        images = rng.integers(spec.lo, spec.hi + 1, (args.verify,) + spec.shape)
+        want = framework_outputs(source, model, images)
+        got = IntegerDeployable(model).run(images)
+        bad = int(np.count_nonzero(got != want))
+        print(f"verify: {args.verify} random inputs, framework vs golden: {want.size - bad}/{want.size} elements "
+              f"equal{'' if bad == 0 else ' - MISMATCH'}")
+        if bad:
+            return 1
+    return 0
+
+
+def add_parser(sub):
+    """The ``import`` sub-command (registered in :data:`sim.cli.COMMANDS`)."""
+    p = sub.add_parser("import", help="import a quantized ONNX (QLinear/QDQ) or PyTorch (torch.ao fbgemm) model",
+                       description="Converts a quantized ONNX model (QLinearConv, QLinearMatMul, QDQ) or a "
+                                   "converted torch.ao sequential model saved with torch.save(model, path) into an "
+                                   "intdeploy model file (rounding half_even), proving each layer's "
+                                   "requantization equal to the framework's, then checks random inputs in the "
+                                   "framework and in golden (docs/import.md).")
+    p.add_argument("model", metavar="MODEL", help="MODEL.onnx, or MODEL.pt / MODEL.pth (TorchScript, or a whole "
+                                                  "pickled module)")
+    p.add_argument("-o", "--output", required=True, help="model file to write (JSON; arrays beside it as .npz)")
+    p.add_argument("--input-shape", help="PyTorch models: per-sample input shape C,H,W or K (default: "
+                                         "in_features of a first Linear)")
+    p.add_argument("--strict", action="store_true",
+                   help="refuse a layer whose float32 requantization no integer requantizer reproduces on "
+                        "every reachable accumulator value (default: keep it and list the values that differ)")
+    p.add_argument("--verify", type=int, default=64, help="random inputs compared framework vs golden "
+                                                          "(default 64; 0: none)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the --verify inputs (default 0)")
+    p.set_defaults(func=_main)

@@ -1,0 +1,387 @@
+"""ONNX quantized models (QLinear* and QDQ) -> :class:`golden.model_file.IntegerModel`.
+
+Supported operators (ONNX domain, opset >= 10):
+
+* ``QLinearConv`` (2-D, ``group = 1``, dilations 1, explicit ``pads`` or ``auto_pad = NOTSET``,
+  int32 bias ``B``) and ``QLinearMatMul`` (2-D ``a``, constant ``b``), per-tensor or per-channel
+  weight scale and zero point;
+* QDQ: ``DequantizeLinear`` of constant weights / bias and of quantized activations, ``Conv``,
+  ``MatMul`` or ``Gemm`` (``transB = 1``, ``alpha = beta = 1``) on them, an optional ``Relu``,
+  then ``QuantizeLinear``: the layer ONNX Runtime fuses into QLinearConv / QLinearMatMul; the
+  bias must be the int32 quantization of the bias with scale ``x_scale * w_scale``;
+* ``QuantizeLinear`` of the float graph input (the model's input tensor), ``DequantizeLinear`` of
+  a graph output, ``Flatten`` / ``Reshape`` to ``[N, -1]`` of a quantized tensor.
+
+Activations become channels-last (``NCHW`` -> ``(H, W, C)``, the model-file convention); a flatten
+of an ``(H, W, C)`` tensor permutes the next matrix's rows so that ONNX's ``(c, h, w)`` order is
+kept. ``uint8`` weights become int8 by subtracting 128 from the weights and their zero point.
+Requantization: ONNX Runtime's float32 formula (:func:`golden.importers.fp32.ort_requantize`,
+``S = fl(fl(x_scale * w_scale[c]) / y_scale)``) turned into a ``half_even`` requantizer and
+proven equal on every reachable accumulator value (:func:`golden.importers.fp32.fit_requant`).
+
+Anything else raises :class:`golden.model_file.ModelFormatError` with one line, e.g.
+``node 'pool1': operator 'MaxPool' is not supported; supported: ...``.
+"""
+
+import numpy as np
+
+from golden import mac_array
+from golden.importers.fp32 import Proof, f32, fit_requant, ort_requantize, ort_scale
+from golden.model_file import DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError
+
+__all__ = ["SUPPORTED_OPS", "import_onnx"]
+
+SUPPORTED_OPS = ("QLinearConv", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear", "Conv", "MatMul",
+                 "Gemm", "Relu", "Flatten", "Reshape")
+_QTYPES = {2: "uint8", 3: "int8"}        # onnx.TensorProto.UINT8 / INT8
+
+
+class _Q:
+    """A quantized activation: our tensor name, scale (float32), zero point, dtype, layout
+    (``"hwc"`` with shape, or ``"vec"``) and, for a flattened ``hwc`` tensor, the ONNX index of
+    each of our elements (``perm``)."""
+
+    def __init__(self, name, scale, zp, dtype, shape, layout, perm=None, lo=None, hi=None):
+        self.name, self.scale, self.zp, self.dtype = name, f32(scale), int(zp), dtype
+        self.shape, self.layout, self.perm = tuple(shape), layout, perm
+        dlo, dhi = DTYPES[dtype]
+        self.lo = dlo if lo is None else lo
+        self.hi = dhi if hi is None else hi
+
+
+class _DQ:
+    """A float view ``DequantizeLinear(q)`` of a quantized activation or of a constant."""
+
+    def __init__(self, q=None, const=None):
+        self.q, self.const = q, const
+
+
+class _Pending:
+    """A float Conv / MatMul / Gemm on dequantized operands, waiting for its QuantizeLinear."""
+
+    def __init__(self, node, kind, x, w, b, relu=False):
+        self.node, self.kind, self.x, self.w, self.b, self.relu = node, kind, x, w, b, relu
+
+
+def _fail(node, msg):
+    raise ModelFormatError(f"node {node.name or node.output[0]!r} ({node.op_type}): {msg}")
+
+
+def _safe(name):
+    out = "".join(c if c.isalnum() or c in "_.-" else "_" for c in name)[:120] or "t"
+    return out if out[0].isalpha() or out[0] == "_" else "t_" + out
+
+
+def import_onnx(model, name=None, strict=True):
+    """Import an ONNX model (path or ``onnx.ModelProto``); returns ``(IntegerModel, Proof)``.
+
+    ``strict``: True refuses a layer whose float32 requantization no integer ``half_even``
+    requantizer reproduces on every reachable accumulator value; False keeps the exact float32
+    scale for it and counts the differing values in the returned :class:`Proof`.
+
+    The model's single graph input must be quantized (QuantizeLinear of a float input, or a
+    uint8 / int8 input consumed by a QLinear node). Raises :class:`ModelFormatError` (one line
+    naming the node and the operator) for anything outside the supported set.
+    """
+    import onnx
+    from onnx import numpy_helper
+    if not isinstance(model, onnx.ModelProto):
+        try:
+            model = onnx.load(str(model))
+        except Exception as e:        # noqa: BLE001 - protobuf raises several types
+            raise ModelFormatError(f"{model}: not a readable ONNX model ({type(e).__name__}: {e})") from None
+    g = model.graph
+    for imp in model.opset_import:
+        if imp.domain in ("", "ai.onnx") and imp.version < 10:
+            raise ModelFormatError(f"opset_import: ONNX opset {imp.version}; QLinear operators need opset >= 10")
+    consts = {t.name: numpy_helper.to_array(t) for t in g.initializer}
+    for node in g.node:
+        if node.op_type == "Constant":
+            for a in node.attribute:
+                if a.name == "value":
+                    consts[node.output[0]] = numpy_helper.to_array(a.t)
+    inputs = [i for i in g.input if i.name not in consts]
+    if len(inputs) != 1:
+        raise ModelFormatError(f"graph.input: expected one (non-constant) input, got {len(inputs)}")
+    gin = inputs[0]
+    tt = gin.type.tensor_type
+    dims = [d.dim_value if d.HasField("dim_value") else None for d in tt.shape.dim]
+    if len(dims) not in (2, 4) or any(d is None or d < 1 for d in dims[1:]):
+        raise ModelFormatError(f"graph.input {gin.name!r}: expected shape [N, K] or [N, C, H, W] with fixed "
+                               f"sizes, got {dims}")
+    env = {}
+    layers = []
+    spec = {}
+    proof = Proof()
+    names = set()
+
+    def fresh(n):
+        base = _safe(n)
+        out, i = base, 1
+        while out in names:
+            out, i = f"{base}_{i}", i + 1
+        names.add(out)
+        return out
+
+    def in_shape():
+        return (dims[2], dims[3], dims[1]) if len(dims) == 4 else (dims[1],)
+
+    def const(node, i, what):
+        if i >= len(node.input) or not node.input[i]:
+            return None
+        if node.input[i] not in consts:
+            _fail(node, f"{what} ({node.input[i]!r}) must be a constant initializer")
+        return consts[node.input[i]]
+
+    def scalar(node, i, what):
+        v = const(node, i, what)
+        if v is None or v.size != 1:
+            _fail(node, f"{what} must be a scalar (per-tensor)")
+        return v.reshape(())
+
+    def make_input(node, scale, zp):
+        dtype = _QTYPES.get(int(zp.dtype == np.int8) + 2) if zp.dtype in (np.uint8, np.int8) else None
+        if dtype is None:
+            _fail(node, f"zero point dtype {zp.dtype}; allowed uint8, int8")
+        nm = fresh(gin.name)
+        spec["input"] = InputSpec(name=nm, shape=in_shape(), dtype=dtype, zero_point=int(zp),
+                                  eps=float(scale))
+        return _Q(nm, scale, zp, dtype, in_shape(), "hwc" if len(dims) == 4 else "vec")
+
+    def activation(node, i):
+        """The quantized tensor feeding input ``i`` of a QLinear node."""
+        src = node.input[i]
+        if src in env and isinstance(env[src], _Q):
+            return env[src]
+        if src == gin.name and tt.elem_type in _QTYPES:
+            scale, zp = scalar(node, i + 1, "x_scale"), scalar(node, i + 2, "x_zero_point")
+            q = make_input(node, scale, zp)
+            env[src] = q
+            return q
+        _fail(node, f"input {src!r} is not a quantized activation")
+
+    def mac(node, kind, x, wq, w_scale, w_zp, y_scale, y_zp, bias, relu, attrs):
+        """Emit a MacLayer: ``wq`` ONNX weights (conv OIHW, matmul [K, N]) as stored."""
+        if x.scale is None:
+            _fail(node, "input scale unknown")
+        wq = np.asarray(wq)
+        if wq.dtype not in (np.uint8, np.int8):
+            _fail(node, f"weights of dtype {wq.dtype}; allowed uint8, int8")
+        w = wq.astype(np.int64)
+        cout = w.shape[0] if kind == "conv2d" else w.shape[1]
+        w_scale = np.asarray(w_scale, dtype=np.float32).reshape(-1)
+        w_zp = np.asarray(w_zp).reshape(-1).astype(np.int64)
+        for nm, v in (("w_scale", w_scale), ("w_zero_point", w_zp)):
+            if v.size not in (1, cout):
+                _fail(node, f"{nm} has {v.size} values; allowed 1 (per tensor) or {cout} (per output channel)")
+        if wq.dtype == np.uint8:
+            w, w_zp = w - 128, w_zp - 128
+        if kind == "conv2d":
+            if x.layout != "hwc" or len(x.shape) != 3:
+                _fail(node, "input is not an image [N, C, H, W]")
+            if w.ndim != 4 or w.shape[1] != x.shape[2]:
+                _fail(node, f"weight shape {list(w.shape)} does not match {x.shape[2]} input channels")
+            w = w.transpose(0, 2, 3, 1)                                   # OIHW -> OHWI
+            stride, padding = attrs
+            shape_args = dict(stride=stride, padding=padding)
+        else:
+            if w.ndim != 2:
+                _fail(node, f"b must be a 2-D matrix, got shape {list(w.shape)}")
+            k = x.shape[-1] if x.layout == "vec" else None
+            if x.layout != "vec" or len(x.shape) != 1 or w.shape[0] != k:
+                _fail(node, f"input of shape {list(x.shape)} does not match b {list(w.shape)} (a must be [N, K])")
+            w = w.T                                                       # [K, N] -> [N, K]
+            if x.perm is not None:
+                w = w[:, x.perm]
+            shape_args = {}
+        if not (np.all(np.isfinite(w_scale)) and np.all(w_scale > 0)):
+            _fail(node, "w_scale must be positive and finite")
+        y_dtype = "uint8" if y_zp.dtype == np.uint8 else "int8" if y_zp.dtype == np.int8 else None
+        if y_dtype is None:
+            _fail(node, f"y_zero_point dtype {y_zp.dtype}; allowed uint8, int8")
+        zp = int(y_zp)
+        lo, hi = DTYPES[y_dtype]
+        if relu:
+            lo = max(lo, zp)
+        scale = np.broadcast_to(ort_scale(x.scale, w_scale, y_scale), (cout,)).astype(np.float32)
+        bias = np.zeros(cout, dtype=np.int64) if bias is None else np.asarray(bias).astype(np.int64).reshape(-1)
+        if bias.shape != (cout,):
+            _fail(node, f"bias has shape {list(bias.shape)}; expected [{cout}]")
+        w8 = w.astype(np.int8)
+        w_zpc = np.broadcast_to(w_zp, (cout,)).astype(np.int64)
+        if np.any(w_zpc < -128) or np.any(w_zpc > 127):
+            _fail(node, "weight zero point outside int8 after the uint8 -> int8 shift")
+        pad = kind == "conv2d" and shape_args["padding"] != ((0, 0), (0, 0))
+        x_lo, x_hi = (min(x.lo, x.zp), max(x.hi, x.zp)) if pad else (x.lo, x.hi)
+        a_lo, a_hi = mac_array.accumulator_range(w8, x_lo, x_hi, x.zp, w_zpc)
+        label = f"node {node.name or node.output[0]!r} ({node.op_type})"
+        try:
+            rq, _ = fit_requant(lambda acc, c: ort_requantize(acc + bias[c], scale[c], zp, lo, hi),
+                                scale, bias, zp, lo, hi, a_lo, a_hi, label, proof, strict)
+        except ValueError as e:
+            raise ModelFormatError(str(e)) from None
+        wzp = int(w_zpc[0]) if np.all(w_zpc == w_zpc[0]) else w_zpc
+        nm = fresh(node.output[0])
+        layers.append(MacLayer(kind=kind, name=nm, inputs=(x.name,), weight=w8, weight_zero_point=wzp,
+                               input_zero_point=x.zp, requant=rq, dtype=y_dtype, eps=float(f32(y_scale)),
+                               weight_eps=float(w_scale[0]) if w_scale.size == 1 else w_scale.astype(np.float64),
+                               **shape_args))
+        if kind == "conv2d":
+            (pt, pb), (pl, pr) = shape_args["padding"]
+            kh, kw = w.shape[1:3]
+            oh = (x.shape[0] + pt + pb - kh) // shape_args["stride"][0] + 1
+            ow = (x.shape[1] + pl + pr - kw) // shape_args["stride"][1] + 1
+            return _Q(nm, y_scale, zp, y_dtype, (oh, ow, cout), "hwc", lo=lo, hi=hi)
+        return _Q(nm, y_scale, zp, y_dtype, (cout,), "vec", lo=lo, hi=hi)
+
+    def conv_attrs(node):
+        a = {at.name: at for at in node.attribute}
+        if "group" in a and a["group"].i != 1:
+            _fail(node, f"group = {a['group'].i}; only group = 1 is supported")
+        if "dilations" in a and any(d != 1 for d in a["dilations"].ints):
+            _fail(node, f"dilations {list(a['dilations'].ints)}; only 1 is supported")
+        if "auto_pad" in a and a["auto_pad"].s not in (b"", b"NOTSET"):
+            _fail(node, f"auto_pad {a['auto_pad'].s.decode()}; give explicit pads")
+        strides = list(a["strides"].ints) if "strides" in a else [1, 1]
+        pads = list(a["pads"].ints) if "pads" in a else [0, 0, 0, 0]
+        if len(strides) != 2 or len(pads) != 4:
+            _fail(node, "only 2-D convolutions are supported")
+        return (strides[0], strides[1]), ((pads[0], pads[2]), (pads[1], pads[3]))
+
+    def flatten(node, q):
+        if q.layout == "vec":
+            return q
+        h, w, c = q.shape
+        perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+        nm = fresh(node.output[0])
+        layers.append(FlattenLayer(name=nm, inputs=(q.name,), dtype=q.dtype, eps=float(q.scale)))
+        return _Q(nm, q.scale, q.zp, q.dtype, (h * w * c,), "vec", perm=perm, lo=q.lo, hi=q.hi)
+
+    for node in g.node:
+        op = node.op_type
+        if node.domain not in ("", "ai.onnx"):
+            _fail(node, f"operator domain {node.domain!r} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
+        if op == "Constant":
+            continue
+        if op == "QLinearConv":
+            x = activation(node, 0)
+            out = mac(node, "conv2d", x, const(node, 3, "w"), const(node, 4, "w_scale"),
+                      const(node, 5, "w_zero_point"), scalar(node, 6, "y_scale"), scalar(node, 7, "y_zero_point"),
+                      const(node, 8, "B"), False, conv_attrs(node))
+            env[node.output[0]] = out
+        elif op == "QLinearMatMul":
+            x = activation(node, 0)
+            out = mac(node, "linear", x, const(node, 3, "b"), const(node, 4, "b_scale"),
+                      const(node, 5, "b_zero_point"), scalar(node, 6, "y_scale"), scalar(node, 7, "y_zero_point"),
+                      None, False, None)
+            env[node.output[0]] = out
+        elif op == "QuantizeLinear":
+            src = node.input[0]
+            scale, zp = scalar(node, 1, "y_scale"), scalar(node, 2, "y_zero_point")
+            if any(a.name == "axis" for a in node.attribute) and np.asarray(scale).size != 1:
+                _fail(node, "per-axis activation quantization is not supported")
+            v = env.get(src)
+            if src == gin.name and v is None:
+                env[node.output[0]] = make_input(node, scale, zp)
+            elif isinstance(v, _DQ) and v.q is not None:
+                if f32(scale) != v.q.scale or int(zp) != v.q.zp:
+                    _fail(node, "re-quantizes a tensor to other parameters; not supported")
+                env[node.output[0]] = v.q
+            elif isinstance(v, _Pending):
+                p = v
+                x, wc, bc = p.x, p.w, p.b
+                if p.kind == "conv2d":
+                    wq, ws, wz = wc
+                    attrs = conv_attrs(p.node)
+                else:
+                    wq, ws, wz = wc
+                    attrs = None
+                bias = None
+                if bc is not None:
+                    bq, bs, bz = bc
+                    if bq.dtype != np.int32 or np.any(bz != 0):
+                        _fail(p.node, "bias must be DequantizeLinear of an int32 constant with zero point 0")
+                    want = (f32(x.scale) * np.asarray(ws, dtype=np.float32)).reshape(-1)
+                    if not np.all(np.broadcast_to(want, np.asarray(bs).reshape(-1).shape) == np.asarray(bs).reshape(-1)):
+                        _fail(p.node, "bias scale is not x_scale * w_scale")
+                    bias = bq.astype(np.int64)
+                env[node.output[0]] = mac(p.node, p.kind, x, wq, ws, wz, np.asarray(scale).reshape(()),
+                                          np.asarray(zp).reshape(()), bias, p.relu, attrs)
+            else:
+                _fail(node, f"input {src!r} is neither the graph input nor a dequantized or computed tensor")
+        elif op == "DequantizeLinear":
+            src = node.input[0]
+            if src in consts:
+                scale = const(node, 1, "x_scale")
+                zp = const(node, 2, "x_zero_point")
+                if zp is None:
+                    zp = np.zeros_like(np.asarray(scale), dtype=consts[src].dtype)
+                env[node.output[0]] = _DQ(const=(consts[src], scale, zp))
+            elif isinstance(env.get(src), _Q):
+                env[node.output[0]] = _DQ(q=env[src])
+            else:
+                _fail(node, f"input {src!r} is not a quantized tensor or a constant")
+        elif op in ("Conv", "MatMul", "Gemm"):
+            xv = env.get(node.input[0])
+            if not (isinstance(xv, _DQ) and xv.q is not None):
+                _fail(node, "input 0 must be a DequantizeLinear of a quantized activation")
+            wv = env.get(node.input[1])
+            if not (isinstance(wv, _DQ) and wv.const is not None):
+                _fail(node, "input 1 must be a DequantizeLinear of constant weights")
+            bv = env.get(node.input[2]) if len(node.input) > 2 and node.input[2] else None
+            if len(node.input) > 2 and node.input[2] and not (isinstance(bv, _DQ) and bv.const is not None):
+                _fail(node, "the bias must be a DequantizeLinear of an int32 constant")
+            wq, ws, wz = wv.const
+            if op == "Gemm":
+                a = {at.name: at for at in node.attribute}
+                if a.get("transA") and a["transA"].i or not (a.get("transB") and a["transB"].i == 1) \
+                        or (a.get("alpha") and a["alpha"].f != 1) or (a.get("beta") and a["beta"].f != 1):
+                    _fail(node, "only Gemm with transB = 1, transA = 0, alpha = beta = 1 is supported")
+                wq = wq.T
+            if op == "Conv":
+                conv_attrs(node)
+            kind = "conv2d" if op == "Conv" else "linear"
+            env[node.output[0]] = _Pending(node, kind, xv.q, (wq, ws, wz), bv.const if bv else None)
+        elif op == "Relu":
+            v = env.get(node.input[0])
+            if not isinstance(v, _Pending):
+                _fail(node, "Relu is supported only between Conv/MatMul/Gemm and QuantizeLinear")
+            env[node.output[0]] = _Pending(v.node, v.kind, v.x, v.w, v.b, relu=True)
+        elif op in ("Flatten", "Reshape"):
+            v = env.get(node.input[0])
+            q = v.q if isinstance(v, _DQ) else v
+            if not isinstance(q, _Q):
+                _fail(node, "input is not a quantized tensor")
+            if op == "Flatten":
+                axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+                if axis != 1:
+                    _fail(node, f"axis = {axis}; only axis = 1 is supported")
+            else:
+                target = const(node, 1, "shape")
+                n = int(np.prod(q.shape))
+                if target is None or target.size != 2 or int(target[1]) not in (-1, n) or int(target[0]) not in (-1, 0, 1):
+                    _fail(node, f"only a reshape to [N, {n}] (or [N, -1]) is supported, got "
+                                f"{None if target is None else target.tolist()}")
+            out = flatten(node, q)
+            env[node.output[0]] = _DQ(q=out) if isinstance(v, _DQ) else out
+        else:
+            _fail(node, f"operator {op!r} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
+    if "input" not in spec:
+        raise ModelFormatError(f"graph.input {gin.name!r}: no QuantizeLinear or QLinear node consumes it")
+    outs = []
+    for o in g.output:
+        v = env.get(o.name)
+        q = v.q if isinstance(v, _DQ) else v
+        if not isinstance(q, _Q) or q.name == spec["input"].name:
+            raise ModelFormatError(f"graph.output {o.name!r}: not a quantized tensor computed by a supported node")
+        outs.append(q.name)
+    if not layers:
+        raise ModelFormatError("graph: no QLinear or QDQ layer found")
+    try:
+        im = IntegerModel(input=spec["input"], layers=tuple(layers), outputs=tuple(outs),
+                          name=name or g.name or "onnx_model",
+                          metadata={"converter": "golden.importers.from_onnx", "rounding": "half_even",
+                                    "requant_proof": proof.as_dict()})
+    except ValueError as e:
+        raise ModelFormatError(str(e)) from None
+    return im, proof

@@ -1,0 +1,733 @@
+"""Cross-checks of golden and the RTL against the software they claim to reproduce bit for bit.
+
+For each reference a few small layers are generated with random scales and with power-of-two
+scales (these make exact ``.5`` ties common, the only place the rounding modes differ), run in
+the reference, in golden (:class:`golden.network.IntegerDeployable`) and on an engine (the
+executable accelerator model, or the Verilog top on Verilator / Icarus through
+:func:`sim.driver.run_network`), and compared element by element:
+
+==========  ==================================================  ==============  =================
+reference   what runs                                           matching mode   model built by
+==========  ==================================================  ==============  =================
+ort         ONNX Runtime QLinearMatMul / QLinearConv            ``half_even``   ONNX importer
+fbgemm      PyTorch fbgemm quantized Linear / Conv2d            ``half_even``   PyTorch importer
+tflite      TFLite reference-kernel integer formulas            ``tflite``      TFLite parameters
+            (transcribed below): requantization, int8 Add,
+            average pool
+qonnx       QONNX ``MultiThreshold`` (``x >= T``, count)        threshold unit  thresholds
+nemo        NEMO IntegerDeployable formulas in torch int64:     ``floor``       NEMO parameters
+            folded integer BN, unclipped add, Eq. 25 pooling
+==========  ==================================================  ==============  =================
+
+The report also gives, for every case, the match rate of the *other* modes (the same model with
+its rounding swapped, run in golden), so a reader sees that the cases can tell the modes apart.
+``docs/crosscheck.md`` explains each reference and what is proven.
+"""
+
+from dataclasses import dataclass, field, replace
+import json
+import math
+import sys
+
+import numpy as np
+
+__all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_report", "add_parser",
+           "tflite_multiply", "tflite_quantize_multiplier", "tflite_add", "tflite_avg_pool"]
+
+REFERENCES = ("ort", "fbgemm", "tflite", "qonnx", "nemo")
+MODES = ("floor", "half_up", "half_even", "tflite")
+#: Accelerator the engines run (the quick-tier top of tests/test_top.py).
+HARDWARE = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
+                param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
+                max_pool_shift=16, fifo_depth=8)
+
+
+@dataclass(eq=False)
+class Case:
+    """One generated layer: the model, its input images, the reference's output (channels last),
+    the matching mode, the number of exact ties the inputs hit, and models with other modes."""
+    reference: str
+    kind: str
+    scales: str
+    model: object
+    images: np.ndarray
+    expected: np.ndarray
+    mode: str
+    ties: int
+    alternatives: dict = field(default_factory=dict)     # mode name -> IntegerModel or None (n/a)
+    note: str = ""
+    results: dict = field(default_factory=dict)          # filled by run_cases
+
+
+# --- TFLite reference kernels, transcribed (int64 numpy, independent of golden) ----------------
+# tensorflow/lite/kernels/internal/common.h (MultiplyByQuantizedMultiplier),
+# third_party gemmlowp fixedpoint/fixedpoint.h (SaturatingRoundingDoublingHighMul, RoundingDivideByPOT),
+# tensorflow/lite/kernels/internal/quantization_util.cc (QuantizeMultiplier),
+# tensorflow/lite/kernels/add.cc (Prepare) and internal/reference/integer_ops/add.h,
+# tensorflow/lite/kernels/internal/reference/integer_ops/pooling.h (AveragePool).
+
+def _srdhm(a, b):
+    """SaturatingRoundingDoublingHighMul(int32 a, int32 b) (b >= 0 here: never saturates)."""
+    ab = a.astype(np.int64) * np.int64(b)
+    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
+    s = ab + nudge
+    return np.where(s >= 0, s // (1 << 31), -((-s) // (1 << 31)))          # C: truncate toward 0
+
+
+def _rdbpot(x, exponent):
+    """RoundingDivideByPOT: x / 2**exponent rounded half away from zero."""
+    mask = (1 << exponent) - 1
+    remainder = x & mask
+    threshold = (mask >> 1) + (x < 0)
+    return (x >> exponent) + (remainder > threshold)
+
+
+def _int32(x):
+    x = np.asarray(x, dtype=np.int64)
+    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+
+
+def tflite_multiply(x, mult, shift):
+    """MultiplyByQuantizedMultiplier(int32 x, mult, shift) with TFLite's signed ``shift``."""
+    left, right = max(shift, 0), max(-shift, 0)
+    return _rdbpot(_srdhm(_int32(np.asarray(x, dtype=np.int64) * (1 << left)), mult), right)
+
+
+def tflite_quantize_multiplier(real):
+    """QuantizeMultiplier(double) -> (quantized_multiplier, shift)."""
+    if real == 0:
+        return 0, 0
+    q, shift = math.frexp(real)
+    q_fixed = int(round(q * (1 << 31)))      # TfLiteRound = std::round; q*2**31 is exact, no tie here
+    if q_fixed == 1 << 31:
+        q_fixed //= 2
+        shift += 1
+    if shift < -31:
+        return 0, 0
+    return q_fixed, shift
+
+
+def tflite_add(x1, x2, zp1, zp2, s1, s2, s_out, zp_out, lo=-128, hi=127):
+    """int8 Add: Prepare (left_shift 20, multipliers in double) and the reference kernel."""
+    s1, s2, s_out = (float(np.float32(v)) for v in (s1, s2, s_out))
+    left_shift = 20
+    twice_max = 2 * max(s1, s2)
+    m1, e1 = tflite_quantize_multiplier(s1 / twice_max)
+    m2, e2 = tflite_quantize_multiplier(s2 / twice_max)
+    mo, eo = tflite_quantize_multiplier(twice_max / ((1 << left_shift) * s_out))
+    a = (np.asarray(x1, dtype=np.int64) - zp1) * (1 << left_shift)
+    b = (np.asarray(x2, dtype=np.int64) - zp2) * (1 << left_shift)
+    # MultiplyByQuantizedMultiplierSmallerThanOneExp(x, m, e) = RoundingDivideByPOT(SRDHM(x, m), -e)
+    v = _rdbpot(_srdhm(a, m1), -e1) + _rdbpot(_srdhm(b, m2), -e2)
+    return np.clip(_rdbpot(_srdhm(_int32(v), mo), -eo) + zp_out, lo, hi)
+
+
+def tflite_avg_pool(x, k, lo=-128, hi=127):
+    """AveragePool on (N, H, W, C) int8, ``k x k`` windows, stride ``k``, no padding."""
+    n, h, w, c = x.shape
+    oh, ow = h // k, w // k
+    s = x[:, :oh * k, :ow * k].reshape(n, oh, k, ow, k, c).sum(axis=(2, 4)).astype(np.int64)
+    cnt = k * k
+    num = np.where(s > 0, s + cnt // 2, s - cnt // 2)
+    avg = np.where(num >= 0, num // cnt, -((-num) // cnt))               # C division
+    return np.clip(avg, lo, hi)
+
+
+# --- helpers -------------------------------------------------------------------------------------
+
+def _q31(mult, shift):
+    """The same real multiplier ``mult / 2**shift`` as a Q31 multiplier (for the tflite mode)."""
+    mult, shift = np.asarray(mult, dtype=np.int64), np.asarray(shift, dtype=np.int64)
+    j = 30 - np.floor(np.log2(np.maximum(mult, 1))).astype(np.int64)
+    j = np.minimum(j, 62 - shift)
+    return mult << np.maximum(j, 0), shift + np.maximum(j, 0)
+
+
+def _swap_rq(rq, mode):
+    from golden.requantizer import RequantParams
+    if rq.rounding == mode:
+        return rq
+    f = {k: getattr(rq, k) for k in ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi")}
+    if mode == "tflite":
+        if np.any(f["offset"] != 0) or np.any(f["mult"] < 0):
+            return None
+        f["mult"], f["shift"] = _q31(f["mult"], f["shift"])
+    return RequantParams(rounding=mode, **f)
+
+
+def _swap_model(model, mode):
+    """``model`` with every requantizer's rounding set to ``mode``; None if that is invalid."""
+    from golden.add import AddParams
+    from golden.model_file import AddLayer, IntegerModel, MacLayer, RequantLayer
+    layers = []
+    for layer in model.layers:
+        if isinstance(layer, (MacLayer, RequantLayer)) and layer.requant is not None:
+            rq = _swap_rq(layer.requant, mode)
+            if rq is None:
+                return None
+            layer = replace(layer, requant=rq)
+        elif isinstance(layer, AddLayer):
+            p = layer.params
+            rqs = [_swap_rq(r, mode) for r in p.branches + (p.output,)]
+            if any(r is None for r in rqs):
+                return None
+            layer = replace(layer, params=AddParams(in_zero_points=p.in_zero_points, left_shift=p.left_shift,
+                                                    branches=tuple(rqs[:2]), output=rqs[2]))
+        layers.append(layer)
+    try:
+        return IntegerModel(input=model.input, layers=tuple(layers), outputs=model.outputs, name=model.name)
+    except ValueError:
+        return None
+
+
+def _alternatives(model, mode):
+    return {m: _swap_model(model, m) for m in MODES if m != mode}
+
+
+def _rq_ties(x, rq):
+    """Elements where ``(x * mult + offset) / 2**shift`` is an exact tie (x: values before bias)."""
+    x = np.asarray(x, dtype=np.int64) + rq.bias
+    t = x * rq.mult + rq.offset
+    s = np.broadcast_to(rq.shift, t.shape)
+    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), -1)
+    rem = t & ((np.int64(1) << s) - 1)
+    return int(np.count_nonzero(rem == half))
+
+
+def _proof_note(proof):
+    """The importer's requantization proof in a few words (:class:`golden.importers.fp32.Proof`)."""
+    note = f"proof: {proof.checked} acc values, {proof.fitted} refitted channel(s)"
+    if proof.inexact:
+        note += f", {proof.inexact} inexact channel(s) ({proof.inexact_values} acc values differ)"
+    return note
+
+
+def _pow2(rng, lo, hi):
+    return float(2.0 ** int(rng.integers(lo, hi + 1)))
+
+
+def _rand_scale(rng, lo, hi):
+    return float(np.float32(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
+
+
+def _out_scale(rng, scales, typical):
+    """Output scale with |acc * scale| about 40 for a typical accumulator value."""
+    if scales == "pow2":
+        return 2.0 ** -int(max(0, round(math.log2(max(40.0 / typical, 1e-9)) * -1)))
+    return _rand_scale(rng, typical / 80, typical / 25)
+
+
+# --- case generators -----------------------------------------------------------------------------
+
+def _ort_session(model):
+    import onnxruntime as ort
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+
+
+def _ort_matmul(rng, scales, batch):
+    from onnx import TensorProto, helper, numpy_helper
+    from golden.importers.from_onnx import import_onnx
+    k, n = int(rng.integers(6, 20)), int(rng.integers(3, 9))
+    span = 255 if scales == "random" else int(rng.integers(8, 40))
+    zx = int(rng.integers(0, 256))
+    x = np.clip(zx + rng.integers(-span, span + 1, (batch, k)), 0, 255).astype(np.uint8)
+    wmax = 127 if scales == "random" else 15
+    w = rng.integers(-wmax, wmax + 1, (k, n)).astype(np.int8)
+    if scales == "random":
+        sx, sw = _rand_scale(rng, 0.002, 0.05), _rand_scale(rng, 0.001, 0.02)
+    else:
+        sx, sw = _pow2(rng, -8, -4), _pow2(rng, -7, -3)
+    typical = span * wmax * math.sqrt(k) / 2
+    sy = sx * sw / (2.0 ** round(math.log2(40 / typical))) if scales == "pow2" else \
+        sx * sw * _rand_scale(rng, typical / 80, typical / 25)
+    zy = int(rng.integers(0, 256))
+    inits = [numpy_helper.from_array(np.array(v, dtype=dt), nm) for nm, v, dt in (
+        ("a_scale", sx, np.float32), ("a_zp", zx, np.uint8), ("b_scale", sw, np.float32), ("b_zp", 0, np.int8),
+        ("y_scale", sy, np.float32), ("y_zp", zy, np.uint8))] + [numpy_helper.from_array(w, "b")]
+    node = helper.make_node("QLinearMatMul", ["a", "a_scale", "a_zp", "b", "b_scale", "b_zp", "y_scale", "y_zp"],
+                            ["y"], name="qmatmul")
+    graph = helper.make_graph([node], "ort_matmul", [helper.make_tensor_value_info("a", TensorProto.UINT8, [batch, k])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [batch, n])], inits)
+    om = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    ref = _ort_session(om).run(None, {"a": x})[0].astype(np.int64)
+    model, proof = import_onnx(om, name="ort_matmul", strict=False)
+    acc = (x.astype(np.int64) - zx) @ w.astype(np.int64)
+    return Case("ort", "QLinearMatMul", scales, model, x.astype(np.int64), ref, "half_even",
+                _rq_ties(acc, model.layers[0].requant), _alternatives(model, "half_even"),
+                note=_proof_note(proof))
+
+
+def _ort_conv(rng, scales, batch):
+    from onnx import TensorProto, helper, numpy_helper
+    from golden.importers.from_onnx import import_onnx
+    cin, cout, h, k = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(4, 7)), 3
+    pad = int(rng.integers(0, 2))
+    span = 255 if scales == "random" else int(rng.integers(6, 30))
+    zx = int(rng.integers(0, 256))
+    x = np.clip(zx + rng.integers(-span, span + 1, (batch, cin, h, h)), 0, 255).astype(np.uint8)
+    wmax = 127 if scales == "random" else 12
+    w = rng.integers(-wmax, wmax + 1, (cout, cin, k, k)).astype(np.int8)
+    if scales == "random":
+        sx = _rand_scale(rng, 0.002, 0.05)
+        sw = np.array([_rand_scale(rng, 0.001, 0.02) for _ in range(cout)], dtype=np.float32)
+    else:
+        sx = _pow2(rng, -8, -4)
+        sw = np.array([_pow2(rng, -7, -3) for _ in range(cout)], dtype=np.float32)
+    typical = span * wmax * math.sqrt(cin * k * k) / 2
+    base = float(sx * sw.max())
+    sy = base / (2.0 ** round(math.log2(40 / typical))) if scales == "pow2" else \
+        base * _rand_scale(rng, typical / 80, typical / 25)
+    bias = rng.integers(-int(typical), int(typical) + 1, cout).astype(np.int32)
+    zy = int(rng.integers(0, 256))
+    inits = [numpy_helper.from_array(np.array(v, dtype=dt), nm) for nm, v, dt in (
+        ("x_scale", sx, np.float32), ("x_zp", zx, np.uint8), ("y_scale", sy, np.float32), ("y_zp", zy, np.uint8))]
+    inits += [numpy_helper.from_array(w, "w"), numpy_helper.from_array(sw, "w_scale"),
+              numpy_helper.from_array(np.zeros(cout, dtype=np.int8), "w_zp"), numpy_helper.from_array(bias, "B")]
+    node = helper.make_node("QLinearConv", ["x", "x_scale", "x_zp", "w", "w_scale", "w_zp", "y_scale", "y_zp", "B"],
+                            ["y"], name="qconv", pads=[pad] * 4, strides=[1, 1], kernel_shape=[k, k])
+    oh = h + 2 * pad - k + 1
+    graph = helper.make_graph([node], "ort_conv",
+                              [helper.make_tensor_value_info("x", TensorProto.UINT8, [batch, cin, h, h])],
+                              [helper.make_tensor_value_info("y", TensorProto.UINT8, [batch, cout, oh, oh])], inits)
+    om = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 13)])
+    ref = _ort_session(om).run(None, {"x": x})[0].astype(np.int64).transpose(0, 2, 3, 1)
+    model, proof = import_onnx(om, name="ort_conv", strict=False)
+    xh = x.transpose(0, 2, 3, 1).astype(np.int64)
+    from golden.mac_array import conv2d
+    layer = model.layers[0]
+    acc = conv2d(xh, layer.weight, layer.stride, layer.padding, zx, 0)
+    return Case("ort", "QLinearConv", scales, model, xh, ref, "half_even", _rq_ties(acc, layer.requant),
+                _alternatives(model, "half_even"),
+                note=_proof_note(proof))
+
+
+def _torch_quant(x, scale, zp):
+    import torch
+    return torch.quantize_per_tensor(torch.tensor((x.astype(np.float64) - zp) * scale, dtype=torch.float),
+                                     scale, zp, torch.quint8)
+
+
+def _fbgemm(rng, scales, batch, conv):
+    import warnings
+    import torch
+    import torch.ao.nn.quantized as nnq
+    from golden.importers.from_torch import import_torch
+    torch.backends.quantized.engine = "fbgemm"
+    warnings.filterwarnings("ignore", message=".*quantize_per.*deprecated.*")
+    span = 255 if scales == "random" else int(rng.integers(6, 30))
+    wmax = 127 if scales == "random" else 12
+    zx = int(rng.integers(0, 256))
+    if conv:
+        cin, cout, h, k = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(4, 7)), 3
+        pad = int(rng.integers(0, 2))
+        shape, taps = (cin, h, h), cin * k * k
+        mod = nnq.Conv2d(cin, cout, k, padding=pad)
+        wint = rng.integers(-wmax, wmax + 1, (cout, cin, k, k))
+    else:
+        kk, cout = int(rng.integers(6, 20)), int(rng.integers(3, 9))
+        shape, taps = (kk,), kk
+        mod = nnq.Linear(kk, cout)
+        wint = rng.integers(-wmax, wmax + 1, (cout, kk))
+    if scales == "random":
+        sx = _rand_scale(rng, 0.002, 0.05)
+        sw = np.array([_rand_scale(rng, 0.001, 0.02) for _ in range(cout)], dtype=np.float32)
+    else:
+        sx = _pow2(rng, -8, -4)
+        sw = np.array([_pow2(rng, -7, -3) for _ in range(cout)], dtype=np.float32)
+    typical = span * wmax * math.sqrt(taps) / 2
+    base = float(np.float32(sx) * sw.max())
+    sy = base / (2.0 ** round(math.log2(40 / typical))) if scales == "pow2" else \
+        base * _rand_scale(rng, typical / 80, typical / 25)
+    wq = torch.quantize_per_channel(torch.tensor(wint * sw.reshape((-1,) + (1,) * (wint.ndim - 1)), dtype=torch.float),
+                                    torch.tensor(sw, dtype=torch.double), torch.zeros(cout, dtype=torch.long), 0,
+                                    torch.qint8)
+    assert np.array_equal(wq.int_repr().numpy(), wint)
+    # integer bias B expressed as fbgemm's float bias B * fl(x_scale * w_scale)
+    a = (np.float32(sx) * sw).astype(np.float32)
+    bias = (rng.integers(-int(typical), int(typical) + 1, cout) * a).astype(np.float32)
+    mod.set_weight_bias(wq, torch.tensor(bias))
+    mod.scale, mod.zero_point = float(sy), int(rng.integers(0, 256))
+    x = np.clip(zx + rng.integers(-span, span + 1, (batch,) + shape), 0, 255).astype(np.int64)
+    ref = mod(_torch_quant(x, sx, zx)).int_repr().numpy().astype(np.int64)
+    seq = torch.nn.Sequential(nnq.Quantize(sx, zx, torch.quint8), mod, nnq.DeQuantize())
+    model, proof = import_torch(seq, shape, name="fbgemm_conv" if conv else "fbgemm_linear", strict=False)
+    layer = model.layers[0]
+    if conv:
+        from golden.mac_array import conv2d
+        x, ref = x.transpose(0, 2, 3, 1), ref.transpose(0, 2, 3, 1)
+        acc = conv2d(x, layer.weight, layer.stride, layer.padding, zx, 0)
+    else:
+        acc = (x - zx) @ layer.weight.astype(np.int64).T
+    return Case("fbgemm", "Conv2d" if conv else "Linear", scales, model, x, ref, "half_even",
+                _rq_ties(acc, layer.requant), _alternatives(model, "half_even"),
+                note=_proof_note(proof))
+
+
+def _tflite_fc(rng, scales, batch):
+    """int8 FullyConnected with per-channel weights: the requantization formula."""
+    from golden.model_file import InputSpec, IntegerModel, MacLayer
+    from golden.requantizer import RequantParams
+    k, n = int(rng.integers(6, 20)), int(rng.integers(3, 9))
+    span = 127 if scales == "random" else int(rng.integers(6, 30))
+    wmax = 127 if scales == "random" else 12
+    zx = int(rng.integers(-100, 100))
+    x = np.clip(zx + rng.integers(-span, span + 1, (batch, k)), -128, 127).astype(np.int64)
+    w = rng.integers(-wmax, wmax + 1, (n, k)).astype(np.int64)
+    typical = span * wmax * math.sqrt(k) / 2
+    bias = rng.integers(-int(typical), int(typical) + 1, n).astype(np.int64)
+    if scales == "random":
+        reals = [_rand_scale(rng, 25 / typical, 80 / typical) for _ in range(n)]
+    else:
+        e = round(math.log2(40 / typical))
+        reals = [2.0 ** (e + int(rng.integers(-1, 2))) for _ in range(n)]
+    zy = int(rng.integers(-50, 50))
+    qm = [tflite_quantize_multiplier(r) for r in reals]
+    acc = (x - zx) @ w.T + bias
+    ref = np.stack([np.clip(tflite_multiply(acc[:, c], m, e) + zy, -128, 127) for c, (m, e) in enumerate(qm)], axis=1)
+    rq = RequantParams(mult=[m for m, _ in qm], shift=[31 - e for _, e in qm], bias=bias, zero_point=zy,
+                       lo=-128, hi=127, rounding="tflite")
+    layer = MacLayer(kind="linear", name="fc", inputs=("x",), weight=w.astype(np.int8), input_zero_point=zx,
+                     requant=rq, dtype="int8")
+    model = IntegerModel(input=InputSpec(name="x", shape=(k,), dtype="int8", zero_point=zx), layers=(layer,),
+                         outputs=("fc",), name="tflite_fc")
+    # ties of the final RoundingDivideByPOT (right shift = max(-e, 0))
+    ties = 0
+    for c, (m, e) in enumerate(qm):
+        hi32 = _srdhm(_int32(acc[:, c] * (1 << max(e, 0))), m)
+        r = max(-e, 0)
+        if r:
+            ties += int(np.count_nonzero((hi32 & ((1 << r) - 1)) == (1 << (r - 1))))
+    return Case("tflite", "requantize (FC)", scales, model, x, ref, "tflite", ties, _alternatives(model, "tflite"))
+
+
+def _tflite_add(rng, scales, batch):
+    from golden.add import AddParams
+    from golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
+    from golden.requantizer import RequantParams
+    c = int(rng.integers(2, 9))
+    zx, zb, zy = (int(rng.integers(-60, 60)) for _ in range(3))
+    if scales == "random":
+        sx, sb, sy = (_rand_scale(rng, 0.01, 0.1) for _ in range(3))
+    else:
+        sx, sb = _pow2(rng, -6, -3), _pow2(rng, -6, -3)
+        sy = max(sx, sb) * 2 ** int(rng.integers(1, 3))
+    x = rng.integers(-128, 128, (batch, c)).astype(np.int64)
+    # the second operand: x requantized by a TFLite requantization with a random real multiplier,
+    # so that it is not a fixed multiple of x (that would hide the ties of the Add)
+    m, e = tflite_quantize_multiplier(_rand_scale(rng, 0.3, 1.5))
+    b = np.clip(tflite_multiply(x - zx, m, e) + zb, -128, 127)
+    ref = tflite_add(x, b, zx, zb, sx, sb, sy, zy)
+    rq = RequantLayer(name="b", inputs=("x",), dtype="int8",
+                      requant=RequantParams(mult=m, shift=31 - e, bias=-zx, zero_point=zb, lo=-128, hi=127,
+                                            rounding="tflite"))
+    add = AddLayer(name="y", inputs=("x", "b"), dtype="int8", params=AddParams.tflite(sx, zx, sb, zb, sy, zy))
+    model = IntegerModel(input=InputSpec(name="x", shape=(c,), dtype="int8", zero_point=zx), layers=(rq, add),
+                         outputs=("y",), name="tflite_add")
+    p = add.params
+    v = sum(_rdbpot(_srdhm((np.asarray(t) - z) * (1 << 20), br.mult), int(br.shift) - 31)
+            for t, z, br in zip((x, b), (zx, zb), p.branches))
+    r = int(p.output.shift) - 31
+    ties = int(np.count_nonzero((_srdhm(_int32(v), int(p.output.mult)) & ((1 << r) - 1)) == (1 << (r - 1)))) if r else 0
+    return Case("tflite", "int8 Add", scales, model, x, ref, "tflite", ties, _alternatives(model, "tflite"))
+
+
+def _tflite_pool(rng, scales, batch):
+    from golden.model_file import InputSpec, IntegerModel, PoolLayer
+    # power-of-two column: 2x2 windows, whose average has .5 ties (3x3 has none)
+    k = int(rng.integers(2, 4)) if scales == "random" else 2
+    c, h = int(rng.integers(1, 5)), k * int(rng.integers(2, 4))
+    x = rng.integers(-128, 128, (batch, h, h, c)).astype(np.int64)
+    lo, hi = (-128, 127) if scales == "random" else (int(rng.integers(-128, -60)), int(rng.integers(60, 128)))
+    ref = tflite_avg_pool(x, k, lo, hi)
+    layer = PoolLayer(name="pool", inputs=("x",), mode="avg_tflite", kernel=(k, k), lo=lo, hi=hi, dtype="int8")
+    model = IntegerModel(input=InputSpec(name="x", shape=(h, h, c), dtype="int8"), layers=(layer,),
+                         outputs=("pool",), name="tflite_pool")
+    s = x.reshape(batch, h // k, k, h // k, k, c).sum(axis=(2, 4))
+    ties = int(np.count_nonzero((k * k) % 2 == 0 and np.abs(s) % (k * k) == (k * k) // 2))
+    d = int(math.ceil(math.log2(k * k))) + 8
+    alt = IntegerModel(input=model.input, layers=(replace(layer, mode="avg_nemo", d=d, lo=None, hi=None),),
+                       outputs=("pool",), name="alt")
+    return Case("tflite", "average pool", scales, model, x, ref, "avg_tflite", ties,
+                {f"avg_nemo (floor, d={d})": alt}, note="power-of-two column: narrowed clamp")
+
+
+def _qonnx_multithreshold(acc, sign, th):
+    """QONNX's own execution (``qonnx.core.onnx_exec.execute_onnx``) of ``Mul(acc, sign)`` then
+    ``MultiThreshold(thresholds=th)`` (NC layout), on float32 (exact: ``|acc| < 2**24``)."""
+    from onnx import TensorProto, helper, numpy_helper
+    from qonnx.core.modelwrapper import ModelWrapper
+    from qonnx.core.onnx_exec import execute_onnx
+    n, c = acc.shape
+    assert np.abs(acc).max() < (1 << 24) and np.abs(th).max() < (1 << 24)
+    nodes = [helper.make_node("Mul", ["acc", "sign"], ["v"], name="negate"),
+             helper.make_node("MultiThreshold", ["v", "th"], ["y"], name="mt", domain="qonnx.custom_op.general",
+                              out_dtype="UINT8", data_layout="NC")]
+    graph = helper.make_graph(nodes, "qonnx_mt", [helper.make_tensor_value_info("acc", TensorProto.FLOAT, [n, c])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, [n, c])],
+                              [numpy_helper.from_array(np.asarray(sign, dtype=np.float32), "sign"),
+                               numpy_helper.from_array(np.asarray(th, dtype=np.float32), "th")],
+                              value_info=[helper.make_tensor_value_info("v", TensorProto.FLOAT, [n, c])])
+    out = execute_onnx(ModelWrapper(helper.make_model(graph)), {"acc": acc.astype(np.float32)})["y"]
+    return out.astype(np.int64)
+
+
+def _qonnx(rng, scales, batch):
+    """Linear layer whose epilogue is the threshold unit, against QONNX MultiThreshold.
+
+    Random: thresholds anywhere in the accumulator range, some channels negated. Ties: the
+    thresholds are accumulator values the inputs produce (``x == T`` on many elements), the case
+    that tells ``x >= T`` from ``x > T``."""
+    from golden.model_file import InputSpec, IntegerModel, MacLayer, Threshold
+    k, n, q = int(rng.integers(4, 12)), int(rng.integers(2, 7)), int(rng.integers(1, 4))
+    t = (1 << q) - 1
+    x = rng.integers(0, 16, (batch, k)).astype(np.int64)
+    w = rng.integers(-8, 9, (n, k)).astype(np.int64)
+    acc = x @ w.T
+    if scales == "random":
+        neg = rng.integers(0, 2, n).astype(bool)
+        v = np.where(neg, -acc, acc)
+        th = np.sort(rng.integers(int(v.min()) - 5, int(v.max()) + 6, (n, t)), axis=1)
+    else:
+        neg = np.zeros(n, dtype=bool)
+        th = np.sort(np.stack([rng.choice(acc[:, c], t) for c in range(n)]), axis=1)
+    ref = _qonnx_multithreshold(acc, np.where(neg, -1, 1), th)
+    layer = MacLayer(kind="linear", name="mt", inputs=("x",), weight=w.astype(np.int8),
+                     threshold=Threshold(thresholds=th, negate=neg), dtype="uint8")
+    model = IntegerModel(input=InputSpec(name="x", shape=(k,), lo=0, hi=15), layers=(layer,), outputs=("mt",),
+                         name="qonnx_mt")
+    v = np.where(neg, -acc, acc)
+    ties = int(sum(np.count_nonzero(v[:, c:c + 1] == th[c][None, :]) for c in range(n)))
+    alt = IntegerModel(input=model.input, layers=(replace(layer, threshold=Threshold(
+        thresholds=th + 1, negate=neg)),), outputs=("mt",), name="alt")
+    return Case("qonnx", "MultiThreshold", scales, model, x, ref, "x >= T", ties, {"x > T": alt})
+
+
+def _nemo_requant_torch(v, mult, offset, d, lo, hi):
+    import torch
+    t = torch.as_tensor(v, dtype=torch.int64) * torch.as_tensor(mult) + torch.as_tensor(offset)
+    return torch.clamp(torch.bitwise_right_shift(t, torch.as_tensor(d)), lo, hi).numpy()
+
+
+def _nemo_conv_bn(rng, scales, batch):
+    """PACT conv + integer BN (kappa, lambda, Eq. 21-22) + PACT_IntegerAct (Eq. 11-13): floor."""
+    import torch
+    from golden.model_file import InputSpec, IntegerModel, MacLayer
+    from golden.requantizer import RequantParams
+    cin, cout, h, k = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(4, 7)), 3
+    x = rng.integers(0, 256, (batch, h, h, cin)).astype(np.int64)
+    w = rng.integers(-64, 64, (cout, k, k, cin)).astype(np.int64)
+    kappa = rng.integers(1, 40, cout) * rng.choice([-1, 1], cout)
+    lam = rng.integers(-2000, 2000, cout)
+    typical = 128 * 40 * math.sqrt(cin * k * k) * 20
+    d = int(round(math.log2(typical / 40))) + (8 if scales == "random" else 0)
+    m_act = rng.integers(1 << 7, 1 << 8, cout) if scales == "random" else np.ones(cout, dtype=np.int64)
+    acc = torch.nn.functional.conv2d(torch.tensor(x, dtype=torch.float64).permute(0, 3, 1, 2),
+                                     torch.tensor(w, dtype=torch.float64).permute(0, 3, 1, 2))
+    acc = acc.round().to(torch.int64).permute(0, 2, 3, 1).numpy()       # exact: |acc| < 2**53
+    ref = _nemo_requant_torch(acc * kappa + lam, m_act, 0, d, 0, 255)
+    rq = RequantParams(mult=kappa * m_act, offset=lam * m_act, shift=d, lo=0, hi=255, rounding="floor")
+    layer = MacLayer(kind="conv2d", name="conv", inputs=("x",), weight=w.astype(np.int8), requant=rq, dtype="uint8")
+    model = IntegerModel(input=InputSpec(name="x", shape=(h, h, cin)), layers=(layer,), outputs=("conv",),
+                         name="nemo_conv")
+    return Case("nemo", "conv + integer BN", scales, model, x, ref, "floor", _rq_ties(acc, rq),
+                _alternatives(model, "floor"))
+
+
+def _nemo_add(rng, scales, batch):
+    """PACT_IntegerAdd (Eq. 24, unclipped) of the input and a requantized copy, then PACT_IntegerAct."""
+    from golden.add import AddParams
+    from golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
+    from golden.requantizer import RequantParams
+    c = int(rng.integers(2, 9))
+    x = rng.integers(0, 256, (batch, c)).astype(np.int64)
+    mb, db = int(rng.integers(100, 300)), 8
+    b = _nemo_requant_torch(x, mb, 0, db, 0, 255)
+    if scales == "random":
+        m0, m1, d = int(rng.integers(100, 255)), int(rng.integers(100, 255)), 8
+        ma, da = int(rng.integers(100, 255)), 9
+    else:
+        m0, m1, d = 1, 1, 1
+        ma, da = 1, 1
+    s = _nemo_requant_torch(m0 * x + m1 * b, 1, 0, d, -(1 << 31), (1 << 31) - 1)  # unclipped
+    ref = _nemo_requant_torch(s, ma, 0, da, 0, 255)
+    layers = (RequantLayer(name="b", inputs=("x",), requant=RequantParams(mult=mb, shift=db, lo=0, hi=255)),
+              AddLayer(name="s", inputs=("x", "b"), params=AddParams.nemo(m0, m1, d), dtype="int32"),
+              RequantLayer(name="y", inputs=("s",), requant=RequantParams(mult=ma, shift=da, lo=0, hi=255)))
+    model = IntegerModel(input=InputSpec(name="x", shape=(c,)), layers=layers, outputs=("y",), name="nemo_add")
+    ties = _rq_ties(m0 * x + m1 * b, layers[1].params.output) + _rq_ties(s, layers[2].requant)
+    return Case("nemo", "add (unclipped) + act", scales, model, x, ref, "floor", ties, _alternatives(model, "floor"))
+
+
+def _nemo_pool(rng, scales, batch):
+    """PACT_IntegerAvgPool2d (Eq. 25): floor(floor(2**d / k**2) * sum / 2**d)."""
+    import torch
+    from golden.model_file import InputSpec, IntegerModel, PoolLayer
+    k = int(rng.integers(2, 4))
+    c, h = int(rng.integers(1, 5)), k * int(rng.integers(2, 4))
+    x = rng.integers(0, 256, (batch, h, h, c)).astype(np.int64)
+    d = int(rng.integers(4, 17)) if scales == "random" else int(math.ceil(math.log2(k * k)))
+    xt = torch.tensor(x).permute(0, 3, 1, 2)
+    s = torch.nn.functional.avg_pool2d(xt.to(torch.float64), k, k, divisor_override=1).round().to(torch.int64)
+    ref = torch.bitwise_right_shift(s * ((1 << d) // (k * k)), d).permute(0, 2, 3, 1).numpy()
+    layer = PoolLayer(name="pool", inputs=("x",), mode="avg_nemo", kernel=(k, k), d=d)
+    model = IntegerModel(input=InputSpec(name="x", shape=(h, h, c)), layers=(layer,), outputs=("pool",),
+                         name="nemo_pool")
+    f = (1 << d) // (k * k)
+    sn = s.permute(0, 2, 3, 1).numpy() * f
+    ties = int(np.count_nonzero((sn & ((1 << d) - 1)) == (1 << (d - 1)))) if d else 0
+    alt = IntegerModel(input=model.input, layers=(replace(layer, mode="avg_tflite", d=None, lo=0, hi=255),),
+                       outputs=("pool",), name="alt")
+    return Case("nemo", "avg pool (Eq. 25)", scales, model, x, ref, "floor", ties, {"avg_tflite": alt})
+
+
+GENERATORS = {
+    "ort": [_ort_matmul, _ort_conv],
+    "fbgemm": [lambda r, s, b: _fbgemm(r, s, b, False), lambda r, s, b: _fbgemm(r, s, b, True)],
+    "tflite": [_tflite_fc, _tflite_add, _tflite_pool],
+    "qonnx": [_qonnx],
+    "nemo": [_nemo_conv_bn, _nemo_add, _nemo_pool],
+}
+
+
+def make_cases(seed=0, references=REFERENCES, batch=16, repeats=1):
+    """Cases for ``references``, each generator with random and power-of-two scales, ``repeats``
+    times, from ``numpy.random.default_rng(seed)``."""
+    rng = np.random.default_rng(seed)
+    cases = []
+    for ref in references:
+        for gen in GENERATORS[ref]:
+            for _ in range(repeats):
+                for scales in ("random", "pow2"):
+                    cases.append(gen(rng, scales, batch))
+    return cases
+
+
+# --- running -------------------------------------------------------------------------------------
+
+class _Recorder:
+    def __init__(self, engine):
+        self.engine, self.calls = engine, []
+
+    def execute(self, packets):
+        self.calls.append([list(p) for p in packets])
+        return self.engine.execute(packets)
+
+
+class _Replay:
+    def __init__(self, responses):
+        self.responses = list(responses)
+
+    def execute(self, packets):
+        out, self.responses = self.responses[:len(packets)], self.responses[len(packets):]
+        return out
+
+
+def _output(model, outputs):
+    return outputs[model.outputs[0]] if isinstance(outputs, dict) else outputs
+
+
+def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
+    """Fill each case's ``results``: ``golden`` and ``engine`` equality counts with the reference,
+    and the match count of every alternative mode. ``sim``: ``golden`` (executable accelerator
+    model) or a simulator name (all cases' packets in one simulator run)."""
+    from golden.network import IntegerDeployable
+    from hw.config import AcceleratorConfig
+    from sim import protocol as P
+    from sim.driver import ModelEngine, run_network
+    info = P.Info(**{k: v for k, v in AcceleratorConfig(**hardware).as_dict().items() if k in P.Info.__dataclass_fields__})
+    recs = []
+    for case in cases:
+        g = IntegerDeployable(case.model).run(case.images)
+        case.results["golden"] = int(np.count_nonzero(g == case.expected))
+        case.results["elements"] = int(case.expected.size)
+        case.results["alternatives"] = {
+            m: None if alt is None else int(np.count_nonzero(IntegerDeployable(alt).run(case.images) == case.expected))
+            for m, alt in case.alternatives.items()}
+        rec = _Recorder(ModelEngine(info))
+        out, _ = run_network(case.model, case.images, rec)
+        recs.append(rec)
+        if sim == "golden":
+            case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == case.expected))
+    if sim != "golden":
+        from sim.rtl_engine import RtlEngine
+        packets = [p for rec in recs for call in rec.calls for p in call]
+        responses = RtlEngine(sim, hardware, work_dir=work_dir).execute(packets)
+        for case, rec in zip(cases, recs):
+            n = sum(len(call) for call in rec.calls)
+            mine, responses = responses[:n], responses[n:]
+            out, _ = run_network(case.model, case.images, _Replay(mine))
+            case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == case.expected))
+    return cases
+
+
+def passed(case):
+    r = case.results
+    return r["golden"] == r["elements"] and r.get("engine") == r["elements"]
+
+
+def _rate(n, total):
+    return "n/a" if n is None else f"{100 * n / total:.1f}%"
+
+
+def report_rows(cases, sim):
+    rows = []
+    for c in cases:
+        r = c.results
+        rows.append(dict(reference=c.reference, kind=c.kind, scales=c.scales, elements=r["elements"], ties=c.ties,
+                         mode=c.mode, golden=r["golden"] / r["elements"], engine=r["engine"] / r["elements"],
+                         sim=sim, others={m: (None if v is None else v / r["elements"])
+                                          for m, v in r["alternatives"].items()},
+                         passed=passed(c), note=c.note))
+    return rows
+
+
+def format_report(cases, sim):
+    lines = [f"intdeploy crosscheck: reference vs golden and {sim} (bit-exact, element by element)",
+             f"{'reference':<9} {'layer':<22} {'scales':<6} {'elems':>6} {'ties':>5}  {'mode':<10} "
+             f"{'golden':>7} {sim:>9}  other modes (match rate)"]
+    for row in report_rows(cases, sim):
+        others = ", ".join(f"{m} {_rate(None if v is None else round(v * row['elements']), row['elements'])}"
+                           for m, v in row["others"].items())
+        lines.append(f"{row['reference']:<9} {row['kind']:<22} {row['scales']:<6} {row['elements']:>6} "
+                     f"{row['ties']:>5}  {row['mode']:<10} {100 * row['golden']:>6.1f}% {100 * row['engine']:>8.1f}%  "
+                     f"{others}{'' if row['passed'] else '   FAIL'}")
+    bad = sum(not passed(c) for c in cases)
+    lines.append(f"{len(cases)} cases, {bad} failed")
+    return "\n".join(lines)
+
+
+def _main(args):
+    refs = args.reference or list(REFERENCES)
+    if args.repeats < 1:
+        raise ValueError(f"--repeats: {args.repeats} is out of range; allowed >= 1")
+    cases = run_cases(make_cases(args.seed, refs, repeats=args.repeats), args.sim, work_dir=args.work_dir)
+    if args.json:
+        print(json.dumps(report_rows(cases, args.sim), indent=2))
+    else:
+        print(format_report(cases, args.sim))
+    return 0 if all(passed(c) for c in cases) else 1
+
+
+def add_parser(sub):
+    """The ``crosscheck`` sub-command (registered in :data:`sim.cli.COMMANDS`)."""
+    p = sub.add_parser("crosscheck", help="bit-exact cross-checks against ONNX Runtime, PyTorch, TFLite, QONNX, NEMO",
+                       description="Generates small layers with random and power-of-two scales, runs them in each "
+                                   "reference, in golden and on an engine, and reports element-wise equality in "
+                                   "the matching rounding mode and the match rate of the other modes "
+                                   "(docs/crosscheck.md). Exit status 1 if any case differs.")
+    p.add_argument("--sim", choices=("golden", "verilator", "icarus"), default="golden",
+                   help="engine: the executable accelerator model (golden) or the RTL on a simulator")
+    p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
+    p.add_argument("--repeats", type=int, default=1, help="cases per generator and scale kind (default 1)")
+    p.add_argument("--reference", action="append", choices=REFERENCES,
+                   help="only this reference (repeatable; default all)")
+    p.add_argument("--work-dir", help="simulator work directory (default: a temporary one)")
+    p.add_argument("--json", action="store_true", help="print the report rows as JSON")
+    p.set_defaults(func=_main)
+
+
+if __name__ == "__main__":
+    sys.exit(_main(__import__("argparse").Namespace(reference=None, seed=0, repeats=1, sim="golden",
+                                                    work_dir=None, json=False)))

@@ -1,0 +1,94 @@
+"""Cross-checks (sim/crosscheck.py): ONNX Runtime, PyTorch fbgemm, TFLite reference formulas,
+QONNX MultiThreshold and NEMO formulas vs golden, the accelerator model and the RTL, bit-exact
+in the matching mode; the other modes must miss on the power-of-two (tie) cases."""
+
+import json
+
+import numpy as np
+import pytest
+
+from sim import crosscheck as X
+from sim.cli import main
+
+ROUNDING = ("ort", "fbgemm", "tflite", "nemo")
+
+
+@pytest.fixture(scope="module")
+def golden_cases():
+    return X.run_cases(X.make_cases(seed=0), "golden")
+
+
+def _failures(cases):
+    return [(c.reference, c.kind, c.scales, c.results) for c in cases if not X.passed(c)]
+
+
+def test_every_reference_bit_exact_on_golden_and_model(golden_cases):
+    assert {(c.reference, c.scales) for c in golden_cases} == {(r, s) for r in X.REFERENCES
+                                                               for s in ("random", "pow2")}
+    assert _failures(golden_cases) == []
+
+
+@pytest.mark.parametrize("reference", X.REFERENCES)
+def test_other_modes_are_told_apart(golden_cases, reference):
+    """On the power-of-two cases some non-matching mode (or the x > T comparison) misses, so a
+    wrong mode in golden or the RTL could not pass; for the .5-tie references ties occur."""
+    pow2 = [c for c in golden_cases if c.reference == reference and c.scales == "pow2"]
+    rates = [n / c.results["elements"] for c in pow2 for n in c.results["alternatives"].values() if n is not None]
+    assert rates and min(rates) < 1
+    if reference in ("ort", "fbgemm", "tflite", "qonnx"):
+        assert sum(c.ties for c in pow2) > 0
+    if reference in ("ort", "fbgemm"):
+        # ties are the only place half_even and half_up differ: they must differ here
+        assert any(c.results["alternatives"]["half_up"] < c.results["elements"] for c in pow2)
+
+
+def test_report_lists_every_case(golden_cases):
+    text = X.format_report(golden_cases, "golden")
+    assert text.splitlines()[-1] == f"{len(golden_cases)} cases, 0 failed"
+    assert sum(line.startswith(X.REFERENCES) for line in text.splitlines()) == len(golden_cases)
+
+
+def test_crosscheck_on_verilator(tmp_path):
+    cases = X.run_cases(X.make_cases(seed=1, batch=8), "verilator", work_dir=tmp_path)
+    assert (tmp_path / "run1" / "responses.json").exists()       # one simulation for all cases
+    assert _failures(cases) == []
+
+
+@pytest.mark.regress
+@pytest.mark.parametrize("seed", [2, 3, 4])
+def test_crosscheck_more_seeds_on_golden(seed):
+    cases = X.run_cases(X.make_cases(seed=seed, repeats=2), "golden")
+    assert _failures(cases) == []
+
+
+@pytest.mark.regress
+def test_crosscheck_on_icarus(tmp_path):
+    cases = X.run_cases(X.make_cases(seed=5, batch=4), "icarus", work_dir=tmp_path)
+    assert _failures(cases) == []
+
+
+def test_cli_crosscheck(capsys):
+    assert main(["crosscheck", "--reference", "qonnx", "--reference", "tflite", "--json"]) == 0
+    rows = json.loads(capsys.readouterr().out)
+    assert {r["reference"] for r in rows} == {"qonnx", "tflite"} and all(r["passed"] for r in rows)
+    assert main(["crosscheck", "--repeats", "0"]) == 2
+    assert main(["crosscheck", "--reference", "tvm"]) == 2
+    err = capsys.readouterr().err.splitlines()
+    assert len(err) == 2 and "--repeats" in err[0] and "tvm" in err[1]
+
+
+def test_tflite_transcriptions_by_hand():
+    """Values worked out by hand from the TFLite / gemmlowp definitions."""
+    assert X.tflite_quantize_multiplier(0.5) == (1 << 30, 0)
+    assert X.tflite_quantize_multiplier(0.75) == (3 << 29, 0)
+    assert X.tflite_quantize_multiplier(3.0) == (3 << 29, 2)
+    # RoundingDivideByPOT: half away from zero
+    np.testing.assert_array_equal(X._rdbpot(np.array([5, -5, 6, -6, 7]), 1), [3, -3, 3, -3, 4])
+    # SaturatingRoundingDoublingHighMul(a, 2**30) = a / 2: the nudge 1 - 2**30 of a negative
+    # product and C truncation take -2.5 to -2, +2.5 to 3
+    np.testing.assert_array_equal(X._srdhm(np.array([4, 5, -5]), 1 << 30), [2, 3, -2])
+    # x * 0.75 / 2**2: 10 * 0.75 = 7.5 -> 8 (SRDHM), 8 / 4 = 2
+    assert int(X.tflite_multiply(10, 3 << 29, -2)) == 2
+    # TFLite average pool: round half away from zero, then clamp
+    x = np.array([1, 2, 3, 0, -1, -2, -3, 0]).reshape(2, 2, 2, 1)
+    np.testing.assert_array_equal(X.tflite_avg_pool(x, 2).ravel(), [2, -2])
