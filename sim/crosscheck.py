@@ -32,7 +32,7 @@ import sys
 import numpy as np
 
 __all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_report", "add_parser",
-           "tflite_multiply", "tflite_quantize_multiplier", "tflite_add", "tflite_avg_pool"]
+           "tflite_multiply", "tflite_quantize_multiplier", "tflite_run"]
 
 REFERENCES = ("ort", "fbgemm", "tflite", "qonnx", "nemo")
 MODES = ("floor", "half_up", "half_even", "tflite")
@@ -56,15 +56,22 @@ class Case:
     ties: int
     alternatives: dict = field(default_factory=dict)     # mode name -> IntegerModel or None (n/a)
     note: str = ""
+    single_rounding: object = None                       # _tflite_fc: the one-rounding formula's output
     results: dict = field(default_factory=dict)          # filled by run_cases
+    proof: object = None                                 # importer's requantization Proof (ort, fbgemm)
+    #: a documented deviation: ``(reason, mask)``, golden must differ from the reference exactly
+    #: where ``mask`` is true (and the RTL equal golden); see ``_tflite_fc``
+    deviation: tuple = None
 
 
-# --- TFLite reference kernels, transcribed (int64 numpy, independent of golden) ----------------
-# tensorflow/lite/kernels/internal/common.h (MultiplyByQuantizedMultiplier),
-# third_party gemmlowp fixedpoint/fixedpoint.h (SaturatingRoundingDoublingHighMul, RoundingDivideByPOT),
-# tensorflow/lite/kernels/internal/quantization_util.cc (QuantizeMultiplier),
-# tensorflow/lite/kernels/add.cc (Prepare) and internal/reference/integer_ops/add.h,
-# tensorflow/lite/kernels/internal/reference/integer_ops/pooling.h (AveragePool).
+# --- TFLite ------------------------------------------------------------------------------------
+# The reference is TFLite itself: the LiteRT interpreter (PyPI ai-edge-litert) with its reference
+# kernels (OpResolverType.BUILTIN_REF), on a .tflite flatbuffer written here with the schema
+# classes the wheel ships. The integer helpers below (transcribed from
+# tensorflow/lite/kernels/internal/common.h MultiplyByQuantizedMultiplier, gemmlowp
+# fixedpoint.h SaturatingRoundingDoublingHighMul / RoundingDivideByPOT and
+# tensorflow/lite/kernels/internal/quantization_util.cc QuantizeMultiplier) only derive the
+# model file's parameters and count the ties; the expected outputs come from the interpreter.
 
 def _srdhm(a, b):
     """SaturatingRoundingDoublingHighMul(int32 a, int32 b) (b >= 0 here: never saturates)."""
@@ -107,30 +114,62 @@ def tflite_quantize_multiplier(real):
     return q_fixed, shift
 
 
-def tflite_add(x1, x2, zp1, zp2, s1, s2, s_out, zp_out, lo=-128, hi=127):
-    """int8 Add: Prepare (left_shift 20, multipliers in double) and the reference kernel."""
-    s1, s2, s_out = (float(np.float32(v)) for v in (s1, s2, s_out))
-    left_shift = 20
-    twice_max = 2 * max(s1, s2)
-    m1, e1 = tflite_quantize_multiplier(s1 / twice_max)
-    m2, e2 = tflite_quantize_multiplier(s2 / twice_max)
-    mo, eo = tflite_quantize_multiplier(twice_max / ((1 << left_shift) * s_out))
-    a = (np.asarray(x1, dtype=np.int64) - zp1) * (1 << left_shift)
-    b = (np.asarray(x2, dtype=np.int64) - zp2) * (1 << left_shift)
-    # MultiplyByQuantizedMultiplierSmallerThanOneExp(x, m, e) = RoundingDivideByPOT(SRDHM(x, m), -e)
-    v = _rdbpot(_srdhm(a, m1), -e1) + _rdbpot(_srdhm(b, m2), -e2)
-    return np.clip(_rdbpot(_srdhm(_int32(v), mo), -eo) + zp_out, lo, hi)
+def _tflite_tensor(name, shape, ttype, buffer, scale, zero_point):
+    from ai_edge_litert import schema_py_generated as S
+    t = S.TensorT()
+    t.name, t.shape, t.type, t.buffer = name, list(shape), ttype, buffer
+    q = S.QuantizationParametersT()
+    q.scale = [float(v) for v in np.atleast_1d(scale)]
+    q.zeroPoint = [int(v) for v in np.atleast_1d(zero_point)]
+    q.quantizedDimension = 0
+    t.quantization = q
+    return t
 
 
-def tflite_avg_pool(x, k, lo=-128, hi=127):
-    """AveragePool on (N, H, W, C) int8, ``k x k`` windows, stride ``k``, no padding."""
-    n, h, w, c = x.shape
-    oh, ow = h // k, w // k
-    s = x[:, :oh * k, :ow * k].reshape(n, oh, k, ow, k, c).sum(axis=(2, 4)).astype(np.int64)
-    cnt = k * k
-    num = np.where(s > 0, s + cnt // 2, s - cnt // 2)
-    avg = np.where(num >= 0, num // cnt, -((-num) // cnt))               # C division
-    return np.clip(avg, lo, hi)
+def tflite_run(ops, tensors, constants, x):
+    """Run a one-subgraph TFLite model on the interpreter's reference kernels.
+
+    ``ops``: ``(BuiltinOperator, inputs, outputs, BuiltinOptions type, options object)``;
+    ``tensors``: ``(name, shape, TensorType, scale, zero_point)``, tensor 0 the input and the
+    last the output; ``constants``: tensor index -> array (weights, bias). Returns the output.
+    """
+    import flatbuffers
+    from ai_edge_litert import schema_py_generated as S
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    m = S.ModelT()
+    m.version = 3
+    codes = list(dict.fromkeys(op[0] for op in ops))
+    m.operatorCodes = []
+    for c in codes:
+        oc = S.OperatorCodeT()
+        oc.builtinCode, oc.deprecatedBuiltinCode, oc.version = c, min(c, 127), 1
+        m.operatorCodes.append(oc)
+    m.buffers = [S.BufferT()]                        # buffer 0: empty (activations)
+    ts = []
+    for i, (name, shape, ttype, scale, zp) in enumerate(tensors):
+        buf = 0
+        if i in constants:
+            b = S.BufferT()
+            b.data = np.frombuffer(np.ascontiguousarray(constants[i]).tobytes(), dtype=np.uint8)
+            m.buffers.append(b)
+            buf = len(m.buffers) - 1
+        ts.append(_tflite_tensor(name, shape, ttype, buf, scale, zp))
+    sg = S.SubGraphT()
+    sg.tensors, sg.inputs, sg.outputs, sg.operators = ts, [0], [len(ts) - 1], []
+    for code, ins, outs, otype, opts in ops:
+        o = S.OperatorT()
+        o.opcodeIndex, o.inputs, o.outputs, o.builtinOptionsType, o.builtinOptions = \
+            codes.index(code), list(ins), list(outs), otype, opts
+        sg.operators.append(o)
+    m.subgraphs = [sg]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    it = Interpreter(model_content=bytes(builder.Output()),
+                     experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
+    it.allocate_tensors()
+    it.set_tensor(it.get_input_details()[0]["index"], np.asarray(x, dtype=np.int8))
+    it.invoke()
+    return it.get_tensor(it.get_output_details()[0]["index"]).astype(np.int64)
 
 
 # --- helpers -------------------------------------------------------------------------------------
@@ -256,7 +295,7 @@ def _ort_matmul(rng, scales, batch):
     acc = (x.astype(np.int64) - zx) @ w.astype(np.int64)
     return Case("ort", "QLinearMatMul", scales, model, x.astype(np.int64), ref, "half_even",
                 _rq_ties(acc, model.layers[0].requant), _alternatives(model, "half_even"),
-                note=_proof_note(proof))
+                note=_proof_note(proof), proof=proof)
 
 
 def _ort_conv(rng, scales, batch):
@@ -300,7 +339,7 @@ def _ort_conv(rng, scales, batch):
     acc = conv2d(xh, layer.weight, layer.stride, layer.padding, zx, 0)
     return Case("ort", "QLinearConv", scales, model, xh, ref, "half_even", _rq_ties(acc, layer.requant),
                 _alternatives(model, "half_even"),
-                note=_proof_note(proof))
+                note=_proof_note(proof), proof=proof)
 
 
 def _torch_quant(x, scale, zp):
@@ -362,11 +401,12 @@ def _fbgemm(rng, scales, batch, conv):
         acc = (x - zx) @ layer.weight.astype(np.int64).T
     return Case("fbgemm", "Conv2d" if conv else "Linear", scales, model, x, ref, "half_even",
                 _rq_ties(acc, layer.requant), _alternatives(model, "half_even"),
-                note=_proof_note(proof))
+                note=_proof_note(proof), proof=proof)
 
 
 def _tflite_fc(rng, scales, batch):
-    """int8 FullyConnected with per-channel weights: the requantization formula."""
+    """int8 FULLY_CONNECTED, per-channel weights, int32 bias: TFLite's requantization."""
+    from ai_edge_litert import schema_py_generated as S
     from golden.model_file import InputSpec, IntegerModel, MacLayer
     from golden.requantizer import RequantParams
     k, n = int(rng.integers(6, 20)), int(rng.integers(3, 9))
@@ -378,31 +418,59 @@ def _tflite_fc(rng, scales, batch):
     typical = span * wmax * math.sqrt(k) / 2
     bias = rng.integers(-int(typical), int(typical) + 1, n).astype(np.int64)
     if scales == "random":
-        reals = [_rand_scale(rng, 25 / typical, 80 / typical) for _ in range(n)]
+        sx = _rand_scale(rng, 0.002, 0.05)
+        sw = np.array([_rand_scale(rng, 0.001, 0.02) for _ in range(n)], dtype=np.float32)
+        sy = float(np.float32(sx * float(sw.mean()) * _rand_scale(rng, typical / 80, typical / 25)))
     else:
-        e = round(math.log2(40 / typical))
-        reals = [2.0 ** (e + int(rng.integers(-1, 2))) for _ in range(n)]
+        sx = _pow2(rng, -8, -4)
+        sw = np.array([_pow2(rng, -7, -5) for _ in range(n)], dtype=np.float32)
+        sy = sx * 2.0 ** -6 / 2.0 ** round(math.log2(40 / typical))
     zy = int(rng.integers(-50, 50))
-    qm = [tflite_quantize_multiplier(r) for r in reals]
-    acc = (x - zx) @ w.T + bias
-    ref = np.stack([np.clip(tflite_multiply(acc[:, c], m, e) + zy, -128, 127) for c, (m, e) in enumerate(qm)], axis=1)
+    # TFLite's Prepare: effective scale in double from the float32 scales, then QuantizeMultiplier
+    qm = [tflite_quantize_multiplier(float(np.float32(sx)) * float(sw[c]) / float(np.float32(sy))) for c in range(n)]
+    T = S.TensorType
+    opts = S.FullyConnectedOptionsT()
+    ref = tflite_run([(S.BuiltinOperator.FULLY_CONNECTED, [0, 1, 2], [3], S.BuiltinOptions.FullyConnectedOptions,
+                       opts)],
+                     [("x", (batch, k), T.INT8, sx, zx), ("w", (n, k), T.INT8, sw, [0] * n),
+                      ("b", (n,), T.INT32, np.float32(sx) * sw, [0] * n), ("y", (batch, n), T.INT8, sy, zy)],
+                     {1: w.astype(np.int8), 2: bias.astype(np.int32)}, x)
     rq = RequantParams(mult=[m for m, _ in qm], shift=[31 - e for _, e in qm], bias=bias, zero_point=zy,
                        lo=-128, hi=127, rounding="tflite")
     layer = MacLayer(kind="linear", name="fc", inputs=("x",), weight=w.astype(np.int8), input_zero_point=zx,
                      requant=rq, dtype="int8")
     model = IntegerModel(input=InputSpec(name="x", shape=(k,), dtype="int8", zero_point=zx), layers=(layer,),
                          outputs=("fc",), name="tflite_fc")
-    # ties of the final RoundingDivideByPOT (right shift = max(-e, 0))
-    ties = 0
-    for c, (m, e) in enumerate(qm):
-        hi32 = _srdhm(_int32(acc[:, c] * (1 << max(e, 0))), m)
-        r = max(-e, 0)
-        if r:
-            ties += int(np.count_nonzero((hi32 & ((1 << r) - 1)) == (1 << (r - 1))))
-    return Case("tflite", "requantize (FC)", scales, model, x, ref, "tflite", ties, _alternatives(model, "tflite"))
+    acc = (x - zx) @ w.T + bias
+    ties = sum(_exact_ties(acc[:, c], m, e) for c, (m, e) in enumerate(qm))
+    # LiteRT's FULLY_CONNECTED rounds once (acc * mult / 2**(31 - e), ties away from zero) where
+    # the gemmlowp formula of golden's tflite mode (and of ADD / QUANTIZE) rounds twice: they
+    # differ where the first rounding lands on a .5 (e.g. 7.46875 -> 7.5 -> 8 against 7)
+    double = np.stack([tflite_multiply(acc[:, c], m, e) for c, (m, e) in enumerate(qm)], axis=1)
+    single = np.stack([_round_away(acc[:, c] * m, 31 - e) for c, (m, e) in enumerate(qm)], axis=1)
+    clip = lambda v: np.clip(v + zy, -128, 127)          # noqa: E731
+    case = Case("tflite", "FULLY_CONNECTED", scales, model, x, ref, "tflite", ties, _alternatives(model, "tflite"))
+    case.deviation = ("LiteRT FC rounds once (ties away from 0)", clip(single) != clip(double))
+    case.single_rounding = clip(single)
+    return case
+
+
+def _exact_ties(x, mult, e):
+    """Values where the exact product ``x * mult / 2**(31 - e)`` is an exact .5."""
+    sh = 31 - e
+    return int(np.count_nonzero((np.asarray(x, dtype=np.int64) * mult) & ((1 << sh) - 1) == (1 << (sh - 1))))
+
+
+def _round_away(t, shift):
+    """``t / 2**shift`` rounded to nearest, ties away from zero (int64, shift >= 1)."""
+    t = np.asarray(t, dtype=np.int64)
+    q = np.abs(t) + (np.int64(1) << (shift - 1)) >> shift
+    return np.where(t < 0, -q, q)
 
 
 def _tflite_add(rng, scales, batch):
+    """QUANTIZE (int8 -> int8 requantization) of the input, then int8 ADD of the input and it."""
+    from ai_edge_litert import schema_py_generated as S
     from golden.add import AddParams
     from golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
     from golden.requantizer import RequantParams
@@ -411,46 +479,91 @@ def _tflite_add(rng, scales, batch):
     if scales == "random":
         sx, sb, sy = (_rand_scale(rng, 0.01, 0.1) for _ in range(3))
     else:
-        sx, sb = _pow2(rng, -6, -3), _pow2(rng, -6, -3)
-        sy = max(sx, sb) * 2 ** int(rng.integers(1, 3))
+        # sb / sx = 3/4: the second operand is not a shifted copy of the first (whose ties would
+        # cancel), both branch multipliers (1/2, 3/8) are exact, and the output scale is a power
+        # of two times sx, so the output's RoundingDivideByPOT meets exact ties (~1 in 8)
+        sx = _pow2(rng, -6, -3)
+        sb = sx * 0.75
+        sy = sx * 2 ** int(rng.integers(1, 3))
     x = rng.integers(-128, 128, (batch, c)).astype(np.int64)
-    # the second operand: x requantized by a TFLite requantization with a random real multiplier,
-    # so that it is not a fixed multiple of x (that would hide the ties of the Add)
-    m, e = tflite_quantize_multiplier(_rand_scale(rng, 0.3, 1.5))
-    b = np.clip(tflite_multiply(x - zx, m, e) + zb, -128, 127)
-    ref = tflite_add(x, b, zx, zb, sx, sb, sy, zy)
+    T = S.TensorType
+    add_opts = S.AddOptionsT()
+    ref = tflite_run([(S.BuiltinOperator.QUANTIZE, [0], [1], 0, None),
+                      (S.BuiltinOperator.ADD, [0, 1], [2], S.BuiltinOptions.AddOptions, add_opts)],
+                     [("x", (batch, c), T.INT8, sx, zx), ("b", (batch, c), T.INT8, sb, zb),
+                      ("y", (batch, c), T.INT8, sy, zy)], {}, x)
+    m, e = tflite_quantize_multiplier(float(np.float32(sx)) / float(np.float32(sb)))   # quantize.cc Prepare
     rq = RequantLayer(name="b", inputs=("x",), dtype="int8",
                       requant=RequantParams(mult=m, shift=31 - e, bias=-zx, zero_point=zb, lo=-128, hi=127,
                                             rounding="tflite"))
     add = AddLayer(name="y", inputs=("x", "b"), dtype="int8", params=AddParams.tflite(sx, zx, sb, zb, sy, zy))
     model = IntegerModel(input=InputSpec(name="x", shape=(c,), dtype="int8", zero_point=zx), layers=(rq, add),
                          outputs=("y",), name="tflite_add")
+    b = np.clip(tflite_multiply(x - zx, m, e) + zb, -128, 127)
     p = add.params
     v = sum(_rdbpot(_srdhm((np.asarray(t) - z) * (1 << 20), br.mult), int(br.shift) - 31)
             for t, z, br in zip((x, b), (zx, zb), p.branches))
     r = int(p.output.shift) - 31
     ties = int(np.count_nonzero((_srdhm(_int32(v), int(p.output.mult)) & ((1 << r) - 1)) == (1 << (r - 1)))) if r else 0
-    return Case("tflite", "int8 Add", scales, model, x, ref, "tflite", ties, _alternatives(model, "tflite"))
+    return Case("tflite", "QUANTIZE + ADD", scales, model, x, ref, "tflite", ties, _alternatives(model, "tflite"))
+
+
+def _tflite_requant(rng, scales, batch):
+    """int8 -> int8 QUANTIZE: TFLite's Requantize, MultiplyByQuantizedMultiplier(x - zp_in, m, e)
+    + zp_out with the double QuantizeMultiplier(s_in / s_out); power-of-two ratios give ties."""
+    from ai_edge_litert import schema_py_generated as S
+    from golden.model_file import InputSpec, IntegerModel, RequantLayer
+    from golden.requantizer import RequantParams
+    c = int(rng.integers(2, 9))
+    zx, zy = int(rng.integers(-60, 60)), int(rng.integers(-60, 60))
+    sx = _rand_scale(rng, 0.01, 0.1) if scales == "random" else _pow2(rng, -6, -3)
+    sy = sx * (_rand_scale(rng, 0.5, 4) if scales == "random" else 2 ** int(rng.integers(1, 4)))
+    x = rng.integers(-128, 128, (batch, c)).astype(np.int64)
+    T = S.TensorType
+    ref = tflite_run([(S.BuiltinOperator.QUANTIZE, [0], [1], 0, None)],
+                     [("x", (batch, c), T.INT8, sx, zx), ("y", (batch, c), T.INT8, sy, zy)], {}, x)
+    m, e = tflite_quantize_multiplier(float(np.float32(sx)) / float(np.float32(sy)))   # quantize.cc Prepare
+    layer = RequantLayer(name="y", inputs=("x",), dtype="int8",
+                         requant=RequantParams(mult=m, shift=31 - e, bias=-zx, zero_point=zy, lo=-128, hi=127,
+                                               rounding="tflite"))
+    model = IntegerModel(input=InputSpec(name="x", shape=(c,), dtype="int8", zero_point=zx), layers=(layer,),
+                         outputs=("y",), name="tflite_requant")
+    ties = _exact_ties(x - zx, m, e)
+    return Case("tflite", "QUANTIZE (requantize)", scales, model, x, ref, "tflite", ties,
+                _alternatives(model, "tflite"))
 
 
 def _tflite_pool(rng, scales, batch):
+    """int8 AVERAGE_POOL_2D, k x k windows, stride k, VALID; the power-of-two column has 2x2
+    windows (whose averages have .5 ties; 3x3 has none) and a fused RELU6 (clamp [zp, zp + 96])."""
+    from ai_edge_litert import schema_py_generated as S
     from golden.model_file import InputSpec, IntegerModel, PoolLayer
-    # power-of-two column: 2x2 windows, whose average has .5 ties (3x3 has none)
     k = int(rng.integers(2, 4)) if scales == "random" else 2
     c, h = int(rng.integers(1, 5)), k * int(rng.integers(2, 4))
     x = rng.integers(-128, 128, (batch, h, h, c)).astype(np.int64)
-    lo, hi = (-128, 127) if scales == "random" else (int(rng.integers(-128, -60)), int(rng.integers(60, 128)))
-    ref = tflite_avg_pool(x, k, lo, hi)
+    if scales == "random":
+        scale, zp, act = _rand_scale(rng, 0.01, 0.1), int(rng.integers(-60, 60)), S.ActivationFunctionType.NONE
+        lo, hi = -128, 127
+    else:
+        # CalculateActivationRangeQuantized for RELU6: [zp + round(0 / s), zp + round(6 / s)]
+        scale, zp, act = 2.0 ** -4, int(rng.integers(-100, -20)), S.ActivationFunctionType.RELU6
+        lo, hi = zp, zp + 96
+    opts = S.Pool2DOptionsT()
+    opts.padding, opts.strideW, opts.strideH, opts.filterWidth, opts.filterHeight = S.Padding.VALID, k, k, k, k
+    opts.fusedActivationFunction = act
+    ref = tflite_run([(S.BuiltinOperator.AVERAGE_POOL_2D, [0], [1], S.BuiltinOptions.Pool2DOptions, opts)],
+                     [("x", x.shape, S.TensorType.INT8, scale, zp),
+                      ("y", (batch, h // k, h // k, c), S.TensorType.INT8, scale, zp)], {}, x)
     layer = PoolLayer(name="pool", inputs=("x",), mode="avg_tflite", kernel=(k, k), lo=lo, hi=hi, dtype="int8")
     model = IntegerModel(input=InputSpec(name="x", shape=(h, h, c), dtype="int8"), layers=(layer,),
                          outputs=("pool",), name="tflite_pool")
     s = x.reshape(batch, h // k, k, h // k, k, c).sum(axis=(2, 4))
     ties = int(np.count_nonzero((k * k) % 2 == 0 and np.abs(s) % (k * k) == (k * k) // 2))
     d = int(math.ceil(math.log2(k * k))) + 8
-    alt = IntegerModel(input=model.input, layers=(replace(layer, mode="avg_nemo", d=d, lo=None, hi=None),),
+    alt = IntegerModel(input=model.input, layers=(replace(layer, mode="avg_nemo", d=d),),
                        outputs=("pool",), name="alt")
-    return Case("tflite", "average pool", scales, model, x, ref, "avg_tflite", ties,
-                {f"avg_nemo (floor, d={d})": alt}, note="power-of-two column: narrowed clamp")
+    return Case("tflite", "AVERAGE_POOL_2D", scales, model, x, ref, "avg_tflite", ties,
+                {f"avg_nemo (floor, d={d})": alt})
 
 
 def _qonnx_multithreshold(acc, sign, th):
@@ -585,7 +698,7 @@ def _nemo_pool(rng, scales, batch):
 GENERATORS = {
     "ort": [_ort_matmul, _ort_conv],
     "fbgemm": [lambda r, s, b: _fbgemm(r, s, b, False), lambda r, s, b: _fbgemm(r, s, b, True)],
-    "tflite": [_tflite_fc, _tflite_add, _tflite_pool],
+    "tflite": [_tflite_requant, _tflite_add, _tflite_pool, _tflite_fc],
     "qonnx": [_qonnx],
     "nemo": [_nemo_conv_bn, _nemo_add, _nemo_pool],
 }
@@ -641,6 +754,7 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
     for case in cases:
         g = IntegerDeployable(case.model).run(case.images)
         case.results["golden"] = int(np.count_nonzero(g == case.expected))
+        case.results["golden_explained"] = _explained(case, g)
         case.results["elements"] = int(case.expected.size)
         case.results["alternatives"] = {
             m: None if alt is None else int(np.count_nonzero(IntegerDeployable(alt).run(case.images) == case.expected))
@@ -650,6 +764,7 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
         recs.append(rec)
         if sim == "golden":
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == case.expected))
+            case.results["engine_explained"] = _explained(case, _output(case.model, out))
     if sim != "golden":
         from sim.rtl_engine import RtlEngine
         packets = [p for rec in recs for call in rec.calls for p in call]
@@ -659,11 +774,20 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
             mine, responses = responses[:n], responses[n:]
             out, _ = run_network(case.model, case.images, _Replay(mine))
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == case.expected))
+            case.results["engine_explained"] = _explained(case, _output(case.model, out))
     return cases
 
 
+def _explained(case, got):
+    """With a documented deviation: True when ``got`` differs from the reference exactly on its mask."""
+    return case.deviation is not None and bool(np.array_equal(got != case.expected, case.deviation[1]))
+
+
 def passed(case):
+    """Bit-exact in the matching mode, or (documented deviation) differing exactly where predicted."""
     r = case.results
+    if case.deviation is not None:
+        return r["golden_explained"] and r.get("engine_explained", False)
     return r["golden"] == r["elements"] and r.get("engine") == r["elements"]
 
 
@@ -679,7 +803,8 @@ def report_rows(cases, sim):
                          mode=c.mode, golden=r["golden"] / r["elements"], engine=r["engine"] / r["elements"],
                          sim=sim, others={m: (None if v is None else v / r["elements"])
                                           for m, v in r["alternatives"].items()},
-                         passed=passed(c), note=c.note))
+                         passed=passed(c), note=c.note,
+                         deviation=None if c.deviation is None else c.deviation[0]))
     return rows
 
 
@@ -692,9 +817,12 @@ def format_report(cases, sim):
                            for m, v in row["others"].items())
         lines.append(f"{row['reference']:<9} {row['kind']:<22} {row['scales']:<6} {row['elements']:>6} "
                      f"{row['ties']:>5}  {row['mode']:<10} {100 * row['golden']:>6.1f}% {100 * row['engine']:>8.1f}%  "
-                     f"{others}{'' if row['passed'] else '   FAIL'}")
+                     f"{others}{'' if row['passed'] else '   FAIL'}"
+                     f"{'' if row['deviation'] is None else '   KNOWN: ' + row['deviation']}")
     bad = sum(not passed(c) for c in cases)
-    lines.append(f"{len(cases)} cases, {bad} failed")
+    known = sum(c.deviation is not None for c in cases)
+    lines.append(f"{len(cases)} cases, {bad} failed" + (f" ({known} with a documented deviation: passed means "
+                                                        f"differing exactly where predicted)" if known else ""))
     return "\n".join(lines)
 
 

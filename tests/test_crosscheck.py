@@ -42,9 +42,16 @@ def test_other_modes_are_told_apart(golden_cases, reference):
         assert any(c.results["alternatives"]["half_up"] < c.results["elements"] for c in pow2)
 
 
+def test_power_of_two_layers_are_proven_exact(golden_cases):
+    """With power-of-two scales the framework's float32 products are exact, so the importer's
+    proof must find an exact integer form (an inexact channel means a wrong reference formula)."""
+    pow2 = [c for c in golden_cases if c.reference in ("ort", "fbgemm") and c.scales == "pow2"]
+    assert pow2 and all(c.proof.exact and c.proof.checked > 0 for c in pow2)
+
+
 def test_report_lists_every_case(golden_cases):
     text = X.format_report(golden_cases, "golden")
-    assert text.splitlines()[-1] == f"{len(golden_cases)} cases, 0 failed"
+    assert text.splitlines()[-1].startswith(f"{len(golden_cases)} cases, 0 failed")
     assert sum(line.startswith(X.REFERENCES) for line in text.splitlines()) == len(golden_cases)
 
 
@@ -89,6 +96,16 @@ def test_tflite_transcriptions_by_hand():
     np.testing.assert_array_equal(X._srdhm(np.array([4, 5, -5]), 1 << 30), [2, 3, -2])
     # x * 0.75 / 2**2: 10 * 0.75 = 7.5 -> 8 (SRDHM), 8 / 4 = 2
     assert int(X.tflite_multiply(10, 3 << 29, -2)) == 2
-    # TFLite average pool: round half away from zero, then clamp
-    x = np.array([1, 2, 3, 0, -1, -2, -3, 0]).reshape(2, 2, 2, 1)
-    np.testing.assert_array_equal(X.tflite_avg_pool(x, 2).ravel(), [2, -2])
+    # one rounding, ties away from zero: 7.46875 -> 7 (double rounding: 7.5 -> 8), -1.5 -> -2
+    np.testing.assert_array_equal(X._round_away(np.array([239, -48, 47]), 5), [7, -2, 1])
+    assert int(X.tflite_multiply(239, 1 << 30, -4)) == 8
+
+
+def test_litert_fully_connected_deviation_is_exactly_single_rounding(golden_cases):
+    """LiteRT's FULLY_CONNECTED (reference kernels) equals the one-rounding formula everywhere,
+    and golden's tflite mode (gemmlowp double rounding) differs from it exactly where the two
+    formulas differ; the power-of-two case must contain such elements."""
+    fc = [c for c in golden_cases if c.kind == "FULLY_CONNECTED"]
+    assert fc and all(np.array_equal(c.expected, c.single_rounding) for c in fc)
+    assert all(c.results["golden_explained"] and c.results["engine_explained"] for c in fc)
+    assert any(c.deviation[1].any() for c in fc if c.scales == "pow2")
