@@ -24,9 +24,11 @@ its rounding swapped, run in golden), so a reader sees that the cases can tell t
 ``docs/crosscheck.md`` explains each reference and what is proven.
 """
 
+import contextlib
 from dataclasses import dataclass, field, replace
 import json
 import math
+import os
 import sys
 
 import numpy as np
@@ -737,6 +739,27 @@ class _Replay:
         return out
 
 
+@contextlib.contextmanager
+def _quiet(log):
+    """Send this process's stdout (file descriptor 1, which the simulator's build and run
+    inherit) to ``log``; on an error the path is added to the exception's message."""
+    sys.stdout.flush()
+    saved = os.dup(1)
+    try:
+        with open(log, "w") as f:
+            os.dup2(f.fileno(), 1)
+            try:
+                yield
+            except Exception as e:
+                e.args = (f"{e.args[0] if e.args else e} (simulator log: {log})",) + tuple(e.args[1:])
+                raise
+            finally:
+                sys.stdout.flush()
+                os.dup2(saved, 1)
+    finally:
+        os.close(saved)
+
+
 def _output(model, outputs):
     return outputs[model.outputs[0]] if isinstance(outputs, dict) else outputs
 
@@ -768,7 +791,10 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
     if sim != "golden":
         from sim.rtl_engine import RtlEngine
         packets = [p for rec in recs for call in rec.calls for p in call]
-        responses = RtlEngine(sim, hardware, work_dir=work_dir).execute(packets)
+        engine = RtlEngine(sim, hardware, work_dir=work_dir)
+        engine.work_dir.mkdir(parents=True, exist_ok=True)
+        with _quiet(engine.work_dir / "simulator.log"):
+            responses = engine.execute(packets)
         for case, rec in zip(cases, recs):
             n = sum(len(call) for call in rec.calls)
             mine, responses = responses[:n], responses[n:]

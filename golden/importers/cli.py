@@ -129,6 +129,9 @@ def _main(args):
         print(f"verify: {args.verify} random inputs, framework vs golden: {want.size - bad}/{want.size} elements "
               f"equal{'' if bad == 0 else ' - MISMATCH'}")
         if bad:
+            i = tuple(int(v) for v in np.argwhere(got != want)[0])
+            print(f"verify: first mismatch at {i} (sample, element): framework {int(want[i])}, golden {int(got[i])}"
+                  f"{'; the proof above lists the inexact accumulator values' if proof.inexact else ''}")
             return 1
     return 0
 

@@ -226,7 +226,7 @@ def fit_requant(reference, scale, bias, zp, lo, hi, acc_lo, acc_hi, what, proof=
                         f"one ({bad.size} of {acc.size} unsaturated accumulator values differ by up to "
                         f"{int(np.abs(got[bad] - want[bad]).max())}, e.g. accumulator {int(acc[k])}: framework "
                         f"{int(want[k])}, exact scale {float(scale[ch])!r} gives {int(got[k])}); "
-                        f"allow inexact layers to keep that scale")
+                        f"a non-strict import keeps that scale and lists the values")
                 proof.inexact += 1
                 proof.inexact_values += bad.size
                 proof.differences.append((what, ch, acc[bad]))
