@@ -104,6 +104,25 @@ def test_onnx_qlinear_round_trip(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
+def test_onnx_inexact_values_are_exactly_where_ort_differs():
+    """The qlinear model's conv is proven exact and its matmul is not: golden differs from ONNX
+    Runtime exactly at the outputs whose accumulator is one of the values the proof lists."""
+    rng = np.random.default_rng(1)
+    om = qlinear_model(rng)
+    model, proof = import_onnx(om, strict=False)
+    assert {what for what, _, _ in proof.differences} == {"node 'fc' (QLinearMatMul)"}
+    x = rng.integers(0, 256, (4000, 2, 6, 6)).astype(np.uint8)
+    want = _ort(om, {"x": x}).astype(np.int64)
+    trace = IntegerDeployable(model).run(x.transpose(0, 2, 3, 1).astype(np.int64), trace=True)
+    fc = model.layers[-1]
+    acc = (trace[fc.inputs[0]] - fc.input_zero_point) @ fc.weight.astype(np.int64).T
+    listed = np.zeros(acc.shape, dtype=bool)
+    for _, ch, values in proof.differences:
+        listed[:, ch] = np.isin(acc[:, ch], values)
+    assert listed.any()
+    np.testing.assert_array_equal(trace[model.outputs[0]] != want, listed)
+
+
 def test_onnx_qdq_round_trip():
     rng = np.random.default_rng(2)
     om = qdq_model(rng)
