@@ -26,7 +26,9 @@ accumulator range; it holds about ``(hi - lo) / S`` values, which numpy enumerat
 ``m / 2**s`` of ``S`` disagrees somewhere, a multiplier ``m' / 2**s'`` (up to 31 bits, shift up
 to 62) is searched that reproduces every step of the framework's function inside the window
 (each step is an interval constraint on ``m' / 2**s'``), and the window is enumerated again.
-If none exists the layer is refused: no integer ``half_even`` requantizer equals it.
+If none exists, no integer ``half_even`` requantizer equals the framework on that channel: the
+layer is refused (``strict``), or the channel keeps the multiplier that differs on the fewest
+window values and the proof lists those accumulator values.
 """
 
 from dataclasses import dataclass, field
@@ -80,8 +82,9 @@ class Proof:
     float32 scale ``m / 2**s`` itself is exact; ``fitted``: channels that needed a searched
     multiplier (the float32 product rounding changes a result somewhere in their window);
     ``disagreements``: values where the exact float32 scale disagreed with the framework;
-    ``inexact``: channels with no exact integer form, kept with the exact float32 scale
-    (only with ``strict=False``); ``inexact_values``: accumulator values where those differ;
+    ``inexact``: channels with no exact integer form, kept with the multiplier (the exact
+    float32 scale, or the one meeting the most steps) that differs on fewer values (only with
+    ``strict=False``); ``inexact_values``: accumulator values where those differ;
     ``differences``: for each inexact channel ``(what, channel, values)``, the MAC accumulator
     values (before the bias) where the kept requantizer differs from the framework.
     """
@@ -132,6 +135,19 @@ def _interval(x, v, how):
     return (_NONE if a is None else a / x, closed, _NONE if b is None else b / x, closed)
 
 
+def _pick(lo, lo_c, hi, hi_c):
+    """Smallest-shift ``m / 2**s`` (``0 < m <= INT32_MAX``) in the interval, or None."""
+    for s in range(MAX_SHIFT + 1):
+        scaled = lo * (1 << s)
+        m = math.ceil(scaled) if lo_c else math.floor(scaled) + 1
+        if m > INT32_MAX:
+            return None
+        r = Fraction(m, 1 << s)
+        if m > 0 and (r < hi or (r == hi and hi_c)):
+            return m, s
+    return None
+
+
 def _search(xs, vs, hows):
     """Smallest-shift ``(m, s)`` with ``rhe(x * m / 2**s)`` (=, <=, >=) ``v`` for all triples, or None."""
     lo, lo_c, hi, hi_c = Fraction(0), False, Fraction(1 << 40), False
@@ -146,15 +162,34 @@ def _search(xs, vs, hows):
             hi, hi_c = b, bc
     if lo > hi or (lo == hi and not (lo_c and hi_c)):
         return None
-    for s in range(MAX_SHIFT + 1):
-        scaled = lo * (1 << s)
-        m = math.ceil(scaled) if lo_c else math.floor(scaled) + 1
-        if m > INT32_MAX:
-            return None
-        r = Fraction(m, 1 << s)
-        if m > 0 and (r < hi or (r == hi and hi_c)):
-            return m, s
-    return None
+    return _pick(lo, lo_c, hi, hi_c)
+
+
+def _most(xs, vs, hows):
+    """``(m, s)`` inside an open range of multipliers that satisfies the most triples (a sweep
+    over the constraint intervals), for a channel with no exact form; None if none is found."""
+    events = []
+    for x, v, how in zip(xs, vs, hows):
+        c = _interval(int(x), int(v), how)
+        if c is None:
+            continue
+        a, ac, b, bc = c
+        if a is not _NONE and b is not _NONE and (a > b or (a == b and not (ac and bc))):
+            continue                                        # never satisfied
+        # keys (value, 0) = at value, (value, 1) = just above it; intervals are [start, end)
+        events.append(((Fraction(0), 1) if a is _NONE else (a, 0 if ac else 1), 1))
+        if b is not _NONE:
+            events.append(((b, 1 if bc else 0), -1))
+    events.sort(key=lambda e: e[0])
+    best, region, cov = -1, None, 0
+    for i, (key, delta) in enumerate(events):
+        cov += delta
+        if i + 1 < len(events) and events[i + 1][0] == key:
+            continue
+        nxt = events[i + 1][0][0] if i + 1 < len(events) else Fraction(1 << 40)
+        if nxt > key[0] and cov > best:
+            best, region = cov, (key[0], nxt)
+    return None if region is None else _pick(region[0], False, region[1], False)
 
 
 def fit_requant(reference, scale, bias, zp, lo, hi, acc_lo, acc_hi, what, proof=None, strict=True):
@@ -170,8 +205,9 @@ def fit_requant(reference, scale, bias, zp, lo, hi, acc_lo, acc_hi, what, proof=
     acc_lo, acc_hi : int64 ``(C,)``, the layer's exact accumulator range (without bias)
     proof : :class:`Proof` to add the counts to (optional)
     strict : bool
-        True: a channel with no exact integer form raises ValueError. False: it keeps the exact
-        float32 scale and the proof counts it (``inexact``, ``inexact_values``).
+        True: a channel with no exact integer form raises ValueError. False: it keeps the
+        multiplier that differs on the fewest values and the proof counts and lists them
+        (``inexact``, ``inexact_values``, ``differences``).
     """
     proof = Proof() if proof is None else proof
     scale = np.asarray(scale, dtype=np.float32).reshape(-1)
@@ -220,6 +256,16 @@ def fit_requant(reference, scale, bias, zp, lo, hi, acc_lo, acc_hi, what, proof=
                 got = requantize(acc, RequantParams(mult=m, shift=s, bias=b, zero_point=zp, lo=lo, hi=hi,
                                                     rounding="half_even"))
                 k = int(bad[0])
+                if not strict:
+                    # keep whichever of the exact float32 scale and the multiplier that meets the
+                    # most steps differs from the framework on fewer accumulator values
+                    alt = _most(x[idx], raw[idx], hows)
+                    if alt is not None:
+                        got2 = requantize(acc, RequantParams(mult=alt[0], shift=alt[1], bias=b, zero_point=zp,
+                                                             lo=lo, hi=hi, rounding="half_even"))
+                        bad2 = np.nonzero(got2 != want)[0]
+                        if bad2.size < bad.size:
+                            (m, s), got, bad = alt, got2, bad2
                 if strict:
                     raise ValueError(
                         f"{what}: channel {ch}: no integer half_even requantizer equals the framework's float32 "
