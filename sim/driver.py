@@ -30,23 +30,23 @@ An *engine* executes packets: ``execute(list of packets) -> list of Response``, 
 packet, in order. :class:`ModelEngine` wraps :class:`sim.accel_model.AcceleratorModel` (the
 "golden" engine); an RTL engine only has to send the packets to the top and parse the
 responses. :func:`run_network` calls the engine once per layer with all packets of that layer
-for the whole batch of images.
+for the whole batch of images; :func:`run_layers` compiles every layer from reference (golden)
+tensors and runs the whole network in one engine call (one simulator run on the RTL).
 """
 
 from dataclasses import dataclass, field
-import math
-
 import numpy as np
 
 from golden import mac_array
 from golden.add import AddParams
 from golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
-from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
+from golden.requantizer import RequantParams, requantize
 from sim import protocol as P
 from sim.accel_model import AcceleratorModel, POOL_TAP_BITS
 
 __all__ = [
     "EngineError", "ModelEngine", "GemmJob", "LayerProgram", "Driver", "LayerStats", "run_network",
+    "run_layers", "network_stats",
     "Mismatch", "compare_outputs", "first_mismatch", "format_mismatch",
 ]
 
@@ -630,6 +630,99 @@ def run_network(model, images, engine, driver=None):
     ValueError : a layer the accelerator cannot run (before anything runs), bad images.
     EngineError : an engine answered a valid packet with an error or the wrong shape.
     """
+    x = _check_images(model, images)
+    first = engine.execute([P.info()])
+    if len(first) != 1 or not first[0].ok:
+        raise EngineError(f"engine: INFO answered {[str(r) for r in first]}")
+    info = P.decode_info(first[0].payload)
+    if driver is None:
+        driver = Driver(info)
+    elif driver.info != info:
+        raise ValueError(f"driver: built for {driver.info}, the engine reports {info}")
+    driver.check(model)
+    tensors = {model.input.name: x}
+    layers = []
+    for layer in model.layers:
+        prog = driver.compile(model, layer, tensors)
+        if prog.host:
+            tensors[layer.name] = prog.finish(None)
+            layers.append(LayerStats(name=layer.name, kind=layer.kind, host=True))
+            continue
+        responses = engine.execute([P.status()] + prog.packets + [P.status()])
+        tensors[layer.name], st = _layer_result(layer, prog, responses)
+        layers.append(st)
+    return tensors, network_stats(layers, info)
+
+
+def run_layers(model, reference, engine, driver=None):
+    """Run every layer of ``model`` on ``engine`` in ONE ``execute`` call, each compiled from the
+    ``reference`` tensors (e.g. golden's ``IntegerDeployable.run(x, trace=True)``).
+
+    :func:`run_network` compiles layer ``k`` from the engine's own output of the layers before it,
+    so it needs one engine call per layer. Here every layer's inputs come from ``reference``, so the
+    whole program is known in advance and a batch engine (one simulator run) executes it at once,
+    and each layer is checked in isolation: a wrong layer does not disturb the comparison of the
+    layers after it. If every layer equals ``reference``, the engine's end-to-end result equals it
+    too (by induction over the layers, starting from the same images).
+
+    The call starts with INFO (its answer must equal ``engine.info``, from which the driver was
+    built) and brackets each layer's packets with two STATUS packets, as :func:`run_network`.
+
+    Parameters
+    ----------
+    model : IntegerModel
+        The network the engine runs (its layers are compiled).
+    reference : dict name -> array
+        The input images under ``model.input.name`` and every layer's input tensor.
+    engine : object with ``info`` (:class:`sim.protocol.Info`) and ``execute(packets)``
+    driver : Driver, optional
+
+    Returns
+    -------
+    ``(outputs, stats)`` as :func:`run_network`.
+    """
+    x = _check_images(model, reference[model.input.name])
+    info = engine.info
+    driver = Driver(info) if driver is None else driver
+    if driver.info != info:
+        raise ValueError(f"driver: built for {driver.info}, the engine reports {info}")
+    driver.check(model)
+    ref = dict(reference)
+    ref[model.input.name] = x
+    progs = [(layer, driver.compile(model, layer, ref)) for layer in model.layers]
+    packets = [P.info()]
+    for _, prog in progs:
+        if not prog.host:
+            packets += [P.status()] + prog.packets + [P.status()]
+    responses = engine.execute(packets)
+    if len(responses) != len(packets):
+        raise EngineError(f"engine: {len(packets)} packets, {len(responses)} responses")
+    if not responses[0].ok or P.decode_info(responses[0].payload) != info:
+        raise EngineError(f"engine: INFO answered {responses[0]}, expected {info}")
+    outputs = {model.input.name: x}
+    layers = []
+    at = 1
+    for layer, prog in progs:
+        if prog.host:
+            outputs[layer.name] = prog.finish(None)
+            layers.append(LayerStats(name=layer.name, kind=layer.kind, host=True))
+            continue
+        n = len(prog.packets) + 2
+        outputs[layer.name], st = _layer_result(layer, prog, responses[at:at + n])
+        at += n
+        layers.append(st)
+    return outputs, network_stats(layers, info)
+
+
+def network_stats(layers, info):
+    """Totals over :class:`LayerStats` ``layers`` (the ``stats`` dict of :func:`run_network`)."""
+    tot = {k: sum(getattr(s, k) for s in layers) for k in ("packets", "words_sent", "words_received",
+                                                              "mac_steps", "useful_macs", "cycles", "mac_cycles")}
+    tot["utilisation"] = tot["useful_macs"] / (info.rows * info.cols * tot["cycles"]) if tot["cycles"] else None
+    return dict(layers=list(layers), info=info, **tot)
+
+
+def _check_images(model, images):
     if not isinstance(model, IntegerModel):
         raise ValueError(f"model: expected IntegerModel, got {type(model).__name__}")
     spec = model.input
@@ -641,46 +734,24 @@ def run_network(model, images, engine, driver=None):
     if int(x.min()) < spec.lo or int(x.max()) > spec.hi:
         raise ValueError(f"images: values must be in the input range [{spec.lo}, {spec.hi}], "
                          f"got [{int(x.min())}, {int(x.max())}]")
-    first = engine.execute([P.info()])
-    if len(first) != 1 or not first[0].ok:
-        raise EngineError(f"engine: INFO answered {[str(r) for r in first]}")
-    info = P.decode_info(first[0].payload)
-    if driver is None:
-        driver = Driver(info)
-    elif driver.info != info:
-        raise ValueError(f"driver: built for {driver.info}, the engine reports {info}")
-    driver.check(model)
-    tensors = {spec.name: x.astype(np.int64)}
-    layers = []
-    for layer in model.layers:
-        prog = driver.compile(model, layer, tensors)
-        st = LayerStats(name=layer.name, kind=layer.kind, host=prog.host)
-        if prog.host:
-            tensors[layer.name] = prog.finish(None)
-            layers.append(st)
-            continue
-        responses = engine.execute([P.status()] + prog.packets + [P.status()])
-        if len(responses) != len(prog.packets) + 2 or not (responses[0].ok and responses[-1].ok):
-            raise EngineError(f"layer {layer.name!r}: {len(prog.packets) + 2} packets, {len(responses)} "
-                              f"responses, STATUS {[str(r) for r in responses[:1] + responses[-1:]]}")
-        tensors[layer.name] = prog.decode(responses[1:-1])
-        start, end = (P.decode_status(r.payload) for r in (responses[0], responses[-1]))
-        st.packets = len(prog.packets)
-        st.runs = len(prog.runs)
-        st.words_sent = prog.words_sent
-        st.words_received = sum(2 + len(r.payload) for r in responses[1:-1])
-        st.mac_steps = prog.mac_steps
-        st.useful_macs = prog.useful_macs
-        for k in ("cycles", "busy_cycles", "mac_cycles"):
-            setattr(st, k, end[k] - start[k])
-        if st.mac_cycles != st.mac_steps:
-            raise EngineError(f"layer {layer.name!r}: STATUS reports {st.mac_cycles} MAC steps, the layer's "
-                              f"RUNs have {st.mac_steps}")
-        layers.append(st)
-    tot = {k: sum(getattr(s, k) for s in layers) for k in ("packets", "words_sent", "words_received",
-                                                              "mac_steps", "useful_macs", "cycles", "mac_cycles")}
-    tot["utilisation"] = tot["useful_macs"] / (info.rows * info.cols * tot["cycles"]) if tot["cycles"] else None
-    return tensors, dict(layers=layers, info=info, **tot)
+    return x.astype(np.int64)
+
+
+def _layer_result(layer, prog, responses):
+    """``(output, LayerStats)`` of one layer from its responses, bracketed by two STATUS answers."""
+    if len(responses) != len(prog.packets) + 2 or not (responses[0].ok and responses[-1].ok):
+        raise EngineError(f"layer {layer.name!r}: {len(prog.packets) + 2} packets, {len(responses)} "
+                          f"responses, STATUS {[str(r) for r in responses[:1] + responses[-1:]]}")
+    out = prog.decode(responses[1:-1])
+    start, end = (P.decode_status(r.payload) for r in (responses[0], responses[-1]))
+    st = LayerStats(name=layer.name, kind=layer.kind, packets=len(prog.packets), runs=len(prog.runs),
+                    words_sent=prog.words_sent, words_received=sum(2 + len(r.payload) for r in responses[1:-1]),
+                    mac_steps=prog.mac_steps, useful_macs=prog.useful_macs,
+                    **{k: end[k] - start[k] for k in ("cycles", "busy_cycles", "mac_cycles")})
+    if st.mac_cycles != st.mac_steps:
+        raise EngineError(f"layer {layer.name!r}: STATUS reports {st.mac_cycles} MAC steps, the layer's "
+                          f"RUNs have {st.mac_steps}")
+    return out, st
 
 
 # --- comparing an engine with golden --------------------------------------------------------------
@@ -695,7 +766,7 @@ class Mismatch:
     actual: int
     count: int             # differing elements in the layer
     elements: int
-    cause: str             # "rounding tie" | "saturation" | "overflow/wrap" | "unknown"
+    cause: str             # "rounding tie" | "rounding mode" | "saturation" | "overflow/wrap" | "unknown"
     detail: str = ""
 
     @property
@@ -728,9 +799,11 @@ def first_mismatch(model, golden, actual):
 
     The cause is classified from golden's own computation of that element: ``rounding tie``
     (a requantizer input was exactly halfway for round-to-nearest, or at a rounding step of
-    TFLite's double rounding), ``saturation`` (golden is at the clamp ``lo``/``hi``, or at 0 / the
-    top level of a threshold layer), ``overflow/wrap`` (the accumulator or ``acc + bias`` is within
-    2**30 of, or beyond, the int32 bounds), else ``unknown``.
+    TFLite's double rounding), ``rounding mode`` (the engine's value is what another of the
+    ``floor`` / ``half_up`` / ``half_even`` modes gives for that element), ``saturation`` (golden
+    is at the clamp ``lo``/``hi``, or at 0 / the top level of a threshold layer), ``overflow/wrap``
+    (the accumulator or ``acc + bias`` is within 2**30 of, or beyond, the int32 bounds), else
+    ``unknown``.
     """
     for layer in model.layers:
         if layer.name not in actual:
@@ -743,7 +816,7 @@ def first_mismatch(model, golden, actual):
         diff = np.argwhere(g != a)
         if len(diff):
             idx = tuple(int(v) for v in diff[0])
-            cause, detail = _classify(model, layer, golden, idx)
+            cause, detail = _classify(model, layer, golden, idx, int(a[idx]))
             return Mismatch(layer.name, layer.kind, idx, int(g[idx]), int(a[idx]), len(diff), g.size, cause, detail)
     return None
 
@@ -778,8 +851,9 @@ def _tie(x, p, rounding):
     return p["shift"] > 0 and t % (1 << p["shift"]) == 1 << (p["shift"] - 1)
 
 
-def _classify(model, layer, golden, idx):
-    """(cause, detail) for element ``idx`` of ``layer`` from golden tensors."""
+def _classify(model, layer, golden, idx, actual=None):
+    """(cause, detail) for element ``idx`` of ``layer`` from golden tensors (and the engine's
+    value ``actual``)."""
     ch = idx[-1]
     g = int(np.asarray(golden[layer.name])[idx])
     try:
@@ -793,7 +867,7 @@ def _classify(model, layer, golden, idx):
             a = int(acc[(0,) + idx[1:]])
             if layer.requant is not None:
                 p, rnd = _rq_element(layer.requant, ch)
-                return _rq_cause(a, p, rnd, g, f"accumulator {a}")
+                return _rq_cause(a, p, rnd, g, f"accumulator {a}", actual)
             if g in (0, layer.threshold.levels):
                 return "saturation", f"threshold level {g} of 0..{layer.threshold.levels}"
             if abs(a) >= 1 << 30:
@@ -802,7 +876,7 @@ def _classify(model, layer, golden, idx):
         if isinstance(layer, RequantLayer):
             a = int(np.asarray(golden[layer.inputs[0]])[idx])
             p, rnd = _rq_element(layer.requant, ch)
-            return _rq_cause(a, p, rnd, g, f"input {a}")
+            return _rq_cause(a, p, rnd, g, f"input {a}", actual)
         if isinstance(layer, AddLayer):
             pr = layer.params
             vals = [int(np.asarray(golden[s])[idx]) for s in layer.inputs]
@@ -815,7 +889,7 @@ def _classify(model, layer, golden, idx):
                 vs.append(int(requantize(np.array([s]), RequantParams(rounding=rnd, **p))[0]))
             total = int(_wrap32(vs[0] + vs[1]))
             p, rnd = _rq_element(pr.output, ch)
-            return _rq_cause(total, p, rnd, g, f"sum {total}")
+            return _rq_cause(total, p, rnd, g, f"sum {total}", actual)
         if isinstance(layer, PoolLayer) and layer.lo is not None and g in (layer.lo, layer.hi):
             return "saturation", f"golden at the clamp [{layer.lo}, {layer.hi}]"
     except (ValueError, IndexError) as e:
@@ -823,12 +897,17 @@ def _classify(model, layer, golden, idx):
     return "unknown", ""
 
 
-def _rq_cause(a, p, rounding, g, what):
+def _rq_cause(a, p, rounding, g, what, actual=None):
     x = int(_wrap32(a + p["bias"]))
     if a + p["bias"] != x or abs(a) >= 1 << 30:
         return "overflow/wrap", f"{what}, + bias {p['bias']} -> {x}"
     if _tie(x, p, rounding):
         return "rounding tie", f"{what} is an exact tie for {rounding} (mult {p['mult']}, shift {p['shift']})"
+    if actual is not None and rounding != "tflite":
+        # floor / half_up / half_even share mult, shift and offset; tflite's fields mean other things
+        for mode in ("floor", "half_up", "half_even"):
+            if mode != rounding and int(requantize(np.array([a]), RequantParams(rounding=mode, **p))[0]) == actual:
+                return "rounding mode", f"{what}: the engine's value is {mode} rounding, golden's is {rounding}"
     if g in (p["lo"], p["hi"]):
         return "saturation", f"golden at the clamp [{p['lo']}, {p['hi']}], {what}"
     return "unknown", what

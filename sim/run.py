@@ -1,0 +1,366 @@
+"""``intdeploy run``: a model file on the accelerator, checked bit for bit against golden.
+
+``intdeploy run [MODEL] --sim golden|verilator|icarus [--rows R --cols C] [--images N] [--json]``
+runs the IntegerDeployable model file ``MODEL`` (default: the bundled digits network,
+``golden/models/digits.json``) on the first ``N`` images of the digits test split (default: all
+360, :mod:`golden.digits`) and reports
+
+* accuracy of each representation: float (FullPrecision) and fake-quant (FakeQuantized) when the
+  model file is the bundled network (identical to a fresh conversion of
+  ``golden/models/digits_float.npz``; a model file holds only the integer network, so for any
+  other file they are reported as unavailable), integer golden (IntegerDeployable of the
+  reference model), and the engine's;
+* per layer, the elements where the engine differs from golden (every element compared, no
+  tolerance), with the first mismatch named by :func:`sim.driver.first_mismatch` (layer, index,
+  channel, golden vs engine value, likely cause);
+* core cycles, MAC steps and MAC utilisation = useful MACs / (R * C * cycles).
+
+Engines: ``golden`` is :class:`sim.driver.ModelEngine`, the executable model of the top
+(:mod:`sim.accel_model`), whose ``cycles`` are an *estimate*, not cycle-accurate: every word in,
+every word out and every MAC step one cycle, with no overlap (``tests/test_run.py`` checks that it
+bounds the RTL's count from above and that the MAC steps agree exactly). ``verilator`` and
+``icarus`` run the Verilog of :class:`hw.top.Accelerator` (R x C array, every other parameter at
+its default) under cocotb (:class:`sim.rtl_engine.RtlEngine`, one simulator build, cached) and
+read the cycles from the top's STATUS counters (core clock, bus and core clocks at the same 10 ns
+period, no idle cycles or backpressure).
+
+The images go in chunks of :data:`CHUNK` (one progress-bar step and, on the RTL, one simulator run
+each). Every layer of a chunk is compiled from golden's input tensors
+(:func:`sim.driver.run_layers`), so the whole chunk is one engine call and each layer is compared
+in isolation; if every layer matches, the engine's end-to-end output is golden's.
+
+Exit status: 0 bit-exact, 1 a mismatch (or the simulator failed), 2 bad input (one line naming
+the argument and its allowed values).
+"""
+
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+__all__ = ["SIMS", "CHUNK", "run", "format_report", "add_parser"]
+
+#: Engines of ``--sim``.
+SIMS = ("golden", "verilator", "icarus")
+#: Images per engine call (one simulator run on the RTL).
+CHUNK = 45
+#: The digits network's input and classes: what ``run`` can feed and score.
+_INPUT_SHAPE, _CLASSES = (8, 8, 1), 10
+
+
+def _info(config):
+    from sim import protocol as P
+    return P.Info(**{k: getattr(config, k) for k in P.Info.__dataclass_fields__ if hasattr(config, k)})
+
+
+@contextmanager
+def _redirected(log):
+    """File descriptors 1 and 2 (the simulator's and cocotb's output) appended to ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+
+
+def _check_digits_model(model, what):
+    spec = model.input
+    out = model.tensors[model.outputs[0]]
+    if spec.shape != _INPUT_SHAPE or spec.lo > 0 or spec.hi < 16 or len(model.outputs) != 1 \
+            or out.shape != (_CLASSES,):
+        raise ValueError(f"{what}: input {spec.shape} [{spec.lo}, {spec.hi}] with outputs "
+                         f"{[model.tensors[o].shape for o in model.outputs]}; intdeploy run feeds the digits "
+                         f"test split: allowed a model with input (8, 8, 1) covering [0, 16] and one output of "
+                         f"{_CLASSES} logits")
+
+
+def _float_accuracies(model, x, y):
+    """``(float, fake_quant, note)``: FullPrecision and FakeQuantized accuracy when ``model`` is the
+    bundled network (a fresh conversion of the committed float parameters), else None."""
+    from golden import digits, model_file
+    from golden.network import accuracy
+
+    fresh = digits.convert()
+    same = [(layer.name, layer.kind) for layer in model.layers] == \
+        [(layer.name, layer.kind) for layer in fresh.model.layers] and \
+        all(model.tensors.get(k) is not None and model.tensors[k].shape == t.shape
+            for k, t in fresh.model.tensors.items()) and \
+        model_file.same_model(model, fresh.model, metadata=False)
+    if not same:
+        return None, None, (f"float and fake-quant: not available (the model file holds only the integer "
+                            f"network; they exist for the bundled network, a conversion of "
+                            f"{digits.FLOAT_PARAMS.name})")
+    xf = x / 16.0
+    return (accuracy(fresh.full_precision.run(xf), y), accuracy(fresh.fake_quantized.run(xf), y),
+            f"float and fake-quant: golden/digits.py network from {digits.FLOAT_PARAMS.name}")
+
+
+def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, progress=False,
+        work_dir=None, model_path=None):
+    """Run ``model`` (an :class:`golden.model_file.IntegerModel`) on ``sim`` and compare it with
+    golden IntegerDeployable of ``reference`` (default ``model``); returns the report (a dict, the
+    JSON of ``--json``).
+
+    Parameters
+    ----------
+    model, reference : IntegerModel
+        The network the engine runs, and the one golden runs (the same layers and shapes).
+    sim : one of :data:`SIMS`
+    rows, cols : int
+        MAC array R x C (the ranges of :class:`hw.config.AcceleratorConfig`).
+    images : int, optional
+        The first ``images`` of the digits test split (1..360; default all).
+    progress : bool or file
+        A tqdm bar over the images on stderr (or on this file).
+    work_dir : path, optional
+        RTL packets, responses and the simulator log (``sim.log``); default a temporary
+        directory, removed unless the simulator failed.
+
+    Raises
+    ------
+    ValueError
+        A bad argument or a model the accelerator cannot run, naming it and the allowed values.
+    sim.driver.EngineError, RuntimeError
+        The engine failed (the message names the simulator log).
+    """
+    import numpy as np
+
+    from golden import digits
+    from golden.network import IntegerDeployable, accuracy
+    from hw.config import AcceleratorConfig
+    from sim.driver import (Driver, EngineError, ModelEngine, compare_outputs, first_mismatch,
+                            network_stats, run_layers)
+
+    t0 = time.perf_counter()
+    if sim not in SIMS:
+        raise ValueError(f"--sim: {sim!r} is not allowed; allowed {', '.join(SIMS)}")
+    for name, v, hi in (("rows", rows, 16), ("cols", cols, 64)):
+        if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
+            raise ValueError(f"--{name}: {v!r} is out of range; allowed 1..{hi}")
+    config = AcceleratorConfig(rows=rows, cols=cols)
+    info = _info(config)
+    reference = model if reference is None else reference
+    _check_digits_model(model, "model")
+    _check_digits_model(reference, "reference")
+    if [(la.name, la.kind) for la in model.layers] != [(la.name, la.kind) for la in reference.layers]:
+        raise ValueError("reference: its layers differ from the model's; allowed a model file with the same "
+                         "layer names and kinds")
+    x_all, y_all = digits.load_split()[2:]
+    n = len(y_all) if images is None else images
+    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(y_all):
+        raise ValueError(f"--images: {images!r} is out of range; allowed 1..{len(y_all)} (the digits test split)")
+    x, y = x_all[:n], y_all[:n]
+    Driver(info).check(model)                      # refuse before anything runs
+
+    golden = IntegerDeployable(reference)
+    rtl = sim != "golden"
+    own_dir = work_dir is None and rtl
+    work = Path(tempfile.mkdtemp(prefix="intdeploy-run-")) if own_dir else (Path(work_dir) if work_dir else None)
+    if rtl:
+        from sim.rtl_engine import RtlEngine
+        work.mkdir(parents=True, exist_ok=True)
+        engine = RtlEngine(sim, config, work_dir=work)
+        log = work / "sim.log"
+    else:
+        engine = ModelEngine(info)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+        bar = tqdm(total=n, unit="img", desc=f"{sim} {rows}x{cols}", leave=False,
+                   file=progress if progress is not True else sys.stderr)
+    refs, outs, layer_stats = [], [], []
+    try:
+        for i in range(0, n, CHUNK):
+            xc = x[i:i + CHUNK]
+            ref = golden.run(xc, trace=True)
+            if rtl:
+                try:
+                    with _redirected(log):
+                        out, st = run_layers(model, ref, engine)
+                except (AssertionError, EngineError, RuntimeError) as e:
+                    first = (str(e).splitlines() or [type(e).__name__])[0]
+                    raise EngineError(f"{sim} run of images {i}..{i + len(xc) - 1} failed: {first} "
+                                      f"(log: {log})") from None
+            else:
+                out, st = run_layers(model, ref, engine)
+            refs.append(ref)
+            outs.append(out)
+            layer_stats.append(st["layers"])
+            if bar is not None:
+                bar.update(len(xc))
+    finally:
+        if bar is not None:
+            bar.close()
+    if own_dir:
+        shutil.rmtree(work, ignore_errors=True)
+
+    def cat(parts):
+        return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
+    ref, out = cat(refs), cat(outs)
+    layers = []
+    for per_chunk in zip(*layer_stats):
+        s = per_chunk[0]
+        for other in per_chunk[1:]:
+            for k in ("packets", "runs", "words_sent", "words_received", "mac_steps", "useful_macs", "cycles",
+                      "busy_cycles", "mac_cycles"):
+                setattr(s, k, getattr(s, k) + getattr(other, k))
+        layers.append(s)
+    stats = network_stats(layers, info)
+    cmp = {name: (elements, bad, dmax) for name, elements, bad, dmax in compare_outputs(reference, ref, out)}
+    m = first_mismatch(reference, ref, out)
+    out_name = model.outputs[0]
+    fp, fq, note = _float_accuracies(model, x, y)
+    report = {
+        "model": _display(model_path) if model_path else model.name,
+        "model_name": model.name,
+        "sim": sim,
+        "array": {"rows": rows, "cols": cols},
+        "images": n,
+        "data": f"digits test split (golden/digits.py), first {n} of {len(y_all)} images",
+        "bit_exact": m is None,
+        "mismatches": sum(bad for _, bad, _ in cmp.values()),
+        "elements": sum(e for e, _, _ in cmp.values()),
+        "first_mismatch": None if m is None else {
+            "layer": m.layer, "kind": m.kind, "index": list(m.index), "image": m.index[0] if m.index else None,
+            "channel": m.channel if m.index else None, "golden": m.golden, "engine": m.actual,
+            "cause": m.cause, "detail": m.detail, "layer_mismatches": m.count, "layer_elements": m.elements},
+        "accuracy": {"float": fp, "fake_quant": fq, "integer": accuracy(ref[out_name], y),
+                     "engine": accuracy(out[out_name], y)},
+        "accuracy_note": note,
+        "cycles": stats["cycles"],
+        "cycles_source": ("RTL: the top's STATUS cycle counter (core clock)" if rtl else
+                          "estimate of the executable model sim/accel_model.py (one cycle per word in, word "
+                          "out and MAC step, no overlap); not cycle-accurate"),
+        "mac_steps": stats["mac_steps"],
+        "useful_macs": stats["useful_macs"],
+        "mac_utilization": stats["utilisation"],
+        "layers": [dict(name=s.name, kind=s.kind, host=s.host, elements=cmp[s.name][0],
+                        mismatches=cmp[s.name][1], max_abs_diff=cmp[s.name][2], cycles=s.cycles,
+                        mac_steps=s.mac_steps, useful_macs=s.useful_macs,
+                        mac_utilization=(s.useful_macs / (rows * cols * s.cycles) if s.cycles else None),
+                        packets=s.packets, words_sent=s.words_sent, words_received=s.words_received)
+                   for s in layers],
+        "wall_seconds": round(time.perf_counter() - t0, 2),
+    }
+    report["mismatch_line"] = None if m is None else _mismatch_line(m, sim)
+    return report
+
+
+def _mismatch_line(m, sim):
+    from sim.driver import format_mismatch
+    engine = "RTL" if sim != "golden" else "accelerator model"
+    return format_mismatch(m).replace(", engine ", f", {engine} ", 1)
+
+
+def _pct(v):
+    return "     n/a" if v is None else f"{100 * v:6.2f} %"
+
+
+def format_report(r):
+    """The report as text (what ``intdeploy run`` prints without ``--json``)."""
+    rtl = r["sim"] != "golden"
+    who = "RTL" if rtl else "model"
+    a = r["accuracy"]
+    lines = [
+        f"intdeploy run: {r['model']} on {r['sim']}, {r['array']['rows']}x{r['array']['cols']} MAC array, "
+        f"{r['data']}",
+        "",
+        "accuracy",
+        f"  float (FullPrecision)       {_pct(a['float'])}",
+        f"  fake-quant (FakeQuantized)  {_pct(a['fake_quant'])}",
+        f"  integer (golden)            {_pct(a['integer'])}   IntegerDeployable, int64",
+        f"  {'RTL (' + r['sim'] + ')' if rtl else 'accelerator model':<26}  {_pct(a['engine'])}",
+        f"  {r['accuracy_note']}",
+        "",
+        f"per layer, {who} vs golden, every element (each layer compiled from golden's inputs)",
+    ]
+    w = max(len(s["name"]) for s in r["layers"])
+    lines.append(f"  {'layer':<{w}}  {'kind':<9}  {'elements':>8}  {'mismatch':>8}  {'cycles':>9}  "
+                 f"{'MAC steps':>9}  {'useful MACs':>11}  {'MAC util':>8}")
+    for s in r["layers"]:
+        if s["host"]:
+            lines.append(f"  {s['name']:<{w}}  {s['kind']:<9}  {s['elements']:>8}  {s['mismatches']:>8}  "
+                         f"{'host':>9}")
+            continue
+        lines.append(f"  {s['name']:<{w}}  {s['kind']:<9}  {s['elements']:>8}  {s['mismatches']:>8}  "
+                     f"{s['cycles']:>9}  {s['mac_steps']:>9}  {s['useful_macs']:>11}  {_pct(s['mac_utilization'])}")
+    lines += [
+        "",
+        f"cycles: {r['cycles']} ({r['cycles_source']})",
+        f"MAC utilisation: {_pct(r['mac_utilization']).strip()} = {r['useful_macs']} useful MACs / "
+        f"({r['array']['rows']} x {r['array']['cols']} x {r['cycles']} cycles)",
+    ]
+    if r["bit_exact"]:
+        lines.append(f"bit-exact: yes, all {r['elements']} elements of every layer equal golden")
+    else:
+        lines.append(f"bit-exact: NO, {r['mismatches']} of {r['elements']} elements differ")
+    lines.append(f"wall time: {r['wall_seconds']:.1f} s")
+    return "\n".join(lines)
+
+
+def _display(path):
+    try:
+        return str(Path(path).resolve().relative_to(Path.cwd()))
+    except ValueError:
+        return str(path)
+
+
+def _main(args):
+    from golden import digits, model_file
+    from sim.driver import EngineError
+
+    path = Path(args.model) if args.model else digits.MODEL_FILE
+    model = model_file.load(path)
+    reference = model_file.load(args.reference) if args.reference else None
+    try:
+        r = run(model, reference, sim=args.sim, rows=args.rows, cols=args.cols, images=args.images,
+                progress=not args.json, work_dir=args.work_dir, model_path=path)
+    except (EngineError, RuntimeError) as e:
+        print(f"intdeploy: run failed: {e}", file=sys.stderr)
+        return 1
+    if args.reference:
+        r["reference"] = _display(args.reference)
+    if args.json:
+        print(json.dumps(r, indent=2))
+    else:
+        print(format_report(r))
+    if not r["bit_exact"]:
+        print(f"intdeploy: MISMATCH: {r['mismatch_line']}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def add_parser(sub):
+    """Register ``intdeploy run`` (see :mod:`sim.cli`)."""
+    p = sub.add_parser(
+        "run", help="run a model file on the golden engine or the RTL, bit-exact against golden",
+        description="Runs an IntegerDeployable model file on the digits test split on the executable model "
+                    "of the accelerator (golden) or on its RTL (Verilator, Icarus), compares every layer with "
+                    "golden element by element and reports accuracy, mismatches, cycles and MAC utilisation "
+                    "(docs/run.md). Exit status 0 bit-exact, 1 mismatch, 2 bad input.")
+    p.add_argument("model", nargs="?", help="model file (JSON manifest; default golden/models/digits.json)")
+    p.add_argument("--sim", choices=SIMS, default="golden",
+                   help="engine: golden (executable model of the top), verilator or icarus (default golden)")
+    p.add_argument("--rows", type=int, default=8, help="MAC array rows R, 1..16 (default 8)")
+    p.add_argument("--cols", type=int, default=8, help="MAC array columns C, 1..64 (default 8)")
+    p.add_argument("--images", type=int, default=None,
+                   help="the first N images of the digits test split, 1..360 (default all 360)")
+    p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
+    p.add_argument("--reference", help="golden side: compare with IntegerDeployable of this model file "
+                                       "(same layers) instead of MODEL's own")
+    p.add_argument("--work-dir", help="keep the RTL packets, responses and sim.log here (default: a "
+                                      "temporary directory)")
+    p.set_defaults(func=_main)
