@@ -64,7 +64,7 @@ class _Pending:
 
 
 def _fail(node, msg):
-    raise ModelFormatError(f"node {node.name or node.output[0]!r} ({node.op_type}): {msg}")
+    raise ModelFormatError(f"node {node.name or (node.output[0] if node.output else '?')!r} ({node.op_type}): {msg}")
 
 
 def _safe(name):
@@ -76,13 +76,23 @@ def import_onnx(model, name=None, strict=True):
     """Import an ONNX model (path or ``onnx.ModelProto``); returns ``(IntegerModel, Proof)``.
 
     ``strict``: True refuses a layer whose float32 requantization no integer ``half_even``
-    requantizer reproduces on every reachable accumulator value; False keeps the exact float32
-    scale for it and counts the differing values in the returned :class:`Proof`.
+    requantizer reproduces on every reachable accumulator value; False keeps the multiplier that
+    differs on the fewest values and lists them in the returned :class:`Proof`.
 
     The model's single graph input must be quantized (QuantizeLinear of a float input, or a
     uint8 / int8 input consumed by a QLinear node). Raises :class:`ModelFormatError` (one line
-    naming the node and the operator) for anything outside the supported set.
+    naming the node and the operator) for anything outside the supported set or malformed.
     """
+    try:
+        return _import_onnx(model, name, strict)
+    except ModelFormatError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ModelFormatError(f"model: malformed ONNX graph ({type(e).__name__}: {msg})") from None
+
+
+def _import_onnx(model, name, strict):
     import onnx
     from onnx import numpy_helper
     if not isinstance(model, onnx.ModelProto):
@@ -137,6 +147,8 @@ def import_onnx(model, name=None, strict=True):
         v = const(node, i, what)
         if v is None or v.size != 1:
             _fail(node, f"{what} must be a scalar (per-tensor)")
+        if what.endswith("scale") and not (np.isfinite(v).all() and float(v.reshape(())) > 0):
+            _fail(node, f"{what} is {float(v.reshape(()))!r}; allowed a positive finite float")
         return v.reshape(())
 
     def make_input(node, scale, zp):
@@ -257,12 +269,12 @@ def import_onnx(model, name=None, strict=True):
         layers.append(FlattenLayer(name=nm, inputs=(q.name,), dtype=q.dtype, eps=float(q.scale)))
         return _Q(nm, q.scale, q.zp, q.dtype, (h * w * c,), "vec", perm=perm, lo=q.lo, hi=q.hi)
 
-    for node in g.node:
+    def visit(node):
         op = node.op_type
         if node.domain not in ("", "ai.onnx"):
             _fail(node, f"operator domain {node.domain!r} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
         if op == "Constant":
-            continue
+            return
         if op == "QLinearConv":
             x = activation(node, 0)
             out = mac(node, "conv2d", x, const(node, 3, "w"), const(node, 4, "w_scale"),
@@ -366,6 +378,16 @@ def import_onnx(model, name=None, strict=True):
             env[node.output[0]] = _DQ(q=out) if isinstance(v, _DQ) else out
         else:
             _fail(node, f"operator {op!r} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
+
+    for node in g.node:
+        try:
+            visit(node)
+        except ModelFormatError:
+            raise
+        except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
+            # a malformed node (wrong arity, shapes, dtypes): one line naming it, not a traceback
+            _fail(node, f"malformed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+
     if "input" not in spec:
         raise ModelFormatError(f"graph.input {gin.name!r}: no QuantizeLinear or QLinear node consumes it")
     outs = []

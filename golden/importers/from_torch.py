@@ -98,6 +98,16 @@ def import_torch(module, input_shape, name=None, strict=True):
     ``strict``: as in :func:`golden.importers.from_onnx.import_onnx`. ``module`` may also be a
     TorchScript module (``torch.jit.load`` of ``torch.jit.script`` / ``trace`` of such a model).
     """
+    try:
+        return _import_torch(module, input_shape, name, strict)
+    except ModelFormatError:
+        raise
+    except (ValueError, IndexError, KeyError, TypeError, AttributeError, RuntimeError) as e:
+        msg = str(e).splitlines()[0] if str(e) else ""
+        raise ModelFormatError(f"module: malformed quantized model ({type(e).__name__}: {msg})") from None
+
+
+def _import_torch(module, input_shape, name, strict):
     import torch
     if not isinstance(module, torch.nn.Module):
         raise ModelFormatError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
