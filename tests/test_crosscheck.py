@@ -109,3 +109,13 @@ def test_litert_fully_connected_deviation_is_exactly_single_rounding(golden_case
     assert fc and all(np.array_equal(c.expected, c.single_rounding) for c in fc)
     assert all(c.results["golden_explained"] and c.results["engine_explained"] for c in fc)
     assert any(c.deviation[1].any() for c in fc if c.scales == "pow2")
+
+
+def test_hardware_is_the_quick_top():
+    """The cross-check's RTL is the quick tier's top, so both reuse one simulator build."""
+    import importlib.util
+    from pathlib import Path
+    spec = importlib.util.spec_from_file_location("test_top", Path(__file__).with_name("test_top.py"))
+    top = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(top)
+    assert X.HARDWARE == top.QUICK
