@@ -135,6 +135,16 @@ def test_onnx_qdq_round_trip():
     assert model.layers[0].requant.lo == 0                   # the Relu clamps at the zero point 0
 
 
+def test_import_cli_verifies_against_ort_and_the_accelerator_model(tmp_path, capsys):
+    import onnx
+    onnx.save(qdq_model(np.random.default_rng(2)), tmp_path / "qdq.onnx")
+    assert main(["import", str(tmp_path / "qdq.onnx"), "-o", str(tmp_path / "q.json"), "--verify", "100",
+                 "--sim", "golden", "--rows", "4", "--cols", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "framework vs golden: 400/400 elements equal" in out
+    assert "golden (4x4 accelerator): 100 inputs, engine vs golden: 400/400 elements equal" in out
+
+
 # --- PyTorch --------------------------------------------------------------------------------------
 
 def fbgemm_model(rng):

@@ -104,12 +104,37 @@ def framework_outputs(source, model, images):
     return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
+def _run_engine(args, model, images, golden_out):
+    """Run the verify inputs on the accelerator (``--sim``: its executable model or the RTL, one
+    simulation) and compare with golden; prints the agreement, returns the mismatch count."""
+    import tempfile
+    from hw.config import AcceleratorConfig
+    from sim import protocol as P
+    from sim.crosscheck import _quiet
+    from sim.driver import ModelEngine, run_network
+    config = AcceleratorConfig(rows=args.rows, cols=args.cols)
+    info = P.Info(**{k: getattr(config, k) for k in P.Info.__dataclass_fields__ if hasattr(config, k)})
+    if args.sim == "golden":
+        out, _ = run_network(model, images, ModelEngine(info))
+    else:
+        from sim.rtl_engine import RtlEngine
+        work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="intdeploy-import-"))
+        work.mkdir(parents=True, exist_ok=True)
+        with _quiet(work / "simulator.log"):
+            out, _ = run_network(model, images, RtlEngine(args.sim, config, work_dir=work))
+    out = out[model.outputs[0]] if isinstance(out, dict) else out
+    bad = int(np.count_nonzero(out != golden_out))
+    print(f"{args.sim} ({args.rows}x{args.cols} accelerator): {len(images)} inputs, engine vs golden: "
+          f"{out.size - bad}/{out.size} elements equal{'' if bad == 0 else ' - MISMATCH'}")
+    return bad
+
+
 def _main(args):
     from golden import model_file
     from golden.network import IntegerDeployable
     shape = _shape(args.input_shape) if args.input_shape else None
-    if args.verify < 0:
-        raise ValueError(f"--verify: {args.verify} is out of range; allowed >= 0")
+    if args.verify < 0 or (args.sim and args.verify == 0):
+        raise ValueError(f"--verify: {args.verify} is out of range; allowed >= 0 (>= 1 with --sim)")
     model, proof, source = load_source(args.model, shape, allow_inexact=not args.strict)
     out = model_file.save(model, args.output)
     p = proof.as_dict()
@@ -128,6 +153,9 @@ def _main(args):
         bad = int(np.count_nonzero(got != want))
         print(f"verify: {args.verify} random inputs, framework vs golden: {want.size - bad}/{want.size} elements "
               f"equal{'' if bad == 0 else ' - MISMATCH'}")
+        engine_bad = _run_engine(args, model, images, got) if args.sim else 0
+        if engine_bad and not bad:
+            return 1
         if bad:
             i = tuple(int(v) for v in np.argwhere(got != want)[0])
             print(f"verify: first mismatch at {i} (sample, element): framework {int(want[i])}, golden {int(got[i])}"
@@ -155,4 +183,10 @@ def add_parser(sub):
     p.add_argument("--verify", type=int, default=64, help="random inputs compared framework vs golden "
                                                           "(default 64; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --verify inputs (default 0)")
+    p.add_argument("--sim", choices=("golden", "verilator", "icarus"),
+                   help="also run the --verify inputs on the accelerator: its executable model (golden) or "
+                        "the RTL on a simulator, compared with golden element by element")
+    p.add_argument("--rows", type=int, default=8, help="--sim: MAC array rows (default 8)")
+    p.add_argument("--cols", type=int, default=8, help="--sim: MAC array columns (default 8)")
+    p.add_argument("--work-dir", help="--sim: simulator work directory (default: a temporary one)")
     p.set_defaults(func=_main)
