@@ -11,6 +11,8 @@ Targets:
 
 * ``ecp5-85k``: ``synth_ecp5``, then ``nextpnr-ecp5 --85k --out-of-context`` (no IO buffers, no
   global clock routing: the figures are those of the design as a block inside a larger one).
+  A design that does not fit the device (e.g. more than its 208 DP16KD block RAMs) gets Yosys'
+  figures (``LUT4 + 2 * CCU2C`` for the logic cells) and ``place_error`` says why.
 * ``ice40-up5k``: ``synth_ice40 -dsp``, then ``nextpnr-ice40 --up5k``. The UP5K has no
   out-of-context mode and 39 user pins in its largest package, so a design with more ports
   (every configuration of both units) gets Yosys figures only; ``place_error`` says why.
@@ -36,7 +38,6 @@ tool versions and the options), so asking twice costs nothing; ``--no-cache`` re
 
 import hashlib
 import json
-import os
 import re
 import shutil
 import subprocess
@@ -72,18 +73,25 @@ def _check_int(name, value, lo, hi):
         raise ValueError(f"{name}: {value!r} is not allowed; expected an integer in [{lo}, {hi}]")
 
 
-def elaborate(unit, rows, cols, *, weight_bits=8):
+def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
     """``(verilog, top_name)`` of ``unit`` (``top`` or ``mac_array``) for an R x C array.
 
     ``top`` is the whole accelerator (:class:`hw.top.Accelerator` with its default buffer
-    sizes, through :func:`hw.generate.generate`); ``mac_array`` is :class:`hw.mac_array.MacArray`
+    sizes, or those of ``top_params``, a dict of :class:`hw.config.AcceleratorConfig` fields,
+    through :func:`hw.generate.generate`); ``mac_array`` is :class:`hw.mac_array.MacArray`
     with all its ports as top-level ports (flat, ``clk``/``rst``).
     """
     if unit not in UNITS:
         raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
     if unit == "top":
+        from hw.config import AcceleratorConfig
         from hw.generate import generate
-        gen = generate({"rows": rows, "cols": cols, "weight_bits": weight_bits}, name="accelerator")
+        bad = sorted(set(top_params or {}) - set(AcceleratorConfig.__dataclass_fields__) - {"rows", "cols"})
+        if bad:
+            raise ValueError(f"top_params: {bad[0]!r} is not a parameter; allowed "
+                             f"{', '.join(sorted(set(AcceleratorConfig.__dataclass_fields__) - {'rows', 'cols'}))}")
+        gen = generate({**(top_params or {}), "rows": rows, "cols": cols, "weight_bits": weight_bits},
+                       name="accelerator")
         return gen.verilog, gen.name
     from amaranth.back import verilog
 
@@ -168,7 +176,7 @@ def _tail(path, n=3):
 
 
 def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=True,
-        cache_dir=None, timeout=7200, log=None):
+        cache_dir=None, timeout=7200, log=None, top_params=None):
     """Synthesize (and for ECP5/iCE40 place and route) ``unit`` for an R x C array on ``target``.
 
     Returns the figures described in the module docstring, plus ``config``, ``seconds`` (tool
@@ -190,9 +198,11 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
     _check_int("seed", seed, 0, 2**31 - 1)
     say = log or (lambda msg: None)
 
-    verilog, top = elaborate(unit, rows, cols, weight_bits=weight_bits)
+    verilog, top = elaborate(unit, rows, cols, weight_bits=weight_bits, top_params=top_params)
     config = {"unit": unit, "rows": rows, "cols": cols, "weight_bits": weight_bits, "target": target,
               "freq_target_mhz": float(freq), "seed": seed}
+    if top_params:
+        config["top_params"] = dict(sorted(top_params.items()))
     key = hashlib.sha256(json.dumps([FLOW_VERSION, config, _versions(), verilog],
                                     sort_keys=True).encode()).hexdigest()[:16]
     work = Path(cache_dir or CACHE) / f"{unit}-{rows}x{cols}-{target}-{key}"
@@ -228,12 +238,18 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
         say(f"nextpnr-ecp5 --85k --out-of-context (target {freq} MHz) ...")
         rc, seconds["nextpnr"] = _run_tool(nextpnr, work, "nextpnr.out", timeout)
         if rc:
-            raise RuntimeError(f"nextpnr-ecp5 failed ({work / 'nextpnr.log'}): {_tail(work / 'nextpnr.log')}")
-        util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
-        res.update(logic_cells=util.get("TRELLIS_COMB", 0), ff=util.get("TRELLIS_FF", 0),
-                   dsp=util.get("MULT18X18D", 0), alu=util.get("ALU54B", 0), bram=util.get("DP16KD", 0),
-                   lutram=util.get("TRELLIS_RAMW", 0), utilisation=util,
-                   fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()}, critical_paths=paths)
+            # A design beyond the device (e.g. more DP16KD than the 85k has) keeps Yosys'
+            # figures: LUT4 + 2 per CCU2C approximates TRELLIS_COMB before packing.
+            res["place_error"] = f"nextpnr-ecp5: {_tail(work / 'nextpnr.log')}"
+            res.update(logic_cells=count("LUT4") + 2 * count("CCU2C"), ff=count("TRELLIS_FF"),
+                       dsp=count("MULT18X18D"), alu=count("ALU54B"), bram=count("DP16KD"),
+                       lutram=count("TRELLIS_DPR16X4"))
+        else:
+            util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
+            res.update(logic_cells=util.get("TRELLIS_COMB", 0), ff=util.get("TRELLIS_FF", 0),
+                       dsp=util.get("MULT18X18D", 0), alu=util.get("ALU54B", 0), bram=util.get("DP16KD", 0),
+                       lutram=util.get("TRELLIS_RAMW", 0), utilisation=util,
+                       fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()}, critical_paths=paths)
     else:
         res.update(logic_cells=count("SB_LUT4") + count("SB_CARRY"), ff=ff_yosys, dsp=count("SB_MAC16"),
                    alu=0, bram=count("SB_RAM40_4K"), lutram=0)
@@ -276,9 +292,20 @@ def format_result(res):
 
 
 def main(args):
-    res = run(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits, freq=args.freq,
-              seed=args.seed, cache=not args.no_cache,
-              log=None if args.json else (lambda msg: print(msg, file=sys.stderr)))
+    top_params = {}
+    for item in args.set or []:
+        key, _, value = item.partition("=")
+        if not value.lstrip("-").isdigit():
+            print(f"intdeploy: error: --set: {item!r} is not NAME=INTEGER", file=sys.stderr)
+            return 2
+        top_params[key] = int(value)
+    try:
+        res = run(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits, freq=args.freq,
+                  seed=args.seed, cache=not args.no_cache, top_params=top_params or None,
+                  log=None if args.json else (lambda msg: print(msg, file=sys.stderr)))
+    except RuntimeError as e:                      # a tool failed: its last error line, no traceback
+        print(f"intdeploy: synth: {e}", file=sys.stderr)
+        return 1
     print(json.dumps(res, indent=2) if args.json else format_result(res))
     return 0
 
@@ -299,6 +326,9 @@ def add_parser(sub):
     p.add_argument("--weight-bits", type=int, default=8, help="8 (default), 4 or 2")
     p.add_argument("--freq", type=float, default=200.0, help="nextpnr timing target in MHz (default 200)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--set", action="append", metavar="NAME=VALUE",
+                   help="top only: an elaboration parameter of hw.config.AcceleratorConfig other than the "
+                        "default (e.g. threshold_channels=16); repeatable")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--no-cache", action="store_true", help="rerun even if build/synth/ has the result")
     p.set_defaults(func=main)

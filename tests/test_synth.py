@@ -1,0 +1,120 @@
+"""``intdeploy synth`` (sim/synth.py): real Yosys and nextpnr runs, figures checked against
+counts derived independently from the MAC array's documented pipeline (docs/units/mac_array.md).
+
+Quick tier: a 2x2 MAC array on the generic target (Yosys only) and on ECP5-85k (Yosys and
+nextpnr out of context, ~15 s), the report parser on a hand-written report, bad arguments.
+Regress tier: the 8x8 MAC array and the 4x4 top on ECP5-85k.
+"""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sim import synth
+
+INTDEPLOY = Path(sys.executable).with_name("intdeploy")
+
+
+def mac_array_flip_flops(rows, cols):
+    """Flip-flops of :class:`hw.mac_array.MacArray` (8-bit weights, int32 accumulators, C a power
+    of 2) from its pipeline table, every register's width written out stage by stage."""
+    R, C = rows, cols
+    D = (C - 1).bit_length()
+    assert 1 << D == C
+    ff = C * 10 + R * C * 8 + R * 8                                      # stage 1: xd, w, w_zp
+    ff += R * C * 18                                                     # products
+    ff += sum((C >> lv) * (10 + lv) for lv in range(1, D + 1))           # shared S tree
+    ff += R * sum((C >> lv) * (18 + lv) for lv in range(1, D + 1))       # per-row trees
+    ff += R * 8 * D + R * (18 + D)                                       # w_zp delay, corrections
+    ff += R * (19 + D)                                                   # step sums
+    ff += 2 * R * 32                                                     # accumulators, result
+    n_ctl = 3 + D                               # valid/last: stages 1..3+D, first: 1..2+D, o.valid
+    ff += 2 * n_ctl + (n_ctl - 1) + 1
+    return ff
+
+
+@pytest.fixture(scope="module")
+def cache(tmp_path_factory):
+    return tmp_path_factory.mktemp("synth")
+
+
+def test_generic_2x2_mac_array(cache):
+    res = synth.run("mac_array", 2, 2, "generic", cache_dir=cache)
+    assert res["macs"] == 4
+    assert res["ff"] == mac_array_flip_flops(2, 2)
+    assert res["dsp"] == 0 and res["fmax_mhz"] == {}          # multipliers as LUTs, no P&R
+    assert res["logic_cells"] == res["yosys_cells"]["$lut"] > 0
+    assert res["logic_cells_per_mac"] == round(res["logic_cells"] / 4, 3)
+
+
+def test_ecp5_2x2_mac_array(cache):
+    res = synth.run("mac_array", 2, 2, "ecp5-85k", cache_dir=cache)
+    # one MULT18X18D per MAC plus one weight-zero-point correction per row
+    assert res["dsp"] == 2 * 2 + 2 and res["dsp_per_mac"] == 1.5
+    assert res["ff"] == mac_array_flip_flops(2, 2)
+    # after packing every Yosys LUT4 and both halves of every CCU2C carry cell are TRELLIS_COMB
+    y = res["yosys_cells"]
+    assert res["logic_cells"] >= y.get("LUT4", 0) + 2 * y.get("CCU2C", 0) > 0
+    assert set(res["fmax_mhz"]) == {"clk"} and 20 < res["fmax_mhz"]["clk"] < 1000
+    (cp,) = res["critical_paths"]
+    assert cp["delay_ns"] == pytest.approx(cp["logic_ns"] + cp["routing_ns"], abs=0.002)
+    assert 1000 / cp["delay_ns"] == pytest.approx(res["fmax_mhz"]["clk"], rel=0.05)
+    # a second call is served from the cache
+    assert synth.run("mac_array", 2, 2, "ecp5-85k", cache_dir=cache) == res
+
+
+def test_parse_nextpnr_report():
+    report = {
+        "utilization": {"TRELLIS_COMB": {"used": 222, "available": 83640}, "MULT18X18D": {"used": 6, "available": 156}},
+        "fmax": {"clk": {"achieved": 142.2, "constraint": 200.0}},
+        "critical_paths": [{"from": "posedge clk", "to": "posedge clk", "path": [
+            {"type": "clk-to-q", "delay": 0.5, "from": {"cell": "a"}, "to": {"cell": "a"}},
+            {"type": "routing", "delay": 2.0, "from": {"cell": "a"}, "to": {"cell": "m"}},
+            {"type": "logic", "delay": 3.9, "from": {"cell": "m"}, "to": {"cell": "m"}},
+            {"type": "routing", "delay": 0.6, "from": {"cell": "m"}, "to": {"cell": "b"}},
+            {"type": "setup", "delay": 0.1, "from": {"cell": "b"}, "to": {"cell": "b"}}]}],
+    }
+    util, fmax, paths = synth.parse_nextpnr_report(json.dumps(report))
+    assert util == {"TRELLIS_COMB": 222, "MULT18X18D": 6}
+    assert fmax == {"clk": (142.2, 200.0)}
+    assert paths == [{"from": "posedge clk", "to": "posedge clk", "delay_ns": 7.1, "logic_ns": 4.5,
+                      "routing_ns": 2.6, "start": "a", "end": "b", "steps": 3}]
+
+
+def test_parse_yosys_stat():
+    text = json.dumps({"design": {"num_cells_by_type": {"LUT4": "8", "CCU2C": 88}}})
+    assert synth.parse_yosys_stat(text) == {"LUT4": 8, "CCU2C": 88}
+
+
+@pytest.mark.parametrize("args, field", [
+    (["--rows", "8", "--cols", "8", "--target", "xc7"], "target"),
+    (["--rows", "0", "--cols", "8", "--target", "generic"], "rows"),
+    (["--rows", "8", "--cols", "8", "--target", "generic", "--unit", "core"], "unit"),
+    (["--rows", "17", "--cols", "8", "--target", "generic"], "rows"),
+    (["--rows", "8", "--cols", "8", "--target", "generic", "--set", "depth=3"], "top_params"),
+    (["--rows", "8", "--cols", "8", "--target", "generic", "--set", "act_depth=x"], "--set"),
+])
+def test_bad_arguments_one_line(args, field):
+    p = subprocess.run([str(INTDEPLOY), "synth", *args], capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2, (p.stdout, p.stderr)
+    lines = p.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"intdeploy: error: {field}: "), p.stderr
+
+
+@pytest.mark.regress
+def test_ecp5_8x8_mac_array():
+    res = synth.run("mac_array", 8, 8, "ecp5-85k")
+    assert res["dsp"] == 64 + 8
+    assert res["ff"] == mac_array_flip_flops(8, 8)
+    assert res["fmax_mhz"]["clk"] > 50
+
+
+@pytest.mark.regress
+def test_ecp5_4x4_top():
+    res = synth.run("top", 4, 4, "ecp5-85k")
+    assert res["dsp"] >= 4 * 4 + 4                       # the MAC array's, plus the epilogue's
+    assert set(res["fmax_mhz"]) >= {"core_clk", "bus_clk"}
+    assert res["bram"] > 0
