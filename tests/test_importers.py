@@ -104,6 +104,25 @@ def test_onnx_qlinear_round_trip(tmp_path):
     np.testing.assert_array_equal(got, want)
 
 
+@pytest.mark.parametrize("wdtype, wzp", [(np.uint8, 131), (np.int8, -7)])
+def test_onnx_weight_zero_points_and_uint8_weights(wdtype, wzp):
+    """QLinearMatMul with a non-zero weight zero point, uint8 weights (imported as int8 - 128)."""
+    from onnx import TensorProto, helper
+    rng = np.random.default_rng(5)
+    info = np.iinfo(wdtype)
+    b = rng.integers(info.min, info.max + 1, (20, 6)).astype(wdtype)
+    inits = [_init("as", 0.015625, np.float32), _init("az", 100, np.uint8), _init("b", b, wdtype),
+             _init("bs", 0.0078125, np.float32), _init("bz", wzp, wdtype), _init("ys", 0.25, np.float32),
+             _init("yz", 128, np.uint8)]
+    node = helper.make_node("QLinearMatMul", ["a", "as", "az", "b", "bs", "bz", "ys", "yz"], ["y"], name="mm")
+    om = _onnx_model([node], [helper.make_tensor_value_info("a", TensorProto.UINT8, ["N", 20])],
+                     [helper.make_tensor_value_info("y", TensorProto.UINT8, ["N", 6])], inits)
+    model, proof = import_onnx(om)
+    assert proof.exact                                       # power-of-two scales: proven exact
+    x = rng.integers(0, 256, (500, 20)).astype(np.uint8)
+    np.testing.assert_array_equal(IntegerDeployable(model).run(x.astype(np.int64)), _ort(om, {"a": x}))
+
+
 def test_onnx_inexact_values_are_exactly_where_ort_differs():
     """The qlinear model's conv is proven exact and its matmul is not: golden differs from ONNX
     Runtime exactly at the outputs whose accumulator is one of the values the proof lists."""
