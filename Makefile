@@ -12,8 +12,10 @@ setup: $(STAMP)
 $(STAMP): pyproject.toml scripts/setup.sh
 	./scripts/setup.sh
 
+# The bundled digits network on the default 8x8 top under Verilator, all 360 test images, bit-exact
+# against golden (docs/run.md); `intdeploy demo` prints the four NEMO representations (golden only).
 demo: $(STAMP)
-	$(VENV)/bin/intdeploy demo
+	$(VENV)/bin/intdeploy run --sim verilator
 
 test: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS) -m "not regress"
@@ -22,7 +24,7 @@ regress: $(STAMP)
 	$(PY) -m pytest -q -n $(JOBS)
 
 bench: $(STAMP)
-	$(VENV)/bin/intdeploy bench --out docs/perf/golden.json
+	$(VENV)/bin/intdeploy perf --out docs/perf
 
 # Random networks and configurations, golden vs RTL, for a bounded time: make soak ARGS="--minutes 30 --seed 7"
 ARGS   ?= --minutes 10
