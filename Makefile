@@ -5,7 +5,7 @@ PY     := $(VENV)/bin/python
 # Parallel pytest workers for the simulator tests (2 cores here).
 JOBS   ?= 2
 
-.PHONY: setup demo test regress bench soak fuzz clean
+.PHONY: setup demo test regress bench soak fuzz formal clean
 
 setup: $(STAMP)
 
@@ -34,6 +34,10 @@ soak: $(STAMP)
 # The fuzzers at 10,000 examples each (docs/reliability.md)
 fuzz: $(STAMP)
 	INTDEPLOY_FUZZ_EXAMPLES=10000 $(PY) -m pytest -q -p no:xdist tests/test_fuzz.py -k fuzz_
+
+# Every formal proof, then every planted bug (each must fail), with summary tables (docs/formal.md)
+formal: $(STAMP)
+	$(PY) -m formal.run && $(PY) -m formal.run --mutants
 
 clean:
 	rm -rf build .pytest_cache .hypothesis
