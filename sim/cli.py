@@ -184,7 +184,7 @@ def _verilog_parser(sub):
 #: Sub-command parser builders, in --help order.
 COMMANDS = [_demo_parser, _bench_parser, _verilog_parser, __import__("sim.synth").synth.add_parser,
             __import__("sim.soak").soak.add_parser, __import__("sim.run").run.add_parser, __import__("sim.crosscheck").crosscheck.add_parser,
-            __import__("golden.importers.cli").importers.cli.add_parser]
+            __import__("golden.importers.cli").importers.cli.add_parser, __import__("sim.perf").perf.add_parser]
 
 
 def _parser():

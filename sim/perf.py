@@ -1,0 +1,426 @@
+"""Performance benchmarks of the accelerator: ``intdeploy perf`` (run by ``make bench``).
+
+The figures are data, not pass/fail, but every RTL run in them is also checked bit for bit
+against golden (a benchmark of wrong results would be worthless):
+
+* **MAC utilisation** measured on the RTL top (Verilator, :class:`sim.rtl_engine.RtlEngine`)
+  through the host driver (:mod:`sim.driver`): per layer of the demo network (the digits network
+  of :mod:`golden.digits`) and for a sweep of GEMMs ``(M, N, K)``. For each:
+
+  - ``ideal``: useful MACs / (R * C * MAC steps), the bound that padding K to a multiple of C and
+    N to a multiple of R leaves (1.0 when the dimensions are multiples of the array);
+  - ``steady``: useful MACs / (R * C * busy cycles), busy cycles being the cycles with a RUN in
+    progress (STATUS ``busy_cycles``): the array while it computes, fill and drain included;
+  - ``end_to_end``: useful MACs / (R * C * cycles) over the layer's whole packet stream
+    (STATUS ``cycles`` around it): weight, activation and parameter loading included;
+  - ``io_bound``: useful MACs / (R * C * max(busy cycles, words sent)), what a design that
+    overlapped every load with compute could reach: the command path takes one 32-bit word per
+    core cycle, so a layer can never take fewer cycles than the words it sends.
+
+* **Simulation speed**: core cycles per second of wall time, Verilator vs Icarus, on the same
+  GEMM program (the simulators are built before timing).
+* **Golden throughput**: images per second of :class:`golden.network.IntegerDeployable`
+  (``intdeploy bench``).
+* **Synthesis sweep**: :func:`sim.synth.run` for 4x4, 8x8 and 16x16 on ECP5-85k, the MAC array
+  alone and the whole top (cached in ``build/synth/``; the first run of each takes minutes).
+
+Results go to ``--out`` (default ``docs/perf/``): ``perf.json`` (everything), ``README.md``
+(tables), ``utilisation.png`` and ``synth.png`` (matplotlib); the performance table of the
+repository's README.md (between ``<!-- perf:begin -->`` and ``<!-- perf:end -->``) is refreshed.
+"""
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+__all__ = ["ARRAY", "GEMMS", "SYNTH_SIZES", "TOP_SYNTH_SIZES", "TOP_SYNTH_PARAMS", "gemm_job", "run_gemm", "network_layers", "sim_speed",
+           "synth_sweep", "render_markdown", "add_parser", "main"]
+
+ROOT = Path(__file__).resolve().parent.parent
+#: The benchmarked accelerator: 8x8 array, default buffers and 32-bit bus.
+ARRAY = dict(rows=8, cols=8)
+#: GEMM sweep (M, N, K): multiples of the 8x8 array, then ragged shapes.
+GEMMS = [(64, 8, 8), (64, 8, 64), (64, 64, 64), (256, 64, 64), (512, 16, 128), (100, 10, 30),
+         (49, 20, 100)]
+#: Array sizes of the synthesis sweep (the MAC array; the top at the sizes that fit the 85k).
+SYNTH_SIZES = (4, 8, 16)
+TOP_SYNTH_SIZES = (4, 8)
+#: The top's synthesis parameters: 16 threshold channels instead of 64, because the default
+#: threshold storage (64 channels x 255 thresholds x 32 bits, one copy per lane) needs more
+#: DP16KD block RAMs than the ECP5-85k has (324 of 208 at 8x8: see docs/perf/README.md).
+TOP_SYNTH_PARAMS = {"threshold_channels": 16}
+#: The RTL runs' bench settings: equal clocks, no idle, no backpressure, a generous watchdog.
+BENCH = dict(bus_period=10, core_period=10, watchdog=2_000_000)
+
+
+def _ratio(num, den):
+    return round(num / den, 4) if den else None
+
+
+def gemm_job(M, N, K, *, seed=0):
+    """A :class:`sim.driver.GemmJob` of random int8 data: ``x (M, K)`` int8 with zero point 3,
+    ``w (N, K)`` int8 with per-row zero points, a per-tensor requantizer (half-even) to int8."""
+    from golden.requantizer import RequantParams
+    from sim.driver import GemmJob
+    rng = np.random.default_rng(seed)
+    rq = RequantParams(mult=1 << 12, shift=20, bias=int(rng.integers(-1000, 1000)), zero_point=-2,
+                       lo=-128, hi=127, rounding="half_even")
+    return GemmJob(name=f"gemm{M}x{N}x{K}", x=rng.integers(-128, 128, (M, K)), w=rng.integers(-128, 128, (N, K)),
+                   x_signed=True, x_zero_point=3, w_zero_point=rng.integers(-5, 6, N), requant=rq,
+                   useful_macs=M * N * K)
+
+
+def _golden_gemm(job):
+    from golden.mac_array import linear
+    from golden.requantizer import requantize
+    return requantize(linear(job.x, job.w, job.x_zero_point, job.w_zero_point), job.requant)
+
+
+def _figures(R, C, useful, steps, busy, cycles, words):
+    """The utilisation figures of one layer or GEMM (see the module docstring)."""
+    rc = R * C
+    return {
+        "useful_macs": int(useful), "mac_steps": int(steps), "busy_cycles": int(busy), "cycles": int(cycles),
+        "words_sent": int(words),
+        "ideal": _ratio(useful, rc * steps), "steady": _ratio(useful, rc * busy),
+        "end_to_end": _ratio(useful, rc * cycles), "io_bound": _ratio(useful, rc * max(busy, words)),
+    }
+
+
+def run_gemm(engine, job):
+    """Run ``job`` on ``engine`` between two STATUS packets; returns its figures.
+
+    Raises AssertionError if the results differ from golden (``linear`` then ``requantize``) in
+    any element, or if STATUS's ``mac_cycles`` differ from the program's MAC steps.
+    """
+    from sim import protocol as P
+    from sim.driver import Driver
+    info = P.decode_info(engine.execute([P.info()])[0].payload)
+    prog = Driver(info).compile_gemm(job)
+    t0 = time.perf_counter()
+    resp = engine.execute([P.status()] + prog.packets + [P.status()])
+    wall = time.perf_counter() - t0
+    got = prog.decode(resp[1:-1])
+    np.testing.assert_array_equal(got, _golden_gemm(job), err_msg=f"{job.name}: RTL != golden")
+    a, b = (P.decode_status(r.payload) for r in (resp[0], resp[-1]))
+    assert b["mac_cycles"] - a["mac_cycles"] == prog.mac_steps, (job.name, a, b, prog.mac_steps)
+    M, K = job.x.shape
+    res = {"name": job.name, "M": int(M), "N": int(job.w.shape[0]), "K": int(K), "runs": len(prog.runs),
+           "wall_seconds": round(wall, 2)}
+    res.update(_figures(info.rows, info.cols, job.useful_macs, prog.mac_steps,
+                        b["busy_cycles"] - a["busy_cycles"], b["cycles"] - a["cycles"], prog.words_sent))
+    return res
+
+
+def network_layers(engine, images=4):
+    """The demo network (digits) on ``engine`` for the first ``images`` test images: figures per
+    layer and in total; raises AssertionError unless every layer tensor equals golden's."""
+    from golden import digits, model_file
+    from golden.network import IntegerDeployable
+    from sim.driver import run_network
+    model = model_file.load(digits.MODEL_FILE)
+    x = digits.load_split()[2][:images]
+    out, stats = run_network(model, x, engine)
+    for name, g in IntegerDeployable(model).run(x, trace=True).items():
+        np.testing.assert_array_equal(out[name], g, err_msg=f"demo network layer {name}: RTL != golden")
+    R, C = stats["info"].rows, stats["info"].cols
+    layers = []
+    for s in stats["layers"]:
+        if s.host:
+            continue
+        d = {"name": s.name, "kind": s.kind, "runs": s.runs}
+        d.update(_figures(R, C, s.useful_macs, s.mac_steps, s.busy_cycles, s.cycles, s.words_sent))
+        layers.append(d)
+    tot = {k: sum(d[k] for d in layers) for k in ("useful_macs", "mac_steps", "busy_cycles", "cycles",
+                                                     "words_sent")}
+    total = {"name": "total", "kind": "", "runs": sum(d["runs"] for d in layers)}
+    total.update(_figures(R, C, tot["useful_macs"], tot["mac_steps"], tot["busy_cycles"], tot["cycles"],
+                          tot["words_sent"]))
+    # Busy cycles of all layers together overlap nothing, so the io bound of the total is the sum
+    # of the layers' bounds, not max over the sums.
+    total["io_bound"] = _ratio(tot["useful_macs"], R * C * sum(max(d["busy_cycles"], d["words_sent"])
+                                                                 for d in layers))
+    return {"model": model.name, "images": int(images), "layers": layers, "total": total}
+
+
+def sim_speed(params, job, work_dir):
+    """Core cycles per wall second of the same GEMM program on Verilator and Icarus (each built
+    first by an INFO run, so the timing excludes the build)."""
+    from sim import protocol as P
+    from sim.rtl_engine import RtlEngine
+    from sim.runner import SIMULATORS
+    out = {}
+    for sim in SIMULATORS:
+        eng = RtlEngine(sim, params, work_dir=Path(work_dir) / f"speed-{sim}", **BENCH)
+        t0 = time.perf_counter()
+        eng.execute([P.info()])
+        first = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        eng.execute([P.info()])                 # built: the fixed cost of one simulator run
+        fixed, fixed_cycles = time.perf_counter() - t0, eng.cycles
+        res = run_gemm(eng, job)
+        out[sim] = {"gemm": job.name, "core_cycles": eng.cycles, "wall_seconds": res["wall_seconds"],
+                    "cycles_per_second": round(eng.cycles / res["wall_seconds"], 1),
+                    "run_overhead_seconds": round(fixed, 2),
+                    "marginal_cycles_per_second": round((eng.cycles - fixed_cycles)
+                                                        / max(res["wall_seconds"] - fixed, 1e-3), 1),
+                    "first_run_seconds": round(first, 1)}
+    return out
+
+
+def synth_sweep(*, log=None):
+    """:func:`sim.synth.run` on ECP5-85k: the MAC array at :data:`SYNTH_SIZES`, the top at
+    :data:`TOP_SYNTH_SIZES` with :data:`TOP_SYNTH_PARAMS` and at 8x8 with the default buffers
+    (cached in ``build/synth/``)."""
+    from sim import synth
+    jobs = [("mac_array", n, None) for n in SYNTH_SIZES]
+    jobs += [("top", n, TOP_SYNTH_PARAMS) for n in TOP_SYNTH_SIZES] + [("top", 8, None)]
+    out = []
+    for unit, n, params in jobs:
+        res = synth.run(unit, n, n, "ecp5-85k", log=log, top_params=params)
+        res.pop("dir", None)
+        out.append(res)
+    return out
+
+
+# --- report ---------------------------------------------------------------------------------------
+
+def _pct(v):
+    return "-" if v is None else f"{100 * v:.1f} %"
+
+
+def _table(head, rows):
+    lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    lines += ["| " + " | ".join(str(c) for c in r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def _util_rows(items, label):
+    return [[label(d), d["useful_macs"], d["mac_steps"], d["busy_cycles"], d["words_sent"], d["cycles"],
+             _pct(d["ideal"]), _pct(d["steady"]), _pct(d["end_to_end"]), _pct(d["io_bound"])] for d in items]
+
+
+_UTIL_HEAD = ["", "useful MACs", "MAC steps", "busy cycles", "words sent", "cycles", "ideal", "steady",
+              "end to end", "I/O bound"]
+
+
+def _unit(c):
+    params = c.get("top_params")
+    return c["unit"] + (" (" + ", ".join(f"{k} {v}" for k, v in params.items()) + ")" if params else "")
+
+
+def summary_table(res):
+    """The short table of README.md."""
+    rows = []
+    net = res.get("network")
+    if net:
+        t = net["total"]
+        rows.append(["MAC utilisation, demo network end to end (steady)",
+                     f"{_pct(t['end_to_end'])} ({_pct(t['steady'])})"])
+    if res.get("gemms"):
+        best = max(res["gemms"], key=lambda d: d["steady"] or 0)
+        rows.append([f"MAC utilisation, GEMM {best['M']}x{best['N']}x{best['K']} steady (end to end)",
+                     f"{_pct(best['steady'])} ({_pct(best['end_to_end'])})"])
+    for s in res.get("synth", []):
+        c = s["config"]
+        if c["rows"] != 8:
+            continue
+        f = ", ".join(f"{k} {v:.0f} MHz" for k, v in sorted(s["fmax_mhz"].items())) or "not placed"
+        rows.append([f"ECP5-85k {_unit(c)} 8x8", f"{f}; {s['logic_cells_per_mac']} cells, "
+                     f"{s['dsp_per_mac']} DSP, {s['ff_per_mac']} FF per MAC"])
+    for sim, v in (res.get("sim_speed") or {}).items():
+        rows.append([f"RTL simulation (8x8 top), {sim}", f"{v['cycles_per_second']:.0f} core cycles/s "
+                     f"({v.get('marginal_cycles_per_second', 0):.0f} without the per-run start-up)"])
+    g = res.get("golden")
+    if g:
+        rows.append(["golden model", f"{g['images_per_second']:.0f} images/s"])
+    return _table(["figure", "value"], rows)
+
+
+def render_markdown(res):
+    """docs/perf/README.md from the results."""
+    a = res["array"]
+    out = ["# Performance", "",
+           f"Written by `intdeploy perf` (`make bench`) on {res['machine']}; every RTL run below is also",
+           "checked element by element against golden. Definitions of the columns: `sim/perf.py`.", "",
+           summary_table(res), ""]
+    net = res.get("network")
+    if net:
+        out += [f"## MAC utilisation: demo network ({net['model']}, {net['images']} images, "
+                f"{a['rows']}x{a['cols']} array, RTL on Verilator)", "",
+                _table(_UTIL_HEAD, _util_rows(net["layers"] + [net["total"]],
+                                              lambda d: f"{d['name']} ({d['kind']})" if d["kind"] else "total")),
+                "", "![utilisation per layer](utilisation.png)", ""]
+    if res.get("gemms"):
+        out += [f"## MAC utilisation: GEMM sweep (M, N, K) on the {a['rows']}x{a['cols']} array", "",
+                _table(_UTIL_HEAD, _util_rows(res["gemms"], lambda d: f"{d['M']}x{d['N']}x{d['K']}")), ""]
+    if res.get("sim_speed"):
+        out += ["## RTL simulation speed", "",
+                "The same GEMM program on both simulators (cocotb 2 bench `sim/tb_top.py`, cocotbext-axi "
+                "drivers); the fixed cost of a run (simulator start, reset, one INFO packet) is measured "
+                "separately, the marginal rate leaves it out.", "",
+                _table(["simulator", "program", "core cycles", "wall s", "cycles/s", "fixed s per run",
+                        "marginal cycles/s", "first run s (incl. build)"],
+                       [[k, v["gemm"], v["core_cycles"], v["wall_seconds"], v["cycles_per_second"],
+                         v.get("run_overhead_seconds", "-"), v.get("marginal_cycles_per_second", "-"),
+                         v["first_run_seconds"]] for k, v in res["sim_speed"].items()]), ""]
+    if res.get("golden"):
+        g = res["golden"]
+        out += ["## Golden model", "", f"{g['images_per_second']:.0f} images/s ({g['images']} images, best of "
+                f"{g['runs']} runs, numpy {g['numpy']})", ""]
+    if res.get("synth"):
+        rows = []
+        for s in res["synth"]:
+            c = s["config"]
+            paths = "; ".join(f"{p['from']}: {p['delay_ns']} ns ({p['start']} -> {p['end']})"
+                              for p in s["critical_paths"])
+            if s.get("place_error"):
+                paths = f"not placed: {s['place_error']} (Yosys figures)"
+            rows.append([_unit(c), f"{c['rows']}x{c['cols']}", s["logic_cells"], s["logic_cells_per_mac"],
+                         s["ff"], s["dsp"], s["dsp_per_mac"], s["bram"],
+                         ", ".join(f"{k} {v:.1f}" for k, v in sorted(s["fmax_mhz"].items())), paths])
+        out += ["## Synthesis sweep (ECP5-85k, Yosys + nextpnr out of context, 200 MHz target)", "",
+                _table(["unit", "array", "logic cells", "per MAC", "FF", "DSP", "DSP/MAC", "BRAM", "Fmax MHz",
+                        "critical path"], rows), "", "![Fmax and cells per MAC](synth.png)", ""]
+    return "\n".join(out)
+
+
+def _plots(res, out):
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    net = res.get("network")
+    if net:
+        layers = net["layers"]
+        x = np.arange(len(layers))
+        fig, ax = plt.subplots(figsize=(7, 3.5))
+        for j, (key, label) in enumerate([("ideal", "ideal (padding)"), ("steady", "steady state"),
+                                          ("io_bound", "I/O bound"), ("end_to_end", "end to end")]):
+            ax.bar(x + (j - 1.5) * 0.2, [100 * (d[key] or 0) for d in layers], 0.2, label=label)
+        ax.set_xticks(x, [d["name"] for d in layers])
+        ax.set_ylabel("MAC utilisation (%)")
+        ax.set_ylim(0, 105)
+        ax.set_title(f"{net['model']} on the {res['array']['rows']}x{res['array']['cols']} array (RTL)")
+        ax.legend(fontsize=8)
+        fig.tight_layout()
+        fig.savefig(out / "utilisation.png", dpi=100)
+        plt.close(fig)
+    if res.get("synth"):
+        fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.2))
+        for unit, mark in (("mac_array", "o-"), ("top", "s-")):
+            pts = sorted(((s["macs"], s) for s in res["synth"]
+                          if s["config"]["unit"] == unit and s["fmax_mhz"]), key=lambda t: t[0])
+            if not pts:
+                continue
+            n = [f"{s['config']['rows']}x{s['config']['cols']}" for _, s in pts]
+            a1.plot(n, [min(s["fmax_mhz"].get(k, 1e9) for k in ("clk", "core_clk") if k in s["fmax_mhz"])
+                        for _, s in pts], mark, label=unit)
+            a2.plot(n, [s["logic_cells_per_mac"] for _, s in pts], mark, label=unit)
+        a1.axhline(200, color="grey", ls="--", lw=0.8)
+        a1.set_ylabel("Fmax (MHz), core domain")
+        a2.axhline(60, color="grey", ls="--", lw=0.8)
+        a2.axhline(30, color="grey", ls=":", lw=0.8)
+        a2.set_ylabel("logic cells per MAC")
+        for a in (a1, a2):
+            a.set_xlabel("array")
+            a.legend(fontsize=8)
+        fig.suptitle("ECP5-85k, nextpnr out of context")
+        fig.tight_layout()
+        fig.savefig(out / "synth.png", dpi=100)
+        plt.close(fig)
+
+
+def _update_readme(table, path=ROOT / "README.md"):
+    begin, end = "<!-- perf:begin -->", "<!-- perf:end -->"
+    text = path.read_text()
+    if begin not in text or end not in text:
+        return False
+    head, rest = text.split(begin, 1)
+    path.write_text(head + begin + "\n" + table + "\n" + end + rest.split(end, 1)[1])
+    return True
+
+
+def main(args):
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    say = (lambda msg: print(msg, file=sys.stderr, flush=True))
+    from sim.rtl_engine import RtlEngine
+    params = dict(ARRAY)
+    res = {"array": params, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
+                                       f"{platform.python_version()}"}
+    prev = out / "perf.json"
+    if prev.exists():              # parts not rerun keep their last figures
+        old = json.loads(prev.read_text())
+        res.update({k: v for k, v in old.items() if k not in res})
+    work = ROOT / "build" / "perf"
+    if "network" in args.parts:
+        say(f"demo network on the RTL ({args.images} images) ...")
+        res["network"] = network_layers(RtlEngine("verilator", params, work_dir=work / "network", **BENCH),
+                                        images=args.images)
+    if "gemm" in args.parts:
+        eng = RtlEngine("verilator", params, work_dir=work / "gemm", **BENCH)
+        res["gemms"] = []
+        for M, N, K in GEMMS:
+            say(f"GEMM {M}x{N}x{K} on the RTL ...")
+            res["gemms"].append(run_gemm(eng, gemm_job(M, N, K, seed=M + N + K)))
+    if "speed" in args.parts:
+        say("simulation speed, Verilator vs Icarus ...")
+        res["sim_speed"] = sim_speed(params, gemm_job(64, 16, 64, seed=1), work / "speed")
+    if "golden" in args.parts:
+        from sim.cli import main as cli_main
+        cli_main(["bench", "--out", str(out / "golden.json")])
+        res["golden"] = json.loads((out / "golden.json").read_text())
+    if "synth" in args.parts:
+        res["synth"] = synth_sweep(log=say)
+    (out / "perf.json").write_text(json.dumps(res, indent=2) + "\n")
+    (out / "README.md").write_text(render_markdown(res) + "\n")
+    _plots(res, out)
+    table = summary_table(res)
+    print(table)
+    if args.readme and _update_readme(table):
+        print("updated the performance table of README.md")
+    print(f"wrote {out / 'perf.json'}, {out / 'README.md'}, plots")
+    return 0
+
+
+PARTS = ("network", "gemm", "speed", "golden", "synth")
+
+
+def _parts(text):
+    parts = [p for p in text.split(",") if p]
+    bad = [p for p in parts if p not in PARTS]
+    if bad or not parts:
+        import argparse
+        raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {', '.join(PARTS)}")
+    return parts
+
+
+def _images(text):
+    import argparse
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if not 1 <= v <= 360:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer in [1, 360]")
+    return v
+
+
+def add_parser(sub):
+    p = sub.add_parser("perf", help="MAC utilisation, simulation speed and synthesis figures (make bench)",
+                       description="Measures MAC utilisation on the RTL (demo network per layer, GEMM sweep), "
+                                   "RTL simulation speed (Verilator vs Icarus), golden throughput and the ECP5 "
+                                   "synthesis sweep; writes JSON, a markdown report and plots.")
+    p.add_argument("--out", default=str(ROOT / "docs" / "perf"), help="output directory (default docs/perf)")
+    p.add_argument("--parts", type=_parts, default=list(PARTS),
+                   help=f"comma-separated subset of {','.join(PARTS)} (default: all; the others keep the "
+                        f"figures of the last perf.json)")
+    p.add_argument("--images", type=_images, default=4, help="demo-network images run on the RTL (default 4)")
+    p.add_argument("--no-readme", dest="readme", action="store_false",
+                   help="do not refresh the table in README.md")
+    p.set_defaults(func=main)

@@ -1,0 +1,54 @@
+"""sim/perf.py (``intdeploy perf``, ``make bench``): the utilisation figures and the report, on the
+executable model (the RTL runs are ``make bench``'s; the top's own tests cover the RTL)."""
+
+import numpy as np
+import pytest
+
+from sim import perf
+from sim import protocol as P
+from sim.driver import ModelEngine
+
+
+def test_figures_definitions():
+    f = perf._figures(8, 8, useful=64 * 100, steps=100, busy=125, cycles=400, words=300)
+    assert f["ideal"] == 1.0 and f["steady"] == 0.8 and f["end_to_end"] == 0.25
+    assert f["io_bound"] == round(100 / 300, 4)        # words sent bound the layer, not busy cycles
+
+
+def test_gemm_on_the_model_is_checked_against_golden():
+    info = P.Info(rows=8, cols=8)
+    res = perf.run_gemm(ModelEngine(info), perf.gemm_job(20, 10, 30))
+    # K = 30 pads to 4 steps of 8, N = 10 to 2 tiles of 8: 20 * 4 * 2 steps for 20 * 10 * 30 MACs
+    assert res["mac_steps"] == 20 * 4 * 2 and res["useful_macs"] == 6000
+    assert res["ideal"] == round(6000 / (64 * 160), 4)
+
+
+def test_wrong_results_are_not_benchmarked(monkeypatch):
+    """A GEMM whose results differ from golden in one element fails instead of being timed."""
+    real = perf._golden_gemm
+
+    def off_by_one(job):
+        g = real(job).copy()
+        g[3, 2] += 1
+        return g
+    monkeypatch.setattr(perf, "_golden_gemm", off_by_one)
+    with pytest.raises(AssertionError, match="RTL != golden"):
+        perf.run_gemm(ModelEngine(P.Info(rows=8, cols=8)), perf.gemm_job(8, 8, 8))
+
+
+def test_report_renders_every_part(tmp_path):
+    res = {"array": {"rows": 8, "cols": 8}, "machine": "test"}
+    res["gemms"] = [perf.run_gemm(ModelEngine(P.Info(rows=8, cols=8)), perf.gemm_job(16, 8, 16))]
+    res["golden"] = {"images_per_second": 1000.0, "images": 360, "runs": 1, "numpy": np.__version__}
+    text = perf.render_markdown(res)
+    assert "| 16x8x16 | 2048 | 32 |" in text and "1000 images/s" in text
+    readme = tmp_path / "README.md"
+    readme.write_text("a\n<!-- perf:begin -->\nold\n<!-- perf:end -->\nb\n")
+    assert perf._update_readme("NEW", readme)
+    assert readme.read_text() == "a\n<!-- perf:begin -->\nNEW\n<!-- perf:end -->\nb\n"
+
+
+@pytest.mark.parametrize("args, fragment", [(["--parts", "gemm,x"], "--parts"), (["--images", "0"], "--images")])
+def test_bad_arguments_one_line(args, fragment):
+    from tests.test_cli import assert_user_error, run
+    assert_user_error(run("perf", *args), fragment)
