@@ -109,7 +109,7 @@ def _float_accuracies(model, x, y):
 
 
 def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, progress=False,
-        work_dir=None, model_path=None):
+        work_dir=None, model_path=None, hardware=None):
     """Run ``model`` (an :class:`golden.model_file.IntegerModel`) on ``sim`` and compare it with
     golden IntegerDeployable of ``reference`` (default ``model``); returns the report (a dict, the
     JSON of ``--json``).
@@ -128,6 +128,9 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
     work_dir : path, optional
         RTL packets, responses and the simulator log (``sim.log``); default a temporary
         directory, removed unless the simulator failed.
+    hardware : dict, optional
+        Further elaboration parameters of :class:`hw.config.AcceleratorConfig` (default: all at
+        their defaults, as ``--rows``/``--cols`` use them).
 
     Raises
     ------
@@ -150,7 +153,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
     for name, v, hi in (("rows", rows, 16), ("cols", cols, 64)):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
             raise ValueError(f"--{name}: {v!r} is out of range; allowed 1..{hi}")
-    config = AcceleratorConfig(rows=rows, cols=cols)
+    config = AcceleratorConfig(**{**(hardware or {}), "rows": rows, "cols": cols})
     info = _info(config)
     reference = model if reference is None else reference
     _check_digits_model(model, "model")
@@ -228,6 +231,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
         "model_name": model.name,
         "sim": sim,
         "array": {"rows": rows, "cols": cols},
+        "hardware": config.as_dict(),
         "images": n,
         "data": f"digits test split (golden/digits.py), first {n} of {len(y_all)} images",
         "bit_exact": m is None,

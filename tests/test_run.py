@@ -18,12 +18,16 @@ from golden.network import IntegerDeployable, accuracy
 from sim import cli
 from sim import driver as D, protocol as P
 from sim.run import run
+from tests.test_top import QUICK
 
 MODEL = model_file.load(digits.MODEL_FILE)
 X_TEST, Y_TEST = digits.load_split()[2:]
 #: Useful MACs per image of the digits network, from its shapes (golden/digits.py):
 #: conv1 8x8 pixels x 3x3x1 taps x 8, conv2 8x8 x 3x3x8 x 8, fc 128 x 10.
 MACS_PER_IMAGE = 64 * 9 * 8 + 64 * 72 * 8 + 128 * 10
+#: The quick tier's top (tests/test_top.py QUICK: 4x4, 64-bit bus), whose Verilator build the
+#: other quick tests share; the default 8x8 top of ``make demo`` runs in the regress tier.
+QUICK_TOP = dict(rows=QUICK["rows"], cols=QUICK["cols"], hardware=QUICK)
 
 
 def cli_run(capsys, *argv):
@@ -74,10 +78,10 @@ def test_verilator_few_images_bit_exact_and_model_cycles_bound_rtl(tmp_path):
     against the RTL's STATUS counters: MAC steps equal exactly, the total bounds the RTL's from
     above, and each layer's RTL count lies within 60..110 % of the estimate (the RTL overlaps
     transfers with compute; a short layer pays a few cycles of pipeline latency)."""
-    rtl = run(MODEL, sim="verilator", images=6, work_dir=tmp_path)
+    rtl = run(MODEL, sim="verilator", images=6, work_dir=tmp_path, **QUICK_TOP)
     assert rtl["bit_exact"] and rtl["mismatches"] == 0, rtl["mismatch_line"]
     assert rtl["useful_macs"] == 6 * MACS_PER_IMAGE
-    est = run(MODEL, sim="golden", images=6)
+    est = run(MODEL, sim="golden", images=6, **QUICK_TOP)
     for a, b in zip(rtl["layers"], est["layers"]):
         assert a["mac_steps"] == b["mac_steps"], a["name"]
         if not a["host"]:
