@@ -88,7 +88,7 @@ def _demo(args):
 
 
 def _demo_parser(sub):
-    p = sub.add_parser("demo", help="the default network in all four NEMO representations",
+    p = sub.add_parser("demo", help="the default network in all four NEMO representations (golden only; see run)",
                        description="Runs the digits network (golden/digits.py) on its test split in the "
                                    "FullPrecision, FakeQuantized, QuantizedDeployable and IntegerDeployable "
                                    "representations and prints the accuracies and the per-layer agreement "
