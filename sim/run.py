@@ -243,7 +243,8 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
             "cause": m.cause, "detail": m.detail, "layer_mismatches": m.count, "layer_elements": m.elements},
         "accuracy": {"float": fp, "fake_quant": fq, "integer": accuracy(ref[out_name], y),
                      "engine": accuracy(out[out_name], y)},
-        "accuracy_note": note,
+        "accuracy_note": note if m is None else
+        note + "; engine accuracy: NOT end to end (each layer ran on golden's inputs, and some differ)",
         "cycles": stats["cycles"],
         "cycles_source": ("RTL: the top's STATUS cycle counter (core clock)" if rtl else
                           "estimate of the executable model sim/accel_model.py (one cycle per word in, word "
