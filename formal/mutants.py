@@ -8,8 +8,12 @@ every mutant with a counterexample trace (``python -m formal.run --mutants``).
 
 from amaranth import ResetSignal
 
+from hw.add import AddUnit
 from hw.cdc import AsyncFIFO
+from hw.mac_array import MacArray
+from hw.pool import PoolUnit
 from hw.requantizer import Requantizer
+from hw.threshold import ThresholdUnit
 
 __all__ = ["find", "mutate"]
 
@@ -93,3 +97,26 @@ ASYNC_FIFO = {
     "no_full": mutate(AsyncFIFO, _fifo_no_full),
     "unsynchronized_wptr": mutate(AsyncFIFO, _fifo_unsynchronized_wptr),
 }
+
+
+# --- threshold, add, MAC array ------------------------------------------------------------------
+
+def _th_no_stall(self, m):
+    # The pipeline advances whatever o.ready says: a stalled output beat is overwritten.
+    m.d.comb += find(m, "advance").eq(1)
+
+
+def _add_sum_ignores_stall(self, m):
+    # The sum stage takes the branch result even while the output requantizer is full.
+    m.d.comb += find(m, "s_en").eq(1)
+
+
+def _mac_result_overwritten(self, m):
+    # A `last` step retires into the result register even if the previous result is untaken.
+    m.d.comb += find(m, "advance").eq(1)
+
+
+THRESHOLD = {"no_stall": mutate(ThresholdUnit, _th_no_stall)}
+ADD = {"sum_ignores_stall": mutate(AddUnit, _add_sum_ignores_stall)}
+POOL = {"no_stall": mutate(PoolUnit, _th_no_stall)}
+MAC_ARRAY = {"result_overwritten": mutate(MacArray, _mac_result_overwritten)}

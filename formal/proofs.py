@@ -200,6 +200,70 @@ def _requantizer_equiv(mutant, *, rounding, widths):
     return _Harness(body, reset=False)
 
 
+# --- the other stream units -----------------------------------------------------------------
+
+def _unit_cls(mutant, module, cls, table):
+    import importlib
+    from formal import mutants as mu
+    return getattr(importlib.import_module(module), cls) if mutant is None else getattr(mu, table)[mutant]
+
+
+def _one(frag, name):
+    """The unique one-bit register called ``name`` in ``frag``'s hierarchy."""
+    return internal(frag, name, expect=1)[0]
+
+
+def _threshold_stream(mutant):
+    """ThresholdUnit with a free load stream next to the data stream (loads may arrive at
+    any time; the unit serialises them between data beats)."""
+    def body(m, rst):
+        dut = _unit_cls(mutant, "hw.threshold", "ThresholdUnit", "THRESHOLD")(
+            channels=2, max_bits=2, lanes=1)
+        frag = Fragment.get(dut, None)
+        valid = internal(frag, r"valid\d+", expect=dut.max_bits + 2)
+        drive_source(m, dut.load, rst)
+        stream_proof(m, rst, dut, frag, occupancy=sum(valid), capacity=len(valid))
+    return _Harness(body)
+
+
+def _add_stream(mutant):
+    """AddUnit: two input stages, the branch requantizer, the sum stage, the output requantizer
+    (occupancy from all their stage flags and both skid buffers)."""
+    def body(m, rst):
+        dut = _unit_cls(mutant, "hw.add", "AddUnit", "ADD")(lanes=1, in_bits=2, out_bits=2)
+        frag = Fragment.get(dut, None)
+        flags = (internal(frag, r"in_valid\d", expect=2) + internal(frag, r"sum_valid", expect=1)
+                 + internal(frag, r"valid\d+") + internal(frag, r"skid_valid", expect=2))
+        stream_proof(m, rst, dut, frag, occupancy=sum(flags), capacity=len(flags))
+    return _Harness(body)
+
+
+def _mac_stream(mutant):
+    """MacArray: a step stream in, one result per ``last`` step out (conservation counts the
+    ``last`` steps); occupancy = ``last`` steps in the pipeline + the held result."""
+    def body(m, rst):
+        dut = _unit_cls(mutant, "hw.mac_array", "MacArray", "MAC_ARRAY")(rows=1, cols=2)
+        frag = Fragment.get(dut, None)
+        n = 3 + dut.depth
+        occ = sum(_one(frag, f"valid{k}") & _one(frag, f"last{k}") for k in range(1, n + 1))
+        stream_proof(m, rst, dut, frag, occupancy=occ + dut.o.valid, capacity=n + 1,
+                     weight=lambda p: p.last)
+    return _Harness(body)
+
+
+def _pool_stream(mutant):
+    """PoolUnit: a tap stream in, one result per window (``last`` tap) out; occupancy = the
+    window stage flags W, E1, E2, E3, O."""
+    def body(m, rst):
+        dut = _unit_cls(mutant, "hw.pool", "PoolUnit", "POOL")(lanes=1, in_bits=3, max_taps=4,
+                                                                max_shift=2)
+        frag = Fragment.get(dut, None)
+        flags = [_one(frag, f"valid_{s}") for s in ("w", "e1", "e2", "e3", "o")]
+        stream_proof(m, rst, dut, frag, occupancy=sum(flags), capacity=len(flags),
+                     weight=lambda p: p.last)
+    return _Harness(body)
+
+
 # --- the list -------------------------------------------------------------------------------
 
 PROOFS = [
@@ -294,3 +358,14 @@ class _CdcHarness(Elaboratable):
 PROOFS.append(Proof("cdc_fifo", "bmc", 20, "depth=4, 4-bit words, free clocks, async resets",
                     lambda mu: _CdcHarness(mu, depth=4, bits=4), multiclock=True,
                     mutants=["no_full", "unsynchronized_wptr"]))
+
+PROOFS += [
+    Proof("threshold_stream", "prove", 6, "channels=2 max_bits=2 lanes=1, free loads",
+          _threshold_stream, mutants=["no_stall"], fast=True, bug_depth=8),
+    Proof("add_stream", "prove", 6, "lanes=1 in_bits=2 out_bits=2", _add_stream,
+          mutants=["sum_ignores_stall"], fast=True, bug_depth=26),
+    Proof("pool_stream", "prove", 6, "lanes=1 in_bits=3 max_taps=4 max_shift=2", _pool_stream,
+          mutants=["no_stall"], fast=True, bug_depth=8),
+    Proof("mac_array_stream", "prove", 8, "rows=1 cols=2 int8, acc 32b", _mac_stream,
+          mutants=["result_overwritten"], fast=True, bug_depth=10),
+]
