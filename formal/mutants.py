@@ -59,14 +59,15 @@ def _rq_no_even_fix(self, m):
 def _rq_no_nudge(self, m):
     # TFLite without the 2**30 nudge: a plain floor of the high multiply.
     off = find(m, "l0_off1")
-    with m.If(find(m, "l0_mode1") == 3):
+    with m.If(self.i.ready & (self.i.payload.params[0].rounding.as_value() == 3)):
         m.d.sync += off.eq(0)
 
 
 def _rq_half_up_as_floor(self, m):
     # Rounding swapped: half_up takes floor's rounding constant (0).
+    mode1 = find(m, "l0_mode1")      # looked up outside m.If: its body hides the module's list
     with m.If(self.i.ready & (self.i.payload.params[0].rounding.as_value() == 1)):
-        m.d.sync += find(m, "l0_mode1").eq(0)
+        m.d.sync += mode1.eq(0)
 
 
 REQUANTIZER = {

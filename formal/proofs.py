@@ -269,7 +269,7 @@ def _pool_stream(mutant):
 PROOFS = [
     Proof("requantizer_stream", "prove", 4, "lanes=1 out_bits=2", _requantizer_stream,
           mutants=["skid_ignored", "no_backpressure"], fast=True, bug_depth=14),
-    Proof("requantizer_order", "prove", 14, "lanes=1 out_bits=2 tag=5b stall<=1",
+    Proof("requantizer_order", "bmc", 24, "lanes=1 out_bits=2 tag=5b stall<=1",
           lambda mu: _requantizer_stream(mu, order=True), mutants=["skid_ignored"]),
 ]
 EQUIV_WIDTHS = {"acc": 6, "mult": 4, "offset": 6, "zero_point": 3, "shift": 3, "out": 4}

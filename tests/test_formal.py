@@ -35,7 +35,11 @@ def _mark(fast):
     return [] if fast else [pytest.mark.regress]
 
 
-QUICK_MUTANTS = {"cdc_fifo": ["no_full", "unsynchronized_wptr"]}
+# Planted bugs in the quick tier besides the fast proofs' first ones: each fails in seconds.
+QUICK_MUTANTS = {"cdc_fifo": ["no_full", "unsynchronized_wptr"],
+                 "requantizer_equiv_half_up": ["half_up_as_floor"],
+                 "requantizer_equiv_half_even": ["no_even_fix"],
+                 "requantizer_equiv_tflite": ["no_tflite_nudge"]}
 
 PROOF_CASES = [pytest.param(p, id=p.name, marks=_mark(p.fast)) for p in PROOFS]
 MUTANT_CASES = [
