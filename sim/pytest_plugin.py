@@ -28,7 +28,8 @@ def pytest_configure(config):
     import os
     import shutil
     from sim.runner import REPO
-    path = REPO / "build" / "coverage" / "last-run"
+    # One directory per pytest process: concurrent runs in the same tree keep their own bins.
+    path = REPO / "build" / "coverage" / f"run-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
     os.environ.setdefault("INTDEPLOY_COVERAGE_DIR", str(path))
 
