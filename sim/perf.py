@@ -235,10 +235,10 @@ def summary_table(res):
                      f"{_pct(best['steady'])} ({_pct(best['end_to_end'])})"])
     for s in res.get("synth", []):
         c = s["config"]
-        if c["rows"] != 8 or "error" in s:
+        if "error" in s or (c["unit"] == "mac_array" and c["rows"] != 8):
             continue
         f = ", ".join(f"{k} {v:.0f} MHz" for k, v in sorted(s["fmax_mhz"].items())) or "not placed"
-        rows.append([f"ECP5-85k {_unit(c)} 8x8", f"{f}; {s['logic_cells_per_mac']} cells, "
+        rows.append([f"ECP5-85k {_unit(c)} {c['rows']}x{c['cols']}", f"{f}; {s['logic_cells_per_mac']} cells, "
                      f"{s['dsp_per_mac']} DSP, {s['ff_per_mac']} FF per MAC"])
     for sim, v in (res.get("sim_speed") or {}).items():
         rows.append([f"RTL simulation (8x8 top), {sim}", f"{v['cycles_per_second']:.0f} core cycles/s "
