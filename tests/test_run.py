@@ -190,5 +190,5 @@ def test_whole_split_bit_exact_on_verilator(tmp_path):
 
 @pytest.mark.regress
 def test_icarus_bit_exact(tmp_path):
-    r = run(MODEL, sim="icarus", images=12, work_dir=tmp_path)
+    r = run(MODEL, sim="icarus", images=2, work_dir=tmp_path)
     assert r["bit_exact"], r["mismatch_line"]
