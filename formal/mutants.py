@@ -11,6 +11,7 @@ from amaranth import ResetSignal
 from hw.add import AddUnit
 from hw.cdc import AsyncFIFO
 from hw.mac_array import MacArray
+from hw.packer import ResultPacker
 from hw.pool import PoolUnit
 from hw.requantizer import Requantizer
 from hw.threshold import ThresholdUnit
@@ -120,4 +121,5 @@ def _mac_result_overwritten(self, m):
 THRESHOLD = {"no_stall": mutate(ThresholdUnit, _th_no_stall)}
 ADD = {"sum_ignores_stall": mutate(AddUnit, _add_sum_ignores_stall)}
 POOL = {"no_stall": mutate(PoolUnit, _th_no_stall)}
+PACKER = {"no_backpressure": mutate(ResultPacker, _th_no_stall)}
 MAC_ARRAY = {"result_overwritten": mutate(MacArray, _mac_result_overwritten)}

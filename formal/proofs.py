@@ -264,6 +264,24 @@ def _pool_stream(mutant):
     return _Harness(body)
 
 
+def _packer_stream(mutant):
+    """ResultPacker (BMC): the output keeps the stream contract under a free consumer, and
+    results are conserved: final words (``last``) out never outrun final beats in, nor lag
+    them by more than the one result in flight; ``out_bytes`` is free but constant."""
+    def body(m, rst):
+        dut = _unit_cls(mutant, "hw.packer", "ResultPacker", "PACKER")(lanes=2)
+        m.submodules.dut = dut
+        ob = Signal(2, name="out_bytes")
+        m.d.comb += [ob.eq(AnyConst(2)), Assume(ob != 3), dut.out_bytes.eq(ob)]
+        fire_in = drive_source(m, dut.i, rst)
+        fire_out = check_sink(m, dut.o, rst)
+        results = counter(m, "results_inside", 4, fire_in & dut.i.payload.last,
+                          fire_out & dut.o.payload.last)
+        m.d.comb += Assert(results.as_signed() >= 0, "a final word without a final beat")
+        m.d.comb += Assert(results.as_signed() <= 2, "a result lost")
+    return _Harness(body)
+
+
 # --- the list -------------------------------------------------------------------------------
 
 PROOFS = [
@@ -366,6 +384,8 @@ PROOFS += [
           mutants=["sum_ignores_stall"], fast=True, bug_depth=26),
     Proof("pool_stream", "prove", 6, "lanes=1 in_bits=3 max_taps=4 max_shift=2", _pool_stream,
           mutants=["no_stall"], fast=True, bug_depth=8),
+    Proof("packer_stream", "bmc", 30, "lanes=2, out_bytes 1/2/4 (free, constant)",
+          _packer_stream, mutants=["no_backpressure"], fast=True),
     Proof("mac_array_stream", "prove", 8, "rows=1 cols=2 int8, acc 32b", _mac_stream,
           mutants=["result_overwritten"], fast=True, bug_depth=10),
 ]
