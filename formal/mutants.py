@@ -6,10 +6,11 @@ overrides the original one without copying any of the unit's code. The proofs mu
 every mutant with a counterexample trace (``python -m formal.run --mutants``).
 """
 
-from amaranth import ResetSignal
+from amaranth import ResetSignal, Signal
 
 from hw.add import AddUnit
 from hw.cdc import AsyncFIFO
+from hw.command import CommandProcessor
 from hw.mac_array import MacArray
 from hw.packer import ResultPacker
 from hw.pool import PoolUnit
@@ -122,4 +123,13 @@ THRESHOLD = {"no_stall": mutate(ThresholdUnit, _th_no_stall)}
 ADD = {"sum_ignores_stall": mutate(AddUnit, _add_sum_ignores_stall)}
 POOL = {"no_stall": mutate(PoolUnit, _th_no_stall)}
 PACKER = {"no_backpressure": mutate(ResultPacker, _th_no_stall)}
+def _cmd_response_retracted(self, m):
+    # A response word offered and not taken is withdrawn in the next cycle.
+    stalled = Signal(name="mutant_stalled")
+    m.d.sync += stalled.eq(self.o.valid & ~self.o.ready)
+    with m.If(stalled):
+        m.d.comb += self.o.valid.eq(0)
+
+
+COMMAND = {"response_retracted": mutate(CommandProcessor, _cmd_response_retracted)}
 MAC_ARRAY = {"result_overwritten": mutate(MacArray, _mac_result_overwritten)}
