@@ -25,6 +25,7 @@ import math
 from pathlib import Path
 import re
 import zipfile
+import zlib
 
 import numpy as np
 
@@ -859,7 +860,10 @@ def _read_npz(path):
             return {k: npz[k] for k in npz.files}
     except FileNotFoundError:
         raise ModelFormatError(f"arrays: {path}: file not found") from None
-    except (OSError, ValueError, EOFError, KeyError, zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+    except (OSError, ValueError, EOFError, KeyError, NotImplementedError, RuntimeError, zlib.error,
+            zipfile.BadZipFile, zipfile.LargeZipFile) as e:
+        # zipfile raises NotImplementedError for an unknown zip version or compression method and
+        # RuntimeError for an encrypted member; zlib.error comes from a corrupt compressed member.
         reason = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise ModelFormatError(f"arrays: {path}: not a readable .npz file ({reason})") from None
 

@@ -265,6 +265,21 @@ def test_npz_that_is_garbage(digits_files, tmp_path):
     assert "not a readable .npz file" in load_error(path)
 
 
+@pytest.mark.parametrize("field, value", [(6, 0xFF), (10, 99), (8, 1)],
+                         ids=["zip-version", "compression-method", "encrypted"])
+def test_npz_with_unsupported_zip_features(digits_files, tmp_path, field, value):
+    # The first central-directory entry: "version needed" (offset 6), flags (8, bit 0 =
+    # encrypted), compression method (10). zipfile raises NotImplementedError or RuntimeError
+    # for these, not BadZipFile; found by the model-file fuzzer.
+    path = write(tmp_path, *digits_files)
+    npz = tmp_path / "m.npz"
+    data = bytearray(npz.read_bytes())
+    at = data.index(b"PK\x01\x02") + field
+    data[at:at + 2] = value.to_bytes(2, "little")
+    npz.write_bytes(bytes(data))
+    assert "not a readable .npz file" in load_error(path)
+
+
 def test_constructed_model_is_validated_too():
     good = load(digits.MODEL_FILE)
     with pytest.raises(ModelFormatError, match=r"layers\[1\]\.inputs\[0\]: 'ghost'"):
