@@ -36,7 +36,7 @@ import uuid
 
 import numpy as np
 
-from golden.requantizer import RequantParams, _wrap32
+from golden.requantizer import _wrap32
 from sim import protocol as P
 from sim.accel_model import AcceleratorModel, _param_fields
 

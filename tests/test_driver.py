@@ -12,11 +12,11 @@ import pytest
 from golden import digits, model_file
 from golden.add import AddParams, add
 from golden.mac_array import conv2d, linear
-from golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer,
+from golden.model_file import (AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer,
                                Threshold)
 from golden.network import IntegerDeployable
 from golden.pool import pool_windows
-from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
+from golden.requantizer import INT32_MAX, RequantParams, requantize
 from golden.threshold import threshold
 from sim import protocol as P
 from sim.driver import (Driver, EngineError, GemmJob, ModelEngine, compare_outputs, first_mismatch,

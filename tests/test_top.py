@@ -12,7 +12,6 @@ and a 128-bit bus, a non-square array.
 import numpy as np
 import pytest
 
-from golden import model_file
 from golden.add import AddParams
 from golden.mac_array import conv2d, linear
 from golden.model_file import AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer
@@ -163,7 +162,7 @@ def fuzz_program(seed, info, length):
     """Buffer fill, then ``length`` packets: valid RUNs, writes, INFO/STATUS and malformed ones,
     each followed now and then by a valid command (the stream must go on after an error)."""
     rng = np.random.default_rng(seed)
-    R, C = info.rows, info.cols
+    C = info.cols
     packets = _fill_buffers(rng, info)
     valid = [P.info(), P.status()]
     for _ in range(length):
@@ -500,7 +499,6 @@ def test_beat_word_converters_round_trip(bus_width):
     the right words, the last beat zero-padded; random stalls on both sides."""
     import random
     from amaranth import Module
-    from amaranth.lib import wiring
     from amaranth.sim import Simulator
     from hw.words import BeatsToWords, WordsToBeats
 
