@@ -284,6 +284,11 @@ class Requantizer(wiring.Component):
 
         # Stage 5: t = x * mult + offset, |t| <= 2**62 + 2**47.
         t = st.reg(base + (mid << 16), pfx + "t5", signed(64))
+        # The shift's two decodes, 2**(S-1) (rounding constant) and 2**S - 1 (half-even tie
+        # mask), are registered here, a stage ahead of their use: decoding the shift in the
+        # stage that uses it was the unit's critical path on ECP5 (docs/perf/targets.md).
+        half = st.reg((Const(1, 1) << sh4)[1:], pfx + "half5", unsigned(64))
+        mask5 = st.reg(((Const(1, 1) << sh4) - 1)[:64], pfx + "mask5", unsigned(64))
         sh5, mode5, rdiv5, zp5, lo5, hi5 = (
             st.reg(v, pfx + n + "5") for v, n in
             ((sh4, "sh"), (mode4, "mode"), (rdiv4, "rdiv"), (zp4, "zp"), (lo4, "lo"), (hi4, "hi")))
@@ -292,8 +297,6 @@ class Requantizer(wiring.Component):
         # exact ties after the shift). TFLite's RoundingDivideByPOT by 2**r (r = S - 31 > 0) on
         # high = floor(t / 2**31) adds 2**(r-1), minus 1 when high < 0 (ties away from zero);
         # lifted to t that is 2**(S-1) - 2**31 * (t < 0).
-        half = Signal(64, name=pfx + "half6")
-        st.m.d.comb += half.eq((Const(1, 1) << sh5)[1:])
         add = Signal(signed(64), name=pfx + "add6")
         with st.m.Switch(mode5):
             with st.m.Case(Rounding.FLOOR):
@@ -304,6 +307,7 @@ class Requantizer(wiring.Component):
                 st.m.d.comb += add.eq(Mux(rdiv5, half - Mux(t[63], 1 << 31, 0), 0))
         # |u| <= 2**62 + 2**61 + 2**47 < 2**63.
         u = st.reg(t + add, pfx + "u6", signed(64))
+        mask = st.reg(mask5, pfx + "mask6")
         sh6, mode6, zp6, lo6, hi6 = (
             st.reg(v, pfx + n + "6") for v, n in
             ((sh5, "sh"), (mode5, "mode"), (zp5, "zp"), (lo5, "lo"), (hi5, "hi")))
@@ -311,8 +315,6 @@ class Requantizer(wiring.Component):
         # Stage 7: divide (arithmetic shift = floor). An exact half_even tie is t = q*2**S +
         # 2**(S-1), i.e. u's low S bits all zero with S > 0; half-up gave q + 1 there, and the
         # even neighbour is (q + 1) with its LSB cleared.
-        mask = Signal(64, name=pfx + "mask7")
-        st.m.d.comb += mask.eq((Const(1, 1) << sh6) - 1)
         tie = (sh6 != 0) & ((u.as_unsigned() & mask) == 0)
         q = st.reg(u >> sh6, pfx + "q7", signed(64))
         even = st.reg((mode6 == Rounding.HALF_EVEN) & tie, pfx + "even7")
