@@ -54,6 +54,13 @@ class AcceleratorConfig:
         Largest NEMO average-pool shift ``d`` (0..32).
     fifo_depth : int
         Beats in each clock-crossing FIFO, a power of 2 in 8..4096.
+    epilogue_lanes : int or None
+        E, the values the epilogue (requantizer or threshold unit, then add unit) handles per
+        cycle, 1..R; an accumulator beat of R values passes in ``ceil(R / E)`` cycles, and the
+        add unit's results are gathered back to R values before pooling. Default (None):
+        ``min(R, 4)``, the result packer's peak (one 32-bit word of four 1-byte results per
+        cycle), so only runs with pooling and one MAC step per GEMM row are slowed by it.
+        The epilogue's area (its DSPs, logic and threshold memories) scales with E, not R.
 
     Raises
     ------
@@ -75,6 +82,7 @@ class AcceleratorConfig:
     max_pool_taps: int = 16
     max_pool_shift: int = 16
     fifo_depth: int = 16
+    epilogue_lanes: int | None = None
 
     def __post_init__(self):
         _int("rows", self.rows, 1, 16)
@@ -96,6 +104,9 @@ class AcceleratorConfig:
         _int("fifo_depth", self.fifo_depth, 8, 4096)
         if self.fifo_depth & (self.fifo_depth - 1):
             raise ValueError(f"fifo_depth: {self.fifo_depth} is not allowed; a power of 2 in [8, 4096]")
+        if self.epilogue_lanes is None:
+            object.__setattr__(self, "epilogue_lanes", min(self.rows, 4))
+        _int("epilogue_lanes", self.epilogue_lanes, 1, self.rows)
         # Runs are bounded by the buffers: m_count <= act_depth, n_tiles <= weight_depth.
         if self.max_result_words >= 1 << 32:
             raise ValueError(f"act_depth, weight_depth: a run could return {self.max_result_words} "

@@ -8,7 +8,7 @@ parameter cache, threshold channel numbers, residual entries, pooling fields fro
 descriptor) and marks the run's final result.
 """
 
-from amaranth import Cat, Const, Module, Mux, ResetInserter, Shape, Signal, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort
@@ -32,6 +32,36 @@ def _values_stream(R, name):
     layout = data.ArrayLayout(signed(32), R)
     s = stream.Signature(Shape.cast(layout)).create(path=(name,))
     return s, layout(s.payload)
+
+
+class _PartCounter:
+    """Which of the ``P`` parts of an R-value beat a stream stage is at (0..P-1), restarted by
+    ``start``; with P = 1 it is a constant 0 and costs nothing."""
+
+    def __init__(self, m, P, start, name):
+        self.m, self.P, self.start = m, P, start
+        if P == 1:
+            self.value, self.last = Const(0, 1), Const(1, 1)
+            return
+        self.value = Signal(range(P), name=name)
+        self.last = self.value == P - 1
+
+    def advance(self, cond):
+        """Move to the next part (wrapping) in a cycle where ``cond`` holds (the part is taken);
+        ``start`` wins. Call once."""
+        if self.P > 1:
+            with self.m.If(cond):
+                self.m.d.sync += self.value.eq(Mux(self.last, 0, self.value + 1))
+            with self.m.If(self.start):
+                self.m.d.sync += self.value.eq(0)
+
+    def select(self, values, r, E):
+        """Lane ``r`` of the current part: ``values[part * E + r]``, 0 beyond the last value."""
+        cands = [values[p * E + r] if p * E + r < len(values) else Const(0, len(values[0]))
+                 for p in range(self.P)]
+        if self.P == 1:
+            return cands[0]
+        return Array(cands)[self.value]
 
 
 def _join_ready(m, sel, a, b, ready):
@@ -84,12 +114,12 @@ class Epilogue(wiring.Component):
 
     def __init__(self, *, config, entry_layout, run_layout):
         c = self.config = config
-        R = c.rows
+        R, E = c.rows, c.epilogue_lanes
         self.entry_layout = entry_layout
         self.run_layout = run_layout
-        self.requantizer = Requantizer(lanes=R, out_bits=32)
-        self.threshold = ThresholdUnit(channels=c.threshold_channels, max_bits=c.max_q, lanes=R)
-        self.add = AddUnit(lanes=R, in_bits=32, out_bits=32)
+        self.requantizer = Requantizer(lanes=E, out_bits=32)
+        self.threshold = ThresholdUnit(channels=c.threshold_channels, max_bits=c.max_q, lanes=E)
+        self.add = AddUnit(lanes=E, in_bits=32, out_bits=32)
         self.pool = PoolUnit(lanes=R, in_bits=POOL_TAP_BITS, max_taps=c.max_pool_taps,
                              max_shift=c.max_pool_shift)
         values = data.ArrayLayout(signed(32), R)
@@ -121,9 +151,15 @@ class Epilogue(wiring.Component):
         wiring.connect(m, wiring.flipped(self.thresholds), th.load)
 
         # --- 1. epilogue: tile/row counters, requantizer or thresholds ----------------------
+        # An accumulator beat enters in P parts of E lanes (lane j = part * E + r); it is taken
+        # from ``i`` with its last part.
+        E = c.epilogue_lanes
+        P = -(-R // E)
         row = Signal(16)
         tile_ch = Signal(16)
         sel = cfg.threshold
+        part_in = _PartCounter(m, P, self.start, "part_in")
+        unit_ready = Mux(sel, th.i.ready, rq.i.ready)
         take = self.i.valid & self.i.ready
         with m.If(take):
             m.d.sync += row.eq(row + 1)
@@ -133,25 +169,28 @@ class Epilogue(wiring.Component):
         with m.If(self.start):
             m.d.sync += [row.eq(0), tile_ch.eq(cfg.channel_base)]
 
+        part_in.advance(self.i.valid & unit_ready)
         m.d.comb += [
             rq.i.valid.eq(self.i.valid & ~sel),
             th.i.valid.eq(self.i.valid & sel),
-            self.i.ready.eq(Mux(sel, th.i.ready, rq.i.ready)),
+            self.i.ready.eq(unit_ready & part_in.last),
         ]
-        for r in range(R):
+        acc = [Value.cast(v) for v in self.i.payload.acc]
+        rq_params = [Value.cast(params[j].rq) for j in range(R)]
+        for r in range(E):
             m.d.comb += [
-                rq.i.payload.acc[r].eq(self.i.payload.acc[r]),
-                rq.i.payload.params[r].eq(params[r].rq),
-                th.i.payload.x[r].eq(self.i.payload.acc[r]),
-                th.i.payload.channel[r].eq(tile_ch + r),
+                rq.i.payload.acc[r].eq(part_in.select(acc, r, E)),
+                rq.i.payload.params[r].eq(part_in.select(rq_params, r, E)),
+                th.i.payload.x[r].eq(part_in.select(acc, r, E)),
+                th.i.payload.channel[r].eq(tile_ch + part_in.value * E + r),
             ]
-        epi, epi_y = _values_stream(R, "epi")
+        epi, epi_y = _values_stream(E, "epi")
         m.d.comb += [
             epi.valid.eq(Mux(sel, th.o.valid, rq.o.valid)),
             epi.payload.eq(rq.o.payload.y),
         ]
         with m.If(sel):
-            m.d.comb += [epi_y[r].eq(th.o.payload.count[r]) for r in range(R)]
+            m.d.comb += [epi_y[r].eq(th.o.payload.count[r]) for r in range(E)]
         _join_ready(m, sel, rq.o, th.o, epi.ready)
 
         # --- 2. add: residual entries read ahead in order --------------------------------
@@ -173,10 +212,12 @@ class Epilogue(wiring.Component):
         with m.If(self.start):
             m.d.sync += [pending.eq(0), res_addr.eq(cfg.residual_base)]
 
-        added, added_y = _values_stream(R, "added")
+        added, added_y = _values_stream(E, "added")
+        part_add = _PartCounter(m, P, self.start, "part_add")
         ap = au.i.payload
-        for r in range(R):
-            b = res_fifo.r_data.word_select(r, 8)
+        res_b = [res_fifo.r_data.word_select(j, 8) for j in range(R)]
+        for r in range(E):
+            b = part_add.select(res_b, r, E)
             lp = ap.params[r]
             m.d.comb += [
                 ap.a[r].eq(epi_y[r]),
@@ -186,15 +227,33 @@ class Epilogue(wiring.Component):
                 lp.branches[0].eq(cfg.add_a), lp.branches[1].eq(cfg.add_b),
                 lp.output.eq(cfg.add_out),
             ]
+        part_add.advance(cfg.add & au.i.valid & au.i.ready)
         with m.If(cfg.add):
             m.d.comb += [au.i.valid.eq(epi.valid & res_fifo.r_rdy),
                          epi.ready.eq(au.i.ready & res_fifo.r_rdy),
-                         res_fifo.r_en.eq(au.i.ready & epi.valid),
+                         res_fifo.r_en.eq(au.i.ready & epi.valid & part_add.last),
                          added.valid.eq(au.o.valid), added.payload.eq(au.o.payload.y),
                          au.o.ready.eq(added.ready)]
         with m.Else():
             m.d.comb += [added.valid.eq(epi.valid), added.payload.eq(epi.payload),
                          epi.ready.eq(added.ready)]
+
+        # --- 2b. the P parts gathered back into beats of R values ------------------------
+        if P == 1:
+            wide, wide_y = added, added_y
+        else:
+            wide, wide_y = _values_stream(R, "wide")
+            part_out = _PartCounter(m, P, self.start, "part_out")
+            held = [Signal(signed(32), name=f"held{j}", reset_less=True) for j in range(E * (P - 1))]
+            part_out.advance(added.valid & added.ready)
+            m.d.comb += [wide.valid.eq(added.valid & part_out.last),
+                         added.ready.eq(wide.ready | ~part_out.last)]
+            for j in range(R):
+                p, r = divmod(j, E)
+                m.d.comb += wide_y[j].eq(added_y[r] if p == P - 1 else held[j])
+            for p in range(P - 1):
+                with m.If(added.valid & added.ready & (part_out.value == p)):
+                    m.d.sync += [held[p * E + r].eq(added_y[r]) for r in range(E)]
 
         # --- 3. pool -----------------------------------------------------------------------
         pooled, pooled_y = _values_stream(R, "pooled")
@@ -212,14 +271,14 @@ class Epilogue(wiring.Component):
             pp.hi.eq(Mux(tfl, clamp(cfg.pool_hi), rmax)),
         ]
         for r in range(R):
-            m.d.comb += pp.x[r].eq(added_y[r][:POOL_TAP_BITS])
+            m.d.comb += pp.x[r].eq(wide_y[r][:POOL_TAP_BITS])
         with m.If(cfg.pool):
-            m.d.comb += [pu.i.valid.eq(added.valid), added.ready.eq(pu.i.ready),
+            m.d.comb += [pu.i.valid.eq(wide.valid), wide.ready.eq(pu.i.ready),
                          pooled.valid.eq(pu.o.valid), pu.o.ready.eq(pooled.ready)]
             m.d.comb += [pooled_y[r].eq(pu.o.payload.y[r]) for r in range(R)]
         with m.Else():
-            m.d.comb += [pooled.valid.eq(added.valid), pooled.payload.eq(added.payload),
-                         added.ready.eq(pooled.ready)]
+            m.d.comb += [pooled.valid.eq(wide.valid), pooled.payload.eq(wide.payload),
+                         wide.ready.eq(pooled.ready)]
         with m.If(pu.i.valid & pu.i.ready):
             m.d.sync += tap.eq(Mux(pp.last, 0, tap + 1))
         with m.If(self.start):

@@ -25,10 +25,11 @@ from sim.driver import ModelEngine, run_network
 from sim.rtl_engine import RtlEngine, run_top
 from sim.runner import SIMULATORS
 
-#: The quick tier's hardware: 4x4 array, 64-bit bus (two words per beat: padding rules matter).
+#: The quick tier's hardware: 4x4 array, 64-bit bus (two words per beat: padding rules matter),
+#: an epilogue of 3 lanes (each beat in two parts, the second one partial).
 QUICK = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
              param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
-             max_pool_shift=16, fifo_depth=8)
+             max_pool_shift=16, fifo_depth=8, epilogue_lanes=3)
 #: Clock periods (ns) bus:core for the ratio sweep.
 RATIOS = {"1:1": (10, 10), "10:11": (10, 11), "11:10": (11, 10), "1:4": (5, 20), "4:1": (20, 5)}
 
@@ -45,6 +46,7 @@ def info_of(params):
     ("weight_depth", 0), ("weight_banks", 0), ("act_depth", 0), ("param_channels", 2),
     ("residual_depth", 0), ("threshold_channels", 3), ("max_q", 9), ("max_pool_taps", 0),
     ("max_pool_shift", 33), ("fifo_depth", 12), ("fifo_depth", 4), ("rows", True), ("cols", 2.0),
+    ("epilogue_lanes", 0), ("epilogue_lanes", 5),
 ])
 def test_parameters_are_validated(name, value):
     params = dict(rows=4, cols=4)
@@ -553,12 +555,13 @@ def test_beat_word_converters_round_trip(bus_width):
 # --- other hardware configurations (regress) -------------------------------------------------------
 
 #: Non-square array with lane counts that are not multiples of 4 (byte packing across words),
-#: 4-bit weights, a 128-bit bus; and the default 32-bit bus.
+#: 4-bit weights, a 128-bit bus, a 2-lane epilogue; and the default 32-bit bus with a
+#: full-width epilogue (E = R).
 OTHERS = {
     "3x5-w4-bus128": dict(rows=3, cols=5, bus_width=128, weight_bits=4, weight_depth=64, act_depth=1024,
                           param_channels=12, residual_depth=256, threshold_channels=6, max_q=4,
-                          max_pool_taps=9, max_pool_shift=20, fifo_depth=16),
-    "4x4-bus32": {**QUICK, "bus_width": 32, "fifo_depth": 16},
+                          max_pool_taps=9, max_pool_shift=20, fifo_depth=16, epilogue_lanes=2),
+    "4x4-bus32": {**QUICK, "bus_width": 32, "fifo_depth": 16, "epilogue_lanes": 4},
 }
 
 
