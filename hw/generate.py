@@ -167,6 +167,7 @@ _OPTIONS = (   # (option, parameter, help)
     ("--max-pool-taps", "max_pool_taps", "largest pooling window (default 16)"),
     ("--max-pool-shift", "max_pool_shift", "largest NEMO average-pool shift d (default 16)"),
     ("--fifo-depth", "fifo_depth", "beats per clock-crossing FIFO, a power of 2 (default 16)"),
+    ("--epilogue-lanes", "epilogue_lanes", "values the epilogue handles per cycle, 1..R (default min(R, 4))"),
 )
 
 
