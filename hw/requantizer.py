@@ -99,9 +99,11 @@ class Requantizer(wiring.Component):
     Widths: ``acc``, ``bias``, ``mult``, ``zero_point`` int32; ``offset`` int48; ``shift``
     0..62 unsigned; ``lo``/``hi`` and the output ``y`` signed(``out_bits``). ``acc + bias``
     wraps modulo 2**32; everything after it is exact (64-bit product, offset and rounding
-    constant within +-2**63, ``+ zero_point`` on 65 bits); the only saturation is the clip to
-    ``[lo, hi]`` (``y = lo`` if below, else ``hi`` if above, so ``lo <= hi`` is required, which
-    golden and :meth:`encode` guarantee).
+    constant within +-2**63; the clip decides on the exact ``q + zero_point`` by comparing the
+    64-bit quotient ``q`` with ``lo - zero_point`` and ``hi - zero_point``, 33 bits each, so
+    only the low ``out_bits`` bits of the sum are ever formed); the only saturation is the clip
+    to ``[lo, hi]`` (``y = lo`` if below, else ``hi`` if above, so ``lo <= hi`` is required,
+    which golden and :meth:`encode` guarantee).
 
     The parameters travel in the beat, next to the accumulators: the accelerator top's
     parameter buffer reads the R channel parameter sets of the current output channels each
@@ -134,8 +136,11 @@ class Requantizer(wiring.Component):
     one beat per cycle (II = 1) with full backpressure. Pipeline (per lane, shared by the four
     modes): 1 ``acc + bias``, mode decode; 2 TFLite's wrapping pre-shift; 3-5 the 32x32 product
     as four 16x16 partial products (one DSP each) summed over two stages, the offset (or the
-    TFLite nudge ``2**30``) added on the way; 6 the rounding constant; 7 arithmetic shift and
-    half-even tie detection; 8 ``+ zero_point``; 9 clip. A one-entry skid buffer after stage 9
+    TFLite nudge ``2**30``) added on the way; 6 the rounding constant; 7 arithmetic shift,
+    half-even tie detection, ``lo - zero_point`` and ``hi - zero_point``; 8 the half-even fix,
+    the two saturation flags (``q`` against those bounds: three 32-bit reductions of ``q``'s
+    upper half and two 32-bit compares of its lower half) and ``+ zero_point`` on ``out_bits``
+    bits; 9 clip (a select by the flags). A one-entry skid buffer after stage 9
     makes ``i.ready`` a register (no combinational ready path through the unit): it is low only
     while the skid buffer holds a beat.
     """
@@ -314,19 +319,45 @@ class Requantizer(wiring.Component):
 
         # Stage 7: divide (arithmetic shift = floor). An exact half_even tie is t = q*2**S +
         # 2**(S-1), i.e. u's low S bits all zero with S > 0; half-up gave q + 1 there, and the
-        # even neighbour is (q + 1) with its LSB cleared.
+        # even neighbour is (q + 1) with its LSB cleared. Beside it, the clip bounds moved in
+        # front of the zero point (z < lo iff q < lo - zero_point), so that stage 8 compares q
+        # itself and no compare waits for the 65-bit z.
         tie = (sh6 != 0) & ((u.as_unsigned() & mask) == 0)
         q = st.reg(u >> sh6, pfx + "q7", signed(64))
         even = st.reg((mode6 == Rounding.HALF_EVEN) & tie, pfx + "even7")
-        zp7, lo7, hi7 = (st.reg(v, pfx + n + "7") for v, n in ((zp6, "zp"), (lo6, "lo"), (hi6, "hi")))
+        lo_zp = st.reg(lo6 - zp6, pfx + "lo_zp7", signed(33))
+        hi_zp = st.reg(hi6 - zp6, pfx + "hi_zp7", signed(33))
+        zp7 = st.reg(zp6[:self.out_bits], pfx + "zp7", unsigned(self.out_bits))
+        lo7, hi7 = (st.reg(v, pfx + n + "7") for v, n in ((lo6, "lo"), (hi6, "hi")))
 
-        # Stage 8: + zero_point, exact on 65 bits.
-        z = st.reg(Cat(q[0] & ~even, q[1:]).as_signed() + zp7, pfx + "z8", signed(65))
+        # Stage 8: the half-even fix, then the saturation flags and z narrowed to out_bits:
+        # an unsaturated z lies in [lo, hi], so its low out_bits bits are all of it.
+        qe = Cat(q[0] & ~even, q[1:]).as_signed()
+        below, above = _outside(qe, lo_zp, hi_zp)
+        below8 = st.reg(below, pfx + "below8")
+        above8 = st.reg(above, pfx + "above8")
+        z = st.reg(qe[:self.out_bits] + zp7, pfx + "z8", unsigned(self.out_bits))
         lo8, hi8 = st.reg(lo7, pfx + "lo8"), st.reg(hi7, pfx + "hi8")
 
-        # Stage 9: clip; the result lies in [lo, hi], so out_bits holds it.
-        y = Mux(z < lo8, lo8, Mux(z > hi8, hi8, z[:self.out_bits]))
+        # Stage 9: clip, a plain select (below and above exclude each other since lo <= hi).
+        y = Mux(below8, lo8, Mux(above8, hi8, z.as_signed()))
         return st.reg(y, pfx + "y9", signed(self.out_bits))
+
+
+def _outside(v, lo, hi):
+    """``(v < lo, v > hi)`` for a signed(64) ``v`` and signed(33) bounds, without a 64-bit
+    compare: ``v``'s upper 32 bits can only equal a bound's (0 or -1, its sign), so they reduce
+    to three flags shared by both tests, and only the lower 32 bits are compared (one 32-bit
+    carry chain each instead of 65)."""
+    v_lo, v_hi = v[:32], v[32:]
+    neg, ones, zeros = v[63], v_hi.all(), ~v_hi.any()
+    # lo < 0: v < lo iff v_hi < -1, or v_hi == -1 and v_lo < lo's lower bits; lo >= 0 likewise
+    # with v_hi < 0 and v_hi == 0.
+    below = Mux(lo[32], (neg & ~ones) | (ones & (v_lo < lo[:32])),
+                neg | (zeros & (v_lo < lo[:32])))
+    above = Mux(hi[32], ~neg | (ones & (v_lo > hi[:32])),
+                (~neg & ~zeros) | (zeros & (v_lo > hi[:32])))
+    return below, above
 
 
 _PARAM_FIELDS = ("bias", "mult", "offset", "shift", "zero_point", "lo", "hi")

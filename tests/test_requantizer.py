@@ -94,3 +94,38 @@ def test_rounding_names():
     with pytest.raises(ValueError, match="^rounding:"):
         Rounding.of("nearest")
     assert [Rounding.of(n).value for n in ("floor", "half_up", "half_even", "tflite")] == [0, 1, 2, 3]
+
+
+def test_clip_flags_split_compare():
+    """Stage 8's saturation flags (a 64-bit value against 33-bit bounds, compared as 32 + 32
+    bits) equal the plain comparison at every boundary of the split and on random values."""
+    import numpy as np
+    from amaranth import Module, Signal, signed
+    from amaranth.sim import Simulator
+
+    from hw.requantizer import _outside
+    v, b = Signal(signed(64)), Signal(signed(33))
+    below, above = Signal(), Signal()
+    m = Module()
+    m.d.comb += [below.eq(_outside(v, b, b)[0]), above.eq(_outside(v, b, b)[1])]
+    edges = [0, 1, (1 << 31) - 1, 1 << 31, (1 << 32) - 1, 1 << 32, (1 << 32) + 1]
+    bounds = sorted({s * e for e in edges[:-2] for s in (1, -1)} | {-(1 << 32), -(1 << 32) + 1, 5, -5})
+    values = {s * e + d for e in edges for s in (1, -1) for d in (-1, 0, 1)}
+    values |= {(1 << 63) - 1, -(1 << 63), (1 << 40) + 3, -(1 << 40) - 3}
+    rng = np.random.default_rng(7)
+    pairs = [(x, y) for x in sorted(values) for y in bounds]
+    pairs += [(int(rng.integers(-(1 << 34), 1 << 34)), int(rng.integers(-(1 << 32), 1 << 32))) for _ in range(300)]
+    assert all(-(1 << 32) <= y < 1 << 32 for _, y in pairs)
+    bad = []
+
+    async def bench(ctx):
+        for x, y in pairs:
+            ctx.set(v, x)
+            ctx.set(b, y)
+            if (ctx.get(below), ctx.get(above)) != (x < y, x > y):
+                bad.append((x, y, ctx.get(below), ctx.get(above)))
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    assert not bad, f"{len(bad)} wrong flags, first {bad[:5]}"
