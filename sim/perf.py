@@ -51,10 +51,10 @@ GEMMS = [(64, 8, 8), (64, 8, 64), (64, 64, 64), (256, 64, 64), (512, 16, 128), (
 #: Array sizes of the synthesis sweep (the MAC array; the top at the sizes that fit the 85k).
 SYNTH_SIZES = (4, 8, 16)
 TOP_SYNTH_SIZES = (4, 8)
-#: The top's synthesis parameters: 16 threshold channels instead of 64, because the default
-#: threshold storage (64 channels x 255 thresholds x 32 bits, one copy per lane) needs more
-#: DP16KD block RAMs than the ECP5-85k has (324 of 208 at 8x8: see docs/perf/README.md).
-TOP_SYNTH_PARAMS = {"threshold_channels": 16}
+#: The top's synthesis parameters: the defaults. (With a full-width epilogue,
+#: ``epilogue_lanes=8``, the 8x8 top needs 324 DP16KD and 212 MULT18X18D, more than the
+#: ECP5-85k has; the default 4-lane epilogue fits: docs/top.md, Synthesis.)
+TOP_SYNTH_PARAMS = {}
 #: The RTL runs' bench settings: equal clocks, no idle, no backpressure, a generous watchdog.
 BENCH = dict(bus_period=10, core_period=10, watchdog=2_000_000)
 
