@@ -10,7 +10,7 @@ that :func:`golden.mac_array.linear` takes into the array's beats.
 """
 
 import numpy as np
-from amaranth import Module, Mux, ResetSignal, Signal, signed, unsigned
+from amaranth import C, Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -24,6 +24,10 @@ WEIGHT_BITS = (8, 4, 2)
 X_ZP_RANGE = (-256, 255)       # x_zp is signed(9)
 W_ZP_RANGE = (-128, 127)       # w_zp is int8
 X_EXT_RANGE = (-128, 255)      # an activation lane read as int8 or uint8
+
+#: Longest adder (bits) into which _fused_add packs several sums: one carry chain of at most
+#: 40 CCU2C, which the adder-tree stages fit within the multiplier stage's delay (ECP5, 8 x 8).
+CHAIN_BITS = 80
 
 
 def _int_param(name, value, lo, hi):
@@ -51,6 +55,62 @@ def step_range(cols, weight_bits):
     return cols * min(corners), cols * max(corners)
 
 
+def _mul_range(a, b):
+    """Exact ``(lo, hi)`` of ``x * y`` for ``x`` in ``a`` and ``y`` in ``b`` (both intervals)."""
+    corners = [p * q for p in a for q in b]
+    return min(corners), max(corners)
+
+
+def _field(value, width):
+    """The two's complement pattern of the signed ``value`` modulo ``2**width`` (``width``
+    bits: sign-extended, or truncated; truncation is exact where the caller's range fits)."""
+    n = len(value)
+    if n >= width:
+        return value[:width]
+    return Cat(value, value[-1].replicate(width - n))
+
+
+def _fused_add(ops, limit):
+    """``a + b`` modulo ``2**w`` for each ``(a, b, w)`` of ``ops``, several sums per carry chain.
+
+    Consecutive sums share one adder of at most ``limit`` bits (a sum wider than ``limit`` gets
+    its own): their ``w``-bit fields lie side by side, each one after the first preceded by a
+    guard bit. The guard is the least significant bit ``g`` of the field's ``b``, in both
+    operands, and the field adds ``b`` with that bit cleared: the guard position adds
+    ``g + g + c`` (``c``, the carry out of the field below, is absorbed there) and carries
+    exactly ``g`` into the field, which so computes ``a + (b - g) + g``. Every field is
+    therefore ``(a + b) mod 2**w``, exact when the caller's ``w`` holds the sum's range.
+    (A constant-0 guard would block the carry just as well, but Yosys' ``synth_ecp5`` sees the
+    constant carry and splits the chain there.) On ECP5 each carry chain costs two CCU2C
+    besides its bits (nextpnr's carry feed-in and feed-out), so a chain of several fields is
+    smaller than several chains. Returns the signed ``w``-bit sums in the order of ``ops``."""
+    groups, bits = [], 0
+    for op in ops:
+        if groups and bits + 1 + op[2] <= limit:
+            groups[-1].append(op)
+            bits += 1 + op[2]
+        else:
+            groups.append([op])
+            bits = op[2]
+    out = []
+    for group in groups:
+        pa, pb = [], []
+        for j, (a, b, w) in enumerate(group):
+            fa, fb = _field(a, w), _field(b, w)
+            if j:
+                pa.append(fb[0])
+                pb.append(fb[0])
+                fb = Cat(C(0, 1), fb[1:])
+            pa.append(fa)
+            pb.append(fb)
+        total = Cat(*pa) + Cat(*pb)
+        off = 0
+        for _, _, w in group:
+            out.append(total[off:off + w].as_signed())
+            off += w + 1
+    return out
+
+
 class MacArray(wiring.Component):
     """R x C integer multiply-accumulate array (weights streamed in the beat), int32 accumulators.
 
@@ -73,11 +133,22 @@ class MacArray(wiring.Component):
       ``w_zp[r]``: int8 per row, so NEMO's asymmetric 8-bit weights stored as int8 (integer
       image e.g. ``[-109, 146]`` stored as ``w = q + w_zp`` with ``w_zp = -19``) are exact: ``w - w_zp`` spans
       9 bits signed.
-    * Every product and partial sum is exact (widths grow with the adder tree); the only wrap is
-      the accumulator: ``acc_bits`` (default 32) two's complement, wrapping modulo
-      ``2**acc_bits`` and never saturating. The host driver refuses layers whose worst case does
-      not fit (:func:`golden.mac_array.check_accumulator`, called by :meth:`encode`), so in use
-      the results are exact.
+    * Every product and partial sum is exact; the only wrap is the accumulator: ``acc_bits``
+      (default 32) two's complement, wrapping modulo ``2**acc_bits`` and never saturating. The
+      host driver refuses layers whose worst case does not fit
+      (:func:`golden.mac_array.check_accumulator`, called by :meth:`encode`), so in use the
+      results are exact.
+    * Intermediate widths are the exact ranges over every value the fields can carry (``x``
+      int8 or uint8, ``x_zp`` any signed(9), ``w`` any ``weight_bits`` value, ``w_zp`` any
+      int8), not the operand widths: ``xd = x - x_zp`` spans [-383, 511] (10 bits); for 8-bit
+      weights a product ``w * xd`` spans [-128 * 511, 127 * 511] = [-65408, 64897], 17 bits
+      (not the 18 of an 8 x 10 product); a sum of ``2**l`` products 17 + l bits; ``S``
+      [-383 C, 511 C]; the correction ``w_zp * S`` [-128 * 511 C, 127 * 511 C] (20 bits for C = 8);
+      the step sum ``e`` the bits of :func:`step_range` (21 for C = 8), formed modulo
+      ``2**21``, which is exact because ``e`` lies in that range. Each register and adder has
+      exactly those bits. The ends of the ranges need a zero point outside the activation type
+      (``x_zp = -256`` with uint8 255, ``x_zp = 255`` with int8 -128), which ``encode`` never
+      sends; the bench drives them as raw beats.
 
     Zero points are folded, not subtracted per MAC. The input zero point is subtracted once per
     lane (C adders shared by all R rows); the weight zero point uses
@@ -89,14 +160,20 @@ class MacArray(wiring.Component):
     subtraction; ``S`` comes from one C-input adder tree shared by all rows. Subtracting
     ``w_zp`` before each multiplier would cost a 9-bit adder per MAC instead.
 
+    Carry chains: all the adds of one pipeline stage (the row trees' and the ``S`` tree's) are
+    packed side by side into adders of at most :data:`CHAIN_BITS` bits, one guard bit between
+    neighbouring sums (:func:`_fused_add`). On ECP5 every carry chain costs two CCU2C beyond
+    its own bits (nextpnr's carry feed-in and feed-out), so fewer, longer chains are smaller:
+    at 8 x 8 the array has 38 chains instead of 87.
+
     Pipeline (stall-all: every register stage advances together), ``D = ceil(log2(C))``:
 
     ====================  =======================================================
     stage                 registers
     ====================  =======================================================
     1                     ``xd[c] = x - x_zp`` (10 b), weights, ``w_zp``, flags
-    2                     products ``w * xd`` (signed 8 x 10, one per MAC);
-                          level 1 of the shared ``S`` tree
+    2                     products ``w * xd`` (signed 8 x 10, one per MAC, kept on
+                          the 17 bits of their range); level 1 of the ``S`` tree
     3 .. 2 + D            per-row binary adder tree of the C products, one level
                           per stage (``S`` finishes one stage earlier)
     2 + D                 correction ``w_zp[r] * S`` (parallel to the last level)
@@ -190,45 +267,71 @@ class MacArray(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        R, C = self.rows, self.cols
+        R, C, D = self.rows, self.cols, self.depth
         advance = Signal()
         staged = []                       # pipeline register updates, all enabled by `advance`
 
-        def reg(value, name):
-            s = Signal(value.shape(), name=name, reset_less=True)
-            staged.append(s.eq(value))
+        def reg(value, width, name):
+            s = Signal(signed(width), name=name, reset_less=True)
+            staged.append(s.eq(_field(value, width)))
             return s
-
-        def tree(leaves, name):
-            """Pipelined balanced adder tree: one register level per stage, exact widths."""
-            level = 0
-            while len(leaves) > 1:
-                level += 1
-                nxt = [reg(leaves[j] + leaves[j + 1], f"{name}_l{level}_{j // 2}")
-                       for j in range(0, len(leaves) - 1, 2)]
-                if len(leaves) % 2:
-                    nxt.append(reg(leaves[-1], f"{name}_l{level}_{len(leaves) // 2}"))
-                leaves = nxt
-            return leaves[0]
 
         def delay(value, n, name):
             for j in range(n):
-                value = reg(value, f"{name}_d{j + 1}")
+                value = reg(value, len(value), f"{name}_d{j + 1}")
             return value
 
+        def level(trees, lv):
+            """Level ``lv`` of several balanced adder trees, registered, in fused carry chains.
+
+            ``trees`` maps a name to its leaves ``[(value, (lo, hi))]``; each pair of leaves
+            becomes one sum on the bits of its exact range, an odd last leaf passes through a
+            register. Returns the trees one level up."""
+            pairs = [(key, j, leaves[j], leaves[j + 1]) for key, leaves in trees.items()
+                     for j in range(0, len(leaves) - 1, 2)]
+            rngs = [(ra[0] + rb[0], ra[1] + rb[1]) for _, _, (_, ra), (_, rb) in pairs]
+            sums = _fused_add([(a, b, _signed_bits(*rng))
+                               for (_, _, (a, _), (b, _)), rng in zip(pairs, rngs)], CHAIN_BITS)
+            up = {key: [] for key in trees}
+            for (key, j, _, _), rng, v in zip(pairs, rngs, sums):
+                up[key].append((reg(v, _signed_bits(*rng), f"{key}_l{lv}_{j // 2}"), rng))
+            for key, leaves in trees.items():
+                if len(leaves) % 2:
+                    v, rng = leaves[-1]
+                    up[key].append((reg(v, len(v), f"{key}_l{lv}_{len(leaves) // 2}"), rng))
+            return up
+
         p = self.i.payload
+        wb = self.weight_bits
+        w_rng = (-(1 << (wb - 1)), (1 << (wb - 1)) - 1)
+        xd_rng = (X_EXT_RANGE[0] - X_ZP_RANGE[1], X_EXT_RANGE[1] - X_ZP_RANGE[0])
+        p_rng = _mul_range(w_rng, xd_rng)
         # Stage 1: input zero point (once per lane) and the operands.
-        xd = [reg(Mux(p.x_signed, p.x[c].as_signed(), p.x[c]) - p.x_zp, f"xd{c}") for c in range(C)]
-        w1 = [[reg(p.w[r][c], f"w{r}_{c}") for c in range(C)] for r in range(R)]
-        wzp1 = [reg(p.w_zp[r], f"wzp{r}") for r in range(R)]
-        # Stage 2: one product per MAC; the S tree starts here from xd.
-        prod = [[reg(w1[r][c] * xd[c], f"p{r}_{c}") for c in range(C)] for r in range(R)]
-        s_sum = tree(xd, "s")                               # ready at stage 1 + D
-        # Stages 3 .. 2 + D: per-row trees; the correction lands at stage 2 + D beside them.
-        row_sum = [tree(prod[r], f"t{r}") for r in range(R)]
-        corr = [reg(delay(wzp1[r], self.depth, f"wzp{r}") * s_sum, f"corr{r}") for r in range(R)]
-        # Stage 3 + D: the exact step sum of each row.
-        step = [reg(row_sum[r] - corr[r], f"e{r}") for r in range(R)]
+        x_ext = [Mux(p.x_signed, p.x[c].as_signed(), p.x[c]) for c in range(C)]
+        xd_w = _signed_bits(*xd_rng)
+        xd = [reg(x_ext[c] - p.x_zp, xd_w, f"xd{c}") for c in range(C)]
+        w1 = [[reg(p.w[r][c], wb, f"w{r}_{c}") for c in range(C)] for r in range(R)]
+        wzp1 = [reg(p.w_zp[r], 8, f"wzp{r}") for r in range(R)]
+        # Stage 2: one product per MAC (one MULT18X18D each), registered at its exact width.
+        p_w = _signed_bits(*p_rng)
+        prod = [[reg(w1[r][c] * xd[c], p_w, f"p{r}_{c}") for c in range(C)] for r in range(R)]
+        # Stages 2 .. 2 + D: the shared S tree (levels at stages 2 .. 1 + D) and the row trees
+        # (levels at stages 3 .. 2 + D); the adds of one stage share fused carry chains.
+        trees = {"s": [(v, xd_rng) for v in xd]}
+        for st in range(2, 3 + D):
+            if st == 3:
+                trees.update({f"t{r}": [(v, p_rng) for v in prod[r]] for r in range(R)})
+            trees.update(level({k: v for k, v in trees.items() if len(v) > 1}, st - 1))
+        (s_sum, s_rng), = trees.pop("s")
+        rows = [trees.pop(f"t{r}")[0] if C > 1 else (prod[r][0], p_rng) for r in range(R)]
+        # Stage 2 + D: the weight zero point's correction w_zp * S (one MULT18X18D per row).
+        c_rng = _mul_range(W_ZP_RANGE, s_rng)
+        corr = [reg(delay(wzp1[r], D, f"wzp{r}") * s_sum, _signed_bits(*c_rng), f"corr{r}")
+                for r in range(R)]
+        # Stage 3 + D: the exact step sum of each row, on the bits of step_range (which holds
+        # it exactly, so the subtraction modulo 2**e_w is exact).
+        e_w = _signed_bits(*step_range(C, wb))
+        step = [reg(rows[r][0] - corr[r], e_w, f"e{r}") for r in range(R)]
 
         # Control: valid/last travel with the data through stages 1 .. 3 + D, first through
         # stages 1 .. 2 + D (it acts one stage early, see below).
@@ -254,9 +357,9 @@ class MacArray(wiring.Component):
         # flip-flops' one synchronous set/reset input.
         acc = [Signal(signed(self.acc_bits), name=f"acc{r}", reset_less=True) for r in range(R)]
         total = [Signal(signed(self.acc_bits), name=f"total{r}") for r in range(R)]
-        for r in range(R):
-            # Truncation to acc_bits is the documented two's-complement wrap.
-            m.d.comb += total[r].eq(acc[r] + step[r])
+        # Truncation to acc_bits is the documented two's-complement wrap.
+        sums = _fused_add([(acc[r], step[r], self.acc_bits) for r in range(R)], CHAIN_BITS)
+        m.d.comb += [total[r].eq(sums[r]) for r in range(R)]
         m.d.comb += [
             advance.eq(~(e_valid & e_last & self.o.valid & ~self.o.ready)),
             self.i.ready.eq(advance),

@@ -2,13 +2,15 @@
 
 Configuration (``INTDEPLOY_TB``): ``rows``, ``cols``, ``weight_bits``, ``acc_bits`` (the
 elaboration parameters), ``seed``; ``ii_steps`` (steps of the no-stall throughput phase, 0 to
-skip); ``corners`` (bool: the fixed corner cases); ``limit`` (bool: accumulations up to the
+skip); ``corners`` (bool: the fixed corner cases, and the raw-beat field extremes of
+:meth:`MacBench.field_extremes`); ``limit`` (bool: accumulations up to the
 accumulator refusal limit, ``ceil(K_max / C)`` steps each); ``gemms``, ``max_m``, ``max_k``
 (the random GEMMs); ``stall_in``, ``stall_out``, ``burst`` (random valid/ready pauses);
 ``bug`` (name of a deliberate golden error, to show that the check can fail).
 
 Every output beat (R accumulators) is compared element by element with golden by the
-Scoreboard, in order. Inputs are encoded by the array's own host side (``MacArray.encode``,
+Scoreboard, in order. Inputs are encoded (except the field extremes, built beat by beat) by
+the array's own host side (``MacArray.encode``,
 which pads ``K`` to a multiple of ``C`` with ``x_zero_point`` activations and refuses layers
 whose accumulator could overflow) from the very arguments golden receives.
 """
@@ -163,6 +165,48 @@ class MacBench:
                             w_zero_point=self.random_values(-128, 127, (R,))))
         return out
 
+    def field_extremes(self):
+        """Beats that :meth:`MacArray.encode` never makes, built field by field: ``x_zp`` outside
+        the activation type (the field is signed(9)), so ``x - x_zp`` reaches the ends of its
+        range, -383 (int8 -128, ``x_zp`` 255) and 511 (uint8 255, ``x_zp`` -256), against the
+        extreme weights and both ends of ``w_zp``; then random beats over every field value.
+        Each product ``w * (x - x_zp)``, row tree sum, correction ``w_zp * S`` and step sum
+        reaches the end of its range, which sizes the RTL's intermediate widths (MacArray's
+        docstring), so a width one bit short fails here. Queues golden (``linear`` on the
+        activations as the beat's ``x_signed`` reads them) and returns the beats of each
+        accumulation (two steps each)."""
+        R, C, wb = self.R, self.C, self.array.weight_bits
+        wmin, wmax = -(1 << (wb - 1)), (1 << (wb - 1)) - 1
+        cases = []
+        for x_signed, xv, zx in ((False, 255, -256), (True, -128, 255), (False, 0, 255),
+                                 (True, 127, -256)):
+            for wv in (wmin, wmax):
+                for zw in (-128, 0, 127):
+                    cases.append((x_signed, np.full(2 * C, xv), zx, np.full((R, 2 * C), wv),
+                                  np.full(R, zw)))
+            # Weights 0: the step sum is the correction alone, -w_zp * S, at both ends.
+            cases.append((x_signed, np.full(2 * C, xv), zx, np.zeros((R, 2 * C), dtype=np.int64),
+                          np.linspace(-128, 127, R).astype(np.int64)))
+        rng = self.rng
+        for _ in range(16):
+            x_signed = bool(rng.integers(2))
+            x_lo, x_hi = (-128, 127) if x_signed else (0, 255)
+            cases.append((x_signed, self.random_values(x_lo, x_hi, (2 * C,), 0.5),
+                          int(self.random_values(-256, 255, (), 0.5)),
+                          self.random_values(wmin, wmax, (R, 2 * C), 0.5),
+                          self.random_values(-128, 127, (R,), 0.5)))
+        out = []
+        for x_signed, x, zx, w, zw in cases:
+            expected = linear(x[None], w, zx, zw)[0]
+            self.sb.expect(expected, {"x": x, "x_signed": int(x_signed), "x_zp (raw field)": zx,
+                                      "w": w, "w_zp": zw})
+            self.expected_outputs += 1
+            out.append([{"x": [int(v) & 0xFF for v in x[s * C:(s + 1) * C]],
+                         "x_signed": int(x_signed), "x_zp": int(zx),
+                         "w": w[:, s * C:(s + 1) * C].tolist(), "w_zp": [int(v) for v in zw],
+                         "first": int(s == 0), "last": int(s == 1)} for s in range(2)])
+        return out
+
     def limit_corners(self):
         """Accumulations at the largest K that check_accumulator accepts for int32.
 
@@ -288,7 +332,9 @@ async def run(dut):
         gemms += b.limit_corners()
     for _ in range(int(cfg.get("gemms", 20))):
         gemms.append(b.random_gemm(int(cfg.get("max_m", 6)), int(cfg.get("max_k", 6 * b.C))))
-    beats = [b.gemm(**g) for g in gemms]          # queues every golden result first
+    # Queues every golden result first, in the order the beats are sent.
+    beats = b.field_extremes() if cfg.get("corners", True) else []
+    beats += [b.gemm(**g) for g in gemms]
     consumer = cocotb.start_soon(b.consume())
     for bs in beats:
         await b.send(bs)
