@@ -116,7 +116,9 @@ class CommandProcessor(wiring.Component):
         saved_end = Signal()
         saved_last = Signal()
 
-        is_op = {name: opcode == code for name, code in _OP.items()}
+        # One flag per opcode, registered with the opcode (HDR0): the word checks below select
+        # among per-opcode results with these flags instead of decoding the opcode in series.
+        is_op = {name: Signal(name=f"is_{name.lower()}") for name in _OP}
 
         # --- STATUS counters --------------------------------------------------------------
         n_commands = Signal(32)
@@ -174,18 +176,18 @@ class CommandProcessor(wiring.Component):
         d_pool_lohi_bad = Signal()
 
         # --- combinational word checks ----------------------------------------------------
-        depth_of = Signal(32)                # depth of the addressed buffer
-        m.d.comb += depth_of.eq(Mux(is_op["WRITE_WEIGHTS"], c.weight_depth,
-                                    Mux(is_op["WRITE_ACTS"], c.act_depth,
-                                        Mux(is_op["WRITE_RESIDUAL"], c.residual_depth,
-                                            c.param_channels))))
+        def per_write(f):
+            # f(payload words before the entries, words per entry, buffer depth) for each write
+            # command, each with its constants (no multiplier, no compare against a selected
+            # depth), then one select by the opcode flags; WRITE_PARAMS' for any other opcode.
+            return Mux(is_op["WRITE_WEIGHTS"], f(3, c.weight_entry_words, c.weight_depth),
+                       Mux(is_op["WRITE_ACTS"], f(2, c.act_entry_words, c.act_depth),
+                           Mux(is_op["WRITE_RESIDUAL"], f(2, c.residual_entry_words, c.residual_depth),
+                               f(2, PARAM_WORDS, c.param_channels))))
         entry_words = Signal(4 + c.weight_entry_words.bit_length())
-        m.d.comb += entry_words.eq(Mux(is_op["WRITE_WEIGHTS"], c.weight_entry_words,
-                                       Mux(is_op["WRITE_ACTS"], c.act_entry_words,
-                                           Mux(is_op["WRITE_RESIDUAL"], c.residual_entry_words,
-                                               PARAM_WORDS))))
+        m.d.comb += entry_words.eq(per_write(lambda hdr, words, depth: words))
         hdr_words = Signal(2)                # payload words before the entries
-        m.d.comb += hdr_words.eq(Mux(is_op["WRITE_WEIGHTS"], 3, 2))
+        m.d.comb += hdr_words.eq(per_write(lambda hdr, words, depth: hdr))
         is_write = is_op["WRITE_WEIGHTS"] | is_op["WRITE_ACTS"] | is_op["WRITE_RESIDUAL"] | \
             is_op["WRITE_PARAMS"]
         in_entries = Signal()
@@ -197,8 +199,8 @@ class CommandProcessor(wiring.Component):
         cnt_small = word[:max(c.addr_bits(max(c.weight_depth, c.act_depth, c.residual_depth,
                                                  c.param_channels)) + 1, 1)]
         m.d.comb += [
-            count_oor.eq((word == 0) | (first + word > depth_of)),
-            count_len.eq(length != hdr_words + cnt_small * entry_words),
+            count_oor.eq((word == 0) | per_write(lambda hdr, words, depth: first + word > depth)),
+            count_len.eq(per_write(lambda hdr, words, depth: length != hdr + cnt_small * words)),
         ]
 
         # Parameter block (WRITE_PARAMS entries, and the RUN descriptor's add requantizers).
@@ -434,6 +436,7 @@ class CommandProcessor(wiring.Component):
                 op = word[0:8]
                 known = (op >= 1) & (op <= 8)
                 with m.If(take):
+                    m.d.sync += [is_op[name].eq(op == code) for name, code in _OP.items()]
                     m.d.sync += [opcode.eq(op), tag.eq(word[8:16]), thr_touched.eq(0),
                                  pidx.eq(0), ew.eq(0), thr_idx.eq(0), d_count_bad.eq(0),
                                  d_rq_bad.eq(0)]
@@ -478,7 +481,8 @@ class CommandProcessor(wiring.Component):
                 with m.If(is_op["WRITE_WEIGHTS"] & (pidx == 0)):
                     m.d.comb += err.eq(Mux(word >= c.weight_banks, _ST["OUT_OF_RANGE"], 0))
                 with m.Elif(is_write & (pidx == hdr_words - 2)):
-                    m.d.comb += err.eq(Mux(word >= depth_of, _ST["OUT_OF_RANGE"], 0))
+                    m.d.comb += err.eq(Mux(per_write(lambda hdr, words, depth: word >= depth),
+                                           _ST["OUT_OF_RANGE"], 0))
                 with m.Elif(is_write & (pidx == hdr_words - 1)):
                     m.d.comb += err.eq(Mux(count_oor, _ST["OUT_OF_RANGE"],
                                            Mux(count_len, _ST["BAD_LENGTH"], 0)))

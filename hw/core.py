@@ -13,7 +13,7 @@ AXI4-Stream ports around it.
                  LayerSequencer <-- w_zp -- ParamCache <------------+--- params
                         | steps (II = 1)                   | requantizer parameters
                         v                                  v
-                    MacArray --acc--> Epilogue (requantizer | thresholds, add, pool)
+                    MacArray --acc--> SkidBuffer --> Epilogue (requantizer | thresholds, add, pool)
                                           |
                                           v
     o (words) <- CommandProcessor <- ResultPacker
@@ -32,6 +32,7 @@ from hw.packer import ResultPacker
 from hw.requantizer import param_layout
 from hw.params import ParamCache
 from hw.sequencer import LayerSequencer
+from hw.skid import SkidBuffer
 from hw.words import WORD_IN, WORD_OUT
 
 __all__ = ["Core"]
@@ -131,8 +132,13 @@ class Core(wiring.Component):
             cmd.mac_step.eq(mac.i.valid & mac.i.ready),
         ]
         wiring.connect(m, seq.o, mac.i)
-        m.d.comb += [epi.i.valid.eq(mac.o.valid), mac.o.ready.eq(epi.i.ready),
-                     epi.i.payload.acc.eq(mac.o.payload.acc)]
+        # The MAC array's stall is the enable of its every pipeline register; the skid buffer
+        # makes the ready it sees a flip-flop, so the epilogue's, the packer's and the response
+        # path's ready logic ends there instead of fanning out into the whole array.
+        m.submodules.acc_skid = skid = SkidBuffer(shape=epi.i.payload.shape())
+        m.d.comb += [skid.i.valid.eq(mac.o.valid), mac.o.ready.eq(skid.i.ready),
+                     skid.i.payload.acc.eq(mac.o.payload.acc)]
+        wiring.connect(m, skid.o, epi.i)
         wiring.connect(m, epi.o, packer.i)
         wiring.connect(m, packer.o, cmd.results)
         return m

@@ -87,6 +87,10 @@ class ResultPacker(wiring.Component):
             byte.append(Mux(self.out_bytes == 0, opts[0], Mux(self.out_bytes == 1, opts[1], opts[2])))
         byte = Array(byte)
 
+        # `avail` (the chunk's bytes not yet taken, n - p) is a register loaded with the chunk,
+        # so `finish`, `emit` and with them `i.ready` depend on registers and `o.ready` only:
+        # no arithmetic on the ready path that runs back through the epilogue into the MAC
+        # array's stall.
         avail = Signal(range(nmax + 1))
         take = Signal(range(5))
         fill = Signal(range(8))
@@ -94,11 +98,10 @@ class ResultPacker(wiring.Component):
         emit = Signal()
         word = layout_signal(data.ArrayLayout(unsigned(8), 4), name="word")
         m.d.comb += [
-            avail.eq(n - p),
             take.eq(Mux(avail < 4 - f, avail, 4 - f)),
             fill.eq(f + take),
-            finish.eq(held & (p + take == n)),
-            emit.eq(held & ((fill == 4) | (finish & chunk_last))),
+            finish.eq(held & (avail <= 4 - f)),
+            emit.eq(held & ((avail >= 4 - f) | (finish & chunk_last))),
         ]
         for k in range(4):
             # Byte k of the outgoing word: gathered, or the chunk's byte p + (k - f), or pad.
@@ -118,7 +121,7 @@ class ResultPacker(wiring.Component):
             self.i.ready.eq(~held | (advance & finish)),
         ]
         with m.If(advance):
-            m.d.sync += p.eq(p + take)
+            m.d.sync += [p.eq(p + take), avail.eq(avail - take)]
             with m.If(emit):
                 m.d.sync += f.eq(0)
             with m.Else():
@@ -126,7 +129,7 @@ class ResultPacker(wiring.Component):
             with m.If(finish):
                 m.d.sync += held.eq(0)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [held.eq(1), p.eq(0),
+            m.d.sync += [held.eq(1), p.eq(0), avail.eq(n),
                          chunk_last.eq(self.i.payload.last)]
             m.d.sync += [chunk[r].eq(self.i.payload.y[r]) for r in range(L)]
         return m
