@@ -292,8 +292,9 @@ class Requantizer(wiring.Component):
         # The shift's two decodes, 2**(S-1) (rounding constant) and 2**S - 1 (half-even tie
         # mask), are registered here, a stage ahead of their use: decoding the shift in the
         # stage that uses it was the unit's critical path on ECP5 (docs/perf/targets.md).
-        half = st.reg((Const(1, 1) << sh4)[1:], pfx + "half5", unsigned(64))
-        mask5 = st.reg(((Const(1, 1) << sh4) - 1)[:64], pfx + "mask5", unsigned(64))
+        # S <= 63, so both fit 63 bits (a 64th bit would be a constant-0 flip-flop).
+        half = st.reg((Const(1, 1) << sh4)[1:], pfx + "half5", unsigned(63))
+        mask5 = st.reg(((Const(1, 1) << sh4) - 1)[:63], pfx + "mask5", unsigned(63))
         sh5, mode5, rdiv5, zp5, lo5, hi5 = (
             st.reg(v, pfx + n + "5") for v, n in
             ((sh4, "sh"), (mode4, "mode"), (rdiv4, "rdiv"), (zp4, "zp"), (lo4, "lo"), (hi4, "hi")))

@@ -2,7 +2,8 @@
 counts derived independently from the MAC array's documented pipeline (docs/units/mac_array.md).
 
 Quick tier: a 2x2 MAC array on the generic target (Yosys only) and on ECP5-85k (Yosys and
-nextpnr out of context, ~15 s), the report parser on a hand-written report, bad arguments.
+nextpnr out of context, ~15 s), the one-lane requantizer on the generic target, the report
+parser on a hand-written report, bad arguments.
 Regress tier: the 8x8 MAC array and the 4x4 top on ECP5-85k.
 """
 
@@ -36,6 +37,23 @@ def mac_array_flip_flops(rows, cols):
     return ff
 
 
+def requantizer_flip_flops(lanes, out_bits=32):
+    """Flip-flops of :class:`hw.requantizer.Requantizer` (no ``user``) from its pipeline, every
+    register's width written out stage by stage."""
+    ob = out_bits
+    params = 6 + 2 + 1                                   # sh, mode, rdiv
+    per_lane = 32 + 5 + params + 48 + 32 + 32 + 2 * ob   # 1: x, lsh, .., off, mult, zp, lo, hi
+    per_lane += 32 + params + 48 + 32 + 32 + 2 * ob      # 2: x, .., off, mult, zp, lo, hi
+    per_lane += 4 * 32 + params + 48 + 32 + 2 * ob       # 3: partial products, .., off, zp, lo, hi
+    per_lane += 64 + 33 + params + 32 + 2 * ob           # 4: base, mid, .., zp, lo, hi
+    per_lane += 64 + 63 + 63 + params + 32 + 2 * ob      # 5: t, half, mask, .., zp, lo, hi
+    per_lane += 64 + 63 + 6 + 2 + 32 + 2 * ob            # 6: u, mask, sh, mode, zp, lo, hi
+    per_lane += 64 + 1 + 2 * 33 + ob + 2 * ob            # 7: q, even, lo/hi - zp, zp, lo, hi
+    per_lane += 2 + ob + 2 * ob                          # 8: below, above, z, lo, hi
+    per_lane += ob                                       # 9: y
+    return lanes * per_lane + 9 + 1 + lanes * ob         # valid bits, skid flag and data
+
+
 @pytest.fixture(scope="module")
 def cache(tmp_path_factory):
     return tmp_path_factory.mktemp("synth")
@@ -66,6 +84,22 @@ def test_ecp5_2x2_mac_array(cache):
     assert synth.run("mac_array", 2, 2, "ecp5-85k", cache_dir=cache) == res
 
 
+def test_requantizer_unit_elaborates():
+    # R lanes with 32-bit outputs, whatever C is: C only scales the per-MAC ratios.
+    verilog, top = synth.elaborate("requantizer", 3, 5)
+    assert top == "requantizer" and verilog == synth.elaborate("requantizer", 3, 1)[0]
+    # per lane: acc 32 + bias 32, mult 32, offset 48, shift 6, zero_point 32, lo/hi 32, rounding 2
+    assert "input [743:0] i__payload;" in verilog and "output [95:0] o__payload;" in verilog
+
+
+def test_generic_requantizer(cache):
+    res = synth.run("requantizer", 1, 4, "generic", cache_dir=cache)
+    # Yosys' generic flow merges two registers of equal input: the tie mask's bit 31 (2**S - 1
+    # has it iff S >= 32) and the shift's bit 5; synth_ecp5 keeps both (8 lanes: 14706 FF).
+    assert res["macs"] == 4 and res["ff"] == requantizer_flip_flops(1) - 1
+    assert res["dsp"] == 0 and res["logic_cells"] > 0
+
+
 def test_parse_nextpnr_report():
     report = {
         "utilization": {"TRELLIS_COMB": {"used": 222, "available": 83640}, "MULT18X18D": {"used": 6, "available": 156}},
@@ -94,6 +128,7 @@ def test_parse_yosys_stat():
     (["--rows", "0", "--cols", "8", "--target", "generic"], "rows"),
     (["--rows", "8", "--cols", "8", "--target", "generic", "--unit", "core"], "unit"),
     (["--rows", "17", "--cols", "8", "--target", "generic"], "rows"),
+    (["--rows", "65", "--cols", "1", "--target", "generic", "--unit", "requantizer"], "rows"),
     (["--rows", "8", "--cols", "8", "--target", "generic", "--set", "depth=3"], "top_params"),
     (["--rows", "8", "--cols", "8", "--target", "generic", "--set", "act_depth=x"], "--set"),
 ])
