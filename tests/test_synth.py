@@ -26,11 +26,11 @@ def mac_array_flip_flops(rows, cols):
     D = (C - 1).bit_length()
     assert 1 << D == C
     ff = C * 10 + R * C * 8 + R * 8                                      # stage 1: xd, w, w_zp
-    ff += R * C * 18                                                     # products
+    ff += R * C * 17                                                     # products (range: 17 b)
     ff += sum((C >> lv) * (10 + lv) for lv in range(1, D + 1))           # shared S tree
-    ff += R * sum((C >> lv) * (18 + lv) for lv in range(1, D + 1))       # per-row trees
-    ff += R * 8 * D + R * (18 + D)                                       # w_zp delay, corrections
-    ff += R * (19 + D)                                                   # step sums
+    ff += R * sum((C >> lv) * (17 + lv) for lv in range(1, D + 1))       # per-row trees
+    ff += R * 8 * D + R * (17 + D)                                       # w_zp delay, corrections
+    ff += R * (18 + D)                                                   # step sums
     ff += 2 * R * 32                                                     # accumulators, result
     n_ctl = 3 + D                               # valid/last: stages 1..3+D, first: 1..2+D, o.valid
     ff += 2 * n_ctl + (n_ctl - 1) + 1
