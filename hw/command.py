@@ -6,8 +6,8 @@ parameter buffers and the threshold unit, INFO and STATUS, the RUN descriptor ch
 exactly one response per packet, sent after the packet's TLAST.
 """
 
-from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
+from amaranth.lib import stream, wiring
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
@@ -386,7 +386,6 @@ class CommandProcessor(wiring.Component):
                     m.d.sync += [p_no.eq(product), run.outputs.eq(outputs)]
                 with m.Case(CHECK_STEPS):
                     e = Signal(3)
-                    limit = Mux(d_epilogue == 1, c.threshold_channels, c.param_channels)
                     chans = d_channel_base + n * R
                     nemo_bad = ((d_pool_d > c.max_pool_shift) | (d_pool_mult == 0) |
                                 (mult_t > pow_d) | (pow_d >= mult_t + d_taps))

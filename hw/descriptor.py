@@ -6,7 +6,7 @@ words into the fields the datapath uses, and states which values are invalid (``
 so that the command processor and the tests share one decoding.
 """
 
-from amaranth import Cat, Mux, Shape, Signal, signed, unsigned
+from amaranth import Cat, Shape, Signal, signed, unsigned
 from amaranth.lib import data
 
 __all__ = ["PARAM_WORDS", "RUN_WORDS", "param_entry_layout", "decode_param", "assign_param",

@@ -8,7 +8,7 @@ parameter cache, threshold channel numbers, residual entries, pooling fields fro
 descriptor) and marks the run's final result.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value, signed, unsigned
+from amaranth import Array, Const, Module, Mux, ResetInserter, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort

@@ -5,7 +5,7 @@ docs/protocol.md (RUN): for each output, the R channel values, each ``out_bytes`
 other across outputs, the last word padded with zero bytes.
 """
 
-from amaranth import Array, Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 

@@ -8,7 +8,7 @@ cycles) while the previous tile is still being computed, and holds them until th
 accumulator beat has entered the epilogue.
 """
 
-from amaranth import Module, Shape, Signal, unsigned
+from amaranth import Module, Shape, Signal
 from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out

@@ -12,7 +12,7 @@ docs/top.md describes the architecture, every clock-domain crossing, the reset b
 latencies and buffer sizing; docs/protocol.md the command protocol.
 """
 
-from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, unsigned
+from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
