@@ -41,7 +41,7 @@ MODES = ("floor", "half_up", "half_even", "tflite")
 #: Accelerator the engines run (the quick-tier top of tests/test_top.py).
 HARDWARE = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
                 param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
-                max_pool_shift=16, fifo_depth=8)
+                max_pool_shift=16, fifo_depth=8, epilogue_lanes=3)
 
 
 @dataclass(eq=False)

@@ -28,7 +28,7 @@ __all__ = ["SoakResult", "random_network", "random_bench", "soak_run", "soak", "
 #: The top's elaboration parameters for the soak (one simulator build, reused by every run).
 HARDWARE = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
                 param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
-                max_pool_shift=16, fifo_depth=8)
+                max_pool_shift=16, fifo_depth=8, epilogue_lanes=3)
 #: bus:core clock periods (ns).
 RATIOS = {"1:8": (5, 40), "1:4": (5, 20), "1:1": (10, 10), "10:11": (10, 11), "11:10": (11, 10),
           "4:1": (20, 5), "8:1": (40, 5)}
