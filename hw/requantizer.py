@@ -13,6 +13,7 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from golden.requantizer import ROUNDING_MODES, RequantParams
+from hw.skid import SkidBuffer
 
 __all__ = ["Rounding", "Requantizer", "LATENCY", "param_layout", "encode_channels"]
 
@@ -205,11 +206,10 @@ class Requantizer(wiring.Component):
 
         # Output skid buffer: the pipeline advances (en) whenever it is empty, so en and
         # i.ready are registers; when the consumer stalls, the beat the pipeline pushes out lands
-        # here and freezes the pipeline until it drains.
-        skid_valid = Signal()
-        skid = self.o_layout(Signal(Shape.cast(self.o_layout), name="skid", reset_less=True))
-        en = Signal()
-        m.d.comb += [en.eq(~skid_valid), self.i.ready.eq(en)]
+        # there and freezes the pipeline until it drains.
+        m.submodules.skid = skid = SkidBuffer(shape=self.o_layout)
+        en = skid.i.ready
+        m.d.comb += self.i.ready.eq(en)
         st = _Stages(m, en)
 
         valid = [Signal(name=f"valid{k + 1}") for k in range(stages)]
@@ -227,16 +227,8 @@ class Requantizer(wiring.Component):
                 user = st.reg(user, f"user{k + 1}", self.user)
             m.d.comb += out.user.eq(user)
 
-        last_valid = valid[-1]
-        with m.If(skid_valid):
-            with m.If(self.o.ready):
-                m.d.sync += skid_valid.eq(0)
-        with m.Elif(last_valid & ~self.o.ready):
-            m.d.sync += [skid_valid.eq(1), skid.eq(out)]
-        m.d.comb += [
-            self.o.valid.eq(skid_valid | last_valid),
-            self.o.payload.eq(Mux(skid_valid, skid, out)),
-        ]
+        m.d.comb += [skid.i.valid.eq(valid[-1]), skid.i.payload.eq(out)]
+        wiring.connect(m, skid.o, wiring.flipped(self.o))
         return m
 
     def _lane(self, st, acc, p, pfx):

@@ -16,9 +16,9 @@ __all__ = ["SkidBuffer"]
 class SkidBuffer(wiring.Component):
     """Stream pass-through with a one-beat buffer and a registered ``i.ready``.
 
-    ``i.ready`` is high exactly when the buffer is empty (a flip-flop output, no combinational
-    path from ``o.ready``). An empty buffer presents ``i``'s beat on ``o`` in the same cycle
-    (latency 0); a beat accepted on ``i`` but not taken on ``o`` in that cycle is kept and
+    ``i.ready`` is high exactly when the buffer is empty (``skid_valid`` low: a flip-flop
+    output, no combinational path from ``o.ready``). An empty buffer presents ``i``'s beat on
+    ``o`` in the same cycle (latency 0); a beat accepted on ``i`` but not taken on ``o`` in that cycle is kept and
     presented on ``o`` from the next cycle until taken, while ``i.ready`` is low. Nothing is
     lost, duplicated or reordered; throughput one beat per cycle when ``o.ready`` stays high.
     The payload is not changed (any shape). The buffer is empty after reset.
@@ -41,16 +41,16 @@ class SkidBuffer(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        full = Signal()
+        skid_valid = Signal()
         buf = Signal(Shape.cast(self.shape), reset_less=True)
         m.d.comb += [
-            self.i.ready.eq(~full),
-            self.o.valid.eq(full | self.i.valid),
-            self.o.payload.eq(Mux(full, buf, self.i.payload)),
+            self.i.ready.eq(~skid_valid),
+            self.o.valid.eq(skid_valid | self.i.valid),
+            self.o.payload.eq(Mux(skid_valid, buf, self.i.payload)),
         ]
-        with m.If(full):
+        with m.If(skid_valid):
             with m.If(self.o.ready):
-                m.d.sync += full.eq(0)
+                m.d.sync += skid_valid.eq(0)
         with m.Elif(self.i.valid & ~self.o.ready):
-            m.d.sync += [full.eq(1), buf.eq(self.i.payload)]
+            m.d.sync += [skid_valid.eq(1), buf.eq(self.i.payload)]
         return m
