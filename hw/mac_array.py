@@ -24,6 +24,7 @@ WEIGHT_BITS = (8, 4, 2)
 X_ZP_RANGE = (-256, 255)       # x_zp is signed(9)
 W_ZP_RANGE = (-128, 127)       # w_zp is int8
 X_EXT_RANGE = (-128, 255)      # an activation lane read as int8 or uint8
+XD_RANGE = (X_EXT_RANGE[0] - X_ZP_RANGE[1], X_EXT_RANGE[1] - X_ZP_RANGE[0])   # x - x_zp
 
 #: Longest adder (bits) into which _fused_add packs several sums: one carry chain of at most
 #: 40 CCU2C, which the adder-tree stages fit within the multiplier stage's delay (ECP5, 8 x 8).
@@ -41,6 +42,17 @@ def _signed_bits(lo, hi):
     return max((~lo).bit_length() + 1 if lo < 0 else 1, hi.bit_length() + 1 if hi > 0 else 1)
 
 
+def _weight_range(weight_bits):
+    """``(lo, hi)`` of a stored ``weight_bits`` weight (two's complement)."""
+    return -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
+
+
+def _mul_range(a, b):
+    """Exact ``(lo, hi)`` of ``x * y`` for ``x`` in ``a`` and ``y`` in ``b`` (both intervals)."""
+    corners = [p * q for p in a for q in b]
+    return min(corners), max(corners)
+
+
 def step_range(cols, weight_bits):
     """Exact ``(lo, hi)`` of one step's sum over every value the beat's fields can carry.
 
@@ -48,17 +60,9 @@ def step_range(cols, weight_bits):
     read as int8 or uint8 minus a signed(9) zero point), so for 8-bit weights one step lies in
     ``±255 * 511 * cols``. ``acc_bits`` must hold it.
     """
-    wlo, whi = -(1 << (weight_bits - 1)), (1 << (weight_bits - 1)) - 1
-    a = (wlo - W_ZP_RANGE[1], whi - W_ZP_RANGE[0])               # w - w_zp
-    b = (X_EXT_RANGE[0] - X_ZP_RANGE[1], X_EXT_RANGE[1] - X_ZP_RANGE[0])   # x - x_zp
-    corners = [p * q for p in a for q in b]
-    return cols * min(corners), cols * max(corners)
-
-
-def _mul_range(a, b):
-    """Exact ``(lo, hi)`` of ``x * y`` for ``x`` in ``a`` and ``y`` in ``b`` (both intervals)."""
-    corners = [p * q for p in a for q in b]
-    return min(corners), max(corners)
+    wlo, whi = _weight_range(weight_bits)
+    lo, hi = _mul_range((wlo - W_ZP_RANGE[1], whi - W_ZP_RANGE[0]), XD_RANGE)   # (w - w_zp) * xd
+    return cols * lo, cols * hi
 
 
 def _field(value, width):
@@ -303,12 +307,10 @@ class MacArray(wiring.Component):
 
         p = self.i.payload
         wb = self.weight_bits
-        w_rng = (-(1 << (wb - 1)), (1 << (wb - 1)) - 1)
-        xd_rng = (X_EXT_RANGE[0] - X_ZP_RANGE[1], X_EXT_RANGE[1] - X_ZP_RANGE[0])
-        p_rng = _mul_range(w_rng, xd_rng)
+        p_rng = _mul_range(_weight_range(wb), XD_RANGE)
         # Stage 1: input zero point (once per lane) and the operands.
         x_ext = [Mux(p.x_signed, p.x[c].as_signed(), p.x[c]) for c in range(C)]
-        xd_w = _signed_bits(*xd_rng)
+        xd_w = _signed_bits(*XD_RANGE)
         xd = [reg(x_ext[c] - p.x_zp, xd_w, f"xd{c}") for c in range(C)]
         w1 = [[reg(p.w[r][c], wb, f"w{r}_{c}") for c in range(C)] for r in range(R)]
         wzp1 = [reg(p.w_zp[r], 8, f"wzp{r}") for r in range(R)]
@@ -317,7 +319,7 @@ class MacArray(wiring.Component):
         prod = [[reg(w1[r][c] * xd[c], p_w, f"p{r}_{c}") for c in range(C)] for r in range(R)]
         # Stages 2 .. 2 + D: the shared S tree (levels at stages 2 .. 1 + D) and the row trees
         # (levels at stages 3 .. 2 + D); the adds of one stage share fused carry chains.
-        trees = {"s": [(v, xd_rng) for v in xd]}
+        trees = {"s": [(v, XD_RANGE) for v in xd]}
         for st in range(2, 3 + D):
             if st == 3:
                 trees.update({f"t{r}": [(v, p_rng) for v in prod[r]] for r in range(R)})
