@@ -35,11 +35,11 @@ def _values_stream(R, name):
 
 
 class _PartCounter:
-    """Which of the ``P`` parts of an R-value beat a stream stage is at (0..P-1), restarted by
-    ``start``; with P = 1 it is a constant 0 and costs nothing."""
+    """Which of the ``P`` parts of E lanes of an R-value beat a stream stage is at (0..P-1),
+    restarted by ``start``; with P = 1 it is a constant 0 and costs nothing."""
 
-    def __init__(self, m, P, start, name):
-        self.m, self.P, self.start = m, P, start
+    def __init__(self, m, P, E, start, name):
+        self.m, self.P, self.E, self.start = m, P, E, start
         if P == 1:
             self.value, self.last = Const(0, 1), Const(1, 1)
             return
@@ -55,8 +55,9 @@ class _PartCounter:
             with self.m.If(self.start):
                 self.m.d.sync += self.value.eq(0)
 
-    def select(self, values, r, E):
+    def select(self, values, r):
         """Lane ``r`` of the current part: ``values[part * E + r]``, 0 beyond the last value."""
+        E = self.E
         cands = [values[p * E + r] if p * E + r < len(values) else Const(0, len(values[0]))
                  for p in range(self.P)]
         if self.P == 1:
@@ -158,7 +159,7 @@ class Epilogue(wiring.Component):
         row = Signal(16)
         tile_ch = Signal(16)
         sel = cfg.threshold
-        part_in = _PartCounter(m, P, self.start, "part_in")
+        part_in = _PartCounter(m, P, E, self.start, "part_in")
         unit_ready = Mux(sel, th.i.ready, rq.i.ready)
         take = self.i.valid & self.i.ready
         with m.If(take):
@@ -178,10 +179,11 @@ class Epilogue(wiring.Component):
         acc = [Value.cast(v) for v in self.i.payload.acc]
         rq_params = [Value.cast(params[j].rq) for j in range(R)]
         for r in range(E):
+            acc_r = part_in.select(acc, r)
             m.d.comb += [
-                rq.i.payload.acc[r].eq(part_in.select(acc, r, E)),
-                rq.i.payload.params[r].eq(part_in.select(rq_params, r, E)),
-                th.i.payload.x[r].eq(part_in.select(acc, r, E)),
+                rq.i.payload.acc[r].eq(acc_r),
+                rq.i.payload.params[r].eq(part_in.select(rq_params, r)),
+                th.i.payload.x[r].eq(acc_r),
                 th.i.payload.channel[r].eq(tile_ch + part_in.value * E + r),
             ]
         epi, epi_y = _values_stream(E, "epi")
@@ -213,11 +215,11 @@ class Epilogue(wiring.Component):
             m.d.sync += [pending.eq(0), res_addr.eq(cfg.residual_base)]
 
         added, added_y = _values_stream(E, "added")
-        part_add = _PartCounter(m, P, self.start, "part_add")
+        part_add = _PartCounter(m, P, E, self.start, "part_add")
         ap = au.i.payload
         res_b = [res_fifo.r_data.word_select(j, 8) for j in range(R)]
         for r in range(E):
-            b = part_add.select(res_b, r, E)
+            b = part_add.select(res_b, r)
             lp = ap.params[r]
             m.d.comb += [
                 ap.a[r].eq(epi_y[r]),
@@ -243,7 +245,7 @@ class Epilogue(wiring.Component):
             wide, wide_y = added, added_y
         else:
             wide, wide_y = _values_stream(R, "wide")
-            part_out = _PartCounter(m, P, self.start, "part_out")
+            part_out = _PartCounter(m, P, E, self.start, "part_out")
             held = [Signal(signed(32), name=f"held{j}", reset_less=True) for j in range(E * (P - 1))]
             part_out.advance(added.valid & added.ready)
             m.d.comb += [wide.valid.eq(added.valid & part_out.last),
