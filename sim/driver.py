@@ -373,32 +373,102 @@ class Driver:
 
     def compile(self, model, layer, tensors):
         """:class:`LayerProgram` for ``layer`` of ``model`` on ``tensors`` (name -> ``(batch,) + shape``)."""
-        xs = [np.asarray(tensors[s], dtype=np.int64) for s in layer.inputs]
+        return self.compile_group(model, (layer,), tensors)
+
+    def compile_group(self, model, group, tensors):
+        """:class:`LayerProgram` computing the layers ``group`` (a tuple from :meth:`plan`) as one GEMM.
+
+        The first layer sets the GEMM (a MAC layer, or the identity GEMM of an element-wise layer);
+        a following ``add`` becomes the add unit of the same RUNs (its other operand in the
+        residual buffer) and a following pooling layer the pooling unit (rows reordered window by
+        window). The program's output is the last layer's tensor; the layers before it are not
+        read back.
+        """
+        head, last = group[0], group[-1]
+        xs = [np.asarray(tensors[s], dtype=np.int64) for s in head.inputs]
         batch = xs[0].shape[0]
-        out_shape = (batch,) + model.tensors[layer.name].shape
-        what = f"layer {layer.name!r} ({layer.kind})"
-        if isinstance(layer, FlattenLayer):
-            return LayerProgram(name=layer.name, packets=[], host=True, gemm_shape=(0, 0),
+        out_shape = (batch,) + model.tensors[last.name].shape
+        what = f"layer {last.name!r} ({last.kind})"
+        name = "+".join(la.name for la in group)
+        if isinstance(head, FlattenLayer):
+            if len(group) > 1:
+                raise ValueError(f"{what}: a flatten layer runs on the host and cannot be fused")
+            return LayerProgram(name=head.name, packets=[], host=True, gemm_shape=(0, 0),
                                 finish=lambda _, x=xs[0]: x.reshape(batch, -1))
-        out = model.tensors[layer.name]
+        out = model.tensors[last.name]
         out_bytes, out_signed = _out_format(out.lo, out.hi, what)
-        if isinstance(layer, MacLayer):
-            job, finish = self._mac(model, layer, xs[0], what)
-        elif isinstance(layer, AddLayer):
-            job, finish = self._add(model, layer, xs, what)
-        elif isinstance(layer, RequantLayer):
-            job, finish = self._requant(model, layer, xs[0], what)
-        elif isinstance(layer, PoolLayer):
-            job, finish = self._pool(model, layer, xs[0], what)
+        hwhat = f"layer {head.name!r} ({head.kind})"
+        if isinstance(head, MacLayer):
+            job = self._mac(model, head, xs[0], hwhat)
+        elif isinstance(head, AddLayer):
+            job = self._add(model, head, xs, hwhat)
+        elif isinstance(head, RequantLayer):
+            job = self._requant(model, head, xs[0], hwhat)
+        elif isinstance(head, PoolLayer):
+            job = self._pool(model, head, xs[0], hwhat)
         else:
-            raise ValueError(f"{what}: not a layer kind the driver knows")
+            raise ValueError(f"{hwhat}: not a layer kind the driver knows")
+        flowing = head.name
+        for layer in group[1:]:
+            lwhat = f"layer {layer.name!r} ({layer.kind})"
+            if isinstance(layer, AddLayer) and job.add is None and job.pool is None:
+                if list(layer.inputs).count(flowing) != 1:
+                    raise ValueError(f"{lwhat}: fused after {flowing!r}, which must be exactly one of its inputs")
+                k = layer.inputs.index(flowing)
+                self._attach_add(model, layer, job, k, np.asarray(tensors[layer.inputs[1 - k]], dtype=np.int64),
+                                 lwhat)
+            elif isinstance(layer, PoolLayer) and job.pool is None and layer.inputs[0] == flowing:
+                self._attach_pool(model, layer, job, batch, lwhat)
+            else:
+                raise ValueError(f"{lwhat}: cannot be fused after {flowing!r} (an add, then a pooling layer, may "
+                                 f"follow a GEMM's epilogue, each once)")
+            flowing = layer.name
+        job.name = name
         job.out_bytes, job.out_signed = out_bytes, out_signed
         try:
             prog = self.compile_gemm(job)
         except ValueError as e:
-            raise ValueError(str(e).replace(f"layer {layer.name!r}:", f"{what}:", 1)) from None
-        prog.finish = lambda y: finish(y).reshape(out_shape)
+            raise ValueError(str(e).replace(f"layer {name!r}:", f"{what}:", 1)) from None
+        prog.finish = lambda y: y.reshape(out_shape)
         return prog
+
+    def plan(self, model, fuse=False):
+        """The programs of ``model``: a list of tuples of layers, in model order.
+
+        Without ``fuse`` every layer is its own program. With ``fuse``, a layer whose output only
+        feeds the next layer (and is not a network output) takes that layer into its program when
+        the epilogue can compute both: an ``add`` after a MAC, requant or pooling-free layer (the
+        other operand a byte, per-tensor requantizers), then a pooling layer (its window rows
+        fit the buffers). Fusing changes neither arithmetic nor results; it saves the identity
+        GEMM, the words and the read-back of the tensors in between, which are then not observed.
+        """
+        layers = list(model.layers)
+        if not fuse:
+            return [(la,) for la in layers]
+        users = {}
+        for la in layers:
+            for s in la.inputs:
+                users.setdefault(s, []).append(la.name)
+        dummy = {name: np.full((1,) + t.shape, t.lo, dtype=np.int64) for name, t in model.tensors.items()}
+        dummy[model.input.name] = np.full((1,) + model.input.shape, model.input.lo, dtype=np.int64)
+        groups, i = [], 0
+        while i < len(layers):
+            group = (layers[i],)
+            while i + len(group) < len(layers) and not isinstance(group[0], FlattenLayer):
+                nxt = layers[i + len(group)]
+                last = group[-1]
+                if users.get(last.name) != [nxt.name] or last.name in model.outputs:
+                    break
+                if not isinstance(nxt, (AddLayer, PoolLayer)):
+                    break
+                try:
+                    self.compile_group(model, group + (nxt,), dummy)
+                except ValueError:
+                    break
+                group += (nxt,)
+            groups.append(group)
+            i += len(group)
+        return groups
 
     def _input8(self, model, name, zero_point, what, values):
         """(x_signed) for an input tensor carried as 8-bit activations, else ValueError."""
@@ -438,7 +508,7 @@ class Driver:
                 raise ValueError(f"{what}: thresholds of Q = {q} bits ({th.levels} per channel); the threshold "
                                  f"unit holds Q <= {self.info.max_q}")
             job.thresholds, job.negate = th.thresholds, th.negate
-        return job, lambda y: y
+        return job
 
     def _identity(self, model, name, values, what):
         """Rows, weights, zero points carrying tensor ``name`` through an identity GEMM.
@@ -474,30 +544,43 @@ class Driver:
         return rows, w, np.full(ch, -128, dtype=np.int64), False, base
 
     def _add(self, model, layer, xs, what):
+        """Identity GEMM of one operand (the one that is not a byte, else the first), the add unit
+        adding the other from the residual buffer."""
+        a, b = layer.inputs
+        ta, tb = model.tensors[a], model.tensors[b]
+        k = 0
+        if _fits8(tb.lo, tb.hi, 0) is None:
+            if _fits8(ta.lo, ta.hi, 0) is None:
+                raise ValueError(f"{what}: neither input is 8-bit ({a!r} spans [{ta.lo}, {ta.hi}], {b!r} "
+                                 f"[{tb.lo}, {tb.hi}]); the residual operand is a byte")
+            k = 1
+        rows, w, w_zp, signed, base = self._identity(model, layer.inputs[k], xs[k], what)
+        job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
+                      requant=RequantParams(mult=1, shift=0, bias=base), bias_in_check=False)
+        self._attach_add(model, layer, job, k, xs[1 - k], what)
+        return job
+
+    def _attach_add(self, model, layer, job, k, residual, what):
+        """The add unit of ``job``'s RUNs computes ``layer``: the GEMM's epilogue output is its input
+        ``k``, the other input (``residual``, a byte tensor) goes to the residual buffer. The sum
+        ``wrap32(v0 + v1)`` is symmetric, so for ``k = 1`` the zero points and branch requantizers
+        are swapped."""
         p = layer.params
         for j, rq in enumerate(p.branches + (p.output,)):
             if rq.channels is not None:
                 part = f"branches[{j}]" if j < 2 else "requant"
                 raise ValueError(f"{what}: {part} is per-channel; the add unit has one requantizer per branch")
-        a, b = layer.inputs
-        tb = model.tensors[b]
-        if _fits8(tb.lo, tb.hi, 0) is None:
-            ta = model.tensors[a]
-            if _fits8(ta.lo, ta.hi, 0) is None:
-                raise ValueError(f"{what}: neither input is 8-bit ({a!r} spans [{ta.lo}, {ta.hi}], {b!r} "
-                                 f"[{tb.lo}, {tb.hi}]); the residual operand is a byte")
-            # the sum wrap32(v0 + v1) is symmetric: swap the operands with their parameters
-            a, b = b, a
-            xs = xs[::-1]
+        other = layer.inputs[1 - k]
+        t = model.tensors[other]
+        if _fits8(t.lo, t.hi, 0) is None:
+            raise ValueError(f"{what}: input {other!r} spans [{t.lo}, {t.hi}]; the residual operand is a byte")
+        _check_values(residual, t.lo, t.hi, other, what)
+        if k == 1:
             p = AddParams(in_zero_points=p.in_zero_points[::-1], left_shift=p.left_shift,
                           branches=p.branches[::-1], output=p.output)
-            tb = model.tensors[b]
-        _check_values(xs[1], tb.lo, tb.hi, b, what)
-        rows, w, w_zp, signed, base = self._identity(model, a, xs[0], what)
-        job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
-                      requant=RequantParams(mult=1, shift=0, bias=base), add=p, bias_in_check=False,
-                      residual=xs[1].reshape(-1, xs[1].shape[-1]), residual_signed=bool(tb.lo < 0))
-        return job, lambda y: y
+        job.add = p
+        job.residual = residual.reshape(-1, residual.shape[-1])
+        job.residual_signed = bool(t.lo < 0)
 
     def _requant(self, model, layer, x, what):
         rows, w, w_zp, signed, base = self._identity(model, layer.inputs[0], x, what)
@@ -508,9 +591,21 @@ class Driver:
             rq = RequantParams(bias=_wrap32(rq.bias + base), rounding=rq.rounding, **f)
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
                       requant=rq, bias_in_check=False)
-        return job, lambda y: y
+        return job
 
     def _pool(self, model, layer, x, what):
+        """Identity GEMM of the pooling layer's input, then the pooling unit."""
+        rows, w, w_zp, signed, base = self._identity(model, layer.inputs[0], x, what)
+        job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
+                      requant=RequantParams(mult=1, shift=0, bias=base), bias_in_check=False)
+        self._attach_pool(model, layer, job, x.shape[0], what)
+        return job
+
+    def _attach_pool(self, model, layer, job, batch, what):
+        """The pooling unit of ``job``'s RUNs computes ``layer``: ``job``'s rows (one per element of
+        the pooling input's ``(image, h, w)`` grid, with the residual rows if any) are reordered
+        window by window, the ``T = KH*KW`` taps of each window consecutively (any stride;
+        overlapping windows duplicate rows)."""
         i = self.info
         src = layer.inputs[0]
         t = model.tensors[src]
@@ -542,13 +637,16 @@ class Driver:
         elif (layer.lo is not None and layer.lo > pre[0]) or (layer.hi is not None and layer.hi < pre[1]):
             raise ValueError(f"{what}: clamp [{layer.lo}, {layer.hi}] can change values in [{pre[0]}, {pre[1]}]; "
                              f"the pooling unit clamps only in avg_tflite mode")
-        win = mac_array.im2col(x, layer.kernel, layer.stride, 0)            # (B, OH, OW, T*C), (kh, kw, c)
-        cin = x.shape[-1]
-        rows_in = win.reshape(-1, taps, cin).reshape(-1, cin)
-        rows, w, w_zp, signed, base = self._identity(model, src, rows_in, what)
-        job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
-                      requant=RequantParams(mult=1, shift=0, bias=base), pool=pool, bias_in_check=False)
-        return job, lambda y: y
+        h, w = t.shape[0], t.shape[1]
+
+        def windows(rows):
+            k = rows.shape[1]
+            win = mac_array.im2col(rows.reshape(batch, h, w, k), layer.kernel, layer.stride, 0)
+            return win.reshape(-1, k)                       # (B, OH, OW, T*k) -> T rows per window
+        job.x = windows(job.x)
+        if job.residual is not None:
+            job.residual = windows(job.residual)
+        job.pool = pool
 
 
 def _wrap32(v):
@@ -585,9 +683,13 @@ def _check_values(values, lo, hi, name, what):
 
 @dataclass
 class LayerStats:
-    """What one layer cost: packets and words on the streams, MAC steps, STATUS counter deltas."""
+    """What one layer cost: packets and words on the streams, MAC steps, STATUS counter deltas.
+
+    For a fused program (:meth:`Driver.plan`) ``name`` and ``kind`` join its layers' with "+";
+    ``output`` is always the tensor the program produces (the last layer's name)."""
     name: str
     kind: str
+    output: str = ""
     host: bool = False
     packets: int = 0
     runs: int = 0
@@ -600,7 +702,7 @@ class LayerStats:
     mac_cycles: int = 0
 
 
-def run_network(model, images, engine, driver=None):
+def run_network(model, images, engine, driver=None, fuse=False):
     """Run ``model`` on the integer ``images`` layer by layer on ``engine``.
 
     Each layer's packets for the whole batch go to the engine in one ``execute`` call, between two
@@ -615,11 +717,15 @@ def run_network(model, images, engine, driver=None):
     engine : object with ``execute(packets) -> list of Response``
     driver : Driver, optional
         Defaults to one built from the engine's INFO response.
+    fuse : bool
+        Run an add or pooling layer in the epilogue of the layer before it where it can
+        (:meth:`Driver.plan`): fewer cycles, and the tensors in between are not computed apart.
 
     Returns
     -------
     outputs : dict name -> int64 array, the input and every layer (as
-        ``IntegerDeployable.run(x, trace=True)``)
+        ``IntegerDeployable.run(x, trace=True)``), except, with ``fuse``, the layers that feed a
+        layer fused after them
     stats : dict with ``layers`` (list of :class:`LayerStats`), ``info`` (Info), totals
         ``packets``, ``words_sent``, ``words_received``, ``mac_steps``, ``useful_macs``,
         ``cycles``, ``mac_cycles``, and ``utilisation`` = useful MACs / (R * C * cycles) (None if
@@ -642,19 +748,20 @@ def run_network(model, images, engine, driver=None):
     driver.check(model)
     tensors = {model.input.name: x}
     layers = []
-    for layer in model.layers:
-        prog = driver.compile(model, layer, tensors)
+    for group in driver.plan(model, fuse):
+        prog = driver.compile_group(model, group, tensors)
+        last = group[-1]
         if prog.host:
-            tensors[layer.name] = prog.finish(None)
-            layers.append(LayerStats(name=layer.name, kind=layer.kind, host=True))
+            tensors[last.name] = prog.finish(None)
+            layers.append(LayerStats(name=last.name, kind=last.kind, output=last.name, host=True))
             continue
         responses = engine.execute([P.status()] + prog.packets + [P.status()])
-        tensors[layer.name], st = _layer_result(layer, prog, responses)
+        tensors[last.name], st = _layer_result(group, prog, responses)
         layers.append(st)
     return tensors, network_stats(layers, info)
 
 
-def run_layers(model, reference, engine, driver=None):
+def run_layers(model, reference, engine, driver=None, fuse=False):
     """Run every layer of ``model`` on ``engine`` in ONE ``execute`` call, each compiled from the
     ``reference`` tensors (e.g. golden's ``IntegerDeployable.run(x, trace=True)``).
 
@@ -676,6 +783,8 @@ def run_layers(model, reference, engine, driver=None):
         The input images under ``model.input.name`` and every layer's input tensor.
     engine : object with ``info`` (:class:`sim.protocol.Info`) and ``execute(packets)``
     driver : Driver, optional
+    fuse : bool
+        As :func:`run_network`.
 
     Returns
     -------
@@ -689,7 +798,7 @@ def run_layers(model, reference, engine, driver=None):
     driver.check(model)
     ref = dict(reference)
     ref[model.input.name] = x
-    progs = [(layer, driver.compile(model, layer, ref)) for layer in model.layers]
+    progs = [(group, driver.compile_group(model, group, ref)) for group in driver.plan(model, fuse)]
     packets = [P.info()]
     for _, prog in progs:
         if not prog.host:
@@ -702,13 +811,14 @@ def run_layers(model, reference, engine, driver=None):
     outputs = {model.input.name: x}
     layers = []
     at = 1
-    for layer, prog in progs:
+    for group, prog in progs:
+        last = group[-1]
         if prog.host:
-            outputs[layer.name] = prog.finish(None)
-            layers.append(LayerStats(name=layer.name, kind=layer.kind, host=True))
+            outputs[last.name] = prog.finish(None)
+            layers.append(LayerStats(name=last.name, kind=last.kind, output=last.name, host=True))
             continue
         n = len(prog.packets) + 2
-        outputs[layer.name], st = _layer_result(layer, prog, responses[at:at + n])
+        outputs[last.name], st = _layer_result(group, prog, responses[at:at + n])
         at += n
         layers.append(st)
     return outputs, network_stats(layers, info)
@@ -737,19 +847,21 @@ def _check_images(model, images):
     return x.astype(np.int64)
 
 
-def _layer_result(layer, prog, responses):
-    """``(output, LayerStats)`` of one layer from its responses, bracketed by two STATUS answers."""
+def _layer_result(group, prog, responses):
+    """``(output, LayerStats)`` of one program (a tuple of layers, the last one's output) from its
+    responses, bracketed by two STATUS answers."""
+    name, kind = "+".join(la.name for la in group), "+".join(la.kind for la in group)
     if len(responses) != len(prog.packets) + 2 or not (responses[0].ok and responses[-1].ok):
-        raise EngineError(f"layer {layer.name!r}: {len(prog.packets) + 2} packets, {len(responses)} "
+        raise EngineError(f"layer {name!r}: {len(prog.packets) + 2} packets, {len(responses)} "
                           f"responses, STATUS {[str(r) for r in responses[:1] + responses[-1:]]}")
     out = prog.decode(responses[1:-1])
     start, end = (P.decode_status(r.payload) for r in (responses[0], responses[-1]))
-    st = LayerStats(name=layer.name, kind=layer.kind, packets=len(prog.packets), runs=len(prog.runs),
+    st = LayerStats(name=name, kind=kind, output=group[-1].name, packets=len(prog.packets), runs=len(prog.runs),
                     words_sent=prog.words_sent, words_received=sum(2 + len(r.payload) for r in responses[1:-1]),
                     mac_steps=prog.mac_steps, useful_macs=prog.useful_macs,
                     **{k: end[k] - start[k] for k in ("cycles", "busy_cycles", "mac_cycles")})
     if st.mac_cycles != st.mac_steps:
-        raise EngineError(f"layer {layer.name!r}: STATUS reports {st.mac_cycles} MAC steps, the layer's "
+        raise EngineError(f"layer {name!r}: STATUS reports {st.mac_cycles} MAC steps, the layer's "
                           f"RUNs have {st.mac_steps}")
     return out, st
 

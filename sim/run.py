@@ -109,7 +109,7 @@ def _float_accuracies(model, x, y):
 
 
 def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, progress=False,
-        work_dir=None, model_path=None, hardware=None):
+        work_dir=None, model_path=None, hardware=None, fuse=False):
     """Run ``model`` (an :class:`golden.model_file.IntegerModel`) on ``sim`` and compare it with
     golden IntegerDeployable of ``reference`` (default ``model``); returns the report (a dict, the
     JSON of ``--json``).
@@ -131,6 +131,9 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
     hardware : dict, optional
         Further elaboration parameters of :class:`hw.config.AcceleratorConfig` (default: all at
         their defaults, as ``--rows``/``--cols`` use them).
+    fuse : bool
+        Fuse add and pooling layers into the epilogue of the layer before them where the hardware
+        can (:meth:`sim.driver.Driver.plan`); the fused-away tensors are not compared.
 
     Raises
     ------
@@ -192,13 +195,13 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
             if rtl:
                 try:
                     with _redirected(log):
-                        out, st = run_layers(model, ref, engine)
+                        out, st = run_layers(model, ref, engine, fuse=fuse)
                 except (AssertionError, EngineError, RuntimeError) as e:
                     first = (str(e).splitlines() or [type(e).__name__])[0]
                     raise EngineError(f"{sim} run of images {i}..{i + len(xc) - 1} failed: {first} "
                                       f"(log: {log})") from None
             else:
-                out, st = run_layers(model, ref, engine)
+                out, st = run_layers(model, ref, engine, fuse=fuse)
             refs.append(ref)
             outs.append(out)
             layer_stats.append(st["layers"])
@@ -252,8 +255,9 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
         "mac_steps": stats["mac_steps"],
         "useful_macs": stats["useful_macs"],
         "mac_utilization": stats["utilisation"],
-        "layers": [dict(name=s.name, kind=s.kind, host=s.host, elements=cmp[s.name][0],
-                        mismatches=cmp[s.name][1], max_abs_diff=cmp[s.name][2], cycles=s.cycles,
+        "fused": fuse,
+        "layers": [dict(name=s.name, kind=s.kind, host=s.host, output=s.output, elements=cmp[s.output][0],
+                        mismatches=cmp[s.output][1], max_abs_diff=cmp[s.output][2], cycles=s.cycles,
                         mac_steps=s.mac_steps, useful_macs=s.useful_macs,
                         mac_utilization=(s.useful_macs / (rows * cols * s.cycles) if s.cycles else None),
                         packets=s.packets, words_sent=s.words_sent, words_received=s.words_received)
@@ -290,17 +294,19 @@ def format_report(r):
         f"  {'RTL (' + r['sim'] + ')' if rtl else 'accelerator model':<26}  {_pct(a['engine'])}",
         f"  {r['accuracy_note']}",
         "",
-        f"per layer, {who} vs golden, every element (each layer compiled from golden's inputs)",
+        f"per layer, {who} vs golden, every element (each layer compiled from golden's inputs"
+        + ("; a+b: b fused into a's epilogue, b's output compared)" if r.get("fused") else ")"),
     ]
     w = max(len(s["name"]) for s in r["layers"])
-    lines.append(f"  {'layer':<{w}}  {'kind':<9}  {'elements':>8}  {'mismatch':>8}  {'cycles':>9}  "
+    kw = max(9, *(len(s["kind"]) for s in r["layers"]))
+    lines.append(f"  {'layer':<{w}}  {'kind':<{kw}}  {'elements':>8}  {'mismatch':>8}  {'cycles':>9}  "
                  f"{'MAC steps':>9}  {'useful MACs':>11}  {'MAC util':>8}")
     for s in r["layers"]:
         if s["host"]:
-            lines.append(f"  {s['name']:<{w}}  {s['kind']:<9}  {s['elements']:>8}  {s['mismatches']:>8}  "
+            lines.append(f"  {s['name']:<{w}}  {s['kind']:<{kw}}  {s['elements']:>8}  {s['mismatches']:>8}  "
                          f"{'host':>9}")
             continue
-        lines.append(f"  {s['name']:<{w}}  {s['kind']:<9}  {s['elements']:>8}  {s['mismatches']:>8}  "
+        lines.append(f"  {s['name']:<{w}}  {s['kind']:<{kw}}  {s['elements']:>8}  {s['mismatches']:>8}  "
                      f"{s['cycles']:>9}  {s['mac_steps']:>9}  {s['useful_macs']:>11}  {_pct(s['mac_utilization'])}")
     lines += [
         "",
@@ -309,7 +315,8 @@ def format_report(r):
         f"({r['array']['rows']} x {r['array']['cols']} x {r['cycles']} cycles)",
     ]
     if r["bit_exact"]:
-        lines.append(f"bit-exact: yes, all {r['elements']} elements of every layer equal golden")
+        every = "every layer compared (fused: each program's output)" if r.get("fused") else "every layer"
+        lines.append(f"bit-exact: yes, all {r['elements']} elements of {every} equal golden")
     else:
         lines.append(f"bit-exact: NO, {r['mismatches']} of {r['elements']} elements differ")
     lines.append(f"wall time: {r['wall_seconds']:.1f} s")
@@ -332,7 +339,7 @@ def _main(args):
     reference = model_file.load(args.reference) if args.reference else None
     try:
         r = run(model, reference, sim=args.sim, rows=args.rows, cols=args.cols, images=args.images,
-                progress=not args.json, work_dir=args.work_dir, model_path=path)
+                progress=not args.json, work_dir=args.work_dir, model_path=path, fuse=args.fuse)
     except (EngineError, RuntimeError) as e:
         print(f"intdeploy: run failed: {e}", file=sys.stderr)
         return 1
@@ -366,6 +373,9 @@ def add_parser(sub):
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
     p.add_argument("--reference", help="golden side: compare with IntegerDeployable of this model file "
                                        "(same layers) instead of MODEL's own")
+    p.add_argument("--fuse", action="store_true",
+                   help="run an add or pooling layer in the epilogue of the layer before it where the hardware "
+                        "can (fewer cycles; the tensors in between are then not compared; docs/driver.md)")
     p.add_argument("--work-dir", help="keep the RTL packets, responses and sim.log here (default: a "
                                       "temporary directory)")
     p.set_defaults(func=_main)

@@ -20,7 +20,7 @@ from golden.requantizer import INT32_MAX, RequantParams, requantize
 from golden.threshold import threshold
 from sim import protocol as P
 from sim.driver import (Driver, EngineError, GemmJob, ModelEngine, compare_outputs, first_mismatch,
-                        format_mismatch, run_network)
+                        format_mismatch, run_layers, run_network)
 
 SMALL = P.Info(rows=4, cols=4, weight_depth=16, weight_banks=2, act_depth=64, param_channels=16,
                residual_depth=32, threshold_channels=8, max_q=3, max_pool_taps=9, max_pool_shift=16)
@@ -199,6 +199,95 @@ def test_digits_network_end_to_end():
     assert [s.host for s in stats["layers"]] == [layer.kind == "flatten" for layer in model.layers]
     assert stats["mac_cycles"] == stats["mac_steps"] > 0
     assert 0 < stats["utilisation"] < 1
+
+
+# --- fusion (Driver.plan) --------------------------------------------------------------------------
+
+def _names(groups):
+    return [tuple(la.name for la in g) for g in groups]
+
+
+def _check_fused(model, x, info=SMALL):
+    """The fused run on the golden engine: every tensor it returns equals IntegerDeployable's, the
+    fused-away tensors are absent and the network outputs present. Returns the plan and the
+    fused and unfused stats."""
+    golden, _, plain = _check(model, x, info)
+    groups = Driver(info).plan(model, fuse=True)
+    out, stats = run_network(model, x, ModelEngine(info), fuse=True)
+    inner = {la.name for g in groups for la in g[:-1]}
+    assert set(out) == set(golden) - inner and set(model.outputs) <= set(out)
+    for name, a in out.items():
+        np.testing.assert_array_equal(a, golden[name], err_msg=name)
+    assert first_mismatch(model, golden, out) is None
+    return groups, stats, plain
+
+
+def test_fusion_digits_network():
+    model = model_file.load(digits.MODEL_FILE)
+    x = digits.load_split()[2][:8]
+    assert _names(Driver(P.Info()).plan(model)) == [(la.name,) for la in model.layers]
+    groups, st, plain = _check_fused(model, x, P.Info())
+    # conv1 feeds conv2 and the add; the add's 16-bit sum feeds a requant (the add unit's output
+    # requantizer is the add's own): neither fuses. conv2 is the add's SECOND input (swapped branches).
+    assert _names(groups) == [("conv1",), ("conv2", "add.sum"), ("add", "pool"), ("flat",), ("fc",)]
+    assert [s.output for s in st["layers"]] == ["conv1", "add.sum", "pool", "flat", "fc"]
+    assert [s.name for s in st["layers"]][1:3] == ["conv2+add.sum", "add+pool"]
+    by = {s.name: s for s in plain["layers"]}
+    assert st["mac_steps"] == plain["mac_steps"] - by["add.sum"].mac_steps - by["pool"].mac_steps
+    assert st["words_sent"] < plain["words_sent"] and st["cycles"] < plain["cycles"]
+    golden = IntegerDeployable(model).run(x, trace=True)
+    out, _ = run_layers(model, golden, ModelEngine(P.Info()), fuse=True)
+    assert set(out) == set(golden) - {"conv2", "add"}
+    for name, a in out.items():
+        np.testing.assert_array_equal(a, golden[name], err_msg=name)
+
+
+def _soak_info(**kw):
+    from sim.soak import HARDWARE
+    return P.Info(**{**{k: v for k, v in HARDWARE.items() if k in P.Info.__dataclass_fields__}, **kw})
+
+
+def test_fusion_random_networks():
+    from sim.soak import random_network
+    kinds = set()
+    for seed in range(40):
+        model, x = random_network(seed)
+        groups, _, _ = _check_fused(model, x, _soak_info())
+        kinds |= {"+".join(la.kind for la in g) for g in groups}
+    # every pattern the random networks contain was fused at least once
+    assert {"conv2d+add", "conv2d+add+maxpool2d", "conv2d+add+avgpool2d", "conv2d+maxpool2d",
+            "conv2d+avgpool2d"} <= kinds
+
+
+def test_fusion_threshold_then_overlapping_max_pool():
+    rng = np.random.default_rng(6)
+    w = rng.integers(-128, 128, (7, 2, 2, 3)).astype(np.int8)
+    x = rng.integers(0, 256, (2, 6, 5, 3))
+    acc = conv2d(x, w, 1, 0, 0, 0)
+    th = np.sort(rng.integers(int(acc.min()), int(acc.max()), (7, 7)), axis=1)
+    layers = (MacLayer(kind="conv2d", name="th", inputs=("input",), weight=w, threshold=Threshold(th, np.zeros(7, bool)),
+                       dtype="uint8"),
+              PoolLayer(name="pool", inputs=("th",), mode="max", kernel=(3, 2), stride=(1, 2), dtype="uint8"))
+    model = IntegerModel(input=InputSpec(shape=(6, 5, 3)), layers=layers, outputs=("pool",))
+    groups, st, plain = _check_fused(model, x)
+    assert _names(groups) == [("th", "pool")]
+    assert st["mac_steps"] > plain["layers"][0].mac_steps     # overlapping windows repeat rows
+
+
+def test_fusion_falls_back_where_it_cannot_apply():
+    from sim.soak import random_network
+    model = model_file.load(digits.MODEL_FILE)
+    x = digits.load_split()[2][:2]
+    # a network output stays a program's output
+    both = IntegerModel(input=model.input, layers=model.layers, outputs=("fc", "conv2"))
+    groups, _, _ = _check_fused(both, x, P.Info())
+    assert ("conv2",) in _names(groups) and ("add.sum",) in _names(groups)
+    # a pooling window that does not fit the residual buffer: the add fuses, the pooling does not
+    seed = next(s for s in range(100) if [la.name for la in random_network(s)[0].layers][1:4] == ["conv2", "res", "pool"])
+    model, x = random_network(seed)
+    assert ("conv2", "res", "pool") in _names(Driver(_soak_info()).plan(model, fuse=True))
+    groups, _, _ = _check_fused(model, x, _soak_info(residual_depth=3))
+    assert ("conv2", "res") in _names(groups) and ("pool",) in _names(groups)
 
 
 # --- tiling at the GEMM level -------------------------------------------------------------------------
