@@ -168,16 +168,21 @@ def soak_run(seed, sim="verilator", work_dir=None):
     golden = IntegerDeployable(model).run(x, trace=True)
     info = P.Info(**{k: v for k, v in HARDWARE.items() if k in P.Info.__dataclass_fields__})
     rec = _Recorder(ModelEngine(info))
-    run_network(model, x, rec)
+    fuse = bool(seed % 2)                       # odd seeds fuse add/pooling layers (Driver.plan)
+    run_network(model, x, rec, fuse=fuse)
     bench = random_bench(seed)
     bench.pop("ratio")
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="intdeploy-soak-"))
     packets = [p for call in rec.calls for p in call]
     responses, cycles = run_top(sim, HARDWARE, test_dir=work_dir / f"seed{seed}", packets=packets, seed=seed,
                                 **bench)
-    out, _ = run_network(model, x, _Replay(rec.calls, responses))
-    for name, g in golden.items():
-        if not np.array_equal(out[name], g):
+    out, _ = run_network(model, x, _Replay(rec.calls, responses), fuse=fuse)
+    missing = set(model.outputs) - set(out)
+    if missing:
+        raise AssertionError(f"outputs {sorted(missing)} not returned")
+    for name, a in out.items():
+        g = golden[name]
+        if not np.array_equal(a, g):
             bad = np.argwhere(out[name] != g)[0]
             raise AssertionError(f"layer {name}: RTL {out[name][tuple(bad)]} != golden {g[tuple(bad)]} "
                                  f"at {bad.tolist()}")

@@ -272,28 +272,33 @@ class _Replay:
         return out
 
 
-def run_network_on_top(sim, params, ratio, tmp_path, *, seed=0, idle=0.2, backpressure=0.3, **bench):
+def run_network_on_top(sim, params, ratio, tmp_path, *, seed=0, idle=0.2, backpressure=0.3, fuse=False, **bench):
     """The network through the top: every response compared with the model in the bench, every
-    layer tensor decoded from the RTL's responses and compared with golden IntegerDeployable."""
+    layer tensor decoded from the RTL's responses and compared with golden IntegerDeployable
+    (with ``fuse``, conv2 + add + pooling run as one program and its output is compared)."""
     model, x = network(seed, weight_bits=params.get("weight_bits", 8))
     golden = IntegerDeployable(model).run(x, trace=True)
     rec = _Recorder(info_of(params))
-    run_network(model, x, rec)
+    run_network(model, x, rec, fuse=fuse)
     packets = [p for call in rec.calls for p in call]
     bus, core = RATIOS[ratio]
     responses, cycles = run_top(sim, params, test_dir=tmp_path, packets=packets, seed=seed,
                                 bus_period=bus, core_period=core, idle=idle, idle_burst=3,
                                 backpressure=backpressure, bp_burst=4, **bench)
-    out, stats = run_network(model, x, _Replay(rec.calls, responses))
-    for name, g in golden.items():
-        np.testing.assert_array_equal(out[name], g, err_msg=f"layer {name} on {sim} at {ratio}")
+    out, stats = run_network(model, x, _Replay(rec.calls, responses), fuse=fuse)
+    fused_away = {"conv2", "res"} if fuse else set()
+    assert set(out) == set(golden) - fused_away
+    for name, a in out.items():
+        np.testing.assert_array_equal(a, golden[name], err_msg=f"layer {name} on {sim} at {ratio}")
     return stats, cycles
 
 
-@pytest.mark.parametrize("sim, ratio", [("verilator", "10:11"), ("verilator", "1:4"), ("icarus", "11:10")])
-def test_network_bit_exact(sim, ratio, tmp_path):
-    stats, cycles = run_network_on_top(sim, QUICK, ratio, tmp_path)
+@pytest.mark.parametrize("sim, ratio, fuse", [("verilator", "10:11", False), ("verilator", "1:4", True),
+                                              ("icarus", "11:10", False)])
+def test_network_bit_exact(sim, ratio, fuse, tmp_path):
+    stats, cycles = run_network_on_top(sim, QUICK, ratio, tmp_path, fuse=fuse)
     assert stats["mac_cycles"] == stats["mac_steps"] > 0
+    assert [s.name for s in stats["layers"]][1] == ("conv2+res+pool" if fuse else "conv2")
 
 
 @pytest.mark.regress
