@@ -16,6 +16,9 @@ INFO (docs/driver.md explains each lowering):
   pooling unit (any stride, no padding).
 * ``flatten``: done on the host (a reshape, no arithmetic).
 
+With ``fuse`` (:meth:`Driver.plan`) an ``add`` and then a pooling layer run in the epilogue of the
+layer before them, in the same RUNs, where the hardware can.
+
 A tensor wider than 8 bits (e.g. NEMO's int32 Add sum, proven to fit 16 bits) enters an identity
 GEMM as two bytes ``lo + 256*hi`` with weights ``1, 128, 128`` (``w - w_zp`` with ``w_zp =
 -128``), exact, so the element-wise layers after it still run on the accelerator.
@@ -435,12 +438,14 @@ class Driver:
     def plan(self, model, fuse=False):
         """The programs of ``model``: a list of tuples of layers, in model order.
 
-        Without ``fuse`` every layer is its own program. With ``fuse``, a layer whose output only
-        feeds the next layer (and is not a network output) takes that layer into its program when
-        the epilogue can compute both: an ``add`` after a MAC, requant or pooling-free layer (the
-        other operand a byte, per-tensor requantizers), then a pooling layer (its window rows
-        fit the buffers). Fusing changes neither arithmetic nor results; it saves the identity
-        GEMM, the words and the read-back of the tensors in between, which are then not observed.
+        Without ``fuse`` every layer is its own program. With ``fuse``, a program whose output
+        feeds only the next layer (and is not a network output) takes that layer in when the
+        epilogue can compute it after what the program already does: an ``add`` if the program has
+        no add or pooling yet (the other operand a byte, per-tensor requantizers), a pooling layer
+        if it has no pooling yet, and the combined program fits the buffers (docs/driver.md,
+        "Fusion"). Fusing changes neither arithmetic nor results; it saves the fused layer's
+        identity GEMM, the words of its operand and the read-back of the tensor in between, which
+        is then not observed.
         """
         layers = list(model.layers)
         if not fuse:
