@@ -19,9 +19,10 @@ INFO (docs/driver.md explains each lowering):
 With ``fuse`` (:meth:`Driver.plan`) an ``add`` and then a pooling layer run in the epilogue of the
 layer before them, in the same RUNs, where the hardware can.
 
-A tensor wider than 8 bits (e.g. NEMO's int32 Add sum, proven to fit 16 bits) enters an identity
-GEMM as two bytes ``lo + 256*hi`` with weights ``1, 128, 128`` (``w - w_zp`` with ``w_zp =
--128``), exact, so the element-wise layers after it still run on the accelerator.
+A tensor wider than 8 bits whose proven range has at most 65536 values (e.g. NEMO's int32 Add
+sum, proven to fit ``[0, 368]``) enters an identity GEMM offset by its minimum and split into two
+bytes ``a + 255*b`` (three, ``a + 128*b + 128*b``, for a range of more than 65280 values), exact,
+so the element-wise layers after it still run on the accelerator.
 
 Layers the accelerator cannot run exactly are refused with ``ValueError("layer 'name' (kind):
 reason")`` before anything is sent: accumulator overflow (:func:`golden.mac_array.check_accumulator`
@@ -519,8 +520,13 @@ class Driver:
         """Rows, weights, zero points carrying tensor ``name`` through an identity GEMM.
 
         Returns ``(rows (M, K), w (C, K), w_zp (C,), x_signed, base)`` such that the accumulator
-        of channel ``c`` is ``value - base`` exactly; ``base`` is 0 or -32768 (16-bit signed values
-        are offset to unsigned, and the epilogue's bias adds ``base`` back).
+        of channel ``c`` is ``value - base`` exactly (the epilogue's bias adds ``base`` back). A byte
+        tensor passes as it is (``K = C``, base 0). A wider one, of at most 65536 values, is offset
+        by its proven minimum (``base = lo``, ``u = value - lo``) and split into bytes weighted by
+        ``w - w_zp`` with ``w_zp = -128``: ``u = a + 255*b`` (``a = u mod 255``, weights ``-127, 127``
+        give 1, 255; two bytes, ``K = 2C``) when ``u <= 255*255 + 254 = 65279``, else ``u = a +
+        128*b + 128*b`` (``a = u mod 256``, weights ``-127, 0, 0`` give 1, 128, 128; three bytes,
+        ``K = 3C``). Every other weight equals the zero point and contributes 0.
         """
         t = model.tensors[name]
         _check_values(values, t.lo, t.hi, name, what)
@@ -529,23 +535,23 @@ class Driver:
         signed = _fits8(t.lo, t.hi, 0)
         if signed is not None:
             return v, np.eye(ch, dtype=np.int64), np.zeros(ch, dtype=np.int64), signed, 0
-        if t.lo >= 0 and t.hi <= 0xFFFF:
-            base = 0
-        elif t.lo >= -0x8000 and t.hi <= 0x7FFF:
-            base = -0x8000
-        else:
-            raise ValueError(f"{what}: input {name!r} spans [{t.lo}, {t.hi}], wider than 16 bits; the activation "
-                             f"buffer holds bytes")
+        if t.hi - t.lo > 0xFFFF:
+            raise ValueError(f"{what}: input {name!r} spans [{t.lo}, {t.hi}], wider than 16 bits (more than 65536 "
+                             f"values); the activation buffer holds bytes")
         if self.info.weight_bits != 8:
             raise ValueError(f"{what}: input {name!r} spans [{t.lo}, {t.hi}]; splitting it into bytes needs 8-bit "
                              f"weights, the accelerator has {self.info.weight_bits}-bit weights")
+        base = t.lo
         u = v - base
-        rows = np.stack([u & 0xFF, u >> 8, u >> 8], axis=2).reshape(v.shape[0], 3 * ch)
-        # acc = lo*(w0 - zp) + hi*(w1 - zp) + hi*(w2 - zp) with zp = -128: weights -127, 0, 0 give 1, 128, 128;
-        # every other weight equals the zero point and contributes 0.
-        w = np.full((ch, 3 * ch), -128, dtype=np.int64)
+        if t.hi - t.lo <= 255 * 255 + 254:
+            parts, pattern = [u % 255, u // 255], (-127, 127)
+        else:
+            parts, pattern = [u & 0xFF, u >> 8, u >> 8], (-127, 0, 0)
+        n = len(parts)
+        rows = np.stack(parts, axis=2).reshape(v.shape[0], n * ch)
+        w = np.full((ch, n * ch), -128, dtype=np.int64)
         for c in range(ch):
-            w[c, 3 * c:3 * c + 3] = (-127, 0, 0)
+            w[c, n * c:n * c + n] = pattern
         return rows, w, np.full(ch, -128, dtype=np.int64), False, base
 
     def _add(self, model, layer, xs, what):

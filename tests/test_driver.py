@@ -163,6 +163,24 @@ def test_requant_layer_on_signed_16_bit_tensor():
     _check(model, x)
 
 
+@pytest.mark.parametrize("lo, span, steps", [(-32768, 65535, 3), (-40000, 65280, 3), (-40000, 65279, 2),
+                                            (1000, 368, 2), (-7, 255, 2)])
+def test_wide_tensor_split_into_two_or_three_bytes(lo, span, steps):
+    """A 16-bit range goes through the identity GEMM as a + 255*b (2 bytes) up to 65279 above its
+    minimum, else as a + 128*b + 128*b (3 bytes); both exact, at both ends of the range."""
+    rng = np.random.default_rng(span)
+    hi = lo + span
+    spec = InputSpec(shape=(3, 3, 4), dtype="int32", zero_point=0, lo=lo, hi=hi)
+    x = rng.integers(lo, hi + 1, (3, 3, 3, 4))
+    x[0, 0, 0], x[0, 0, 1] = lo, hi
+    x[1, 0, 0] = lo + 255 * 255 if span >= 255 * 255 else hi - 1
+    rq = RequantParams(mult=np.arange(3, 7), shift=9, bias=-5, lo=-128, hi=127, rounding="half_even")
+    model = IntegerModel(input=spec, layers=(RequantLayer(name="r", inputs=("input",), requant=rq, dtype="int8"),),
+                         outputs=("r",))
+    _, _, stats = _check(model, x, P.Info(rows=4, cols=4))
+    assert stats["mac_steps"] == 27 * steps                 # 27 pixels of 4 channels, K = 4 * bytes
+
+
 @pytest.mark.parametrize("mode, kernel, stride, d, lo, hi", [
     ("max", (2, 2), (2, 2), None, None, None),
     ("max", (2, 2), (1, 1), None, None, None),           # overlapping windows: rows are duplicated
