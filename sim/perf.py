@@ -128,17 +128,21 @@ def run_gemm(engine, job):
     return res
 
 
-def network_layers(engine, images=4):
+def network_layers(engine, images=4, fuse=False):
     """The demo network (digits) on ``engine`` for the first ``images`` test images: figures per
-    layer and in total; raises AssertionError unless every layer tensor equals golden's."""
+    layer (per program with ``fuse``: :meth:`sim.driver.Driver.plan`) and in total; raises
+    AssertionError unless every tensor returned equals golden's (with ``fuse``, the fused-away
+    ones are not returned; the network output always is)."""
     from golden import digits, model_file
     from golden.network import IntegerDeployable
     from sim.driver import run_network
     model = model_file.load(digits.MODEL_FILE)
     x = digits.load_split()[2][:images]
-    out, stats = run_network(model, x, engine)
-    for name, g in IntegerDeployable(model).run(x, trace=True).items():
-        np.testing.assert_array_equal(out[name], g, err_msg=f"demo network layer {name}: RTL != golden")
+    out, stats = run_network(model, x, engine, fuse=fuse)
+    golden = IntegerDeployable(model).run(x, trace=True)
+    assert set(model.outputs) <= set(out), f"demo network: outputs {model.outputs} not all returned"
+    for name, a in out.items():
+        np.testing.assert_array_equal(a, golden[name], err_msg=f"demo network layer {name}: RTL != golden")
     R, C = stats["info"].rows, stats["info"].cols
     layers = []
     for s in stats["layers"]:
@@ -156,7 +160,7 @@ def network_layers(engine, images=4):
     # of the layers' bounds, not max over the sums.
     total["io_bound"] = _ratio(tot["useful_macs"], R * C * sum(max(d["busy_cycles"], d["words_sent"])
                                                                  for d in layers))
-    return {"model": model.name, "images": int(images), "layers": layers, "total": total}
+    return {"model": model.name, "images": int(images), "fused": bool(fuse), "layers": layers, "total": total}
 
 
 def sim_speed(params, job, work_dir):
@@ -242,6 +246,11 @@ def summary_table(res):
         t = net["total"]
         rows.append(["MAC utilisation, demo network end to end (steady)",
                      f"{_pct(t['end_to_end'])} ({_pct(t['steady'])})"])
+    fused = res.get("network_fused")
+    if fused:
+        t = fused["total"]
+        rows.append(["MAC utilisation, demo network with fusion (`--fuse`) end to end (steady)",
+                     f"{_pct(t['end_to_end'])} ({_pct(t['steady'])})"])
     if res.get("gemms"):
         best = max(res["gemms"], key=lambda d: d["steady"] or 0)
         rows.append([f"MAC utilisation, GEMM {best['M']}x{best['N']}x{best['K']} steady (end to end)",
@@ -279,6 +288,13 @@ def render_markdown(res):
                 _table(_UTIL_HEAD, _util_rows(net["layers"] + [net["total"]],
                                               lambda d: f"{d['name']} ({d['kind']})" if d["kind"] else "total")),
                 "", "![utilisation per layer](utilisation.png)", ""]
+    fused = res.get("network_fused")
+    if fused:
+        out += [f"## MAC utilisation: demo network with fusion ({fused['images']} images, add and pooling layers in "
+                f"the epilogue of the layer before them: docs/driver.md, \"Fusion\")", "",
+                _table(_UTIL_HEAD, _util_rows(fused["layers"] + [fused["total"]],
+                                              lambda d: f"{d['name']} ({d['kind']})" if d["kind"] else "total")),
+                ""]
     if res.get("gemms"):
         out += [f"## MAC utilisation: GEMM sweep (M, N, K) on the {a['rows']}x{a['cols']} array", "",
                 _table(_UTIL_HEAD, _util_rows(res["gemms"], lambda d: f"{d['M']}x{d['N']}x{d['K']}")), ""]
@@ -389,8 +405,10 @@ def main(args):
     work = ROOT / "build" / "perf"
     if "network" in args.parts:
         say(f"demo network on the RTL ({args.images} images) ...")
-        res["network"] = network_layers(RtlEngine("verilator", params, work_dir=work / "network", **BENCH),
-                                        images=args.images)
+        eng = RtlEngine("verilator", params, work_dir=work / "network", **BENCH)
+        res["network"] = network_layers(eng, images=args.images)
+        say(f"demo network with fusion on the RTL ({args.images} images) ...")
+        res["network_fused"] = network_layers(eng, images=args.images, fuse=True)
     if "gemm" in args.parts:
         eng = RtlEngine("verilator", params, work_dir=work / "gemm", **BENCH)
         res["gemms"] = []
