@@ -265,6 +265,10 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
         "wall_seconds": round(time.perf_counter() - t0, 2),
     }
     report["mismatch_line"] = None if m is None else _mismatch_line(m, sim)
+    program = next((s.name for s in layers if m is not None and s.output == m.layer and "+" in s.name), None)
+    if program:
+        report["mismatch_line"] += (f"; in the fused program {program}: run without --fuse to find which of its "
+                                    f"layers differs first")
     return report
 
 
