@@ -266,7 +266,7 @@ class CommandProcessor(wiring.Component):
         mul_b = Signal(16)
         product = Signal(32)
         m.d.comb += product.eq(mul_a * mul_b)
-        p_mk = Signal(32)
+        p_mk = Signal(33)
         p_nk = Signal(32)
         p_nm = Signal(32)
         p_no = Signal(32)
@@ -333,7 +333,8 @@ class CommandProcessor(wiring.Component):
                 with m.Case(7):
                     zp = word[8:16]
                     m.d.sync += [run.x_signed.eq(word[0]),
-                                 run.x_zp.eq(Mux(word[0], zp.as_signed(), zp))]
+                                 run.x_zp.eq(Mux(word[0], zp.as_signed(), zp)),
+                                 run.row_step.eq(word[16:32])]
                 with m.Case(8):
                     m.d.sync += [d_epilogue.eq(word[0:2]), run.threshold.eq(word[0:2] == 1),
                                  run.add.eq(word[4]), run.pool.eq(word[5]),
@@ -372,8 +373,9 @@ class CommandProcessor(wiring.Component):
             m.d.sync += chk.eq(chk + 1)
             with m.Switch(chk):
                 with m.Case(0):
-                    m.d.comb += [mul_a.eq(mc), mul_b.eq(ks)]
-                    m.d.sync += p_mk.eq(product)
+                    # the last activation entry read is act_base + (m_count - 1) * row_step + k_steps - 1
+                    m.d.comb += [mul_a.eq(mc - 1), mul_b.eq(Mux(run.row_step == 0, ks, run.row_step))]
+                    m.d.sync += p_mk.eq(product + ks)
                 with m.Case(1):
                     m.d.comb += [mul_a.eq(n), mul_b.eq(ks)]
                     m.d.sync += p_nk.eq(product)

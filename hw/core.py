@@ -19,7 +19,7 @@ AXI4-Stream ports around it.
     o (words) <- CommandProcessor <- ResultPacker
 """
 
-from amaranth import Module, Shape, Signal, unsigned
+from amaranth import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
@@ -119,7 +119,7 @@ class Core(wiring.Component):
         m.d.comb += [
             seq.start.valid.eq(start),
             sp.m_count.eq(cfg.m_count), sp.k_steps.eq(cfg.k_steps), sp.n_tiles.eq(cfg.n_tiles),
-            sp.act_base.eq(cfg.act_base),
+            sp.act_base.eq(cfg.act_base), sp.row_step.eq(Mux(cfg.row_step == 0, cfg.k_steps, cfg.row_step)),
             sp.weight_base.eq(cfg.bank * c.weight_depth + cfg.weight_base),
             sp.x_signed.eq(cfg.x_signed), sp.x_zp.eq(cfg.x_zp),
             cache.start.eq(start), cache.channel_base.eq(cfg.channel_base),

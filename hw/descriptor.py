@@ -79,7 +79,7 @@ def run_layout(*, act_bits, bank_bits, weight_bits, channel_bits, residual_bits,
     """The decoded RUN descriptor that the command processor hands to the datapath.
 
     Counts are 16 bits (the descriptor checks limit them to 1..65535); addresses have their
-    buffer's width. ``outputs`` is ``m_count / taps`` with pooling, else ``m_count``.
+    buffer's width. ``row_step`` is the descriptor's field (0 stands for ``k_steps``). ``outputs`` is ``m_count / taps`` with pooling, else ``m_count``.
     """
     return data.StructLayout({
         "m_count": unsigned(16),
@@ -92,6 +92,7 @@ def run_layout(*, act_bits, bank_bits, weight_bits, channel_bits, residual_bits,
         "channel_base": unsigned(channel_bits),
         "x_signed": unsigned(1),
         "x_zp": signed(9),
+        "row_step": unsigned(16),
         "threshold": unsigned(1),
         "add": unsigned(1),
         "pool": unsigned(1),

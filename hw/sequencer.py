@@ -1,10 +1,11 @@
 """The layer sequencer: a RUN's steps, read from the buffers and fed to the MAC array.
 
 docs/protocol.md (RUN): for each channel tile ``n``, for each GEMM row ``m``, ``k_steps`` steps;
-step ``k`` multiplies activation entry ``act_base + m*k_steps + k`` with weight entry
-``weight_base + n*k_steps + k``. Within a tile the activation address just counts up; the
-weight address counts up within a row and restarts at the tile's first entry for the next row.
-No multiplier is needed.
+step ``k`` multiplies activation entry ``act_base + m*row_step + k`` with weight entry
+``weight_base + n*k_steps + k``. Within a row both addresses count up; the activation address
+of the next row is the row's first entry plus ``row_step`` (``k_steps`` for rows back to back;
+less lets consecutive rows share entries), the weight address restarts at the tile's first
+entry. No multiplier is needed.
 """
 
 from amaranth import Module, Shape, Signal, signed, unsigned
@@ -41,8 +42,9 @@ class LayerSequencer(wiring.Component):
     ----------
     start : ``In(stream.Signature(start_layout))``
         One beat starts a run: ``m_count``, ``k_steps``, ``n_tiles`` (16 bits, >= 1),
-        ``act_base``, ``weight_base`` (already including ``bank * weight_depth``), ``x_signed``,
-        ``x_zp``. Accepted only when idle.
+        ``act_base``, ``row_step`` (>= 1; ``k_steps`` for rows back to back), ``weight_base``
+        (already including ``bank * weight_depth``), ``x_signed``, ``x_zp``. Accepted only
+        when idle.
     acts, weights : ``In(ReadPort.Signature(...))``
         The buffers' read ports (driven by the sequencer).
     tile_ready : ``In(1)``
@@ -60,7 +62,8 @@ class LayerSequencer(wiring.Component):
         self.rows, self.cols, self.weight_bits = rows, cols, weight_bits
         self.start_layout = data.StructLayout({
             "m_count": unsigned(16), "k_steps": unsigned(16), "n_tiles": unsigned(16),
-            "act_base": unsigned(act_addr_width), "weight_base": unsigned(weight_addr_width),
+            "act_base": unsigned(act_addr_width), "row_step": unsigned(16),
+            "weight_base": unsigned(weight_addr_width),
             "x_signed": unsigned(1), "x_zp": signed(9),
         })
         super().__init__({
@@ -83,6 +86,7 @@ class LayerSequencer(wiring.Component):
         mm = Signal(16)
         n = Signal(16)
         a_addr = Signal(len(self.acts.addr))
+        a_row = Signal(len(self.acts.addr))         # first activation entry of the current row
         w_addr = Signal(len(self.weights.addr))
         w_tile = Signal(len(self.weights.addr))     # first weight entry of the current tile
 
@@ -121,15 +125,17 @@ class LayerSequencer(wiring.Component):
         with m.If(issue):
             m.d.sync += [k.eq(k + 1), a_addr.eq(a_addr + 1), w_addr.eq(w_addr + 1)]
             with m.If(end_k):
-                m.d.sync += [k.eq(0), mm.eq(mm + 1), w_addr.eq(w_tile)]
+                m.d.sync += [k.eq(0), mm.eq(mm + 1), w_addr.eq(w_tile),
+                             a_row.eq(a_row + cfg.row_step), a_addr.eq(a_row + cfg.row_step)]
                 with m.If(end_m):
                     m.d.comb += self.tile_next.eq(1)
-                    m.d.sync += [mm.eq(0), n.eq(n + 1), a_addr.eq(cfg.act_base),
+                    m.d.sync += [mm.eq(0), n.eq(n + 1), a_addr.eq(cfg.act_base), a_row.eq(cfg.act_base),
                                  w_tile.eq(w_tile + cfg.k_steps), w_addr.eq(w_tile + cfg.k_steps)]
                     with m.If(end_n):
                         m.d.sync += running.eq(0)
         with m.If(self.start.valid & self.start.ready):
             s = self.start_layout(self.start.payload)
             m.d.sync += [cfg.eq(s), running.eq(1), k.eq(0), mm.eq(0), n.eq(0),
-                         a_addr.eq(s.act_base), w_addr.eq(s.weight_base), w_tile.eq(s.weight_base)]
+                         a_addr.eq(s.act_base), a_row.eq(s.act_base), w_addr.eq(s.weight_base),
+                         w_tile.eq(s.weight_base)]
         return m

@@ -301,7 +301,8 @@ class AcceleratorModel:
         m, k, nt = w[0], w[1], w[2]
         if not (1 <= m <= 0xFFFF and 1 <= k <= 0xFFFF and 1 <= nt <= 0xFFFF):
             raise _Error(_OUT_OF_RANGE)
-        if w[3] + m * k > i.act_depth:
+        row_step = (w[7] >> 16) or k
+        if w[3] + (m - 1) * row_step + k > i.act_depth:
             raise _Error(_OUT_OF_RANGE)
         if w[4] >= i.weight_banks or w[5] + nt * k > i.weight_depth:
             raise _Error(_OUT_OF_RANGE)
@@ -358,7 +359,8 @@ class AcceleratorModel:
         R, C = i.rows, i.cols
         d, _ = P.RunDescriptor.decode(w)
         m, k, nt = d.m_count, d.k_steps, d.n_tiles
-        raw = self.acts[d.act_base:d.act_base + m * k]
+        rows = d.act_base + (d.row_step or k) * np.arange(m)[:, None] + np.arange(k)      # entry of (row, step)
+        raw = self.acts[rows]
         x = (P.sext(raw, 8) if d.x_signed else raw).reshape(m, k * C)
         if d.add:
             add_params = AddParams(in_zero_points=d.add_zero_points, left_shift=d.add_left_shift,

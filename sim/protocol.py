@@ -370,7 +370,8 @@ class RunDescriptor:
     """The RUN command's layer descriptor (docs/protocol.md); defaults are a plain GEMM.
 
     ``add_branches`` (two RequantParams) and ``add_output`` are per-tensor requantizers;
-    ``pool_mult`` defaults (None) to ``floor(2**pool_d / pool_taps)``.
+    ``pool_mult`` defaults (None) to ``floor(2**pool_d / pool_taps)``. ``row_step``: activation
+    entries from one GEMM row's first step to the next row's (0: ``k_steps``, rows back to back).
     """
     m_count: int
     k_steps: int
@@ -397,6 +398,7 @@ class RunDescriptor:
     pool_mult: int = None
     pool_lo: int = -128
     pool_hi: int = 127
+    row_step: int = 0
 
     def encode(self):
         """The 40 descriptor words; ValueError naming the field for a value that does not fit."""
@@ -405,7 +407,7 @@ class RunDescriptor:
                                   "channel_base")):
             w[i] = _field(getattr(self, name), name, 32)
         zp = _field(self.x_zero_point, "x_zero_point", 8, signed=bool(self.x_signed))
-        w[7] = int(bool(self.x_signed)) | (zp << 8)
+        w[7] = int(bool(self.x_signed)) | (zp << 8) | (_field(self.row_step, "row_step", 16) << 16)
         if self.epilogue not in ("requant", "threshold"):
             raise ValueError(f"epilogue: {self.epilogue!r} is not one of requant, threshold")
         if self.out_bytes not in OUT_BYTES_CODES:
@@ -467,7 +469,7 @@ class RunDescriptor:
                 add_branches=(rq(w[13:21]), rq(w[21:29])), add_output=rq(w[29:37]),
                 pool_mode={v: k for k, v in POOL_MODES.items()}.get(w[37] & 3, f"code {w[37] & 3}"),
                 pool_taps=(w[37] >> 8) & 0xFF, pool_d=(w[37] >> 16) & 0x3F, pool_mult=w[38],
-                pool_lo=sext(w[39], 16), pool_hi=sext(w[39] >> 16, 16))
+                pool_lo=sext(w[39], 16), pool_hi=sext(w[39] >> 16, 16), row_step=w[7] >> 16)
         return d, w
 
 

@@ -187,7 +187,15 @@ TABLE = [
     ("RUN avg_tflite lo == hi", run_pk(pool=True, pool_taps=2, pool_mode="avg_tflite", pool_lo=-1, pool_hi=-1), OK),
     ("RUN add error before pool error", run_pk(**_ADD, residual_base=7, pool=True, w37=3), OOR),
     ("RUN reserved descriptor bits ignored",
-     run_pk(w7=0x00FE | 0xFFFF0000, w8=0xFFFFFC00 | 0b11001100), OK),
+     run_pk(w7=0x00FE, w8=0xFFFFFC00 | 0b11001100), OK),
+    # row_step: rows share entries (the last one read is act_base + (m - 1) * row_step + k - 1)
+    ("RUN row_step: last entry at act_depth - 1", run_pk(m_count=5, k_steps=4, row_step=3), OK),
+    ("RUN row_step: one entry beyond", run_pk(m_count=5, k_steps=4, row_step=3, act_base=1), OOR),
+    ("RUN row_step > k_steps fits", run_pk(m_count=2, k_steps=1, row_step=15), OK),
+    ("RUN row_step > k_steps beyond", run_pk(m_count=2, k_steps=1, row_step=16), OOR),
+    ("RUN row_step huge", run_pk(m_count=2, row_step=0xFFFF), OOR),
+    ("RUN row_step 0 is k_steps", run_pk(m_count=4, k_steps=4, w7=0), OK),
+    ("RUN row_step 0 is k_steps, beyond", run_pk(m_count=5, k_steps=4, w7=0), OOR),
 ]
 
 

@@ -415,7 +415,7 @@ def test_fuzz_run_descriptor(data):
 
 def _canonical(w):
     """Whether the reserved bits of the descriptor words are zero (only then is decode injective)."""
-    return (w[7] & ~0xFF01 & P.MASK32) == 0 and (w[8] & ~0x333 & P.MASK32) == 0 and w[12] < 32 \
+    return (w[7] & ~0xFFFFFF01 & P.MASK32) == 0 and (w[8] & ~0x333 & P.MASK32) == 0 and w[12] < 32 \
         and (w[37] & ~0x3FFF03 & P.MASK32) == 0
 
 

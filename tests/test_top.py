@@ -88,8 +88,10 @@ def _random_run(rng, info, valid=True):
     m = taps * int(rng.integers(1, 5))
     threshold = bool(rng.random() < 0.3)
     chans = info.threshold_channels if threshold else info.param_channels
+    row_step = int(rng.choice([0, 0, 1, k, k + 2]))        # 0: k_steps; < k_steps: rows share entries
+    span = (m - 1) * (row_step or k) + k
     d = P.RunDescriptor(
-        m_count=m, k_steps=k, n_tiles=n, act_base=int(rng.integers(0, info.act_depth - m * k + 1)),
+        m_count=m, k_steps=k, n_tiles=n, act_base=int(rng.integers(0, info.act_depth - span + 1)), row_step=row_step,
         bank=int(rng.integers(0, info.weight_banks)),
         weight_base=int(rng.integers(0, info.weight_depth - n * k + 1)),
         channel_base=int(rng.integers(0, chans - n * R + 1)),
@@ -155,9 +157,13 @@ def _malformed(rng, info, valid_packets):
         return [int(rng.integers(1, 9))] + [int(w) for w in rng.integers(0, 64, int(rng.integers(1, 8)))]
     d = _random_run(rng, info)                      # a RUN with one field pushed out of range
     w = d.encode()
-    j = int(rng.choice([0, 1, 2, 3, 4, 5, 6, 8, 9, 12, 16, 37, 38, 39]))
+    j = int(rng.choice([0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 12, 16, 37, 38, 39]))
     w[j] = int(rng.choice([0, 1, 2, 3, 0xFFFF, 0x10000, info.act_depth, 0xFFFFFFFF, w[j] ^ 0x3]))
     return P.command("RUN", w, tag=int(rng.integers(0, 256)))
+
+
+#: (seed, length) of the quick tier's fuzz stream on the RTL
+QUICK_FUZZ = (2, 600)
 
 
 def fuzz_program(seed, info, length):
@@ -191,9 +197,9 @@ def fuzz_program(seed, info, length):
 
 
 def test_fuzz_program_covers_every_status():
-    """The stream exercises every status code (so the comparison in the bench covers them)."""
+    """The quick tier's stream exercises every status code (so the comparison in the bench covers them)."""
     info = info_of(QUICK)
-    packets = fuzz_program(1, info, 300)
+    packets = fuzz_program(QUICK_FUZZ[0], info, QUICK_FUZZ[1])
     statuses = {r.status for r in AcceleratorModel(info).transact(packets)}
     assert statuses == set(P.STATUS.values())
     runs = [r for r in AcceleratorModel(info).transact(packets) if r.opcode == P.OPCODES["RUN"] and r.ok]
@@ -313,7 +319,7 @@ def test_network_ratio_matrix(sim, ratio, tmp_path):
 @pytest.mark.parametrize("ratio", ["4:1"])
 def test_fuzz_stream_matches_model(ratio, tmp_path):
     bus, core = RATIOS[ratio]
-    run_top("verilator", QUICK, test_dir=tmp_path, packets=fuzz_program(1, info_of(QUICK), 600),
+    run_top("verilator", QUICK, test_dir=tmp_path, packets=fuzz_program(QUICK_FUZZ[0], info_of(QUICK), QUICK_FUZZ[1]),
             bus_period=bus, core_period=core, idle=0.3, idle_burst=4, backpressure=0.4, bp_burst=6, seed=1)
 
 
@@ -325,6 +331,26 @@ def test_fuzz_ratio_sweep(seed, ratio, tmp_path):
     run_top("verilator", QUICK, test_dir=tmp_path, packets=fuzz_program(seed, info_of(QUICK), 400),
             bus_period=bus, core_period=core, idle=0.3, idle_burst=4, backpressure=0.4, bp_burst=6,
             seed=seed)
+
+
+def test_activation_bound_at_the_edge(tmp_path):
+    """RUNs whose last activation entry (act_base + (m - 1) * row_step + k - 1) is the buffer's last
+    (OK) and one beyond (OUT_OF_RANGE), for row_step 0 (= k_steps), 1, 2 and k + 3, on the RTL,
+    each response compared with the model in the bench."""
+    info = info_of(QUICK)
+    rng = np.random.default_rng(8)
+    packets = _fill_buffers(rng, info)
+    expected = []
+    for row_step in (0, 1, 2, 6):
+        for m, k in ((5, 3), (1, 3), (7, 1)):
+            last = info.act_depth - ((m - 1) * (row_step or k) + k)
+            for act_base, status in ((last, "OK"), (last + 1, "OUT_OF_RANGE")):
+                d = P.RunDescriptor(m_count=m, k_steps=k, act_base=act_base, row_step=row_step)
+                packets.append(P.run(d))
+                expected.append(status)
+    got = [P.STATUS_NAMES[r.status] for r in AcceleratorModel(info).transact(packets)[-len(expected):]]
+    assert got == expected
+    run_top("verilator", QUICK, test_dir=tmp_path, packets=packets)
 
 
 def test_mismatch_is_detected(tmp_path):
