@@ -111,6 +111,13 @@ class GemmJob:
         the element-wise layer's own arithmetic and the hardware wraps exactly as golden).
     useful_macs : int
         Multiply-accumulates the layer needs (0 for identity GEMMs), for utilisation.
+    strips : dict or None
+        A convolution whose GEMM rows share activation entries (``row_step``, docs/driver.md
+        "Convolution strips"); then the activation buffer holds ``entries`` int64 ``(S, L, C)``
+        (S strips of L entries), each strip gives ``per_strip`` GEMM rows of which the first
+        ``valid`` are outputs (``M = S * valid``, in the order of ``x``), ``w`` replaces the
+        weights (``N, k_steps * C``), ``row_step`` is the descriptor's. ``x`` then only gives the
+        rows' order and the range check.
     """
     name: str
     x: np.ndarray
@@ -130,6 +137,7 @@ class GemmJob:
     x_range: tuple = None
     bias_in_check: bool = True
     useful_macs: int = 0
+    strips: dict = None
 
 
 @dataclass(eq=False)
@@ -139,6 +147,8 @@ class _Placement:
     outputs: int
     tile: int            # first channel tile
     tiles: int
+    results: int = None  # results per tile in the response (default outputs)
+    keep: tuple = None   # (per_strip, valid): the first valid of every per_strip results are outputs
 
 
 @dataclass(eq=False)
@@ -176,13 +186,18 @@ class LayerProgram:
         out = np.zeros(self.gemm_shape, dtype=np.int64)
         R = self.rows
         for pl in self.runs:
-            count = pl.tiles * pl.outputs * R
+            rows = pl.outputs if pl.results is None else pl.results
+            count = pl.tiles * rows * R
             resp = responses[pl.packet]
             if len(resp.payload) != -(-count * self.out_bytes // 4):
                 raise EngineError(f"layer {self.name!r}: RUN packet {pl.packet} returned {len(resp.payload)} "
                                   f"words, expected {-(-count * self.out_bytes // 4)}")
             v = P.unpack_elements(resp.payload, count, 8 * self.out_bytes, self.out_signed)
-            v = v.reshape(pl.tiles, pl.outputs, R).transpose(1, 0, 2).reshape(pl.outputs, pl.tiles * R)
+            v = v.reshape(pl.tiles, rows, R).transpose(1, 0, 2).reshape(rows, pl.tiles * R)
+            if pl.keep is not None:
+                per, valid = pl.keep
+                v = np.concatenate([v, np.zeros((-rows % per, v.shape[1]), dtype=v.dtype)])
+                v = v.reshape(-1, per, v.shape[1])[:, :valid].reshape(-1, v.shape[1])
             c0 = pl.tile * R
             c1 = min(c0 + pl.tiles * R, self.gemm_shape[1])
             out[pl.row:pl.row + pl.outputs, c0:c1] = v[:, :c1 - c0]
@@ -194,12 +209,19 @@ def _floor_to(v, step):
 
 
 class Driver:
-    """Compiles layers for the accelerator described by ``info`` (a :class:`sim.protocol.Info`)."""
+    """Compiles layers for the accelerator described by ``info`` (a :class:`sim.protocol.Info`).
 
-    def __init__(self, info):
+    ``conv_strips``: ``auto`` (default) feeds a convolution as strips of shared activation entries
+    when that costs fewer MAC steps plus words than im2col rows, ``always`` whenever they fit,
+    ``never`` not at all (docs/driver.md, "Convolution strips")."""
+
+    def __init__(self, info, conv_strips="auto"):
         if not isinstance(info, P.Info):
             raise ValueError(f"info: expected sim.protocol.Info, got {type(info).__name__}")
+        if conv_strips not in ("auto", "always", "never"):
+            raise ValueError(f"conv_strips: {conv_strips!r} is not one of auto, always, never")
         self.info = info
+        self.conv_strips = conv_strips
 
     # --- GEMM tiling --------------------------------------------------------------------------
 
@@ -219,9 +241,17 @@ class Driver:
         i = self.info
         R, C = i.rows, i.cols
         name = job.name
+        strips = job.strips
         x = np.asarray(job.x, dtype=np.int64)
-        w = np.asarray(job.w, dtype=np.int64)
+        w = np.asarray(job.w if strips is None else strips["w"], dtype=np.int64)
         M, K = x.shape
+        if strips is not None:
+            ent = np.asarray(strips["entries"], dtype=np.int64)
+            per, valid, L = strips["per_strip"], strips["valid"], ent.shape[1]
+            K = w.shape[1]
+            if ent.shape[0] * valid != M or K % C or job.pool:
+                raise ValueError(f"job {name!r}: strips {ent.shape} x {valid} do not give the {M} rows, or K = {K} "
+                                 f"is not whole entries, or pooling is set")
         N = w.shape[0]
         if w.shape[1] != K or M == 0 or K == 0 or N == 0:
             raise ValueError(f"job {name!r}: x {x.shape} and w {w.shape} do not form a GEMM")
@@ -243,7 +273,18 @@ class Driver:
         if m_cap < taps:
             raise ValueError(f"layer {name!r}: a pooling window of {taps} rows x {k_steps} steps does not fit "
                              f"the activation buffer ({i.act_depth} entries)")
-        if job.add is not None:
+        if strips is not None:
+            # units of the activation chunks are strips: u strips give u*per - (per - valid) GEMM rows
+            u_cap = min(i.act_depth // L, (_MAX_COUNT + per - valid) // per)
+            if job.add is not None:
+                u_cap = min(u_cap, (i.residual_depth + per - valid) // per)
+            if u_cap < 1 or strips["row_step"] > _MAX_COUNT:
+                raise ValueError(f"layer {name!r}: a strip of {L} activation entries ({valid} outputs) does not fit "
+                                 f"the buffers")
+            if job.add is not None:
+                tiles_cap = max(1, min(tiles_cap, i.residual_depth // (min(u_cap, ent.shape[0]) * per - per + valid)))
+                u_cap = min(u_cap, (i.residual_depth // tiles_cap + per - valid) // per)
+        elif job.add is not None:
             if i.residual_depth < taps:
                 raise ValueError(f"layer {name!r}: the residual buffer ({i.residual_depth} entries) cannot hold "
                                  f"one pooling window of {taps} rows")
@@ -263,8 +304,9 @@ class Driver:
         bias = job.requant.bias if job.requant is not None and job.bias_in_check else None
         mac_array.check_accumulator(w, x_lo, x_hi, job.x_zero_point, w_zp, bias, bits=32, name=f"layer {name!r}")
         kp = k_steps * C
-        xp = np.full((M, kp), job.x_zero_point, dtype=np.int64)
-        xp[:, :K] = x
+        if strips is None:
+            xp = np.full((M, kp), job.x_zero_point, dtype=np.int64)
+            xp[:, :K] = x
         wp = np.zeros((n_tiles * R, kp), dtype=np.int64)
         wp[:N, K:] = np.where((w_zp >= wlo) & (w_zp <= whi), w_zp, 0)[:, None]
         wp[:N, :K] = w
@@ -282,13 +324,18 @@ class Driver:
             res[:, :N] = job.residual
 
         wchunks = [(t, min(t + tiles_cap, n_tiles)) for t in range(0, n_tiles, tiles_cap)]
-        mchunks = [(m, min(m + m_cap, M)) for m in range(0, M, m_cap)]
+        if strips is None:
+            mchunks = [(m, min(m + m_cap, M)) for m in range(0, M, m_cap)]
+            act_words = M * k_steps * i.act_entry_words
+        else:
+            S = ent.shape[0]
+            mchunks = [(u, min(u + u_cap, S)) for u in range(0, S, u_cap)]
+            act_words = S * L * i.act_entry_words
         params_resident = n_tiles * R <= chan_cap
         banks = i.weight_banks
         resident = len(wchunks) <= banks
         ew, ea = i.weight_entry_words, i.act_entry_words
         weight_words = n_tiles * k_steps * ew
-        act_words = M * k_steps * ea
         m_outer = resident or act_words + len(mchunks) * weight_words <= weight_words + len(wchunks) * act_words
 
         packets, runs = [], []
@@ -314,20 +361,31 @@ class Driver:
                 params_of[0] = j
 
         def load_acts(m0, m1):
-            packets.append(P.write_acts(0, xp[m0:m1].reshape((m1 - m0) * k_steps, C)))
+            if strips is None:
+                packets.append(P.write_acts(0, xp[m0:m1].reshape((m1 - m0) * k_steps, C)))
+            else:
+                packets.append(P.write_acts(0, ent[m0:m1].reshape((m1 - m0) * L, C)))
 
         def run(j, m0, m1):
             nonlocal steps
             t0, t1 = wchunks[j]
-            mc = m1 - m0
+            if strips is None:
+                mc, row_step, r0, r1 = m1 - m0, 0, m0, m1
+            else:
+                mc, row_step, r0, r1 = (m1 - m0) * per - (per - valid), strips["row_step"], m0 * valid, m1 * valid
             ensure_params(j)
-            d = P.RunDescriptor(m_count=mc, k_steps=k_steps, n_tiles=t1 - t0, bank=j % banks,
+            d = P.RunDescriptor(m_count=mc, k_steps=k_steps, n_tiles=t1 - t0, bank=j % banks, row_step=row_step,
                                 channel_base=t0 * R if params_resident else 0, x_signed=job.x_signed,
                                 x_zero_point=job.x_zero_point,
                                 epilogue="threshold" if job.thresholds is not None else "requant",
                                 out_bytes=job.out_bytes)
             if job.add is not None:
-                rs = res[m0:m1, t0 * R:t1 * R].reshape(mc, t1 - t0, R).transpose(1, 0, 2).reshape(-1, R)
+                rr = res[r0:r1, t0 * R:t1 * R]
+                if strips is not None:            # the rows between a strip's outputs read zeros
+                    rr = np.concatenate([rr.reshape(m1 - m0, valid, -1),
+                                         np.zeros((m1 - m0, per - valid, rr.shape[1]), dtype=np.int64)], axis=1)
+                    rr = rr.reshape((m1 - m0) * per, -1)[:mc]
+                rs = rr.reshape(mc, t1 - t0, R).transpose(1, 0, 2).reshape(-1, R)
                 packets.append(P.write_residual(0, rs))
                 a = job.add
                 d.add, d.residual_signed = True, job.residual_signed
@@ -339,7 +397,10 @@ class Driver:
                 d.pool_d = pl.get("d") or 0
                 d.pool_lo, d.pool_hi = pl.get("lo", -128), pl.get("hi", 127)
             packets.append(P.run(d))
-            runs.append(_Placement(len(packets) - 1, m0 // taps, mc // taps, t0, t1 - t0))
+            if strips is None:
+                runs.append(_Placement(len(packets) - 1, m0 // taps, mc // taps, t0, t1 - t0))
+            else:
+                runs.append(_Placement(len(packets) - 1, r0, r1 - r0, t0, t1 - t0, results=mc, keep=(per, valid)))
             steps += mc * k_steps * (t1 - t0)
 
         if params_resident:
@@ -429,12 +490,34 @@ class Driver:
             flowing = layer.name
         job.name = name
         job.out_bytes, job.out_signed = out_bytes, out_signed
+        if job.strips is not None and not self._strips_pay(job):
+            job.strips = None
         try:
             prog = self.compile_gemm(job)
         except ValueError as e:
             raise ValueError(str(e).replace(f"layer {name!r}:", f"{what}:", 1)) from None
         prog.finish = lambda y: y.reshape(out_shape)
         return prog
+
+    def _strips_pay(self, job):
+        """Whether ``job``'s convolution strips beat im2col rows: fewer MAC steps plus activation
+        words (the rows between a strip's outputs count), and they fit the buffers."""
+        i, st = self.info, job.strips
+        if job.pool is not None or self.conv_strips == "never":
+            return False                              # pooling needs the rows window by window
+        ent = st["entries"]
+        S, L = ent.shape[:2]
+        k_host = -(-job.x.shape[1] // i.cols)
+        k_strip = st["w"].shape[1] // i.cols
+        rows = S * st["per_strip"] - (st["per_strip"] - st["valid"])
+        n_tiles = -(-job.w.shape[0] // i.rows)
+        if L > i.act_depth or k_strip > min(i.weight_depth, _MAX_COUNT) or st["row_step"] > _MAX_COUNT:
+            return False
+        if job.add is not None and st["valid"] > i.residual_depth:
+            return False
+        host = job.x.shape[0] * k_host * (n_tiles + i.act_entry_words)
+        strip = rows * k_strip * n_tiles + S * L * i.act_entry_words
+        return self.conv_strips == "always" or strip < host
 
     def plan(self, model, fuse=False):
         """The programs of ``model``: a list of tuples of layers, in model order.
@@ -505,6 +588,10 @@ class Driver:
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=x_signed, x_zero_point=zp,
                       w_zero_point=np.broadcast_to(np.asarray(layer.weight_zero_point, dtype=np.int64), (n,)),
                       x_range=x_range, useful_macs=rows.shape[0] * w.shape[1] * n)
+        if layer.kind == "conv2d":
+            job.strips = _conv_strips(x, layer, self.info)
+            if job.strips is not None and x.shape[-1] % self.info.cols:       # channel padding holds zp
+                job.x_range = (min(job.x_range[0], zp), max(job.x_range[1], zp))
         if layer.requant is not None:
             job.requant = layer.requant
         else:
@@ -658,6 +745,46 @@ class Driver:
         if job.residual is not None:
             job.residual = windows(job.residual)
         job.pool = pool
+
+
+def _conv_strips(x, layer, info):
+    """The activation entries of a convolution as strips (docs/driver.md, "Convolution strips").
+
+    Strip ``(image, oh)`` holds, for each column ``col`` of the padded input, the ``KH`` pixels
+    ``(oh*sh + kh, col)``, each as ``P = ceil(Cin / C)`` entries (channels padded with the zero
+    point): ``L = J * sw * KH * P`` entries, ``J = ceil(Wp / sw)`` columns groups. GEMM row ``j`` of
+    the strip starts at entry ``j * row_step`` (``row_step = sw * KH * P``) and reads ``KW * KH * P``
+    consecutive entries: columns ``j*sw .. j*sw + KW - 1``, i.e. output ``(oh, j)`` with the weights
+    in ``(kw, kh, c)`` order. Rows ``j >= OW`` read into the next strip; their results are dropped.
+    Returns the ``strips`` dict of :class:`GemmJob` (with the reordered weights; their padded
+    channels hold the weight zero point when representable, else 0), or None for a 1-step kernel.
+    """
+    C = info.cols
+    w = layer.weight.astype(np.int64)
+    n, kh, kw, cin = w.shape
+    if kh * kw == 1:
+        return None
+    sh, sw = layer.stride
+    (pt, pb), (pl, pr) = layer.padding
+    zp = layer.input_zero_point
+    P_ = -(-cin // C)
+    b, h, wd, _ = x.shape
+    hp, wp = h + pt + pb, wd + pl + pr
+    J = -(-wp // sw)
+    xp = np.full((b, hp, J * sw, P_ * C), zp, dtype=np.int64)
+    xp[:, pt:pt + h, pl:pl + wd, :cin] = x
+    oh_n = (hp - kh) // sh + 1
+    ow_n = (wp - kw) // sw + 1
+    rows = np.arange(oh_n)[:, None] * sh + np.arange(kh)[None, :]            # (OH, KH) input rows
+    strips = xp[:, rows]                                                      # (B, OH, KH, cols, P*C)
+    entries = strips.transpose(0, 1, 3, 2, 4).reshape(b * oh_n, J * sw * kh * P_, C)
+    wlo, whi = -(1 << (info.weight_bits - 1)), (1 << (info.weight_bits - 1)) - 1
+    w_zp = np.broadcast_to(np.asarray(layer.weight_zero_point, dtype=np.int64), (n,))
+    fill = np.where((w_zp >= wlo) & (w_zp <= whi), w_zp, 0)
+    ws = np.broadcast_to(fill[:, None, None, None], (n, kw, kh, P_ * C)).copy()
+    ws[..., :cin] = w.transpose(0, 2, 1, 3)
+    return {"entries": entries, "per_strip": J, "valid": ow_n, "row_step": sw * kh * P_,
+            "w": ws.reshape(n, kw * kh * P_ * C)}
 
 
 def _wrap32(v):

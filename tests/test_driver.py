@@ -219,6 +219,79 @@ def test_digits_network_end_to_end():
     assert 0 < stats["utilisation"] < 1
 
 
+# --- convolution strips (row_step) ----------------------------------------------------------------
+
+def _row_steps(driver, model, tensors, fuse=False):
+    """The row_step field of every RUN, per program."""
+    progs = [driver.compile_group(model, g, tensors) for g in driver.plan(model, fuse)]
+    return [sorted({pk[2 + 7] >> 16 for pk in p.packets if pk[0] & 0xFF == P.OPCODES["RUN"]}) for p in progs]
+
+
+@pytest.mark.parametrize("cin, kernel, stride, padding, cols", [
+    (3, (3, 3), (2, 1), ((1, 0), (1, 2)), 4),     # channels padded to one entry, asymmetric padding
+    (8, (3, 3), (1, 1), ((1, 1), (1, 1)), 8),     # one entry per pixel exactly (the digits conv2)
+    (5, (2, 3), (1, 2), ((0, 0), (2, 1)), 4),     # two entries per pixel, column stride 2
+    (4, (3, 2), (3, 3), ((0, 0), (0, 0)), 4),     # stride beyond the kernel: columns skipped
+])
+def test_conv_strips_bit_exact_both_ways(cin, kernel, stride, padding, cols):
+    rng = np.random.default_rng(cin + cols)
+    model, x = _conv_model(rng, cin=cin, cout=6, kernel=kernel, stride=stride, padding=padding, shape=(7, 9),
+                           in_dtype="uint8", in_zp=7)
+    info = P.Info(**{**SMALL.__dict__, "cols": cols, "act_depth": 256, "weight_depth": 64})
+    golden = IntegerDeployable(model).run(x, trace=True)
+    cycles = {}
+    for mode in ("always", "never"):
+        d = Driver(info, conv_strips=mode)
+        out, st = run_network(model, x, ModelEngine(info), driver=d)
+        np.testing.assert_array_equal(out["conv"], golden["conv"], err_msg=mode)
+        steps = _row_steps(d, model, golden)[0]
+        sh, sw = stride
+        p_ = -(-cin // cols)
+        assert steps == ([sw * kernel[0] * p_] if mode == "always" else [0])
+        cycles[mode] = st["cycles"]
+    auto = run_network(model, x, ModelEngine(info), driver=Driver(info))[1]["cycles"]
+    assert auto == min(cycles.values())              # the cost model picks the cheaper of the two here
+
+
+def test_conv_strips_with_add_thresholds_and_small_buffers():
+    """Strips fused with an add (residual rows between strip outputs are zeros), split over many
+    RUNs by a small activation and residual buffer, with a threshold epilogue."""
+    from sim.soak import random_network
+    for seed in range(40):
+        model, x = random_network(seed)
+        if [la.name for la in model.layers][1:3] == ["conv2", "res"]:
+            break
+    golden = IntegerDeployable(model).run(x, trace=True)
+    for info in (_soak_info(), _soak_info(act_depth=64, residual_depth=16)):
+        d = Driver(info, conv_strips="always")
+        out, st = run_network(model, x, ModelEngine(info), driver=d, fuse=True)
+        for name, a in out.items():
+            np.testing.assert_array_equal(a, golden[name], err_msg=name)
+        assert any(r != [0] for r in _row_steps(d, model, golden, fuse=True))
+    rng = np.random.default_rng(4)
+    w = rng.integers(-128, 128, (7, 3, 3, 3)).astype(np.int8)
+    x = rng.integers(0, 256, (2, 6, 6, 3))
+    acc = conv2d(x, w, 1, 1, 0, 0)
+    th = np.sort(rng.integers(int(acc.min()), int(acc.max()), (7, 7)), axis=1)
+    model = IntegerModel(input=InputSpec(shape=(6, 6, 3)), outputs=("th",), layers=(
+        MacLayer(kind="conv2d", name="th", inputs=("input",), weight=w, padding=((1, 1), (1, 1)),
+                 threshold=Threshold(th, np.zeros(7, bool)), dtype="uint8"),))
+    info = P.Info(**{**SMALL.__dict__, "act_depth": 40})
+    out, _ = run_network(model, x, ModelEngine(info), driver=Driver(info, conv_strips="always"))
+    np.testing.assert_array_equal(out["th"], IntegerDeployable(model).run(x))
+
+
+def test_digits_conv2_runs_as_strips():
+    model = model_file.load(digits.MODEL_FILE)
+    x = digits.load_split()[2][:4]
+    golden = IntegerDeployable(model).run(x, trace=True)
+    d = Driver(P.Info())
+    assert _row_steps(d, model, golden) == [[0], [3], [0], [0], [0], [], [0]]      # conv1: 1 channel, im2col
+    assert _row_steps(d, model, golden, fuse=True) == [[0], [3], [0], [], [0]]
+    with pytest.raises(ValueError, match="^conv_strips: 'yes' is not one of auto, always, never$"):
+        Driver(P.Info(), conv_strips="yes")
+
+
 # --- fusion (Driver.plan) --------------------------------------------------------------------------
 
 def _names(groups):
@@ -250,9 +323,13 @@ def test_fusion_digits_network():
     assert _names(groups) == [("conv1",), ("conv2", "add.sum"), ("add", "pool"), ("flat",), ("fc",)]
     assert [s.output for s in st["layers"]] == ["conv1", "add.sum", "pool", "flat", "fc"]
     assert [s.name for s in st["layers"]][1:3] == ["conv2+add.sum", "add+pool"]
+    assert st["words_sent"] < plain["words_sent"] and st["cycles"] < plain["cycles"]
+    # with im2col rows everywhere, fusion removes exactly the add's and the pooling's identity GEMMs
+    d = Driver(P.Info(), conv_strips="never")
+    _, plain = run_network(model, x, ModelEngine(P.Info()), driver=d)
+    _, st = run_network(model, x, ModelEngine(P.Info()), driver=d, fuse=True)
     by = {s.name: s for s in plain["layers"]}
     assert st["mac_steps"] == plain["mac_steps"] - by["add.sum"].mac_steps - by["pool"].mac_steps
-    assert st["words_sent"] < plain["words_sent"] and st["cycles"] < plain["cycles"]
     golden = IntegerDeployable(model).run(x, trace=True)
     out, _ = run_layers(model, golden, ModelEngine(P.Info()), fuse=True)
     assert set(out) == set(golden) - {"conv2", "add"}
