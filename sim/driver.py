@@ -7,8 +7,9 @@ an :class:`golden.model_file.IntegerModel` to that form and tiles it to the buff
 INFO (docs/driver.md explains each lowering):
 
 * ``conv2d``: im2col on the host (:func:`golden.mac_array.im2col`, padded taps hold the input
-  zero point), then a GEMM with OHWI weights flattened in ``(kh, kw, c)`` order; ``linear``: a
-  GEMM on the last axis.
+  zero point), then a GEMM with OHWI weights flattened in ``(kh, kw, c)`` order, or, when that
+  costs less, strips of the input whose GEMM rows share activation entries (the descriptor's
+  ``row_step``; :func:`_conv_strips`); ``linear``: a GEMM on the last axis.
 * ``add``: an identity GEMM carries the first operand through the epilogue unchanged and the add
   unit adds the second, loaded in the residual buffer (:func:`golden.add.add`).
 * ``requant`` (element-wise): an identity GEMM whose epilogue is the layer's requantizer.
