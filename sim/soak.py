@@ -101,7 +101,9 @@ def random_network(seed, batch=2):
                                                        z2, float(rng.uniform(0.05, 0.2)), zo, lo=lo_o, hi=hi_o)))
         last, last_zp, last_dtype = "res", zo, "int8"
     oh, ow = run((last,)).shape[1:3]
-    if rng.random() < 0.6 and min(oh, ow) >= 2:
+    # the fc layer's K (the flattened features) must fit a weight bank: pool when it would not
+    too_big = oh * ow * ch > HARDWARE["weight_depth"] * HARDWARE["cols"]
+    if (rng.random() < 0.6 or too_big) and min(oh, ow) >= 2:
         mode = str(rng.choice(["max", "avg_nemo", "avg_tflite"]))
         kw = {"avg_nemo": dict(d=2), "avg_tflite": dict(lo=DTYPES[last_dtype][0] + 10, hi=DTYPES[last_dtype][1] - 10)}
         layers.append(PoolLayer(name="pool", inputs=(last,), mode=mode, kernel=(2, 2), stride=(2, 2),
