@@ -24,8 +24,8 @@ against golden (a benchmark of wrong results would be worthless):
 * **Synthesis sweep**: :func:`sim.synth.run` on ECP5-85k for the MAC array alone at 4x4, 8x8 and
   16x16, placed and routed, and the whole top at 8x8, placed only: its Fmax and critical paths
   are nextpnr's post-placement estimate, marked "placed, not routed: estimate" in the tables
-  (cached in ``build/synth/``; the first run of a MAC array takes minutes, the top's about an
-  hour; a tool failure is recorded as the result).
+  (cached in ``build/synth/``; the first run of a MAC array takes minutes, the top's 20-25
+  minutes; a tool failure is recorded as the result).
 
 Results go to ``--out`` (default ``docs/perf/``): ``perf.json`` (everything), ``README.md``
 (tables), ``utilisation.png`` and ``synth.png`` (matplotlib); the performance table of the
@@ -52,10 +52,10 @@ GEMMS = [(64, 8, 8), (64, 8, 64), (64, 64, 64), (256, 64, 64), (512, 16, 128), (
          (49, 20, 100)]
 #: Array sizes of the synthesis sweep (the MAC array; the top at the sizes that fit the 85k).
 SYNTH_SIZES = (4, 8, 16)
-#: The top at 8x8 only: its placement alone takes about an hour on a 2-core machine (Yosys
-#: ~4 minutes), and a 4x4 top is no smaller in what it adds around the array (epilogue,
-#: parameter cache, buffers: 38381 logic cells at 4x4 with 16 threshold channels, against 42361
-#: at 8x8), so it would double the sweep for a figure that says little about the design.
+#: The top at 8x8 only: it takes 20-25 minutes (Yosys 3-4, nextpnr's placement 18-19; up to an
+#: hour on a loaded machine), and a 4x4 top is hardly smaller, its logic being what surrounds
+#: the array (epilogue, parameter cache, buffers: 38381 logic cells at 4x4 with 16 threshold
+#: channels, against 43097 at 8x8), so it would double the sweep for little information.
 TOP_SYNTH_SIZES = (8,)
 #: The top is placed, not routed: nextpnr's router does not converge on it (163000 overused
 #: wires left after 18 minutes at 8x8), so its Fmax is the post-placement estimate

@@ -31,8 +31,8 @@ printed figures). nextpnr names no path before routing (its ``--report`` then ho
 utilisation only), so the flow also writes the design's delays as SDF (``placed.sdf``: the cell
 delays and the same net estimates) and the placed netlist (``placed.json``), and
 :func:`sdf_critical_paths` finds each clock's longest register-to-register path in them. For the
-whole 8x8 top, placement takes most of an hour on two cores and the router does not converge,
-so this estimate is the only Fmax figure of the top there is.
+whole 8x8 top, placement takes 18-19 minutes (up to an hour on a loaded machine) and the router
+does not converge, so this estimate is the only Fmax figure of the top there is.
 
 Figures (:func:`run` returns them as a dict; ``--json`` prints it):
 
