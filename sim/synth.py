@@ -238,9 +238,10 @@ def sdf_critical_paths(sdf_text, clocks):
     written after placement only, nextpnr's net delays are its estimates from the placed
     positions, so this names the path behind its post-placement Fmax estimate. Only paths
     launched and captured by the same clock count (as in nextpnr's Fmax); no clock skew (out of
-    context the clocks are ideal).
+    context the clocks are ideal). Pins on a combinational loop are left out (nextpnr warns of
+    loops itself).
     """
-    arcs, setup, launch, nets = {}, {}, {}, []
+    arcs, setup, checked_clocks, nets = {}, {}, {}, []
     inst = None
     for line in sdf_text.splitlines():
         line = line.strip()
@@ -257,12 +258,12 @@ def sdf_critical_paths(sdf_text, clocks):
             data, clk, delay = _SDF_SETUP.match(line).groups()
             key = (inst, data)
             setup[key] = max(setup.get(key, 0.0), _sdf_max(delay))
-            launch.setdefault(inst, set()).add(clk)
-    clock_pins = set().union(*launch.values()) if launch else set()
+            checked_clocks.setdefault(inst, set()).add(clk)
+    clock_pins = set().union(*checked_clocks.values()) if checked_clocks else set()
     clock_pins |= {"CLK", "CLKA", "CLKB", "CLK0", "CLK1", "CLK2", "CLK3", "WCK"}
     # pin graph: (cell, pin) -> [(next pin, delay, is_net)]
     succ = {}
-    starts = []                                              # (pin, clk-to-out, clock, launching cell)
+    starts = []                                              # (output pin, clock-to-out, clock)
     for cell, lst in arcs.items():
         for src, dst, d in lst:
             if src in clock_pins:
@@ -272,13 +273,12 @@ def sdf_critical_paths(sdf_text, clocks):
                 succ.setdefault((cell, src), []).append(((cell, dst), d, False))
     for a, b, d in nets:
         succ.setdefault(a, []).append((b, d, True))
-    # topological order of the pins reachable from a start
+    # topological order of the pin graph (longest paths in one pass per clock)
     indeg = {}
     for a, outs in succ.items():
         for b, _, _ in outs:
             indeg[b] = indeg.get(b, 0) + 1
     order, queue = [], [p for p in set(succ) | {s[0] for s in starts} if not indeg.get(p)]
-    indeg = dict(indeg)
     while queue:
         p = queue.pop()
         order.append(p)
