@@ -4,7 +4,7 @@ counts derived independently from the MAC array's documented pipeline (docs/unit
 Quick tier: a 2x2 MAC array on the generic target (Yosys only) and on ECP5-85k (Yosys and
 nextpnr out of context, ~15 s; then placed only, ~5 s), the one-lane requantizer on the generic
 target, the report, log and SDF parsers on hand-written inputs, bad arguments.
-Regress tier: the 8x8 MAC array and the 4x4 top on ECP5-85k.
+Regress tier: the 8x8 MAC array (routed) and the 4x4 top (placed only) on ECP5-85k.
 """
 
 import json
@@ -291,7 +291,11 @@ def test_ecp5_8x8_mac_array():
 
 @pytest.mark.regress
 def test_ecp5_4x4_top():
-    res = synth.run("top", 4, 4, "ecp5-85k", top_params={"threshold_channels": 16})
+    # placed only: nextpnr's router does not converge on the top (docs/perf/targets.md)
+    res = synth.run("top", 4, 4, "ecp5-85k", route=False, top_params={"threshold_channels": 16})
     assert res["dsp"] >= 4 * 4 + 4                       # the MAC array's, plus the epilogue's
-    assert set(res["fmax_mhz"]) >= {"core_clk", "bus_clk"}
+    assert res["routed"] is False and set(res["fmax_mhz"]) >= {"core_clk", "bus_clk"}
+    assert {p["from"] for p in res["critical_paths"]} >= {"posedge core_clk", "posedge bus_clk"}
+    core = next(p for p in res["critical_paths"] if p["from"] == "posedge core_clk")
+    assert 1000 / core["delay_ns"] == pytest.approx(res["fmax_mhz"]["core_clk"], abs=0.02)
     assert res["bram"] > 0
