@@ -335,7 +335,7 @@ class Driver:
         params_resident = n_tiles * R <= chan_cap
         banks = i.weight_banks
         resident = len(wchunks) <= banks
-        ew, ea = i.weight_entry_words, i.act_entry_words
+        ew = i.weight_entry_words
         weight_words = n_tiles * k_steps * ew
         m_outer = resident or act_words + len(mchunks) * weight_words <= weight_words + len(wchunks) * act_words
 
