@@ -104,21 +104,29 @@ class CommandProcessor(wiring.Component):
         m.d.comb += take.eq(self.i.valid & self.i.ready)
 
         # --- packet registers -----------------------------------------------------------
-        opcode = Signal(8)
-        tag = Signal(8)
-        length = Signal(32)
-        rem = Signal(32)                     # payload words still expected
-        pidx = Signal(range(RUN_WORDS + 1))  # payload word index (saturating)
-        status = Signal(3)                   # response status
-        resp_len = Signal(32)                # response payload words
-        newbeat = Signal()                   # PAD: the next word starts a new beat
-        after_last = Signal()                # the failing word was the packet's last
-        saved_end = Signal()
-        saved_last = Signal()
+        # Only the FSM state, the threshold sweep counter and the STATUS counters have a
+        # reset (docs/protocol.md: a reset clears the counters and disables every threshold
+        # channel). Every other register is written before it is read in every packet: the
+        # header fields and per-packet flags in HDR0/HDR1, the write addresses and threshold
+        # fields by the payload words that carry them, the descriptor and its checks' operands
+        # in PAYLOAD and CHECK, the response fields by the transition into RESPOND; and the
+        # processor reads no command word after a reset before the SWEEP and HDR0. Leaving
+        # them reset-less keeps the core reset's fan-out (the design's longest net) small.
+        opcode = Signal(8, reset_less=True)
+        tag = Signal(8, reset_less=True)
+        length = Signal(32, reset_less=True)
+        rem = Signal(32, reset_less=True)  # payload words still expected
+        pidx = Signal(range(RUN_WORDS + 1), reset_less=True)  # payload word index (saturating)
+        status = Signal(3, reset_less=True)  # response status
+        resp_len = Signal(32, reset_less=True)  # response payload words
+        newbeat = Signal(reset_less=True)  # PAD: the next word starts a new beat
+        after_last = Signal(reset_less=True)  # the failing word was the packet's last
+        saved_end = Signal(reset_less=True)
+        saved_last = Signal(reset_less=True)
 
         # One flag per opcode, registered with the opcode (HDR0): the word checks below select
         # among per-opcode results with these flags instead of decoding the opcode in series.
-        is_op = {name: Signal(name=f"is_{name.lower()}") for name in _OP}
+        is_op = {name: Signal(name=f"is_{name.lower()}", reset_less=True) for name in _OP}
 
         # --- STATUS counters --------------------------------------------------------------
         n_commands = Signal(32)
@@ -133,47 +141,47 @@ class CommandProcessor(wiring.Component):
             m.d.sync += busy_cycles.eq(busy_cycles + 1)
         with m.If(self.mac_step):
             m.d.sync += mac_cycles.eq(mac_cycles + 1)
-        snapshot = [Signal(32, name=f"status{k}") for k in range(STATUS_WORDS)]
+        snapshot = [Signal(32, name=f"status{k}", reset_less=True) for k in range(STATUS_WORDS)]
 
         # --- staging of multi-word entries ------------------------------------------------
         stage_words = max(c.weight_entry_words, c.act_entry_words, c.residual_entry_words,
                           PARAM_WORDS) - 1
         stage = [Signal(32, name=f"stage{k}", reset_less=True) for k in range(max(stage_words, 1))]
-        ew = Signal(range(max(stage_words + 1, PARAM_WORDS)))   # word within the entry
-        e_addr = Signal(32)                  # buffer row of the entry being received
-        e_count = Signal(32)                 # entries of the command
-        bank = Signal(32)
-        first = Signal(32)                   # address / first channel word
+        ew = Signal(range(max(stage_words + 1, PARAM_WORDS)), reset_less=True)  # word within the entry
+        e_addr = Signal(32, reset_less=True)  # buffer row of the entry being received
+        e_count = Signal(32, reset_less=True)  # entries of the command
+        bank = Signal(32, reset_less=True)
+        first = Signal(32, reset_less=True)  # address / first channel word
         with m.If(take):
             for k in range(len(stage)):
                 with m.If(ew == k):
                     m.d.sync += stage[k].eq(word)
 
         # --- thresholds -------------------------------------------------------------------
-        thr_ch = Signal(32)
-        thr_q = Signal(4)
-        thr_neg = Signal()
-        thr_idx = Signal(8)
-        thr_prev = Signal(32)
-        thr_touched = Signal()               # a threshold of this packet has been stored
+        thr_ch = Signal(32, reset_less=True)
+        thr_q = Signal(4, reset_less=True)
+        thr_neg = Signal(reset_less=True)
+        thr_idx = Signal(8, reset_less=True)
+        thr_prev = Signal(32, reset_less=True)
+        thr_touched = Signal(reset_less=True)  # a threshold of this packet has been stored
         sweep = Signal(range(c.threshold_channels + 1))
 
         # --- RUN descriptor ---------------------------------------------------------------
-        run = layout_signal(self.run_layout, name="run")
-        d_count_bad = Signal()               # a count outside 1..65535
-        d_act_base = Signal(32)
-        d_bank = Signal(32)
-        d_weight_base = Signal(32)
-        d_channel_base = Signal(32)
-        d_epilogue = Signal(2)
-        d_ob = Signal(2)
-        d_rq_bad = Signal()                  # an add requantizer with an invalid field
-        d_pool_mode = Signal(2)
-        d_taps = Signal(8)
-        d_pool_d = Signal(6)
-        d_pool_mult = Signal(32)
-        d_res_base = Signal(31)
-        d_pool_lohi_bad = Signal()
+        run = layout_signal(self.run_layout, name="run", reset_less=True)
+        d_count_bad = Signal(reset_less=True)  # a count outside 1..65535
+        d_act_base = Signal(32, reset_less=True)
+        d_bank = Signal(32, reset_less=True)
+        d_weight_base = Signal(32, reset_less=True)
+        d_channel_base = Signal(32, reset_less=True)
+        d_epilogue = Signal(2, reset_less=True)
+        d_ob = Signal(2, reset_less=True)
+        d_rq_bad = Signal(reset_less=True)  # an add requantizer with an invalid field
+        d_pool_mode = Signal(2, reset_less=True)
+        d_taps = Signal(8, reset_less=True)
+        d_pool_d = Signal(6, reset_less=True)
+        d_pool_mult = Signal(32, reset_less=True)
+        d_res_base = Signal(31, reset_less=True)
+        d_pool_lohi_bad = Signal(reset_less=True)
 
         # --- combinational word checks ----------------------------------------------------
         def per_write(f):
@@ -242,7 +250,7 @@ class CommandProcessor(wiring.Component):
                          tl.bits.eq(thr_q), tl.negate.eq(thr_neg)]
 
         # --- response words ---------------------------------------------------------------
-        resp_idx = Signal(32)
+        resp_idx = Signal(32, reset_less=True)
         header0 = Cat(opcode, tag, status, Const(0, 8))
         info = c.info_words()
         payload_word = Signal(32)
@@ -261,19 +269,19 @@ class CommandProcessor(wiring.Component):
         m.d.comb += self.run.payload.eq(run)
 
         # --- the packet state machine -----------------------------------------------------
-        chk = Signal(range(CHECK_STEPS + 2))
+        chk = Signal(range(CHECK_STEPS + 2), reset_less=True)
         mul_a = Signal(16)
         mul_b = Signal(16)
         product = Signal(32)
         m.d.comb += product.eq(mul_a * mul_b)
-        p_mk = Signal(33)
-        p_nk = Signal(32)
-        p_nm = Signal(32)
-        p_no = Signal(32)
-        div_r = Signal(17)
-        div_q = Signal(16)
-        mult_t = Signal(40)                # avg_nemo: mult * T, compared with 2**d
-        pow_d = Signal(64)
+        p_mk = Signal(33, reset_less=True)
+        p_nk = Signal(32, reset_less=True)
+        p_nm = Signal(32, reset_less=True)
+        p_no = Signal(32, reset_less=True)
+        div_r = Signal(17, reset_less=True)
+        div_q = Signal(16, reset_less=True)
+        mult_t = Signal(40, reset_less=True)  # avg_nemo: mult * T, compared with 2**d
+        pow_d = Signal(64, reset_less=True)
         run_words = Signal(40)             # RUN response payload words (valid after CHECK)
         total = p_no * R
         total_bytes = Mux(d_ob == 0, total, Mux(d_ob == 1, total << 1, total << 2))

@@ -43,7 +43,7 @@ class _PartCounter:
         if P == 1:
             self.value, self.last = Const(0, 1), Const(1, 1)
             return
-        self.value = Signal(range(P), name=name)
+        self.value = Signal(range(P), name=name, reset_less=True)   # set by ``start``
         self.last = self.value == P - 1
 
     def advance(self, cond):
@@ -156,8 +156,13 @@ class Epilogue(wiring.Component):
         # from ``i`` with its last part.
         E = c.epilogue_lanes
         P = -(-R // E)
-        row = Signal(16)
-        tile_ch = Signal(16)
+        # The run's counters and addresses (row, tile_ch, res_addr, tap, out_o, out_t, the part
+        # counters) have no reset: ``start`` loads each of them before the run's first beat,
+        # and no beat enters outside a run (a reset net reaching every data bit is the
+        # design's longest wire). The residual prefetch, which may read ahead on stale
+        # descriptor fields between runs, is flushed by ``start`` too.
+        row = Signal(16, reset_less=True)
+        tile_ch = Signal(16, reset_less=True)
         sel = cfg.threshold
         part_in = _PartCounter(m, P, E, self.start, "part_in")
         unit_ready = Mux(sel, th.i.ready, rq.i.ready)
@@ -198,7 +203,7 @@ class Epilogue(wiring.Component):
         # --- 2. add: residual entries read ahead in order --------------------------------
         m.submodules.res_fifo = res_fifo = ResetInserter(self.start)(
             SyncFIFO(width=8 * R, depth=RESIDUAL_PREFETCH))
-        res_addr = Signal(len(self.residual.addr))
+        res_addr = Signal(len(self.residual.addr), reset_less=True)
         pending = Signal()
         issue = Signal()
         m.d.comb += [
@@ -259,7 +264,7 @@ class Epilogue(wiring.Component):
 
         # --- 3. pool -----------------------------------------------------------------------
         pooled, pooled_y = _values_stream(R, "pooled")
-        tap = Signal(8)
+        tap = Signal(8, reset_less=True)
         pp = pu.i.payload
         rmin, rmax = -(1 << (pu.sum_bits - 1)), (1 << (pu.sum_bits - 1)) - 1
         clamp = lambda v: Mux(v < rmin, rmin, Mux(v > rmax, rmax, v))
@@ -287,8 +292,8 @@ class Epilogue(wiring.Component):
             m.d.sync += tap.eq(0)
 
         # --- 4. results, the run's final one marked -----------------------------------------
-        out_o = Signal(16)
-        out_t = Signal(16)
+        out_o = Signal(16, reset_less=True)
+        out_t = Signal(16, reset_less=True)
         end_o = out_o == cfg.outputs - 1
         end_t = out_t == cfg.n_tiles - 1
         m.d.comb += [

@@ -359,6 +359,11 @@ class MacArray(wiring.Component):
         # flip-flops' one synchronous set/reset input.
         acc = [Signal(signed(self.acc_bits), name=f"acc{r}", reset_less=True) for r in range(R)]
         total = [Signal(signed(self.acc_bits), name=f"total{r}") for r in range(R)]
+        # The result register has no reset: it is read only while o.valid is set, which a
+        # reset clears (a reset net reaching every data bit is the design's longest wire).
+        result = [Signal(signed(self.acc_bits), name=f"result{r}", reset_less=True)
+                  for r in range(R)]
+        m.d.comb += [self.o.payload.acc[r].eq(result[r]) for r in range(R)]
         # Truncation to acc_bits is the documented two's-complement wrap.
         sums = _fused_add([(acc[r], step[r], self.acc_bits) for r in range(R)], CHAIN_BITS)
         m.d.comb += [total[r].eq(sums[r]) for r in range(R)]
@@ -376,7 +381,7 @@ class MacArray(wiring.Component):
             m.d.sync += self.o.valid.eq(0)
         with m.If(advance & e_valid & e_last):
             m.d.sync += self.o.valid.eq(1)
-            m.d.sync += [self.o.payload.acc[r].eq(total[r]) for r in range(R)]
+            m.d.sync += [result[r].eq(total[r]) for r in range(R)]
         return m
 
     # Host side ---------------------------------------------------------------------------

@@ -240,15 +240,19 @@ class PoolUnit(wiring.Component):
                          v_o.eq(v_e3)]
 
         # Shared per-window state: tap count and the last beat's parameters, staged along.
+        # Only the valid flags and ``first`` (a reset starts a new window) have a reset: the
+        # running count, sums and maxima are read only after a tap with ``first`` low has
+        # loaded them, and every stage register only matters while its stage's flag is set
+        # (a reset net reaching every data bit is the design's longest wire).
         first = Signal(init=1)
-        cnt = Signal(n_bits)
+        cnt = Signal(n_bits, reset_less=True)
         new_n = Mux(first, 1, cnt + 1)
-        w_n = Signal(n_bits)
+        w_n = Signal(n_bits, reset_less=True)
         stage_layout = data.StructLayout({"mode": PoolMode, "lo": signed(SB), "hi": signed(SB)})
-        ctl = [Signal(stage_layout, name=f"ctl_{s}") for s in ("w", "e1", "e2", "e3")]
-        w_mult = Signal(self.max_shift + 1)
-        w_shift = Signal(self.max_shift.bit_length() or 1)
-        shamt = [Signal(sh_bits, name=f"shamt_{s}") for s in ("e1", "e2")]
+        ctl = [Signal(stage_layout, name=f"ctl_{s}", reset_less=True) for s in ("w", "e1", "e2", "e3")]
+        w_mult = Signal(self.max_shift + 1, reset_less=True)
+        w_shift = Signal(self.max_shift.bit_length() or 1, reset_less=True)
+        shamt = [Signal(sh_bits, name=f"shamt_{s}", reset_less=True) for s in ("e1", "e2")]
         with m.If(take):
             m.d.sync += [cnt.eq(new_n), first.eq(p.last)]
         with m.If(advance):
@@ -268,22 +272,23 @@ class PoolUnit(wiring.Component):
 
         for lane in range(L):
             x = p.x[lane]
-            acc_sum = Signal(signed(SB), name=f"acc_sum_{lane}")
-            acc_max = Signal(signed(self.in_bits), name=f"acc_max_{lane}")
+            acc_sum = Signal(signed(SB), name=f"acc_sum_{lane}", reset_less=True)
+            acc_max = Signal(signed(self.in_bits), name=f"acc_max_{lane}", reset_less=True)
             new_sum = Mux(first, x, acc_sum + x)
             new_max = Mux(first | (x > acc_max), x, acc_max)
-            w_sum = Signal(signed(SB), name=f"w_sum_{lane}")
-            w_max = Signal(signed(self.in_bits), name=f"w_max_{lane}")
+            w_sum = Signal(signed(SB), name=f"w_sum_{lane}", reset_less=True)
+            w_max = Signal(signed(self.in_bits), name=f"w_max_{lane}", reset_less=True)
             with m.If(take):
                 m.d.sync += [acc_sum.eq(new_sum), acc_max.eq(new_max)]
             with m.If(advance):
                 m.d.sync += [w_sum.eq(new_sum), w_max.eq(new_max)]
 
             # E1: operands. TFLite divides A = |S| + n//2 >= 0 by n; NEMO multiplies S by mult.
-            sign = [Signal(name=f"sign_{s}_{lane}") for s in ("e1", "e2")]
-            mx = [Signal(signed(self.in_bits), name=f"max_{s}_{lane}") for s in ("e1", "e2", "e3")]
-            a = Signal(op_a, name=f"op_a_{lane}")
-            b = Signal(op_b, name=f"op_b_{lane}")
+            sign = [Signal(name=f"sign_{s}_{lane}", reset_less=True) for s in ("e1", "e2")]
+            mx = [Signal(signed(self.in_bits), name=f"max_{s}_{lane}", reset_less=True)
+                  for s in ("e1", "e2", "e3")]
+            a = Signal(op_a, name=f"op_a_{lane}", reset_less=True)
+            b = Signal(op_b, name=f"op_b_{lane}", reset_less=True)
             half = w_n >> 1
             a_val = Mux(w_sum < 0, half - w_sum, w_sum + half)
             with m.If(advance):
@@ -291,7 +296,7 @@ class PoolUnit(wiring.Component):
                              a.eq(Mux(tfl_w, a_val, w_sum)), b.eq(Mux(tfl_w, rd.data, w_mult))]
 
             # E2: one multiplier per lane for both averages.
-            prod = Signal(signed(op_a.width + op_b.width), name=f"prod_{lane}")
+            prod = Signal(signed(op_a.width + op_b.width), name=f"prod_{lane}", reset_less=True)
             with m.If(advance):
                 m.d.sync += [prod.eq(a * b), sign[1].eq(sign[0]), mx[1].eq(mx[0])]
 
@@ -299,14 +304,14 @@ class PoolUnit(wiring.Component):
             # NEMO as mult <= 2**d, floor(A/n) <= |S| + n//2 for TFLite), so the slice is exact.
             scaled = (prod >> shamt[1])[:SB + 1].as_signed()
             tfl_e2 = ctl[2].mode == PoolMode.AVG_TFLITE
-            res = Signal(signed(SB + 1), name=f"res_{lane}")
+            res = Signal(signed(SB + 1), name=f"res_{lane}", reset_less=True)
             with m.If(advance):
                 m.d.sync += [res.eq(Mux(tfl_e2 & sign[1], -scaled, scaled)), mx[2].eq(mx[1])]
 
             # O: select the mode's result and clamp.
             lo, hi = ctl[3].lo, ctl[3].hi
             val = Mux(ctl[3].mode == PoolMode.MAX, mx[2], res)
-            y = Signal(signed(SB), name=f"y_{lane}")
+            y = Signal(signed(SB), name=f"y_{lane}", reset_less=True)
             with m.If(advance):
                 m.d.sync += y.eq(Mux(val < lo, lo, Mux(val > hi, hi, val)))
             m.d.comb += self.o.payload.y[lane].eq(y)

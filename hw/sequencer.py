@@ -80,15 +80,18 @@ class LayerSequencer(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         R, C, wb = self.rows, self.cols, self.weight_bits
-        cfg = layout_signal(self.start_layout, name="cfg")
+        # Only ``running`` and ``o.valid`` have a reset: the run's fields, counters and
+        # addresses are all loaded by ``start`` and read only while ``running`` (a reset net
+        # reaching every data bit is the design's longest wire).
+        cfg = layout_signal(self.start_layout, name="cfg", reset_less=True)
         running = Signal()
-        k = Signal(16)
-        mm = Signal(16)
-        n = Signal(16)
-        a_addr = Signal(len(self.acts.addr))
-        a_row = Signal(len(self.acts.addr))         # first activation entry of the current row
-        w_addr = Signal(len(self.weights.addr))
-        w_tile = Signal(len(self.weights.addr))     # first weight entry of the current tile
+        k = Signal(16, reset_less=True)
+        mm = Signal(16, reset_less=True)
+        n = Signal(16, reset_less=True)
+        a_addr = Signal(len(self.acts.addr), reset_less=True)
+        a_row = Signal(len(self.acts.addr), reset_less=True)  # first activation entry of the row
+        w_addr = Signal(len(self.weights.addr), reset_less=True)
+        w_tile = Signal(len(self.weights.addr), reset_less=True)  # first weight entry of the tile
 
         advance = Signal()
         issue = Signal()

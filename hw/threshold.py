@@ -253,12 +253,16 @@ class ThresholdUnit(wiring.Component):
             banks.append(stage)
 
         for lane in range(L):
-            x0 = Signal(signed(32), name=f"x0_{lane}")
-            c = [Signal(CB, name=f"c{r}_{lane}") for r in range(Q)]
-            y = [Signal(signed(33), name=f"y{r}_{lane}") for r in range(1, Q + 1)]
-            q = [Signal(self.q_bits, name=f"q{r}_{lane}") for r in range(1, Q + 1)]
+            # Data registers have no reset: each is loaded with its beat whenever the pipeline
+            # advances and only matters while its stage's valid flag is set, and a reset clears
+            # those flags (a reset net reaching every data bit is the design's longest wire).
+            x0 = Signal(signed(32), name=f"x0_{lane}", reset_less=True)
+            c = [Signal(CB, name=f"c{r}_{lane}", reset_less=True) for r in range(Q)]
+            y = [Signal(signed(33), name=f"y{r}_{lane}", reset_less=True) for r in range(1, Q + 1)]
+            q = [Signal(self.q_bits, name=f"q{r}_{lane}", reset_less=True) for r in range(1, Q + 1)]
             y, q = [None] + y, [None] + q              # index by register number
-            prefix = [Signal(r - 1, name=f"p{r}_{lane}") if r > 1 else None for r in range(Q + 2)]
+            prefix = [Signal(r - 1, name=f"p{r}_{lane}", reset_less=True) if r > 1 else None
+                      for r in range(Q + 2)]
 
             with m.If(advance):
                 m.d.sync += [x0.eq(self.i.payload.x[lane]), c[0].eq(self.i.payload.channel[lane])]
