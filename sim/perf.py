@@ -273,6 +273,12 @@ def summary_table(res):
     return _table(["figure", "value"], rows)
 
 
+def _network_table(net):
+    """The per-layer (per-program) utilisation table of a :func:`network_layers` result."""
+    return _table(_UTIL_HEAD, _util_rows(net["layers"] + [net["total"]],
+                                         lambda d: f"{d['name']} ({d['kind']})" if d["kind"] else "total"))
+
+
 def render_markdown(res):
     """docs/perf/README.md from the results."""
     a = res["array"]
@@ -281,20 +287,14 @@ def render_markdown(res):
            "checked element by element against golden. Definitions of the columns: `sim/perf.py`.",
            "Which targets are met and what limits the others: [targets.md](targets.md).", "",
            summary_table(res), ""]
-    net = res.get("network")
+    net, fused = res.get("network"), res.get("network_fused")
     if net:
         out += [f"## MAC utilisation: demo network ({net['model']}, {net['images']} images, "
-                f"{a['rows']}x{a['cols']} array, RTL on Verilator)", "",
-                _table(_UTIL_HEAD, _util_rows(net["layers"] + [net["total"]],
-                                              lambda d: f"{d['name']} ({d['kind']})" if d["kind"] else "total")),
+                f"{a['rows']}x{a['cols']} array, RTL on Verilator)", "", _network_table(net),
                 "", "![utilisation per layer](utilisation.png)", ""]
-    fused = res.get("network_fused")
     if fused:
         out += [f"## MAC utilisation: demo network with fusion ({fused['images']} images, add and pooling layers in "
-                f"the epilogue of the layer before them: docs/driver.md, \"Fusion\")", "",
-                _table(_UTIL_HEAD, _util_rows(fused["layers"] + [fused["total"]],
-                                              lambda d: f"{d['name']} ({d['kind']})" if d["kind"] else "total")),
-                ""]
+                f"the epilogue of the layer before them: docs/driver.md, \"Fusion\")", "", _network_table(fused), ""]
     if res.get("gemms"):
         out += [f"## MAC utilisation: GEMM sweep (M, N, K) on the {a['rows']}x{a['cols']} array", "",
                 _table(_UTIL_HEAD, _util_rows(res["gemms"], lambda d: f"{d['M']}x{d['N']}x{d['K']}")), ""]
