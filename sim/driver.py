@@ -540,7 +540,6 @@ class Driver:
             for s in la.inputs:
                 users.setdefault(s, []).append(la.name)
         dummy = {name: np.full((1,) + t.shape, t.lo, dtype=np.int64) for name, t in model.tensors.items()}
-        dummy[model.input.name] = np.full((1,) + model.input.shape, model.input.lo, dtype=np.int64)
         groups, i = [], 0
         while i < len(layers):
             group = (layers[i],)
@@ -589,7 +588,7 @@ class Driver:
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=x_signed, x_zero_point=zp,
                       w_zero_point=np.broadcast_to(np.asarray(layer.weight_zero_point, dtype=np.int64), (n,)),
                       x_range=x_range, useful_macs=rows.shape[0] * w.shape[1] * n)
-        if layer.kind == "conv2d":
+        if layer.kind == "conv2d" and self.conv_strips != "never":
             job.strips = _conv_strips(x, layer, self.info)
             if job.strips is not None and x.shape[-1] % self.info.cols:       # channel padding holds zp
                 job.x_range = (min(job.x_range[0], zp), max(job.x_range[1], zp))
