@@ -104,8 +104,9 @@ ASYNC_FIFO = {
 
 # --- threshold, add, MAC array ------------------------------------------------------------------
 
-def _th_no_stall(self, m):
-    # The pipeline advances whatever o.ready says: a stalled output beat is overwritten.
+def _advance_always(self, m):
+    # The pipeline advances whatever o.ready says: a stalled output beat is overwritten
+    # (pooling unit, result packer).
     m.d.comb += find(m, "advance").eq(1)
 
 
@@ -119,10 +120,15 @@ def _mac_result_overwritten(self, m):
     m.d.comb += find(m, "advance").eq(1)
 
 
-THRESHOLD = {"no_stall": mutate(ThresholdUnit, _th_no_stall)}
+def _th_no_credit_check(self, m):
+    # Data is accepted whatever the credit count says: under a stall the output FIFO overflows.
+    m.d.comb += self.i.ready.eq(~self.load.valid)
+
+
+THRESHOLD = {"no_credit_check": mutate(ThresholdUnit, _th_no_credit_check)}
 ADD = {"sum_ignores_stall": mutate(AddUnit, _add_sum_ignores_stall)}
-POOL = {"no_stall": mutate(PoolUnit, _th_no_stall)}
-PACKER = {"no_backpressure": mutate(ResultPacker, _th_no_stall)}
+POOL = {"no_stall": mutate(PoolUnit, _advance_always)}
+PACKER = {"no_backpressure": mutate(ResultPacker, _advance_always)}
 def _cmd_response_retracted(self, m):
     # A response word offered and not taken is withdrawn in the next cycle.
     stalled = Signal(name="mutant_stalled")

@@ -13,7 +13,7 @@ from amaranth import (ClockDomain, ClockSignal, Const, Elaboratable, Fragment, M
 from amaranth.hdl import Assert, Assume, Cover
 
 from formal.harness import (AnyConst, AnySeq, bounded_stall, check_sink, counter,
-                            drive_source, internal)
+                            drive_source, internal, registers)
 
 __all__ = ["Proof", "PROOFS"]
 
@@ -215,15 +215,38 @@ def _one(frag, name):
 
 def _threshold_stream(mutant):
     """ThresholdUnit with a free load stream next to the data stream (loads may arrive at
-    any time; the unit serialises them between data beats)."""
+    any time; the unit serialises them between data beats). Occupancy = the stage flags plus
+    the output FIFO's level; the credit count and the FIFO's pointers are tied to it (the
+    invariants that make the induction step hold)."""
     def body(m, rst):
         dut = _unit_cls(mutant, "hw.threshold", "ThresholdUnit", "THRESHOLD")(
             channels=2, max_bits=2, lanes=1)
         frag = Fragment.get(dut, None)
-        valid = internal(frag, r"valid\d+", expect=dut.max_bits + 2)
+        valid = internal(frag, r"valid\d+", expect=dut.max_bits + 1)
+        regs = registers(frag)
+        credits, level, produce, consume = (_unique(regs, n) for n in
+                                            ("credits", "level", "produce", "consume"))
+        D = dut.fifo_depth
         drive_source(m, dut.load, rst)
-        stream_proof(m, rst, dut, frag, occupancy=sum(valid), capacity=len(valid))
+        occ = sum(valid) + level
+        stream_proof(m, rst, dut, frag, occupancy=occ, capacity=D)
+        with m.If(~rst):
+            m.d.comb += [
+                Assert(credits + occ == D, "credits + beats inside != FIFO depth"),
+                Assert((produce < D) & (consume < D)),
+                Assert(Mux(produce == consume, (level == 0) | (level == D),
+                           level == Mux(produce > consume, 0, D) + produce - consume),
+                       "FIFO level does not match its pointers"),
+            ]
     return _Harness(body)
+
+
+def _unique(regs, name):
+    """The only register called ``name`` (see :func:`formal.harness.registers`)."""
+    found = regs.get(name, [])
+    if len(found) != 1:
+        raise LookupError(f"{name!r}: found {len(found)} registers, expected 1")
+    return found[0]
 
 
 def _add_stream(mutant):
@@ -416,7 +439,7 @@ PROOFS.append(Proof("cdc_fifo", "bmc", 20, "depth=4, 4-bit words, free clocks, a
 
 PROOFS += [
     Proof("threshold_stream", "prove", 6, "channels=2 max_bits=2 lanes=1, free loads",
-          _threshold_stream, mutants=["no_stall"], fast=True, bug_depth=8),
+          _threshold_stream, mutants=["no_credit_check"], fast=True, bug_depth=12),
     Proof("add_stream", "prove", 6, "lanes=1 in_bits=2 out_bits=2", _add_stream,
           mutants=["sum_ignores_stall"], fast=True, bug_depth=26),
     Proof("pool_stream", "prove", 6, "lanes=1 in_bits=3 max_taps=4 max_shift=2", _pool_stream,

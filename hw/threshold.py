@@ -25,8 +25,9 @@ is issued one cycle before that bit is known, with both candidates arriving in t
 mux; the read address of a stage never waits on a comparison.
 """
 
-from amaranth import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
@@ -72,6 +73,9 @@ class ThresholdUnit(wiring.Component):
     ----------
     latency : int
         ``max_bits + 2``: cycles from a data beat's acceptance to its result being offered.
+    fifo_depth : int
+        ``max_bits + 3``: entries of the output FIFO (the beats in flight plus one per cycle
+        of the credit return, see below).
     load : ``In(stream.Signature(load_layout))``
         One threshold per beat; fields:
         ``channel`` unsigned(ceil_log2(channels)) (at least 1 bit),
@@ -91,23 +95,32 @@ class ThresholdUnit(wiring.Component):
         ``count`` array of ``lanes`` unsigned(max_bits) values, one beat per data beat, in order.
 
     Ordering: a load beat waits until every data beat accepted before it has finished reading
-    the memories, and while a load beat is offered no data beat is accepted (``i.ready`` is low),
-    so each data beat sees exactly the loads accepted before it. Thresholds can be reloaded
-    between data bursts at one threshold per cycle. The producer must not send data for a
-    channel while that channel is half reloaded (a mix of old and new thresholds is in general
-    not ascending); other channels may be used meanwhile.
+    the memories (``load.ready`` is low while any pipeline stage holds a beat: a load is
+    accepted ``max_bits + 2`` cycles after the last data beat at the earliest), and while a
+    load beat is offered no data beat is accepted (``i.ready`` is low), so each data beat sees
+    exactly the loads accepted before it. Thresholds can be reloaded between data bursts at one
+    threshold per cycle. The producer must not send data for a channel while that channel is
+    half reloaded (a mix of old and new thresholds is in general not ascending); other channels
+    may be used meanwhile.
 
     Latency and throughput: a data beat accepted in cycle ``t`` is offered on ``o`` in cycle
-    ``t + max_bits + 2`` (one stage reads the channel's ``negate``/``q``, one negates, then one
-    search level per stage); one beat per cycle in steady state. A switch from data to loading
-    costs the drain of the pipeline (``max_bits + 1`` cycles). Stall-all pipeline: every
-    register and memory read port advances when ``o.ready | ~o.valid``, so nothing is lost or
-    duplicated under any backpressure.
+    ``t + max_bits + 2`` at the earliest (one stage reads the channel's ``negate``/``q``, one
+    negates, one search level per stage, the last writing the output FIFO, which offers the
+    beat the next cycle); one beat per cycle in steady state, with no bubbles while ``o.ready``
+    stays high. A switch from data to loading costs the drain of the pipeline (``max_bits + 1``
+    cycles). Free-running pipeline: every register and memory read port is enabled in every
+    cycle, whatever ``o.ready`` says; results wait in the output FIFO of ``fifo_depth``
+    entries. A data beat is accepted only against a credit, a free FIFO entry not yet promised
+    to a beat in flight; a credit returns the cycle after its beat leaves on ``o``. So nothing
+    is lost or duplicated under any backpressure, and ``i.ready`` (credits left and no load
+    offered) depends on registers and ``load.valid`` only, never on ``o.ready``. At most
+    ``fifo_depth`` beats are inside the unit (pipeline and FIFO) at any time.
 
     Storage: ``channels * (2**max_bits - 1)`` x 32 bits of thresholds in ``max_bits`` memories
     (stage ``s`` holds ``channels * 2**s`` words, split in two banks for ``s >= 1``), plus
     ``channels`` x (bit_length(max_bits) + 1) bits of per-channel ``q``/``negate``; each memory
-    has one write port and ``lanes`` synchronous read ports.
+    has one write port and ``lanes`` synchronous read ports. The output FIFO holds
+    ``fifo_depth`` x ``lanes * max_bits`` bits (an asynchronous-read memory: distributed RAM).
 
     Raises
     ------
@@ -122,6 +135,7 @@ class ThresholdUnit(wiring.Component):
         self.channel_bits = max(1, ceil_log2(self.channels))
         self.q_bits = self.max_bits.bit_length()
         self.latency = self.max_bits + 2
+        self.fifo_depth = self.max_bits + 3
         self.load_layout = data.StructLayout({
             "value": signed(32),
             "index": unsigned(self.max_bits),
@@ -203,23 +217,35 @@ class ThresholdUnit(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        Q, L, CB = self.max_bits, self.lanes, self.channel_bits
+        Q, L, CB, D = self.max_bits, self.lanes, self.channel_bits, self.fifo_depth
 
-        # R[r] (r = 0..Q+1) are the pipeline registers; R[Q+1] drives o.
-        advance = Signal()
-        m.d.comb += advance.eq(self.o.ready | ~self.o.valid)
-        valid = [Signal(name=f"valid{r}") for r in range(Q + 2)]
+        # R[r] (r = 0..Q) are the pipeline registers. They advance every cycle: valid[r] marks
+        # a beat in R[r], and the beat in R[Q] goes into the output FIFO together with the
+        # last search level's decision. Nothing in the pipeline waits for o.ready, so no
+        # enable net reaches every register and memory read port.
+        valid = [Signal(name=f"valid{r}") for r in range(Q + 1)]
         busy = Signal()
+        # Free FIFO entries not yet promised to a beat: D minus the beats in R[0..Q] and in
+        # the FIFO. A beat is accepted only against a credit, so the FIFO never overflows,
+        # and i.ready depends on registers alone (no path from o.ready). A credit returns the
+        # cycle after its beat leaves the FIFO, hence D = Q + 3 for one beat per cycle.
+        credits = Signal(range(D + 1), init=D)
+        accept = Signal()
+        m.submodules.fifo = fifo = SyncFIFO(width=Shape.cast(self.out_layout).width, depth=D)
         m.d.comb += [
-            busy.eq(Cat(valid[:Q + 1]).any()),
+            busy.eq(Cat(valid).any()),
             # A pending load blocks new data so that it lands between two data beats.
-            self.i.ready.eq(advance & ~self.load.valid),
+            self.i.ready.eq((credits != 0) & ~self.load.valid),
+            accept.eq(self.i.valid & self.i.ready),
             self.load.ready.eq(~busy),
-            self.o.valid.eq(valid[Q + 1]),
+            self.o.valid.eq(fifo.r_rdy),
+            self.o.payload.eq(fifo.r_data),
+            fifo.r_en.eq(self.o.ready),
+            fifo.w_en.eq(valid[Q]),
         ]
-        with m.If(advance):
-            m.d.sync += valid[0].eq(self.i.valid & self.i.ready)
-            m.d.sync += [valid[r + 1].eq(valid[r]) for r in range(Q + 1)]
+        m.d.sync += valid[0].eq(accept)
+        m.d.sync += [valid[r + 1].eq(valid[r]) for r in range(Q)]
+        m.d.sync += credits.eq(credits - accept + (self.o.valid & self.o.ready))
 
         ld = self.load.payload
         load_en = self.load.valid & self.load.ready
@@ -252,29 +278,29 @@ class ThresholdUnit(wiring.Component):
                 stage.append(mem)
             banks.append(stage)
 
+        result = Signal(self.out_layout)
+        m.d.comb += fifo.w_data.eq(result)
         for lane in range(L):
-            # Data registers have no reset: each is loaded with its beat whenever the pipeline
-            # advances and only matters while its stage's valid flag is set, and a reset clears
-            # those flags (a reset net reaching every data bit is the design's longest wire).
+            # Data registers have no reset: each is loaded every cycle and only matters while
+            # its stage's valid flag is set, and a reset clears those flags (a reset net
+            # reaching every data bit is the design's longest wire).
             x0 = Signal(signed(32), name=f"x0_{lane}", reset_less=True)
             c = [Signal(CB, name=f"c{r}_{lane}", reset_less=True) for r in range(Q)]
             y = [Signal(signed(33), name=f"y{r}_{lane}", reset_less=True) for r in range(1, Q + 1)]
             q = [Signal(self.q_bits, name=f"q{r}_{lane}", reset_less=True) for r in range(1, Q + 1)]
             y, q = [None] + y, [None] + q              # index by register number
             prefix = [Signal(r - 1, name=f"p{r}_{lane}", reset_less=True) if r > 1 else None
-                      for r in range(Q + 2)]
+                      for r in range(Q + 1)]
 
-            with m.If(advance):
-                m.d.sync += [x0.eq(self.i.payload.x[lane]), c[0].eq(self.i.payload.channel[lane])]
-                m.d.sync += [c[r + 1].eq(c[r]) for r in range(Q - 1)]
-                m.d.sync += [y[r + 1].eq(y[r]) for r in range(1, Q)]
-                m.d.sync += [q[r + 1].eq(q[r]) for r in range(1, Q)]
+            m.d.sync += [x0.eq(self.i.payload.x[lane]), c[0].eq(self.i.payload.channel[lane])]
+            m.d.sync += [c[r + 1].eq(c[r]) for r in range(Q - 1)]
+            m.d.sync += [y[r + 1].eq(y[r]) for r in range(1, Q)]
+            m.d.sync += [q[r + 1].eq(q[r]) for r in range(1, Q)]
 
             cfg_r = cfg.read_port()
-            m.d.comb += [cfg_r.addr.eq(self.i.payload.channel[lane]), cfg_r.en.eq(advance)]
-            with m.If(advance):
-                # 33 bits: -INT32_MIN = 2**31 is above every int32 threshold, as in golden.
-                m.d.sync += [y[1].eq(Mux(cfg_r.data.negate, -x0, x0)), q[1].eq(cfg_r.data.bits)]
+            m.d.comb += cfg_r.addr.eq(self.i.payload.channel[lane])
+            # 33 bits: -INT32_MIN = 2**31 is above every int32 threshold, as in golden.
+            m.d.sync += [y[1].eq(Mux(cfg_r.data.negate, -x0, x0)), q[1].eq(cfg_r.data.bits)]
 
             for s in range(Q):
                 k = Q - 1 - s
@@ -282,15 +308,13 @@ class ThresholdUnit(wiring.Component):
                 reads = []
                 for mem in banks[s]:
                     r = mem.read_port()
-                    addr = c[s] if s <= 1 else Cat(prefix[s], c[s])
-                    m.d.comb += [r.addr.eq(addr), r.en.eq(advance)]
+                    m.d.comb += r.addr.eq(c[s] if s <= 1 else Cat(prefix[s], c[s]))
                     reads.append(r.data)
                 t = reads[0] if s == 0 else Mux(prefix[s + 1][0], reads[1], reads[0])
                 bit = (y[s + 1] >= t) & (q[s + 1] > k)
-                with m.If(advance):
-                    if s == 0:
-                        m.d.sync += prefix[2].eq(bit)
-                    else:
-                        m.d.sync += prefix[s + 2].eq(Cat(bit, prefix[s + 1]))
-            m.d.comb += self.o.payload.count[lane].eq(prefix[Q + 1])
+                decided = bit if s == 0 else Cat(bit, prefix[s + 1])
+                if s < Q - 1:
+                    m.d.sync += prefix[s + 2].eq(decided)
+                else:
+                    m.d.comb += result.count[lane].eq(decided)
         return m
