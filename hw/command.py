@@ -8,6 +8,7 @@ exactly one response per packet, sent after the packet's TLAST.
 
 from amaranth import Cat, Const, Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
+from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
@@ -25,6 +26,10 @@ _OP = OPCODES
 _ST = STATUS
 STATUS_WORDS = 9
 CHECK_STEPS = 3 + 16 + 1          # three products, a 16-bit division, one more product
+#: Opcodes whose packets are accepted while a RUN computes (their buffers are not the RUN's).
+OVERLAPPED = ("WRITE_WEIGHTS", "WRITE_ACTS", "WRITE_RESIDUAL")
+#: Responses of packets completed during a RUN that wait for the RUN's last result word.
+PENDING_DEPTH = 8
 
 
 class CommandProcessor(wiring.Component):
@@ -37,6 +42,18 @@ class CommandProcessor(wiring.Component):
     INFO and STATUS answer from constants and counters, RUN hands the decoded descriptor to
     the datapath on ``run``, sends the response header with the exact payload length, then
     forwards the datapath's result words from ``results`` until their ``last``.
+
+    Overlap: while a RUN computes and its results are forwarded, the processor goes on reading
+    packets. WRITE_WEIGHTS, WRITE_ACTS and WRITE_RESIDUAL execute at once, unless the entries
+    they address meet the running RUN's (its activation range ``act_base ..
+    act_base + (m_count-1)*row_step + k_steps - 1``, its weight range ``weight_base ..
+    weight_base + n_tiles*k_steps - 1`` of its bank, its residual range with ``add``): then
+    the packet waits at its count word until the RUN's last result word has gone, so a write
+    never changes what a RUN reads. Any other packet waits at its first word. The responses of
+    packets completed meanwhile (header only: writes have no payload) queue in a
+    :data:`PENDING_DEPTH`-entry FIFO behind the RUN's result words, so every response still
+    comes in command order; with the queue full the processor waits. The responses and
+    buffers are therefore exactly those of one packet at a time.
 
     Timing: one word per cycle in every state that reads the input (a threshold word waits for
     the threshold unit's load port). The RUN descriptor checks take :data:`CHECK_STEPS` + 1
@@ -136,7 +153,11 @@ class CommandProcessor(wiring.Component):
         busy_cycles = Signal(64)
         mac_cycles = Signal(64)
         busy = Signal()
-        m.d.sync += cycles.eq(cycles + 1)
+        counted = Signal()                   # the packet in hand is answered (or queued) now
+        run_counted = Signal()               # the forwarded RUN's last result word goes now
+        m.d.sync += [cycles.eq(cycles + 1), n_commands.eq(n_commands + counted + run_counted)]
+        with m.If(counted & (status != 0)):
+            m.d.sync += [n_errors.eq(n_errors + 1), last_error.eq(status)]
         with m.If(busy):
             m.d.sync += busy_cycles.eq(busy_cycles + 1)
         with m.If(self.mac_step):
@@ -183,6 +204,17 @@ class CommandProcessor(wiring.Component):
         d_res_base = Signal(31, reset_less=True)
         d_pool_lohi_bad = Signal(reset_less=True)
 
+        # --- overlap with a running RUN -----------------------------------------------------
+        fwd = Signal()                       # a RUN computes; its result words go out
+        m.submodules.pending = pending = SyncFIFO(width=19, depth=PENDING_DEPTH)
+        out_busy = Signal()                  # responses ahead of the packet in hand
+        m.d.comb += out_busy.eq(fwd | pending.r_rdy)
+        # The running RUN's entries (ends exclusive, all within their buffers after CHECK).
+        hi_bits = c.addr_bits(max(c.weight_depth, c.act_depth, c.residual_depth)) + 1
+        r_act_hi = Signal(hi_bits, reset_less=True)
+        r_w_hi = Signal(hi_bits, reset_less=True)
+        r_res_hi = Signal(hi_bits, reset_less=True)
+
         # --- combinational word checks ----------------------------------------------------
         def per_write(f):
             # f(payload words before the entries, words per entry, buffer depth) for each write
@@ -224,6 +256,21 @@ class CommandProcessor(wiring.Component):
         m.d.comb += thr_ok.eq((thr_idx == 0) | (word.as_signed() >= thr_prev.as_signed()))
         thr_len = Signal(32)
         m.d.comb += thr_len.eq(1 + (Const(1, 10) << q_word))
+
+        # Does the write in hand (its address in ``first``, its count on the input) meet the
+        # running RUN's entries? Only used when its address and count passed their checks, so
+        # both are within the buffer and the narrow sums are exact.
+        hazard = Signal()
+        meets = Signal()
+        w_lo = first[:hi_bits]
+        w_hi = Signal(hi_bits + 1)
+        m.d.comb += w_hi.eq(w_lo + cnt_small)
+
+        def hits(lo, hi):
+            return (w_lo < hi) & (lo[:hi_bits] < w_hi)
+        m.d.comb += meets.eq(Mux(is_op["WRITE_ACTS"], hits(d_act_base, r_act_hi),
+                                 Mux(is_op["WRITE_WEIGHTS"], (bank == d_bank) & hits(d_weight_base, r_w_hi),
+                                     is_op["WRITE_RESIDUAL"] & run.add & hits(d_res_base, r_res_hi))))
 
         # --- buffer write ports -----------------------------------------------------------
         def entry_data(words):
@@ -288,9 +335,7 @@ class CommandProcessor(wiring.Component):
         m.d.comb += run_words.eq((total_bytes + 3) >> 2)
 
         def count_response():
-            m.d.sync += n_commands.eq(n_commands + 1)
-            with m.If(status != 0):
-                m.d.sync += [n_errors.eq(n_errors + 1), last_error.eq(status)]
+            m.d.comb += counted.eq(1)
 
         def fail(code, is_last, touched):
             m.d.sync += [status.eq(code), resp_len.eq(0), resp_idx.eq(0), after_last.eq(is_last)]
@@ -396,6 +441,8 @@ class CommandProcessor(wiring.Component):
                     m.d.sync += [p_no.eq(product), run.outputs.eq(outputs)]
                 with m.Case(CHECK_STEPS):
                     e = Signal(3)
+                    m.d.sync += [r_act_hi.eq(d_act_base + p_mk), r_w_hi.eq(d_weight_base + p_nk),
+                                 r_res_hi.eq(d_res_base + p_nm)]
                     chans = d_channel_base + n * R
                     nemo_bad = ((d_pool_d > c.max_pool_shift) | (d_pool_mult == 0) |
                                 (mult_t > pow_d) | (pow_d >= mult_t + d_taps))
@@ -441,8 +488,9 @@ class CommandProcessor(wiring.Component):
                         m.next = "HDR0"
 
             with m.State("HDR0"):
-                m.d.comb += self.i.ready.eq(1)
                 op = word[0:8]
+                # During a RUN only the writes of OVERLAPPED start; anything else waits.
+                m.d.comb += self.i.ready.eq(~out_busy | Cat(*[op == _OP[n] for n in OVERLAPPED]).any())
                 known = (op >= 1) & (op <= 8)
                 with m.If(take):
                     m.d.sync += [is_op[name].eq(op == code) for name, code in _OP.items()]
@@ -482,7 +530,7 @@ class CommandProcessor(wiring.Component):
                 m.d.comb += [
                     thr_load.eq(stores_thr),
                     self.thresholds.valid.eq(self.i.valid & stores_thr),
-                    self.i.ready.eq(~stores_thr | self.thresholds.ready),
+                    self.i.ready.eq((~stores_thr | self.thresholds.ready) & ~hazard),
                 ]
                 with m.If(take):
                     m.d.sync += [rem.eq(rem - 1), pidx.eq(Mux(pidx == RUN_WORDS, pidx, pidx + 1))]
@@ -495,6 +543,8 @@ class CommandProcessor(wiring.Component):
                 with m.Elif(is_write & (pidx == hdr_words - 1)):
                     m.d.comb += err.eq(Mux(count_oor, _ST["OUT_OF_RANGE"],
                                            Mux(count_len, _ST["BAD_LENGTH"], 0)))
+                    # A valid write that meets the running RUN's entries waits for its end.
+                    m.d.comb += hazard.eq(fwd & (err == 0) & meets)
                 with m.Elif(is_op["WRITE_PARAMS"] & in_entries & (ew == PARAM_WORDS - 1)):
                     m.d.comb += err.eq(Mux(p_valid, 0, _ST["BAD_PARAM"]))
                 with m.Elif(is_op["WRITE_THRESHOLDS"] & (pidx == 0)):
@@ -570,18 +620,27 @@ class CommandProcessor(wiring.Component):
                     m.next = "RESPOND"
 
             with m.State("RESPOND"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(payload_word)]
-                done = Signal()
-                m.d.comb += done.eq(Mux(is_op["RUN"] & (status == 0), resp_idx == 1,
-                                        resp_idx == resp_len + 1))
-                m.d.comb += self.o.payload.last.eq(done & ~(is_op["RUN"] & (status == 0)))
-                with m.If(self.o.ready):
-                    m.d.sync += resp_idx.eq(resp_idx + 1)
-                    with m.If(done):
-                        with m.If(is_op["RUN"] & (status == 0)):
-                            m.next = "RESULTS"
-                        with m.Else():
-                            count_response()
+                with m.If(out_busy):
+                    # Only a packet of OVERLAPPED gets here while responses are ahead of it:
+                    # its response is its header alone, queued behind them.
+                    m.d.comb += [pending.w_en.eq(1), pending.w_data.eq(header0[:19])]
+                    with m.If(pending.w_rdy):
+                        count_response()
+                        m.next = "HDR0"
+                with m.Else():
+                    m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(payload_word)]
+                    done = Signal()
+                    m.d.comb += done.eq(Mux(is_op["RUN"] & (status == 0), resp_idx == 1,
+                                            resp_idx == resp_len + 1))
+                    m.d.comb += self.o.payload.last.eq(done & ~(is_op["RUN"] & (status == 0)))
+                    with m.If(self.o.ready):
+                        m.d.sync += resp_idx.eq(resp_idx + 1)
+                        with m.If(done):
+                            with m.If(is_op["RUN"] & (status == 0)):
+                                # The results follow from the datapath while packets go on.
+                                m.d.sync += fwd.eq(1)
+                            with m.Else():
+                                count_response()
                             m.next = "HDR0"
 
             with m.State("RUN_START"):
@@ -589,12 +648,21 @@ class CommandProcessor(wiring.Component):
                 with m.If(self.run.ready):
                     m.next = "RESPOND"
 
-            with m.State("RESULTS"):
-                m.d.comb += [busy.eq(1)]
-                m.d.comb += [self.o.valid.eq(self.results.valid),
-                             self.o.payload.eq(self.results.payload),
-                             self.results.ready.eq(self.o.ready)]
-                with m.If(self.results.valid & self.o.ready & self.results.payload.last):
-                    count_response()
-                    m.next = "HDR0"
+        # --- the response stream after a RUN's header ---------------------------------------
+        # The RUN's result words, then the queued headers (word 0 from the queue, word 1 the
+        # length 0); the FSM's RESPOND drives the stream only when both are done.
+        second = Signal()                    # the queued header's word 1 is next
+        with m.If(fwd):
+            m.d.comb += [busy.eq(1), self.o.valid.eq(self.results.valid),
+                         self.o.payload.eq(self.results.payload),
+                         self.results.ready.eq(self.o.ready)]
+            with m.If(self.results.valid & self.o.ready & self.results.payload.last):
+                m.d.comb += run_counted.eq(1)
+                m.d.sync += fwd.eq(0)
+        with m.Elif(pending.r_rdy):
+            m.d.comb += [self.o.valid.eq(1), self.o.payload.data.eq(Mux(second, 0, pending.r_data)),
+                         self.o.payload.last.eq(second)]
+            with m.If(self.o.ready):
+                m.d.sync += second.eq(~second)
+                m.d.comb += pending.r_en.eq(second)
         return m

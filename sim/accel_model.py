@@ -17,9 +17,13 @@ equivalent to checking word by word as the hardware does, because nothing is obs
 TLAST and the walk stops at the first error.
 
 Cycle counters are the model's own idealised counts (one word per cycle on either stream, one MAC
-step per cycle, no latency): ``cycles`` = words received + words sent + MAC steps,
+step per cycle, no latency): ``cycles`` = words received + words sent + MAC steps, less the words
+of buffer writes the top executes while a RUN computes (docs/protocol.md "Overlap": writes behind
+a RUN, with only such writes between, that do not meet its entries; at most the RUN's MAC steps);
 ``busy_cycles`` = ``mac_cycles`` = MAC steps of the executed RUNs. Only ``mac_cycles`` is
-implementation-independent.
+implementation-independent (:func:`program_cycles` computes ``cycles`` for a program without
+executing it). :attr:`AcceleratorModel.overlap` tells how the last packet stood to the RUN before
+it.
 """
 
 import numpy as np
@@ -31,7 +35,8 @@ from golden.requantizer import RequantParams, requantize
 from golden.threshold import threshold
 from sim import protocol as P
 
-__all__ = ["AcceleratorModel", "response_mismatch", "STATUS_UNCOMPARED", "POOL_TAP_BITS"]
+__all__ = ["AcceleratorModel", "Overlap", "program_cycles", "response_mismatch", "STATUS_UNCOMPARED",
+           "POOL_TAP_BITS"]
 
 #: STATUS payload words that depend on the implementation (cycles, busy_cycles: 2 words each).
 STATUS_UNCOMPARED = (3, 4, 5, 6)
@@ -40,6 +45,66 @@ POOL_TAP_BITS = 9
 
 _OK, _UNKNOWN_OPCODE, _TRUNCATED, _BAD_LENGTH, _OUT_OF_RANGE, _BAD_PARAM, _BAD_HEADER = range(7)
 _OP = P.OPCODES
+_RUN = _OP["RUN"]
+_OVERLAPPED = (_OP["WRITE_WEIGHTS"], _OP["WRITE_ACTS"], _OP["WRITE_RESIDUAL"])
+
+
+class Overlap:
+    """Which buffer writes the top executes while a RUN computes (docs/protocol.md "Overlap"):
+    those behind a RUN, with only such writes between, that do not meet its entries. Feed every
+    packet in order to :meth:`packet`; it returns the packet's words hidden behind the RUN's
+    MAC steps (at most those steps over all the writes behind one RUN), the model's idealised
+    count of the overlap. :attr:`last` is "apart", "meets" or None for the last packet."""
+
+    def __init__(self):
+        self.behind = None           # (reads, MAC steps left to hide words in) of the RUN before
+        self.last = None
+
+    def packet(self, words, ok, steps):
+        opcode = words[0] & 0xFF
+        self.last = None
+        if opcode == _RUN:
+            self.behind = (P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0].reads(), steps) if ok else None
+            return 0
+        if opcode not in _OVERLAPPED:
+            self.behind = None
+            return 0
+        if self.behind is None or not ok:
+            return 0                             # an erroneous write never waits
+        reads, budget = self.behind
+        buf, (bank, lo, hi) = P.writes(words)
+        r = reads.get(buf)
+        if r is not None and r[0] == bank and lo < r[2] and r[1] < hi:
+            self.last = "meets"
+            self.behind = None                   # it and what follows wait for the RUN's end
+            return 0
+        self.last = "apart"
+        hidden = min(budget, len(words))
+        self.behind = (reads, budget - hidden)
+        return hidden
+
+
+def program_cycles(packets, info):
+    """The model's ``cycles`` for ``packets`` when every one is answered OK (a driver's program),
+    without executing them: words in (padded to the beat) less those hidden behind a RUN
+    (:class:`Overlap`), response words, MAC steps."""
+    per_beat = info.bus_width // 32
+    overlap = Overlap()
+    total = 0
+    for pk in packets:
+        words = list(pk) + [0] * (-len(pk) % per_beat)
+        steps, out = 0, 2
+        if words[0] & 0xFF == _RUN:
+            d = P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0]
+            steps = d.m_count * d.k_steps * d.n_tiles
+            outputs = d.m_count // d.pool_taps if d.pool else d.m_count
+            out += -(-d.n_tiles * outputs * info.rows * d.out_bytes // 4)
+        elif words[0] & 0xFF == _OP["INFO"]:
+            out += P.INFO_WORDS
+        elif words[0] & 0xFF == _OP["STATUS"]:
+            out += P.STATUS_WORDS
+        total += len(words) - overlap.packet(words, True, steps) + out + steps
+    return total
 
 
 class _Error(Exception):
@@ -126,6 +191,12 @@ class AcceleratorModel:
         self.th_q = np.zeros(self.info.threshold_channels, dtype=np.int64)
         self.counters = dict(commands=0, errors=0, last_error=0, cycles=0, busy_cycles=0, mac_cycles=0)
         self._pending = []
+        self._overlap = Overlap()
+
+    @property
+    def overlap(self):
+        """How the last packet stood to the RUN it was behind: "apart", "meets" or None."""
+        return self._overlap.last
 
     # --- streams --------------------------------------------------------------------------
 
@@ -181,7 +252,8 @@ class AcceleratorModel:
             c["last_error"] = status
         c["mac_cycles"] += steps
         c["busy_cycles"] += steps
-        c["cycles"] += len(words) + len(resp) + steps
+        hidden = self._overlap.packet(words, status == _OK, steps)
+        c["cycles"] += len(words) - hidden + len(resp) + steps
         return resp
 
     # --- the walk -------------------------------------------------------------------------

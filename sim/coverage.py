@@ -17,6 +17,10 @@ Bins (group / bin):
 * ``packet``: each opcode answered OK.
 * ``error``: each error status.
 * ``reset``: a reset of the bus domain and of the core domain in the middle of a stream.
+* ``overlap``: a buffer write (answered OK) sent behind a RUN with only buffer writes between
+  them, so that the top executes it while the RUN computes (``apart``) or holds it until the
+  RUN's end because it meets the RUN's entries (``meets``; docs/protocol.md "Overlap"), as
+  :attr:`sim.accel_model.AcceleratorModel.overlap` classifies it.
 
 Sampling: the bench (:mod:`sim.tb_top`) starts a :class:`BenchMonitor` when the environment
 variable ``INTDEPLOY_COVERAGE_DIR`` names a directory (the pytest plugin sets it); the monitor
@@ -54,6 +58,7 @@ BINS = {
     "packet": list(P.OPCODES),
     "error": [k for k in P.STATUS if k != "OK"],
     "reset": ["bus", "core"],
+    "overlap": ["apart", "meets"],
 }
 #: Why a bin may stay empty in a run (``make test`` runs a subset; ``make regress`` all).
 EXPLAINED = {
@@ -94,6 +99,8 @@ class CoverageModel(AcceleratorModel):
     def packet(self, words):
         resp = super().packet(words)
         opcode, status = resp[0] & 0xFF, (resp[0] >> 16) & 0xFF
+        if self.overlap is not None:
+            self.hits[f"overlap/{self.overlap}"] += 1
         if status == 0 and opcode in P.OPCODE_NAMES:
             self.hits[f"packet/{P.OPCODE_NAMES[opcode]}"] += 1
         elif status:

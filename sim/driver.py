@@ -39,6 +39,7 @@ for the whole batch of images; :func:`run_layers` compiles every layer from refe
 tensors and runs the whole network in one engine call (one simulator run on the RTL).
 """
 
+import dataclasses
 from dataclasses import dataclass, field
 import numpy as np
 
@@ -47,7 +48,7 @@ from golden.add import AddParams
 from golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
 from golden.requantizer import RequantParams, requantize
 from sim import protocol as P
-from sim.accel_model import AcceleratorModel, POOL_TAP_BITS
+from sim.accel_model import AcceleratorModel, POOL_TAP_BITS, program_cycles
 
 __all__ = [
     "EngineError", "ModelEngine", "GemmJob", "LayerProgram", "Driver", "LayerStats", "run_network",
@@ -170,7 +171,7 @@ class LayerProgram:
     mac_steps: int = 0
     useful_macs: int = 0
     host: bool = False
-    weight_chunks: int = 0                     # chunk j of the weights lives in bank j mod banks
+    weight_chunks: int = 0
     row_chunks: int = 0
 
     @property
@@ -234,10 +235,15 @@ class Driver:
         (zero weights, all-zero parameter entries; those results are discarded). Rows are split
         in chunks that fit the activation buffer (and the residual buffer with ``add``; a multiple
         of the pooling window with ``pool``); tiles in chunks that fit a weight bank and the
-        parameter (threshold) channels. Chunk ``j`` of the weights goes to bank ``j mod banks``, so
-        that a later driver can load the next chunk while the current one computes. If every
-        chunk has its own bank the weights are loaded once; otherwise the loop order that sends
-        fewer words is chosen.
+        parameter (threshold) channels. If every weight chunk has its own bank the weights are
+        loaded once; otherwise the loop order that sends fewer words is chosen.
+
+        With more than one RUN, the operands of consecutive RUNs never share buffer entries, so
+        that the accelerator loads the next RUN's while the current one computes (docs/protocol.md
+        "Overlap"; docs/driver.md): row chunks alternate between the two halves of the
+        activation buffer, each RUN's residual between the two halves of the residual buffer,
+        and weight loads between the banks (load ``l`` to bank ``l mod banks``). The caps are
+        then those of half buffers, unless a half cannot hold one chunk.
         """
         i = self.info
         R, C = i.rows, i.cols
@@ -269,30 +275,56 @@ class Driver:
         if chan_cap < R:
             raise ValueError(f"layer {name!r}: a tile of R = {R} channels needs {R} parameter/threshold "
                              f"channels, the accelerator has {chan_cap}")
-        tiles_cap = min(i.weight_depth // k_steps, chan_cap // R, _MAX_COUNT)
-        m_cap = _floor_to(min(i.act_depth // k_steps, _MAX_COUNT), taps)
-        if m_cap < taps:
-            raise ValueError(f"layer {name!r}: a pooling window of {taps} rows x {k_steps} steps does not fit "
-                             f"the activation buffer ({i.act_depth} entries)")
-        if strips is not None:
-            # units of the activation chunks are strips: u strips give u*per - (per - valid) GEMM rows
-            u_cap = min(i.act_depth // L, (_MAX_COUNT + per - valid) // per)
-            if job.add is not None:
-                u_cap = min(u_cap, (i.residual_depth + per - valid) // per)
-            if u_cap < 1 or strips["row_step"] > _MAX_COUNT:
-                raise ValueError(f"layer {name!r}: a strip of {L} activation entries ({valid} outputs) does not fit "
-                                 f"the buffers")
-            if job.add is not None:
-                tiles_cap = max(1, min(tiles_cap, i.residual_depth // (min(u_cap, ent.shape[0]) * per - per + valid)))
-                u_cap = min(u_cap, (i.residual_depth // tiles_cap + per - valid) // per)
-        elif job.add is not None:
-            if i.residual_depth < taps:
-                raise ValueError(f"layer {name!r}: the residual buffer ({i.residual_depth} entries) cannot hold "
-                                 f"one pooling window of {taps} rows")
-            # residual entries of one RUN: n_tiles * m_count <= residual_depth
-            m_cap = min(m_cap, _floor_to(i.residual_depth, taps))
-            tiles_cap = max(1, min(tiles_cap, i.residual_depth // min(m_cap, M)))
-            m_cap = min(m_cap, _floor_to(i.residual_depth // tiles_cap, taps))
+        def caps(act_depth, residual_depth):
+            # (tiles per RUN, GEMM rows per RUN, strips per RUN) for buffers of these depths
+            tiles_cap = min(i.weight_depth // k_steps, chan_cap // R, _MAX_COUNT)
+            m_cap = _floor_to(min(act_depth // k_steps, _MAX_COUNT), taps)
+            u_cap = None
+            if m_cap < taps:
+                raise ValueError(f"layer {name!r}: a pooling window of {taps} rows x {k_steps} steps does not fit "
+                                 f"the activation buffer ({act_depth} entries)")
+            if strips is not None:
+                # units of the activation chunks are strips: u strips give u*per - (per - valid) GEMM rows
+                u_cap = min(act_depth // L, (_MAX_COUNT + per - valid) // per)
+                if job.add is not None:
+                    u_cap = min(u_cap, (residual_depth + per - valid) // per)
+                if u_cap < 1 or strips["row_step"] > _MAX_COUNT:
+                    raise ValueError(f"layer {name!r}: a strip of {L} activation entries ({valid} outputs) does "
+                                     f"not fit the buffers")
+                if job.add is not None:
+                    tiles_cap = max(1, min(tiles_cap, residual_depth // (min(u_cap, ent.shape[0]) * per - per + valid)))
+                    u_cap = min(u_cap, (residual_depth // tiles_cap + per - valid) // per)
+            elif job.add is not None:
+                if residual_depth < taps:
+                    raise ValueError(f"layer {name!r}: the residual buffer ({residual_depth} entries) cannot hold "
+                                     f"one pooling window of {taps} rows")
+                # residual entries of one RUN: n_tiles * m_count <= residual_depth
+                m_cap = min(m_cap, _floor_to(residual_depth, taps))
+                tiles_cap = max(1, min(tiles_cap, residual_depth // min(m_cap, M)))
+                m_cap = min(m_cap, _floor_to(residual_depth // tiles_cap, taps))
+            wchunks = [(t, min(t + tiles_cap, n_tiles)) for t in range(0, n_tiles, tiles_cap)]
+            if strips is None:
+                mchunks = [(m, min(m + m_cap, M)) for m in range(0, M, m_cap)]
+            else:
+                S = ent.shape[0]
+                mchunks = [(u, min(u + u_cap, S)) for u in range(0, S, u_cap)]
+            return wchunks, mchunks
+
+        wchunks, mchunks = caps(i.act_depth, i.residual_depth)
+        # Halves: while a RUN computes, the accelerator takes the next RUN's activations and
+        # residual if they do not meet the running RUN's entries (docs/protocol.md "Overlap"),
+        # so with more than one RUN consecutive chunks go to alternate halves of the buffers.
+        act_half, res_half = 0, 0
+        if len(wchunks) * len(mchunks) > 1:
+            split_act = len(mchunks) > 1
+            split_res = job.add is not None
+            try:
+                wchunks, mchunks = caps(i.act_depth // 2 if split_act else i.act_depth,
+                                        i.residual_depth // 2 if split_res else i.residual_depth)
+                act_half = i.act_depth // 2 if split_act else 0
+                res_half = i.residual_depth // 2 if split_res else 0
+            except ValueError:
+                pass
         # zero point of the K padding: the row's weight zero point when representable
         wlo, whi = -(1 << (i.weight_bits - 1)), (1 << (i.weight_bits - 1)) - 1
         if w.min() < wlo or w.max() > whi:
@@ -324,14 +356,10 @@ class Driver:
             res = np.zeros((M, n_tiles * R), dtype=np.int64)
             res[:, :N] = job.residual
 
-        wchunks = [(t, min(t + tiles_cap, n_tiles)) for t in range(0, n_tiles, tiles_cap)]
         if strips is None:
-            mchunks = [(m, min(m + m_cap, M)) for m in range(0, M, m_cap)]
             act_words = M * k_steps * i.act_entry_words
         else:
-            S = ent.shape[0]
-            mchunks = [(u, min(u + u_cap, S)) for u in range(0, S, u_cap)]
-            act_words = S * L * i.act_entry_words
+            act_words = ent.shape[0] * L * i.act_entry_words
         params_resident = n_tiles * R <= chan_cap
         banks = i.weight_banks
         resident = len(wchunks) <= banks
@@ -341,6 +369,7 @@ class Driver:
 
         packets, runs = [], []
         steps = 0
+        loads = {"acts": 0, "runs": 0, "weights": 0}     # alternate halves / banks
 
         def load_params(t0, t1):
             first = t0 * R if params_resident else 0          # channel of tile t0's first channel
@@ -349,10 +378,14 @@ class Driver:
                 for c in range(t0 * R, min(t1 * R, N)):
                     packets.append(P.write_thresholds(first + c - t0 * R, job.thresholds[c], bool(job.negate[c])))
 
+        bank_of = {}                # weight chunk -> its bank
+
         def load_weights(j):
             t0, t1 = wchunks[j]
             tiles = wp[t0 * R:t1 * R].reshape(t1 - t0, R, k_steps, C).transpose(0, 2, 1, 3)
-            packets.append(P.write_weights(j % banks, 0, tiles.reshape(-1, R, C), i.weight_bits))
+            bank_of[j] = loads["weights"] % banks           # never the bank of the RUN before
+            loads["weights"] += 1
+            packets.append(P.write_weights(bank_of[j], 0, tiles.reshape(-1, R, C), i.weight_bits))
 
         params_of = [None]          # the chunk whose parameters are in the buffer
 
@@ -361,11 +394,15 @@ class Driver:
                 load_params(*wchunks[j])
                 params_of[0] = j
 
+        act_base = [0]
+
         def load_acts(m0, m1):
+            act_base[0] = loads["acts"] % 2 * act_half
+            loads["acts"] += 1
             if strips is None:
-                packets.append(P.write_acts(0, xp[m0:m1].reshape((m1 - m0) * k_steps, C)))
+                packets.append(P.write_acts(act_base[0], xp[m0:m1].reshape((m1 - m0) * k_steps, C)))
             else:
-                packets.append(P.write_acts(0, ent[m0:m1].reshape((m1 - m0) * L, C)))
+                packets.append(P.write_acts(act_base[0], ent[m0:m1].reshape((m1 - m0) * L, C)))
 
         def run(j, m0, m1):
             nonlocal steps
@@ -375,7 +412,10 @@ class Driver:
             else:
                 mc, row_step, r0, r1 = (m1 - m0) * per - (per - valid), strips["row_step"], m0 * valid, m1 * valid
             ensure_params(j)
-            d = P.RunDescriptor(m_count=mc, k_steps=k_steps, n_tiles=t1 - t0, bank=j % banks, row_step=row_step,
+            res_base = loads["runs"] % 2 * res_half
+            loads["runs"] += 1
+            d = P.RunDescriptor(m_count=mc, k_steps=k_steps, n_tiles=t1 - t0, bank=bank_of[j], row_step=row_step,
+                                act_base=act_base[0], residual_base=res_base,
                                 channel_base=t0 * R if params_resident else 0, x_signed=job.x_signed,
                                 x_zero_point=job.x_zero_point,
                                 epilogue="threshold" if job.thresholds is not None else "requant",
@@ -387,7 +427,7 @@ class Driver:
                                          np.zeros((m1 - m0, per - valid, rr.shape[1]), dtype=np.int64)], axis=1)
                     rr = rr.reshape((m1 - m0) * per, -1)[:mc]
                 rs = rr.reshape(mc, t1 - t0, R).transpose(1, 0, 2).reshape(-1, R)
-                packets.append(P.write_residual(0, rs))
+                packets.append(P.write_residual(res_base, rs))
                 a = job.add
                 d.add, d.residual_signed = True, job.residual_signed
                 d.add_zero_points, d.add_left_shift = a.in_zero_points, a.left_shift
@@ -491,34 +531,33 @@ class Driver:
             flowing = layer.name
         job.name = name
         job.out_bytes, job.out_signed = out_bytes, out_signed
-        if job.strips is not None and not self._strips_pay(job):
+        if job.strips is not None and not self._strips_fit(job):
             job.strips = None
         try:
             prog = self.compile_gemm(job)
+            if job.strips is not None and self.conv_strips == "auto":
+                rows = self.compile_gemm(dataclasses.replace(job, strips=None))
+                if program_cycles(rows.packets, self.info) <= program_cycles(prog.packets, self.info):
+                    prog = rows
         except ValueError as e:
             raise ValueError(str(e).replace(f"layer {name!r}:", f"{what}:", 1)) from None
         prog.finish = lambda y: y.reshape(out_shape)
         return prog
 
-    def _strips_pay(self, job):
-        """Whether ``job``'s convolution strips beat im2col rows: fewer MAC steps plus activation
-        words (the rows between a strip's outputs count), and they fit the buffers."""
+    def _strips_fit(self, job):
+        """Whether ``job``'s convolution strips can run: no pooling (it needs the rows window by
+        window) and a strip fits the buffers. With ``conv_strips="auto"`` :meth:`compile_group`
+        then compiles both ways and keeps the one of fewer cycles by
+        :func:`sim.accel_model.program_cycles` (MAC steps, words, and the words hidden behind
+        RUNs: the dropped rows between a strip's outputs count as steps)."""
         i, st = self.info, job.strips
         if job.pool is not None or self.conv_strips == "never":
-            return False                              # pooling needs the rows window by window
-        ent = st["entries"]
-        S, L = ent.shape[:2]
-        k_host = -(-job.x.shape[1] // i.cols)
+            return False
+        L = st["entries"].shape[1]
         k_strip = st["w"].shape[1] // i.cols
-        rows = S * st["per_strip"] - (st["per_strip"] - st["valid"])
-        n_tiles = -(-job.w.shape[0] // i.rows)
         if L > i.act_depth or k_strip > min(i.weight_depth, _MAX_COUNT) or st["row_step"] > _MAX_COUNT:
             return False
-        if job.add is not None and st["valid"] > i.residual_depth:
-            return False
-        host = job.x.shape[0] * k_host * (n_tiles + i.act_entry_words)
-        strip = rows * k_strip * n_tiles + S * L * i.act_entry_words
-        return self.conv_strips == "always" or strip < host
+        return job.add is None or st["valid"] <= i.residual_depth
 
     def plan(self, model, fuse=False):
         """The programs of ``model``: a list of tuples of layers, in model order.

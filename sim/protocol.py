@@ -20,7 +20,7 @@ __all__ = [
     "Info", "Response", "RunDescriptor",
     "command", "response", "to_beats", "from_beats", "split_packets", "parse_response",
     "info", "status", "write_weights", "write_params", "write_param_entries", "write_thresholds",
-    "write_acts", "write_residual", "run", "encode_requant", "decode_requant", "decode_info",
+    "write_acts", "write_residual", "writes", "run", "encode_requant", "decode_requant", "decode_info",
     "decode_status", "pack_elements", "unpack_elements", "pack_entries", "unpack_entries",
     "entry_words", "sext",
 ]
@@ -439,6 +439,20 @@ class RunDescriptor:
             w[39] = _field(self.pool_lo, "pool_lo", 16, True) | (_field(self.pool_hi, "pool_hi", 16, True) << 16)
         return w
 
+    def reads(self):
+        """The buffer entries this RUN reads, as the accelerator bounds them: ``{buffer: (bank,
+        first, end)}`` (end exclusive, bank 0 but for ``"weights"``) for ``"acts"``
+        (``act_base .. act_base + (m_count-1)*row_step + k_steps``), ``"weights"`` (``weight_base
+        .. weight_base + n_tiles*k_steps`` of ``bank``) and, with ``add``, ``"residual"``
+        (``residual_base .. residual_base + n_tiles*m_count``). A write meeting one of them waits
+        for the RUN's end (docs/protocol.md "Overlap")."""
+        span = (self.m_count - 1) * (self.row_step or self.k_steps) + self.k_steps
+        r = {"acts": (0, self.act_base, self.act_base + span),
+             "weights": (self.bank, self.weight_base, self.weight_base + self.n_tiles * self.k_steps)}
+        if self.add:
+            r["residual"] = (0, self.residual_base, self.residual_base + self.n_tiles * self.m_count)
+        return r
+
     @classmethod
     def decode(cls, words):
         """``(RunDescriptor, words)`` from 40 words: every field by width, no range checks.
@@ -471,6 +485,19 @@ class RunDescriptor:
                 pool_taps=(w[37] >> 8) & 0xFF, pool_d=(w[37] >> 16) & 0x3F, pool_mult=w[38],
                 pool_lo=sext(w[39], 16), pool_hi=sext(w[39] >> 16, 16), row_step=w[7] >> 16)
         return d, w
+
+
+def writes(packet):
+    """``(buffer, (bank, first, end))`` for a WRITE_WEIGHTS / WRITE_ACTS / WRITE_RESIDUAL packet
+    (as :meth:`RunDescriptor.reads`), else None. The packet's fields are read, not checked."""
+    op = packet[0] & 0xFF
+    if op == OPCODES["WRITE_WEIGHTS"]:
+        bank, first, count = packet[2:5]
+        return "weights", (bank, first, first + count)
+    if op in (OPCODES["WRITE_ACTS"], OPCODES["WRITE_RESIDUAL"]):
+        first, count = packet[2:4]
+        return ("acts" if op == OPCODES["WRITE_ACTS"] else "residual"), (0, first, first + count)
+    return None
 
 
 def run(descriptor, tag=0):

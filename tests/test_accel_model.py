@@ -613,3 +613,30 @@ def test_fuzz_one_response_per_packet_never_raises(bus_width, packets, data):
     setup, run, exp = _setup_and_run(info)
     r = model.transact(setup + [run])[-1]
     np.testing.assert_array_equal(_values(r, 16).reshape(4, 4), exp)
+
+
+def test_cycles_count_the_words_hidden_behind_a_run():
+    """The model's idealised ``cycles``: words in, words out and MAC steps, less the words of
+    writes behind a RUN that do not meet its entries, at most its MAC steps
+    (docs/protocol.md "Overlap"); :func:`program_cycles` gives the same without executing."""
+    from sim.accel_model import program_cycles
+    info = P.Info(rows=4, cols=4, bus_width=32)
+    rng = np.random.default_rng(3)
+    acts = lambda at, n: P.write_acts(at, rng.integers(0, 256, (n, 4)))
+    run = P.run(P.RunDescriptor(m_count=10, k_steps=2, n_tiles=1, out_bytes=4))      # 20 steps, acts 0..19
+    cases = [                                       # (writes, cycles they add, the last one's overlap)
+        ([acts(20, 3)], 7 - 7 + 2, "apart"),            # 7 words, all hidden; 2 response words
+        ([acts(19, 3)], 7 + 2, "meets"),                # meets entry 19: waits, nothing hidden
+        ([acts(20, 10), acts(40, 10)], 2 * 14 - 20 + 4, "apart"),   # 28 words, 20 steps to hide them in
+        ([acts(19, 1), acts(40, 3)], 5 + 7 + 4, None),  # behind a waiting write: after the RUN
+        ([P.write_param_entries(0, [[0] * 8]), acts(40, 3)], 12 + 7 + 4, None),  # parameters wait
+    ]
+    base = AcceleratorModel(info)
+    base.transact([run])
+    before = base.counters["cycles"]
+    for tail, cycles, last in cases:
+        model = AcceleratorModel(info)
+        assert all(r.ok for r in model.transact([run] + tail))
+        assert model.counters["cycles"] - before == cycles, tail
+        assert model.overlap == last
+        assert program_cycles([run] + tail, info) == model.counters["cycles"]

@@ -431,21 +431,45 @@ def test_tiling_beyond_buffers(M, K, N):
     prog, got = _run_job(TINY, job)
     np.testing.assert_array_equal(got, _gemm_expected(job))
     banks = [pk[2] for pk in prog.packets if pk[0] & 0xFF == 0x02]
-    assert banks == [(j % prog.weight_chunks) % 2 for j in range(len(banks))]    # chunk j in bank j mod 2
+    assert banks == [j % 2 for j in range(len(banks))]    # load l in bank l mod 2
+    assert _waits(prog.packets) == []
 
 
 def test_tiling_loop_orders():
     rng = np.random.default_rng(9)
-    # 3 weight chunks (more than the banks), 8 row chunks: resending weights (8 x 96 words) costs more
-    # than resending activations (3 x 256): weight chunks outside, activations reloaded per chunk
+    # 3 weight chunks (more than the banks), 16 row chunks of half the activation buffer: resending
+    # weights (16 x 96 words) costs more than resending activations (3 x 256): weight chunks
+    # outside, activations reloaded per chunk
     many_rows = _job(rng, 64, 16, 24)
-    # 2 row chunks: activations are cheap to keep, weights reloaded per row chunk
-    few_rows = _job(rng, 16, 16, 24)
-    for job, loads in ((many_rows, (3, 24)), (few_rows, (6, 2))):
+    # K = 4: 3 weight chunks (2 tiles each: the parameter channels), 24 words in all; 4 row
+    # chunks of 16 rows: resending the weights (4 x 24 words) costs less than resending the
+    # activations (3 x 64): row chunks outside, weights reloaded per row chunk
+    few_rows = _job(rng, 64, 4, 24)
+    for job, loads in ((many_rows, (3, 48)), (few_rows, (12, 4))):
         prog, got = _run_job(TINY, job)
         np.testing.assert_array_equal(got, _gemm_expected(job))
         count = lambda op: sum(1 for pk in prog.packets if pk[0] & 0xFF == op)
         assert (count(0x02), count(0x05)) == loads
+        assert _waits(prog.packets) == []
+
+
+def _waits(packets):
+    """The write packets that would wait for the RUN before them: those meeting its entries
+    (:meth:`sim.protocol.RunDescriptor.reads`), sent after it and before the next packet that
+    is not a buffer write (which waits for the RUN's end anyway)."""
+    waits, reads = [], None
+    for k, pk in enumerate(packets):
+        op = pk[0] & 0xFF
+        if op == P.OPCODES["RUN"]:
+            reads = P.RunDescriptor.decode(pk[2:])[0].reads()
+        elif P.writes(pk) is None:
+            reads = None
+        elif reads is not None:
+            buf, (bank, lo, hi) = P.writes(pk)
+            if buf in reads and reads[buf][0] == bank and lo < reads[buf][2] and reads[buf][1] < hi:
+                waits.append(k)
+                reads = None
+    return waits
 
 
 def test_tiling_thresholds_beyond_threshold_channels():
@@ -476,6 +500,45 @@ def test_tiling_add_small_residual_buffer_and_pool():
     job.residual_signed = True
     _, got = _run_job(TINY, job)
     np.testing.assert_array_equal(got, _gemm_expected(job))
+
+
+def test_consecutive_runs_never_share_entries():
+    """No write the driver sends behind a RUN meets the entries that RUN reads (so the
+    accelerator never makes it wait): the digits network layer by layer and fused, on the default
+    buffers and on small ones (many RUNs, strips with an add; a half of the activation buffer
+    holds a strip: else nothing can overlap), and GEMMs tiled over TINY buffers
+    with an add and pooling. And the writes that can overlap a RUN are there: most RUNs but the
+    last of a program are followed by a write."""
+    from sim.soak import random_network
+    model = model_file.load(digits.MODEL_FILE)
+    _, _, x_test, _ = digits.load_split()
+    golden = IntegerDeployable(model).run(x_test[:8], trace=True)
+    programs = []
+    small = _soak_info(act_depth=128, residual_depth=16)       # half of it holds one conv2 strip (60 entries)
+    for info in (P.Info(), small):
+        d = Driver(info)
+        for fuse in (False, True):
+            programs += [d.compile_group(model, g, golden).packets for g in d.plan(model, fuse)]
+    for seed in range(40):
+        net, x = random_network(seed)
+        if [la.name for la in net.layers][1:3] == ["conv2", "res"]:
+            break
+    ref = IntegerDeployable(net).run(x, trace=True)
+    d = Driver(small, conv_strips="always")
+    programs += [d.compile_group(net, g, ref).packets for g in d.plan(net, True)]
+    rng = np.random.default_rng(11)
+    job = _job(rng, 24, 6, 9)
+    job.add = AddParams.nemo(3, 5, 2)
+    job.residual = rng.integers(0, 256, (24, 9))
+    programs.append(Driver(TINY).compile_gemm(job).packets)
+    followed = runs = 0
+    for packets in programs:
+        assert _waits(packets) == []
+        ops = [pk[0] & 0xFF for pk in packets]
+        at = [k for k, op in enumerate(ops) if op == P.OPCODES["RUN"]]
+        runs += len(at) - 1
+        followed += sum(1 for k in at[:-1] if P.writes(packets[k + 1]) is not None)
+    assert runs > 50 and followed > 0.9 * runs, (followed, runs)
 
 
 @pytest.mark.parametrize("zp", [5, 100])         # 100 is not a 4-bit weight: K padding uses 0

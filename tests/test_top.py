@@ -353,6 +353,51 @@ def test_activation_bound_at_the_edge(tmp_path):
     run_top("verilator", QUICK, test_dir=tmp_path, packets=packets)
 
 
+def _long_run(add):
+    """60 GEMM rows x 4 steps x 4 tiles (960 MAC steps): activations 0..239, weights 0..15 of
+    bank 0, with ``add`` residual entries 0..239; each tile reads every activation entry again."""
+    d = P.RunDescriptor(m_count=60, k_steps=4, n_tiles=4, out_bytes=4, add=add)
+    if add:
+        rq = RequantParams(mult=3, shift=1)
+        d.add_branches, d.add_output = (rq, rq), rq
+    return P.run(d)
+
+
+def test_writes_during_a_run_that_meet_it_wait(tmp_path):
+    """Writes sent right behind a RUN into the entries it reads (activations, weights of its
+    bank, residual) must wait for its end; writes next to them go at once. Every response is
+    compared with the model, which executes one packet at a time: a write that did not wait
+    would change what the RUN's later tiles read."""
+    info = info_of(QUICK)
+    rng = np.random.default_rng(21)
+    R, C = info.rows, info.cols
+    w = lambda n: rng.integers(-128, 128, (n, R, C))
+    packets = _fill_buffers(rng, info)
+    # each meeting write first behind its RUN (a waiting write holds up the packets after it)
+    for write in (P.write_acts(200, rng.integers(0, 256, (16, C))), P.write_weights(0, 8, w(4), 8),
+                  P.write_residual(100, rng.integers(0, 256, (16, R)))):
+        packets += [_long_run(True), write]
+    packets += [_long_run(True), P.write_acts(240, rng.integers(0, 256, (16, C))), P.write_weights(1, 0, w(16), 8),
+                P.write_weights(0, 16, w(4), 8), P.write_residual(240, rng.integers(0, 256, (16, R))),
+                _long_run(True), P.status()]
+    run_top("verilator", QUICK, test_dir=tmp_path, packets=packets)
+
+
+def test_writes_overlap_a_run(tmp_path):
+    """Core cycles of a RUN followed by a 500-entry activation write: outside the RUN's entries
+    the write is absorbed by the RUN's 960 busy cycles; meeting them, it follows the RUN."""
+    info = info_of(QUICK)
+    rng = np.random.default_rng(22)
+    base = _fill_buffers(rng, info)
+    data = rng.integers(0, 256, (500, info.cols))
+    cycles = {}
+    for name, tail in (("run", []), ("apart", [P.write_acts(300, data)]), ("meets", [P.write_acts(200, data)])):
+        _, cycles[name] = run_top("verilator", QUICK, test_dir=tmp_path / name,
+                                  packets=base + [_long_run(False)] + tail)
+    assert cycles["apart"] - cycles["run"] <= 10, cycles
+    assert cycles["meets"] - cycles["run"] >= 500, cycles
+
+
 def test_mismatch_is_detected(tmp_path):
     """A model whose first result word is one LSB off: the bench must report the mismatch."""
     packets = fuzz_program(5, info_of(QUICK), 30)
