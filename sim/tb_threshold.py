@@ -12,7 +12,9 @@ its own run-time ``bits`` in 1..max_bits and a random kind of threshold set, the
 beats whose lanes pick random channels and values aimed at the channel's thresholds (equal,
 one below, one above), at int32 extremes, and at random. The first ``full_rate`` (default 48)
 data beats of the first burst run with no stalls on either side, and a monitor checks the
-documented latency (``max_bits + 2`` cycles) and II = 1.
+documented latency (``max_bits + 2`` cycles) and II = 1. Then the output is held off for
+``2 * (latency + fifo_depth)`` cycles while the input streams: exactly ``fifo_depth`` beats
+must be accepted (the unit's credit bound), and each of them must come out once afterwards.
 
 Ordering between loads and data is attacked on purpose. The last beats of a burst all read one
 "race" channel loaded with ``bits = 1`` (its single threshold sits in the last search stage), and
@@ -22,13 +24,15 @@ Every other burst also offers its data together with its loads (no pauses on the
 a data beat accepted while a load is pending would see stale thresholds.
 """
 
+import itertools
+
 import cocotb
 import numpy as np
-from cocotb.triggers import with_timeout
+from cocotb.triggers import ClockCycles, with_timeout
 
 from golden.threshold import bn_thresholds, threshold
 from hw.threshold import ThresholdUnit
-from sim.bench import Bench, Scoreboard, check_timing, handshakes
+from sim.bench import Bench, Scoreboard, check_timing, handshakes, write_report
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
@@ -116,11 +120,19 @@ async def run(dut):
             v = await with_timeout(snk.recv(), 20_000 * 10, "ns")
             sb.check(np.array([v.count[lane] for lane in range(L)], dtype=np.int64), tb.cycle)
 
+    async def fill_window(cycles):
+        """Input acceptances during the next ``cycles`` cycles."""
+        accepted, presented = [], []
+        monitor = cocotb.start_soon(handshakes(dut, accepted, presented))
+        await ClockCycles(dut.clk, cycles)
+        monitor.cancel()
+        return len(accepted)
+
     def stalls_on():
         src.stall(tb.stalls(cfg.get("in_stall", 0.2), burst))
         snk.stall(tb.stalls(cfg.get("out_stall", 0.2), burst))
 
-    receiver = None
+    receiver = filler = None
     if not full_rate:
         stalls_on()
         receiver = cocotb.start_soon(receive(bursts * n))
@@ -183,8 +195,27 @@ async def run(dut):
                 await receive(full_rate)
                 monitor.cancel()
                 check_timing(accepted, presented, unit.latency)
-                stalls_on()
+                if n - full_rate > unit.fifo_depth:
+                    # Fill phase: the output held off long enough to fill the empty unit while
+                    # the input streams; exactly fifo_depth beats must be taken (the credit
+                    # bound), and the scoreboard then sees each of them once.
+                    hold = 2 * (unit.latency + unit.fifo_depth)
+                    filler = cocotb.start_soon(fill_window(hold))
+                    snk.stall(itertools.chain([True] * (hold + 4),
+                                              tb.stalls(cfg.get("out_stall", 0.2), burst)))
+                    src.stall(itertools.chain([False] * (hold + 4),
+                                              tb.stalls(cfg.get("in_stall", 0.2), burst)))
+                else:
+                    stalls_on()
                 receiver = cocotb.start_soon(receive(bursts * n - full_rate))
+        if filler is not None:
+            accepted = await filler
+            filler = None
+            if accepted != unit.fifo_depth:
+                text = (f"FILL: {accepted} beats accepted while the output was held off, "
+                        f"expected fifo_depth = {unit.fifo_depth}")
+                write_report(text)
+                raise AssertionError(text)
         if concurrent:
             await with_timeout(load.wait(), budget(len(beats)), "ns")
             load.stall(tb.stalls(cfg.get("load_stall", 0.2), burst))
