@@ -72,10 +72,10 @@ class ThresholdUnit(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``max_bits + 2``: cycles from a data beat's acceptance to its result being offered.
+        ``max_bits + 3``: cycles from a data beat's acceptance to its result being offered.
     fifo_depth : int
-        ``max_bits + 3``: entries of the output FIFO (the beats in flight plus one per cycle
-        of the credit return, see below).
+        ``max_bits + 4`` = ``latency + 1``: entries of the output FIFO (the beats in flight
+        plus one for the cycle of the credit return, see below).
     load : ``In(stream.Signature(load_layout))``
         One threshold per beat; fields:
         ``channel`` unsigned(ceil_log2(channels)) (at least 1 bit),
@@ -104,9 +104,9 @@ class ThresholdUnit(wiring.Component):
     may be used meanwhile.
 
     Latency and throughput: a data beat accepted in cycle ``t`` is offered on ``o`` in cycle
-    ``t + max_bits + 2`` at the earliest (one stage reads the channel's ``negate``/``q``, one
-    negates, one search level per stage, the last writing the output FIFO, which offers the
-    beat the next cycle); one beat per cycle in steady state, with no bubbles while ``o.ready``
+    ``t + max_bits + 3`` at the earliest (one stage reads the channel's ``negate``/``q``, one
+    negates, one search level per stage, then the result register writes the output FIFO,
+    which offers the beat the next cycle); one beat per cycle in steady state, with no bubbles while ``o.ready``
     stays high. A switch from data to loading costs the drain of the pipeline (``max_bits + 1``
     cycles). Free-running pipeline: every register and memory read port is enabled in every
     cycle, whatever ``o.ready`` says; results wait in the output FIFO of ``fifo_depth``
@@ -134,8 +134,8 @@ class ThresholdUnit(wiring.Component):
         self.lanes = _check_int("lanes", lanes, 1, MAX_LANES)
         self.channel_bits = max(1, ceil_log2(self.channels))
         self.q_bits = self.max_bits.bit_length()
-        self.latency = self.max_bits + 2
-        self.fifo_depth = self.max_bits + 3
+        self.latency = self.max_bits + 3
+        self.fifo_depth = self.max_bits + 4
         self.load_layout = data.StructLayout({
             "value": signed(32),
             "index": unsigned(self.max_bits),
@@ -219,21 +219,23 @@ class ThresholdUnit(wiring.Component):
         m = Module()
         Q, L, CB, D = self.max_bits, self.lanes, self.channel_bits, self.fifo_depth
 
-        # R[r] (r = 0..Q) are the pipeline registers. They advance every cycle: valid[r] marks
-        # a beat in R[r], and the beat in R[Q] goes into the output FIFO together with the
-        # last search level's decision. Nothing in the pipeline waits for o.ready, so no
-        # enable net reaches every register and memory read port.
-        valid = [Signal(name=f"valid{r}") for r in range(Q + 1)]
+        # R[r] (r = 0..Q+1) are the pipeline registers. They advance every cycle: valid[r]
+        # marks a beat in R[r], and the beat in R[Q+1] goes into the output FIFO (a register
+        # between the last comparison and the FIFO's distributed RAM, whose write port is one
+        # place for all lanes). Nothing in the pipeline waits for o.ready, so no enable net
+        # reaches every register and memory read port.
+        valid = [Signal(name=f"valid{r}") for r in range(Q + 2)]
         busy = Signal()
-        # Free FIFO entries not yet promised to a beat: D minus the beats in R[0..Q] and in
+        # Free FIFO entries not yet promised to a beat: D minus the beats in R[0..Q+1] and in
         # the FIFO. A beat is accepted only against a credit, so the FIFO never overflows,
         # and i.ready depends on registers alone (no path from o.ready). A credit returns the
-        # cycle after its beat leaves the FIFO, hence D = Q + 3 for one beat per cycle.
+        # cycle after its beat leaves the FIFO, hence D = latency + 1 for one beat per cycle.
         credits = Signal(range(D + 1), init=D)
         accept = Signal()
         m.submodules.fifo = fifo = SyncFIFO(width=Shape.cast(self.out_layout).width, depth=D)
         m.d.comb += [
-            busy.eq(Cat(valid).any()),
+            # R[Q+1] reads no memory: a load may overwrite what its beat has read.
+            busy.eq(Cat(valid[:Q + 1]).any()),
             # A pending load blocks new data so that it lands between two data beats.
             self.i.ready.eq((credits != 0) & ~self.load.valid),
             accept.eq(self.i.valid & self.i.ready),
@@ -241,10 +243,10 @@ class ThresholdUnit(wiring.Component):
             self.o.valid.eq(fifo.r_rdy),
             self.o.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.o.ready),
-            fifo.w_en.eq(valid[Q]),
+            fifo.w_en.eq(valid[Q + 1]),
         ]
         m.d.sync += valid[0].eq(accept)
-        m.d.sync += [valid[r + 1].eq(valid[r]) for r in range(Q)]
+        m.d.sync += [valid[r + 1].eq(valid[r]) for r in range(Q + 1)]
         m.d.sync += credits.eq(credits - accept + (self.o.valid & self.o.ready))
 
         ld = self.load.payload
@@ -290,7 +292,7 @@ class ThresholdUnit(wiring.Component):
             q = [Signal(self.q_bits, name=f"q{r}_{lane}", reset_less=True) for r in range(1, Q + 1)]
             y, q = [None] + y, [None] + q              # index by register number
             prefix = [Signal(r - 1, name=f"p{r}_{lane}", reset_less=True) if r > 1 else None
-                      for r in range(Q + 1)]
+                      for r in range(Q + 2)]
 
             m.d.sync += [x0.eq(self.i.payload.x[lane]), c[0].eq(self.i.payload.channel[lane])]
             m.d.sync += [c[r + 1].eq(c[r]) for r in range(Q - 1)]
@@ -312,9 +314,6 @@ class ThresholdUnit(wiring.Component):
                     reads.append(r.data)
                 t = reads[0] if s == 0 else Mux(prefix[s + 1][0], reads[1], reads[0])
                 bit = (y[s + 1] >= t) & (q[s + 1] > k)
-                decided = bit if s == 0 else Cat(bit, prefix[s + 1])
-                if s < Q - 1:
-                    m.d.sync += prefix[s + 2].eq(decided)
-                else:
-                    m.d.comb += result.count[lane].eq(decided)
+                m.d.sync += prefix[s + 2].eq(bit if s == 0 else Cat(bit, prefix[s + 1]))
+            m.d.comb += result.count[lane].eq(prefix[Q + 1])
         return m

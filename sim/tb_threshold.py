@@ -12,7 +12,7 @@ its own run-time ``bits`` in 1..max_bits and a random kind of threshold set, the
 beats whose lanes pick random channels and values aimed at the channel's thresholds (equal,
 one below, one above), at int32 extremes, and at random. The first ``full_rate`` (default 48)
 data beats of the first burst run with no stalls on either side, and a monitor checks the
-documented latency (``max_bits + 2`` cycles) and II = 1. Then the output is held off for
+documented latency (``unit.latency`` cycles) and II = 1. Then the output is held off for
 ``2 * (latency + fifo_depth)`` cycles while the input streams: exactly ``fifo_depth`` beats
 must be accepted (the unit's credit bound), and each of them must come out once afterwards.
 
