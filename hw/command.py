@@ -56,7 +56,12 @@ class CommandProcessor(wiring.Component):
     buffers are therefore exactly those of one packet at a time.
 
     Timing: one word per cycle in every state that reads the input (a threshold word waits for
-    the threshold unit's load port). The RUN descriptor checks take :data:`CHECK_STEPS` + 1
+    the threshold unit's load port), except in the entries of WRITE_WEIGHTS, WRITE_ACTS and
+    WRITE_RESIDUAL with entries of two or more words: there the processor takes two words per
+    cycle whenever the input offers the next word of the same beat (``two``), so a 64-bit bus
+    fills the buffers at its own rate. Both words are handled exactly as if taken one after the
+    other (at most one entry completes per cycle; a pair whose second word would end the packet
+    early is taken one word at a time, so TRUNCATED is found where the one-word path finds it). The RUN descriptor checks take :data:`CHECK_STEPS` + 1
     cycles after its last word. After reset the processor first disables every threshold channel
     (one load beat per channel, ``threshold_channels`` cycles), as the protocol requires.
 
@@ -89,6 +94,8 @@ class CommandProcessor(wiring.Component):
         The running layer's response payload words.
     mac_step : ``In(1)``
         High in each cycle the MAC array accepts a step (counted for STATUS).
+    two : ``Out(1)``
+        With the ``i`` handshake: ``i.payload.next`` is taken too (:class:`hw.words.BeatsToWords`).
     """
 
     def __init__(self, *, config, entry_layout, load_layout, run_layout):
@@ -108,6 +115,7 @@ class CommandProcessor(wiring.Component):
             "run": Out(stream.Signature(Shape.cast(run_layout))),
             "results": In(stream.Signature(WORD_OUT)),
             "mac_step": In(1),
+            "two": Out(1),
         })
 
     def elaborate(self, platform):
@@ -173,10 +181,21 @@ class CommandProcessor(wiring.Component):
         e_count = Signal(32, reset_less=True)  # entries of the command
         bank = Signal(32, reset_less=True)
         first = Signal(32, reset_less=True)  # address / first channel word
+        # Two words per cycle in the entries of a buffer write (set in PAYLOAD): the second
+        # one, `nxt`, goes to the next staging register, or starts the next entry when `word`
+        # completes one.
+        nxt = self.i.payload.next
+        pair = Signal()                      # this cycle takes `word` and `nxt`
+        m.d.comb += self.two.eq(pair)
+        word_ends_entry = Signal()           # `word` is the last word of its entry
         with m.If(take):
             for k in range(len(stage)):
                 with m.If(ew == k):
                     m.d.sync += stage[k].eq(word)
+            with m.If(pair):
+                for k in range(len(stage)):
+                    with m.If(Mux(word_ends_entry, 0, ew + 1) == k):
+                        m.d.sync += stage[k].eq(nxt)
 
         # --- thresholds -------------------------------------------------------------------
         thr_ch = Signal(32, reset_less=True)
@@ -273,13 +292,20 @@ class CommandProcessor(wiring.Component):
                                      is_op["WRITE_RESIDUAL"] & run.add & hits(d_res_base, r_res_hi))))
 
         # --- buffer write ports -----------------------------------------------------------
+        nxt_ends_entry = Signal()            # with `pair`: `nxt` completes the entry
+        m.d.comb += [word_ends_entry.eq(ew == entry_words - 1), nxt_ends_entry.eq(ew == entry_words - 2)]
+
         def entry_data(words):
-            # The entry's earlier words from the staging registers, its last word from the input.
-            return Cat(*stage[:words - 1], word)
+            # The entry's earlier words from the staging registers, its last word (or two) from
+            # the input.
+            one = Cat(*stage[:words - 1], word)
+            if words < 2:
+                return one
+            return Mux(pair & nxt_ends_entry, Cat(*stage[:words - 2], word, nxt), one)
         in_payload = Signal()                # the FSM is in PAYLOAD (set there)
-        entry_done = Signal()                # this word completes an entry of a write command
+        entry_done = Signal()                # this cycle completes an entry of a write command
         m.d.comb += entry_done.eq(take & in_payload & is_write & in_entries &
-                                  (ew == entry_words - 1))
+                                  (word_ends_entry | (pair & nxt_ends_entry)))
         for port, op, words in ((self.weights, "WRITE_WEIGHTS", c.weight_entry_words),
                                 (self.acts, "WRITE_ACTS", c.act_entry_words),
                                 (self.residual, "WRITE_RESIDUAL", c.residual_entry_words)):
@@ -532,8 +558,19 @@ class CommandProcessor(wiring.Component):
                     self.thresholds.valid.eq(self.i.valid & stores_thr),
                     self.i.ready.eq((~stores_thr | self.thresholds.ready) & ~hazard),
                 ]
+                # Two words at once: entries of a buffer write of two or more words per entry,
+                # the next word in the same beat, and that word not ending the packet early.
+                pi = self.i.payload
+                m.d.comb += pair.eq(is_op["WRITE_WEIGHTS"] | is_op["WRITE_ACTS"] | is_op["WRITE_RESIDUAL"])
+                for op, words in (("WRITE_WEIGHTS", c.weight_entry_words), ("WRITE_ACTS", c.act_entry_words),
+                                  ("WRITE_RESIDUAL", c.residual_entry_words)):
+                    if words < 2:
+                        with m.If(is_op[op]):
+                            m.d.comb += pair.eq(0)
+                with m.If(~in_entries | ~pi.has_next | (rem < 2) | (pi.next_last & (rem != 2))):
+                    m.d.comb += pair.eq(0)
                 with m.If(take):
-                    m.d.sync += [rem.eq(rem - 1), pidx.eq(Mux(pidx == RUN_WORDS, pidx, pidx + 1))]
+                    m.d.sync += [rem.eq(rem - 1 - pair), pidx.eq(Mux(pidx + 1 + pair >= RUN_WORDS, RUN_WORDS, pidx + 1 + pair))]
                 # Field checks, per command (docs/protocol.md, each command's "Checks").
                 with m.If(is_op["WRITE_WEIGHTS"] & (pidx == 0)):
                     m.d.comb += err.eq(Mux(word >= c.weight_banks, _ST["OUT_OF_RANGE"], 0))
@@ -565,8 +602,10 @@ class CommandProcessor(wiring.Component):
                         base = Mux(is_op["WRITE_WEIGHTS"], bank[:4] * c.weight_depth, 0)
                         m.d.sync += [e_count.eq(word), e_addr.eq(base + first), ew.eq(0)]
                     with m.If(is_write & in_entries):
-                        m.d.sync += ew.eq(ew + 1)
-                        with m.If(ew == entry_words - 1):
+                        m.d.sync += ew.eq(ew + 1 + pair)
+                        with m.If(word_ends_entry):
+                            m.d.sync += [ew.eq(pair), e_addr.eq(e_addr + 1)]
+                        with m.Elif(pair & nxt_ends_entry):
                             m.d.sync += [ew.eq(0), e_addr.eq(e_addr + 1)]
                     with m.If(is_op["WRITE_PARAMS"] & in_entries & (ew == PARAM_WORDS - 1) & p_valid):
                         m.d.comb += param_write.eq(1)
@@ -582,6 +621,8 @@ class CommandProcessor(wiring.Component):
                     touched = thr_touched | stores_thr
                     with m.If(err != 0):
                         fail(err, w_last, touched)
+                    with m.Elif(pair & (rem == 2)):
+                        after_payload(pi.next_end, pi.next_last, 0)
                     with m.Elif(rem == 1):
                         with m.If(is_op["RUN"]):
                             m.d.sync += [saved_end.eq(w_end), saved_last.eq(w_last), chk.eq(0)]

@@ -51,6 +51,8 @@ class Core(wiring.Component):
         Command words (``end`` of beat, ``last`` of packet).
     o : ``Out(stream.Signature(WORD_OUT))``
         Response words (``last`` of packet).
+    two : ``Out(1)``
+        With the ``i`` handshake, ``i.payload.next`` is taken too (:class:`hw.words.BeatsToWords`).
     """
 
     def __init__(self, *, config):
@@ -78,7 +80,8 @@ class Core(wiring.Component):
             act_shape=self.act_shape, weight_shape=self.weight_shape,
             act_addr_width=c.addr_bits(c.act_depth),
             weight_addr_width=c.addr_bits(c.weight_banks * c.weight_depth))
-        super().__init__({"i": In(stream.Signature(WORD_IN)), "o": Out(stream.Signature(WORD_OUT))})
+        super().__init__({"i": In(stream.Signature(WORD_IN)), "o": Out(stream.Signature(WORD_OUT)),
+                          "two": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -108,6 +111,7 @@ class Core(wiring.Component):
         wiring.connect(m, epi.residual, residual.read_port())
 
         wiring.connect(m, wiring.flipped(self.i), cmd.i)
+        m.d.comb += self.two.eq(cmd.two)
         wiring.connect(m, cmd.o, wiring.flipped(self.o))
         wiring.connect(m, cmd.thresholds, epi.thresholds)
 

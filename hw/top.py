@@ -115,6 +115,7 @@ class Accelerator(wiring.Component):
         ]
         wiring.connect(m, cmd_fifo.r, unpack.i)
         wiring.connect(m, unpack.o, core.i)
+        m.d.comb += unpack.two.eq(core.two)
         wiring.connect(m, core.o, pack.i)
         wiring.connect(m, pack.o, resp_fifo.w)
         return m

@@ -14,8 +14,12 @@ from amaranth.lib.wiring import In, Out
 __all__ = ["beat_layout", "WORD_IN", "WORD_OUT", "BeatsToWords", "WordsToBeats"]
 
 #: A word of a command packet: ``end`` marks the last word of a beat, ``last`` the last word
-#: of the packet (the last word of the beat that carried TLAST).
-WORD_IN = data.StructLayout({"data": unsigned(32), "end": unsigned(1), "last": unsigned(1)})
+#: of the packet (the last word of the beat that carried TLAST). ``has_next``: the same beat
+#: holds a further word, ``next`` (with its own ``next_end`` / ``next_last``), which the
+#: consumer may take in the same cycle (``BeatsToWords.two``).
+WORD_IN = data.StructLayout({"data": unsigned(32), "end": unsigned(1), "last": unsigned(1),
+                             "next": unsigned(32), "has_next": unsigned(1), "next_end": unsigned(1),
+                             "next_last": unsigned(1)})
 
 #: A word of a response packet; ``last`` marks its final word.
 WORD_OUT = data.StructLayout({"data": unsigned(32), "last": unsigned(1)})
@@ -35,9 +39,10 @@ def _words_per_beat(bus_width):
 class BeatsToWords(wiring.Component):
     """Splits beats into their 32-bit words, word 0 (``data[0:32]``) first.
 
-    One word per cycle: the next beat is taken in the cycle the current beat's last word is,
-    so a stream of beats becomes an unbroken stream of words. Latency 1 cycle (the beat is
-    registered).
+    One word per cycle, or two when the consumer raises ``two`` with the handshake (the word
+    after the offered one, ``next``, is then taken too; only when ``has_next``): the next beat
+    is taken in the cycle the current beat's last word is, so a stream of beats becomes an
+    unbroken stream of words. Latency 1 cycle (the beat is registered).
 
     Parameters
     ----------
@@ -49,13 +54,15 @@ class BeatsToWords(wiring.Component):
     i : ``In(stream.Signature(beat_layout(bus_width)))``
     o : ``Out(stream.Signature(WORD_IN))``
         ``end`` on each beat's last word, ``last`` also when that beat had TLAST.
+    two : ``In(1)``
+        With ``o.valid & o.ready``: the consumer also takes ``o.payload.next``.
     """
 
     def __init__(self, *, bus_width):
         self.per = _words_per_beat(bus_width)
         self.bus_width = bus_width
         super().__init__({"i": In(stream.Signature(beat_layout(bus_width))),
-                          "o": Out(stream.Signature(WORD_IN))})
+                          "o": Out(stream.Signature(WORD_IN)), "two": In(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -65,17 +72,23 @@ class BeatsToWords(wiring.Component):
         # A zero-width index would be an empty Verilog range; a 1-bit one stays 0.
         idx = Signal(range(max(self.per, 2)))
         at_end = Signal()
+        two = Signal()                       # both offered words go this cycle
+        o = self.o.payload
         m.d.comb += [
             at_end.eq(idx == self.per - 1),
             self.o.valid.eq(held),
-            self.o.payload.data.eq(beat.word_select(idx, 32) if self.per > 1 else beat),
-            self.o.payload.end.eq(at_end),
-            self.o.payload.last.eq(at_end & tlast),
-            self.i.ready.eq(~held | (self.o.ready & at_end)),
+            o.data.eq(beat.word_select(idx, 32) if self.per > 1 else beat),
+            o.end.eq(at_end),
+            o.last.eq(at_end & tlast),
+            two.eq(self.two & o.has_next),
+            self.i.ready.eq(~held | (self.o.ready & (at_end | (two & o.next_end)))),
         ]
+        if self.per > 1:
+            m.d.comb += [o.has_next.eq(~at_end), o.next.eq(beat.word_select(idx + 1, 32)),
+                         o.next_end.eq(idx == self.per - 2), o.next_last.eq((idx == self.per - 2) & tlast)]
         with m.If(self.o.valid & self.o.ready):
-            m.d.sync += idx.eq(0 if self.per == 1 else idx + 1)
-            with m.If(at_end):
+            m.d.sync += idx.eq(0 if self.per == 1 else idx + 1 + two)
+            with m.If(at_end | (two & o.next_end)):
                 m.d.sync += [held.eq(0), idx.eq(0)]
         with m.If(self.i.valid & self.i.ready):
             m.d.sync += [beat.eq(self.i.payload.data), tlast.eq(self.i.payload.last),

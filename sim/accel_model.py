@@ -16,8 +16,9 @@ processed, so the model buffers the packet's words and then walks them in order;
 equivalent to checking word by word as the hardware does, because nothing is observable before
 TLAST and the walk stops at the first error.
 
-Cycle counters are the model's own idealised counts (one word per cycle on either stream, one MAC
-step per cycle, no latency): ``cycles`` = words received + words sent + MAC steps, less the words
+Cycle counters are the model's own idealised counts (one word per cycle on either stream, two for
+the entries of buffer writes where the top takes two (:func:`input_cycles`), one MAC step per
+cycle, no latency): ``cycles`` = input cycles + words sent + MAC steps, less the input cycles
 of buffer writes the top executes while a RUN computes (docs/protocol.md "Overlap": writes behind
 a RUN, with only such writes between, that do not meet its entries; at most the RUN's MAC steps);
 ``busy_cycles`` = ``mac_cycles`` = MAC steps of the executed RUNs. Only ``mac_cycles`` is
@@ -35,7 +36,7 @@ from golden.requantizer import RequantParams, requantize
 from golden.threshold import threshold
 from sim import protocol as P
 
-__all__ = ["AcceleratorModel", "Overlap", "program_cycles", "response_mismatch", "STATUS_UNCOMPARED",
+__all__ = ["AcceleratorModel", "Overlap", "input_cycles", "program_cycles", "response_mismatch", "STATUS_UNCOMPARED",
            "POOL_TAP_BITS"]
 
 #: STATUS payload words that depend on the implementation (cycles, busy_cycles: 2 words each).
@@ -60,7 +61,9 @@ class Overlap:
         self.behind = None           # (reads, MAC steps left to hide words in) of the RUN before
         self.last = None
 
-    def packet(self, words, ok, steps):
+    def packet(self, words, ok, steps, cycles=None):
+        """``cycles``: the packet's input cycles (default one per word)."""
+        cycles = len(words) if cycles is None else cycles
         opcode = words[0] & 0xFF
         self.last = None
         if opcode == _RUN:
@@ -79,9 +82,22 @@ class Overlap:
             self.behind = None                   # it and what follows wait for the RUN's end
             return 0
         self.last = "apart"
-        hidden = min(budget, len(words))
+        hidden = min(budget, cycles)
         self.behind = (reads, budget - hidden)
         return hidden
+
+
+def input_cycles(words, info, ok=True):
+    """Cycles the top takes to read ``words`` (a packet padded to the beat): one per word, but
+    the entries of an OK buffer write whose entries are two or more words go two words per
+    cycle on a bus of two or more words per beat (docs/top.md "Throughput and latency")."""
+    op = words[0] & 0xFF
+    entry = {_OP["WRITE_WEIGHTS"]: (5, info.weight_entry_words), _OP["WRITE_ACTS"]: (4, info.act_entry_words),
+             _OP["WRITE_RESIDUAL"]: (4, info.residual_entry_words)}.get(op)
+    if not ok or entry is None or entry[1] < 2 or info.bus_width < 64:
+        return len(words)
+    hdr = entry[0]
+    return hdr + -(-(len(words) - hdr) // 2)
 
 
 def program_cycles(packets, info):
@@ -103,7 +119,8 @@ def program_cycles(packets, info):
             out += P.INFO_WORDS
         elif words[0] & 0xFF == _OP["STATUS"]:
             out += P.STATUS_WORDS
-        total += len(words) - overlap.packet(words, True, steps) + out + steps
+        cycles = input_cycles(words, info)
+        total += cycles - overlap.packet(words, True, steps, cycles) + out + steps
     return total
 
 
@@ -252,8 +269,8 @@ class AcceleratorModel:
             c["last_error"] = status
         c["mac_cycles"] += steps
         c["busy_cycles"] += steps
-        hidden = self._overlap.packet(words, status == _OK, steps)
-        c["cycles"] += len(words) - hidden + len(resp) + steps
+        cycles = input_cycles(words, self.info, status == _OK)
+        c["cycles"] += cycles - self._overlap.packet(words, status == _OK, steps, cycles) + len(resp) + steps
         return resp
 
     # --- the walk -------------------------------------------------------------------------

@@ -640,3 +640,21 @@ def test_cycles_count_the_words_hidden_behind_a_run():
         assert model.counters["cycles"] - before == cycles, tail
         assert model.overlap == last
         assert program_cycles([run] + tail, info) == model.counters["cycles"]
+
+
+def test_input_cycles_two_words_per_cycle_in_buffer_entries():
+    """The model's input cycles: two words per cycle in the entries of buffer writes whose
+    entries are two or more words, on a bus of two or more words per beat; else one per word."""
+    from sim.accel_model import input_cycles
+    wide, narrow = P.Info(rows=8, cols=8, bus_width=64), P.Info(rows=8, cols=8, bus_width=32)
+    small = P.Info(rows=4, cols=4, bus_width=64)          # 1-word activation and residual entries
+    pad = lambda pk: list(pk) + [0] * (len(pk) % 2)
+    acts = pad(P.write_acts(0, np.zeros((5, 8), dtype=np.int64)))        # 4 + 10 words
+    assert (input_cycles(acts, wide), input_cycles(acts, narrow)) == (4 + 5, 14)
+    assert input_cycles(acts, wide, ok=False) == 14
+    weights = pad(P.write_weights(0, 0, np.zeros((2, 8, 8), dtype=np.int64)))   # 5 + 32 + 1 padding
+    assert input_cycles(weights, wide) == 5 + 17
+    acts4 = pad(P.write_acts(0, np.zeros((5, 4), dtype=np.int64)))       # 4 + 5 words + 1 padding
+    assert input_cycles(acts4, small) == 10
+    params = P.write_param_entries(0, [[0] * 8])
+    assert input_cycles(params, wide) == len(params)

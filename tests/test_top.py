@@ -398,6 +398,22 @@ def test_writes_overlap_a_run(tmp_path):
     assert cycles["meets"] - cycles["run"] >= 500, cycles
 
 
+def test_two_words_per_cycle_into_the_buffers(tmp_path):
+    """Buffer entries of two or more words enter two words per cycle (the 3x5 top: 128-bit bus,
+    activation and weight entries of 2 words, residual entries of 1): a fuzz stream compared
+    with the model, and the cycles of a 600-entry activation write (1200 entry words) after it:
+    about one cycle per two words."""
+    params = OTHERS["3x5-w4-bus128"]
+    info = info_of(params)
+    run_top("verilator", params, test_dir=tmp_path / "fuzz", packets=fuzz_program(23, info, 300),
+            idle=0.2, backpressure=0.3, seed=23)
+    base = _fill_buffers(np.random.default_rng(24), info)
+    big = P.write_acts(8, np.random.default_rng(25).integers(0, 256, (600, info.cols)))
+    cycles = [run_top("verilator", params, test_dir=tmp_path / f"c{k}", packets=base + tail)[1]
+              for k, tail in enumerate(([], [big]))]
+    assert 600 <= cycles[1] - cycles[0] <= 600 + 20, cycles
+
+
 def test_mismatch_is_detected(tmp_path):
     """A model whose first result word is one LSB off: the bench must report the mismatch."""
     packets = fuzz_program(5, info_of(QUICK), 30)
