@@ -33,7 +33,8 @@ class AcceleratorConfig:
         R (output channels per tile, 1..16: the threshold unit's lane limit) and C (input
         lanes, 1..64) of the MAC array.
     bus_width : int
-        AXI4-Stream TDATA width, a multiple of 32 in 32..1024.
+        AXI4-Stream TDATA width, a multiple of 32 in 32..1024 (default 64: two command words
+        per beat, the rate at which the command processor fills the buffers).
     weight_bits : int
         Stored weight width: 8, 4 or 2.
     weight_depth, weight_banks : int
@@ -70,7 +71,7 @@ class AcceleratorConfig:
     """
     rows: int
     cols: int
-    bus_width: int = 32
+    bus_width: int = 64
     weight_bits: int = 8
     weight_depth: int = 256
     weight_banks: int = 2

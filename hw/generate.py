@@ -155,7 +155,7 @@ def write(generated, out):
 # --- command line ---------------------------------------------------------------------------------
 
 _OPTIONS = (   # (option, parameter, help)
-    ("--bus-width", "bus_width", "AXI4-Stream TDATA bits, a multiple of 32 (default 32)"),
+    ("--bus-width", "bus_width", "AXI4-Stream TDATA bits, a multiple of 32 (default 64)"),
     ("--weight-bits", "weight_bits", "stored weight bits: 8, 4 or 2 (default 8)"),
     ("--weight-depth", "weight_depth", "entries per weight bank (default 256)"),
     ("--weight-banks", "weight_banks", "weight banks (default 2)"),

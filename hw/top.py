@@ -39,7 +39,7 @@ class Accelerator(wiring.Component):
     """The int8 accelerator: command packets in on ``s_axis``, responses out on ``m_axis``.
 
     Parameters (keyword-only): those of :class:`hw.config.AcceleratorConfig` (``rows``,
-    ``cols``, ``bus_width=32``, ``weight_bits=8``, ``weight_depth``, ``weight_banks=2``,
+    ``cols``, ``bus_width=64``, ``weight_bits=8``, ``weight_depth``, ``weight_banks=2``,
     ``act_depth``, ``param_channels``, ``residual_depth``, ``threshold_channels``,
     ``max_q=8``, ``max_pool_taps=16``, ``max_pool_shift=16``, ``fifo_depth=16``), validated
     on construction (``ValueError`` naming the parameter).

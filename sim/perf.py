@@ -45,7 +45,7 @@ __all__ = ["ARRAY", "GEMMS", "SYNTH_SIZES", "TOP_SYNTH_SIZES", "TOP_SYNTH_PARAMS
            "synth_sweep", "render_markdown", "add_parser", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
-#: The benchmarked accelerator: 8x8 array, default buffers and 32-bit bus.
+#: The benchmarked accelerator: 8x8 array, default buffers and 64-bit bus.
 ARRAY = dict(rows=8, cols=8)
 #: GEMM sweep (M, N, K): multiples of the 8x8 array, then ragged shapes.
 GEMMS = [(64, 8, 8), (64, 8, 64), (64, 64, 64), (256, 64, 64), (512, 16, 128), (100, 10, 30),

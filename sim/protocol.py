@@ -515,7 +515,7 @@ class Info:
     version: int = 1
     rows: int = 8
     cols: int = 8
-    bus_width: int = 32
+    bus_width: int = 64
     weight_bits: int = 8
     weight_depth: int = 256
     weight_banks: int = 2

@@ -18,7 +18,7 @@ from sim import protocol as P
 from sim.accel_model import AcceleratorModel, response_mismatch
 
 OK, UNKNOWN, TRUNC, BLEN, OOR, BPARAM, BHDR = range(7)
-INFO = P.Info(rows=4, cols=4, weight_depth=8, weight_banks=2, act_depth=16, param_channels=8,
+INFO = P.Info(rows=4, cols=4, bus_width=32, weight_depth=8, weight_banks=2, act_depth=16, param_channels=8,
               residual_depth=8, threshold_channels=4, max_q=3, max_pool_taps=4, max_pool_shift=16)
 
 
@@ -474,7 +474,7 @@ def test_state_preserved_after_errors():
 
 
 def test_partial_write_keeps_completed_entries():
-    info = P.Info(rows=4, cols=8)
+    info = P.Info(rows=4, cols=8, bus_width=32)          # one word per beat: the packet ends mid-entry
     model = AcceleratorModel(info)
     old = np.arange(24).reshape(3, 8)
     new = 100 + np.arange(24).reshape(3, 8)

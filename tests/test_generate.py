@@ -14,6 +14,7 @@ import subprocess
 
 import pytest
 
+from hw.config import AcceleratorConfig
 from hw.generate import FIFOS, generate, write
 from sim.cli import main as cli_main
 from sim.runner import setup_simulator
@@ -23,7 +24,7 @@ SMALL = dict(weight_depth=16, act_depth=64, param_channels=16, residual_depth=16
              max_q=4, max_pool_taps=9)
 #: Warning classes of Amaranth/Yosys output that carry no risk (see docs/top.md, "Lint").
 BENIGN = {"UNUSEDSIGNAL", "UNUSEDPARAM", "PROCASSINIT", "WIDTHEXPAND", "WIDTHTRUNC", "CASEINCOMPLETE",
-          "DECLFILENAME", "UNDRIVEN"}
+          "DECLFILENAME", "UNDRIVEN", "SYNCASYNCNET"}
 
 
 def lint(path, top, *flags):
@@ -62,7 +63,7 @@ def check_generated(tmp_path, rows, cols, **params):
                                           for k in (0, 1)} | {"cdc_rst_s0", "rst"})
     assert "set_clock_groups -asynchronous" in sdc.read_text()
     assert "set_max_delay -datapath_only" in xdc.read_text() and "ASYNC_REG" in xdc.read_text()
-    bw = params.get("bus_width", 32)
+    bw = AcceleratorConfig(rows=rows, cols=cols, **SMALL, **params).bus_width
     assert ("s_axis__tdata", "input", bw) in gen.ports and ("m_axis__tdata", "output", bw) in gen.ports
     assert {p[0] for p in gen.ports} == {
         "bus_clk", "bus_rst", "core_clk", "core_rst", "s_axis__tdata", "s_axis__tvalid", "s_axis__tlast",
