@@ -48,7 +48,7 @@ from golden.add import AddParams
 from golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
 from golden.requantizer import RequantParams, requantize
 from sim import protocol as P
-from sim.accel_model import AcceleratorModel, POOL_TAP_BITS, program_cycles
+from sim.accel_model import AcceleratorModel, POOL_TAP_BITS, input_cycles, program_cycles
 
 __all__ = [
     "EngineError", "ModelEngine", "GemmJob", "LayerProgram", "Driver", "LayerStats", "run_network",
@@ -173,6 +173,7 @@ class LayerProgram:
     host: bool = False
     weight_chunks: int = 0
     row_chunks: int = 0
+    input_cycles: int = 0                      # core cycles to read the packets (accel_model.input_cycles)
 
     @property
     def words_sent(self):
@@ -462,7 +463,9 @@ class Driver:
                 for m0, m1 in mchunks:
                     load_acts(m0, m1)
                     run(j, m0, m1)
-        return LayerProgram(name=name, packets=packets, runs=runs, gemm_shape=(M // taps, N),
+        per = i.bus_width // 32
+        in_cycles = sum(input_cycles(list(pk) + [0] * (-len(pk) % per), i) for pk in packets)
+        return LayerProgram(name=name, packets=packets, runs=runs, gemm_shape=(M // taps, N), input_cycles=in_cycles,
                             out_bytes=job.out_bytes, out_signed=job.out_signed, rows=R, mac_steps=steps,
                             useful_macs=job.useful_macs, weight_chunks=len(wchunks), row_chunks=len(mchunks))
 
@@ -871,6 +874,7 @@ class LayerStats:
     packets: int = 0
     runs: int = 0
     words_sent: int = 0
+    input_cycles: int = 0
     words_received: int = 0
     mac_steps: int = 0
     useful_macs: int = 0
@@ -1034,7 +1038,7 @@ def _layer_result(group, prog, responses):
     out = prog.decode(responses[1:-1])
     start, end = (P.decode_status(r.payload) for r in (responses[0], responses[-1]))
     st = LayerStats(name=name, kind=kind, output=group[-1].name, packets=len(prog.packets), runs=len(prog.runs),
-                    words_sent=prog.words_sent, words_received=sum(2 + len(r.payload) for r in responses[1:-1]),
+                    words_sent=prog.words_sent, input_cycles=prog.input_cycles, words_received=sum(2 + len(r.payload) for r in responses[1:-1]),
                     mac_steps=prog.mac_steps, useful_macs=prog.useful_macs,
                     **{k: end[k] - start[k] for k in ("cycles", "busy_cycles", "mac_cycles")})
     if st.mac_cycles != st.mac_steps:

@@ -13,9 +13,10 @@ against golden (a benchmark of wrong results would be worthless):
     progress (STATUS ``busy_cycles``): the array while it computes, fill and drain included;
   - ``end_to_end``: useful MACs / (R * C * cycles) over the layer's whole packet stream
     (STATUS ``cycles`` around it): weight, activation and parameter loading included;
-  - ``io_bound``: useful MACs / (R * C * max(busy cycles, words sent)), what a design that
-    overlapped every load with compute could reach: the command path takes one 32-bit word per
-    core cycle, so a layer can never take fewer cycles than the words it sends.
+  - ``io_bound``: useful MACs / (R * C * max(busy cycles, input cycles)), what perfect overlap of
+    every load with compute could reach: the command path takes one 32-bit word per core cycle
+    (two in buffer entries on a 64-bit or wider bus: :func:`sim.accel_model.input_cycles`), so a
+    layer can never take fewer cycles than its input cycles.
 
 * **Simulation speed**: core cycles per second of wall time, Verilator vs Icarus, on the same
   GEMM program (the simulators are built before timing).
@@ -92,14 +93,14 @@ def _golden_gemm(job):
     return requantize(linear(job.x, job.w, job.x_zero_point, job.w_zero_point), job.requant)
 
 
-def _figures(R, C, useful, steps, busy, cycles, words):
+def _figures(R, C, useful, steps, busy, cycles, words, in_cycles):
     """The utilisation figures of one layer or GEMM (see the module docstring)."""
     rc = R * C
     return {
         "useful_macs": int(useful), "mac_steps": int(steps), "busy_cycles": int(busy), "cycles": int(cycles),
-        "words_sent": int(words),
+        "words_sent": int(words), "input_cycles": int(in_cycles),
         "ideal": _ratio(useful, rc * steps), "steady": _ratio(useful, rc * busy),
-        "end_to_end": _ratio(useful, rc * cycles), "io_bound": _ratio(useful, rc * max(busy, words)),
+        "end_to_end": _ratio(useful, rc * cycles), "io_bound": _ratio(useful, rc * max(busy, in_cycles)),
     }
 
 
@@ -124,7 +125,8 @@ def run_gemm(engine, job):
     res = {"name": job.name, "M": int(M), "N": int(job.w.shape[0]), "K": int(K), "runs": len(prog.runs),
            "wall_seconds": round(wall, 2)}
     res.update(_figures(info.rows, info.cols, job.useful_macs, prog.mac_steps,
-                        b["busy_cycles"] - a["busy_cycles"], b["cycles"] - a["cycles"], prog.words_sent))
+                        b["busy_cycles"] - a["busy_cycles"], b["cycles"] - a["cycles"], prog.words_sent,
+                        prog.input_cycles))
     return res
 
 
@@ -149,16 +151,16 @@ def network_layers(engine, images=4, fuse=False):
         if s.host:
             continue
         d = {"name": s.name, "kind": s.kind, "runs": s.runs}
-        d.update(_figures(R, C, s.useful_macs, s.mac_steps, s.busy_cycles, s.cycles, s.words_sent))
+        d.update(_figures(R, C, s.useful_macs, s.mac_steps, s.busy_cycles, s.cycles, s.words_sent, s.input_cycles))
         layers.append(d)
     tot = {k: sum(d[k] for d in layers) for k in ("useful_macs", "mac_steps", "busy_cycles", "cycles",
-                                                     "words_sent")}
+                                                     "words_sent", "input_cycles")}
     total = {"name": "total", "kind": "", "runs": sum(d["runs"] for d in layers)}
     total.update(_figures(R, C, tot["useful_macs"], tot["mac_steps"], tot["busy_cycles"], tot["cycles"],
-                          tot["words_sent"]))
+                          tot["words_sent"], tot["input_cycles"]))
     # Busy cycles of all layers together overlap nothing, so the io bound of the total is the sum
     # of the layers' bounds, not max over the sums.
-    total["io_bound"] = _ratio(tot["useful_macs"], R * C * sum(max(d["busy_cycles"], d["words_sent"])
+    total["io_bound"] = _ratio(tot["useful_macs"], R * C * sum(max(d["busy_cycles"], d["input_cycles"])
                                                                  for d in layers))
     return {"model": model.name, "images": int(images), "fused": bool(fuse), "layers": layers, "total": total}
 
@@ -225,12 +227,13 @@ def _table(head, rows):
 
 
 def _util_rows(items, label):
-    return [[label(d), d["useful_macs"], d["mac_steps"], d["busy_cycles"], d["words_sent"], d["cycles"],
-             _pct(d["ideal"]), _pct(d["steady"]), _pct(d["end_to_end"]), _pct(d["io_bound"])] for d in items]
+    return [[label(d), d["useful_macs"], d["mac_steps"], d["busy_cycles"], d["words_sent"], d.get("input_cycles", ""),
+             d["cycles"], _pct(d["ideal"]), _pct(d["steady"]), _pct(d["end_to_end"]), _pct(d["io_bound"])]
+            for d in items]
 
 
-_UTIL_HEAD = ["", "useful MACs", "MAC steps", "busy cycles", "words sent", "cycles", "ideal", "steady",
-              "end to end", "I/O bound"]
+_UTIL_HEAD = ["", "useful MACs", "MAC steps", "busy cycles", "words sent", "input cycles", "cycles", "ideal",
+              "steady", "end to end", "I/O bound"]
 
 
 def _unit(c):

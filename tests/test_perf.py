@@ -10,9 +10,11 @@ from sim.driver import ModelEngine
 
 
 def test_figures_definitions():
-    f = perf._figures(8, 8, useful=64 * 100, steps=100, busy=125, cycles=400, words=300)
+    f = perf._figures(8, 8, useful=64 * 100, steps=100, busy=125, cycles=400, words=500, in_cycles=300)
     assert f["ideal"] == 1.0 and f["steady"] == 0.8 and f["end_to_end"] == 0.25
-    assert f["io_bound"] == round(100 / 300, 4)        # words sent bound the layer, not busy cycles
+    assert f["io_bound"] == round(100 / 300, 4)        # input cycles bound the layer, not busy cycles
+    f = perf._figures(8, 8, useful=64 * 100, steps=100, busy=125, cycles=400, words=200, in_cycles=100)
+    assert f["io_bound"] == 0.8                        # here the busy cycles do
 
 
 def test_gemm_on_the_model_is_checked_against_golden():
