@@ -48,9 +48,9 @@ class CommandProcessor(wiring.Component):
     they address meet the running RUN's (its activation range ``act_base ..
     act_base + (m_count-1)*row_step + k_steps - 1``, its weight range ``weight_base ..
     weight_base + n_tiles*k_steps - 1`` of its bank, its residual range with ``add``): then
-    the packet waits at its count word until the RUN's last result word has gone, so a write
-    never changes what a RUN reads. Any other packet waits at its first word. The responses of
-    packets completed meanwhile (header only: writes have no payload) queue in a
+    the packet waits at its first entry word until the RUN's last result word has gone, so a
+    write never changes what a RUN reads. Any other packet waits at its first word. The
+    responses of packets completed meanwhile (header only: writes have no payload) queue in a
     :data:`PENDING_DEPTH`-entry FIFO behind the RUN's result words, so every response still
     comes in command order; with the queue full the processor waits. The responses and
     buffers are therefore exactly those of one packet at a time.
@@ -127,6 +127,14 @@ class CommandProcessor(wiring.Component):
         w_last = self.i.payload.last
         take = Signal()                      # a word is accepted this cycle
         m.d.comb += take.eq(self.i.valid & self.i.ready)
+        # PAYLOAD's ready and handshake, from registers alone (the FSM state, the opcode flags,
+        # pidx, the threshold unit's busy flags, the input's valid register): they enable the
+        # descriptor, staging and write-port registers, hundreds of sinks, so no check of the
+        # word's data may sit in front of them.
+        in_payload = Signal()                # the FSM is in PAYLOAD (set there)
+        ready_p = Signal()
+        take_p = Signal()
+        m.d.comb += take_p.eq(in_payload & self.i.valid & ready_p)
 
         # --- packet registers -----------------------------------------------------------
         # Only the FSM state, the threshold sweep counter and the STATUS counters have a
@@ -188,7 +196,7 @@ class CommandProcessor(wiring.Component):
         pair = Signal()                      # this cycle takes `word` and `nxt`
         m.d.comb += self.two.eq(pair)
         word_ends_entry = Signal()           # `word` is the last word of its entry
-        with m.If(take):
+        with m.If(take_p):
             for k in range(len(stage)):
                 with m.If(ew == k):
                     m.d.sync += stage[k].eq(word)
@@ -277,9 +285,13 @@ class CommandProcessor(wiring.Component):
         m.d.comb += thr_len.eq(1 + (Const(1, 10) << q_word))
 
         # Does the write in hand (its address in ``first``, its count on the input) meet the
-        # running RUN's entries? Only used when its address and count passed their checks, so
-        # both are within the buffer and the narrow sums are exact.
-        hazard = Signal()
+        # running RUN's entries? Registered at the count word (``hold_back``) and used only when
+        # its address and count passed their checks, so both are within the buffer and the
+        # narrow sums are exact. The packet's entry words then wait while the RUN's results
+        # go out: the count word writes no buffer, so waiting at the first entry word instead
+        # of at the count word changes nothing but the cycle, and keeps the 33-bit sums and
+        # compares out of ``i.ready``.
+        hold_back = Signal(reset_less=True)  # written at HDR0 and at the count word
         meets = Signal()
         w_lo = first[:hi_bits]
         w_hi = Signal(hi_bits + 1)
@@ -302,9 +314,8 @@ class CommandProcessor(wiring.Component):
             if words < 2:
                 return one
             return Mux(pair & nxt_ends_entry, Cat(*stage[:words - 2], word, nxt), one)
-        in_payload = Signal()                # the FSM is in PAYLOAD (set there)
         entry_done = Signal()                # this cycle completes an entry of a write command
-        m.d.comb += entry_done.eq(take & in_payload & is_write & in_entries &
+        m.d.comb += entry_done.eq(take_p & is_write & in_entries &
                                   (word_ends_entry | (pair & nxt_ends_entry)))
         for port, op, words in ((self.weights, "WRITE_WEIGHTS", c.weight_entry_words),
                                 (self.acts, "WRITE_ACTS", c.act_entry_words),
@@ -316,11 +327,11 @@ class CommandProcessor(wiring.Component):
                      self.params.en.eq(param_write)]
 
         # --- threshold load port ----------------------------------------------------------
-        thr_load = Signal()                  # PAYLOAD stores the current threshold word
+        thr_load = Signal()                  # PAYLOAD offers the current threshold word
         tl = self.thresholds.payload
         with m.If(thr_load):
             m.d.comb += [tl.channel.eq(thr_ch), tl.index.eq(thr_idx), tl.value.eq(word),
-                         tl.bits.eq(thr_q), tl.negate.eq(thr_neg)]
+                         tl.bits.eq(Mux(thr_ok, thr_q, 0)), tl.negate.eq(thr_neg)]
 
         # --- response words ---------------------------------------------------------------
         resp_idx = Signal(32, reset_less=True)
@@ -372,8 +383,12 @@ class CommandProcessor(wiring.Component):
             with m.Else():
                 m.next = "DROP"
 
-        def complete():
+        def complete(snap):
             # The packet ended without error: answer it (RUN starts its datapath first).
+            # ``snap``: a STATUS packet can end here (HDR1 and PAD; its length is 0), so the
+            # counters are copied for its payload. PAYLOAD and CHECK pass False: their word
+            # checks (33-bit sums and compares) would otherwise sit in front of the enable of
+            # the 9 x 32 snapshot registers.
             m.d.sync += [status.eq(_ST["OK"]), resp_idx.eq(0)]
             with m.If(is_op["RUN"]):
                 m.d.sync += resp_len.eq(run_words)
@@ -381,14 +396,15 @@ class CommandProcessor(wiring.Component):
             with m.Else():
                 m.d.sync += resp_len.eq(Mux(is_op["INFO"], len(info),
                                             Mux(is_op["STATUS"], STATUS_WORDS, 0)))
-                m.d.sync += [snapshot[k].eq(v) for k, v in enumerate([
-                    n_commands, n_errors, last_error, cycles[:32], cycles[32:],
-                    busy_cycles[:32], busy_cycles[32:], mac_cycles[:32], mac_cycles[32:]])]
+                if snap:
+                    m.d.sync += [snapshot[k].eq(v) for k, v in enumerate([
+                        n_commands, n_errors, last_error, cycles[:32], cycles[32:],
+                        busy_cycles[:32], busy_cycles[32:], mac_cycles[:32], mac_cycles[32:]])]
                 m.next = "RESPOND"
 
-        def after_payload(end, last, touched):
+        def after_payload(end, last, snap):
             with m.If(last):
-                complete()
+                complete(snap)
             with m.Else():
                 m.d.sync += newbeat.eq(end)
                 m.next = "PAD"
@@ -495,7 +511,7 @@ class CommandProcessor(wiring.Component):
                     with m.If(e != 0):
                         fail(e, saved_last, 0)
                     with m.Else():
-                        after_payload(saved_end, saved_last, 0)
+                        after_payload(saved_end, saved_last, False)
                 with m.Default():
                     m.d.sync += [mult_t.eq(d_pool_mult * d_taps), pow_d.eq(1 << d_pool_d)]
                     # Restoring division, one quotient bit per cycle.
@@ -521,8 +537,8 @@ class CommandProcessor(wiring.Component):
                 with m.If(take):
                     m.d.sync += [is_op[name].eq(op == code) for name, code in _OP.items()]
                     m.d.sync += [opcode.eq(op), tag.eq(word[8:16]), thr_touched.eq(0),
-                                 pidx.eq(0), ew.eq(0), thr_idx.eq(0), d_count_bad.eq(0),
-                                 d_rq_bad.eq(0)]
+                                 hold_back.eq(0), pidx.eq(0), ew.eq(0), thr_idx.eq(0),
+                                 d_count_bad.eq(0), d_rq_bad.eq(0)]
                     with m.If(~known):
                         fail(_ST["UNKNOWN_OPCODE"], w_last, 0)
                     with m.Elif(word[16:32] != 0):
@@ -542,7 +558,7 @@ class CommandProcessor(wiring.Component):
                     with m.If(Mux(fixed, word != need, word < shortest)):
                         fail(_ST["BAD_LENGTH"], w_last, 0)
                     with m.Elif(word == 0):
-                        after_payload(w_end, w_last, 0)
+                        after_payload(w_end, w_last, True)
                     with m.Elif(w_last):
                         fail(_ST["TRUNCATED"], 1, 0)
                     with m.Else():
@@ -553,10 +569,16 @@ class CommandProcessor(wiring.Component):
                 err = Signal(3)
                 is_thr = is_op["WRITE_THRESHOLDS"] & (pidx >= 2)
                 stores_thr = is_thr & thr_ok
+                # Every threshold word goes to the load port, a failing one (``thr_ok`` low) as
+                # a beat that disables the channel: the handshake does not wait for the 32-bit
+                # compare. The failing word ends the packet and DISABLE follows, so the channel
+                # stays disabled, and the value it wrote is never read (a channel reads only the
+                # 2**q - 1 thresholds of the complete write that enables it).
                 m.d.comb += [
-                    thr_load.eq(stores_thr),
-                    self.thresholds.valid.eq(self.i.valid & stores_thr),
-                    self.i.ready.eq((~stores_thr | self.thresholds.ready) & ~hazard),
+                    thr_load.eq(is_thr),
+                    self.thresholds.valid.eq(self.i.valid & is_thr),
+                    ready_p.eq(Mux(is_thr, self.thresholds.ready, ~(hold_back & fwd))),
+                    self.i.ready.eq(ready_p),
                 ]
                 # Two words at once: entries of a buffer write of two or more words per entry,
                 # the next word in the same beat, and that word not ending the packet early.
@@ -569,7 +591,7 @@ class CommandProcessor(wiring.Component):
                             m.d.comb += pair.eq(0)
                 with m.If(~in_entries | ~pi.has_next | (rem < 2) | (pi.next_last & (rem != 2))):
                     m.d.comb += pair.eq(0)
-                with m.If(take):
+                with m.If(take_p):
                     m.d.sync += [rem.eq(rem - 1 - pair), pidx.eq(Mux(pidx + 1 + pair >= RUN_WORDS, RUN_WORDS, pidx + 1 + pair))]
                 # Field checks, per command (docs/protocol.md, each command's "Checks").
                 with m.If(is_op["WRITE_WEIGHTS"] & (pidx == 0)):
@@ -580,8 +602,6 @@ class CommandProcessor(wiring.Component):
                 with m.Elif(is_write & (pidx == hdr_words - 1)):
                     m.d.comb += err.eq(Mux(count_oor, _ST["OUT_OF_RANGE"],
                                            Mux(count_len, _ST["BAD_LENGTH"], 0)))
-                    # A valid write that meets the running RUN's entries waits for its end.
-                    m.d.comb += hazard.eq(fwd & (err == 0) & meets)
                 with m.Elif(is_op["WRITE_PARAMS"] & in_entries & (ew == PARAM_WORDS - 1)):
                     m.d.comb += err.eq(Mux(p_valid, 0, _ST["BAD_PARAM"]))
                 with m.Elif(is_op["WRITE_THRESHOLDS"] & (pidx == 0)):
@@ -592,7 +612,7 @@ class CommandProcessor(wiring.Component):
                 with m.Elif(is_thr):
                     m.d.comb += err.eq(Mux(thr_ok, 0, _ST["BAD_PARAM"]))
 
-                with m.If(take):
+                with m.If(take_p):
                     # Field capture and buffer writes.
                     with m.If(is_op["WRITE_WEIGHTS"] & (pidx == 0)):
                         m.d.sync += bank.eq(word)
@@ -601,6 +621,8 @@ class CommandProcessor(wiring.Component):
                     with m.If(is_write & (pidx == hdr_words - 1)):
                         base = Mux(is_op["WRITE_WEIGHTS"], bank[:4] * c.weight_depth, 0)
                         m.d.sync += [e_count.eq(word), e_addr.eq(base + first), ew.eq(0)]
+                        # A valid write that meets the running RUN's entries waits for its end.
+                        m.d.sync += hold_back.eq(meets)
                     with m.If(is_write & in_entries):
                         m.d.sync += ew.eq(ew + 1 + pair)
                         with m.If(word_ends_entry):
@@ -622,13 +644,13 @@ class CommandProcessor(wiring.Component):
                     with m.If(err != 0):
                         fail(err, w_last, touched)
                     with m.Elif(pair & (rem == 2)):
-                        after_payload(pi.next_end, pi.next_last, 0)
+                        after_payload(pi.next_end, pi.next_last, False)
                     with m.Elif(rem == 1):
                         with m.If(is_op["RUN"]):
                             m.d.sync += [saved_end.eq(w_end), saved_last.eq(w_last), chk.eq(0)]
                             m.next = "CHECK"
                         with m.Else():
-                            after_payload(w_end, w_last, touched)
+                            after_payload(w_end, w_last, False)
                     with m.Elif(w_last):
                         fail(_ST["TRUNCATED"], 1, touched)
 
@@ -641,7 +663,7 @@ class CommandProcessor(wiring.Component):
                     with m.If(newbeat):
                         fail(_ST["BAD_LENGTH"], w_last, thr_touched)
                     with m.Elif(w_last):
-                        complete()
+                        complete(True)
                     with m.Else():
                         m.d.sync += newbeat.eq(w_end)
 
