@@ -149,6 +149,11 @@ class CommandProcessor(wiring.Component):
         tag = Signal(8, reset_less=True)
         length = Signal(32, reset_less=True)
         rem = Signal(32, reset_less=True)  # payload words still expected
+        # Registered with `rem` (loaded in HDR1, updated on every PAYLOAD take) so that the
+        # two-words decision and the end-of-payload branch read no 32-bit compare.
+        rem_is_1 = Signal(reset_less=True)  # rem == 1
+        rem_is_2 = Signal(reset_less=True)  # rem == 2
+        rem_ge_2 = Signal(reset_less=True)  # rem >= 2
         pidx = Signal(range(RUN_WORDS + 1), reset_less=True)  # payload word index (saturating)
         status = Signal(3, reset_less=True)  # response status
         resp_len = Signal(32, reset_less=True)  # response payload words
@@ -554,7 +559,8 @@ class CommandProcessor(wiring.Component):
                 need = Mux(is_op["RUN"], RUN_WORDS, 0)
                 shortest = Mux(is_op["WRITE_WEIGHTS"], 3, 2)
                 with m.If(take):
-                    m.d.sync += [length.eq(word), rem.eq(word)]
+                    m.d.sync += [length.eq(word), rem.eq(word), rem_is_1.eq(word == 1),
+                                 rem_is_2.eq(word == 2), rem_ge_2.eq(word >= 2)]
                     with m.If(Mux(fixed, word != need, word < shortest)):
                         fail(_ST["BAD_LENGTH"], w_last, 0)
                     with m.Elif(word == 0):
@@ -589,10 +595,14 @@ class CommandProcessor(wiring.Component):
                     if words < 2:
                         with m.If(is_op[op]):
                             m.d.comb += pair.eq(0)
-                with m.If(~in_entries | ~pi.has_next | (rem < 2) | (pi.next_last & (rem != 2))):
+                with m.If(~in_entries | ~pi.has_next | ~rem_ge_2 | (pi.next_last & ~rem_is_2)):
                     m.d.comb += pair.eq(0)
                 with m.If(take_p):
                     m.d.sync += [rem.eq(rem - 1 - pair), pidx.eq(Mux(pidx + 1 + pair >= RUN_WORDS, RUN_WORDS, pidx + 1 + pair))]
+                    # The flags of rem - 1 - pair, from compares of the register `rem`.
+                    m.d.sync += [rem_is_1.eq(Mux(pair, rem == 3, rem == 2)),
+                                 rem_is_2.eq(Mux(pair, rem == 4, rem == 3)),
+                                 rem_ge_2.eq(Mux(pair, rem >= 4, rem >= 3))]
                 # Field checks, per command (docs/protocol.md, each command's "Checks").
                 with m.If(is_op["WRITE_WEIGHTS"] & (pidx == 0)):
                     m.d.comb += err.eq(Mux(word >= c.weight_banks, _ST["OUT_OF_RANGE"], 0))
@@ -639,15 +649,17 @@ class CommandProcessor(wiring.Component):
                         m.d.sync += [thr_idx.eq(thr_idx + 1), thr_prev.eq(word), thr_touched.eq(1)]
                     with m.If(is_op["RUN"]):
                         capture_descriptor()
+                        # Read only in CHECK, which only the last word's take below enters:
+                        # written on every take so that their enables skip the word checks.
+                        m.d.sync += [saved_end.eq(w_end), saved_last.eq(w_last), chk.eq(0)]
 
                     touched = thr_touched | stores_thr
                     with m.If(err != 0):
                         fail(err, w_last, touched)
-                    with m.Elif(pair & (rem == 2)):
+                    with m.Elif(pair & rem_is_2):
                         after_payload(pi.next_end, pi.next_last, False)
-                    with m.Elif(rem == 1):
+                    with m.Elif(rem_is_1):
                         with m.If(is_op["RUN"]):
-                            m.d.sync += [saved_end.eq(w_end), saved_last.eq(w_last), chk.eq(0)]
                             m.next = "CHECK"
                         with m.Else():
                             after_payload(w_end, w_last, False)
