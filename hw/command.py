@@ -262,8 +262,10 @@ class CommandProcessor(wiring.Component):
         m.d.comb += hdr_words.eq(per_write(lambda hdr, words, depth: hdr))
         is_write = is_op["WRITE_WEIGHTS"] | is_op["WRITE_ACTS"] | is_op["WRITE_RESIDUAL"] | \
             is_op["WRITE_PARAMS"]
-        in_entries = Signal()
-        m.d.comb += in_entries.eq(pidx >= hdr_words)
+        # pidx >= hdr_words, registered with pidx (cleared in HDR0, set by the take of the
+        # last header word: pidx rises by one per take there) so that PAYLOAD's handshake and
+        # the entry logic read no compare of pidx.
+        in_entries = Signal(reset_less=True)
 
         # Count word: range first (exact, 33 bits), then the length it implies.
         count_oor = Signal()
@@ -542,7 +544,7 @@ class CommandProcessor(wiring.Component):
                 with m.If(take):
                     m.d.sync += [is_op[name].eq(op == code) for name, code in _OP.items()]
                     m.d.sync += [opcode.eq(op), tag.eq(word[8:16]), thr_touched.eq(0),
-                                 hold_back.eq(0), pidx.eq(0), ew.eq(0), thr_idx.eq(0),
+                                 hold_back.eq(0), pidx.eq(0), in_entries.eq(0), ew.eq(0), thr_idx.eq(0),
                                  d_count_bad.eq(0), d_rq_bad.eq(0)]
                     with m.If(~known):
                         fail(_ST["UNKNOWN_OPCODE"], w_last, 0)
@@ -573,7 +575,7 @@ class CommandProcessor(wiring.Component):
             with m.State("PAYLOAD"):
                 m.d.comb += in_payload.eq(1)
                 err = Signal(3)
-                is_thr = is_op["WRITE_THRESHOLDS"] & (pidx >= 2)
+                is_thr = is_op["WRITE_THRESHOLDS"] & in_entries  # pidx >= 2 (hdr_words is 2)
                 stores_thr = is_thr & thr_ok
                 # Every threshold word goes to the load port, a failing one (``thr_ok`` low) as
                 # a beat that disables the channel: the handshake does not wait for the 32-bit
@@ -599,6 +601,8 @@ class CommandProcessor(wiring.Component):
                     m.d.comb += pair.eq(0)
                 with m.If(take_p):
                     m.d.sync += [rem.eq(rem - 1 - pair), pidx.eq(Mux(pidx + 1 + pair >= RUN_WORDS, RUN_WORDS, pidx + 1 + pair))]
+                    with m.If(pidx == hdr_words - 1):
+                        m.d.sync += in_entries.eq(1)
                     # The flags of rem - 1 - pair, from compares of the register `rem`.
                     m.d.sync += [rem_is_1.eq(Mux(pair, rem == 3, rem == 2)),
                                  rem_is_2.eq(Mux(pair, rem == 4, rem == 3)),
