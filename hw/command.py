@@ -26,7 +26,8 @@ _OP = OPCODES
 _ST = STATUS
 STATUS_WORDS = 9
 CHECK_STEPS = 3 + 16 + 1          # three products, a 16-bit division, one more product
-#: Opcodes whose packets are accepted while a RUN computes (their buffers are not the RUN's).
+#: Opcodes whose packets are accepted while a RUN computes (the buffer writes; held when they
+#: meet the RUN's entries).
 OVERLAPPED = ("WRITE_WEIGHTS", "WRITE_ACTS", "WRITE_RESIDUAL")
 #: Responses of packets completed during a RUN that wait for the RUN's last result word.
 PENDING_DEPTH = 8
@@ -61,8 +62,8 @@ class CommandProcessor(wiring.Component):
     cycle whenever the input offers the next word of the same beat (``two``), so a 64-bit bus
     fills the buffers at its own rate. Both words are handled exactly as if taken one after the
     other (at most one entry completes per cycle; a pair whose second word would end the packet
-    early is taken one word at a time, so TRUNCATED is found where the one-word path finds it). The RUN descriptor checks take :data:`CHECK_STEPS` + 1
-    cycles after its last word. After reset the processor first disables every threshold channel
+    early is taken one word at a time, so TRUNCATED is found where the one-word path finds it).
+    The RUN descriptor checks take :data:`CHECK_STEPS` + 1 cycles after its last word. After reset the processor first disables every threshold channel
     (one load beat per channel, ``threshold_channels`` cycles), as the protocol requires.
 
     Parameters
@@ -311,6 +312,8 @@ class CommandProcessor(wiring.Component):
                                      is_op["WRITE_RESIDUAL"] & run.add & hits(d_res_base, r_res_hi))))
 
         # --- buffer write ports -----------------------------------------------------------
+        buffer_words = dict(zip(OVERLAPPED, (c.weight_entry_words, c.act_entry_words,
+                                             c.residual_entry_words)))   # words per entry
         nxt_ends_entry = Signal()            # with `pair`: `nxt` completes the entry
         m.d.comb += [word_ends_entry.eq(ew == entry_words - 1), nxt_ends_entry.eq(ew == entry_words - 2)]
 
@@ -324,10 +327,8 @@ class CommandProcessor(wiring.Component):
         entry_done = Signal()                # this cycle completes an entry of a write command
         m.d.comb += entry_done.eq(take_p & is_write & in_entries &
                                   (word_ends_entry | (pair & nxt_ends_entry)))
-        for port, op, words in ((self.weights, "WRITE_WEIGHTS", c.weight_entry_words),
-                                (self.acts, "WRITE_ACTS", c.act_entry_words),
-                                (self.residual, "WRITE_RESIDUAL", c.residual_entry_words)):
-            m.d.comb += [port.addr.eq(e_addr), port.data.eq(entry_data(words)),
+        for op, port in zip(OVERLAPPED, (self.weights, self.acts, self.residual)):
+            m.d.comb += [port.addr.eq(e_addr), port.data.eq(entry_data(buffer_words[op])),
                          port.en.eq(entry_done & is_op[op])]
         param_write = Signal()
         m.d.comb += [self.params.addr.eq(e_addr), self.params.data.eq(p_entry),
@@ -591,16 +592,12 @@ class CommandProcessor(wiring.Component):
                 # Two words at once: entries of a buffer write of two or more words per entry,
                 # the next word in the same beat, and that word not ending the packet early.
                 pi = self.i.payload
-                m.d.comb += pair.eq(is_op["WRITE_WEIGHTS"] | is_op["WRITE_ACTS"] | is_op["WRITE_RESIDUAL"])
-                for op, words in (("WRITE_WEIGHTS", c.weight_entry_words), ("WRITE_ACTS", c.act_entry_words),
-                                  ("WRITE_RESIDUAL", c.residual_entry_words)):
-                    if words < 2:
-                        with m.If(is_op[op]):
-                            m.d.comb += pair.eq(0)
+                m.d.comb += pair.eq(Cat(Const(0, 1), *[is_op[op] for op in OVERLAPPED if buffer_words[op] >= 2]).any())
                 with m.If(~in_entries | ~pi.has_next | ~rem_ge_2 | (pi.next_last & ~rem_is_2)):
                     m.d.comb += pair.eq(0)
                 with m.If(take_p):
-                    m.d.sync += [rem.eq(rem - 1 - pair), pidx.eq(Mux(pidx + 1 + pair >= RUN_WORDS, RUN_WORDS, pidx + 1 + pair))]
+                    m.d.sync += [rem.eq(rem - 1 - pair),
+                                 pidx.eq(Mux(pidx + 1 + pair >= RUN_WORDS, RUN_WORDS, pidx + 1 + pair))]
                     with m.If(pidx == hdr_words - 1):
                         m.d.sync += in_entries.eq(1)
                     # The flags of rem - 1 - pair, from compares of the register `rem`.

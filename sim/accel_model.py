@@ -88,16 +88,17 @@ class Overlap:
 
 
 def input_cycles(words, info, ok=True):
-    """Cycles the top takes to read ``words`` (a packet padded to the beat): one per word, but
-    the entries of an OK buffer write whose entries are two or more words go two words per
-    cycle on a bus of two or more words per beat (docs/top.md "Throughput and latency")."""
-    op = words[0] & 0xFF
+    """Cycles the top takes to read the packet ``words`` (its padding to the end of the beat
+    included): one per word, but the entries of an OK buffer write whose entries are two or
+    more words go two words per cycle on a bus of two or more words per beat (docs/top.md
+    "Throughput and latency")."""
+    n = len(words) + -len(words) % (info.bus_width // 32)
     entry = {_OP["WRITE_WEIGHTS"]: (5, info.weight_entry_words), _OP["WRITE_ACTS"]: (4, info.act_entry_words),
-             _OP["WRITE_RESIDUAL"]: (4, info.residual_entry_words)}.get(op)
+             _OP["WRITE_RESIDUAL"]: (4, info.residual_entry_words)}.get(words[0] & 0xFF)
     if not ok or entry is None or entry[1] < 2 or info.bus_width < 64:
-        return len(words)
+        return n
     hdr = entry[0]
-    return hdr + -(-(len(words) - hdr) // 2)
+    return hdr + -(-(n - hdr) // 2)
 
 
 def program_cycles(packets, info):

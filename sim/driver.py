@@ -370,7 +370,8 @@ class Driver:
 
         packets, runs = [], []
         steps = 0
-        loads = {"acts": 0, "runs": 0, "weights": 0}     # alternate halves / banks
+        # loads so far (they alternate halves and banks) and the current row chunk's first entry
+        loads = {"acts": 0, "runs": 0, "weights": 0, "act_base": 0}
 
         def load_params(t0, t1):
             first = t0 * R if params_resident else 0          # channel of tile t0's first channel
@@ -395,15 +396,13 @@ class Driver:
                 load_params(*wchunks[j])
                 params_of[0] = j
 
-        act_base = [0]
-
         def load_acts(m0, m1):
-            act_base[0] = loads["acts"] % 2 * act_half
+            loads["act_base"] = loads["acts"] % 2 * act_half
             loads["acts"] += 1
             if strips is None:
-                packets.append(P.write_acts(act_base[0], xp[m0:m1].reshape((m1 - m0) * k_steps, C)))
+                packets.append(P.write_acts(loads["act_base"], xp[m0:m1].reshape((m1 - m0) * k_steps, C)))
             else:
-                packets.append(P.write_acts(act_base[0], ent[m0:m1].reshape((m1 - m0) * L, C)))
+                packets.append(P.write_acts(loads["act_base"], ent[m0:m1].reshape((m1 - m0) * L, C)))
 
         def run(j, m0, m1):
             nonlocal steps
@@ -416,7 +415,7 @@ class Driver:
             res_base = loads["runs"] % 2 * res_half
             loads["runs"] += 1
             d = P.RunDescriptor(m_count=mc, k_steps=k_steps, n_tiles=t1 - t0, bank=bank_of[j], row_step=row_step,
-                                act_base=act_base[0], residual_base=res_base,
+                                act_base=loads["act_base"], residual_base=res_base,
                                 channel_base=t0 * R if params_resident else 0, x_signed=job.x_signed,
                                 x_zero_point=job.x_zero_point,
                                 epilogue="threshold" if job.thresholds is not None else "requant",
@@ -463,8 +462,7 @@ class Driver:
                 for m0, m1 in mchunks:
                     load_acts(m0, m1)
                     run(j, m0, m1)
-        per = i.bus_width // 32
-        in_cycles = sum(input_cycles(list(pk) + [0] * (-len(pk) % per), i) for pk in packets)
+        in_cycles = sum(input_cycles(pk, i) for pk in packets)
         return LayerProgram(name=name, packets=packets, runs=runs, gemm_shape=(M // taps, N), input_cycles=in_cycles,
                             out_bytes=job.out_bytes, out_signed=job.out_signed, rows=R, mac_steps=steps,
                             useful_macs=job.useful_macs, weight_chunks=len(wchunks), row_chunks=len(mchunks))
@@ -554,7 +552,7 @@ class Driver:
         :func:`sim.accel_model.program_cycles` (MAC steps, words, and the words hidden behind
         RUNs: the dropped rows between a strip's outputs count as steps)."""
         i, st = self.info, job.strips
-        if job.pool is not None or self.conv_strips == "never":
+        if job.pool is not None:
             return False
         L = st["entries"].shape[1]
         k_strip = st["w"].shape[1] // i.cols

@@ -19,6 +19,7 @@ from golden.pool import pool_windows
 from golden.requantizer import INT32_MAX, RequantParams, requantize
 from golden.threshold import threshold
 from sim import protocol as P
+from sim.accel_model import Overlap
 from sim.driver import (Driver, EngineError, GemmJob, ModelEngine, compare_outputs, first_mismatch,
                         format_mismatch, run_layers, run_network)
 
@@ -458,21 +459,14 @@ def test_tiling_loop_orders():
 
 
 def _waits(packets):
-    """The write packets that would wait for the RUN before them: those meeting its entries
-    (:meth:`sim.protocol.RunDescriptor.reads`), sent after it and before the next packet that
-    is not a buffer write (which waits for the RUN's end anyway)."""
-    waits, reads = [], None
+    """The write packets that would wait for the RUN before them (the model's
+    :class:`sim.accel_model.Overlap`: behind a RUN with only buffer writes between, meeting its
+    entries)."""
+    overlap, waits = Overlap(), []
     for k, pk in enumerate(packets):
-        op = pk[0] & 0xFF
-        if op == P.OPCODES["RUN"]:
-            reads = P.RunDescriptor.decode(pk[2:])[0].reads()
-        elif P.writes(pk) is None:
-            reads = None
-        elif reads is not None:
-            buf, (bank, lo, hi) = P.writes(pk)
-            if buf in reads and reads[buf][0] == bank and lo < reads[buf][2] and reads[buf][1] < hi:
-                waits.append(k)
-                reads = None
+        overlap.packet(pk, True, 0)
+        if overlap.last == "meets":
+            waits.append(k)
     return waits
 
 
