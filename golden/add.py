@@ -3,12 +3,14 @@
 Both conventions fit one form. For each branch ``i``,
 
     v_i = requantize(wrap32((x_i - zp_i) << left_shift), branches[i])
-    s   = wrap32(v_0 + v_1)
+    s   = wrap32(v_0 + v_1) >> sum_shift                 (arithmetic shift: floor)
     y   = requantize(s, output)
 
 * NEMO ``PACT_IntegerAdd`` (Eq. 24): ``y = (mult_a*a + mult_b*b) >> d`` with floor; the branch
   requantizers are exact multiplications (shift 0), the output one divides by ``2**d``.
-  See :meth:`AddParams.nemo`.
+  See :meth:`AddParams.nemo`. The division may instead be the ``sum_shift``, which frees the
+  output requantizer for the activation requantizer that follows a NEMO Add
+  (:meth:`AddParams.then`).
 * TFLite int8 Add (reference ``integer_ops/add.h``): inputs offset by their zero points,
   shifted left by 20, each scaled by a Q31 multiplier smaller than one, summed in int32, scaled
   by the output multiplier, offset by the output zero point and clamped. See
@@ -20,7 +22,7 @@ undefined; for int8 inputs with ``left_shift = 20`` it cannot happen: ``|x - zp|
 ``255 * 2**20 < 2**28``, and each scaled branch is at most half of that).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 
 import numpy as np
@@ -53,12 +55,15 @@ class AddParams:
     branches : (RequantParams, RequantParams)
         Per-branch requantizers, each with its own rounding.
     output : RequantParams
-        Requantizer of the int32 sum (with the output zero point and the clamp).
+        Requantizer of the shifted int32 sum (with the output zero point and the clamp).
+    sum_shift : int
+        0..31 (default 0); the int32 sum is shifted right by it (floor) before ``output``.
     """
     in_zero_points: tuple = (0, 0)
     left_shift: int = 0
     branches: tuple
     output: RequantParams
+    sum_shift: int = 0
 
     def __post_init__(self):
         zps = self.in_zero_points
@@ -71,12 +76,36 @@ class AddParams:
         if not isinstance(ls, (int, np.integer)) or isinstance(ls, bool) or not 0 <= ls <= 31:
             raise ValueError(f"left_shift: expected an integer in 0..31, got {ls!r}")
         object.__setattr__(self, "left_shift", int(ls))
+        ss = self.sum_shift
+        if not isinstance(ss, (int, np.integer)) or isinstance(ss, bool) or not 0 <= ss <= 31:
+            raise ValueError(f"sum_shift: expected an integer in 0..31, got {ss!r}")
+        object.__setattr__(self, "sum_shift", int(ss))
         br = self.branches
         if not isinstance(br, (tuple, list)) or len(br) != 2 or not all(isinstance(b, RequantParams) for b in br):
             raise ValueError(f"branches: expected a pair of RequantParams, got {br!r}")
         object.__setattr__(self, "branches", tuple(br))
         if not isinstance(self.output, RequantParams):
             raise ValueError(f"output: expected RequantParams, got {type(self.output).__name__}")
+
+    def then(self, requant):
+        """The Add followed by the element-wise requantizer ``requant``, as one AddParams, or None.
+
+        ``requantize(add(a, b, self), requant)`` equals ``add(a, b, self.then(requant))`` for every
+        input when ``output`` is a plain floor division by ``2**shift`` (mult 1, no bias, offset
+        or zero point, no clamp: NEMO's Eq. 24 output) and ``sum_shift`` is 0: the division
+        becomes the ``sum_shift`` (``s >> k`` equals ``s >> 31`` for ``k >= 31`` and int32
+        ``s``) and ``requant`` the output requantizer. Otherwise returns None.
+        """
+        o = self.output
+        if not isinstance(requant, RequantParams):
+            raise ValueError(f"requant: expected RequantParams, got {type(requant).__name__}")
+        plain = (o.channels is None and self.sum_shift == 0 and int(o.mult) == 1 and int(o.bias) == 0
+                 and int(o.offset) == 0 and int(o.zero_point) == 0 and int(o.lo) == INT32_MIN
+                 and int(o.hi) == INT32_MAX
+                 and (o.rounding == "floor" or (int(o.shift) == 0 and o.rounding != "tflite")))
+        if not plain:
+            return None
+        return replace(self, output=requant, sum_shift=min(int(o.shift), 31))
 
     @classmethod
     def nemo(cls, mult_a, mult_b, d, lo=None, hi=None):
@@ -152,7 +181,7 @@ class AddParams:
 def add(a, b, params):
     """Integer Add of ``a`` and ``b`` (same shape ``(..., C)``, int32 values); returns int64.
 
-    Computes ``requantize(wrap32(v_0 + v_1), params.output)`` with
+    Computes ``requantize(wrap32(v_0 + v_1) >> params.sum_shift, params.output)`` with
     ``v_i = requantize(wrap32((x_i - zp_i) << left_shift), params.branches[i])``; see the module
     docstring. Per-channel requantizers broadcast along the last axis.
     """
@@ -168,4 +197,4 @@ def add(a, b, params):
          for x, zp, br in zip((a, b), params.in_zero_points, params.branches)]
     # The branch results are int32 (the requantizer clamps to int32 at most); TFLite adds them
     # in int32.
-    return requantize(_wrap32(v[0] + v[1]), params.output)
+    return requantize(_wrap32(v[0] + v[1]) >> params.sum_shift, params.output)

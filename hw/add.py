@@ -16,8 +16,8 @@ from hw.requantizer import Requantizer, _int_param, _Stages, encode_channels, pa
 __all__ = ["AddUnit", "LATENCY"]
 
 #: Cycles from a beat's acceptance on ``i`` to its presentation on ``o`` (no stall): two input
-#: stages, the branch requantizers, the sum, the output requantizer.
-LATENCY = 2 + RQ_LATENCY + 1 + RQ_LATENCY
+#: stages, the branch requantizers, the sum, the sum shift, the output requantizer.
+LATENCY = 2 + RQ_LATENCY + 2 + RQ_LATENCY
 
 
 def add_param_layout(out_bits):
@@ -26,6 +26,7 @@ def add_param_layout(out_bits):
         "in_zero_points": data.ArrayLayout(signed(32), 2),
         "left_shift": unsigned(5),
         "branches": data.ArrayLayout(param_layout(32), 2),
+        "sum_shift": unsigned(5),
         "output": param_layout(out_bits),
     })
 
@@ -36,7 +37,7 @@ class AddUnit(wiring.Component):
     For every lane, with that lane's parameters (golden's :class:`~golden.add.AddParams`):
 
         v_i = requantize(wrap32((x_i - zp_i) << left_shift), branches[i])    i = 0 (a), 1 (b)
-        s   = wrap32(v_0 + v_1)
+        s   = wrap32(v_0 + v_1) >> sum_shift                                (floor)
         y   = requantize(s, output)
 
     bit for bit as :func:`golden.add.add`, each ``requantize`` being
@@ -49,7 +50,8 @@ class AddUnit(wiring.Component):
     Widths: inputs ``a``, ``b`` signed(``in_bits``) (default 9: int8 and uint8 activations both
     fit, so one unit serves TFLite's int8 and NEMO's unsigned PACT activations); zero points
     int32; ``left_shift`` 0..31; ``(x - zp) << left_shift`` and ``v_0 + v_1`` wrap modulo
-    2**32 (as golden, and TFLite's C code); branch requantizers produce int32; the output is
+    2**32 (as golden, and TFLite's C code); ``sum_shift`` 0..31, an arithmetic (floor) shift of
+    the int32 sum; branch requantizers produce int32; the output is
     signed(``out_bits``) (default 32, which holds NEMO's unclipped sum; 8 for an int8-only
     network). Rounding and saturation are the requantizer's (see
     :class:`~hw.requantizer.Requantizer`): the only saturation is each requantizer's clip.
@@ -72,17 +74,18 @@ class AddUnit(wiring.Component):
         ``a``, ``b``: ``ArrayLayout(signed(in_bits), lanes)``; ``params``:
         ``ArrayLayout(add_param_layout(out_bits), lanes)`` with ``in_zero_points``
         ``ArrayLayout(signed(32), 2)``, ``left_shift`` unsigned(5), ``branches``
-        ``ArrayLayout(param_layout(32), 2)`` and ``output`` ``param_layout(out_bits)`` (the
+        ``ArrayLayout(param_layout(32), 2)``, ``sum_shift`` unsigned(5) and ``output``
+        ``param_layout(out_bits)`` (the
         requantizer's parameter fields, :func:`hw.requantizer.param_layout`).
     o : Out(stream.Signature(StructLayout))
         ``y``: ``ArrayLayout(signed(out_bits), lanes)``.
 
-    Latency and throughput: :data:`LATENCY` = 21 cycles, II = 1, full backpressure.
+    Latency and throughput: :data:`LATENCY` = 22 cycles, II = 1, full backpressure.
     Micro-architecture: stage 1 ``x - zp`` (wrapped to 32 bits), stage 2 the wrapping left
     shift; then *one* :class:`~hw.requantizer.Requantizer` of ``2 * lanes`` lanes holds both
     branches (lanes ``0..lanes-1`` branch a, ``lanes..2*lanes-1`` branch b), carrying the
-    output parameters in its ``user`` sideband; one stage adds the branches; a ``lanes``-lane
-    Requantizer finishes. ``i.ready`` and the inner ready signals depend only on registers
+    sum shift and the output parameters in its ``user`` sideband; one stage adds the branches,
+    one shifts the sum; a ``lanes``-lane Requantizer finishes. ``i.ready`` and the inner ready signals depend only on registers
     (the requantizers' skid buffers).
     """
 
@@ -117,7 +120,7 @@ class AddUnit(wiring.Component):
         -------
         list of dict
             ``{"in_zero_points": [zp_a, zp_b], "left_shift", "branches": [fields_a, fields_b],
-            "output": fields}`` per channel.
+            "sum_shift", "output": fields}`` per channel.
 
         Raises
         ------
@@ -137,18 +140,21 @@ class AddUnit(wiring.Component):
                 raise ValueError(f"{path}.{e}") from None
         zps = [int(z) for z in params.in_zero_points]
         _int_param("left_shift", params.left_shift, 0, 31)
+        _int_param("sum_shift", params.sum_shift, 0, 31)
         return [{"in_zero_points": zps, "left_shift": params.left_shift,
-                 "branches": [a, b], "output": o}
+                 "branches": [a, b], "sum_shift": params.sum_shift, "output": o}
                 for a, b, o in zip(fields["branches[0]"], fields["branches[1]"], fields["output"])]
 
     def elaborate(self, platform):
         m = Module()
         n = self.lanes
-        out_params = data.ArrayLayout(param_layout(self.out_bits), n)
+        # What the branch requantizer carries for the later stages, per lane.
+        carried = data.ArrayLayout(data.StructLayout({"sum_shift": unsigned(5),
+                                                      "output": param_layout(self.out_bits)}), n)
         # The sideband is declared plain (and viewed here) so that the inner ports do not
         # expand into one named wire per parameter field.
         m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32,
-                                                  user=Shape.cast(out_params))
+                                                  user=Shape.cast(carried))
         m.submodules.output = orq = Requantizer(lanes=n, out_bits=self.out_bits)
 
         # Stages 1-2 (stall-all): wrap32(x - zp), then wrap32(. << left_shift). Only the low 32
@@ -169,23 +175,26 @@ class AddUnit(wiring.Component):
                 bp = st.reg(st.reg(prm.branches[br], f"l{lane}_p{br}_1"), f"l{lane}_p{br}_2")
                 m.d.comb += [brq.i.payload.acc[br * n + lane].eq(xs),
                              brq.i.payload.params[br * n + lane].eq(bp)]
-            op = st.reg(st.reg(prm.output, f"l{lane}_op1"), f"l{lane}_op2")
-            m.d.comb += out_params(brq.i.payload.user)[lane].eq(op)
+            cp = carried(brq.i.payload.user)[lane]
+            m.d.comb += [cp.output.eq(st.reg(st.reg(prm.output, f"l{lane}_op1"), f"l{lane}_op2")),
+                         cp.sum_shift.eq(st.reg(st.reg(prm.sum_shift, f"l{lane}_ss1"), f"l{lane}_ss2"))]
         m.d.comb += brq.i.valid.eq(p_valid[1])
 
-        # Stage 3 (one register): s = wrap32(v_0 + v_1), with the output parameters.
-        s_valid = Signal(name="sum_valid")
+        # Stages 3-4 (stall-all): s = wrap32(v_0 + v_1), then s >> sum_shift (arithmetic), with
+        # the output parameters alongside.
+        s_valid = [Signal(name="sum_valid3"), Signal(name="sum_valid4")]
         s_en = Signal()
-        m.d.comb += [s_en.eq(orq.i.ready | ~s_valid), brq.o.ready.eq(s_en)]
+        m.d.comb += [s_en.eq(orq.i.ready | ~s_valid[1]), brq.o.ready.eq(s_en)]
         with m.If(s_en):
-            m.d.sync += s_valid.eq(brq.o.valid)
+            m.d.sync += [s_valid[0].eq(brq.o.valid), s_valid[1].eq(s_valid[0])]
         st = _Stages(m, s_en)
+        cp3 = st.reg(brq.o.payload.user, "carried3", carried)
         for lane in range(n):
             v0, v1 = brq.o.payload.y[lane], brq.o.payload.y[n + lane]
             s = st.reg((v0 + v1)[:32].as_signed(), f"l{lane}_sum3", signed(32))
-            m.d.comb += orq.i.payload.acc[lane].eq(s)
-        m.d.comb += [orq.i.payload.params.eq(st.reg(brq.o.payload.user, "out_params3")),
-                     orq.i.valid.eq(s_valid)]
+            m.d.comb += orq.i.payload.acc[lane].eq(st.reg(s >> cp3[lane].sum_shift, f"l{lane}_sum4", signed(32)))
+            m.d.comb += orq.i.payload.params[lane].eq(st.reg(cp3[lane].output, f"l{lane}_op4"))
+        m.d.comb += orq.i.valid.eq(s_valid[1])
 
         wiring.connect(m, orq.o, wiring.flipped(self.o))
         return m

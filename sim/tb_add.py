@@ -5,15 +5,17 @@ Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``in_bits``, ``out_bits``
 (random lane items after the corner list), ``corners`` (``"quick"``, ``"thorough"`` or false),
 ``full_rate``, ``in_stall`` / ``out_stall`` / ``burst`` (the no-stall phase that checks latency
 and II = 1, then random pauses: :func:`sim.bench.stream_check`), ``golden_rounding``
-(optional: golden uses this rounding in all three requantizers, to show the check fails).
+(optional: golden uses this rounding in all three requantizers, to show the check fails),
+``golden_no_sum_shift`` (optional: golden ignores the sum shift, likewise).
 
 Every lane of every beat is one item ``(a, b, AddParams)``, encoded by :meth:`AddUnit.encode`.
 Items: NEMO ``PACT_IntegerAdd`` parameters (:meth:`AddParams.nemo`) from random quanta and
 requantization factors, TFLite int8 Add parameters (:meth:`AddParams.tflite`) from random
 scales and zero points, and generic parameter sets (random branch and output requantizers in
-every rounding mode, zero points and left shifts up to the int32 ends); the corners add exact
-ties in the branch and output requantizers, wrapping ``(x - zp) << left_shift`` and
-``v_0 + v_1``, inputs at the ``in_bits`` ends and output saturation at both ends.
+every rounding mode, zero points and left shifts up to the int32 ends, sum shifts 0..31); half
+of the NEMO items carry the division as the sum shift and a random requantizer after it
+(:meth:`AddParams.then`); the corners add exact ties in the branch and output requantizers,
+wrapping ``(x - zp) << left_shift`` and ``v_0 + v_1`` (then shifted by 0, 1 or 31), inputs at the ``in_bits`` ends and output saturation at both ends.
 """
 
 import dataclasses
@@ -66,6 +68,8 @@ class AddStimulus:
                 params = AddParams.nemo(mults[0], mults[1], d, lo=lo, hi=hi)
             except ValueError:
                 continue
+            if self.int(0, 1):        # the division as the sum shift, an activation requantizer after it
+                params = params.then(self.rq.random()[1]) or params
             xlo = 0 if self.xmax >= 255 else None
             return self.x(xlo, 255), self.x(xlo, 255), params
 
@@ -92,8 +96,9 @@ class AddStimulus:
         ls = self.pick([0, 20, self.int(0, 31), 31])
         branches = tuple(self.rq32.random()[1] for _ in range(2))
         output = self.rq.random()[1]
+        ss = self.pick([0, 0, self.int(0, 31), 31])
         return self.x(), self.x(), AddParams(in_zero_points=zps, left_shift=ls, branches=branches,
-                                             output=output)
+                                             output=output, sum_shift=ss)
 
     def random(self):
         return self.pick([self.nemo, self.tflite, self.generic])()
@@ -171,8 +176,8 @@ class AddStimulus:
                 for out in (RequantParams(mult=1, shift=0, **full),
                             RequantParams(mult=3, shift=1, rounding="half_even", **full)):
                     br = (RequantParams(mult=m0, shift=0), RequantParams(mult=m1, shift=0))
-                    items.append((self.xmax, self.xmin, AddParams(branches=br, output=out)))
-                    items.append((self.xmin, self.xmax, AddParams(branches=br, output=out)))
+                    for a, b in ((self.xmax, self.xmin), (self.xmin, self.xmax)):
+                        items.append((a, b, AddParams(branches=br, output=out, sum_shift=self.pick([0, 1, 31]))))
             # Saturation at both output ends, and zero points at the int32 ends.
             for mode in MODES:
                 for zp_out in (0, INT32_MIN, INT32_MAX):
@@ -188,8 +193,11 @@ class AddStimulus:
         return items
 
 
-def golden_params(params, rounding):
-    """``params``, or a copy whose three requantizers all use ``rounding`` (a wrong golden)."""
+def golden_params(params, rounding, no_sum_shift=False):
+    """``params``, or a copy whose three requantizers all use ``rounding``, or without the sum
+    shift (a wrong golden)."""
+    if no_sum_shift:
+        params = dataclasses.replace(params, sum_shift=0)
     if rounding is None:
         return params
     swap = lambda p: dataclasses.replace(p, rounding=rounding)
@@ -216,13 +224,13 @@ async def run(dut):
     items = [items[i] for i in tb.rng.permutation(len(items))]
     while len(items) % lanes:
         items.append(stim.random())
-    wrong = cfg.get("golden_rounding")
+    wrong, no_ss = cfg.get("golden_rounding"), bool(cfg.get("golden_no_sum_shift"))
 
     sb = Scoreboard("add", dut._log)
     beats = []
     for j in range(0, len(items), lanes):
         lane_items = items[j:j + lanes]
-        golden = [int(add(a, b, golden_params(p, wrong))) for a, b, p in lane_items]
+        golden = [int(add(a, b, golden_params(p, wrong, no_ss))) for a, b, p in lane_items]
         sb.expect(np.array(golden, dtype=np.int64), {
             "a": [a for a, _, _ in lane_items], "b": [b for _, b, _ in lane_items],
             "params": [repr_params(p) for _, _, p in lane_items]})
@@ -237,4 +245,4 @@ def repr_params(p):
     rq = lambda r: (f"{r.rounding}(mult={int(r.mult)}, shift={int(r.shift)}, bias={int(r.bias)}, "
                     f"offset={int(r.offset)}, zp={int(r.zero_point)}, lo={int(r.lo)}, hi={int(r.hi)})")
     return (f"zps={p.in_zero_points} ls={p.left_shift} a:{rq(p.branches[0])} "
-            f"b:{rq(p.branches[1])} out:{rq(p.output)}")
+            f"b:{rq(p.branches[1])} ss={p.sum_shift} out:{rq(p.output)}")

@@ -34,6 +34,13 @@ def test_bench_catches_wrong_rounding(tmp_path):
     assert "MISMATCH" in str(info.value)
 
 
+def test_bench_catches_a_missing_sum_shift(tmp_path):
+    """The check can fail: golden told to ignore the sum shift."""
+    with pytest.raises(AssertionError) as info:
+        run("verilator", tmp_path, lanes=2, n=200, corners=False, golden_no_sum_shift=True)
+    assert "MISMATCH" in str(info.value)
+
+
 @pytest.mark.regress
 @pytest.mark.parametrize("sim", SIMULATORS)
 @pytest.mark.parametrize("lanes,in_bits,out_bits,seed", [(2, 9, 32, 2), (1, 8, 8, 3), (3, 32, 16, 4)])
@@ -64,7 +71,9 @@ def test_encode_tflite_and_nemo():
             (int(rq.mult), int(rq.shift), int(rq.zero_point), int(rq.lo), int(rq.hi))
     (f,) = AddUnit().encode(AddParams.nemo(3, 5, 4), 1)
     assert [b["mult"] for b in f["branches"]] == [3, 5] and f["output"]["shift"] == 4
-    assert f["output"]["rounding"] is Rounding.FLOOR
+    assert f["output"]["rounding"] is Rounding.FLOOR and f["sum_shift"] == 0
+    (f,) = AddUnit().encode(AddParams.nemo(3, 5, 4).then(RequantParams(mult=7, shift=2)), 1)
+    assert f["sum_shift"] == 4 and (f["output"]["mult"], f["output"]["shift"]) == (7, 2)
     unit = AddUnit(lanes=2)
     unit.i_layout.const({"a": [0, 1], "b": [2, 3], "params": unit.encode(AddParams.nemo(3, 5, 4), 2)})
 

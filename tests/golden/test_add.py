@@ -165,19 +165,58 @@ def test_tflite_refuses_what_tflite_refuses():
 @given(ls=st.integers(0, 31), zps=st.tuples(st.integers(INT32_MIN, INT32_MAX), st.integers(INT32_MIN, INT32_MAX)),
        rounding=st.sampled_from(["floor", "half_up", "half_even", "tflite"]), mults=st.tuples(*[st.integers(0, INT32_MAX)] * 3),
        shifts=st.tuples(*[st.integers(31, 62)] * 3),
-       xs=st.lists(st.tuples(st.integers(INT32_MIN, INT32_MAX), st.integers(INT32_MIN, INT32_MAX)), min_size=1, max_size=20))
-def test_general_form_wraps(ls, zps, rounding, mults, shifts, xs):
-    """(x - zp) << left_shift and the branch sum wrap to int32, the branches and output are
-    requantizers: built here from Python ints around golden.requantizer."""
+       xs=st.lists(st.tuples(st.integers(INT32_MIN, INT32_MAX), st.integers(INT32_MIN, INT32_MAX)), min_size=1, max_size=20),
+       ss=st.integers(0, 31))
+def test_general_form_wraps(ls, zps, rounding, mults, shifts, xs, ss):
+    """(x - zp) << left_shift and the branch sum wrap to int32, the sum is floor-shifted by
+    sum_shift, the branches and output are requantizers: built here from Python ints around
+    golden.requantizer."""
     rq = [RequantParams(mult=m, shift=s, rounding=rounding) for m, s in zip(mults, shifts)]
-    p = AddParams(in_zero_points=zps, left_shift=ls, branches=(rq[0], rq[1]), output=rq[2])
+    p = AddParams(in_zero_points=zps, left_shift=ls, branches=(rq[0], rq[1]), output=rq[2], sum_shift=ss)
     a = [x for x, _ in xs]
     b = [y for _, y in xs]
     want = []
     for x, y in xs:
         v = [int(requantize(np.array(wrap32((u - zp) << ls)), r)) for u, zp, r in zip((x, y), zps, rq)]
-        want.append(int(requantize(np.array(wrap32(v[0] + v[1])), rq[2])))
+        want.append(int(requantize(np.array(wrap32(v[0] + v[1]) >> ss), rq[2])))
     assert add(np.array(a), np.array(b), p).tolist() == want
+
+
+def test_sum_shift_is_a_floor_division():
+    one = RequantParams(mult=1, shift=0)
+    p = AddParams(branches=(one, one), output=one, sum_shift=2)
+    assert add([-9, -8, 7, INT32_MAX], [0, 0, 0, 1], p).tolist() == [-3, -2, 1, -(1 << 29)]
+
+
+@settings(max_examples=100, deadline=None)
+@given(mults=st.tuples(st.integers(0, 1 << 15), st.integers(0, 1 << 15)), d=st.integers(0, 40),
+       rq=st.tuples(st.integers(0, INT32_MAX), st.integers(1, 62), st.sampled_from(["floor", "half_up", "half_even", "tflite"]),
+                    st.integers(-1000, 1000), st.integers(-300, 300)),
+       xs=st.lists(st.tuples(st.integers(-128, 255), st.integers(-128, 255)), min_size=1, max_size=30))
+def test_then_is_the_add_followed_by_the_requantizer(mults, d, rq, xs):
+    """NEMO's Add (output: floor division by 2**d, no clamp) then an activation requantizer
+    equals one AddParams whose sum_shift is d (31 at most) and whose output is that requantizer."""
+    mult, shift, rounding, zp, lo = rq
+    nxt = RequantParams(mult=mult, shift=max(shift, 31) if rounding == "tflite" else shift, rounding=rounding,
+                        zero_point=zp, lo=lo, hi=lo + 255)
+    p = AddParams(branches=(RequantParams(mult=mults[0], shift=0), RequantParams(mult=mults[1], shift=0)),
+                  output=RequantParams(mult=1, shift=d, rounding="floor"))
+    a, b = np.array([x for x, _ in xs]), np.array([y for _, y in xs])
+    fused = p.then(nxt)
+    assert fused.sum_shift == min(d, 31) and fused.output is nxt
+    assert add(a, b, fused).tolist() == requantize(add(a, b, p), nxt).tolist()
+
+
+def test_then_refuses_an_output_that_is_not_a_plain_division():
+    nxt = RequantParams(mult=3, shift=2)
+    one = RequantParams(mult=1, shift=0)
+    for out in (RequantParams(mult=2, shift=4), RequantParams(mult=1, shift=4, rounding="half_up"),
+                RequantParams(mult=1, shift=4, bias=1), RequantParams(mult=1, shift=4, zero_point=1),
+                RequantParams(mult=1, shift=4, lo=0), RequantParams(mult=1, shift=4, offset=1)):
+        assert AddParams(branches=(one, one), output=out).then(nxt) is None
+    assert AddParams(branches=(one, one), output=RequantParams(mult=1, shift=4), sum_shift=1).then(nxt) is None
+    assert AddParams.tflite(0.5, 0, 0.25, 0, 1.0, 0).then(nxt) is None
+    assert AddParams(branches=(one, one), output=RequantParams(mult=1, shift=0, rounding="half_even")).then(nxt).sum_shift == 0
 
 
 def test_sum_wraps_in_int32():
@@ -192,6 +231,7 @@ def test_sum_wraps_in_int32():
     (dict(in_zero_points=(0,)), "in_zero_points"), (dict(in_zero_points=(0, 1 << 31)), "in_zero_points"),
     (dict(in_zero_points=(0.5, 0)), "in_zero_points"), (dict(left_shift=32), "left_shift"),
     (dict(left_shift=-1), "left_shift"), (dict(left_shift=1.0), "left_shift"),
+    (dict(sum_shift=32), "sum_shift"), (dict(sum_shift=-1), "sum_shift"), (dict(sum_shift=True), "sum_shift"),
     (dict(branches=(1, 2)), "branches"), (dict(branches=None), "branches"), (dict(output=3), "output"),
 ])
 def test_bad_params(kw, name):
