@@ -450,7 +450,8 @@ class CommandProcessor(wiring.Component):
                 with m.Case(11):
                     m.d.sync += run.add_zp_b.eq(word)
                 with m.Case(12):
-                    m.d.sync += [run.add_left_shift.eq(word[0:5]), ew.eq(0)]
+                    m.d.sync += [run.add_left_shift.eq(word[0:5]), run.add_sum_shift.eq(word[8:13]),
+                                 ew.eq(0)]
                 for j, field in ((20, "add_a"), (28, "add_b"), (36, "add_out")):
                     with m.Case(j):
                         m.d.sync += [run[field][name].eq(p_entry.rq[name])

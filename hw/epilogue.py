@@ -230,7 +230,7 @@ class Epilogue(wiring.Component):
                 ap.a[r].eq(epi_y[r]),
                 ap.b[r].eq(Mux(cfg.residual_signed, b.as_signed(), b)),
                 lp.in_zero_points[0].eq(cfg.add_zp_a), lp.in_zero_points[1].eq(cfg.add_zp_b),
-                lp.left_shift.eq(cfg.add_left_shift),
+                lp.left_shift.eq(cfg.add_left_shift), lp.sum_shift.eq(cfg.add_sum_shift),
                 lp.branches[0].eq(cfg.add_a), lp.branches[1].eq(cfg.add_b),
                 lp.output.eq(cfg.add_out),
             ]

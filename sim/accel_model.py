@@ -454,7 +454,7 @@ class AcceleratorModel:
         x = (P.sext(raw, 8) if d.x_signed else raw).reshape(m, k * C)
         if d.add:
             add_params = AddParams(in_zero_points=d.add_zero_points, left_shift=d.add_left_shift,
-                                   branches=d.add_branches, output=d.add_output)
+                                   branches=d.add_branches, output=d.add_output, sum_shift=d.add_sum_shift)
         results = []
         for n in range(nt):
             tile = self.weights[d.bank, d.weight_base + n * k:d.weight_base + (n + 1) * k]     # (k, R, C)

@@ -17,8 +17,8 @@ INFO (docs/driver.md explains each lowering):
   pooling unit (any stride, no padding).
 * ``flatten``: done on the host (a reshape, no arithmetic).
 
-With ``fuse`` (:meth:`Driver.plan`) an ``add`` and then a pooling layer run in the epilogue of the
-layer before them, in the same RUNs, where the hardware can.
+With ``fuse`` (:meth:`Driver.plan`) an ``add``, the ``requant`` layer after it and then a pooling
+layer run in the epilogue of the layer before them, in the same RUNs, where the hardware can.
 
 A tensor wider than 8 bits whose proven range has at most 65536 values (e.g. NEMO's int32 Add
 sum, proven to fit ``[0, 368]``) enters an identity GEMM offset by its minimum and split into two
@@ -431,6 +431,7 @@ class Driver:
                 a = job.add
                 d.add, d.residual_signed = True, job.residual_signed
                 d.add_zero_points, d.add_left_shift = a.in_zero_points, a.left_shift
+                d.add_sum_shift = a.sum_shift
                 d.add_branches, d.add_output = a.branches, a.output
             if job.pool:
                 pl = job.pool
@@ -516,7 +517,7 @@ class Driver:
         else:
             raise ValueError(f"{hwhat}: not a layer kind the driver knows")
         flowing = head.name
-        for layer in group[1:]:
+        for j, layer in enumerate(group[1:], 1):
             lwhat = f"layer {layer.name!r} ({layer.kind})"
             if isinstance(layer, AddLayer) and job.add is None and job.pool is None:
                 if list(layer.inputs).count(flowing) != 1:
@@ -526,9 +527,18 @@ class Driver:
                                  lwhat)
             elif isinstance(layer, PoolLayer) and job.pool is None and layer.inputs[0] == flowing:
                 self._attach_pool(model, layer, job, batch, lwhat)
+            elif (isinstance(layer, RequantLayer) and job.add is not None and job.pool is None
+                  and layer.inputs[0] == flowing and isinstance(group[j - 1], AddLayer)):
+                if layer.requant.channels is not None:
+                    raise ValueError(f"{lwhat}: per-channel; the add unit's output requantizer is per-tensor")
+                fused = job.add.then(layer.requant)
+                if fused is None:
+                    raise ValueError(f"{lwhat}: the add before it ends in a requantizer that is not a plain floor "
+                                     f"division by a power of two, so the sum shift cannot take it")
+                job.add = fused
             else:
-                raise ValueError(f"{lwhat}: cannot be fused after {flowing!r} (an add, then a pooling layer, may "
-                                 f"follow a GEMM's epilogue, each once)")
+                raise ValueError(f"{lwhat}: cannot be fused after {flowing!r} (an add, the requant layer after it, "
+                                 f"then a pooling layer, may follow a GEMM's epilogue, each once)")
             flowing = layer.name
         job.name = name
         job.out_bytes, job.out_signed = out_bytes, out_signed
@@ -566,7 +576,10 @@ class Driver:
         Without ``fuse`` every layer is its own program. With ``fuse``, a program whose output
         feeds only the next layer (and is not a network output) takes that layer in when the
         epilogue can compute it after what the program already does: an ``add`` if the program has
-        no add or pooling yet (the other operand a byte, per-tensor requantizers), a pooling layer
+        no add or pooling yet (the other operand a byte, per-tensor requantizers), a per-tensor
+        ``requant`` right after that add when the add's output requantizer is a plain floor
+        division by ``2**d`` (NEMO's Eq. 24: the add unit's sum shift takes the division and its
+        output requantizer the requant layer, :meth:`golden.add.AddParams.then`), a pooling layer
         if it has no pooling yet, and the combined program fits the buffers (docs/driver.md,
         "Fusion"). Fusing changes neither arithmetic nor results; it saves the fused layer's
         identity GEMM, the words of its operand and the read-back of the tensor in between, which
@@ -588,7 +601,7 @@ class Driver:
                 last = group[-1]
                 if users.get(last.name) != [nxt.name] or last.name in model.outputs:
                     break
-                if not isinstance(nxt, (AddLayer, PoolLayer)):
+                if not isinstance(nxt, (AddLayer, RequantLayer, PoolLayer)):
                     break
                 try:
                     self.compile_group(model, group + (nxt,), dummy)
@@ -714,8 +727,7 @@ class Driver:
             raise ValueError(f"{what}: input {other!r} spans [{t.lo}, {t.hi}]; the residual operand is a byte")
         _check_values(residual, t.lo, t.hi, other, what)
         if k == 1:
-            p = AddParams(in_zero_points=p.in_zero_points[::-1], left_shift=p.left_shift,
-                          branches=p.branches[::-1], output=p.output)
+            p = dataclasses.replace(p, in_zero_points=p.in_zero_points[::-1], branches=p.branches[::-1])
         job.add = p
         job.residual = residual.reshape(-1, residual.shape[-1])
         job.residual_signed = bool(t.lo < 0)

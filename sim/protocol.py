@@ -390,6 +390,7 @@ class RunDescriptor:
     residual_signed: bool = True
     add_zero_points: tuple = (0, 0)
     add_left_shift: int = 0
+    add_sum_shift: int = 0
     add_branches: tuple = None         # (RequantParams, RequantParams), per-tensor
     add_output: RequantParams = None
     pool_mode: str = "max"
@@ -424,7 +425,7 @@ class RunDescriptor:
                     raise ValueError(f"{name}: expected a per-tensor RequantParams")
             w[10] = _u32(self.add_zero_points[0], "add_zero_points[0]", INT32_MIN, INT32_MAX)
             w[11] = _u32(self.add_zero_points[1], "add_zero_points[1]", INT32_MIN, INT32_MAX)
-            w[12] = _field(self.add_left_shift, "add_left_shift", 5)
+            w[12] = _field(self.add_left_shift, "add_left_shift", 5) | (_field(self.add_sum_shift, "add_sum_shift", 5) << 8)
             w[13:21] = encode_requant(self.add_branches[0])
             w[21:29] = encode_requant(self.add_branches[1])
             w[29:37] = encode_requant(self.add_output)
@@ -480,6 +481,7 @@ class RunDescriptor:
                 out_bytes={0: 1, 1: 2, 2: 4}.get((w[8] >> 8) & 3, 0),
                 residual_base=w[9] & 0x7FFFFFFF, residual_signed=bool(w[9] >> 31),
                 add_zero_points=(_s32(w[10]), _s32(w[11])), add_left_shift=w[12] & 31,
+                add_sum_shift=(w[12] >> 8) & 31,
                 add_branches=(rq(w[13:21]), rq(w[21:29])), add_output=rq(w[29:37]),
                 pool_mode={v: k for k, v in POOL_MODES.items()}.get(w[37] & 3, f"code {w[37] & 3}"),
                 pool_taps=(w[37] >> 8) & 0xFF, pool_d=(w[37] >> 16) & 0x3F, pool_mult=w[38],

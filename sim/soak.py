@@ -35,20 +35,22 @@ RATIOS = {"1:8": (5, 40), "1:4": (5, 20), "1:1": (10, 10), "10:11": (10, 11), "1
 _ROUNDINGS = ("floor", "half_up", "half_even", "tflite")
 
 
-def _requant(rng, acc, dtype, zero_point):
-    """Per-channel requantizer mapping the observed accumulator range to about +-60 (so outputs
-    use the range without saturating everything), in a random rounding mode."""
+def _requant(rng, acc, dtype, zero_point, per_tensor=False):
+    """Per-channel (or per-tensor) requantizer mapping the observed accumulator range to about
+    +-60 (so outputs use the range without saturating everything), in a random rounding mode."""
     from golden.model_file import DTYPES
     from golden.requantizer import RequantParams
 
     rounding = str(rng.choice(_ROUNDINGS))
-    c = acc.shape[-1]
+    c = 1 if per_tensor else acc.shape[-1]
     amax = np.maximum(np.abs(acc.reshape(-1, c)).max(axis=0), 1)
     mult = rng.integers(1 << 30, 1 << 31, c) if rounding == "tflite" else rng.integers(1 << 19, 1 << 20, c)
     shift = np.clip(np.ceil(np.log2(mult * amax / 60)).astype(np.int64), 1, 62)
     lo, hi = DTYPES[dtype]
-    return RequantParams(mult=mult, shift=shift, bias=rng.integers(-100, 100, c), zero_point=zero_point,
-                         lo=lo, hi=hi, rounding=rounding)
+    bias = rng.integers(-100, 100, c)
+    if per_tensor:
+        mult, shift, bias = int(mult[0]), int(shift[0]), int(bias[0])
+    return RequantParams(mult=mult, shift=shift, bias=bias, zero_point=zero_point, lo=lo, hi=hi, rounding=rounding)
 
 
 def random_network(seed, batch=2):
@@ -56,8 +58,9 @@ def random_network(seed, batch=2):
     from golden.add import AddParams
     from golden.mac_array import conv2d, linear
     from golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer,
-                                   PoolLayer)
+                                   PoolLayer, RequantLayer)
     from golden.network import IntegerDeployable
+    from golden.requantizer import RequantParams
 
     rng = np.random.default_rng(seed)
     h, w, cin = (int(v) for v in (rng.integers(3, 7), rng.integers(3, 7), rng.integers(1, 5)))
@@ -94,12 +97,25 @@ def random_network(seed, batch=2):
         a2 = conv2d(y1, w2, 1, 1, z1, 0)
         layers.append(MacLayer(kind="conv2d", name="conv2", inputs=("conv1",), weight=w2, input_zero_point=z1,
                                padding=((1, 1), (1, 1)), requant=_requant(rng, a2, d2, z2), dtype=d2))
-        lo_o, hi_o = DTYPES["int8"]
-        zo = int(rng.integers(-10, 10))
-        layers.append(AddLayer(name="res", inputs=("conv1", "conv2"), dtype="int8",
-                               params=AddParams.tflite(float(rng.uniform(0.02, 0.1)), z1, float(rng.uniform(0.02, 0.1)),
-                                                       z2, float(rng.uniform(0.05, 0.2)), zo, lo=lo_o, hi=hi_o)))
-        last, last_zp, last_dtype = "res", zo, "int8"
+        if rng.random() < 0.6:                  # TFLite's int8 Add
+            lo_o, hi_o = DTYPES["int8"]
+            zo = int(rng.integers(-10, 10))
+            layers.append(AddLayer(name="res", inputs=("conv1", "conv2"), dtype="int8",
+                                   params=AddParams.tflite(float(rng.uniform(0.02, 0.1)), z1, float(rng.uniform(0.02, 0.1)),
+                                                           z2, float(rng.uniform(0.05, 0.2)), zo, lo=lo_o, hi=hi_o)))
+            last, last_zp, last_dtype = "res", zo, "int8"
+        else:                                   # NEMO's Add (Eq. 24), then an activation requantizer
+            dsh = int(rng.integers(2, 10))
+            ma, mb = (int(v) for v in rng.integers(1, (1 << dsh) + 1, 2))
+            layers.append(AddLayer(name="res", inputs=("conv1", "conv2"), dtype="int32",
+                                   params=AddParams(in_zero_points=(z1, z2),
+                                                    branches=(RequantParams(mult=ma, shift=0),
+                                                              RequantParams(mult=mb, shift=0)),
+                                                    output=RequantParams(mult=1, shift=dsh))))
+            d3, z3 = out_dtype()
+            layers.append(RequantLayer(name="act", inputs=("res",), dtype=d3,
+                                       requant=_requant(rng, run(("res",)), d3, z3, per_tensor=True)))
+            last, last_zp, last_dtype = "act", z3, d3
     oh, ow = run((last,)).shape[1:3]
     # the fc layer's K (the flattened features) must fit a weight bank: pool when it would not
     too_big = oh * ow * ch > HARDWARE["weight_depth"] * HARDWARE["cols"]

@@ -6,6 +6,8 @@ Expected values come from golden (IntegerDeployable, or golden's functions on th
 arrays), never from the driver or the accelerator model.
 """
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -291,8 +293,9 @@ def test_digits_conv2_runs_as_strips_on_a_32_bit_bus():
     golden = IntegerDeployable(model).run(x, trace=True)
     d = Driver(P.Info(bus_width=32))
     assert _row_steps(d, model, golden) == [[0], [3], [0], [0], [0], [], [0]]      # conv1: 1 channel, im2col
-    assert _row_steps(d, model, golden, fuse=True) == [[0], [3], [0], [], [0]]
-    assert _row_steps(Driver(P.Info()), model, golden, fuse=True) == [[0], [0], [0], [], [0]]
+    # fused with the pooling, conv2 needs its rows window by window: im2col rows on either bus
+    assert _row_steps(d, model, golden, fuse=True) == [[0], [0], [], [0]]
+    assert _row_steps(Driver(P.Info()), model, golden, fuse=True) == [[0], [0], [], [0]]
     with pytest.raises(ValueError, match="^conv_strips: 'yes' is not one of auto, always, never$"):
         Driver(P.Info(), conv_strips="yes")
 
@@ -323,21 +326,23 @@ def test_fusion_digits_network():
     x = digits.load_split()[2][:8]
     assert _names(Driver(P.Info()).plan(model)) == [(la.name,) for la in model.layers]
     groups, st, plain = _check_fused(model, x, P.Info())
-    # conv1 feeds conv2 and the add; the add's 16-bit sum feeds a requant (the add unit's output
-    # requantizer is the add's own): neither fuses. conv2 is the add's SECOND input (swapped branches).
-    assert _names(groups) == [("conv1",), ("conv2", "add.sum"), ("add", "pool"), ("flat",), ("fc",)]
-    assert [s.output for s in st["layers"]] == ["conv1", "add.sum", "pool", "flat", "fc"]
-    assert [s.name for s in st["layers"]][1:3] == ["conv2+add.sum", "add+pool"]
+    # conv1 feeds conv2 and the add, so it does not fuse. conv2 is the add's SECOND input (swapped
+    # branches); the add's requantizer is NEMO's floor division, so the requant layer after it
+    # fuses (the add unit's sum shift), and then the pooling.
+    assert _names(groups) == [("conv1",), ("conv2", "add.sum", "add", "pool"), ("flat",), ("fc",)]
+    assert [s.output for s in st["layers"]] == ["conv1", "pool", "flat", "fc"]
+    assert [s.name for s in st["layers"]][1] == "conv2+add.sum+add+pool"
     assert st["words_sent"] < plain["words_sent"] and st["cycles"] < plain["cycles"]
-    # with im2col rows everywhere, fusion removes exactly the add's and the pooling's identity GEMMs
+    # with im2col rows everywhere, fusion removes exactly the identity GEMMs of the add, the
+    # requant and the pooling
     d = Driver(P.Info(), conv_strips="never")
     _, plain = run_network(model, x, ModelEngine(P.Info()), driver=d)
     _, st = run_network(model, x, ModelEngine(P.Info()), driver=d, fuse=True)
     by = {s.name: s for s in plain["layers"]}
-    assert st["mac_steps"] == plain["mac_steps"] - by["add.sum"].mac_steps - by["pool"].mac_steps
+    assert st["mac_steps"] == plain["mac_steps"] - sum(by[n].mac_steps for n in ("add.sum", "add", "pool"))
     golden = IntegerDeployable(model).run(x, trace=True)
     out, _ = run_layers(model, golden, ModelEngine(P.Info()), fuse=True)
-    assert set(out) == set(golden) - {"conv2", "add"}
+    assert set(out) == set(golden) - {"conv2", "add.sum", "add"}
     for name, a in out.items():
         np.testing.assert_array_equal(a, golden[name], err_msg=name)
 
@@ -350,13 +355,14 @@ def _soak_info(**kw):
 def test_fusion_random_networks():
     from sim.soak import random_network
     kinds = set()
-    for seed in range(40):
+    for seed in range(60):
         model, x = random_network(seed)
         groups, _, _ = _check_fused(model, x, _soak_info())
         kinds |= {"+".join(la.kind for la in g) for g in groups}
     # every pattern the random networks contain was fused at least once
     assert {"conv2d+add", "conv2d+add+maxpool2d", "conv2d+add+avgpool2d", "conv2d+maxpool2d",
-            "conv2d+avgpool2d"} <= kinds
+            "conv2d+avgpool2d", "conv2d+add+requant", "conv2d+add+requant+avgpool2d",
+            "conv2d+add+requant+maxpool2d"} <= kinds
 
 
 def test_fusion_threshold_then_overlapping_max_pool():
@@ -381,7 +387,20 @@ def test_fusion_falls_back_where_it_cannot_apply():
     # a network output stays a program's output
     both = IntegerModel(input=model.input, layers=model.layers, outputs=("fc", "conv2"))
     groups, _, _ = _check_fused(both, x, P.Info())
-    assert ("conv2",) in _names(groups) and ("add.sum",) in _names(groups)
+    assert ("conv2",) in _names(groups) and ("add.sum", "add", "pool") in _names(groups)
+    # the requant after the add stays apart when the add's requantizer is more than a floor
+    # division (here a clamp), or when it is per-channel
+    by = {la.name: la for la in model.layers}
+    p = by["add.sum"].params
+    clamped = dataclasses.replace(by["add.sum"], params=dataclasses.replace(
+        p, output=dataclasses.replace(p.output, lo=-1000)))
+    rq = by["add"].requant
+    per_channel = dataclasses.replace(by["add"], requant=RequantParams(
+        mult=np.full(8, int(rq.mult)), shift=int(rq.shift), lo=int(rq.lo), hi=int(rq.hi)))
+    for swap in (clamped, per_channel):
+        layers = tuple(swap if la.name == swap.name else la for la in model.layers)
+        groups, _, _ = _check_fused(IntegerModel(input=model.input, layers=layers, outputs=model.outputs), x, P.Info())
+        assert ("conv2", "add.sum") in _names(groups) and ("add", "pool") in _names(groups)
     # a pooling window that does not fit the residual buffer: the add fuses, the pooling does not
     seed = next(s for s in range(100) if [la.name for la in random_network(s)[0].layers][1:4] == ["conv2", "res", "pool"])
     model, x = random_network(seed)
@@ -512,7 +531,8 @@ def test_consecutive_runs_never_share_entries():
     _, _, x_test, _ = digits.load_split()
     golden = IntegerDeployable(model).run(x_test[:8], trace=True)
     programs = []
-    small = _soak_info(act_depth=128, residual_depth=16)       # half of it holds one conv2 strip (60 entries)
+    # half of it holds one conv2 strip (60 entries) and one pooling window of conv2 rows (4 x 18)
+    small = _soak_info(act_depth=160, residual_depth=16)
     for info in (P.Info(), small):
         d = Driver(info)
         for fuse in (False, True):

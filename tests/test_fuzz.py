@@ -377,7 +377,7 @@ def test_fuzz_run_descriptor(data):
         if data.draw(st.booleans(), label="from fields"):
             kw = {name: data.draw(_field_value, label=name) for name in
                   ("m_count", "k_steps", "n_tiles", "act_base", "bank", "weight_base", "channel_base",
-                   "residual_base", "x_zero_point", "add_left_shift", "pool_taps", "pool_d", "pool_lo",
+                   "residual_base", "x_zero_point", "add_left_shift", "add_sum_shift", "pool_taps", "pool_d", "pool_lo",
                    "pool_hi")}
             kw.update(x_signed=data.draw(st.booleans()), add=data.draw(st.booleans()),
                       pool=data.draw(st.booleans()),

@@ -42,12 +42,12 @@ def test_demo_network_fused_and_not_on_the_model():
     plain = perf.network_layers(ModelEngine(P.Info()), images=2)
     fused = perf.network_layers(ModelEngine(P.Info()), images=2, fuse=True)
     assert [d["name"] for d in plain["layers"]] == ["conv1", "conv2", "add.sum", "add", "pool", "fc"]
-    assert [d["name"] for d in fused["layers"]] == ["conv1", "conv2+add.sum", "add+pool", "fc"]
+    assert [d["name"] for d in fused["layers"]] == ["conv1", "conv2+add.sum+add+pool", "fc"]
     assert fused["total"]["useful_macs"] == plain["total"]["useful_macs"]
     assert fused["total"]["cycles"] < plain["total"]["cycles"]
     text = perf.render_markdown({"array": {"rows": 8, "cols": 8}, "machine": "test", "network": plain,
                                  "network_fused": fused})
-    assert "| conv2+add.sum (conv2d+add) |" in text and "with fusion (`--fuse`)" in text
+    assert "| conv2+add.sum+add+pool (conv2d+add+requant+avgpool2d) |" in text and "with fusion (`--fuse`)" in text
 
 
 def test_report_renders_every_part(tmp_path):

@@ -187,7 +187,7 @@ def test_run_descriptor_round_trip_full():
     d = P.RunDescriptor(m_count=12, k_steps=3, n_tiles=2, act_base=5, bank=1, weight_base=7,
                         channel_base=16, x_signed=False, x_zero_point=200, epilogue="threshold",
                         add=True, pool=True, out_bytes=2, residual_base=9, residual_signed=False,
-                        add_zero_points=(-7, INT32_MAX), add_left_shift=20, add_branches=br, add_output=out,
+                        add_zero_points=(-7, INT32_MAX), add_left_shift=20, add_sum_shift=13, add_branches=br, add_output=out,
                         pool_mode="avg_nemo", pool_taps=4, pool_d=16, pool_lo=-3, pool_hi=300)
     w = d.encode()
     assert len(w) == 40 and w[38] == (1 << 16) // 4
@@ -195,7 +195,7 @@ def test_run_descriptor_round_trip_full():
     assert words == w
     for f in ("m_count", "k_steps", "n_tiles", "act_base", "bank", "weight_base", "channel_base", "x_signed",
               "x_zero_point", "epilogue", "add", "pool", "out_bytes", "residual_base", "residual_signed",
-              "add_zero_points", "add_left_shift", "pool_mode", "pool_taps", "pool_d", "pool_lo", "pool_hi"):
+              "add_zero_points", "add_left_shift", "add_sum_shift", "pool_mode", "pool_taps", "pool_d", "pool_lo", "pool_hi"):
         assert getattr(back, f) == getattr(d, f), f
     assert back.pool_mult == 16384
     assert back.encode() == w

@@ -115,13 +115,13 @@ def test_planted_rounding_mode_in_golden_is_caught(tmp_path, capsys):
 
 def test_planted_bug_inside_a_fused_program_is_caught_and_pointed_at(tmp_path, capsys):
     """conv2 rounds differently in golden: with --fuse its output is not read back, the mismatch
-    shows at the program's output (add.sum) with a hint; without --fuse it is conv2 itself."""
+    shows at the program's output (pool) with a hint; without --fuse it is conv2 itself."""
     bad = model_file.save(with_requant(MODEL, "conv2", rounding="half_up"), tmp_path / "bad.json")
     rc, out, err = cli_run(capsys, "--reference", str(bad), "--images", "10", "--fuse", "--json")
     r = json.loads(out)
-    assert rc == 1 and r["first_mismatch"]["layer"] == "add.sum"
-    assert [la["name"] for la in r["layers"] if la["mismatches"]][0] == "conv2+add.sum"
-    assert "in the fused program conv2+add.sum: run without --fuse" in err
+    assert rc == 1 and r["first_mismatch"]["layer"] == "pool"
+    assert [la["name"] for la in r["layers"] if la["mismatches"]][0] == "conv2+add.sum+add+pool"
+    assert "in the fused program conv2+add.sum+add+pool: run without --fuse" in err
     rc, out, err = cli_run(capsys, "--reference", str(bad), "--images", "10", "--json")
     assert rc == 1 and json.loads(out)["first_mismatch"]["layer"] == "conv2" and "fused" not in err
 

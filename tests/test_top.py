@@ -103,6 +103,7 @@ def _random_run(rng, info, valid=True):
     if add:
         d.add_zero_points = tuple(int(v) for v in rng.integers(-200, 200, 2))
         d.add_left_shift = int(rng.integers(0, 21))
+        d.add_sum_shift = int(rng.choice([0, rng.integers(0, 32)]))
         d.add_branches = (_random_requant(rng), _random_requant(rng))
         d.add_output = _random_requant(rng)
     if pool:
