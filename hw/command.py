@@ -63,7 +63,8 @@ class CommandProcessor(wiring.Component):
     fills the buffers at its own rate. Both words are handled exactly as if taken one after the
     other (at most one entry completes per cycle; a pair whose second word would end the packet
     early is taken one word at a time, so TRUNCATED is found where the one-word path finds it).
-    The RUN descriptor checks take :data:`CHECK_STEPS` + 1 cycles after its last word. After reset the processor first disables every threshold channel
+    The RUN descriptor checks take :data:`CHECK_STEPS` + 1 cycles after its last word with
+    ``pool`` set, 5 without (no division). After reset the processor first disables every threshold channel
     (one load beat per channel, ``threshold_channels`` cycles), as the protocol requires.
 
     Parameters
@@ -486,6 +487,8 @@ class CommandProcessor(wiring.Component):
                 with m.Case(2):
                     m.d.comb += [mul_a.eq(n), mul_b.eq(mc)]
                     m.d.sync += [p_nm.eq(product), div_r.eq(0), div_q.eq(mc)]
+                    with m.If(~run.pool):           # no division: outputs = m_count
+                        m.d.sync += chk.eq(CHECK_STEPS - 1)
                 with m.Case(CHECK_STEPS - 1):
                     outputs = Mux(run.pool, div_q, mc)
                     m.d.comb += [mul_a.eq(n), mul_b.eq(outputs)]

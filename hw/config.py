@@ -75,7 +75,7 @@ class AcceleratorConfig:
     weight_bits: int = 8
     weight_depth: int = 256
     weight_banks: int = 2
-    act_depth: int = 1024
+    act_depth: int = 2048
     param_channels: int = 256
     residual_depth: int = 256
     threshold_channels: int = 64
