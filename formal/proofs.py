@@ -250,12 +250,12 @@ def _unique(regs, name):
 
 
 def _add_stream(mutant):
-    """AddUnit: two input stages, the branch requantizer, the sum stage, the output requantizer
+    """AddUnit: two input stages, the branch requantizer, the sum and shift stages, the output requantizer
     (occupancy from all their stage flags and both skid buffers)."""
     def body(m, rst):
         dut = _unit_cls(mutant, "hw.add", "AddUnit", "ADD")(lanes=1, in_bits=2, out_bits=2)
         frag = Fragment.get(dut, None)
-        flags = (internal(frag, r"in_valid\d", expect=2) + internal(frag, r"sum_valid", expect=1)
+        flags = (internal(frag, r"in_valid\d", expect=2) + internal(frag, r"sum_valid\d", expect=2)
                  + internal(frag, r"valid\d+") + internal(frag, r"skid_valid", expect=2))
         stream_proof(m, rst, dut, frag, occupancy=sum(flags), capacity=len(flags))
     return _Harness(body)
