@@ -590,7 +590,8 @@ def _infer(layer, srcs, path):
         if s_lo < INT32_MIN or s_hi > INT32_MAX:
             raise ModelFormatError(f"{path}.branches: the sum of the branch results reaches "
                                    f"{s_lo if s_lo < INT32_MIN else s_hi}, outside int32")
-        lo, hi = _rq_image(np.full(c, s_lo), np.full(c, s_hi), p.output, f"{path}.requant")
+        lo, hi = _rq_image(np.full(c, s_lo >> p.sum_shift), np.full(c, s_hi >> p.sum_shift), p.output,
+                           f"{path}.requant")
         return a.shape, int(p.output.zero_point), lo, hi
     if isinstance(layer, RequantLayer):
         rq = layer.requant
@@ -735,7 +736,7 @@ _MAC = ("weight", "weight_bits", "weight_zero_point", "weight_eps", "input_zero_
 _KIND_KEYS = {
     "conv2d": (_COMMON + _MAC + ("kernel", "stride", "padding", "in_channels", "out_channels"), ("requant", "threshold")),
     "linear": (_COMMON + _MAC + ("in_features", "out_features"), ("requant", "threshold")),
-    "add": (_COMMON + ("in_zero_points", "left_shift", "branches", "requant"), ()),
+    "add": (_COMMON + ("in_zero_points", "left_shift", "branches", "requant"), ("sum_shift",)),
     "requant": (_COMMON + ("requant",), ()),
     "maxpool2d": (_COMMON + ("kernel", "stride", "padding"), ()),
     "avgpool2d": (_COMMON + ("kernel", "stride", "padding", "mode", "d", "lo", "hi"), ()),
@@ -794,6 +795,7 @@ def _parse_layer(r, v, path):
         branches = [r.requant(b, f"{path}.branches[{j}]") for j, b in enumerate(r.list(v["branches"], f"{path}.branches", 2))]
         params = _construct(AddParams, {"in_zero_points": tuple(zps),
                                         "left_shift": r.int(v["left_shift"], f"{path}.left_shift"),
+                                        "sum_shift": r.int(v["sum_shift"], f"{path}.sum_shift") if "sum_shift" in v else 0,
                                         "branches": tuple(branches),
                                         "output": r.requant(v["requant"], f"{path}.requant")}, path)
         layer = _construct(AddLayer, dict(common, params=params), path)
@@ -959,6 +961,8 @@ def _to_manifest(model, arrays_name):
             d.update(in_zero_points=list(p.in_zero_points), left_shift=p.left_shift,
                      branches=[wr.requant(f"{n}.branches{j}", b) for j, b in enumerate(p.branches)],
                      requant=wr.requant(f"{n}.requant", p.output))
+            if p.sum_shift:
+                d["sum_shift"] = p.sum_shift
         elif isinstance(layer, RequantLayer):
             d["requant"] = wr.requant(f"{n}.requant", layer.requant)
         elif isinstance(layer, PoolLayer):

@@ -198,7 +198,6 @@ def _swap_rq(rq, mode):
 
 def _swap_model(model, mode):
     """``model`` with every requantizer's rounding set to ``mode``; None if that is invalid."""
-    from golden.add import AddParams
     from golden.model_file import AddLayer, IntegerModel, MacLayer, RequantLayer
     layers = []
     for layer in model.layers:
@@ -212,8 +211,7 @@ def _swap_model(model, mode):
             rqs = [_swap_rq(r, mode) for r in p.branches + (p.output,)]
             if any(r is None for r in rqs):
                 return None
-            layer = replace(layer, params=AddParams(in_zero_points=p.in_zero_points, left_shift=p.left_shift,
-                                                    branches=tuple(rqs[:2]), output=rqs[2]))
+            layer = replace(layer, params=replace(p, branches=tuple(rqs[:2]), output=rqs[2]))
         layers.append(layer)
     try:
         return IntegerModel(input=model.input, layers=tuple(layers), outputs=model.outputs, name=model.name)

@@ -1190,9 +1190,10 @@ def _classify(model, layer, golden, idx, actual=None):
                 if _tie(int(_wrap32(s + p["bias"])), p, rnd):
                     return "rounding tie", f"branch input {s} is a tie for {rnd}"
                 vs.append(int(requantize(np.array([s]), RequantParams(rounding=rnd, **p))[0]))
-            total = int(_wrap32(vs[0] + vs[1]))
+            total = int(_wrap32(vs[0] + vs[1])) >> pr.sum_shift
             p, rnd = _rq_element(pr.output, ch)
-            return _rq_cause(total, p, rnd, g, f"sum {total}", actual)
+            what = f"sum {total}" + (f" (shifted right by {pr.sum_shift})" if pr.sum_shift else "")
+            return _rq_cause(total, p, rnd, g, what, actual)
         if isinstance(layer, PoolLayer) and layer.lo is not None and g in (layer.lo, layer.hi):
             return "saturation", f"golden at the clamp [{layer.lo}, {layer.hi}]"
     except (ValueError, IndexError) as e:

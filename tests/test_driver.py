@@ -352,6 +352,22 @@ def _soak_info(**kw):
     return P.Info(**{**{k: v for k, v in HARDWARE.items() if k in P.Info.__dataclass_fields__}, **kw})
 
 
+def test_add_layer_with_a_sum_shift():
+    """One add layer that is NEMO's Add and the requant after it (sum_shift 14, AddParams.then):
+    equal to golden layer by layer and fused, on the soak's 4x4 top and the default one."""
+    model = model_file.load(digits.MODEL_FILE)
+    by = {la.name: la for la in model.layers}
+    one = AddLayer(name="add", inputs=by["add.sum"].inputs, dtype="uint8",
+                   params=by["add.sum"].params.then(by["add"].requant))
+    layers = tuple(one if la.name == "add" else la for la in model.layers if la.name != "add.sum")
+    model = IntegerModel(input=model.input, layers=layers, outputs=model.outputs)
+    x = digits.load_split()[2][:6]
+    for info in (_soak_info(), P.Info()):
+        _check(model, x, info)
+        groups, _, _ = _check_fused(model, x, info)
+    assert ("conv2", "add", "pool") in _names(groups)
+
+
 def test_fusion_random_networks():
     from sim.soak import random_network
     kinds = set()

@@ -183,6 +183,8 @@ BAD = {
     "bias wraps": (_set(["layers", 3, "requant", "bias"], 2 ** 31 - 100), "layers[3].requant.bias: input + bias reaches"),
     "tflite shift wraps": (lambda m, a: m["layers"][3]["requant"].update(rounding="tflite", shift=1),
                            "layers[3].requant.shift: tflite rounding shifts the input left"),
+    "sum_shift out of range": (_set(["layers", 2, "sum_shift"], 32), "layers[2].sum_shift: expected an integer in 0..31"),
+    "sum_shift not an integer": (_set(["layers", 2, "sum_shift"], "3"), "layers[2].sum_shift: expected an integer"),
     "metadata": (_set(["metadata"], [1]), "metadata: expected an object, got a list"),
     "absolute arrays path": (_set(["arrays"], "/etc/m.npz"), "arrays: expected the .npz file name"),
 }
@@ -201,6 +203,28 @@ def test_bad_file_is_one_clear_error(case, digits_files, tmp_path):
         assert fragment in msg, msg
     if case == "shift out of range":
         assert msg == "layers[3].requant.shift: 70 is out of range; allowed [0, 62]"
+
+
+def test_add_with_a_sum_shift_is_the_add_then_its_requant(tmp_path):
+    """NEMO's Add and the requant layer after it as one add layer (sum_shift = d, AddParams.then):
+    the file carries sum_shift, loads back the same, computes the same outputs and proves the same
+    range as the two layers; a file without the key reads sum_shift 0."""
+    model = load(digits.MODEL_FILE)
+    by = {la.name: la for la in model.layers}
+    fused = AddLayer(name="add", inputs=by["add.sum"].inputs, dtype=by["add"].dtype, eps=by["add"].eps,
+                     params=by["add.sum"].params.then(by["add"].requant))
+    layers = tuple(fused if la.name == "add" else la for la in model.layers if la.name != "add.sum")
+    one = IntegerModel(input=model.input, layers=layers, outputs=model.outputs, name="one")
+    path = save(one, tmp_path / "one.json")
+    layer = json.loads(path.read_text())["layers"][2]
+    assert layer["name"] == "add" and layer["sum_shift"] == 14
+    assert "sum_shift" not in json.loads(Path(digits.MODEL_FILE).read_text())["layers"][2]
+    back = load(path)
+    assert same_model(back, one) and back.layers[2].params.sum_shift == 14
+    assert model.layers[2].params.sum_shift == 0
+    assert (back.tensors["add"].lo, back.tensors["add"].hi) == (model.tensors["add"].lo, model.tensors["add"].hi)
+    x = digits.load_split()[2][:30]
+    np.testing.assert_array_equal(IntegerDeployable(back).run(x), IntegerDeployable(model).run(x))
 
 
 def test_valid_copy_loads(digits_files, tmp_path):
