@@ -207,6 +207,18 @@ class LayerProgram:
         return out if self.finish is None else self.finish(out)
 
 
+def _ramp(total, cap, unit, ramp):
+    """``[(start, end), ...]`` covering ``0 .. total`` in chunks of ``cap`` (a multiple of
+    ``unit``), the last one shorter. With ``ramp`` and more than one chunk the first is a quarter
+    of ``cap`` (at least ``unit``): the first RUN waits for its whole load, the later ones load
+    behind the RUN before them (docs/protocol.md "Overlap"), so a short first load starts the
+    array sooner, for one more RUN."""
+    first = max(unit, _floor_to(cap // 4, unit)) if ramp and total > cap else cap
+    if total <= first:
+        return [(0, total)]
+    return [(0, first)] + [(m, min(m + cap, total)) for m in range(first, total, cap)]
+
+
 def _floor_to(v, step):
     return v // step * step
 
@@ -245,7 +257,19 @@ class Driver:
         activation buffer, each RUN's residual between the two halves of the residual buffer,
         and weight loads between the banks (load ``l`` to bank ``l mod banks``). The caps are
         then those of half buffers, unless a half cannot hold one chunk.
+
+        The first row chunk is either as long as the others or a quarter of them (:func:`_ramp`:
+        a shorter first load before the array starts, one more RUN): both are compiled and the
+        program of fewer cycles by :func:`sim.accel_model.program_cycles` is kept.
         """
+        prog = self._compile_gemm(job, ramp=False)
+        alt = self._compile_gemm(job, ramp=True)
+        if program_cycles(alt.packets, self.info) < program_cycles(prog.packets, self.info):
+            return alt
+        return prog
+
+    def _compile_gemm(self, job, ramp):
+        """:meth:`compile_gemm` with a short first row chunk (``ramp``) or without."""
         i = self.info
         R, C = i.rows, i.cols
         name = job.name
@@ -305,25 +329,29 @@ class Driver:
                 m_cap = min(m_cap, _floor_to(residual_depth // tiles_cap, taps))
             wchunks = [(t, min(t + tiles_cap, n_tiles)) for t in range(0, n_tiles, tiles_cap)]
             if strips is None:
-                mchunks = [(m, min(m + m_cap, M)) for m in range(0, M, m_cap)]
+                mchunks = _ramp(M, m_cap, taps, ramp)
             else:
-                S = ent.shape[0]
-                mchunks = [(u, min(u + u_cap, S)) for u in range(0, S, u_cap)]
+                mchunks = _ramp(ent.shape[0], u_cap, 1, ramp)
             return wchunks, mchunks
 
         wchunks, mchunks = caps(i.act_depth, i.residual_depth)
         # Halves: while a RUN computes, the accelerator takes the next RUN's activations and
         # residual if they do not meet the running RUN's entries (docs/protocol.md "Overlap"),
         # so with more than one RUN consecutive chunks go to alternate halves of the buffers.
+        # A GEMM that fits the whole buffer in one RUN is split too when half the buffer cannot
+        # hold it: a short first RUN (:func:`_ramp`) and the rest loaded behind it.
         act_half, res_half = 0, 0
-        if len(wchunks) * len(mchunks) > 1:
-            split_act = len(mchunks) > 1
+        units = ent.shape[0] if strips is not None else M // taps
+        if len(wchunks) * len(mchunks) > 1 or units > 1:
+            split_act = len(mchunks) > 1 or units > 1
             split_res = job.add is not None
             try:
-                wchunks, mchunks = caps(i.act_depth // 2 if split_act else i.act_depth,
-                                        i.residual_depth // 2 if split_res else i.residual_depth)
-                act_half = i.act_depth // 2 if split_act else 0
-                res_half = i.residual_depth // 2 if split_res else 0
+                halves = caps(i.act_depth // 2 if split_act else i.act_depth,
+                              i.residual_depth // 2 if split_res else i.residual_depth)
+                if len(halves[0]) * len(halves[1]) > 1:
+                    wchunks, mchunks = halves
+                    act_half = i.act_depth // 2 if split_act else 0
+                    res_half = i.residual_depth // 2 if split_res else 0
             except ValueError:
                 pass
         # zero point of the K padding: the row's weight zero point when representable
