@@ -288,9 +288,10 @@ def _pool_stream(mutant):
 
 
 def _packer_stream(mutant):
-    """ResultPacker (BMC): the output keeps the stream contract under a free consumer, and
-    results are conserved: final words (``last``) out never outrun final beats in, nor lag
-    them by more than the one result in flight; ``out_bytes`` is free but constant."""
+    """ResultPacker (BMC): the output keeps the stream contract under a free consumer (free
+    ``ready`` and ``two``), and results are conserved: final words (``last``, or ``next_last``
+    of a pair taken) out never outrun final beats in, nor lag them by more than the one result
+    in flight; no pair is offered after a final word; ``out_bytes`` is free but constant."""
     def body(m, rst):
         dut = _unit_cls(mutant, "hw.packer", "ResultPacker", "PACKER")(lanes=2)
         m.submodules.dut = dut
@@ -298,8 +299,12 @@ def _packer_stream(mutant):
         m.d.comb += [ob.eq(AnyConst(2)), Assume(ob != 3), dut.out_bytes.eq(ob)]
         fire_in = drive_source(m, dut.i, rst)
         fire_out = check_sink(m, dut.o, rst)
-        results = counter(m, "results_inside", 4, fire_in & dut.i.payload.last,
-                          fire_out & dut.o.payload.last)
+        o = dut.o.payload
+        m.d.comb += dut.two.eq(AnySeq(1))       # the consumer takes an offered pair or not
+        final = Mux(dut.two & o.has_next, o.next_last, o.last)
+        results = counter(m, "results_inside", 4, fire_in & dut.i.payload.last, fire_out & final)
+        with m.If(dut.o.valid & ~rst):
+            m.d.comb += Assert(~(o.has_next & o.last), "a pair offered after the final word")
         m.d.comb += Assert(results.as_signed() >= 0, "a final word without a final beat")
         m.d.comb += Assert(results.as_signed() <= 2, "a result lost")
     return _Harness(body)
@@ -336,7 +341,7 @@ def _command_stream(mutant):
         m.submodules.dut = cmd
         drive_source(m, cmd.i, rst)
         drive_source(m, cmd.results, rst)
-        m.d.comb += cmd.mac_step.eq(AnySeq(1))
+        m.d.comb += [cmd.mac_step.eq(AnySeq(1)), cmd.o_two.eq(AnySeq(1))]
         for s_ in (cmd.o, cmd.thresholds, cmd.run):
             check_sink(m, s_, rst)
     return _Harness(body)

@@ -93,7 +93,12 @@ class CommandProcessor(wiring.Component):
     run : ``Out(stream.Signature(run_layout))``
         One beat per RUN that passed its checks.
     results : ``In(stream.Signature(WORD_OUT))``
-        The running layer's response payload words.
+        The running layer's response payload words, one or two per transfer.
+    results_two : ``Out(1)``
+        While results are forwarded: ``o_two`` (the pair offered on ``results`` is taken).
+    o_two : ``In(1)``
+        The consumer of ``o`` takes a pair offered with ``has_next``
+        (:attr:`hw.words.WordsToBeats.two`); only result words are offered in pairs.
     mac_step : ``In(1)``
         High in each cycle the MAC array accepts a step (counted for STATUS).
     two : ``Out(1)``
@@ -116,6 +121,8 @@ class CommandProcessor(wiring.Component):
             "thresholds": Out(stream.Signature(load_layout)),
             "run": Out(stream.Signature(Shape.cast(run_layout))),
             "results": In(stream.Signature(WORD_OUT)),
+            "results_two": Out(1),
+            "o_two": In(1),
             "mac_step": In(1),
             "two": Out(1),
         })
@@ -733,10 +740,12 @@ class CommandProcessor(wiring.Component):
         # length 0); the FSM's RESPOND drives the stream only when both are done.
         second = Signal()                    # the queued header's word 1 is next
         with m.If(fwd):
+            rp = self.results.payload
+            pair = self.o_two & rp.has_next
             m.d.comb += [busy.eq(1), self.o.valid.eq(self.results.valid),
-                         self.o.payload.eq(self.results.payload),
+                         self.o.payload.eq(rp), self.results_two.eq(self.o_two),
                          self.results.ready.eq(self.o.ready)]
-            with m.If(self.results.valid & self.o.ready & self.results.payload.last):
+            with m.If(self.results.valid & self.o.ready & Mux(pair, rp.next_last, rp.last)):
                 m.d.comb += run_counted.eq(1)
                 m.d.sync += fwd.eq(0)
         with m.Elif(pending.r_rdy):

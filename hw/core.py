@@ -53,6 +53,8 @@ class Core(wiring.Component):
         Response words (``last`` of packet).
     two : ``Out(1)``
         With the ``i`` handshake, ``i.payload.next`` is taken too (:class:`hw.words.BeatsToWords`).
+    o_two : ``In(1)``
+        The consumer of ``o`` takes a pair offered with ``has_next`` (:class:`hw.words.WordsToBeats`).
     """
 
     def __init__(self, *, config):
@@ -81,7 +83,7 @@ class Core(wiring.Component):
             act_addr_width=c.addr_bits(c.act_depth),
             weight_addr_width=c.addr_bits(c.weight_banks * c.weight_depth))
         super().__init__({"i": In(stream.Signature(WORD_IN)), "o": Out(stream.Signature(WORD_OUT)),
-                          "two": Out(1)})
+                          "two": Out(1), "o_two": In(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -145,4 +147,5 @@ class Core(wiring.Component):
         wiring.connect(m, skid.o, epi.i)
         wiring.connect(m, epi.o, packer.i)
         wiring.connect(m, packer.o, cmd.results)
+        m.d.comb += [packer.two.eq(cmd.results_two), cmd.o_two.eq(self.o_two)]
         return m

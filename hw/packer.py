@@ -30,10 +30,13 @@ class ResultPacker(wiring.Component):
     final word. Values wider than ``out_bytes`` are truncated (their low bytes are sent), as the
     protocol specifies.
 
-    Throughput: one word per cycle. When ``lanes * out_bytes`` is a multiple of 4 every
-    cycle emits a full word, so a beat takes ``lanes * out_bytes / 4`` cycles and the next beat
-    is taken in the cycle the previous one finishes. Otherwise a cycle takes at most the bytes
-    left in the current beat and a word may take two cycles to fill. Latency 1 cycle.
+    Throughput: one word per cycle, or two when the consumer raises ``two``: a word that
+    starts at a word boundary with at least 8 bytes of the beat left is offered with the next
+    one (``has_next``, ``next``, ``next_last``; :data:`hw.words.WORD_OUT`). When
+    ``lanes * out_bytes`` is a multiple of 4 every cycle emits full words, so a beat takes
+    ``lanes * out_bytes / 8`` cycles with pairs (``/ 4`` without) and the next beat is taken
+    in the cycle the previous one finishes. Otherwise a cycle takes at most the bytes left in
+    the current beat and a word may take two cycles to fill. Latency 1 cycle.
 
     Parameters
     ----------
@@ -48,7 +51,9 @@ class ResultPacker(wiring.Component):
     i : ``In(stream.Signature(StructLayout))``
         ``y``: ``ArrayLayout(signed(32), lanes)``; ``last``: 1 on the result's final beat.
     o : ``Out(stream.Signature(WORD_OUT))``
-        Payload words; ``last`` on the final word.
+        Payload words; ``last`` (or ``next_last``) on the final word.
+    two : ``In(1)``
+        With ``o.valid & o.ready & o.payload.has_next``: the consumer takes ``next`` too.
     """
 
     def __init__(self, *, lanes):
@@ -59,7 +64,8 @@ class ResultPacker(wiring.Component):
                                             "last": unsigned(1)})
         super().__init__({"out_bytes": In(2),
                           "i": In(stream.Signature(self.in_layout)),
-                          "o": Out(stream.Signature(WORD_OUT))})
+                          "o": Out(stream.Signature(WORD_OUT)),
+                          "two": In(1)})
 
     def elaborate(self, platform):
         m = Module()
@@ -112,15 +118,33 @@ class ResultPacker(wiring.Component):
             # f <= 3, so byte 3 is never a gathered one.
             m.d.comb += word[k].eq(Mux(k < f, acc[k], fresh) if k < 3 else fresh)
 
+        # The pair: a word-aligned word (f = 0) with at least 8 bytes left, and the word after it.
+        has_next = Signal()
+        pair = Signal()                                  # the consumer takes both
+        nxt = layout_signal(data.ArrayLayout(unsigned(8), 4), name="next_word")
+        m.d.comb += [has_next.eq(held & (f == 0) & (avail >= 8)), pair.eq(has_next & self.two)]
+        for k in range(4):
+            idx = Signal(ibits, name=f"next_idx{k}")
+            m.d.comb += [idx.eq(p + 4 + k), nxt[k].eq(byte[idx])]
+
         advance = Signal()
+        done = Signal()                                  # this transfer ends the chunk
         m.d.comb += [
             advance.eq(held & (~emit | self.o.ready)),
+            done.eq(Mux(pair, avail == 8, finish)),
             self.o.valid.eq(emit),
             self.o.payload.data.eq(word),
             self.o.payload.last.eq(finish & chunk_last),
-            self.i.ready.eq(~held | (advance & finish)),
+            self.o.payload.next.eq(nxt),
+            self.o.payload.has_next.eq(has_next),
+            self.o.payload.next_last.eq((avail == 8) & chunk_last),
+            self.i.ready.eq(~held | (advance & done)),
         ]
-        with m.If(advance):
+        with m.If(advance & pair):
+            m.d.sync += [p.eq(p + 8), avail.eq(avail - 8)]
+            with m.If(avail == 8):
+                m.d.sync += held.eq(0)
+        with m.Elif(advance):
             m.d.sync += [p.eq(p + take), avail.eq(avail - take)]
             with m.If(emit):
                 m.d.sync += f.eq(0)

@@ -117,5 +117,6 @@ class Accelerator(wiring.Component):
         wiring.connect(m, unpack.o, core.i)
         m.d.comb += unpack.two.eq(core.two)
         wiring.connect(m, core.o, pack.i)
+        m.d.comb += core.o_two.eq(pack.two)
         wiring.connect(m, pack.o, resp_fifo.w)
         return m

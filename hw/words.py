@@ -7,7 +7,7 @@ a beat) and where the packet ends (TLAST). The response side packs words into be
 zero-pads the last beat of a packet.
 """
 
-from amaranth import Cat, Module, Signal, unsigned
+from amaranth import Cat, Module, Mux, Signal, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -21,8 +21,12 @@ WORD_IN = data.StructLayout({"data": unsigned(32), "end": unsigned(1), "last": u
                              "next": unsigned(32), "has_next": unsigned(1), "next_end": unsigned(1),
                              "next_last": unsigned(1)})
 
-#: A word of a response packet; ``last`` marks its final word.
-WORD_OUT = data.StructLayout({"data": unsigned(32), "last": unsigned(1)})
+#: A word of a response packet; ``last`` marks its final word. ``has_next``: the producer
+#: also offers the packet's following word, ``next`` (``next_last`` if it is the final one),
+#: which the consumer takes in the same transfer when it raises ``two``
+#: (:attr:`WordsToBeats.two`); otherwise only ``data`` is taken.
+WORD_OUT = data.StructLayout({"data": unsigned(32), "last": unsigned(1),
+                              "next": unsigned(32), "has_next": unsigned(1), "next_last": unsigned(1)})
 
 
 def beat_layout(bus_width):
@@ -100,9 +104,11 @@ class WordsToBeats(wiring.Component):
     """Packs 32-bit words into beats, word 0 in ``data[0:32]``; a packet's last beat is padded
     with zero words and carries ``last``.
 
-    One word per cycle in; a completed beat waits in an output register, so the packer stalls
-    only when that register is full and not being taken. Latency 1 cycle after a beat's last
-    word.
+    One word per cycle in, or two: :attr:`two` is high when the word after the offered one,
+    ``next`` (offered with ``has_next``), fits the beat being assembled (``bus_width >= 64``
+    and at least two free word slots), and then the transfer takes both. A completed beat waits
+    in an output register, so the producer stalls only when that register is full and not
+    being taken. Latency 1 cycle after a beat's last word.
 
     Parameters
     ----------
@@ -113,40 +119,58 @@ class WordsToBeats(wiring.Component):
     ----------
     i : ``In(stream.Signature(WORD_OUT))``
     o : ``Out(stream.Signature(beat_layout(bus_width)))``
+    two : ``Out(1)``
+        With ``i.valid & i.ready & i.payload.has_next``: ``i.payload.next`` is taken too. Comes
+        from a register.
     """
 
     def __init__(self, *, bus_width):
         self.per = _words_per_beat(bus_width)
         self.bus_width = bus_width
         super().__init__({"i": In(stream.Signature(WORD_OUT)),
-                          "o": Out(stream.Signature(beat_layout(bus_width)))})
+                          "o": Out(stream.Signature(beat_layout(bus_width))),
+                          "two": Out(1)})
 
     def elaborate(self, platform):
         m = Module()
         per = self.per
+        pay = self.i.payload
         asm = Signal(self.bus_width, reset_less=True)
         idx = Signal(range(max(per, 2)))        # (never a zero-width signal)
+        pair = Signal()                         # this transfer takes data and next
         done = Signal()
+        last = Signal()
         beat = Signal(self.bus_width)
         out_free = Signal()
+        if per >= 2:
+            two_ok = Signal(init=1)             # idx <= per - 2, kept with idx
+            m.d.comb += self.two.eq(two_ok)
         m.d.comb += [
             out_free.eq(~self.o.valid | self.o.ready),
             self.i.ready.eq(out_free),
-            done.eq((idx == per - 1) | self.i.payload.last),
+            pair.eq(self.two & pay.has_next),
+            last.eq(Mux(pair, pay.next_last, pay.last)),
+            done.eq((idx == per - 1) | (pair & (idx == per - 2)) | last),
         ]
-        # The assembled words below idx plus the incoming word at idx (zeros above).
+        # The assembled words below idx plus the incoming word(s) at idx (zeros above).
         words = [asm.word_select(k, 32) for k in range(per)]
         m.d.comb += beat.eq(0)
         for k in range(per):
             with m.If(idx == k):
-                m.d.comb += beat.eq(Cat(*words[:k], self.i.payload.data))
+                if k + 1 < per:
+                    m.d.comb += beat.eq(Cat(*words[:k], pay.data, Mux(pair, pay.next, 0)))
+                else:
+                    m.d.comb += beat.eq(Cat(*words[:k], pay.data))
         with m.If(self.o.valid & self.o.ready):
             m.d.sync += self.o.valid.eq(0)
         with m.If(self.i.valid & self.i.ready):
+            nxt = Mux(done, 0, idx + 1 + pair)
+            m.d.sync += idx.eq(nxt)
+            if per >= 2:
+                m.d.sync += two_ok.eq(nxt <= per - 2)
             with m.If(done):
                 m.d.sync += [self.o.valid.eq(1), self.o.payload.data.eq(beat),
-                             self.o.payload.last.eq(self.i.payload.last), idx.eq(0)]
+                             self.o.payload.last.eq(last)]
             with m.Else():
-                m.d.sync += [asm.eq(beat), idx.eq(idx + 1)]
+                m.d.sync += asm.eq(beat)
         return m
-

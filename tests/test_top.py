@@ -572,13 +572,21 @@ def test_result_packer_bytes_across_outputs(lanes):
                 await ctx.tick().until(dut.i.ready)
                 ctx.set(dut.i.valid, 0)
 
+        pairs = []
+
         async def rx(ctx):
             while not got or not got[-1][1]:
                 ctx.set(dut.o.ready, int(rng.random() < 0.6))
-                _, _, v, r, d, last = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload.data,
-                                                               dut.o.payload.last)
+                ctx.set(dut.two, int(rng.random() < 0.7))
+                _, _, v, r, two, d, last, has_next, nxt, next_last = await ctx.tick().sample(
+                    dut.o.valid, dut.o.ready, dut.two, dut.o.payload.data, dut.o.payload.last,
+                    dut.o.payload.has_next, dut.o.payload.next, dut.o.payload.next_last)
                 if v and r:
                     got.append((d, last))
+                    if two and has_next:
+                        assert not last
+                        got.append((nxt, next_last))
+                        pairs.append(len(got))
 
         sim = Simulator(dut)
         sim.add_clock(1e-8)
@@ -586,6 +594,45 @@ def test_result_packer_bytes_across_outputs(lanes):
         sim.add_testbench(rx)
         sim.run_until(1e-8 * 400)
         assert [d for d, _ in got] == expected and [last for _, last in got] == [0] * (len(got) - 1) + [1]
+        assert bool(pairs) == (lanes * width >= 8), (lanes, width, pairs)
+
+
+def test_result_packer_two_words_per_cycle():
+    """With the consumer always ready for pairs, 8 one-byte lanes (2 words a beat) leave at a beat
+    per cycle, and 2-byte ones (4 words) at a beat per 2 cycles."""
+    from amaranth.sim import Simulator
+    from hw.packer import ResultPacker
+
+    for code, per_beat in ((0, 1), (1, 2)):
+        dut = ResultPacker(lanes=8)
+        n, done = 20, []
+
+        async def tx(ctx):
+            ctx.set(dut.out_bytes, code)
+            ctx.set(dut.o.ready, 1)
+            ctx.set(dut.two, 1)
+            for j in range(n):
+                ctx.set(dut.i.payload, {"y": [j] * 8, "last": int(j == n - 1)})
+                ctx.set(dut.i.valid, 1)
+                await ctx.tick().until(dut.i.ready)
+            ctx.set(dut.i.valid, 0)
+
+        async def rx(ctx):
+            cycle = 0
+            async for _, _, v, last, has_next, next_last in ctx.tick().sample(
+                    dut.o.valid, dut.o.payload.last, dut.o.payload.has_next, dut.o.payload.next_last):
+                cycle += 1
+                if v:
+                    done.append(cycle)
+                if v and (last or (has_next and next_last)):
+                    break
+
+        sim = Simulator(dut)
+        sim.add_clock(1e-8)
+        sim.add_testbench(tx)
+        sim.add_testbench(rx, background=True)
+        sim.run_until(1e-8 * 200)
+        assert len(done) == n * per_beat and done[-1] - done[0] == n * per_beat - 1, (code, done)
 
 
 @pytest.mark.parametrize("bus_width", [32, 64, 128])
@@ -643,6 +690,54 @@ def test_beat_word_converters_round_trip(bus_width):
     ends = [(j % per == per - 1) for pk in packets for j in range(len(pk) + (-len(pk) % per))]
     lasts = [j == len(pk) + (-len(pk) % per) - 1 for pk in packets for j in range(len(pk) + (-len(pk) % per))]
     assert [bool(e) for e, _ in flags] == ends and [bool(last) for _, last in flags] == lasts
+
+
+@pytest.mark.parametrize("bus_width", [32, 64, 128])
+def test_words_to_beats_takes_pairs(bus_width):
+    """WordsToBeats with a producer that offers random pairs: the beats are the packets' words in
+    order, zero-padded, ``last`` on each packet's final beat; pairs are taken whenever two
+    word slots are free (never on a 32-bit bus), under random output stalls."""
+    import random
+    from amaranth.sim import Simulator
+    from hw.words import WordsToBeats
+
+    rng = random.Random(bus_width + 1)
+    packets = [[rng.getrandbits(32) for _ in range(rng.randint(1, 9))] for _ in range(30)]
+    words = [(w, j == len(pk) - 1) for pk in packets for j, w in enumerate(pk)]
+    beats_in = [b for pk in packets for b in P.to_beats(pk, bus_width)]
+    dut = WordsToBeats(bus_width=bus_width)
+    beats_out, pairs = [], []
+
+    async def tx(ctx):
+        k = 0
+        while k < len(words):
+            offer = rng.random() < 0.8 and k + 1 < len(words) and not words[k][1]
+            ctx.set(dut.i.payload, {"data": words[k][0], "last": int(words[k][1]),
+                                    "has_next": int(offer), "next": words[k + 1][0] if offer else 0,
+                                    "next_last": int(offer and words[k + 1][1])})
+            ctx.set(dut.i.valid, int(rng.random() < 0.9))
+            _, _, v, r, two = await ctx.tick().sample(dut.i.valid, dut.i.ready, dut.two)
+            if v and r:
+                k += 2 if offer and two else 1
+                if offer and two:
+                    pairs.append(k)
+        ctx.set(dut.i.valid, 0)
+
+    async def rx(ctx):
+        while len(beats_out) < len(beats_in):
+            ctx.set(dut.o.ready, int(rng.random() < 0.7))
+            _, _, v, r, d, last = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload.data,
+                                                           dut.o.payload.last)
+            if v and r:
+                beats_out.append((d, bool(last)))
+
+    sim = Simulator(dut)
+    sim.add_clock(1e-8)
+    sim.add_testbench(tx)
+    sim.add_testbench(rx)
+    sim.run_until(1e-8 * 2000)
+    assert beats_out == [(b, bool(last)) for b, last in beats_in]
+    assert bool(pairs) == (bus_width >= 64)
 
 
 # --- other hardware configurations (regress) -------------------------------------------------------
