@@ -101,6 +101,19 @@ def input_cycles(words, info, ok=True):
     return hdr + -(-(n - hdr) // 2)
 
 
+def response_cycles(words, info, out_bytes=None):
+    """Cycles the top takes to send a response of ``words`` words (header included): one per
+    word, but the result words of a RUN with ``out_bytes``-wide values go two per cycle on a
+    bus of two or more words per beat, in each result beat (R values) that holds two or more
+    whole words: its words in pairs, an odd last one alone (docs/top.md "Throughput and
+    latency")."""
+    chunk = info.rows * (out_bytes or 0)
+    if out_bytes is None or info.bus_width < 64 or chunk < 8 or chunk % 4:
+        return words
+    per = chunk // 4
+    return 2 + (words - 2) // per * -(-per // 2)
+
+
 def program_cycles(packets, info):
     """The model's ``cycles`` for ``packets`` when every one is answered OK (a driver's program),
     without executing them: words in (padded to the beat) less those hidden behind a RUN
@@ -115,7 +128,7 @@ def program_cycles(packets, info):
             d = P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0]
             steps = d.m_count * d.k_steps * d.n_tiles
             outputs = d.m_count // d.pool_taps if d.pool else d.m_count
-            out += -(-d.n_tiles * outputs * info.rows * d.out_bytes // 4)
+            out = response_cycles(2 + -(-d.n_tiles * outputs * info.rows * d.out_bytes // 4), info, d.out_bytes)
         elif words[0] & 0xFF == _OP["INFO"]:
             out += P.INFO_WORDS
         elif words[0] & 0xFF == _OP["STATUS"]:
@@ -271,7 +284,9 @@ class AcceleratorModel:
         c["mac_cycles"] += steps
         c["busy_cycles"] += steps
         cycles = input_cycles(words, self.info, status == _OK)
-        c["cycles"] += cycles - self._overlap.packet(words, status == _OK, steps, cycles) + len(resp) + steps
+        out_bytes = P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0].out_bytes if opcode == _RUN and status == _OK else None
+        c["cycles"] += (cycles - self._overlap.packet(words, status == _OK, steps, cycles)
+                        + response_cycles(len(resp), self.info, out_bytes) + steps)
         return resp
 
     # --- the walk -------------------------------------------------------------------------

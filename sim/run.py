@@ -250,8 +250,8 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
         note + "; engine accuracy: NOT end to end (each layer ran on golden's inputs, and some differ)",
         "cycles": stats["cycles"],
         "cycles_source": ("RTL: the top's STATUS cycle counter (core clock)" if rtl else
-                          "estimate of the executable model sim/accel_model.py (one cycle per word in, word "
-                          "out and MAC step, no overlap); not cycle-accurate"),
+                          "estimate of the executable model sim/accel_model.py (words in and out at the top's "
+                          "rates, MAC steps, less the words hidden behind RUNs); not cycle-accurate"),
         "mac_steps": stats["mac_steps"],
         "useful_macs": stats["useful_macs"],
         "mac_utilization": stats["utilisation"],

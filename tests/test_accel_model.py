@@ -643,6 +643,20 @@ def test_cycles_count_the_words_hidden_behind_a_run():
         assert program_cycles([run] + tail, info) == model.counters["cycles"]
 
 
+def test_response_cycles_two_result_words_per_cycle():
+    """The model's response cycles: the header one word a cycle, a RUN's result words in pairs
+    within each result beat of two or more whole words, on a bus of two or more words per beat."""
+    from sim.accel_model import response_cycles
+    wide, narrow = P.Info(rows=8, cols=8, bus_width=64), P.Info(rows=8, cols=8, bus_width=32)
+    assert response_cycles(2 + 20, wide, 1) == 2 + 10          # 10 beats of 2 words
+    assert response_cycles(2 + 20, wide, 2) == 2 + 10          # 5 beats of 4 words
+    assert response_cycles(2 + 20, narrow, 1) == 22
+    assert response_cycles(2 + 5, P.Info(rows=4, cols=4, bus_width=64), 1) == 7     # 1-word beats
+    assert response_cycles(2 + 9, P.Info(rows=3, cols=3, bus_width=64), 4) == 2 + 6   # 3 beats of 3 words
+    assert response_cycles(2 + 5, P.Info(rows=5, cols=4, bus_width=64), 2) == 7     # 10-byte beats
+    assert response_cycles(2, wide) == 2 and response_cycles(12, wide, None) == 12
+
+
 def test_input_cycles_two_words_per_cycle_in_buffer_entries():
     """The model's input cycles: two words per cycle in the entries of buffer writes whose
     entries are two or more words, on a bus of two or more words per beat; else one per word."""

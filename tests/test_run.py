@@ -74,7 +74,8 @@ def test_text_report_and_model_without_float_representations(capsys):
 
 def test_verilator_few_images_bit_exact_and_model_cycles_bound_rtl(tmp_path):
     """A few images on the RTL. The executable model's cycle count (what ``--sim golden``
-    reports) is an estimate: one cycle per word in, word out and MAC step, no overlap. Checked
+    reports) is an estimate: words in and out at the top's rates, MAC steps, less the words
+    hidden behind RUNs. Checked
     against the RTL's STATUS counters: MAC steps equal exactly, the total bounds the RTL's from
     above, and each layer's RTL count lies within 60..110 % of the estimate (the RTL overlaps
     transfers with compute; a short layer pays a few cycles of pipeline latency)."""
