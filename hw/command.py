@@ -224,7 +224,6 @@ class CommandProcessor(wiring.Component):
         thr_q = Signal(4, reset_less=True)
         thr_neg = Signal(reset_less=True)
         thr_idx = Signal(8, reset_less=True)
-        thr_prev = Signal(32, reset_less=True)
         thr_touched = Signal(reset_less=True)  # a threshold of this packet has been stored
         sweep = Signal(range(c.threshold_channels + 1))
 
@@ -296,7 +295,9 @@ class CommandProcessor(wiring.Component):
         # Thresholds.
         q_word = word[0:4]
         thr_ok = Signal()
-        m.d.comb += thr_ok.eq((thr_idx == 0) | (word.as_signed() >= thr_prev.as_signed()))
+        # word >= the threshold before it (the previous word of the packet), compared when the
+        # beat was registered (:data:`hw.words.WORD_IN` ``ge_prev``).
+        m.d.comb += thr_ok.eq((thr_idx == 0) | self.i.payload.ge_prev)
         thr_len = Signal(32)
         m.d.comb += thr_len.eq(1 + (Const(1, 10) << q_word))
 
@@ -658,7 +659,7 @@ class CommandProcessor(wiring.Component):
                     with m.If(is_op["WRITE_THRESHOLDS"] & (pidx == 1)):
                         m.d.sync += [thr_q.eq(q_word), thr_neg.eq(word[8])]
                     with m.If(stores_thr):
-                        m.d.sync += [thr_idx.eq(thr_idx + 1), thr_prev.eq(word), thr_touched.eq(1)]
+                        m.d.sync += [thr_idx.eq(thr_idx + 1), thr_touched.eq(1)]
                     with m.If(is_op["RUN"]):
                         capture_descriptor()
                         # Read only in CHECK, which only the last word's take below enters:

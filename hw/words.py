@@ -16,10 +16,13 @@ __all__ = ["beat_layout", "WORD_IN", "WORD_OUT", "BeatsToWords", "WordsToBeats"]
 #: A word of a command packet: ``end`` marks the last word of a beat, ``last`` the last word
 #: of the packet (the last word of the beat that carried TLAST). ``has_next``: the same beat
 #: holds a further word, ``next`` (with its own ``next_end`` / ``next_last``), which the
-#: consumer may take in the same cycle (``BeatsToWords.two``).
+#: consumer may take in the same cycle (``BeatsToWords.two``). ``ge_prev``: ``data`` >= the word
+#: before it in the stream, both read as int32 (for a beat's word 0, the last word of the beat
+#: before; meaningless for the first beat after reset), compared when the beat is registered so
+#: that the command processor's threshold-order check reads a flip-flop.
 WORD_IN = data.StructLayout({"data": unsigned(32), "end": unsigned(1), "last": unsigned(1),
                              "next": unsigned(32), "has_next": unsigned(1), "next_end": unsigned(1),
-                             "next_last": unsigned(1)})
+                             "next_last": unsigned(1), "ge_prev": unsigned(1)})
 
 #: A word of a response packet; ``last`` marks its final word. ``has_next``: the producer
 #: also offers the packet's following word, ``next`` (``next_last`` if it is the final one),
@@ -94,9 +97,15 @@ class BeatsToWords(wiring.Component):
             m.d.sync += idx.eq(0 if self.per == 1 else idx + 1 + two)
             with m.If(at_end | (two & o.next_end)):
                 m.d.sync += [held.eq(0), idx.eq(0)]
+        # word k >= word k - 1 of the incoming beat, word 0 against the last word of this one
+        ge = Signal(self.per, reset_less=True)
+        new = self.i.payload.data
+        m.d.comb += o.ge_prev.eq(ge.bit_select(idx, 1) if self.per > 1 else ge)
         with m.If(self.i.valid & self.i.ready):
-            m.d.sync += [beat.eq(self.i.payload.data), tlast.eq(self.i.payload.last),
-                         held.eq(1), idx.eq(0)]
+            m.d.sync += [beat.eq(new), tlast.eq(self.i.payload.last), held.eq(1), idx.eq(0)]
+            m.d.sync += [ge[k].eq(new.word_select(k, 32).as_signed() >=
+                                  (new.word_select(k - 1, 32) if k else beat.word_select(self.per - 1, 32)).as_signed())
+                         for k in range(self.per)]
         return m
 
 

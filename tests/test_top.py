@@ -638,7 +638,8 @@ def test_result_packer_two_words_per_cycle():
 @pytest.mark.parametrize("bus_width", [32, 64, 128])
 def test_beat_word_converters_round_trip(bus_width):
     """BeatsToWords then WordsToBeats: the words of each packet in order, ``end``/``last`` on
-    the right words, the last beat zero-padded; random stalls on both sides."""
+    the right words, ``ge_prev`` the signed order of consecutive words, the last beat
+    zero-padded; random stalls on both sides."""
     import random
     from amaranth import Module
     from amaranth.sim import Simulator
@@ -664,11 +665,14 @@ def test_beat_word_converters_round_trip(bus_width):
             if rng.random() < 0.3:
                 await ctx.tick()
 
+    ges = []
+
     async def mid(ctx):
-        async for _, _, v, r, end, last in ctx.tick().sample(split.o.valid, split.o.ready, split.o.payload.end,
-                                                            split.o.payload.last):
+        async for _, _, v, r, end, last, ge in ctx.tick().sample(split.o.valid, split.o.ready, split.o.payload.end,
+                                                                split.o.payload.last, split.o.payload.ge_prev):
             if v and r:
                 flags.append((end, last))
+                ges.append(ge)
 
     async def rx(ctx):
         while len(beats_out) < len(beats_in):
@@ -690,6 +694,9 @@ def test_beat_word_converters_round_trip(bus_width):
     ends = [(j % per == per - 1) for pk in packets for j in range(len(pk) + (-len(pk) % per))]
     lasts = [j == len(pk) + (-len(pk) % per) - 1 for pk in packets for j in range(len(pk) + (-len(pk) % per))]
     assert [bool(e) for e, _ in flags] == ends and [bool(last) for _, last in flags] == lasts
+    # ge_prev: each word against the one before it in the stream (padding included), as int32
+    s32 = [w - (1 << 32) if w >> 31 else w for w in words]
+    assert [bool(g) for g in ges[1:]] == [b >= a for a, b in zip(s32, s32[1:])]
 
 
 @pytest.mark.parametrize("bus_width", [32, 64, 128])
