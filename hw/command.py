@@ -287,7 +287,14 @@ class CommandProcessor(wiring.Component):
 
         # Parameter block (WRITE_PARAMS entries, and the RUN descriptor's add requantizers).
         pwords = stage[:PARAM_WORDS - 1] + [word]
-        p_fields, p_fields_ok, p_reserved_ok = decode_param(pwords)
+        p_fields, _, p_reserved_ok = decode_param(pwords)
+        # The field checks read words 0..6 only: computed when word 6 is taken (from the staged
+        # words 0..5 and the input word) and registered, so the last word's error logic reads a
+        # flip-flop. Words 6 and 7 of a parameter block are taken one at a time (pairs are only
+        # taken in the entries of buffer writes), so the flag is that of the current block.
+        p_fields_ok = Signal(reset_less=True)
+        with m.If(take_p & (ew == PARAM_WORDS - 2)):
+            m.d.sync += p_fields_ok.eq(decode_param(stage[:PARAM_WORDS - 2] + [word, Const(0, 32)])[1])
         p_valid = p_fields_ok & p_reserved_ok
         p_entry = layout_signal(self.entry_layout, name="p_entry")
         m.d.comb += assign_param(p_entry, p_fields)
