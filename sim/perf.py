@@ -130,7 +130,7 @@ def run_gemm(engine, job):
     return res
 
 
-def network_layers(engine, images=4, fuse=False):
+def network_layers(engine, images=45, fuse=False):
     """The demo network (digits) on ``engine`` for the first ``images`` test images: figures per
     layer (per program with ``fuse``: :meth:`sim.driver.Driver.plan`) and in total; raises
     AssertionError unless every tensor returned equals golden's (with ``fuse``, the fused-away
@@ -470,7 +470,9 @@ def add_parser(sub):
     p.add_argument("--parts", type=_parts, default=list(PARTS),
                    help=f"comma-separated subset of {','.join(PARTS)} (default: all; the others keep the "
                         f"figures of the last perf.json)")
-    p.add_argument("--images", type=_images, default=4, help="demo-network images run on the RTL (default 4)")
+    p.add_argument("--images", type=_images, default=45,
+                   help="demo-network images run on the RTL (default 45, what one simulator run of "
+                        "`intdeploy run` takes)")
     p.add_argument("--no-readme", dest="readme", action="store_false",
                    help="do not refresh the table in README.md")
     p.set_defaults(func=main)

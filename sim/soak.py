@@ -186,7 +186,7 @@ def soak_run(seed, sim="verilator", work_dir=None):
     golden = IntegerDeployable(model).run(x, trace=True)
     info = P.Info(**{k: v for k, v in HARDWARE.items() if k in P.Info.__dataclass_fields__})
     rec = _Recorder(ModelEngine(info))
-    fuse = bool(seed % 2)                       # odd seeds fuse add/pooling layers (Driver.plan)
+    fuse = bool(seed % 2)                       # odd seeds fuse add, requant and pooling layers (Driver.plan)
     run_network(model, x, rec, fuse=fuse)
     bench = random_bench(seed)
     bench.pop("ratio")
