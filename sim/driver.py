@@ -264,12 +264,13 @@ class Driver:
         """
         prog = self._compile_gemm(job, ramp=False)
         alt = self._compile_gemm(job, ramp=True)
-        if program_cycles(alt.packets, self.info) < program_cycles(prog.packets, self.info):
+        if alt is not None and program_cycles(alt.packets, self.info) < program_cycles(prog.packets, self.info):
             return alt
         return prog
 
     def _compile_gemm(self, job, ramp):
-        """:meth:`compile_gemm` with a short first row chunk (``ramp``) or without."""
+        """:meth:`compile_gemm` with a short first row chunk (``ramp``) or without; with ``ramp``,
+        None when the rows are one chunk (nothing to shorten)."""
         i = self.info
         R, C = i.rows, i.cols
         name = job.name
@@ -343,7 +344,7 @@ class Driver:
         act_half, res_half = 0, 0
         units = ent.shape[0] if strips is not None else M // taps
         if len(wchunks) * len(mchunks) > 1 or units > 1:
-            split_act = len(mchunks) > 1 or units > 1
+            split_act = units > 1                # (one unit is one chunk)
             split_res = job.add is not None
             try:
                 halves = caps(i.act_depth // 2 if split_act else i.act_depth,
@@ -354,6 +355,8 @@ class Driver:
                     res_half = i.residual_depth // 2 if split_res else 0
             except ValueError:
                 pass
+        if ramp and len(mchunks) == 1:
+            return None
         # zero point of the K padding: the row's weight zero point when representable
         wlo, whi = -(1 << (i.weight_bits - 1)), (1 << (i.weight_bits - 1)) - 1
         if w.min() < wlo or w.max() > whi:
