@@ -635,6 +635,17 @@ def test_result_packer_two_words_per_cycle():
         assert len(done) == n * per_beat and done[-1] - done[0] == n * per_beat - 1, (code, done)
 
 
+async def _take_beats(ctx, stream, rng, p_ready, count, out):
+    """Consume ``count`` beats ``(data, last)`` of ``stream`` into ``out``, ready with
+    probability ``p_ready`` each cycle."""
+    while len(out) < count:
+        ctx.set(stream.ready, int(rng.random() < p_ready))
+        _, _, v, r, d, last = await ctx.tick().sample(stream.valid, stream.ready, stream.payload.data,
+                                                       stream.payload.last)
+        if v and r:
+            out.append((d, bool(last)))
+
+
 @pytest.mark.parametrize("bus_width", [32, 64, 128])
 def test_beat_word_converters_round_trip(bus_width):
     """BeatsToWords then WordsToBeats: the words of each packet in order, ``end``/``last`` on
@@ -675,12 +686,7 @@ def test_beat_word_converters_round_trip(bus_width):
                 ges.append(ge)
 
     async def rx(ctx):
-        while len(beats_out) < len(beats_in):
-            ctx.set(join.o.ready, int(rng.random() < 0.6))
-            _, _, v, r, d, last = await ctx.tick().sample(join.o.valid, join.o.ready, join.o.payload.data,
-                                                           join.o.payload.last)
-            if v and r:
-                beats_out.append((d, bool(last)))
+        await _take_beats(ctx, join.o, rng, 0.6, len(beats_in), beats_out)
 
     sim = Simulator(m)
     sim.add_clock(1e-8)
@@ -731,12 +737,7 @@ def test_words_to_beats_takes_pairs(bus_width):
         ctx.set(dut.i.valid, 0)
 
     async def rx(ctx):
-        while len(beats_out) < len(beats_in):
-            ctx.set(dut.o.ready, int(rng.random() < 0.7))
-            _, _, v, r, d, last = await ctx.tick().sample(dut.o.valid, dut.o.ready, dut.o.payload.data,
-                                                           dut.o.payload.last)
-            if v and r:
-                beats_out.append((d, bool(last)))
+        await _take_beats(ctx, dut.o, rng, 0.7, len(beats_in), beats_out)
 
     sim = Simulator(dut)
     sim.add_clock(1e-8)
