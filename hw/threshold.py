@@ -134,8 +134,15 @@ class ThresholdUnit(wiring.Component):
         self.lanes = _check_int("lanes", lanes, 1, MAX_LANES)
         self.channel_bits = max(1, ceil_log2(self.channels))
         self.q_bits = self.max_bits.bit_length()
-        self.latency = self.max_bits + 3
-        self.fifo_depth = self.max_bits + 4
+        # Register in which each search stage compares (see elaborate): stage s needs the
+        # bits of stages 0..s-2 two cycles earlier (read address, then the block RAM's output
+        # and its register) and the bit of stage s-1 (bank select) in the same register.
+        t = []
+        for s in range(self.max_bits):
+            t.append(max(2 if s == 0 else t[-1] + 1, t[-2] + 3 if s >= 2 else 0))
+        self.compare_at = t
+        self.latency = t[-1] + 3
+        self.fifo_depth = self.latency + 1
         self.load_layout = data.StructLayout({
             "value": signed(32),
             "index": unsigned(self.max_bits),
@@ -224,7 +231,8 @@ class ThresholdUnit(wiring.Component):
         # between the last comparison and the FIFO's distributed RAM, whose write port is one
         # place for all lanes). Nothing in the pipeline waits for o.ready, so no enable net
         # reaches every register and memory read port.
-        valid = [Signal(name=f"valid{r}") for r in range(Q + 2)]
+        F = self.compare_at[-1] + 1
+        valid = [Signal(name=f"valid{r}") for r in range(F + 1)]
         busy = Signal()
         # Free FIFO entries not yet promised to a beat: D minus the beats in R[0..Q+1] and in
         # the FIFO. A beat is accepted only against a credit, so the FIFO never overflows,
@@ -235,7 +243,7 @@ class ThresholdUnit(wiring.Component):
         m.submodules.fifo = fifo = SyncFIFO(width=Shape.cast(self.out_layout).width, depth=D)
         m.d.comb += [
             # R[Q+1] reads no memory: a load may overwrite what its beat has read.
-            busy.eq(Cat(valid[:Q + 1]).any()),
+            busy.eq(Cat(valid[:F]).any()),
             # A pending load blocks new data so that it lands between two data beats.
             self.i.ready.eq((credits != 0) & ~self.load.valid),
             accept.eq(self.i.valid & self.i.ready),
@@ -243,10 +251,10 @@ class ThresholdUnit(wiring.Component):
             self.o.valid.eq(fifo.r_rdy),
             self.o.payload.eq(fifo.r_data),
             fifo.r_en.eq(self.o.ready),
-            fifo.w_en.eq(valid[Q + 1]),
+            fifo.w_en.eq(valid[F]),
         ]
         m.d.sync += valid[0].eq(accept)
-        m.d.sync += [valid[r + 1].eq(valid[r]) for r in range(Q + 1)]
+        m.d.sync += [valid[r + 1].eq(valid[r]) for r in range(F)]
         m.d.sync += credits.eq(credits - accept + (self.o.valid & self.o.ready))
 
         ld = self.load.payload
@@ -282,38 +290,55 @@ class ThresholdUnit(wiring.Component):
 
         result = Signal(self.out_layout)
         m.d.comb += fifo.w_data.eq(result)
+        t = self.compare_at
         for lane in range(L):
             # Data registers have no reset: each is loaded every cycle and only matters while
             # its stage's valid flag is set, and a reset clears those flags (a reset net
             # reaching every data bit is the design's longest wire).
+            def regs(name, shape, first, last):
+                return {r: Signal(shape, name=f"{name}{r}_{lane}", reset_less=True)
+                        for r in range(first, last + 1)}
             x0 = Signal(signed(32), name=f"x0_{lane}", reset_less=True)
-            c = [Signal(CB, name=f"c{r}_{lane}", reset_less=True) for r in range(Q)]
-            y = [Signal(signed(33), name=f"y{r}_{lane}", reset_less=True) for r in range(1, Q + 1)]
-            q = [Signal(self.q_bits, name=f"q{r}_{lane}", reset_less=True) for r in range(1, Q + 1)]
-            y, q = [None] + y, [None] + q              # index by register number
-            prefix = [Signal(r - 1, name=f"p{r}_{lane}", reset_less=True) if r > 1 else None
-                      for r in range(Q + 2)]
+            c = regs("c", CB, 0, t[-1] - 2)             # the channel, up to the last read
+            y = regs("y", signed(33), 1, t[-1])         # up to the last comparison
+            q = regs("q", self.q_bits, 1, t[-1])
+            # cnt[r]: the count bits decided before R[r] (stage s decides bit Q-1-s in R[t[s]]
+            # and holds it from R[t[s] + 1] on); the others are 0.
+            cnt = regs("cnt", Q, 1, F)
 
             m.d.sync += [x0.eq(self.i.payload.x[lane]), c[0].eq(self.i.payload.channel[lane])]
-            m.d.sync += [c[r + 1].eq(c[r]) for r in range(Q - 1)]
-            m.d.sync += [y[r + 1].eq(y[r]) for r in range(1, Q)]
-            m.d.sync += [q[r + 1].eq(q[r]) for r in range(1, Q)]
+            m.d.sync += [c[r + 1].eq(c[r]) for r in range(t[-1] - 2)]
+            m.d.sync += [y[r + 1].eq(y[r]) for r in range(1, t[-1])]
+            m.d.sync += [q[r + 1].eq(q[r]) for r in range(1, t[-1])]
+            m.d.sync += cnt[1].eq(0)
 
             cfg_r = cfg.read_port()
             m.d.comb += cfg_r.addr.eq(self.i.payload.channel[lane])
             # 33 bits: -INT32_MIN = 2**31 is above every int32 threshold, as in golden.
             m.d.sync += [y[1].eq(Mux(cfg_r.data.negate, -x0, x0)), q[1].eq(cfg_r.data.bits)]
 
+            decided = {}
             for s in range(Q):
                 k = Q - 1 - s
-                # Read issued while the beat is in R[s], data used in R[s+1].
+                # Read issued while the beat is in R[t[s] - 2] (its address needs the bits of
+                # stages 0..s-2), data in the block RAM's output in R[t[s] - 1], then in a
+                # register in R[t[s]], where the bit of stage s-1 selects the bank.
+                r0 = t[s] - 2
                 reads = []
-                for mem in banks[s]:
-                    r = mem.read_port()
-                    m.d.comb += r.addr.eq(c[s] if s <= 1 else Cat(prefix[s], c[s]))
-                    reads.append(r.data)
-                t = reads[0] if s == 0 else Mux(prefix[s + 1][0], reads[1], reads[0])
-                bit = (y[s + 1] >= t) & (q[s + 1] > k)
-                m.d.sync += prefix[s + 2].eq(bit if s == 0 else Cat(bit, prefix[s + 1]))
-            m.d.comb += result.count[lane].eq(prefix[Q + 1])
+                for b, mem in enumerate(banks[s]):
+                    rd = mem.read_port()
+                    m.d.comb += rd.addr.eq(c[r0] if s <= 1 else Cat(cnt[r0][Q - s + 1:], c[r0]))
+                    held = Signal(signed(32), name=f"t{s}_{b}_{lane}", reset_less=True)
+                    m.d.sync += held.eq(rd.data)
+                    reads.append(held)
+                r = t[s]
+                th = reads[0] if s == 0 else Mux(cnt[r][Q - s], reads[1], reads[0])
+                decided[r] = (k, (y[r] >= th) & (q[r] > k))
+            for r in range(1, F):
+                nxt = cnt[r]
+                if r in decided:
+                    k, bit = decided[r]
+                    nxt = Cat(cnt[r][:k], bit, cnt[r][k + 1:])
+                m.d.sync += cnt[r + 1].eq(nxt)
+            m.d.comb += result.count[lane].eq(cnt[F])
         return m
