@@ -85,7 +85,7 @@ class Epilogue(wiring.Component):
     4. ``o`` carries the R values and ``last`` on the run's final result.
 
     Throughput: one beat per cycle through every stage (each unit has II = 1); the units not
-    selected are bypassed. Latency: requantizer 9 or threshold unit ``max_q + 3`` cycles, add
+    selected are bypassed. Latency: requantizer 9 or threshold unit ``max_q + 4 + (max_q - 1) // 2`` cycles, add
     unit and pooling unit their own latencies (see their docstrings).
 
     Parameters

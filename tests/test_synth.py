@@ -3,7 +3,8 @@ counts derived independently from the MAC array's documented pipeline (docs/unit
 
 Quick tier: a 2x2 MAC array on the generic target (Yosys only) and on ECP5-85k (Yosys and
 nextpnr out of context, ~15 s; then placed only, ~5 s), the one-lane requantizer on the generic
-target, the report, log and SDF parsers on hand-written inputs, bad arguments.
+target (flattened, and per unit with the hierarchy kept), the report, log, SDF and per-unit stat
+parsers on hand-written inputs, bad arguments.
 Regress tier: the 8x8 MAC array (routed) and the 4x4 top (placed only) on ECP5-85k.
 """
 
@@ -106,6 +107,44 @@ def test_generic_requantizer(cache):
     # has it iff S >= 32) and the shift's bit 5; synth_ecp5 keeps both (8 lanes: 14706 FF).
     assert res["macs"] == 4 and res["ff"] == requantizer_flip_flops(1) - 1
     assert res["dsp"] == 0 and res["logic_cells"] > 0
+
+
+def test_generic_requantizer_breakdown(cache):
+    res = synth.breakdown("requantizer", 1, 4, "generic", cache_dir=cache)
+    assert [(u["name"], u["depth"]) for u in res["units"]] == [("", 0), ("skid", 1)]
+    top, skid = res["units"]
+    assert skid["own"] == skid["total"] and skid["total"]["ff"] == 1 + 32     # flag, one 32-bit lane
+    # the hierarchy keeps every register of the pipeline table (less the merged one, as flattened)
+    assert top["total"] == res["total"] and res["total"]["ff"] == requantizer_flip_flops(1) - 1
+    for f in ("logic_cells", "ff", "dsp", "bram", "lutram"):
+        assert top["total"][f] == top["own"][f] + skid["own"][f], f
+    assert res["total"]["logic_cells"] > 0 and res["config"]["hierarchy"] is True
+    text = synth.format_breakdown(res).splitlines()
+    share = 100 * skid["total"]["logic_cells"] / res["total"]["logic_cells"]
+    assert text[2].split()[:3] == ["(whole", "design)", str(res["total"]["logic_cells"])]
+    assert text[3].split()[:4] == ["skid", str(skid["total"]["logic_cells"]), f"{share:.1f}", "33"]
+    assert synth.breakdown("requantizer", 1, 4, "generic", cache_dir=cache) == res      # cached
+
+
+def test_parse_yosys_hierarchy():
+    # Amaranth's module names are paths; an instance cell (type = a module) is not a primitive,
+    # and a module outside the top's tree is not counted.
+    stat = {"modules": {
+        "\\t": {"num_cells_by_type": {"LUT4": 2, "\\t.a": 1, "\\t.b": 1}},
+        "\\t.a": {"num_cells_by_type": {"LUT4": 10, "CCU2C": 3, "TRELLIS_FF": 4, "\\t.a.x": 1}},
+        "\\t.a.x": {"num_cells_by_type": {"MULT18X18D": 2, "TRELLIS_FF": 1}},
+        "\\t.b": {"num_cells_by_type": {"DP16KD": 1, "TRELLIS_DPR16X4": 2}},
+        "\\other": {"num_cells_by_type": {"LUT4": 100}},
+    }}
+    res = synth.parse_yosys_hierarchy(json.dumps(stat), "ecp5-85k", "t")
+    got = {u["name"]: (u["depth"], u["own"]["logic_cells"], u["total"]["logic_cells"], u["total"]["ff"],
+                       u["total"]["dsp"], u["total"]["bram"], u["total"]["lutram"]) for u in res["units"]}
+    assert [u["name"] for u in res["units"]] == ["", "a", "a.x", "b"]
+    assert got == {"": (0, 2, 18, 5, 2, 1, 2), "a": (1, 16, 16, 5, 2, 0, 0), "a.x": (2, 0, 0, 1, 2, 0, 0),
+                   "b": (1, 0, 0, 0, 0, 1, 2)}
+    assert res["total"] == res["units"][0]["total"]
+    with pytest.raises(RuntimeError, match="no module 'u'"):
+        synth.parse_yosys_hierarchy(json.dumps(stat), "ecp5-85k", "u")
 
 
 def test_parse_nextpnr_report():
