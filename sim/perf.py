@@ -26,7 +26,9 @@ against golden (a benchmark of wrong results would be worthless):
   16x16, placed and routed, and the whole top at 8x8, placed only: its Fmax and critical paths
   are nextpnr's post-placement estimate, marked "placed, not routed: estimate" in the tables
   (cached in ``build/synth/``; the first run of a MAC array takes minutes, the top's 20-25
-  minutes; a tool failure is recorded as the result).
+  minutes; a tool failure is recorded as the result); then the 8x8 top per unit
+  (:func:`sim.synth.breakdown`, Yosys with the hierarchy kept: where the logic, flip-flops,
+  DSPs and block RAMs go).
 
 Results go to ``--out`` (default ``docs/perf/``): ``perf.json`` (everything), ``README.md``
 (tables), ``utilisation.png`` and ``synth.png`` (matplotlib); the performance table of the
@@ -43,7 +45,7 @@ from pathlib import Path
 import numpy as np
 
 __all__ = ["ARRAY", "GEMMS", "SYNTH_SIZES", "TOP_SYNTH_SIZES", "TOP_SYNTH_PARAMS", "TOP_SYNTH_ROUTE", "gemm_job", "run_gemm", "network_layers", "sim_speed",
-           "synth_sweep", "render_markdown", "add_parser", "main"]
+           "synth_sweep", "synth_units", "render_markdown", "add_parser", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
 #: The benchmarked accelerator: 8x8 array, default buffers and 64-bit bus.
@@ -190,6 +192,21 @@ def sim_speed(params, job, work_dir):
     return out
 
 
+def synth_units(*, log=None):
+    """:func:`sim.synth.breakdown` of the top at the first of :data:`TOP_SYNTH_SIZES` on ECP5-85k:
+    each unit's logic cells, FF, DSP and block RAM (Yosys with the hierarchy kept, a few
+    minutes; cached in ``build/synth/``); a tool failure is recorded as the result."""
+    from sim import synth
+    n = TOP_SYNTH_SIZES[0]
+    try:
+        res = synth.breakdown("top", n, n, "ecp5-85k", log=log, top_params=TOP_SYNTH_PARAMS)
+    except RuntimeError as e:
+        return {"config": {"unit": "top", "rows": n, "cols": n, "target": "ecp5-85k"},
+                "error": str(e).split(": ", 1)[-1]}
+    res.pop("dir", None)
+    return res
+
+
 def synth_sweep(*, log=None):
     """:func:`sim.synth.run` on ECP5-85k: the MAC array at :data:`SYNTH_SIZES` (placed and routed),
     the top at :data:`TOP_SYNTH_SIZES` with :data:`TOP_SYNTH_PARAMS`, routed if
@@ -334,6 +351,21 @@ def render_markdown(res):
         out += ["## Synthesis sweep (ECP5-85k, Yosys + nextpnr out of context, 200 MHz target)", "",
                 _table(["unit", "array", "logic cells", "per MAC", "FF", "DSP", "DSP/MAC", "BRAM", "Fmax MHz",
                         "critical path"], rows), "", "![Fmax and cells per MAC](synth.png)", ""]
+    if res.get("synth_units"):
+        u = res["synth_units"]
+        c = u["config"]
+        out += [f"## Where the logic goes ({_unit(c)} {c['rows']}x{c['cols']}, ECP5-85k, per unit)", "",
+                "`intdeploy synth --breakdown`: Yosys `synth_ecp5 -noflatten`, so every cell belongs to "
+                "one unit; no optimisation crosses a unit's boundary, so the total is above the "
+                "flattened figures of the sweep. Each unit with its submodules.", ""]
+        if "error" in u:
+            out += [f"tool error: {u['error']}", ""]
+        else:
+            total = u["total"]["logic_cells"] or 1
+            rows = [["&nbsp;&nbsp;" * x["depth"] + (x["name"] or "(whole design)"), x["total"]["logic_cells"],
+                     f"{100 * x['total']['logic_cells'] / total:.1f}", x["total"]["ff"], x["total"]["dsp"],
+                     x["total"]["bram"], x["total"]["lutram"]] for x in u["units"]]
+            out += [_table(["unit", "logic cells", "% of logic", "FF", "DSP", "BRAM", "LUT-RAM"], rows), ""]
     return "\n".join(out)
 
 
@@ -427,6 +459,7 @@ def main(args):
         res["golden"] = json.loads((out / "golden.json").read_text())
     if "synth" in args.parts:
         res["synth"] = synth_sweep(log=say)
+        res["synth_units"] = synth_units(log=say)
     (out / "perf.json").write_text(json.dumps(res, indent=2) + "\n")
     (out / "README.md").write_text(render_markdown(res) + "\n")
     _plots(res, out)

@@ -1,10 +1,12 @@
 """sim/perf.py (``intdeploy perf``, ``make bench``): the utilisation figures and the report, on the
 executable model (the RTL runs are ``make bench``'s; the top's own tests cover the RTL)."""
 
+import json
+
 import numpy as np
 import pytest
 
-from sim import perf
+from sim import perf, synth
 from sim import protocol as P
 from sim.driver import ModelEngine
 
@@ -54,8 +56,14 @@ def test_report_renders_every_part(tmp_path):
     res = {"array": {"rows": 8, "cols": 8}, "machine": "test"}
     res["gemms"] = [perf.run_gemm(ModelEngine(P.Info(rows=8, cols=8)), perf.gemm_job(16, 8, 16))]
     res["golden"] = {"images_per_second": 1000.0, "images": 360, "runs": 1, "numpy": np.__version__}
+    stat = {"modules": {"\\t": {"num_cells_by_type": {"LUT4": 10, "\\t.a": 1}},
+                        "\\t.a": {"num_cells_by_type": {"LUT4": 20, "CCU2C": 5, "MULT18X18D": 2}}}}
+    res["synth_units"] = {"config": {"unit": "top", "rows": 8, "cols": 8, "target": "ecp5-85k"},
+                          **synth.parse_yosys_hierarchy(json.dumps(stat), "ecp5-85k", "t")}
     text = perf.render_markdown(res)
     assert "| 16x8x16 | 2048 | 32 |" in text and "1000 images/s" in text
+    assert "| (whole design) | 40 | 100.0 | 0 | 2 | 0 | 0 |" in text
+    assert "| &nbsp;&nbsp;a | 30 | 75.0 | 0 | 2 | 0 | 0 |" in text
     readme = tmp_path / "README.md"
     readme.write_text("a\n<!-- perf:begin -->\nold\n<!-- perf:end -->\nb\n")
     assert perf._update_readme("NEW", readme)
