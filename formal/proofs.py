@@ -222,7 +222,7 @@ def _threshold_stream(mutant):
         dut = _unit_cls(mutant, "hw.threshold", "ThresholdUnit", "THRESHOLD")(
             channels=2, max_bits=2, lanes=1)
         frag = Fragment.get(dut, None)
-        valid = internal(frag, r"valid\d+", expect=dut.max_bits + 2)
+        valid = internal(frag, r"valid\d+", expect=dut.compare_at[-1] + 2)
         regs = registers(frag)
         credits, level, produce, consume = (_unique(regs, n) for n in
                                             ("credits", "level", "produce", "consume"))

@@ -14,9 +14,10 @@ Targets:
 * ``ecp5-85k``: ``synth_ecp5``, then ``nextpnr-ecp5 --85k --out-of-context`` (no IO buffers, no
   global clock routing: the figures are those of the design as a block inside a larger one).
   A design that does not fit the device (e.g. more than its 208 DP16KD block RAMs) gets Yosys'
-  figures (``LUT4 + 2 * CCU2C`` for the logic cells) and ``place_error`` says why. Known tool
-  limit: Yosys 0.70's ``synth_ecp5`` fails an internal assertion (in abc9's reintegration, also
-  with ``-noabc9``) on the 16x16 MAC array; ``run`` raises RuntimeError with that line.
+  figures (``LUT4 + 2 * CCU2C`` for the logic cells) and ``place_error`` says why (the 16x16
+  MAC array: 272 MULT18X18D, the device has 156). Yosys is pinned below 0.70: 0.70's
+  ``synth_ecp5`` fails an internal assertion in ``ABC_OPS_REINTEGRATE`` on the 16x16 MAC array,
+  which 0.69 maps in seconds; a tool failure makes ``run`` raise RuntimeError with its line.
 * ``ice40-up5k``: ``synth_ice40 -dsp``, then ``nextpnr-ice40 --up5k``. The UP5K has no
   out-of-context mode and 39 user pins in its largest package, so a design with more ports
   (every configuration of both units) gets Yosys figures only; ``place_error`` says why.
