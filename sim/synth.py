@@ -47,8 +47,13 @@ Figures (:func:`run` returns them as a dict; ``--json`` prints it):
   array's budget, as the top would spend them; divide by ``R`` instead for per lane).
 * ``fmax_mhz``: nextpnr's achieved frequency per clock domain (``clk`` for the MAC array and
   the requantizer, ``core_clk`` and ``bus_clk`` for the top), with the critical path of each domain
-  (``critical_paths``: start and end cell, delay split into logic and routing); ``routed``:
-  whether the figures are those of the routed design (``false``: a post-placement estimate).
+  (``critical_paths``: start and end cell, delay split into logic and routing; placed-only
+  runs add ``worst_by_unit``, each unit's longest path, so the limits after the first are named
+  too); ``routed``: whether the figures are those of the routed design (``false``: a
+  post-placement estimate).
+* ``--breakdown`` (:func:`breakdown`): per unit instead, from a Yosys run that keeps the
+  hierarchy (logic cells, FF, DSP, BRAM, LUT-RAM of each unit with its submodules; no
+  place-and-route).
 
 Results are cached in ``build/synth/<key>/`` (the key hashes the Verilog text, the target, the
 tool versions and the options), so asking twice costs nothing; ``--no-cache`` reruns.
@@ -246,7 +251,26 @@ def placed_clocks(netlist_text):
     return clocks
 
 
-def sdf_critical_paths(sdf_text, clocks):
+def unit_of(cell, units):
+    """The unit (a module path below the top, from :func:`module_paths`) whose subtree holds
+    ``cell`` of the flattened netlist: the longest path that prefixes the cell's name, ``""`` for
+    the top's own cells. Yosys names a flattened cell after its module path and the register or
+    net it comes from (``core.command.resp_idx_TRELLIS_FF_Q_31``)."""
+    best = ""
+    for u in units:
+        if len(u) > len(best) and cell.startswith(u + "."):
+            best = u
+    return best
+
+
+def module_paths(verilog, top):
+    """The module paths below ``top`` in Amaranth's Verilog (``core``, ``core.epilogue``, ...):
+    Amaranth names each submodule's module after its path (``top.core.epilogue``)."""
+    names = re.findall(r"^module \\?([^\s(]+)", verilog, flags=re.M)
+    return sorted(n[len(top) + 1:] for n in names if n.startswith(top + "."))
+
+
+def sdf_critical_paths(sdf_text, clocks, units=None):
     """Per clock, the longest register-to-register path of an SDF file that nextpnr wrote
     (``--sdf``), as ``(fmax, critical_paths)`` in the form of :func:`parse_nextpnr_report`.
 
@@ -258,6 +282,11 @@ def sdf_critical_paths(sdf_text, clocks):
     launched and captured by the same clock count (as in nextpnr's Fmax); no clock skew (out of
     context the clocks are ideal). Pins on a combinational loop are left out (nextpnr warns of
     loops itself).
+
+    With ``units`` (module paths, :func:`module_paths`), each clock's path also carries
+    ``worst_by_unit``: per unit, the longest path ending in one of its cells, as ``{"unit",
+    "delay_ns", "end"}``, longest first, so the next limits after the critical path are named
+    too (``""`` is the top's own cells).
     """
     arcs, setup, checked_clocks, nets = {}, {}, {}, []
     inst = None
@@ -317,9 +346,17 @@ def sdf_critical_paths(sdf_text, clocks):
                 if arrival[p] + d > arrival.get(b, -1.0):
                     arrival[b], prev[b] = arrival[p] + d, (p, d, is_net)
         best, end = -1.0, None
+        by_unit = {}
         for (cell, pin), su in setup.items():
-            if clocks.get(cell) == clk and (cell, pin) in arrival and arrival[(cell, pin)] + su > best:
-                best, end = arrival[(cell, pin)] + su, (cell, pin)
+            if clocks.get(cell) != clk or (cell, pin) not in arrival:
+                continue
+            t = arrival[(cell, pin)] + su
+            if t > best:
+                best, end = t, (cell, pin)
+            if units is not None:
+                u = unit_of(cell, units)
+                if t > by_unit.get(u, (-1.0,))[0]:
+                    by_unit[u] = (t, f"{cell}/{pin}")
         if end is None:
             continue
         logic = routing = 0.0
@@ -340,6 +377,9 @@ def sdf_critical_paths(sdf_text, clocks):
         paths.append({"from": f"posedge {clk}", "to": f"posedge {clk}", "delay_ns": round(best / 1000, 3),
                       "logic_ns": round(logic / 1000, 3), "routing_ns": round(routing / 1000, 3),
                       "start": start, "end": end[0], "steps": len(dict.fromkeys(cells))})
+        if units is not None:
+            paths[-1]["worst_by_unit"] = [{"unit": u, "delay_ns": round(t / 1000, 3), "end": e}
+                                          for u, (t, e) in sorted(by_unit.items(), key=lambda kv: -kv[1][0])]
     return fmax, paths
 
 
@@ -361,17 +401,19 @@ def _place_only(route):
     return [] if route else ["--no-route", "--write", "placed.json", "--sdf", "placed.sdf"]
 
 
-def _placed_timing(work):
+def _placed_timing(work, top=None):
     """``(fmax, critical_paths)`` of a placed, unrouted design in ``work``: the Fmax per clock is
     nextpnr's own post-placement estimate (its log), the critical paths come from its SDF
-    (:func:`sdf_critical_paths`), written in the same run, so its delays are those of nextpnr's
+    (:func:`sdf_critical_paths`; with the worst path per unit of the modules below ``top`` in
+    ``design.v``), written in the same run, so its delays are those of nextpnr's
     estimate (4x4 MAC array: the SDF's critical path is 8.532 ns, the log's estimate 117.21 MHz;
     on a routed design the SDF pass reproduces nextpnr's report's path exactly). An SDF written
     by a second nextpnr run from ``placed.json`` differs: the reloaded carry cells get other
     delays (on the same 4x4 placement: another path, 114.65 MHz)."""
     fmax = parse_nextpnr_log_fmax((work / "nextpnr.log").read_text(errors="replace"))
+    units = module_paths((work / "design.v").read_text(), top) if top else None
     _, paths = sdf_critical_paths((work / "placed.sdf").read_text(),
-                                  placed_clocks((work / "placed.json").read_text()))
+                                  placed_clocks((work / "placed.json").read_text()), units)
     return fmax, paths
 
 
@@ -474,7 +516,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
         else:
             util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
             if not route:
-                fmax, paths = _placed_timing(work)
+                fmax, paths = _placed_timing(work, top)
             res.update(logic_cells=util.get("TRELLIS_COMB", 0), ff=util.get("TRELLIS_FF", 0),
                        dsp=util.get("MULT18X18D", 0), alu=util.get("ALU54B", 0), bram=util.get("DP16KD", 0),
                        lutram=util.get("TRELLIS_RAMW", 0), utilisation=util,
@@ -492,7 +534,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
         else:
             util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
             if not route:
-                fmax, paths = _placed_timing(work)
+                fmax, paths = _placed_timing(work, top)
             res.update(utilisation=util, fmax_mhz={k: round(v[0], 2) for k, v in fmax.items()},
                        critical_paths=paths, routed=route)
     for k in ("logic_cells", "ff", "dsp", "bram"):
@@ -605,6 +647,10 @@ def format_result(res):
         lines.append(f"  critical path {p['from']} -> {p['to']}: {p['delay_ns']} ns "
                      f"(logic {p['logic_ns']}, routing {p['routing_ns']}, {p['steps']} cells) "
                      f"{p['start']} -> {p['end']}")
+        if p.get("worst_by_unit"):
+            lines.append("    worst path per unit: " + ", ".join(
+                f"{u['unit'] or '(top)'} {u['delay_ns']}" for u in p["worst_by_unit"][:12])
+                + (", ..." if len(p["worst_by_unit"]) > 12 else ""))
     if res.get("place_error"):
         lines.append(f"  not placed: {res['place_error']}")
     lines.append(f"  reports: {res['dir']}")

@@ -293,6 +293,28 @@ def test_sdf_critical_paths():
     assert fmax == {"clk": 400.0} and len(paths) == 1
 
 
+def test_sdf_worst_path_per_unit():
+    # the same SDF with b in unit u.v and e in unit u: each unit's worst endpoint, longest first
+    sdf = SDF.replace("(INSTANCE b)", "(INSTANCE u.v.b)").replace(" b/", " u.v.b/")
+    sdf = sdf.replace("(INSTANCE e)", "(INSTANCE u.e)").replace(" e/", " u.e/")
+    clocks = {"a": "clk", "u.v.b": "clk", "d": "clk2", "u.e": "clk2"}
+    fmax, paths = synth.sdf_critical_paths(sdf, clocks, units=["u", "u.v"])
+    assert fmax == {"clk": 400.0, "clk2": 181.82}
+    assert [p["worst_by_unit"] for p in paths] == [[{"unit": "u.v", "delay_ns": 2.5, "end": "u.v.b/DI"}],
+                                                   [{"unit": "u", "delay_ns": 5.5, "end": "u.e/DI"}]]
+    assert "worst_by_unit" not in synth.sdf_critical_paths(sdf, clocks)[1][0]
+
+
+def test_module_paths_and_unit_of():
+    verilog = ("module top(a);\nendmodule\nmodule \\top.core (b);\nendmodule\n"
+               "module \\top.core.epilogue (c);\nendmodule\nmodule other(d);\nendmodule\n")
+    units = synth.module_paths(verilog, "top")
+    assert units == ["core", "core.epilogue"]
+    assert synth.unit_of("core.epilogue.x_TRELLIS_FF_Q", units) == "core.epilogue"
+    assert synth.unit_of("core.epiloguex.y", units) == "core"        # a prefix of a name is not a unit
+    assert synth.unit_of("s_axis__tready_LUT4_Z", units) == ""
+
+
 def test_placed_clocks():
     netlist = {"modules": {"top": {
         "ports": {"core_clk": {"direction": "input", "bits": [2]}},
