@@ -391,21 +391,31 @@ def _plots(res, out):
         plt.close(fig)
     if res.get("synth"):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.2))
+        name = lambda s: f"{s['config']['rows']}x{s['config']['cols']}"
         for unit, mark in (("mac_array", "o-"), ("top", "s-")):
-            pts = sorted(((s["macs"], s) for s in res["synth"]
-                          if s["config"]["unit"] == unit and s.get("fmax_mhz")), key=lambda t: t[0])
-            if not pts:
+            # cells: every size with figures (a design that did not place has Yosys' figures,
+            # annotated); Fmax: the placed ones
+            cells = sorted(((s["macs"], s) for s in res["synth"]
+                            if s["config"]["unit"] == unit and "logic_cells_per_mac" in s), key=lambda t: t[0])
+            pts = [(k, s) for k, s in cells if s.get("fmax_mhz")]
+            if not cells:
                 continue
-            n = [f"{s['config']['rows']}x{s['config']['cols']}" for _, s in pts]
             label = unit if all(s.get("routed", True) for _, s in pts) else f"{unit} (placement estimate)"
-            a1.plot(n, [min(s["fmax_mhz"].get(k, 1e9) for k in ("clk", "core_clk") if k in s["fmax_mhz"])
-                        for _, s in pts], mark, label=label)
-            a2.plot(n, [s["logic_cells_per_mac"] for _, s in pts], mark, label=label)
+            if pts:
+                a1.plot([name(s) for _, s in pts],
+                        [min(s["fmax_mhz"].get(k, 1e9) for k in ("clk", "core_clk") if k in s["fmax_mhz"])
+                         for _, s in pts], mark, label=label)
+            a2.plot([name(s) for _, s in cells], [s["logic_cells_per_mac"] for _, s in cells], mark, label=label)
+            for _, s in cells:
+                if s.get("place_error"):
+                    a2.annotate("Yosys only:\ndoes not place", (name(s), s["logic_cells_per_mac"]),
+                                textcoords="offset points", xytext=(-70, 10), fontsize=7)
         a1.axhline(200, color="grey", ls="--", lw=0.8)
         a1.set_ylabel("Fmax (MHz), core domain")
         a2.axhline(60, color="grey", ls="--", lw=0.8)
         a2.axhline(30, color="grey", ls=":", lw=0.8)
         a2.set_ylabel("logic cells per MAC")
+        a2.set_yscale("log")
         for a in (a1, a2):
             a.set_xlabel("array")
             a.legend(fontsize=8)
