@@ -3,8 +3,8 @@
 ::
 
     bus domain                              | core domain
-    s_axis --> AsyncFIFO (beats) -----------|--> SyncFIFO (2 beats) --> BeatsToWords --> Core --> WordsToBeats --+
-    m_axis <-- AsyncFIFO (beats) <----------|-------------------------------------------------------------------+
+    s_axis --> AsyncFIFO (beats) -----------|--> BeatsToWords --> Core --> WordsToBeats --+
+    m_axis <-- AsyncFIFO (beats) <----------|------------------------------------------------+
     bus_rst --+--> ResetSynchronizer (bus)  |
     core_rst -+--> ResetSynchronizer (core) |
 
@@ -12,9 +12,8 @@ docs/top.md describes the architecture, every clock-domain crossing, the reset b
 latencies and buffer sizing; docs/protocol.md the command protocol.
 """
 
-from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal, Shape
+from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSignal
 from amaranth.lib import wiring
-from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.wiring import In, Out
 
 from hw.cdc import AsyncFIFO, ResetSynchronizer
@@ -114,18 +113,7 @@ class Accelerator(wiring.Component):
             self.m_axis.tlast.eq(resp_fifo.r.payload.last),
             resp_fifo.r.ready.eq(self.m_axis.tready),
         ]
-        # Two beats of buffer between the crossing and the converter: the FIFO's read pointer
-        # (and its memory's read address) then follow the buffer's level register, not the
-        # converter's and command processor's ready logic (on the placed 8x8 top that path,
-        # from the converter's word index into the read pointer, was the worst at 21.8 ns).
-        # One beat per cycle goes through; one cycle of latency.
-        m.submodules.cmd_buf = cmd_buf = to_core(SyncFIFO(width=Shape.cast(beat).width, depth=2))
-        m.d.comb += [
-            cmd_buf.w_data.eq(cmd_fifo.r.payload), cmd_buf.w_en.eq(cmd_fifo.r.valid),
-            cmd_fifo.r.ready.eq(cmd_buf.w_rdy),
-            unpack.i.payload.eq(cmd_buf.r_data), unpack.i.valid.eq(cmd_buf.r_rdy),
-            cmd_buf.r_en.eq(unpack.i.ready),
-        ]
+        wiring.connect(m, cmd_fifo.r, unpack.i)
         wiring.connect(m, unpack.o, core.i)
         m.d.comb += unpack.two.eq(core.two)
         wiring.connect(m, core.o, pack.i)
