@@ -63,7 +63,7 @@ from golden.threshold import bn_thresholds, threshold
 
 __all__ = [
     "INPUT", "BatchNorm", "Conv2d", "Linear", "Add", "AvgPool2d", "MaxPool2d", "Flatten", "Network",
-    "FullPrecision", "FakeQuantized", "QuantizedDeployable", "IntegerDeployable",
+    "FullPrecision", "FakeQuantized", "QuantizedDeployable", "IntegerDeployable", "mac_accumulators",
     "ConvertOptions", "Deployment", "convert", "LayerAgreement", "agreement", "accuracy",
 ]
 
@@ -568,32 +568,41 @@ class QuantizedDeployable:
 
 # --- IntegerDeployable --------------------------------------------------------------------------
 
+def mac_accumulators(layer, x):
+    """The exact int64 accumulators of a :class:`MacLayer` on its integer input (NEMO Eq. 16)."""
+    if layer.kind == "conv2d":
+        return mac_array.conv2d(x, layer.weight, layer.stride, layer.padding, layer.input_zero_point,
+                                layer.weight_zero_point)
+    return mac_array.linear(x, layer.weight, layer.input_zero_point, layer.weight_zero_point)
+
+
 class IntegerDeployable:
     """IntegerDeployable evaluator (report sec. 3): int64 numpy from an :class:`IntegerModel` alone.
 
     ``run(x, trace=False)``: ``x`` integer ``(N,) + input.shape`` within the input's ``[lo, hi]``;
     returns the int64 output(s) or, with ``trace``, every tensor by name.
+
+    ``mac_layer``: optional ``(layer, x) -> int64 output`` of a :class:`MacLayer` in place of
+    golden's (:mod:`golden.importers.framework` replays a framework's own arithmetic through it).
     """
 
-    def __init__(self, model):
+    def __init__(self, model, mac_layer=None):
         if not isinstance(model, IntegerModel):
             raise ValueError(f"model: expected IntegerModel, got {type(model).__name__}")
         self.model = model
+        self.mac_layer = mac_layer
 
     @classmethod
     def from_file(cls, path):
         return cls(model_file.load(path))
 
-    @staticmethod
-    def step(layer, xs):
+    def step(self, layer, xs):
         """One integer layer on its integer inputs (int64)."""
         x = xs[0]
         if isinstance(layer, MacLayer):
-            if layer.kind == "conv2d":
-                acc = mac_array.conv2d(x, layer.weight, layer.stride, layer.padding,
-                                       layer.input_zero_point, layer.weight_zero_point)
-            else:
-                acc = mac_array.linear(x, layer.weight, layer.input_zero_point, layer.weight_zero_point)
+            if self.mac_layer is not None:
+                return self.mac_layer(layer, x)
+            acc = mac_accumulators(layer, x)
             if layer.requant is not None:
                 return requantize(acc, layer.requant)
             return threshold(acc, layer.threshold.thresholds, layer.threshold.negate)

@@ -35,6 +35,16 @@ re-derives exactly the integer codes that training used.
 
 import contextlib
 import math
+import os
+
+#: The environment that makes training reproducible byte for byte across x86-64 CPUs: ATen's
+#: vectorised kernels at the baseline ISA (with AVX2 / AVX-512 kernels a reduction sums in another
+#: order) and MKL's conditional-numerical-reproducibility mode (its GEMMs otherwise pick a code path
+#: per CPU). ATen and MKL read them at their first computation, so they must be set before torch
+#: computes anything: ``scripts/qat_digits.py`` sets them before it imports torch. Measured on an
+#: AVX2 machine (AMD EPYC, no AVX-512): the default, each setting alone and both give four
+#: different sets of model files; the committed ones are those of both.
+REPRODUCIBLE_ENV = {"ATEN_CPU_CAPABILITY": "default", "MKL_CBWR": "COMPATIBLE"}
 
 try:
     import torch
@@ -47,7 +57,7 @@ import numpy as np
 
 __all__ = [
     "PactFunction", "PactActivation", "GradScale", "LsqFunction", "LsqQuantizer", "fold_bn",
-    "DigitsQat", "train", "evaluate", "deterministic", "WIDTHS",
+    "DigitsQat", "train", "evaluate", "deterministic", "reproducible_across_cpus", "REPRODUCIBLE_ENV", "WIDTHS",
 ]
 
 #: QAT widths of the digits network: bits -> BN folded into the weights (requantizer) or not
@@ -58,16 +68,27 @@ WIDTHS = {8: True, 4: False}
 @contextlib.contextmanager
 def deterministic():
     """Run the enclosed PyTorch code with deterministic algorithms on one thread (a reduction's
-    summation order, and so its last bit, can depend on the thread count); restores both
-    settings on exit."""
-    state = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads()
+    summation order, and so its last bit, can depend on the thread count) and without oneDNN
+    (its kernels are chosen per CPU); restores the settings on exit. Across CPUs the result is
+    the same only with :data:`REPRODUCIBLE_ENV` in effect (:func:`reproducible_across_cpus`)."""
+    state = torch.are_deterministic_algorithms_enabled(), torch.get_num_threads(), torch.backends.mkldnn.enabled
     torch.use_deterministic_algorithms(True)
     torch.set_num_threads(1)
+    torch.backends.mkldnn.enabled = False
     try:
         yield
     finally:
         torch.use_deterministic_algorithms(state[0])
         torch.set_num_threads(state[1])
+        torch.backends.mkldnn.enabled = state[2]
+
+
+def reproducible_across_cpus():
+    """True when torch computes here with :data:`REPRODUCIBLE_ENV` in effect (ATen at its baseline
+    ISA, MKL asked for its reproducible mode): training then gives the same bytes on x86-64 CPUs
+    whatever their vector extensions. (MKL's mode can only be checked as the variable's value.)"""
+    return (torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+            and os.environ.get("MKL_CBWR") == REPRODUCIBLE_ENV["MKL_CBWR"])
 
 
 def _bits(bits, lo, hi):

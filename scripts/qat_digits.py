@@ -15,16 +15,23 @@ whole test split) and prints the test-split accuracy of every representation:
   through :func:`sim.driver.run_network`; every layer's output is compared with golden element by
   element over the whole split, and the script fails on the first difference.
 
-Deterministic on one machine (seeded, float64, one thread). Needs PyTorch
-(``.venv/bin/pip install torch==2.13.0``).
+Deterministic (seeded, float64, one thread, no oneDNN) and, because this script loads torch with
+ATen's kernels at the baseline ISA and MKL in its reproducible mode
+(:data:`golden.qat.REPRODUCIBLE_ENV`), meant to give the same bytes on any x86-64 CPU. Needs
+PyTorch (``.venv/bin/pip install torch==2.13.0``).
 
 Usage: ``.venv/bin/python scripts/qat_digits.py [--bits 8 4] [--epochs N] [--rtl] [--out-dir DIR]``
 """
 
 import argparse
+import os
 from pathlib import Path
 import sys
 import time
+
+# Read by ATen and MKL at their first computation, so set before anything imports torch (golden.qat
+# does); golden.qat.reproducible_across_cpus() checks below that they took effect and match its table.
+os.environ.update(ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE")
 
 import numpy as np
 
@@ -88,6 +95,9 @@ def main(argv=None):
     args = ap.parse_args(argv)
 
     from golden import qat
+    if not qat.reproducible_across_cpus():
+        raise SystemExit(f"qat_digits: torch computed before {qat.REPRODUCIBLE_ENV} was set; the model files "
+                         f"would depend on this CPU")
 
     x_train, y_train, x_test, y_test = digits.load_split()
     fp = accuracy(FullPrecision(digits.float_network()).run(x_test / 16.0), y_test)

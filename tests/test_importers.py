@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 from golden import model_file
-from golden.importers import fp32
+from golden.importers import fp32, framework, x86_kernels
 from golden.importers.from_onnx import import_onnx
 from golden.importers.from_torch import import_torch
 from golden.model_file import ModelFormatError
@@ -36,14 +36,22 @@ def _ort(model, feed):
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]).run(None, feed)[0]
 
 
-def qlinear_model(rng):
+# The exactness tests against ONNX Runtime and fbgemm use 7-bit weights ([-64, 63], ONNX Runtime's
+# reduce_range) with full-range uint8 activations: no u8 x s8 pair sum leaves int16 (2 * 255 * 64 =
+# 32640), so the frameworks' kernels are exact on every x86-64 CPU, with or without VNNI
+# (golden/importers/x86_kernels.py). Full-range weights, where the kernels saturate on CPUs without
+# VNNI, are tested in test_x86_kernels.py and by the verify tests below, for both kinds of CPU.
+W7 = (-64, 64)
+
+
+def qlinear_model(rng, w_range=W7):
     """uint8 [N, 2, 6, 6] -> QLinearConv (per-channel int8 weights, int32 bias, pads 1, stride 2)
     -> Reshape [N, -1] -> QLinearMatMul (per-tensor) -> uint8 [N, 5]."""
     from onnx import TensorProto, helper
-    w = rng.integers(-127, 128, (4, 2, 3, 3)).astype(np.int8)
+    w = rng.integers(*w_range, (4, 2, 3, 3)).astype(np.int8)
     ws = rng.uniform(0.002, 0.01, 4).astype(np.float32)
     b = rng.integers(-3000, 3000, 4).astype(np.int32)
-    m = rng.integers(-127, 128, (36, 5)).astype(np.int8)
+    m = rng.integers(*w_range, (36, 5)).astype(np.int8)
     inits = [_init("xs", 0.02, np.float32), _init("xz", 117, np.uint8), _init("w", w, np.int8),
              _init("ws", ws, np.float32), _init("wz", np.zeros(4), np.int8), _init("ys", 0.05, np.float32),
              _init("yz", 20, np.uint8), _init("b", b, np.int32), _init("shape", [-1, 36], np.int64),
@@ -57,17 +65,17 @@ def qlinear_model(rng):
                        [helper.make_tensor_value_info("z", TensorProto.UINT8, ["N", 5])], inits)
 
 
-def qdq_model(rng):
+def qdq_model(rng, w_range=W7):
     """float [N, 1, 6, 6] -> QuantizeLinear -> DQ -> Conv(DQ int8 per-channel weights, DQ int32
     bias) -> Relu -> Q -> Flatten -> DQ -> MatMul -> Q -> DQ -> float [N, 4]: the QDQ form
     ONNX Runtime fuses into QLinearConv / QLinearMatMul."""
     from onnx import TensorProto, helper
     sx, sy, sz = 0.03125, 0.046875, 0.1
-    w = rng.integers(-127, 128, (3, 1, 3, 3)).astype(np.int8)
+    w = rng.integers(*w_range, (3, 1, 3, 3)).astype(np.int8)
     ws = np.array([0.004, 0.006, 0.005], dtype=np.float32)
     bs = (np.float32(sx) * ws).astype(np.float32)
     b = rng.integers(-2000, 2000, 3).astype(np.int32)
-    g = rng.integers(-127, 128, (27, 4)).astype(np.int8)
+    g = rng.integers(*w_range, (27, 4)).astype(np.int8)
     inits = [_init("sx", sx, np.float32), _init("zx", 128, np.uint8), _init("w", w, np.int8),
              _init("ws", ws, np.float32), _init("wz", np.zeros(3), np.int8), _init("b", b, np.int32),
              _init("bs", bs, np.float32), _init("bz", np.zeros(3), np.int32), _init("sy", sy, np.float32),
@@ -106,11 +114,12 @@ def test_onnx_qlinear_round_trip(tmp_path):
 
 @pytest.mark.parametrize("wdtype, wzp", [(np.uint8, 131), (np.int8, -7)])
 def test_onnx_weight_zero_points_and_uint8_weights(wdtype, wzp):
-    """QLinearMatMul with a non-zero weight zero point, uint8 weights (imported as int8 - 128)."""
+    """QLinearMatMul with a non-zero weight zero point, uint8 weights (imported as int8 - 128).
+    uint8 x uint8 runs on an exact kernel: full range; int8 weights: 7 bits (see W7)."""
     from onnx import TensorProto, helper
     rng = np.random.default_rng(5)
-    info = np.iinfo(wdtype)
-    b = rng.integers(info.min, info.max + 1, (20, 6)).astype(wdtype)
+    lo, hi = (0, 256) if wdtype == np.uint8 else W7
+    b = rng.integers(lo, hi, (20, 6)).astype(wdtype)
     inits = [_init("as", 0.015625, np.float32), _init("az", 100, np.uint8), _init("b", b, wdtype),
              _init("bs", 0.0078125, np.float32), _init("bz", wzp, wdtype), _init("ys", 0.25, np.float32),
              _init("yz", 128, np.uint8)]
@@ -164,11 +173,111 @@ def test_import_cli_verifies_against_ort_and_the_accelerator_model(tmp_path, cap
     assert "golden (4x4 accelerator): 100 inputs, engine vs golden: 400/400 elements equal" in out
 
 
+# --- framework deviations: kernels that saturate on CPUs without VNNI -----------------------------
+
+def pow2_qlinear_model(rng):
+    """qlinear_model's graph with power-of-two scales (every float32 product exact: the proof is
+    exact) and full-range int8 weights, whose u8 x s8 pair sums leave int16."""
+    from onnx import numpy_helper
+    om = qlinear_model(rng, w_range=(-128, 128))
+    pow2 = {"xs": 2.0 ** -6, "ws": np.full(4, 2.0 ** -8), "ys": 2.0 ** -1, "ms": 2.0 ** -8, "zs": 2.0 ** 2}
+    for t in om.graph.initializer:
+        if t.name in pow2:
+            t.CopyFrom(numpy_helper.from_array(np.asarray(pow2[t.name], dtype=np.float32), t.name))
+    return om
+
+
+def _saturating(fw, rows, w, zx, zw):
+    """A recorded run of a kernel without VNNI: the pair-saturation model's accumulators."""
+    return x86_kernels.pair_saturated_linear(rows, w, zx, zw)
+
+
+def test_import_verify_explains_framework_deviations(tmp_path, capsys):
+    """Full-range weights and activations: on a CPU without VNNI ONNX Runtime deviates from exact
+    arithmetic, the report says so in one line and classifies every differing element; on a VNNI
+    CPU it is exact. Either way golden equals exact arithmetic and the exit status is 0."""
+    import onnx
+    onnx.save(pow2_qlinear_model(np.random.default_rng(1)), tmp_path / "q.onnx")
+    assert main(["import", str(tmp_path / "q.onnx"), "-o", str(tmp_path / "q.json"), "--verify", "300"]) == 0
+    out, err = capsys.readouterr()
+    assert "inexact (0 values)" in out
+    kernel = next(line for line in out.splitlines() if line.startswith("verify: ONNX Runtime"))
+    expected = x86_kernels.expected_kernel()
+    if expected == "saturate":
+        assert " is not exact on this CPU: " in kernel and "every one as int16 pair saturation predicts" in kernel
+        assert re.search(r"verify: \d+ framework output element\(s\) classified 'framework deviation", out)
+        assert not re.search(r"framework vs golden: (\d+)/\1 elements equal", out)
+    elif expected == "exact":
+        assert "integer accumulators exact on this CPU" in kernel and "classified" not in out
+        assert re.search(r"framework vs golden: (\d+)/\1 elements equal", out)
+    assert "MISMATCH" not in out
+    # the importer warned, one line per layer, and the model file carries the warnings
+    warnings = [line for line in err.splitlines() if line.startswith("intdeploy import: warning: ")]
+    assert len(warnings) == 2 and "node 'conv' (QLinearConv)" in warnings[0] and "reduce_range" in warnings[0]
+    assert model_file.load(tmp_path / "q.json").metadata["warnings"] == [w[len("intdeploy import: warning: "):]
+                                                                         for w in warnings]
+
+
+def test_seven_bit_weights_get_no_warning():
+    model, _ = import_onnx(qlinear_model(np.random.default_rng(1)), strict=False)
+    assert model.metadata["warnings"] == []
+
+
+def test_compare_classifies_a_recorded_saturating_kernel():
+    """The non-VNNI path on any CPU: the framework's output recorded from the pair-saturation
+    model is explained element by element, and golden is held to exact arithmetic."""
+    model, proof = import_onnx(pow2_qlinear_model(np.random.default_rng(1)))
+    assert proof.exact
+    images = np.random.default_rng(2).integers(0, 256, (200,) + model.input.shape)
+    want = framework.replay(model, images, "framework", runner=_saturating)
+    got = IntegerDeployable(model).run(images)
+    cmp = framework.compare(model, images, want, got, runner=_saturating)
+    assert cmp.ok and cmp.check.explained and cmp.check.differing > 0
+    np.testing.assert_array_equal(cmp.deviation, got != want)
+    np.testing.assert_array_equal(cmp.exact, got)
+    assert cmp.deviation.sum() > 20 and not cmp.inexact.any()
+
+
+def test_compare_does_not_call_every_mismatch_a_deviation():
+    """Planted: a framework output off by one where its kernel did not saturate, and a kernel
+    whose accumulators saturation does not explain: neither is classified a deviation."""
+    model, _ = import_onnx(pow2_qlinear_model(np.random.default_rng(1)))
+    images = np.random.default_rng(2).integers(0, 256, (200,) + model.input.shape)
+    want = framework.replay(model, images, "framework", runner=_saturating)
+    got = IntegerDeployable(model).run(images)
+    i = tuple(np.argwhere(got == want)[0])
+    bad = want.copy()
+    bad[i] += 1
+    cmp = framework.compare(model, images, bad, got, runner=_saturating)
+    assert not cmp.ok and cmp.unexplained[i] and not cmp.deviation[i] and cmp.unexplained.sum() == 1
+    off = lambda fw, rows, w, zx, zw: _saturating(fw, rows, w, zx, zw) + 1          # noqa: E731
+    cmp = framework.compare(model, images, framework.replay(model, images, "framework", runner=off), got, runner=off)
+    assert not cmp.ok and not cmp.check.explained and not cmp.deviation.any()
+
+
+def test_verify_range_is_the_calibrated_one():
+    """fbgemm's default qconfig calibrates uint8 activations to 7 bits: --verify draws from [0, 127]
+    for a PyTorch model unless told otherwise; an ONNX model's declared range otherwise."""
+    from golden.importers.cli import verify_range
+    from golden.model_file import InputSpec
+    spec = InputSpec(name="x", shape=(4,), dtype="uint8")
+    assert verify_range(object(), spec) == (0, 127, "the 7-bit range fbgemm's default qconfig calibrates "
+                                                    "(reduce_range)")
+    assert verify_range(qlinear_model(np.random.default_rng(1)), spec)[:2] == (0, 255)
+    assert verify_range(object(), spec, "3,200") == (3, 200, "--input-range")
+    for text, msg in (("3", "is not LO,HI"), ("0,256", "outside the model input's range [0, 255]"),
+                      ("9,3", "or empty")):
+        with pytest.raises(ValueError, match=r"^--input-range: .*" + re.escape(msg)):
+            verify_range(object(), spec, text)
+
+
 # --- PyTorch --------------------------------------------------------------------------------------
 
-def fbgemm_model(rng):
+def fbgemm_model(rng, seven_bit_weights=True):
     """An eager-mode torch.ao model (QuantStub, Conv2d+ReLU fused, Flatten, Linear, DeQuantStub),
-    calibrated and converted with the default fbgemm qconfig (per-channel int8 weights)."""
+    calibrated and converted with fbgemm's default qconfig (7-bit activations, per-channel int8
+    weights); with ``seven_bit_weights`` its weight observer is limited to [-64, 63] (see W7:
+    activations beyond the calibrated 7 bits still reach the next layer, up to 255)."""
     import torch
     import torch.ao.quantization as tq
     torch.backends.quantized.engine = "fbgemm"
@@ -177,6 +286,9 @@ def fbgemm_model(rng):
                               torch.nn.Flatten(), torch.nn.Linear(36, 5), tq.DeQuantStub()).eval()
     net = tq.fuse_modules(net, [["1", "2"]])
     net.qconfig = tq.get_default_qconfig("fbgemm")
+    if seven_bit_weights:
+        net.qconfig = net.qconfig._replace(weight=tq.PerChannelMinMaxObserver.with_args(
+            dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-64, quant_max=63))
     tq.prepare(net, inplace=True)
     with torch.no_grad():
         net(torch.randn(64, 2, 6, 6))
@@ -191,9 +303,15 @@ def test_torch_fbgemm_round_trip(tmp_path):
     x = torch.randn(128, 2, 6, 6) * 2
     q = net[0](x)                                              # the framework's own input quantization
     want = net[3:5](net[1:3](q)).int_repr().numpy().astype(np.int64)
-    got = IntegerDeployable(model).run(q.int_repr().numpy().astype(np.int64).transpose(0, 2, 3, 1))
-    np.testing.assert_array_equal(got, want)
-    assert proof.checked > 0
+    images = q.int_repr().numpy().astype(np.int64).transpose(0, 2, 3, 1)
+    got = IntegerDeployable(model).run(images)
+    # calibrated float32 scales: some channels have no exact integer form (the proof lists their
+    # accumulator values); golden differs from PyTorch exactly where the framework's float32
+    # requantization of exact accumulators differs from golden's, and nowhere else
+    cmp = framework.compare(model, images, want, got)
+    assert cmp.check.exact and not cmp.unexplained.any() and not cmp.deviation.any()   # 7-bit weights
+    np.testing.assert_array_equal(got != want, cmp.inexact)
+    assert proof.checked > 0 and proof.inexact
     # the whole model through the CLI: import, prove, verify against PyTorch
     torch.jit.save(torch.jit.script(net), tmp_path / "net.pt")
     assert main(["import", str(tmp_path / "net.pt"), "--input-shape", "2,6,6", "-o", str(tmp_path / "n.json"),
@@ -250,7 +368,7 @@ def test_fbgemm_formula_is_the_real_kernel():
     rng = np.random.default_rng(4)
     lin = nnq.Linear(16, 3)
     sw, sx, sy = np.float32(0.0071), np.float32(0.019), 0.11
-    w = torch.quantize_per_tensor(torch.tensor(rng.integers(-127, 128, (3, 16)) * sw, dtype=torch.float),
+    w = torch.quantize_per_tensor(torch.tensor(rng.integers(*W7, (3, 16)) * sw, dtype=torch.float),
                                   float(sw), 0, torch.qint8)
     bias = rng.uniform(-2, 2, 3).astype(np.float32)
     lin.set_weight_bias(w, torch.tensor(bias))

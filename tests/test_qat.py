@@ -284,6 +284,39 @@ def test_bundled_qat_model_epilogues_and_readme_accuracy(bits):
     assert row["float"] == cell(accuracy(FullPrecision(digits.float_network()).run(x_test / 16.0), y_test))
 
 
+def _bundled_equal(out_dir):
+    return {f"digits_qat{bits}{ext}": (out_dir / f"digits_qat{bits}{ext}").read_bytes()
+            == (digits.MODELS_DIR / f"digits_qat{bits}{ext}").read_bytes()
+            for bits in (8, 4) for ext in (".json", ".npz")}
+
+
+def test_retraining_reproduces_bundled_models_on_any_cpu(tmp_path):
+    """scripts/qat_digits.py retrains both widths with ATen at its baseline ISA and MKL in its
+    reproducible mode (golden.qat.REPRODUCIBLE_ENV): the model files come out byte for byte as
+    bundled, whatever this CPU's vector extensions. Without that environment the same training
+    gives other bytes on this (AVX2) machine: every one of the two settings moves the result."""
+    env = dict(os.environ, PYTHONPATH=str(ROOT))
+    r = subprocess.run([sys.executable, str(ROOT / "scripts" / "qat_digits.py"), "--out-dir", str(tmp_path)],
+                       capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert all(_bundled_equal(tmp_path).values()), _bundled_equal(tmp_path)
+
+
+def test_training_refuses_to_run_without_the_reproducible_environment(tmp_path):
+    """ATen fixes its ISA at its first computation: a process that computed before the script
+    set the environment has the CPU's own kernels, and the script refuses to train there."""
+    assert qat.reproducible_across_cpus() == (torch.backends.cpu.get_cpu_capability() == "DEFAULT"
+                                              and os.environ.get("MKL_CBWR") == "COMPATIBLE")
+    code = ("import sys; sys.argv = ['qat_digits.py', '--out-dir', sys.argv[1]]; import torch; "
+            "torch.ones(4).sum(); import runpy; "
+            f"runpy.run_path({str(ROOT / 'scripts' / 'qat_digits.py')!r}, run_name='__main__')")
+    env = {k: v for k, v in os.environ.items() if k not in qat.REPRODUCIBLE_ENV}
+    env["PYTHONPATH"] = str(ROOT)
+    r = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True, text=True, env=env, cwd=ROOT)
+    assert r.returncode != 0 and "would depend on this CPU" in r.stderr, r.stderr[-2000:]
+    assert not list(tmp_path.iterdir())
+
+
 @pytest.mark.regress
 def test_retraining_reproduces_bundled_models_and_rtl_is_bit_exact(tmp_path):
     """scripts/qat_digits.py --rtl retrains both widths (deterministic: the model files come out
@@ -294,10 +327,8 @@ def test_retraining_reproduces_bundled_models_and_rtl_is_bit_exact(tmp_path):
     r = subprocess.run([sys.executable, str(ROOT / "scripts" / "qat_digits.py"), "--out-dir", str(tmp_path),
                         "--rtl", "--rtl-dir", str(tmp_path / "rtl")], capture_output=True, text=True, env=env, cwd=ROOT)
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
+    assert all(_bundled_equal(tmp_path).values()), _bundled_equal(tmp_path)
     for bits in (8, 4):
-        for ext in (".json", ".npz"):
-            name = f"digits_qat{bits}{ext}"
-            assert (tmp_path / name).read_bytes() == (digits.MODELS_DIR / name).read_bytes(), name
         row = readme_table()[bits]
         line = f"| {bits} | " + " | ".join(row[c] for c in COLUMNS) + " |"
         assert line in r.stdout.splitlines(), (line, r.stdout[-1500:])

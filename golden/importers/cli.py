@@ -10,10 +10,15 @@ the node and the operator, exit status 2.
 """
 
 from pathlib import Path
+import sys
 
 import numpy as np
 
-__all__ = ["load_source", "framework_outputs", "add_parser"]
+from golden import model_file
+from golden.importers import framework
+from golden.network import IntegerDeployable
+
+__all__ = ["load_source", "framework_outputs", "verify_range", "add_parser"]
 
 
 def _shape(text):
@@ -104,6 +109,25 @@ def framework_outputs(source, model, images):
     return y.transpose(0, 2, 3, 1) if y.ndim == 4 else y
 
 
+def verify_range(source, spec, text=None):
+    """The input codes ``--verify`` draws from: ``--input-range`` (``text``), else the range the
+    model was calibrated for: fbgemm's default qconfig calibrates uint8 activations to 7 bits
+    (``reduce_range=True``), so [0, 127] for a PyTorch uint8 input; the input's declared range
+    otherwise. Returns ``(lo, hi, why)``."""
+    if text is not None:
+        try:
+            lo, hi = (int(v) for v in text.split(","))
+        except ValueError:
+            raise ValueError(f"--input-range: {text!r} is not LO,HI (two integers)") from None
+        if not spec.lo <= lo <= hi <= spec.hi:
+            raise ValueError(f"--input-range: [{lo}, {hi}] is outside the model input's range [{spec.lo}, "
+                             f"{spec.hi}] or empty")
+        return lo, hi, "--input-range"
+    if not hasattr(source, "SerializeToString") and spec.dtype == "uint8":
+        return spec.lo, min(spec.hi, 127), "the 7-bit range fbgemm's default qconfig calibrates (reduce_range)"
+    return spec.lo, spec.hi, "the input's declared range"
+
+
 def _run_engine(args, model, images, golden_out):
     """Run the verify inputs on the accelerator (``--sim``: its executable model or the RTL, one
     simulation) and compare with golden; prints the agreement, returns the mismatch count."""
@@ -130,12 +154,12 @@ def _run_engine(args, model, images, golden_out):
 
 
 def _main(args):
-    from golden import model_file
-    from golden.network import IntegerDeployable
     shape = _shape(args.input_shape) if args.input_shape else None
     if args.verify < 0 or (args.sim and args.verify == 0):
         raise ValueError(f"--verify: {args.verify} is out of range; allowed >= 0 (>= 1 with --sim)")
     model, proof, source = load_source(args.model, shape, allow_inexact=not args.strict)
+    if args.verify:
+        lo, hi, why = verify_range(source, model.input, args.input_range)
     out = model_file.save(model, args.output)
     p = proof.as_dict()
     print(f"{args.model} -> {out} (+ {out.with_suffix('.npz').name}): {len(model.layers)} layers, "
@@ -144,24 +168,29 @@ def _main(args):
     for what, ch, values in proof.differences:
         print(f"  inexact: {what} channel {ch}: {values.size} accumulator value(s) requantize differently from "
               f"the framework's float32 result (float32 rounding moves a .5 tie), e.g. {int(values[0])}")
-    if args.verify:
-        rng = np.random.default_rng(args.seed)
-        spec = model.input
-        images = rng.integers(spec.lo, spec.hi + 1, (args.verify,) + spec.shape)
-        want = framework_outputs(source, model, images)
-        got = IntegerDeployable(model).run(images)
-        bad = int(np.count_nonzero(got != want))
-        print(f"verify: {args.verify} random inputs, framework vs golden: {want.size - bad}/{want.size} elements "
-              f"equal{'' if bad == 0 else ' - MISMATCH'}")
-        engine_bad = _run_engine(args, model, images, got) if args.sim else 0
-        if engine_bad and not bad:
-            return 1
-        if bad:
-            i = tuple(int(v) for v in np.argwhere(got != want)[0])
-            print(f"verify: first mismatch at {i} (sample, element): framework {int(want[i])}, golden {int(got[i])}"
-                  f"{'; the proof above lists the inexact accumulator values' if proof.inexact else ''}")
-            return 1
-    return 0
+    for warning in model.metadata.get(framework.WARNINGS_KEY, []):
+        print(f"intdeploy import: warning: {warning}", file=sys.stderr)
+    if not args.verify:
+        return 0
+    rng = np.random.default_rng(args.seed)
+    images = rng.integers(lo, hi + 1, (args.verify,) + model.input.shape)
+    want = framework_outputs(source, model, images)
+    got = IntegerDeployable(model).run(images)
+    print(f"verify: {args.verify} random inputs in [{lo}, {hi}] ({why}), framework vs golden: "
+          f"{np.count_nonzero(got == want)}/{want.size} elements equal")
+    cmp = framework.compare(model, images, want, got)
+    for line in cmp.lines():
+        print(f"verify: {line}")
+    engine_bad = _run_engine(args, model, images, got) if args.sim else 0
+    for what, mask, hint in (("golden differs from the framework's float32 requantization of exact accumulators",
+                              cmp.inexact, "; the proof above lists the inexact accumulator values"),
+                             ("the framework's output is not explained", cmp.unexplained, "")):
+        if mask.any():
+            i = tuple(int(v) for v in np.argwhere(mask)[0])
+            print(f"verify: MISMATCH: {what} at {np.count_nonzero(mask)} element(s); first at {i} (sample, "
+                  f"element): framework {int(want[i])}, golden {int(got[i])}, framework on exact accumulators "
+                  f"{int(cmp.exact[i])}{hint if proof.inexact else ''}")
+    return 0 if cmp.ok and not engine_bad else 1
 
 
 def add_parser(sub):
@@ -183,6 +212,9 @@ def add_parser(sub):
     p.add_argument("--verify", type=int, default=64, help="random inputs compared framework vs golden "
                                                           "(default 64; 0: none)")
     p.add_argument("--seed", type=int, default=0, help="seed of the --verify inputs (default 0)")
+    p.add_argument("--input-range", metavar="LO,HI",
+                   help="input codes --verify draws from (default: the range the model was calibrated for: "
+                        "[0, 127] for a PyTorch fbgemm uint8 input, the input's declared range otherwise)")
     p.add_argument("--sim", choices=("golden", "verilator", "icarus"),
                    help="also run the --verify inputs on the accelerator: its executable model (golden) or "
                         "the RTL on a simulator, compared with golden element by element")

@@ -26,6 +26,7 @@ Anything else raises :class:`golden.model_file.ModelFormatError` with one line, 
 import numpy as np
 
 from golden import mac_array
+from golden.importers import framework, x86_kernels
 from golden.importers.fp32 import Proof, f32, fit_requant, ort_requantize, ort_scale
 from golden.model_file import DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError
 
@@ -124,6 +125,8 @@ def _import_onnx(model, name, strict):
     spec = {}
     proof = Proof()
     names = set()
+    arithmetic = {}                             # layer name -> framework.record
+    warnings = []
 
     def fresh(n):
         base = _safe(n)
@@ -234,6 +237,14 @@ def _import_onnx(model, name, strict):
             raise ModelFormatError(str(e)) from None
         wzp = int(w_zpc[0]) if np.all(w_zpc == w_zpc[0]) else w_zpc
         nm = fresh(node.output[0])
+        u8s8 = x.dtype == "uint8" and wq.dtype == np.int8           # MLAS's saturating kernel (x86_kernels)
+        arithmetic[nm] = framework.record("onnxruntime", u8s8, scale, zp, lo, hi, bias=bias,
+                                          chw_of=getattr(x, "hwc", None))
+        warn = u8s8 and x86_kernels.saturation_warning(
+            label, framework.framework_weights(arithmetic[nm], w8), x_lo, x_hi,
+            "quantize with reduce_range=True (7-bit weights, as ONNX Runtime recommends for such CPUs)")
+        if warn:
+            warnings.append(warn)
         layers.append(MacLayer(kind=kind, name=nm, inputs=(x.name,), weight=w8, weight_zero_point=wzp,
                                input_zero_point=x.zp, requant=rq, dtype=y_dtype, eps=float(f32(y_scale)),
                                weight_eps=float(w_scale[0]) if w_scale.size == 1 else w_scale.astype(np.float64),
@@ -267,7 +278,9 @@ def _import_onnx(model, name, strict):
         perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
         nm = fresh(node.output[0])
         layers.append(FlattenLayer(name=nm, inputs=(q.name,), dtype=q.dtype, eps=float(q.scale)))
-        return _Q(nm, q.scale, q.zp, q.dtype, (h * w * c,), "vec", perm=perm, lo=q.lo, hi=q.hi)
+        out = _Q(nm, q.scale, q.zp, q.dtype, (h * w * c,), "vec", perm=perm, lo=q.lo, hi=q.hi)
+        out.hwc = (h, w, c)
+        return out
 
     def visit(node):
         op = node.op_type
@@ -403,7 +416,8 @@ def _import_onnx(model, name, strict):
         im = IntegerModel(input=spec["input"], layers=tuple(layers), outputs=tuple(outs),
                           name=name or g.name or "onnx_model",
                           metadata={"converter": "golden.importers.from_onnx", "rounding": "half_even",
-                                    "requant_proof": proof.as_dict()})
+                                    "requant_proof": proof.as_dict(), framework.LAYERS_KEY: arithmetic,
+                                    framework.WARNINGS_KEY: warnings})
     except ValueError as e:
         raise ModelFormatError(str(e)) from None
     return im, proof

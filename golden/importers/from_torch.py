@@ -22,6 +22,7 @@ a flatten permutes the next Linear's columns so that PyTorch's ``(c, h, w)`` ord
 import numpy as np
 
 from golden import mac_array
+from golden.importers import framework, x86_kernels
 from golden.importers.fp32 import Proof, f32, fbgemm_requantize, fit_requant
 from golden.model_file import DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError
 
@@ -124,6 +125,8 @@ def _import_torch(module, input_shape, name, strict):
         raise ModelFormatError(f"input_shape: expected (C, H, W) or (K,), got {list(input_shape)}")
     proof = Proof()
     layers = []
+    arithmetic = {}                             # layer name -> framework.record
+    warnings = []
     cur = None                                  # (name, scale, zp, dtype, shape, lo, hi, perm)
     spec = None
     for i, (nm, mod) in enumerate(children):
@@ -159,7 +162,7 @@ def _import_torch(module, input_shape, name, strict):
                 lname = f"l{i}_{nm}".replace(".", "_")
                 layers.append(FlattenLayer(name=lname, inputs=(cur["name"],), dtype=cur["dtype"],
                                            eps=float(cur["scale"])))
-                cur = dict(cur, name=lname, shape=(h * w * c,), perm=perm)
+                cur = dict(cur, name=lname, shape=(h * w * c,), perm=perm, hwc=(h, w, c))
             continue
         is_lin, is_conv = kind in ("Linear", "LinearReLU"), kind in ("Conv2d", "ConvReLU2d")
         if not (is_lin or is_conv):
@@ -216,6 +219,14 @@ def _import_torch(module, input_shape, name, strict):
         except ValueError as e:
             raise ModelFormatError(str(e)) from None
         lname = f"l{i}_{nm}".replace(".", "_")
+        u8s8 = cur["dtype"] == "uint8"                             # fbgemm's saturating kernel (x86_kernels)
+        arithmetic[lname] = framework.record("fbgemm", u8s8, scale, zp, lo, hi, bias=bf, act_times_w=a,
+                                             chw_of=cur.get("hwc") if cur["perm"] is not None else None)
+        warn = u8s8 and x86_kernels.saturation_warning(
+            label, framework.framework_weights(arithmetic[lname], w), x_lo, x_hi,
+            "calibrate activations to 7 bits (reduce_range=True, fbgemm's default qconfig)")
+        if warn:
+            warnings.append(warn)
         layers.append(MacLayer(kind=kind, name=lname, inputs=(cur["name"],), weight=w.astype(np.int8),
                                weight_zero_point=int(wzp[0]) if np.all(wzp == wzp[0]) else wzp.astype(np.int64),
                                input_zero_point=cur["zp"], requant=rq, dtype=y_dtype, eps=y_scale,
@@ -235,7 +246,8 @@ def _import_torch(module, input_shape, name, strict):
     try:
         im = IntegerModel(input=spec, layers=tuple(layers), outputs=(layers[-1].name,), name=name or "torch_model",
                           metadata={"converter": "golden.importers.from_torch", "rounding": "half_even",
-                                    "requant_proof": proof.as_dict()})
+                                    "requant_proof": proof.as_dict(), framework.LAYERS_KEY: arithmetic,
+                                    framework.WARNINGS_KEY: warnings})
     except ValueError as e:
         raise ModelFormatError(str(e)) from None
     return im, proof
