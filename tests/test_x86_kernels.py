@@ -199,3 +199,17 @@ def test_fbgemm_modules_are_their_accumulators_in_im2col_order(conv):
     a = np.float32(sx * sw)
     np.testing.assert_array_equal(fp32.fbgemm_requantize(fw, a, a / np.float32(sy), zy, 0, 255), y)
     _assert_kernel(fw, exact, model)
+
+
+def test_kernel_measurement_reports_both_frameworks():
+    """python -m golden.importers.framework: 7-bit activations exact on every CPU; full-range ones
+    exact or explained as this CPU's kind requires."""
+    from golden.importers.framework import kernel_measurement
+    lines = kernel_measurement()
+    assert len(lines) == 5 and lines[0] == f"this CPU: {K.cpu_note()}"
+    assert all("integer accumulators exact on this CPU (800 compared)" in lines[i] for i in (1, 3))
+    for line in (lines[2], lines[4]):
+        if EXPECTED == "saturate":
+            assert " is not exact on this CPU: " in line and "every one as int16 pair saturation predicts" in line
+        elif EXPECTED == "exact":
+            assert "integer accumulators exact on this CPU" in line

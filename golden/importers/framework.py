@@ -258,3 +258,23 @@ def compare(model, images, want, got, runner=None):
     unexplained = (predicted != want) | (deviation & (not check.explained))
     return Comparison(differ=got != want, deviation=deviation & check.explained, inexact=got != exact,
                       unexplained=unexplained, check=check, exact=exact)
+
+
+def kernel_measurement(seed=0, rows=50, k=16, m=16):
+    """The measurement behind :mod:`golden.importers.x86_kernels`, on this CPU: each framework's
+    u8 x s8 GEMM (``rows`` x ``k`` activations, random int8 weights ``k`` x ``m``) against exact
+    arithmetic, with activations in [0, 128) and in [0, 256). Returns report lines."""
+    rng = np.random.default_rng(seed)
+    w = rng.integers(-128, 128, (m, k))
+    lines = [f"this CPU: {x86_kernels.cpu_note()}"]
+    for fw, (label, module, runner) in _FRAMEWORKS.items():
+        for hi in (128, 256):
+            x = rng.integers(0, hi, (rows, k))
+            check = x86_kernels.KernelCheck(label.format(__import__(module).__version__))
+            check.add(runner(x, w, 0, 0), mac_array.linear(x, w), x86_kernels.pair_saturated_linear(x, w))
+            lines.append(f"activations in [0, {hi}): {check.line()}")
+    return lines
+
+
+if __name__ == "__main__":
+    print("\n".join(kernel_measurement()))
