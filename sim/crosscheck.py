@@ -893,7 +893,7 @@ def format_report(cases, sim):
                      f"{others}{'' if row['passed'] else '   FAIL'}{known}")
     lines += kernel_lines(cases)
     bad = sum(not passed(c) for c in cases)
-    known = sum(c.deviation is not None for c in cases)
+    known = sum(c.deviation is not None and bool(c.deviation.mask.any()) for c in cases)
     lines.append(f"{len(cases)} cases, {bad} failed" + (
         f" ({known} with a reference that deviates from exact arithmetic (KNOWN): its model reproduces the "
         f"reference, and golden and the engine are compared with exact arithmetic there)" if known else ""))
