@@ -8,14 +8,14 @@ every mutant with a counterexample trace (``python -m formal.run --mutants``).
 
 from amaranth import ResetSignal, Signal
 
-from hw.add import AddUnit
-from hw.cdc import AsyncFIFO
-from hw.command import CommandProcessor
-from hw.mac_array import MacArray
-from hw.packer import ResultPacker
-from hw.pool import PoolUnit
-from hw.requantizer import Requantizer
-from hw.threshold import ThresholdUnit
+from intdeploy.hw.add import AddUnit
+from intdeploy.hw.cdc import AsyncFIFO
+from intdeploy.hw.command import CommandProcessor
+from intdeploy.hw.mac_array import MacArray
+from intdeploy.hw.packer import ResultPacker
+from intdeploy.hw.pool import PoolUnit
+from intdeploy.hw.requantizer import Requantizer
+from intdeploy.hw.threshold import ThresholdUnit
 
 __all__ = ["find", "mutate"]
 

@@ -96,7 +96,7 @@ def stream_proof(m, rst, dut, frag, *, occupancy, capacity, weight=None, tag=Non
 
 def _rq_cls(mutant):
     from formal import mutants as mu
-    from hw.requantizer import Requantizer
+    from intdeploy.hw.requantizer import Requantizer
     return Requantizer if mutant is None else mu.REQUANTIZER[mutant]
 
 
@@ -121,14 +121,14 @@ def _requantizer_stream(mutant, *, order=False):
 
 
 def requantize_reference(p, acc, out_bits):
-    """golden.requantizer.requantize for one lane, as an Amaranth expression.
+    """intdeploy.golden.requantizer.requantize for one lane, as an Amaranth expression.
 
     Transcribes golden's formulation (not the unit's): wrap32(acc + bias), then for floor /
     half_up / half_even golden's ``round_shift`` on ``x * mult + offset``; for tflite gemmlowp's
     two roundings (the nudged high multiply truncated toward zero, then RoundingDivideByPOT);
     ``+ zero_point``; clip.
     """
-    from hw.requantizer import Rounding
+    from intdeploy.hw.requantizer import Rounding
     x = (acc + p.bias)[:32].as_signed()
     shift = p.shift
     t = x * p.mult + p.offset                               # signed(65), exact
@@ -162,7 +162,7 @@ def _requantizer_equiv(mutant, *, rounding, widths):
     ``widths``: ``{field: bits}``, every field free within signed(bits) (``shift`` within
     0 .. 2**bits - 1); the unit keeps its full 32/48-bit datapath, only the inputs are reduced.
     """
-    from hw.requantizer import LATENCY, Rounding
+    from intdeploy.hw.requantizer import LATENCY, Rounding
     out_bits = widths["out"]
 
     def body(m, rst):
@@ -219,7 +219,7 @@ def _threshold_stream(mutant):
     the output FIFO's level; the credit count and the FIFO's pointers are tied to it (the
     invariants that make the induction step hold)."""
     def body(m, rst):
-        dut = _unit_cls(mutant, "hw.threshold", "ThresholdUnit", "THRESHOLD")(
+        dut = _unit_cls(mutant, "intdeploy.hw.threshold", "ThresholdUnit", "THRESHOLD")(
             channels=2, max_bits=2, lanes=1)
         frag = Fragment.get(dut, None)
         valid = internal(frag, r"valid\d+", expect=dut.compare_at[-1] + 2)
@@ -253,7 +253,7 @@ def _add_stream(mutant):
     """AddUnit: two input stages, the branch requantizer, the sum and shift stages, the output requantizer
     (occupancy from all their stage flags and both skid buffers)."""
     def body(m, rst):
-        dut = _unit_cls(mutant, "hw.add", "AddUnit", "ADD")(lanes=1, in_bits=2, out_bits=2)
+        dut = _unit_cls(mutant, "intdeploy.hw.add", "AddUnit", "ADD")(lanes=1, in_bits=2, out_bits=2)
         frag = Fragment.get(dut, None)
         flags = (internal(frag, r"in_valid\d", expect=2) + internal(frag, r"sum_valid\d", expect=2)
                  + internal(frag, r"valid\d+") + internal(frag, r"skid_valid", expect=2))
@@ -265,7 +265,7 @@ def _mac_stream(mutant):
     """MacArray: a step stream in, one result per ``last`` step out (conservation counts the
     ``last`` steps); occupancy = ``last`` steps in the pipeline + the held result."""
     def body(m, rst):
-        dut = _unit_cls(mutant, "hw.mac_array", "MacArray", "MAC_ARRAY")(rows=1, cols=2)
+        dut = _unit_cls(mutant, "intdeploy.hw.mac_array", "MacArray", "MAC_ARRAY")(rows=1, cols=2)
         frag = Fragment.get(dut, None)
         n = 3 + dut.depth
         occ = sum(_one(frag, f"valid{k}") & _one(frag, f"last{k}") for k in range(1, n + 1))
@@ -278,7 +278,7 @@ def _pool_stream(mutant):
     """PoolUnit: a tap stream in, one result per window (``last`` tap) out; occupancy = the
     window stage flags W, E1, E2, E3, O."""
     def body(m, rst):
-        dut = _unit_cls(mutant, "hw.pool", "PoolUnit", "POOL")(lanes=1, in_bits=3, max_taps=4,
+        dut = _unit_cls(mutant, "intdeploy.hw.pool", "PoolUnit", "POOL")(lanes=1, in_bits=3, max_taps=4,
                                                                 max_shift=2)
         frag = Fragment.get(dut, None)
         flags = [_one(frag, f"valid_{s}") for s in ("w", "e1", "e2", "e3", "o")]
@@ -293,7 +293,7 @@ def _packer_stream(mutant):
     of a pair taken) out never outrun final beats in, nor lag them by more than the one result
     in flight; no pair is offered after a final word; ``out_bytes`` is free but constant."""
     def body(m, rst):
-        dut = _unit_cls(mutant, "hw.packer", "ResultPacker", "PACKER")(lanes=2)
+        dut = _unit_cls(mutant, "intdeploy.hw.packer", "ResultPacker", "PACKER")(lanes=2)
         m.submodules.dut = dut
         ob = Signal(2, name="out_bytes")
         m.d.comb += [ob.eq(AnyConst(2)), Assume(ob != 3), dut.out_bytes.eq(ob)]
@@ -326,8 +326,8 @@ def _command_stream(mutant):
     the threshold-load stream and the run stream keep the output contract. Built as in the
     core, for a small configuration."""
     def body(m, rst):
-        from hw.config import AcceleratorConfig
-        from hw.core import Core
+        from intdeploy.hw.config import AcceleratorConfig
+        from intdeploy.hw.core import Core
         cfg = AcceleratorConfig(rows=2, cols=2, weight_depth=16, act_depth=16, param_channels=4,
                                 residual_depth=16, threshold_channels=2, max_q=2, max_pool_taps=4)
         core = Core(config=cfg)        # built for its layouts; only its command processor is used
@@ -369,12 +369,12 @@ for _mode, _mutants in (("floor", []), ("half_up", ["half_up_as_floor"]),
 
 def _cdc_cls(mutant):
     from formal import mutants as mu
-    from hw.cdc import AsyncFIFO
+    from intdeploy.hw.cdc import AsyncFIFO
     return AsyncFIFO if mutant is None else mu.ASYNC_FIFO[mutant]
 
 
 class _CdcHarness(Elaboratable):
-    """hw.cdc.AsyncFIFO between two free clocks (``multiclock on``: every clock edge pattern,
+    """intdeploy.hw.cdc.AsyncFIFO between two free clocks (``multiclock on``: every clock edge pattern,
     hence every frequency ratio and phase, is explored) with asynchronous resets.
 
     Reset, per the unit's contract: one free source ``arst`` asserts both sides' resets at

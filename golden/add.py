@@ -27,7 +27,7 @@ import math
 
 import numpy as np
 
-from golden.requantizer import (INT32_MAX, INT32_MIN, RequantParams, _as_int_array, _check_range,
+from intdeploy.golden.requantizer import (INT32_MAX, INT32_MIN, RequantParams, _as_int_array, _check_range,
                                 _wrap32, quantize_multiplier, requantize)
 
 __all__ = ["AddParams", "add"]
@@ -144,7 +144,7 @@ class AddParams:
         double as TFLite does: ``left_shift = 20``, ``twice_max = 2*max(scale_a, scale_b)``,
         ``real_i = scale_i / twice_max``, ``real_out = twice_max / (2**20 * scale_out)``, each
         turned into ``(mult, shift)`` by ``QuantizeMultiplierSmallerThanOneExp``
-        (:func:`golden.requantizer.quantize_multiplier` plus TFLite's checks that the real
+        (:func:`intdeploy.golden.requantizer.quantize_multiplier` plus TFLite's checks that the real
         multiplier is in (0, 1) and its exponent <= 0). Rounding is ``tflite`` throughout:
         ``MultiplyByQuantizedMultiplierSmallerThanOneExp`` equals ``MultiplyByQuantizedMultiplier``
         for a non-positive exponent. ``lo``/``hi`` are the fused activation's clamp.

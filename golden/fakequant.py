@@ -16,7 +16,7 @@ Rounding is ``numpy.rint`` (half to even), like ``torch.round``.
 
 import numpy as np
 
-from golden.quantizers import _bits, _positive, _real_array
+from intdeploy.golden.quantizers import _bits, _positive, _real_array
 
 __all__ = ["fake_quantize", "fake_quantize_backward", "pact_forward", "pact_backward",
            "lsq_forward", "lsq_backward"]
@@ -67,7 +67,7 @@ def pact_forward(x, beta, bits):
     """PACT forward (report sec. 2.2, Eq. 10): ``eps * clip(floor(x / eps), 0, 2**bits - 1)``, ``eps = beta/(2**bits - 1)``.
 
     The report writes ``eps * floor(clip(x, 0, beta) / eps)``; the clip is applied to the
-    integer code instead (as :func:`golden.quantizers.pact_quantize` and NEMO's ``PACT_Act``):
+    integer code instead (as :func:`intdeploy.golden.quantizers.pact_quantize` and NEMO's ``PACT_Act``):
     in floating point ``beta / eps`` rounds just below ``2**bits - 1`` for about one ``beta`` in
     eight, and clipping ``x`` to ``beta`` first would then make the top level unreachable.
     """

@@ -21,7 +21,7 @@ Layouts: activations channels-last (``(..., K)``, NHWC); weights output-channel-
 
 import numpy as np
 
-from golden.requantizer import _as_int_array
+from intdeploy.golden.requantizer import _as_int_array
 
 __all__ = ["linear", "im2col", "conv2d", "accumulator_range", "accumulator_bits", "check_accumulator"]
 

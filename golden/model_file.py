@@ -5,14 +5,14 @@ example); this module is its reference implementation. In memory a model is an
 :class:`IntegerModel`: an :class:`InputSpec`, a tuple of layers in topological order
 (:class:`MacLayer`, :class:`AddLayer`, :class:`RequantLayer`, :class:`PoolLayer`,
 :class:`FlattenLayer`) and the names of the output tensors. Every layer carries the golden
-parameter objects themselves (:class:`golden.requantizer.RequantParams`,
-:class:`golden.add.AddParams`, :class:`Threshold`), so the numbers flow from the file to the
-golden model (:class:`golden.network.IntegerDeployable`) and to a hardware driver unchanged.
+parameter objects themselves (:class:`intdeploy.golden.requantizer.RequantParams`,
+:class:`intdeploy.golden.add.AddParams`, :class:`Threshold`), so the numbers flow from the file to the
+golden model (:class:`intdeploy.golden.network.IntegerDeployable`) and to a hardware driver unchanged.
 
 Validation happens in one place for both origins of a model: constructing an
 :class:`IntegerModel` (by :func:`load` or by a converter) checks every field, every array's dtype
 and shape, the graph (references, arities, shapes, zero points), and proves with exact interval
-arithmetic that every accumulator fits int32 (:func:`golden.mac_array.check_accumulator`) and
+arithmetic that every accumulator fits int32 (:func:`intdeploy.golden.mac_array.check_accumulator`) and
 every tensor fits its declared storage dtype. Problems raise :class:`ModelFormatError` (a
 ``ValueError``) with one line that names the field, e.g.
 ``layers[2].requant.shift: 70 is out of range; allowed [0, 62]``. :func:`load` also turns a
@@ -29,10 +29,10 @@ import zlib
 
 import numpy as np
 
-from golden import mac_array, pool
-from golden.add import AddParams
-from golden.requantizer import INT32_MAX, INT32_MIN, ROUNDING_MODES, RequantParams, requantize
-from golden.threshold import EXACT_RANGE
+from intdeploy.golden import mac_array, pool
+from intdeploy.golden.add import AddParams
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, ROUNDING_MODES, RequantParams, requantize
+from intdeploy.golden.threshold import EXACT_RANGE
 
 __all__ = [
     "FORMAT", "VERSION", "DTYPES", "LAYER_KINDS", "REQUANT_FIELDS", "ModelFormatError",
@@ -132,7 +132,7 @@ def _requant_zero_point(name, rq):
 
 @dataclass(frozen=True, eq=False)
 class Threshold:
-    """Threshold epilogue (report Eq. 19-20, :func:`golden.threshold.threshold`).
+    """Threshold epilogue (report Eq. 19-20, :func:`intdeploy.golden.threshold.threshold`).
 
     ``thresholds``: integer ``(C, T)``, ``T = 2**Q - 1`` (Q in 1..8), non-decreasing per channel,
     within int32; ``negate``: bool ``(C,)``. Output = number of thresholds ``t <= x`` (``-x`` on
@@ -209,7 +209,7 @@ class _Layer:
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class MacLayer(_Layer):
-    """A conv2d or linear layer: MAC array (:mod:`golden.mac_array`) then one epilogue.
+    """A conv2d or linear layer: MAC array (:mod:`intdeploy.golden.mac_array`) then one epilogue.
 
     ``weight`` int8, OHWI ``(Cout, KH, KW, Cin)`` (conv2d) or ``(M, K)`` (linear), values within
     ``weight_bits`` signed bits; ``weight_zero_point`` int or ``(Cout,)``, in [-128, 127];
@@ -292,7 +292,7 @@ class MacLayer(_Layer):
 
 @dataclass(frozen=True, kw_only=True, eq=False)
 class AddLayer(_Layer):
-    """Integer Add of two tensors (:func:`golden.add.add`); ``params.in_zero_points`` must be the
+    """Integer Add of two tensors (:func:`intdeploy.golden.add.add`); ``params.in_zero_points`` must be the
     inputs' zero points and ``params.output.zero_point`` is per-tensor."""
     name: str
     inputs: tuple
@@ -326,7 +326,7 @@ class RequantLayer(_Layer):
         _requant_zero_point("requant", self.requant)
 
 
-#: Pooling modes of :class:`PoolLayer` (names of :data:`golden.pool.POOL_MODES`) and file names.
+#: Pooling modes of :class:`PoolLayer` (names of :data:`intdeploy.golden.pool.POOL_MODES`) and file names.
 _POOL_FILE_MODE = {"avg_nemo": "nemo", "avg_tflite": "tflite"}
 
 

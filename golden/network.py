@@ -11,7 +11,7 @@ evaluated in four representations:
     asymmetric quantizer or a symmetric one) and every activation by PACT (``eps = beta /
     (2**Q - 1)``, ``alpha = 0``, floor, Eq. 10); layers without activation end in a symmetric
     signed quantizer. Batch-norm stays float; the straight-through estimator only matters for
-    training (:mod:`golden.fakequant`), so it does not appear here.
+    training (:mod:`intdeploy.golden.fakequant`), so it does not appear here.
 ``QuantizedDeployable`` (sec. 3)
     Float64 on the graph of the integer network, where *every* tensor is ``eps * integer image``:
     linear operators on quantized weights and inputs (Eq. 15-16), batch-norm either with
@@ -21,9 +21,9 @@ evaluated in four representations:
     requantization factors taken exactly; the two differ only by the RQ approximations of
     Eq. 12-14 (bounded by :func:`agreement`).
 ``IntegerDeployable`` (sec. 3)
-    Pure integer (int64 numpy), from a model file alone (:class:`golden.model_file.IntegerModel`),
-    with the golden units: :mod:`golden.mac_array`, :func:`golden.requantizer.requantize`,
-    :func:`golden.threshold.threshold`, :func:`golden.add.add`, :mod:`golden.pool`.
+    Pure integer (int64 numpy), from a model file alone (:class:`intdeploy.golden.model_file.IntegerModel`),
+    with the golden units: :mod:`intdeploy.golden.mac_array`, :func:`intdeploy.golden.requantizer.requantize`,
+    :func:`intdeploy.golden.threshold.threshold`, :func:`intdeploy.golden.add.add`, :mod:`intdeploy.golden.pool`.
 
 :func:`convert` goes from a FullPrecision network plus calibration inputs to all the others.
 Its choices (see :class:`ConvertOptions`):
@@ -35,12 +35,12 @@ Its choices (see :class:`ConvertOptions`):
   ``bn_bits`` per layer, ``lambda`` in the quantum ``eps_kappa * eps_phi``, ``mult = kappa_int *
   m_act``, ``offset = lambda_int * m_act``, floor) or, for activations of at most
   ``threshold_bits`` bits, merged into integer thresholds (Eq. 19-20, exact);
-* every requantization factor by NEMO's rule (:func:`golden.requantizer.nemo_multiplier`,
+* every requantization factor by NEMO's rule (:func:`intdeploy.golden.requantizer.nemo_multiplier`,
   ``D = 2**ceil(log2(eps_out / (eps_in * eta)))``, relative error <= ``eta / 2``, Eq. 14);
 * an Add is NEMO's ``PACT_IntegerAdd`` (Eq. 24): output quantum the larger input quantum,
   per-branch multipliers over a common ``2**d``, unclipped, followed by its activation as an
   element-wise requantizer; average pooling is Eq. 25.
-* every MAC layer must fit the int32 accumulator (:func:`golden.mac_array.check_accumulator`),
+* every MAC layer must fit the int32 accumulator (:func:`intdeploy.golden.mac_array.check_accumulator`),
   else :func:`convert` refuses it with a ValueError naming the layer.
 
 The channel axis is last everywhere; weights are output-channel first (OHWI for conv2d).
@@ -52,14 +52,14 @@ import math
 
 import numpy as np
 
-from golden import mac_array, model_file, pool
-from golden.add import AddParams, add
-from golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer,
+from intdeploy.golden import mac_array, model_file, pool
+from intdeploy.golden.add import AddParams, add
+from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer,
                                RequantLayer, Threshold)
-from golden.quantizers import (affine_params, affine_quantize, asymmetric_weight_quantize, int8_storage,
+from intdeploy.golden.quantizers import (affine_params, affine_quantize, asymmetric_weight_quantize, int8_storage,
                                linear_quantize, pact_quantize)
-from golden.requantizer import INT32_MAX, RequantParams, nemo_multiplier, requantize
-from golden.threshold import bn_thresholds, threshold
+from intdeploy.golden.requantizer import INT32_MAX, RequantParams, nemo_multiplier, requantize
+from intdeploy.golden.threshold import bn_thresholds, threshold
 
 __all__ = [
     "INPUT", "BatchNorm", "Conv2d", "Linear", "Add", "AvgPool2d", "MaxPool2d", "Flatten", "Network",
@@ -583,7 +583,7 @@ class IntegerDeployable:
     returns the int64 output(s) or, with ``trace``, every tensor by name.
 
     ``mac_layer``: optional ``(layer, x) -> int64 output`` of a :class:`MacLayer` in place of
-    golden's (:mod:`golden.importers.framework` replays a framework's own arithmetic through it).
+    golden's (:mod:`intdeploy.golden.importers.framework` replays a framework's own arithmetic through it).
     """
 
     def __init__(self, model, mac_layer=None):
@@ -765,7 +765,7 @@ def convert(net, calibration, options=None, name="model", metadata=None, *, beta
     name, metadata : stored in the model file
     betas : dict, optional
         Layer name -> activation range ``beta`` to use instead of the calibrated one (e.g. a
-        PACT clip learned by quantization-aware training, :mod:`golden.qat`).
+        PACT clip learned by quantization-aware training, :mod:`intdeploy.golden.qat`).
     weight_eps : dict, optional
         MAC layer name -> per-output-channel weight quanta ``(C,)`` to use instead of the ones
         derived from the weights (e.g. learned LSQ steps); needs ``weights="symmetric"``.

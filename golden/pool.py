@@ -3,7 +3,7 @@
 Pooling is defined on *windows*, ``(..., T, C)`` arrays holding the ``T`` taps of each output
 (channels last), so the hardware's window reduction and the 2-D functions share one arithmetic
 (:func:`pool_windows`); the 2-D functions only extract windows with
-:func:`golden.mac_array.im2col`.
+:func:`intdeploy.golden.mac_array.im2col`.
 
 * ``max``: maximum over the taps. Quantization preserves order, so max pooling commutes with it
   (report sec. 3.6).
@@ -18,8 +18,8 @@ Widths: taps int32; sums are exact in int64.
 
 import numpy as np
 
-from golden.mac_array import _pair, _padding, im2col
-from golden.requantizer import INT32_MAX, INT32_MIN, _as_int_array, _check_range
+from intdeploy.golden.mac_array import _pair, _padding, im2col
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, _as_int_array, _check_range
 
 __all__ = ["POOL_MODES", "pool_windows", "max_pool2d", "avg_pool2d_nemo", "avg_pool2d_tflite"]
 
@@ -147,7 +147,7 @@ def avg_pool2d_tflite(x, kernel, stride=None, padding=0, lo=-128, hi=127):
 
     Each output divides the sum of its *valid* taps by their number (padding excluded, as
     TFLite's ``filter_count``), rounding half away from zero, then clamps to ``[lo, hi]``.
-    ``stride`` defaults to ``kernel``; ``padding`` as in :func:`golden.mac_array.im2col`
+    ``stride`` defaults to ``kernel``; ``padding`` as in :func:`intdeploy.golden.mac_array.im2col`
     (use the explicit ``((top, bottom), (left, right))`` form for TFLite SAME padding).
     """
     win, count = _windows(x, kernel, stride, padding, pad_value=0)

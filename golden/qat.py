@@ -1,23 +1,23 @@
 """Quantization-aware training (QAT) in PyTorch: PACT activations, LSQ quantizers, BN folding, and
 the QAT of the digits network exported as model files.
 
-The autograd functions compute exactly what the numpy references of :mod:`golden.fakequant` compute
+The autograd functions compute exactly what the numpy references of :mod:`intdeploy.golden.fakequant` compute
 (same operations in the same order; in float64 the forward values and masked gradients are equal
 bit for bit, see ``tests/test_qat.py``):
 
 * :class:`PactFunction` / :class:`PactActivation`: PACT (NEMO report sec. 2.2, Eq. 10), learned
   clip ``beta`` (NEMO's ``alpha``), ``y = eps * clip(floor(x / eps), 0, 2**Q - 1)``,
   ``eps = beta / (2**Q - 1)``; straight-through estimator ``dy/dx = 1`` on ``0 <= x < beta``,
-  ``dy/dbeta = 1`` on ``x >= beta`` (:func:`golden.fakequant.pact_backward`).
+  ``dy/dbeta = 1`` on ``x >= beta`` (:func:`intdeploy.golden.fakequant.pact_backward`).
 * :class:`LsqFunction` / :class:`LsqQuantizer`: the LSQ step-size quantizer of the weekly report
   (25 May 2019): ``y = round(clip(x / s, -n, n)) * s``, ``n = 2**(b-1) - 1``, round half to
-  even; its ``backward`` (:func:`golden.fakequant.lsq_backward`), and the LSQ gradient scale
+  even; its ``backward`` (:func:`intdeploy.golden.fakequant.lsq_backward`), and the LSQ gradient scale
   ``g = 1 / sqrt(N * Qp)`` (``Qp = n``, ``N`` the elements sharing one step) applied to the
   step's gradient only, by :class:`GradScale` (forward: the identity, bit for bit). Per tensor
   or per output channel (axis 0).
 * :func:`fold_bn`: batch-norm folded into the preceding linear operator (report Eq. 18).
 
-The digits network (:mod:`golden.digits`) is trained from its float parameters at two widths
+The digits network (:mod:`intdeploy.golden.digits`) is trained from its float parameters at two widths
 (:func:`train`), in float64 on the CPU, seeded and single-threaded (deterministic):
 
 * **8 bits** (``fold=True``): BN folded into the convolutions before training (Eq. 18); weights
@@ -27,7 +27,7 @@ The digits network (:mod:`golden.digits`) is trained from its float parameters a
   frozen, ``gamma``/``beta`` trained), activations 4-bit PACT. Exported, BN + activation of each
   convolution become integer thresholds (Eq. 19-20, threshold unit).
 
-:meth:`DigitsQat.deployment` exports through :func:`golden.network.convert`: the network with its
+:meth:`DigitsQat.deployment` exports through :func:`intdeploy.golden.network.convert`: the network with its
 weights hardened to ``step * code`` (NEMO's ``harden_weights``), the learned steps as the
 per-channel weight quanta and the learned ``beta`` as activation ranges, so the converter
 re-derives exactly the integer codes that training used.
@@ -50,7 +50,7 @@ try:
     import torch
     from torch import nn
 except ImportError:
-    raise ImportError("golden.qat needs PyTorch: run `.venv/bin/pip install torch==2.13.0` (the CPU wheel) "
+    raise ImportError("intdeploy.golden.qat needs PyTorch: run `.venv/bin/pip install torch==2.13.0` (the CPU wheel) "
                       "or install the `torch` extra") from None
 
 import numpy as np
@@ -112,9 +112,9 @@ class PactFunction(torch.autograd.Function):
     """PACT quantization/activation ``(x, beta, bits) -> y`` with the STE backward of NEMO sec. 2.2.
 
     Forward: ``eps * clip(floor(x / eps), 0, 2**bits - 1)``, ``eps = beta / (2**bits - 1)``
-    (:func:`golden.fakequant.pact_forward`). Backward: ``grad_x = grad_y`` where
+    (:func:`intdeploy.golden.fakequant.pact_forward`). Backward: ``grad_x = grad_y`` where
     ``0 <= x < beta`` else 0; ``grad_beta = sum(grad_y where x >= beta)`` shaped like ``beta``
-    (:func:`golden.fakequant.pact_backward`).
+    (:func:`intdeploy.golden.fakequant.pact_backward`).
     """
 
     @staticmethod
@@ -180,7 +180,7 @@ class LsqFunction(torch.autograd.Function):
     Forward: ``nlevel = 2**(bits-1) - 1``, ``y = round(clip(x/s, -nlevel, nlevel)) * s`` (round half
     to even). Backward: ``inside = |x/s| < nlevel``; ``grad_x = grad_y`` for weights, masked to
     ``inside`` for activations; ``grad_s = sum(where(inside, round(x/s) - x/s, round(clip(x/s))) *
-    grad_y)`` over the elements sharing each step (:func:`golden.fakequant.lsq_backward`).
+    grad_y)`` over the elements sharing each step (:func:`intdeploy.golden.fakequant.lsq_backward`).
     """
 
     @staticmethod
@@ -285,7 +285,7 @@ _CONVS = ("conv1", "conv2")
 
 
 class DigitsQat(nn.Module):
-    """The digits network (:mod:`golden.digits`) with QAT quantizers, float64.
+    """The digits network (:mod:`intdeploy.golden.digits`) with QAT quantizers, float64.
 
     Parameters
     ----------
@@ -340,7 +340,7 @@ class DigitsQat(nn.Module):
             g, b = self.bn[f"{name}_gamma"], self.bn[f"{name}_beta"]
             mean, var = getattr(self, f"{name}_mean"), getattr(self, f"{name}_var")
             sigma = torch.sqrt(var + self.bn_eps[name])
-            # The FullPrecision expression (golden.network), Eq. 3.
+            # The FullPrecision expression (intdeploy.golden.network), Eq. 3.
             phi = (g / sigma).reshape(1, -1, 1, 1) * (phi - mean.reshape(1, -1, 1, 1)) + b.reshape(1, -1, 1, 1)
         return self._act(name, phi, quantize, trace)
 
@@ -389,10 +389,10 @@ class DigitsQat(nn.Module):
 
     @torch.no_grad()
     def hardened_network(self):
-        """``(net, betas, weight_eps)``: the :class:`golden.network.Network` whose weights are the
+        """``(net, betas, weight_eps)``: the :class:`intdeploy.golden.network.Network` whose weights are the
         fake-quantized ``step * code`` of the forward pass, with the learned activation ranges
-        and per-channel weight steps, for :func:`golden.network.convert`."""
-        from golden.network import INPUT, Add, AvgPool2d, BatchNorm, Conv2d, Flatten, Linear, Network
+        and per-channel weight steps, for :func:`intdeploy.golden.network.convert`."""
+        from intdeploy.golden.network import INPUT, Add, AvgPool2d, BatchNorm, Conv2d, Flatten, Linear, Network
 
         hard = {}
         for name, w in self.weights.items():
@@ -420,12 +420,12 @@ class DigitsQat(nn.Module):
         return net, betas, weight_eps
 
     def deployment(self, x_cal, name=None):
-        """All four representations of the trained network (:func:`golden.network.convert`).
+        """All four representations of the trained network (:func:`intdeploy.golden.network.convert`).
 
         ``x_cal``: integer images (the training split) for the one range not learned, that of the
         8-bit signed logits (the maximum ``|logit|`` of this fake-quantized network on them).
         """
-        from golden.network import ConvertOptions, convert
+        from intdeploy.golden.network import ConvertOptions, convert
 
         net, betas, weight_eps = self.hardened_network()
         x = torch.tensor(np.asarray(x_cal) / 16.0)
@@ -464,7 +464,7 @@ def train(bits, *, epochs=10, seed=0, lr=1e-3, batch=32, steps=None, params=None
 
 
 def _train(bits, epochs, seed, lr, batch, steps, params, log):
-    from golden import digits
+    from intdeploy.golden import digits
 
     torch.manual_seed(seed)
     if params is None:

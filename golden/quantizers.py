@@ -24,7 +24,7 @@ False      [0, 2**b - 1]               [0, 2**b - 2]
 
 import numpy as np
 
-from golden.requantizer import _as_int_array
+from intdeploy.golden.requantizer import _as_int_array
 
 __all__ = [
     "linear_quantize", "pact_quantize", "asymmetric_weight_quantize", "int8_storage",
@@ -139,7 +139,7 @@ def int8_storage(q, bits=8, axis=None):
     """Shift an integer image ``q`` into the signed ``bits`` range: ``(stored, zero_point)``.
 
     ``stored = q + zero_point`` fits ``[-2**(bits-1), 2**(bits-1) - 1]`` and ``stored -
-    zero_point == q``, which is exactly what :func:`golden.mac_array.linear` subtracts
+    zero_point == q``, which is exactly what :func:`intdeploy.golden.mac_array.linear` subtracts
     (``w_zero_point``). ``zero_point`` is the smallest shift in magnitude: 0 if ``q`` already
     fits, else it moves ``q``'s minimum to ``-2**(bits-1)`` (e.g. NEMO weights spanning
     ``[-147, 108]`` get ``zero_point = 19``: stored ``[-128, 127]``) or its maximum to

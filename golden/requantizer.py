@@ -1,7 +1,7 @@
 """The integer requantizer: accumulator -> output activation, in four rounding conventions.
 
 Every layer of an IntegerDeployable network ends in one of two epilogues: this requantizer or
-the threshold unit (:mod:`golden.threshold`). The requantizer computes, per output channel,
+the threshold unit (:mod:`intdeploy.golden.threshold`). The requantizer computes, per output channel,
 
     x = wrap32(acc + bias)
     y = clip(round_mode((x * mult + offset) / 2**shift) + zero_point, lo, hi)
@@ -18,7 +18,7 @@ which covers
 The channel axis is the **last** axis of ``acc`` everywhere in golden/; per-channel parameters
 have shape ``(C,)`` and per-tensor ones shape ``()``.
 
-Integer widths (the hardware :class:`hw.requantizer.Requantizer` has exactly these):
+Integer widths (the hardware :class:`intdeploy.hw.requantizer.Requantizer` has exactly these):
 
 ============  =====================  ==================================================
 name          range                  note

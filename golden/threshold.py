@@ -19,7 +19,7 @@ import math
 
 import numpy as np
 
-from golden.requantizer import INT32_MAX, INT32_MIN, _as_int_array
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, _as_int_array
 
 __all__ = ["bn_thresholds", "threshold", "EXACT_RANGE"]
 
@@ -88,7 +88,7 @@ def bn_thresholds(gamma, beta, mu, sigma, eps_phi, eps_y, bits):
     No int32 encoding can do better: "count ``t <= u``" with ``u`` ranging over 2**32 values has
     2**32 + 1 distinct behaviours per threshold (reached from some ``u`` on, or never), while an
     int32 ``t`` has only 2**32 values. Keep accumulators inside ``EXACT_RANGE``
-    (:func:`golden.mac_array.accumulator_range` gives the exact range of a layer).
+    (:func:`intdeploy.golden.mac_array.accumulator_range` gives the exact range of a layer).
 
     Raises
     ------

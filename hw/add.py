@@ -1,17 +1,17 @@
 """The add unit: element-wise integer Add of two branches (NEMO report sec. 3.5 Eq. 24, TFLite
-int8 Add), built from :class:`hw.requantizer.Requantizer`.
+int8 Add), built from :class:`intdeploy.hw.requantizer.Requantizer`.
 
-Hardware image of :func:`golden.add.add`; :meth:`AddUnit.encode` turns golden's
-:class:`~golden.add.AddParams` into the beat's parameter fields.
+Hardware image of :func:`intdeploy.golden.add.add`; :meth:`AddUnit.encode` turns golden's
+:class:`~intdeploy.golden.add.AddParams` into the beat's parameter fields.
 """
 
 from amaranth import Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.add import AddParams
-from hw.requantizer import LATENCY as RQ_LATENCY
-from hw.requantizer import Requantizer, _int_param, _Stages, encode_channels, param_layout
+from intdeploy.golden.add import AddParams
+from intdeploy.hw.requantizer import LATENCY as RQ_LATENCY
+from intdeploy.hw.requantizer import Requantizer, _int_param, _Stages, encode_channels, param_layout
 
 __all__ = ["AddUnit", "LATENCY"]
 
@@ -34,14 +34,14 @@ def add_param_layout(out_bits):
 class AddUnit(wiring.Component):
     """Integer Add of two ``lanes``-wide input vectors, every parameter carried in the beat.
 
-    For every lane, with that lane's parameters (golden's :class:`~golden.add.AddParams`):
+    For every lane, with that lane's parameters (golden's :class:`~intdeploy.golden.add.AddParams`):
 
         v_i = requantize(wrap32((x_i - zp_i) << left_shift), branches[i])    i = 0 (a), 1 (b)
         s   = wrap32(v_0 + v_1) >> sum_shift                                (floor)
         y   = requantize(s, output)
 
-    bit for bit as :func:`golden.add.add`, each ``requantize`` being
-    :func:`golden.requantizer.requantize` in its own rounding mode, chosen at run time. This
+    bit for bit as :func:`intdeploy.golden.add.add`, each ``requantize`` being
+    :func:`intdeploy.golden.requantizer.requantize` in its own rounding mode, chosen at run time. This
     covers NEMO's ``PACT_IntegerAdd`` (Eq. 24, :meth:`AddParams.nemo`: exact per-branch
     multipliers, one floor division by ``2**d``, unclipped) and TFLite's int8 Add
     (:meth:`AddParams.tflite`: zero points, ``left_shift = 20``, three Q31 multipliers with
@@ -54,7 +54,7 @@ class AddUnit(wiring.Component):
     the int32 sum; branch requantizers produce int32; the output is
     signed(``out_bits``) (default 32, which holds NEMO's unclipped sum; 8 for an int8-only
     network). Rounding and saturation are the requantizer's (see
-    :class:`~hw.requantizer.Requantizer`): the only saturation is each requantizer's clip.
+    :class:`~intdeploy.hw.requantizer.Requantizer`): the only saturation is each requantizer's clip.
 
     Parameters travel in the beat, next to the activations (the accelerator top's parameter
     buffer feeds them); the unit stores nothing between beats.
@@ -76,13 +76,13 @@ class AddUnit(wiring.Component):
         ``ArrayLayout(signed(32), 2)``, ``left_shift`` unsigned(5), ``branches``
         ``ArrayLayout(param_layout(32), 2)``, ``sum_shift`` unsigned(5) and ``output``
         ``param_layout(out_bits)`` (the
-        requantizer's parameter fields, :func:`hw.requantizer.param_layout`).
+        requantizer's parameter fields, :func:`intdeploy.hw.requantizer.param_layout`).
     o : Out(stream.Signature(StructLayout))
         ``y``: ``ArrayLayout(signed(out_bits), lanes)``.
 
     Latency and throughput: :data:`LATENCY` = 22 cycles, II = 1, full backpressure.
     Micro-architecture: stage 1 ``x - zp`` (wrapped to 32 bits), stage 2 the wrapping left
-    shift; then *one* :class:`~hw.requantizer.Requantizer` of ``2 * lanes`` lanes holds both
+    shift; then *one* :class:`~intdeploy.hw.requantizer.Requantizer` of ``2 * lanes`` lanes holds both
     branches (lanes ``0..lanes-1`` branch a, ``lanes..2*lanes-1`` branch b), carrying the
     sum shift and the output parameters in its ``user`` sideband; one stage adds the branches,
     one shifts the sum; a ``lanes``-lane Requantizer finishes. ``i.ready`` and the inner ready signals depend only on registers
@@ -111,9 +111,9 @@ class AddUnit(wiring.Component):
 
         Parameters
         ----------
-        params : golden.add.AddParams
+        params : intdeploy.golden.add.AddParams
         channels : int or sequence of int
-            As :meth:`hw.requantizer.Requantizer.encode` (per-channel branch or output
+            As :meth:`intdeploy.hw.requantizer.Requantizer.encode` (per-channel branch or output
             requantizers must have that many channels).
 
         Returns
@@ -129,7 +129,7 @@ class AddUnit(wiring.Component):
             path (e.g. ``output.lo`` outside signed(``out_bits``), ``branches[1].channels``).
         """
         if not isinstance(params, AddParams):
-            raise ValueError(f"params: expected golden.add.AddParams, got {type(params).__name__}")
+            raise ValueError(f"params: expected intdeploy.golden.add.AddParams, got {type(params).__name__}")
         fields = {}
         for path, rq, bits in (("branches[0]", params.branches[0], 32),
                                ("branches[1]", params.branches[1], 32),

@@ -15,7 +15,7 @@ taken from :mod:`amaranth.lib.cdc` / :mod:`amaranth.lib.fifo` for two reasons:
   at its reset value or counting up from it.
 * **Constraints.** Every synchronizer flop is named ``cdc_<what>_s<k>`` and carries
   ``ASYNC_REG = "TRUE"``, every Gray pointer register is named ``cdc_<fifo>_<w|r>ptr_gray``, so
-  :mod:`hw.generate` can write SDC/XDC constraints that find them by name (the first stage's
+  :mod:`intdeploy.hw.generate` can write SDC/XDC constraints that find them by name (the first stage's
   input is the only asynchronous timing path of a synchronizer).
 """
 

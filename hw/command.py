@@ -12,8 +12,8 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from hw.descriptor import PARAM_WORDS, RUN_WORDS, assign_param, decode_param, layout_signal
-from hw.words import WORD_IN, WORD_OUT
+from intdeploy.hw.descriptor import PARAM_WORDS, RUN_WORDS, assign_param, decode_param, layout_signal
+from intdeploy.hw.words import WORD_IN, WORD_OUT
 
 __all__ = ["OPCODES", "STATUS", "CommandProcessor"]
 
@@ -69,13 +69,13 @@ class CommandProcessor(wiring.Component):
 
     Parameters
     ----------
-    config : hw.config.AcceleratorConfig
+    config : intdeploy.hw.config.AcceleratorConfig
     entry_layout : data layout
-        A parameter buffer entry (:func:`hw.descriptor.param_entry_layout`).
+        A parameter buffer entry (:func:`intdeploy.hw.descriptor.param_entry_layout`).
     load_layout : data layout
         The threshold unit's load beat.
     run_layout : data layout
-        The decoded descriptor (:func:`hw.descriptor.run_layout`).
+        The decoded descriptor (:func:`intdeploy.hw.descriptor.run_layout`).
 
     Attributes
     ----------
@@ -98,11 +98,11 @@ class CommandProcessor(wiring.Component):
         While results are forwarded: ``o_two`` (the pair offered on ``results`` is taken).
     o_two : ``In(1)``
         The consumer of ``o`` takes a pair offered with ``has_next``
-        (:attr:`hw.words.WordsToBeats.two`); only result words are offered in pairs.
+        (:attr:`intdeploy.hw.words.WordsToBeats.two`); only result words are offered in pairs.
     mac_step : ``In(1)``
         High in each cycle the MAC array accepts a step (counted for STATUS).
     two : ``Out(1)``
-        With the ``i`` handshake: ``i.payload.next`` is taken too (:class:`hw.words.BeatsToWords`).
+        With the ``i`` handshake: ``i.payload.next`` is taken too (:class:`intdeploy.hw.words.BeatsToWords`).
     """
 
     def __init__(self, *, config, entry_layout, load_layout, run_layout):
@@ -303,7 +303,7 @@ class CommandProcessor(wiring.Component):
         q_word = word[0:4]
         thr_ok = Signal()
         # word >= the threshold before it (the previous word of the packet), compared when the
-        # beat was registered (:data:`hw.words.WORD_IN` ``ge_prev``).
+        # beat was registered (:data:`intdeploy.hw.words.WORD_IN` ``ge_prev``).
         m.d.comb += thr_ok.eq((thr_idx == 0) | self.i.payload.ge_prev)
         thr_len = Signal(32)
         m.d.comb += thr_len.eq(1 + (Const(1, 10) << q_word))

@@ -1,6 +1,6 @@
 """Elaboration parameters of the accelerator, validated once, with the widths derived from them.
 
-One :class:`AcceleratorConfig` flows from :class:`hw.top.Accelerator` (and the ``verilog``
+One :class:`AcceleratorConfig` flows from :class:`intdeploy.hw.top.Accelerator` (and the ``verilog``
 command line) to every part of the core, and to the host side through :meth:`info_words`
 (the INFO response, docs/protocol.md) and :meth:`as_info`.
 """

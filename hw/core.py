@@ -2,7 +2,7 @@
 
 Command words in, response words out; between them the command processor, the buffers
 (synchronous memories), the parameter cache, the layer sequencer, the MAC array, the epilogue
-chain and the result packer. :class:`hw.top.Accelerator` puts the clock-domain crossings and the
+chain and the result packer. :class:`intdeploy.hw.top.Accelerator` puts the clock-domain crossings and the
 AXI4-Stream ports around it.
 
 ::
@@ -24,16 +24,16 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
-from hw.command import CommandProcessor
-from hw.descriptor import param_entry_layout, run_layout
-from hw.epilogue import Epilogue
-from hw.mac_array import MacArray
-from hw.packer import ResultPacker
-from hw.requantizer import param_layout
-from hw.params import ParamCache
-from hw.sequencer import LayerSequencer
-from hw.skid import SkidBuffer
-from hw.words import WORD_IN, WORD_OUT
+from intdeploy.hw.command import CommandProcessor
+from intdeploy.hw.descriptor import param_entry_layout, run_layout
+from intdeploy.hw.epilogue import Epilogue
+from intdeploy.hw.mac_array import MacArray
+from intdeploy.hw.packer import ResultPacker
+from intdeploy.hw.requantizer import param_layout
+from intdeploy.hw.params import ParamCache
+from intdeploy.hw.sequencer import LayerSequencer
+from intdeploy.hw.skid import SkidBuffer
+from intdeploy.hw.words import WORD_IN, WORD_OUT
 
 __all__ = ["Core"]
 
@@ -43,7 +43,7 @@ class Core(wiring.Component):
 
     Parameters
     ----------
-    config : hw.config.AcceleratorConfig
+    config : intdeploy.hw.config.AcceleratorConfig
 
     Attributes
     ----------
@@ -52,9 +52,9 @@ class Core(wiring.Component):
     o : ``Out(stream.Signature(WORD_OUT))``
         Response words (``last`` of packet).
     two : ``Out(1)``
-        With the ``i`` handshake, ``i.payload.next`` is taken too (:class:`hw.words.BeatsToWords`).
+        With the ``i`` handshake, ``i.payload.next`` is taken too (:class:`intdeploy.hw.words.BeatsToWords`).
     o_two : ``In(1)``
-        The consumer of ``o`` takes a pair offered with ``has_next`` (:class:`hw.words.WordsToBeats`).
+        The consumer of ``o`` takes a pair offered with ``has_next`` (:class:`intdeploy.hw.words.WordsToBeats`).
     """
 
     def __init__(self, *, config):

@@ -1,8 +1,8 @@
 """The epilogue chain of a RUN: accumulators -> requantizer or thresholds -> add -> pool.
 
 docs/protocol.md (RUN arithmetic, steps 2-4). The chain is built from the datapath units
-(:class:`hw.requantizer.Requantizer`, :class:`hw.threshold.ThresholdUnit`,
-:class:`hw.add.AddUnit`, :class:`hw.pool.PoolUnit`); this module routes the stream through
+(:class:`intdeploy.hw.requantizer.Requantizer`, :class:`intdeploy.hw.threshold.ThresholdUnit`,
+:class:`intdeploy.hw.add.AddUnit`, :class:`intdeploy.hw.pool.PoolUnit`); this module routes the stream through
 the ones a RUN selects, supplies each unit's per-beat parameters (channel parameters from the
 parameter cache, threshold channel numbers, residual entries, pooling fields from the
 descriptor) and marks the run's final result.
@@ -14,10 +14,10 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from hw.add import AddUnit
-from hw.pool import PoolMode, PoolUnit
-from hw.requantizer import Requantizer
-from hw.threshold import ThresholdUnit
+from intdeploy.hw.add import AddUnit
+from intdeploy.hw.pool import PoolMode, PoolUnit
+from intdeploy.hw.requantizer import Requantizer
+from intdeploy.hw.threshold import ThresholdUnit
 
 __all__ = ["Epilogue", "POOL_TAP_BITS"]
 
@@ -90,11 +90,11 @@ class Epilogue(wiring.Component):
 
     Parameters
     ----------
-    config : hw.config.AcceleratorConfig
+    config : intdeploy.hw.config.AcceleratorConfig
     entry_layout : data layout
         A parameter buffer entry (``rq`` and ``w_zp``).
     run_layout : data layout
-        The decoded descriptor (:func:`hw.descriptor.run_layout`).
+        The decoded descriptor (:func:`intdeploy.hw.descriptor.run_layout`).
 
     Attributes
     ----------
@@ -103,7 +103,7 @@ class Epilogue(wiring.Component):
     cfg : ``In(run_layout)`` (plain-shaped; the same bits)
     i : ``In(stream.Signature(StructLayout({"acc": ArrayLayout(signed(32), R)})))``
     params : ``In(ArrayLayout(entry_layout, R))``
-        The current tile's parameter entries (from :class:`hw.params.ParamCache`).
+        The current tile's parameter entries (from :class:`intdeploy.hw.params.ParamCache`).
     tile_next : ``Out(1)``
         Pulse: the current tile's last accumulator beat entered the chain.
     thresholds : ``In(stream.Signature(ThresholdUnit.load_layout))``

@@ -1,6 +1,6 @@
 """Verilog and timing constraints of the accelerator top: ``intdeploy verilog``.
 
-:func:`generate` elaborates :class:`hw.top.Accelerator` into one self-contained Verilog file and
+:func:`generate` elaborates :class:`intdeploy.hw.top.Accelerator` into one self-contained Verilog file and
 writes the constraints of its clock-domain crossings in two flavours:
 
 * ``.sdc`` (Synopsys Design Constraints: OpenSTA, Quartus TimeQuest, Synopsys tools): the two
@@ -12,7 +12,7 @@ writes the constraints of its clock-domain crossings in two flavours:
   ``set_max_delay``, which would leave the pointer skew unchecked), plus ``ASYNC_REG`` on every
   synchronizer flop (also present as a Verilog attribute).
 
-The crossings are found by name: :mod:`hw.cdc` names every synchronizer flop
+The crossings are found by name: :mod:`intdeploy.hw.cdc` names every synchronizer flop
 ``cdc_<what>_s<k>`` and every Gray pointer register ``cdc_<fifo>_<w|r>ptr_gray``.
 """
 
@@ -23,7 +23,7 @@ from pathlib import Path
 
 __all__ = ["Generated", "generate", "constraints", "ports", "write", "add_arguments", "main"]
 
-#: The FIFOs of the top: (instance, name in hw.cdc, write clock, read clock).
+#: The FIFOs of the top: (instance, name in intdeploy.hw.cdc, write clock, read clock).
 FIFOS = (("cmd_fifo", "cmd", "bus_clk", "core_clk"), ("resp_fifo", "resp", "core_clk", "bus_clk"))
 
 
@@ -46,8 +46,8 @@ def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0):
     """
     from amaranth.back import verilog
 
-    from hw.config import AcceleratorConfig
-    from hw.top import Accelerator
+    from intdeploy.hw.config import AcceleratorConfig
+    from intdeploy.hw.top import Accelerator
 
     if not isinstance(config, AcceleratorConfig):
         config = AcceleratorConfig(**dict(config))
@@ -208,6 +208,6 @@ def main(args):
 
 
 if __name__ == "__main__":
-    parser = argparse.ArgumentParser(prog="python -m hw.generate")
+    parser = argparse.ArgumentParser(prog="python -m intdeploy.hw.generate")
     add_arguments(parser)
     raise SystemExit(main(parser.parse_args()))

@@ -1,12 +1,12 @@
 """The MAC array: R output channels x C input lanes of integer multiply-accumulate.
 
-Hardware image of :func:`golden.mac_array.linear` (NEMO report sec. 3.3, Eq. 16 with zero
+Hardware image of :func:`intdeploy.golden.mac_array.linear` (NEMO report sec. 3.3, Eq. 16 with zero
 points): for every output channel ``r`` of a weight tile,
 
     acc[r] = sum_k (w[r, k] - w_zp[r]) * (x[k] - x_zp)
 
 computed ``C`` terms per cycle. The host-side :meth:`MacArray.encode` turns the same arguments
-that :func:`golden.mac_array.linear` takes into the array's beats.
+that :func:`intdeploy.golden.mac_array.linear` takes into the array's beats.
 """
 
 import numpy as np
@@ -14,7 +14,7 @@ from amaranth import C, Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.mac_array import check_accumulator
+from intdeploy.golden.mac_array import check_accumulator
 
 __all__ = ["MacArray", "step_range"]
 
@@ -126,7 +126,7 @@ class MacArray(wiring.Component):
     reads one tile per cycle and feeds it alongside the activations; the array itself stores no
     weights, so a step costs no load cycles.
 
-    Arithmetic (``golden.mac_array.linear``, NEMO report Eq. 16 with zero points):
+    Arithmetic (``intdeploy.golden.mac_array.linear``, NEMO report Eq. 16 with zero points):
 
     * ``x[c]``: 8 bits, read as int8 (``x_signed = 1``) or uint8 (``x_signed = 0``), chosen per
       beat at run time; ``x_zp``: signed(9), so both a uint8 zero point (0..255) and an int8 one
@@ -140,7 +140,7 @@ class MacArray(wiring.Component):
     * Every product and partial sum is exact; the only wrap is the accumulator: ``acc_bits``
       (default 32) two's complement, wrapping modulo ``2**acc_bits`` and never saturating. The
       host driver refuses layers whose worst case does not fit
-      (:func:`golden.mac_array.check_accumulator`, called by :meth:`encode`), so in use the
+      (:func:`intdeploy.golden.mac_array.check_accumulator`, called by :meth:`encode`), so in use the
       results are exact.
     * Intermediate widths are the exact ranges over every value the fields can carry (``x``
       int8 or uint8, ``x_zp`` any signed(9), ``w`` any ``weight_bits`` value, ``w_zp`` any
@@ -387,7 +387,7 @@ class MacArray(wiring.Component):
     # Host side ---------------------------------------------------------------------------
 
     def encode(self, x, w, *, x_signed, x_zero_point=0, w_zero_point=0, name="layer"):
-        """Beats computing ``golden.mac_array.linear(x, w, x_zero_point, w_zero_point)``.
+        """Beats computing ``intdeploy.golden.mac_array.linear(x, w, x_zero_point, w_zero_point)``.
 
         Each of the ``M`` GEMM rows of ``x`` becomes ``ceil(K / C)`` steps (``first`` on the first,
         ``last`` on the last), giving one output beat of R sums. ``K`` is padded to a multiple of
@@ -421,7 +421,7 @@ class MacArray(wiring.Component):
         ValueError
             A value outside its field or type, a shape mismatch, or a layer whose worst-case
             accumulation over the activation type's whole range does not fit ``acc_bits``
-            (:func:`golden.mac_array.check_accumulator`).
+            (:func:`intdeploy.golden.mac_array.check_accumulator`).
         """
         R, C = self.rows, self.cols
         if not isinstance(x_signed, (bool, np.bool_, int)) or x_signed not in (0, 1):

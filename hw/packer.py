@@ -11,8 +11,8 @@ from amaranth.lib.wiring import In, Out
 
 from amaranth.utils import ceil_log2
 
-from hw.descriptor import layout_signal
-from hw.words import WORD_OUT
+from intdeploy.hw.descriptor import layout_signal
+from intdeploy.hw.words import WORD_OUT
 
 __all__ = ["OUT_BYTES", "ResultPacker"]
 
@@ -32,7 +32,7 @@ class ResultPacker(wiring.Component):
 
     Throughput: one word per cycle, or two when the consumer raises ``two``: a word that
     starts at a word boundary with at least 8 bytes of the beat left is offered with the next
-    one (``has_next``, ``next``, ``next_last``; :data:`hw.words.WORD_OUT`). When
+    one (``has_next``, ``next``, ``next_last``; :data:`intdeploy.hw.words.WORD_OUT`). When
     ``lanes * out_bytes`` is a multiple of 4 every cycle emits full words, so a beat takes
     ``lanes * out_bytes / 8`` cycles with pairs (``/ 4`` without) and the next beat is taken
     in the cycle the previous one finishes. Otherwise a cycle takes at most the bytes left in

@@ -13,7 +13,7 @@ from amaranth.lib import data, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from hw.descriptor import layout_signal
+from intdeploy.hw.descriptor import layout_signal
 
 __all__ = ["ParamCache"]
 

@@ -1,6 +1,6 @@
 """Pooling unit: max, NEMO average (report Eq. 25) and TFLite average pooling of streamed windows.
 
-The hardware of :func:`golden.pool.pool_windows`. A window arrives tap by tap (one beat per tap,
+The hardware of :func:`intdeploy.golden.pool.pool_windows`. A window arrives tap by tap (one beat per tap,
 ``lanes`` channels per beat, ``last`` on its final tap); the unit keeps a running sum and a
 running maximum per lane, counts the taps, and at the end of the window applies the mode's
 epilogue:
@@ -67,7 +67,7 @@ class PoolUnit(wiring.Component):
     * ``AVG_TFLITE``: ``sign(S) * floor((|S| + n//2) / n)``, i.e. ``S / n`` rounded half away from
       zero, which is TFLite's ``(S > 0 ? S + n/2 : S - n/2) / n`` in C integer division;
 
-    then every mode clamps to ``[lo, hi]``. Bit-exact with ``golden.pool.pool_windows`` when
+    then every mode clamps to ``[lo, hi]``. Bit-exact with ``intdeploy.golden.pool.pool_windows`` when
     the host streams the window's taps (for ``avg_tflite`` only its valid taps: the unit divides
     by the number of taps it received) and uses :meth:`params`.
 

@@ -1,9 +1,9 @@
 """The requantizer: int32 accumulators -> output activations, four rounding modes chosen per beat.
 
-Hardware image of :func:`golden.requantizer.requantize` (NEMO report sec. 3.2 Eq. 11-14, the
+Hardware image of :func:`intdeploy.golden.requantizer.requantize` (NEMO report sec. 3.2 Eq. 11-14, the
 integer batch-norm of sec. 3.4 Eq. 21-22, TFLite's ``MultiplyByQuantizedMultiplier``, ONNX
 Runtime / PyTorch round-half-to-even). :meth:`Requantizer.encode` turns golden's
-:class:`~golden.requantizer.RequantParams` into the beat's parameter fields, so one parameter
+:class:`~intdeploy.golden.requantizer.RequantParams` into the beat's parameter fields, so one parameter
 object drives both.
 """
 
@@ -12,8 +12,8 @@ from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from golden.requantizer import ROUNDING_MODES, RequantParams
-from hw.skid import SkidBuffer
+from intdeploy.golden.requantizer import ROUNDING_MODES, RequantParams
+from intdeploy.hw.skid import SkidBuffer
 
 __all__ = ["Rounding", "Requantizer", "LATENCY", "param_layout", "encode_channels"]
 
@@ -22,7 +22,7 @@ LATENCY = 9
 
 
 class Rounding(enum.Enum, shape=2):
-    """The ``rounding`` field of a beat; names match :data:`golden.requantizer.ROUNDING_MODES`."""
+    """The ``rounding`` field of a beat; names match :data:`intdeploy.golden.requantizer.ROUNDING_MODES`."""
     FLOOR = 0
     HALF_UP = 1
     HALF_EVEN = 2
@@ -88,8 +88,8 @@ class Requantizer(wiring.Component):
         x = wrap32(acc + bias)
         y = clip(round((x * mult + offset) / 2**shift) + zero_point, lo, hi)
 
-    bit for bit as :func:`golden.requantizer.requantize` with the same
-    :class:`~golden.requantizer.RequantParams` (encoded by :meth:`encode`). ``round`` is the
+    bit for bit as :func:`intdeploy.golden.requantizer.requantize` with the same
+    :class:`~intdeploy.golden.requantizer.RequantParams` (encoded by :meth:`encode`). ``round`` is the
     lane's ``rounding`` field: ``FLOOR`` (NEMO, Eq. 13: arithmetic shift), ``HALF_UP`` (ties to
     +inf, TFLite single rounding), ``HALF_EVEN`` (ONNX Runtime, PyTorch), ``TFLITE`` (gemmlowp
     ``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT`` with exponent
@@ -177,7 +177,7 @@ class Requantizer(wiring.Component):
 
         Parameters
         ----------
-        params : golden.requantizer.RequantParams
+        params : intdeploy.golden.requantizer.RequantParams
             Per-tensor or per-channel parameters.
         channels : int or sequence of int
             ``C`` (all channels ``0..C-1``; must equal ``params.channels`` if per-channel) or
@@ -359,7 +359,7 @@ _PARAM_FIELDS = ("bias", "mult", "offset", "shift", "zero_point", "lo", "hi")
 def encode_channels(params, channels, out_bits=32):
     """:meth:`Requantizer.encode` for an ``out_bits`` output (usable without an instance)."""
     if not isinstance(params, RequantParams):
-        raise ValueError(f"params: expected golden.requantizer.RequantParams, got {type(params).__name__}")
+        raise ValueError(f"params: expected intdeploy.golden.requantizer.RequantParams, got {type(params).__name__}")
     count = params.channels
     if isinstance(channels, (int, np.integer)) and not isinstance(channels, bool):
         if channels < 1 or (count is not None and channels != count):

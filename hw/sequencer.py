@@ -13,7 +13,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
-from hw.descriptor import layout_signal
+from intdeploy.hw.descriptor import layout_signal
 
 __all__ = ["LayerSequencer"]
 
@@ -31,7 +31,7 @@ class LayerSequencer(wiring.Component):
     Parameters
     ----------
     mac_layout : data layout
-        The MAC array's input beat (:attr:`hw.mac_array.MacArray.in_layout`).
+        The MAC array's input beat (:attr:`intdeploy.hw.mac_array.MacArray.in_layout`).
     rows, cols, weight_bits : int
         Array shape and weight width (the buffers' entry contents).
     act_shape, weight_shape : shape

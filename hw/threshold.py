@@ -1,6 +1,6 @@
 """Threshold unit: batch-norm merged with a Q-bit activation as per-channel integer thresholds.
 
-The hardware of :mod:`golden.threshold`: NEMO report Section 3.4, Eq. 19-20 (BN + linear
+The hardware of :mod:`intdeploy.golden.threshold`: NEMO report Section 3.4, Eq. 19-20 (BN + linear
 quantization folded into ``2**Q - 1`` ascending integer thresholds per channel), which is also
 QONNX's ``MultiThreshold`` (``out = sum_i (x >= T_i)``). The output is the number of thresholds
 ``T`` of the channel with ``T <= y``, where ``y = x``, or ``y = -x`` for a channel whose BN
@@ -59,7 +59,7 @@ class ThresholdUnit(wiring.Component):
     ``y = -x if negate[c] else x`` computed in 33 bits (so ``x = INT32_MIN`` negates exactly to
     ``2**31``, above every int32 threshold), ``c`` the beat's channel, and ``q``, ``negate``,
     ``T[c, :]`` the values last loaded for that channel. Bit-exact with
-    ``golden.threshold.threshold(x, T, negate)`` for non-decreasing thresholds; equal neighbours
+    ``intdeploy.golden.threshold.threshold(x, T, negate)`` for non-decreasing thresholds; equal neighbours
     are allowed. Nothing saturates or rounds: the comparison is exact.
 
     Parameters
@@ -181,7 +181,7 @@ class ThresholdUnit(wiring.Component):
         ----------
         thresholds : array_like of int, shape (C, 2**q - 1)
             Ascending (non-decreasing) int32 thresholds per channel, as returned by
-            ``golden.threshold.bn_thresholds``; ``q`` (1..max_bits) follows from the shape.
+            ``intdeploy.golden.threshold.bn_thresholds``; ``q`` (1..max_bits) follows from the shape.
         negate : array_like of bool, shape (C,), optional
             golden's negate flags (``gamma < 0``); default all False.
         channels : sequence of int, optional

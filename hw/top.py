@@ -16,10 +16,10 @@ from amaranth import ClockDomain, ClockSignal, DomainRenamer, Module, ResetSigna
 from amaranth.lib import wiring
 from amaranth.lib.wiring import In, Out
 
-from hw.cdc import AsyncFIFO, ResetSynchronizer
-from hw.config import AcceleratorConfig
-from hw.core import Core
-from hw.words import BeatsToWords, WordsToBeats, beat_layout
+from intdeploy.hw.cdc import AsyncFIFO, ResetSynchronizer
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.hw.core import Core
+from intdeploy.hw.words import BeatsToWords, WordsToBeats, beat_layout
 
 __all__ = ["AXIStreamSignature", "Accelerator"]
 
@@ -38,7 +38,7 @@ class AXIStreamSignature(wiring.Signature):
 class Accelerator(wiring.Component):
     """The int8 accelerator: command packets in on ``s_axis``, responses out on ``m_axis``.
 
-    Parameters (keyword-only): those of :class:`hw.config.AcceleratorConfig` (``rows``,
+    Parameters (keyword-only): those of :class:`intdeploy.hw.config.AcceleratorConfig` (``rows``,
     ``cols``, ``bus_width=64``, ``weight_bits=8``, ``weight_depth``, ``weight_banks=2``,
     ``act_depth``, ``param_channels``, ``residual_depth``, ``threshold_channels``,
     ``max_q=8``, ``max_pool_taps=16``, ``max_pool_shift=16``, ``fifo_depth=16``), validated

@@ -3,21 +3,21 @@
 
 For each width (golden/qat.py: 8 bits with BN folded, requantizer epilogues; 4 bits with BN +
 activation as integer thresholds) this script trains from ``golden/models/digits_float.npz``,
-exports ``golden/models/digits_qat<bits>.json`` + ``.npz`` through :func:`golden.network.convert`,
+exports ``golden/models/digits_qat<bits>.json`` + ``.npz`` through :func:`intdeploy.golden.network.convert`,
 checks the export (the model file loads back equal, the 4-bit MAC layers use thresholds, the host
-driver accepts the model and :class:`sim.driver.ModelEngine` reproduces IntegerDeployable on the
+driver accepts the model and :class:`intdeploy.host.driver.ModelEngine` reproduces IntegerDeployable on the
 whole test split) and prints the test-split accuracy of every representation:
 
 * float: the FullPrecision network of the float parameters QAT starts from;
 * fake-quant: the QAT network (PyTorch, float64, PACT + LSQ);
 * integer: golden IntegerDeployable on the exported model file;
 * RTL (``--rtl``): the accelerator top (8x8 MAC array, default parameters) under Verilator,
-  through :func:`sim.driver.run_network`; every layer's output is compared with golden element by
+  through :func:`intdeploy.host.driver.run_network`; every layer's output is compared with golden element by
   element over the whole split, and the script fails on the first difference.
 
 Deterministic (seeded, float64, one thread, no oneDNN) and, because this script loads torch with
 ATen's kernels at the baseline ISA and MKL in its reproducible mode
-(:data:`golden.qat.REPRODUCIBLE_ENV`), meant to give the same bytes on any x86-64 CPU. Needs
+(:data:`intdeploy.golden.qat.REPRODUCIBLE_ENV`), meant to give the same bytes on any x86-64 CPU. Needs
 PyTorch (``.venv/bin/pip install torch==2.13.0``).
 
 Usage: ``.venv/bin/python scripts/qat_digits.py [--bits 8 4] [--epochs N] [--rtl] [--out-dir DIR]``
@@ -26,20 +26,18 @@ Usage: ``.venv/bin/python scripts/qat_digits.py [--bits 8 4] [--epochs N] [--rtl
 import argparse
 import os
 from pathlib import Path
-import sys
 import time
 
-# Read by ATen and MKL at their first computation, so set before anything imports torch (golden.qat
-# does); golden.qat.reproducible_across_cpus() checks below that they took effect and match its table.
+# Read by ATen and MKL at their first computation, so set before anything imports torch (intdeploy.golden.qat
+# does); intdeploy.golden.qat.reproducible_across_cpus() checks below that they took effect and match its table.
 os.environ.update(ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE")
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from golden import digits  # noqa: E402
-from golden.model_file import MacLayer, load, same_model, save  # noqa: E402
-from golden.network import FullPrecision, IntegerDeployable, accuracy  # noqa: E402
+from intdeploy.golden import digits
+from intdeploy.golden.model_file import MacLayer, load, same_model, save
+from intdeploy.golden.network import FullPrecision, IntegerDeployable, accuracy
 
 #: The top the RTL column runs on: an 8x8 MAC array, every other parameter at its default.
 RTL_PARAMS = dict(rows=8, cols=8)
@@ -52,7 +50,7 @@ def model_path(bits, out_dir=digits.MODELS_DIR):
 def check_model(model, bits, x_test):
     """The export checks: thresholds exactly on the 4-bit MAC layers with an activation, the driver
     accepts the model, ModelEngine equals IntegerDeployable on every layer of ``x_test``."""
-    from sim.driver import Driver, ModelEngine, run_network
+    from intdeploy.host.driver import Driver, ModelEngine, run_network
 
     macs = [layer for layer in model.layers if isinstance(layer, MacLayer)]
     with_threshold = [m.name for m in macs if m.threshold is not None]
@@ -71,8 +69,8 @@ def check_model(model, bits, x_test):
 
 def run_rtl(model, x_test, golden, work_dir=None):
     """Run ``model`` on the RTL top (Verilator); compare every layer with ``golden``; the logits."""
-    from sim.driver import run_network
-    from sim.rtl_engine import RtlEngine
+    from intdeploy.host.driver import run_network
+    from intdeploy.sim.rtl_engine import RtlEngine
 
     out, stats = run_network(model, x_test, RtlEngine("verilator", RTL_PARAMS, work_dir=work_dir))
     for name, g in golden.items():
@@ -94,7 +92,7 @@ def main(argv=None):
     ap.add_argument("--rtl-dir", default=None, help="work directory of the RTL runs (default: a temporary one)")
     args = ap.parse_args(argv)
 
-    from golden import qat
+    from intdeploy.golden import qat
     if not qat.reproducible_across_cpus():
         raise SystemExit(f"qat_digits: torch computed before {qat.REPRODUCIBLE_ENV} was set; the model files "
                          f"would depend on this CPU")

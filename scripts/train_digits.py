@@ -7,7 +7,7 @@ Writes, from the repository root:
   (channels-last: conv weights OHWI, the linear layer's columns in (h, w, c) flatten order),
   BatchNorm running statistics and ``eps``;
 * ``golden/models/digits.json`` + ``digits.npz``: the IntegerDeployable model file that
-  :func:`golden.digits.convert` produces from them with the default options.
+  :func:`intdeploy.golden.digits.convert` produces from them with the default options.
 
 Needs PyTorch (``.venv/bin/pip install torch==2.13.0``, the CPU wheel); nothing else in the
 project does. Deterministic on one machine (seeded, deterministic algorithms, one thread);
@@ -17,22 +17,20 @@ Usage: ``.venv/bin/python scripts/train_digits.py [--epochs N] [--seed S]``
 """
 
 import argparse
-from pathlib import Path
 import sys
 
 import numpy as np
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from golden import digits  # noqa: E402
-from golden.network import FullPrecision  # noqa: E402
+from intdeploy.golden import digits
+from intdeploy.golden.network import FullPrecision
 
 
 def build_torch_model(torch):
     nn = torch.nn
 
     class DigitsNet(nn.Module):
-        """The network of :mod:`golden.digits`, NCHW as PyTorch wants it."""
+        """The network of :mod:`intdeploy.golden.digits`, NCHW as PyTorch wants it."""
 
         def __init__(self):
             super().__init__()

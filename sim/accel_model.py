@@ -1,11 +1,11 @@
 """Executable model of the accelerator top: what the RTL does with a stream of command packets.
 
 :class:`AcceleratorModel` implements docs/protocol.md exactly: the buffers sized by
-:class:`sim.protocol.Info`, every check with its error code in the documented precedence (word
+:class:`intdeploy.host.protocol.Info`, every check with its error code in the documented precedence (word
 by word, first error wins, TLAST seen on the last word of its beat, padding to the end of the
 beat, partial writes, the threshold-channel disable rule), the RUN arithmetic computed with
-golden's functions only (:func:`golden.mac_array.linear`, :func:`golden.requantizer.requantize`,
-:func:`golden.threshold.threshold`, :func:`golden.add.add`, :func:`golden.pool.pool_windows`),
+golden's functions only (:func:`intdeploy.golden.mac_array.linear`, :func:`intdeploy.golden.requantizer.requantize`,
+:func:`intdeploy.golden.threshold.threshold`, :func:`intdeploy.golden.add.add`, :func:`intdeploy.golden.pool.pool_windows`),
 the response packing and the STATUS counters. The RTL top's bench compares its responses with
 this model's, response by response and word by word (:func:`response_mismatch`), except the
 implementation-defined STATUS words ``cycles`` and ``busy_cycles``.
@@ -29,12 +29,12 @@ it.
 
 import numpy as np
 
-from golden.add import AddParams, add
-from golden.mac_array import linear
-from golden.pool import pool_windows
-from golden.requantizer import RequantParams, requantize
-from golden.threshold import threshold
-from sim import protocol as P
+from intdeploy.golden.add import AddParams, add
+from intdeploy.golden.mac_array import linear
+from intdeploy.golden.pool import pool_windows
+from intdeploy.golden.requantizer import RequantParams, requantize
+from intdeploy.golden.threshold import threshold
+from intdeploy.host import protocol as P
 
 __all__ = ["AcceleratorModel", "Overlap", "input_cycles", "program_cycles", "response_mismatch", "STATUS_UNCOMPARED",
            "POOL_TAP_BITS"]
@@ -182,7 +182,7 @@ class AcceleratorModel:
 
     Parameters
     ----------
-    info : sim.protocol.Info
+    info : intdeploy.host.protocol.Info
         Buffer sizes, array shape, bus width; INFO answers with exactly these.
 
     Attributes
@@ -198,7 +198,7 @@ class AcceleratorModel:
 
     def __init__(self, info):
         if not isinstance(info, P.Info):
-            raise ValueError(f"info: expected sim.protocol.Info, got {type(info).__name__}")
+            raise ValueError(f"info: expected intdeploy.host.protocol.Info, got {type(info).__name__}")
         self.info = info
         self.per_beat = info.bus_width // 32
         self.power_up()

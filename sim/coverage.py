@@ -20,12 +20,12 @@ Bins (group / bin):
 * ``overlap``: a buffer write (answered OK) sent behind a RUN with only buffer writes between
   them, so that the top executes it while the RUN computes (``apart``) or holds it until the
   RUN's end because it meets the RUN's entries (``meets``; docs/protocol.md "Overlap"), as
-  :attr:`sim.accel_model.AcceleratorModel.overlap` classifies it.
+  :attr:`intdeploy.sim.accel_model.AcceleratorModel.overlap` classifies it.
 
-Sampling: the bench (:mod:`sim.tb_top`) starts a :class:`BenchMonitor` when the environment
+Sampling: the bench (:mod:`intdeploy.sim.tb_top`) starts a :class:`BenchMonitor` when the environment
 variable ``INTDEPLOY_COVERAGE_DIR`` names a directory (the pytest plugin sets it); the monitor
 watches the AXI4-Stream handshakes every bus cycle, and at the end of a passing run replays the
-bench's command packets through an instrumented :class:`sim.accel_model.AcceleratorModel` (the
+bench's command packets through an instrumented :class:`intdeploy.sim.accel_model.AcceleratorModel` (the
 model the bench compared the RTL with word for word, so the RTL computed the same values) and
 writes one JSON file of bin hits. :func:`report` merges the files into a table; a bin without
 hits is either explained in :data:`EXPLAINED` or flagged ``UNEXPLAINED``.
@@ -40,9 +40,9 @@ import uuid
 
 import numpy as np
 
-from golden.requantizer import _wrap32
-from sim import protocol as P
-from sim.accel_model import AcceleratorModel, _param_fields
+from intdeploy.golden.requantizer import _wrap32
+from intdeploy.host import protocol as P
+from intdeploy.sim.accel_model import AcceleratorModel, _param_fields
 
 __all__ = ["BINS", "EXPLAINED", "CoverageModel", "BenchMonitor", "directory", "merge", "report",
            "stall_bin", "ratio_bin"]
@@ -153,7 +153,7 @@ def _info(params):
 
 
 class BenchMonitor:
-    """Samples the stall, ratio and reset bins of one run of :mod:`sim.tb_top` (cocotb side)."""
+    """Samples the stall, ratio and reset bins of one run of :mod:`intdeploy.sim.tb_top` (cocotb side)."""
 
     def __init__(self, dut, cfg):
         import cocotb

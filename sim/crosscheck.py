@@ -2,9 +2,9 @@
 
 For each reference a few small layers are generated with random scales and with power-of-two
 scales (these make exact ``.5`` ties common, the only place the rounding modes differ), run in
-the reference, in golden (:class:`golden.network.IntegerDeployable`) and on an engine (the
+the reference, in golden (:class:`intdeploy.golden.network.IntegerDeployable`) and on an engine (the
 executable accelerator model, or the Verilog top on Verilator / Icarus through
-:func:`sim.driver.run_network`), and compared element by element:
+:func:`intdeploy.host.driver.run_network`), and compared element by element:
 
 ==========  ==================================================  ==============  =================
 reference   what runs                                           matching mode   model built by
@@ -24,6 +24,7 @@ its rounding swapped, run in golden), so a reader sees that the cases can tell t
 ``docs/crosscheck.md`` explains each reference and what is proven.
 """
 
+import argparse
 import contextlib
 from dataclasses import dataclass, field, replace
 import json
@@ -33,10 +34,10 @@ import sys
 
 import numpy as np
 
-from golden import mac_array
-from golden.importers import framework, x86_kernels
-from golden.importers.from_onnx import import_onnx
-from golden.importers.from_torch import import_torch
+from intdeploy.golden import mac_array
+from intdeploy.golden.importers import framework, x86_kernels
+from intdeploy.golden.importers.from_onnx import import_onnx
+from intdeploy.golden.importers.from_torch import import_torch
 
 __all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_report", "add_parser",
            "tflite_multiply", "tflite_quantize_multiplier", "tflite_run"]
@@ -84,7 +85,7 @@ class Case:
     #: FULLY_CONNECTED rounding, or a framework kernel's int16 pair saturation on this CPU
     deviation: Deviation = None
     #: ort / fbgemm: the framework's own int32 accumulators against exact arithmetic
-    #: (:class:`golden.importers.x86_kernels.KernelCheck`)
+    #: (:class:`intdeploy.golden.importers.x86_kernels.KernelCheck`)
     kernel_check: object = None
 
 
@@ -207,7 +208,7 @@ def _q31(mult, shift):
 
 
 def _swap_rq(rq, mode):
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.requantizer import RequantParams
     if rq.rounding == mode:
         return rq
     f = {k: getattr(rq, k) for k in ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi")}
@@ -220,7 +221,7 @@ def _swap_rq(rq, mode):
 
 def _swap_model(model, mode):
     """``model`` with every requantizer's rounding set to ``mode``; None if that is invalid."""
-    from golden.model_file import AddLayer, IntegerModel, MacLayer, RequantLayer
+    from intdeploy.golden.model_file import AddLayer, IntegerModel, MacLayer, RequantLayer
     layers = []
     for layer in model.layers:
         if isinstance(layer, (MacLayer, RequantLayer)) and layer.requant is not None:
@@ -256,7 +257,7 @@ def _rq_ties(x, rq):
 
 
 def _proof_note(proof):
-    """The importer's requantization proof in a few words (:class:`golden.importers.fp32.Proof`)."""
+    """The importer's requantization proof in a few words (:class:`intdeploy.golden.importers.fp32.Proof`)."""
     note = f"proof: {proof.checked} acc values, {proof.fitted} refitted channel(s)"
     if proof.inexact:
         note += f", {proof.inexact} inexact channel(s) ({proof.inexact_values} acc values differ)"
@@ -279,11 +280,11 @@ def _out_scale(rng, scales, typical):
 
 
 def _framework_deviation(model, images, ref):
-    """The framework's own arithmetic replayed on ``images`` (:func:`golden.importers.framework.compare`):
+    """The framework's own arithmetic replayed on ``images`` (:func:`intdeploy.golden.importers.framework.compare`):
     its accumulators against exact arithmetic (a ``KernelCheck``) and, where its kernel made the
     reference deviate from exact arithmetic (or the replay does not reproduce the reference), the
     :class:`Deviation` golden and the engine are judged against. Returns ``(check, Deviation or None)``."""
-    from golden.network import IntegerDeployable
+    from intdeploy.golden.network import IntegerDeployable
     cmp = framework.compare(model, images, ref, IntegerDeployable(model).run(images))
     if not (cmp.deviation.any() or cmp.unexplained.any()):
         return cmp.check, None
@@ -440,8 +441,8 @@ def _fbgemm(rng, scales, batch, conv):
 def _tflite_fc(rng, scales, batch):
     """int8 FULLY_CONNECTED, per-channel weights, int32 bias: TFLite's requantization."""
     from ai_edge_litert import schema_py_generated as S
-    from golden.model_file import InputSpec, IntegerModel, MacLayer
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer
+    from intdeploy.golden.requantizer import RequantParams
     k, n = int(rng.integers(6, 20)), int(rng.integers(3, 9))
     span = 127 if scales == "random" else int(rng.integers(6, 30))
     wmax = 127 if scales == "random" else 12
@@ -504,9 +505,9 @@ def _round_away(t, shift):
 def _tflite_add(rng, scales, batch):
     """QUANTIZE (int8 -> int8 requantization) of the input, then int8 ADD of the input and it."""
     from ai_edge_litert import schema_py_generated as S
-    from golden.add import AddParams
-    from golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.add import AddParams
+    from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
+    from intdeploy.golden.requantizer import RequantParams
     c = int(rng.integers(2, 9))
     zx, zb, zy = (int(rng.integers(-60, 60)) for _ in range(3))
     if scales == "random":
@@ -545,8 +546,8 @@ def _tflite_requant(rng, scales, batch):
     """int8 -> int8 QUANTIZE: TFLite's Requantize, MultiplyByQuantizedMultiplier(x - zp_in, m, e)
     + zp_out with the double QuantizeMultiplier(s_in / s_out); power-of-two ratios give ties."""
     from ai_edge_litert import schema_py_generated as S
-    from golden.model_file import InputSpec, IntegerModel, RequantLayer
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.model_file import InputSpec, IntegerModel, RequantLayer
+    from intdeploy.golden.requantizer import RequantParams
     c = int(rng.integers(2, 9))
     zx, zy = int(rng.integers(-60, 60)), int(rng.integers(-60, 60))
     sx = _rand_scale(rng, 0.01, 0.1) if scales == "random" else _pow2(rng, -6, -3)
@@ -570,7 +571,7 @@ def _tflite_pool(rng, scales, batch):
     """int8 AVERAGE_POOL_2D, k x k windows, stride k, VALID; the power-of-two column has 2x2
     windows (whose averages have .5 ties; 3x3 has none) and a fused RELU6 (clamp [zp, zp + 96])."""
     from ai_edge_litert import schema_py_generated as S
-    from golden.model_file import InputSpec, IntegerModel, PoolLayer
+    from intdeploy.golden.model_file import InputSpec, IntegerModel, PoolLayer
     k = int(rng.integers(2, 4)) if scales == "random" else 2
     c, h = int(rng.integers(1, 5)), k * int(rng.integers(2, 4))
     x = rng.integers(-128, 128, (batch, h, h, c)).astype(np.int64)
@@ -625,7 +626,7 @@ def _qonnx(rng, scales, batch):
     Random: thresholds anywhere in the accumulator range, some channels negated. Ties: the
     thresholds are accumulator values the inputs produce (``x == T`` on many elements), the case
     that tells ``x >= T`` from ``x > T``."""
-    from golden.model_file import InputSpec, IntegerModel, MacLayer, Threshold
+    from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer, Threshold
     k, n, q = int(rng.integers(4, 12)), int(rng.integers(2, 7)), int(rng.integers(1, 4))
     t = (1 << q) - 1
     x = rng.integers(0, 16, (batch, k)).astype(np.int64)
@@ -659,8 +660,8 @@ def _nemo_requant_torch(v, mult, offset, d, lo, hi):
 def _nemo_conv_bn(rng, scales, batch):
     """PACT conv + integer BN (kappa, lambda, Eq. 21-22) + PACT_IntegerAct (Eq. 11-13): floor."""
     import torch
-    from golden.model_file import InputSpec, IntegerModel, MacLayer
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer
+    from intdeploy.golden.requantizer import RequantParams
     cin, cout, h, k = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(4, 7)), 3
     x = rng.integers(0, 256, (batch, h, h, cin)).astype(np.int64)
     w = rng.integers(-64, 64, (cout, k, k, cin)).astype(np.int64)
@@ -683,9 +684,9 @@ def _nemo_conv_bn(rng, scales, batch):
 
 def _nemo_add(rng, scales, batch):
     """PACT_IntegerAdd (Eq. 24, unclipped) of the input and a requantized copy, then PACT_IntegerAct."""
-    from golden.add import AddParams
-    from golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.add import AddParams
+    from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
+    from intdeploy.golden.requantizer import RequantParams
     c = int(rng.integers(2, 9))
     x = rng.integers(0, 256, (batch, c)).astype(np.int64)
     mb, db = int(rng.integers(100, 300)), 8
@@ -709,7 +710,7 @@ def _nemo_add(rng, scales, batch):
 def _nemo_pool(rng, scales, batch):
     """PACT_IntegerAvgPool2d (Eq. 25): floor(floor(2**d / k**2) * sum / 2**d)."""
     import torch
-    from golden.model_file import InputSpec, IntegerModel, PoolLayer
+    from intdeploy.golden.model_file import InputSpec, IntegerModel, PoolLayer
     k = int(rng.integers(2, 4))
     c, h = int(rng.integers(1, 5)), k * int(rng.integers(2, 4))
     x = rng.integers(0, 256, (batch, h, h, c)).astype(np.int64)
@@ -799,10 +800,10 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
     """Fill each case's ``results``: ``golden`` and ``engine`` equality counts with the case's
     :func:`target`, and the match count of every alternative mode. ``sim``: ``golden``
     (executable accelerator model) or a simulator name (all cases' packets in one simulator run)."""
-    from golden.network import IntegerDeployable
-    from hw.config import AcceleratorConfig
-    from sim import protocol as P
-    from sim.driver import ModelEngine, run_network
+    from intdeploy.golden.network import IntegerDeployable
+    from intdeploy.hw.config import AcceleratorConfig
+    from intdeploy.host import protocol as P
+    from intdeploy.host.driver import ModelEngine, run_network
     info = P.Info(**{k: v for k, v in AcceleratorConfig(**hardware).as_dict().items() if k in P.Info.__dataclass_fields__})
     recs = []
     for case in cases:
@@ -818,7 +819,7 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
         if sim == "golden":
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == want))
     if sim != "golden":
-        from sim.rtl_engine import RtlEngine
+        from intdeploy.sim.rtl_engine import RtlEngine
         packets = [p for rec in recs for call in rec.calls for p in call]
         engine = RtlEngine(sim, hardware, work_dir=work_dir)
         engine.work_dir.mkdir(parents=True, exist_ok=True)
@@ -913,7 +914,7 @@ def _main(args):
 
 
 def add_parser(sub):
-    """The ``crosscheck`` sub-command (registered in :data:`sim.cli.COMMANDS`)."""
+    """The ``crosscheck`` sub-command (registered in :data:`intdeploy.tools.cli.COMMANDS`)."""
     p = sub.add_parser("crosscheck", help="bit-exact cross-checks against ONNX Runtime, PyTorch, TFLite, QONNX, NEMO",
                        description="Generates small layers with random and power-of-two scales, runs them in each "
                                    "reference, in golden and on an engine, and reports element-wise equality in "
@@ -931,5 +932,4 @@ def add_parser(sub):
 
 
 if __name__ == "__main__":
-    sys.exit(_main(__import__("argparse").Namespace(reference=None, seed=0, repeats=1, sim="golden",
-                                                    work_dir=None, json=False)))
+    sys.exit(_main(argparse.Namespace(reference=None, seed=0, repeats=1, sim="golden", work_dir=None, json=False)))

@@ -1,4 +1,4 @@
-"""pytest plugin (loaded with ``-p sim.pytest_plugin``): a summary table at the end of a run.
+"""pytest plugin (loaded with ``-p intdeploy.sim.pytest_plugin``): a summary table at the end of a run.
 
 One row per test module (a unit, the golden model, the CLI...) and simulator, with the
 number of tests passed / failed / skipped and the time spent, so a regression run ends with a
@@ -8,7 +8,7 @@ table a reader can scan instead of a wall of dots.
 import collections
 import re
 
-from sim.runner import SIMULATORS
+from intdeploy.sim.runner import SIMULATORS
 
 _SIM_RE = re.compile(r"\b(" + "|".join(SIMULATORS) + r")\b")
 
@@ -27,7 +27,7 @@ def pytest_configure(config):
         return
     import os
     import shutil
-    from sim.runner import REPO
+    from intdeploy.sim.runner import REPO
     # One directory per pytest process: concurrent runs in the same tree keep their own bins.
     path = REPO / "build" / "coverage" / f"run-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
@@ -35,7 +35,7 @@ def pytest_configure(config):
 
 
 def _coverage_summary(tr):
-    from sim import coverage
+    from intdeploy.sim import coverage
     lines, _ = coverage.report()
     if not lines[0].startswith("functional coverage of 0 "):
         tr.section("functional coverage")

@@ -1,8 +1,8 @@
 """The accelerator top on a simulator, as an engine that executes command packets.
 
 :class:`RtlEngine` runs a list of command packets (lists of 32-bit words, as
-:mod:`sim.protocol` builds them) through the Verilog of :class:`hw.top.Accelerator` on Verilator
-or Icarus (cocotb bench :mod:`sim.tb_top`, scenario ``batch``) and returns the responses, so the
+:mod:`intdeploy.host.protocol` builds them) through the Verilog of :class:`intdeploy.hw.top.Accelerator` on Verilator
+or Icarus (cocotb bench :mod:`intdeploy.sim.tb_top`, scenario ``batch``) and returns the responses, so the
 host driver can run the same program on the executable model and on the RTL. :func:`run_top`
 is the lower-level entry the tests use (any scenario of the bench).
 """
@@ -11,16 +11,16 @@ import json
 import tempfile
 from pathlib import Path
 
-from hw.config import AcceleratorConfig
-from sim import protocol as P
-from sim.runner import run_bench
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.host import protocol as P
+from intdeploy.sim.runner import run_bench
 
 __all__ = ["RtlEngine", "run_top", "write_packets", "read_responses", "accelerator_config"]
 
 
 def accelerator_config(params):
     """An :class:`AcceleratorConfig` from a dict of elaboration parameters, an
-    ``AcceleratorConfig`` or a :class:`sim.protocol.Info` (ValueError names a bad field)."""
+    ``AcceleratorConfig`` or a :class:`intdeploy.host.protocol.Info` (ValueError names a bad field)."""
     if isinstance(params, AcceleratorConfig):
         return params
     if isinstance(params, P.Info):
@@ -46,7 +46,7 @@ def read_responses(path):
 
 
 def run_top(sim, params, *, test_dir, scenario="model", seed=0, **bench):
-    """Run :mod:`sim.tb_top` on the top elaborated with ``params``; raises AssertionError with
+    """Run :mod:`intdeploy.sim.tb_top` on the top elaborated with ``params``; raises AssertionError with
     the bench's report on a mismatch or hang.
 
     ``bench`` holds the bench configuration (``packets_file`` or the packets themselves as
@@ -62,7 +62,7 @@ def run_top(sim, params, *, test_dir, scenario="model", seed=0, **bench):
     bench.setdefault("responses_file", str(test_dir / "responses.json"))
     cfg = {"accel": config.as_dict(), "scenario": scenario, "seed": seed, **bench}
 
-    from hw.top import Accelerator
+    from intdeploy.hw.top import Accelerator
     run_bench("top", lambda: Accelerator(**config.as_dict()), config.key(), sim, cfg,
               test_dir=test_dir)
     path = Path(bench["responses_file"])
@@ -75,7 +75,7 @@ class RtlEngine:
     Parameters
     ----------
     sim : ``"verilator"`` or ``"icarus"``
-    params : dict, AcceleratorConfig or sim.protocol.Info
+    params : dict, AcceleratorConfig or intdeploy.host.protocol.Info
         Elaboration parameters of the top.
     work_dir : path, optional
         Where packets, responses and logs go (a temporary directory by default).
@@ -91,7 +91,7 @@ class RtlEngine:
     """
 
     def __init__(self, sim, params, *, work_dir=None, **bench):
-        from sim.runner import SIMULATORS
+        from intdeploy.sim.runner import SIMULATORS
         if sim not in SIMULATORS:
             raise ValueError(f"sim: {sim!r} is not one of {', '.join(SIMULATORS)}")
         self.sim = sim
@@ -103,12 +103,12 @@ class RtlEngine:
 
     @property
     def info(self):
-        """The :class:`sim.protocol.Info` that INFO reports for this top."""
+        """The :class:`intdeploy.host.protocol.Info` that INFO reports for this top."""
         c = self.config
         return P.Info(**{k: getattr(c, k) for k in P.Info.__dataclass_fields__ if hasattr(c, k)})
 
     def execute(self, packets):
-        """Send ``packets`` (lists of words) in order; returns one :class:`sim.protocol.Response`
+        """Send ``packets`` (lists of words) in order; returns one :class:`intdeploy.host.protocol.Response`
         per packet. The accelerator starts from reset (buffers at power-up: zero)."""
         packets = [list(p) for p in packets]
         if not packets or any(len(p) == 0 for p in packets):

@@ -193,7 +193,7 @@ def run_bench(unit, factory, key, sim, config, *, test_dir, toplevel=None):
     runner, build_dir = _build(sim, verilog_path, toplevel)
     test_dir = Path(test_dir)
     test_dir.mkdir(parents=True, exist_ok=True)
-    module = f"sim.tb_{unit}"
+    module = f"intdeploy.sim.tb_{unit}"
     ok, _ = _run_once(runner, sim, build_dir, toplevel, module, test_dir, config, waves=False)
     if ok:
         return

@@ -5,11 +5,11 @@ bounded time.
 until ``M`` minutes have passed: draw a random IntegerDeployable network (:func:`random_network`:
 a convolution of random kernel/stride/padding, an optional second convolution and residual Add,
 an optional max or average pooling, a fully connected layer; random zero points, dtypes and a
-rounding mode per layer), compile it with the host driver (:mod:`sim.driver`) on the executable
+rounding mode per layer), compile it with the host driver (:mod:`intdeploy.host.driver`) on the executable
 model, send every packet to the top on a simulator under a random bus:core clock ratio (including
 1:8 and 8:1), random input pauses and output backpressure (sometimes thousands of cycles long),
 check every response word for word against the model inside the bench and every layer tensor
-decoded from the RTL's responses against golden :class:`golden.network.IntegerDeployable`.
+decoded from the RTL's responses against golden :class:`intdeploy.golden.network.IntegerDeployable`.
 
 A tqdm progress bar runs over the time budget; at the end the command prints the runs, the core
 cycles simulated and the failures, each with the seed that reproduces it
@@ -38,8 +38,8 @@ _ROUNDINGS = ("floor", "half_up", "half_even", "tflite")
 def _requant(rng, acc, dtype, zero_point, per_tensor=False):
     """Per-channel (or per-tensor) requantizer mapping the observed accumulator range to about
     +-60 (so outputs use the range without saturating everything), in a random rounding mode."""
-    from golden.model_file import DTYPES
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.model_file import DTYPES
+    from intdeploy.golden.requantizer import RequantParams
 
     rounding = str(rng.choice(_ROUNDINGS))
     c = 1 if per_tensor else acc.shape[-1]
@@ -55,12 +55,12 @@ def _requant(rng, acc, dtype, zero_point, per_tensor=False):
 
 def random_network(seed, batch=2):
     """A random small IntegerDeployable network and a batch of input images: ``(model, x)``."""
-    from golden.add import AddParams
-    from golden.mac_array import conv2d, linear
-    from golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer,
+    from intdeploy.golden.add import AddParams
+    from intdeploy.golden.mac_array import conv2d, linear
+    from intdeploy.golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer,
                                    PoolLayer, RequantLayer)
-    from golden.network import IntegerDeployable
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.network import IntegerDeployable
+    from intdeploy.golden.requantizer import RequantParams
 
     rng = np.random.default_rng(seed)
     h, w, cin = (int(v) for v in (rng.integers(3, 7), rng.integers(3, 7), rng.integers(1, 5)))
@@ -177,10 +177,10 @@ class _Replay:
 def soak_run(seed, sim="verilator", work_dir=None):
     """One soak run; returns the core cycles; raises AssertionError (with the reason) on a
     mismatch, a hang or a malformed response."""
-    from golden.network import IntegerDeployable
-    from sim import protocol as P
-    from sim.driver import ModelEngine, run_network
-    from sim.rtl_engine import run_top
+    from intdeploy.golden.network import IntegerDeployable
+    from intdeploy.host import protocol as P
+    from intdeploy.host.driver import ModelEngine, run_network
+    from intdeploy.sim.rtl_engine import run_top
 
     model, x = random_network(seed)
     golden = IntegerDeployable(model).run(x, trace=True)

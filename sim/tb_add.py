@@ -1,10 +1,10 @@
 # amaranth: UnusedElaboratable=no
-"""Bench of :class:`hw.add.AddUnit` against :func:`golden.add.add`.
+"""Bench of :class:`intdeploy.hw.add.AddUnit` against :func:`intdeploy.golden.add.add`.
 
 Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``in_bits``, ``out_bits``, ``n``
 (random lane items after the corner list), ``corners`` (``"quick"``, ``"thorough"`` or false),
 ``full_rate``, ``in_stall`` / ``out_stall`` / ``burst`` (the no-stall phase that checks latency
-and II = 1, then random pauses: :func:`sim.bench.stream_check`), ``golden_rounding``
+and II = 1, then random pauses: :func:`intdeploy.sim.bench.stream_check`), ``golden_rounding``
 (optional: golden uses this rounding in all three requantizers, to show the check fails),
 ``golden_no_sum_shift`` (optional: golden ignores the sum shift, likewise).
 
@@ -24,11 +24,11 @@ from fractions import Fraction
 import cocotb
 import numpy as np
 
-from golden.add import AddParams, add
-from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
-from hw.add import LATENCY, AddUnit
-from sim.bench import Bench, Scoreboard, stream_check
-from sim.tb_requantizer import MODES, Stimulus
+from intdeploy.golden.add import AddParams, add
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
+from intdeploy.hw.add import LATENCY, AddUnit
+from intdeploy.sim.bench import Bench, Scoreboard, stream_check
+from intdeploy.sim.tb_requantizer import MODES, Stimulus
 
 
 class AddStimulus:

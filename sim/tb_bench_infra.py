@@ -4,7 +4,7 @@ reported with inputs, golden, RTL and cycle."""
 
 import cocotb
 
-from sim.bench import Bench, Scoreboard
+from intdeploy.sim.bench import Bench, Scoreboard
 
 
 @cocotb.test(timeout_time=200, timeout_unit="us")

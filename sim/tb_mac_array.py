@@ -1,4 +1,4 @@
-"""Bench of :class:`hw.mac_array.MacArray`: GEMMs against ``golden.mac_array.linear``.
+"""Bench of :class:`intdeploy.hw.mac_array.MacArray`: GEMMs against ``intdeploy.golden.mac_array.linear``.
 
 Configuration (``INTDEPLOY_TB``): ``rows``, ``cols``, ``weight_bits``, ``acc_bits`` (the
 elaboration parameters), ``seed``; ``ii_steps`` (steps of the no-stall throughput phase, 0 to
@@ -19,9 +19,9 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
 
-from golden.mac_array import check_accumulator, linear
-from hw.mac_array import MacArray
-from sim.bench import Bench, Scoreboard, write_report
+from intdeploy.golden.mac_array import check_accumulator, linear
+from intdeploy.hw.mac_array import MacArray
+from intdeploy.sim.bench import Bench, Scoreboard, write_report
 
 #: Deliberate golden errors: each returns the (wrong) arguments golden is called with.
 BUGS = {

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Bench of hw.pool.PoolUnit against golden.pool.
+"""Bench of intdeploy.hw.pool.PoolUnit against intdeploy.golden.pool.
 
 Configuration (``INTDEPLOY_TB``): ``lanes``, ``in_bits``, ``max_taps``, ``max_shift`` (the
 hardware), ``seed``, ``windows`` (random windows), ``images`` (2-D pooling layers), ``in_stall``,
@@ -11,13 +11,13 @@ First ``full_rate`` (default 48) one-tap windows of random modes run with no sta
 side, and a monitor checks the documented latency (5 cycles) and one window per cycle. Then
 two kinds of work share one stream of windows, under random stalls:
 
-* random windows, each checked with ``golden.pool.pool_windows``: every mode; sizes 1..max_taps
+* random windows, each checked with ``intdeploy.golden.pool.pool_windows``: every mode; sizes 1..max_taps
   including 4, 9, 16 (2x2, 3x3, 4x4) and the 2, 3, 6 of windows cut by a padded border; taps
   int8, uint8, the full ``in_bits`` range, all equal, extremes (-128, 127, 255, the range ends);
   TFLite sums built to end in an exact .5 of both signs; NEMO with several ``d`` and divisors;
   clamps;
 * whole pooling layers on small NHWC images (channels = lanes), checked with
-  ``golden.pool.max_pool2d`` / ``avg_pool2d_tflite`` (with padding: border windows stream only
+  ``intdeploy.golden.pool.max_pool2d`` / ``avg_pool2d_tflite`` (with padding: border windows stream only
   their valid taps) / ``avg_pool2d_nemo``.
 """
 
@@ -25,9 +25,9 @@ import cocotb
 import numpy as np
 from cocotb.triggers import with_timeout
 
-from golden.pool import avg_pool2d_nemo, avg_pool2d_tflite, max_pool2d, pool_windows
-from hw.pool import PoolUnit
-from sim.bench import Bench, Scoreboard, check_timing, handshakes
+from intdeploy.golden.pool import avg_pool2d_nemo, avg_pool2d_tflite, max_pool2d, pool_windows
+from intdeploy.hw.pool import PoolUnit
+from intdeploy.sim.bench import Bench, Scoreboard, check_timing, handshakes
 
 SIZES = (1, 2, 3, 4, 6, 9, 16)
 VALUE_KINDS = ("int8", "uint8", "full", "equal", "extreme", "narrow")
@@ -76,7 +76,7 @@ def _division_edge(rng, n, lanes, in_bits):
 def reciprocal_edges(unit, limit=16):
     """Windows ``(n, lanes)`` whose TFLite quotient a one-bit-shorter reciprocal gets wrong.
 
-    The unit divides by ``n`` as ``(A * ceil(2**s / n)) >> s`` (``hw.pool.reciprocal_table``);
+    The unit divides by ``n`` as ``(A * ceil(2**s / n)) >> s`` (``intdeploy.hw.pool.reciprocal_table``);
     these are the ``(n, A)`` where ``s - 1`` would fail, so they prove the RTL uses the full
     ``s`` and a wide enough multiplier. Each lane's sum is ``+-(A - n//2)``.
     """

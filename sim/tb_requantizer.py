@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Bench of :class:`hw.requantizer.Requantizer` against :func:`golden.requantizer.requantize`.
+"""Bench of :class:`intdeploy.hw.requantizer.Requantizer` against :func:`intdeploy.golden.requantizer.requantize`.
 
 Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``out_bits``, ``n`` (random lane items
 after the corner list), ``corners`` (``"quick"``, ``"thorough"`` or false), ``full_rate`` (beats
@@ -8,7 +8,7 @@ probability per cycle afterwards), ``burst`` (longest pause), ``golden_rounding`
 golden uses this rounding for every item, to show the check fails).
 
 Every lane of every beat is one *item*: an accumulator and a
-:class:`~golden.requantizer.RequantParams` of one channel, encoded by
+:class:`~intdeploy.golden.requantizer.RequantParams` of one channel, encoded by
 :meth:`Requantizer.encode`. Lanes of a beat carry unrelated items, so modes and parameters
 differ across lanes. The corner list comes first (int32 extremes, shift 0 and 62, TFLite's
 two shift regimes, exact ties of every mode with odd and even quotients of both signs, negative
@@ -21,9 +21,9 @@ import dataclasses
 import cocotb
 import numpy as np
 
-from golden.requantizer import INT32_MAX, INT32_MIN, ROUNDING_MODES, RequantParams, requantize
-from hw.requantizer import LATENCY, Requantizer
-from sim.bench import Bench, Scoreboard, stream_check
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, ROUNDING_MODES, RequantParams, requantize
+from intdeploy.hw.requantizer import LATENCY, Requantizer
+from intdeploy.sim.bench import Bench, Scoreboard, stream_check
 
 MODES = tuple(ROUNDING_MODES)
 INT48_MIN, INT48_MAX = -(1 << 47), (1 << 47) - 1

@@ -1,5 +1,5 @@
 # amaranth: UnusedElaboratable=no
-"""Bench of hw.threshold.ThresholdUnit against golden.threshold.threshold.
+"""Bench of intdeploy.hw.threshold.ThresholdUnit against intdeploy.golden.threshold.threshold.
 
 Configuration (``INTDEPLOY_TB``): ``channels``, ``max_bits``, ``lanes`` (the hardware), ``seed``,
 ``bursts`` (load/data rounds), ``n`` (data beats per burst), ``in_stall``, ``out_stall``,
@@ -30,9 +30,9 @@ import cocotb
 import numpy as np
 from cocotb.triggers import ClockCycles, with_timeout
 
-from golden.threshold import bn_thresholds, threshold
-from hw.threshold import ThresholdUnit
-from sim.bench import Bench, Scoreboard, check_timing, handshakes, write_report
+from intdeploy.golden.threshold import bn_thresholds, threshold
+from intdeploy.hw.threshold import ThresholdUnit
+from intdeploy.sim.bench import Bench, Scoreboard, check_timing, handshakes, write_report
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1

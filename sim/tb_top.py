@@ -1,14 +1,14 @@
-"""cocotb bench of the accelerator top (:class:`hw.top.Accelerator`).
+"""cocotb bench of the accelerator top (:class:`intdeploy.hw.top.Accelerator`).
 
 Two clocks from cocotb ``Clock`` (periods from the configuration, so any bus:core ratio),
 cocotbext-axi's ``AxiStreamSource`` on ``s_axis`` and ``AxiStreamSink`` on ``m_axis`` (ports
 ``s_axis__tdata`` ..., found with ``bus_separator="__"``), their pause generators for random idle
 cycles on the input and backpressure on the output. The command packets come from a JSON file
-written by the pytest side (:func:`sim.rtl_engine.write_packets`); the bench sends them, reads
+written by the pytest side (:func:`intdeploy.sim.rtl_engine.write_packets`); the bench sends them, reads
 one response per packet under a watchdog, and
 
 * ``scenario = "model"``: compares every response, word for word, with the executable model
-  :class:`sim.accel_model.AcceleratorModel` fed the same packets (STATUS ``cycles`` and
+  :class:`intdeploy.sim.accel_model.AcceleratorModel` fed the same packets (STATUS ``cycles`` and
   ``busy_cycles`` excepted), and writes the responses for the pytest side's golden checks;
 * ``scenario = "reset"``: sends the first phase, resets the domain ``reset_domain`` in the middle
   of the stream (the drivers drop what they were sending), then sends the second phase and
@@ -34,9 +34,10 @@ from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
 
-from sim import coverage, protocol as P
-from sim.accel_model import AcceleratorModel, response_mismatch
-from sim.bench import config, stall_pattern, write_report
+from intdeploy.sim import coverage
+from intdeploy.host import protocol as P
+from intdeploy.sim.accel_model import AcceleratorModel, response_mismatch
+from intdeploy.sim.bench import config, stall_pattern, write_report
 
 # The command streams are long; cocotbext-axi logs every frame at INFO.
 logging.getLogger("cocotb.top.s_axis").setLevel(logging.WARNING)
@@ -44,7 +45,7 @@ logging.getLogger("cocotb.top.m_axis").setLevel(logging.WARNING)
 
 
 def info_of(params):
-    """:class:`sim.protocol.Info` for the elaboration parameters ``params`` (a dict)."""
+    """:class:`intdeploy.host.protocol.Info` for the elaboration parameters ``params`` (a dict)."""
     return P.Info(**{k: v for k, v in params.items() if k in P.Info.__dataclass_fields__})
 
 

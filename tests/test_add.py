@@ -1,16 +1,16 @@
 # amaranth: UnusedElaboratable=no
-"""Add unit RTL vs golden.add.add on both simulators (NEMO, TFLite and generic parameter sets),
+"""Add unit RTL vs intdeploy.golden.add.add on both simulators (NEMO, TFLite and generic parameter sets),
 plus the host encoder and the elaboration-parameter checks."""
 
 import re
 
 import pytest
 
-from golden.add import AddParams
-from golden.requantizer import RequantParams
-from hw.add import AddUnit
-from hw.requantizer import Rounding
-from sim.runner import SIMULATORS, run_bench
+from intdeploy.golden.add import AddParams
+from intdeploy.golden.requantizer import RequantParams
+from intdeploy.hw.add import AddUnit
+from intdeploy.hw.requantizer import Rounding
+from intdeploy.sim.runner import SIMULATORS, run_bench
 
 
 def run(sim, tmp_path, *, lanes, in_bits=9, out_bits=32, **cfg):

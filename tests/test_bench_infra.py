@@ -8,7 +8,7 @@ from amaranth import Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
-from sim.runner import SIMULATORS, run_bench
+from intdeploy.sim.runner import SIMULATORS, run_bench
 
 
 class Triple(wiring.Component):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from golden import digits
+from intdeploy.golden import digits
 
 INTDEPLOY = Path(sys.executable).with_name("intdeploy")
 

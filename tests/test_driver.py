@@ -1,4 +1,4 @@
-"""sim.driver on the golden engine: every layer kind equals golden's direct computation exactly,
+"""intdeploy.host.driver on the golden engine: every layer kind equals golden's direct computation exactly,
 tiling beyond the buffers, the digits network end to end, refusals with the layer named,
 engine errors and the mismatch report.
 
@@ -11,18 +11,18 @@ import dataclasses
 import numpy as np
 import pytest
 
-from golden import digits, model_file
-from golden.add import AddParams, add
-from golden.mac_array import conv2d, linear
-from golden.model_file import (AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer,
+from intdeploy.golden import digits, model_file
+from intdeploy.golden.add import AddParams, add
+from intdeploy.golden.mac_array import conv2d, linear
+from intdeploy.golden.model_file import (AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer,
                                Threshold)
-from golden.network import IntegerDeployable
-from golden.pool import pool_windows
-from golden.requantizer import INT32_MAX, RequantParams, requantize
-from golden.threshold import threshold
-from sim import protocol as P
-from sim.accel_model import Overlap
-from sim.driver import (Driver, EngineError, GemmJob, ModelEngine, compare_outputs, first_mismatch,
+from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.pool import pool_windows
+from intdeploy.golden.requantizer import INT32_MAX, RequantParams, requantize
+from intdeploy.golden.threshold import threshold
+from intdeploy.host import protocol as P
+from intdeploy.sim.accel_model import Overlap
+from intdeploy.host.driver import (Driver, EngineError, GemmJob, ModelEngine, compare_outputs, first_mismatch,
                         format_mismatch, run_layers, run_network)
 
 SMALL = P.Info(rows=4, cols=4, weight_depth=16, weight_banks=2, act_depth=64, param_channels=16,
@@ -259,7 +259,7 @@ def test_conv_strips_bit_exact_both_ways(cin, kernel, stride, padding, cols):
 def test_conv_strips_with_add_thresholds_and_small_buffers():
     """Strips fused with an add (residual rows between strip outputs are zeros), split over many
     RUNs by a small activation and residual buffer, with a threshold epilogue."""
-    from sim.soak import random_network
+    from intdeploy.sim.soak import random_network
     for seed in range(40):
         model, x = random_network(seed)
         if [la.name for la in model.layers][1:3] == ["conv2", "res"]:
@@ -348,7 +348,7 @@ def test_fusion_digits_network():
 
 
 def _soak_info(**kw):
-    from sim.soak import HARDWARE
+    from intdeploy.sim.soak import HARDWARE
     return P.Info(**{**{k: v for k, v in HARDWARE.items() if k in P.Info.__dataclass_fields__}, **kw})
 
 
@@ -369,7 +369,7 @@ def test_add_layer_with_a_sum_shift():
 
 
 def test_fusion_random_networks():
-    from sim.soak import random_network
+    from intdeploy.sim.soak import random_network
     kinds = set()
     for seed in range(60):
         model, x = random_network(seed)
@@ -397,7 +397,7 @@ def test_fusion_threshold_then_overlapping_max_pool():
 
 
 def test_fusion_falls_back_where_it_cannot_apply():
-    from sim.soak import random_network
+    from intdeploy.sim.soak import random_network
     model = model_file.load(digits.MODEL_FILE)
     x = digits.load_split()[2][:2]
     # a network output stays a program's output
@@ -495,7 +495,7 @@ def test_tiling_loop_orders():
 
 def _waits(packets):
     """The write packets that would wait for the RUN before them (the model's
-    :class:`sim.accel_model.Overlap`: behind a RUN with only buffer writes between, meeting its
+    :class:`intdeploy.sim.accel_model.Overlap`: behind a RUN with only buffer writes between, meeting its
     entries)."""
     overlap, waits = Overlap(), []
     for k, pk in enumerate(packets):
@@ -542,7 +542,7 @@ def test_consecutive_runs_never_share_entries():
     holds a strip: else nothing can overlap), and GEMMs tiled over TINY buffers
     with an add and pooling. And the writes that can overlap a RUN are there: most RUNs but the
     last of a program are followed by a write."""
-    from sim.soak import random_network
+    from intdeploy.sim.soak import random_network
     model = model_file.load(digits.MODEL_FILE)
     _, _, x_test, _ = digits.load_split()
     golden = IntegerDeployable(model).run(x_test[:8], trace=True)

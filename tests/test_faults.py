@@ -2,8 +2,8 @@
 of a command stream, extreme clock ratios (bus:core 1:8 and 8:1), output sinks that stall for
 thousands of cycles; on Verilator and on Icarus.
 
-Every case uses the ``reset`` scenario of :mod:`sim.tb_top`: a first program runs to completion
-(each response compared word for word with :class:`sim.accel_model.AcceleratorModel`), a second
+Every case uses the ``reset`` scenario of :mod:`intdeploy.sim.tb_top`: a first program runs to completion
+(each response compared word for word with :class:`intdeploy.sim.accel_model.AcceleratorModel`), a second
 one is cut by a reset of ``bus_rst`` or ``core_rst`` after a random number of accepted beats plus
 a random number of bus cycles; the responses that came out whole before the reset must be the
 model's answers to the first packets of the cut stream; after the reset a third program (buffer
@@ -19,7 +19,7 @@ stalls on Verilator, a smaller sweep on Icarus, and a soak-style random sweep.
 import numpy as np
 import pytest
 
-from sim.rtl_engine import run_top
+from intdeploy.sim.rtl_engine import run_top
 from tests.test_top import QUICK, fuzz_program, info_of
 
 #: Clock periods (ns) bus:core of the extreme and near-equal ratios.

@@ -5,7 +5,7 @@ Property: whatever the input, the outcome is a valid result or one clear error l
 traceback or a hang.
 
 * Model files: the bundled ``golden/models/digits.json`` / ``.npz`` mutated at three levels
-  (JSON structure, raw bytes of either file, arrays of the ``.npz``): :func:`golden.model_file.load`
+  (JSON structure, raw bytes of either file, arrays of the ``.npz``): :func:`intdeploy.golden.model_file.load`
   returns an :class:`IntegerModel` (which then runs on golden) or raises ``ModelFormatError``
   with one line that starts with the field (or file) it is about; the CLI answers such a file
   with exit status 2, one ``intdeploy: error:`` line and no traceback.
@@ -15,7 +15,7 @@ traceback or a hang.
 * RTL: a stream of garbage packets into the top (Verilator; Icarus in the regress tier), every
   packet answered within the bench's watchdog and equal to the model, then a valid network run
   bit-exact with golden.
-* Accumulator: :func:`golden.mac_array.accumulator_range` is the exact worst case (attained,
+* Accumulator: :func:`intdeploy.golden.mac_array.accumulator_range` is the exact worst case (attained,
   never exceeded); weights exactly at the int32 limit are accepted and run bit-exactly (golden
   and RTL), one past it is refused by the model file and by the driver.
 
@@ -39,13 +39,13 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from golden import mac_array, model_file
-from golden.model_file import InputSpec, IntegerModel, MacLayer, ModelFormatError
-from golden.network import IntegerDeployable
-from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
-from sim import protocol as P
-from sim.accel_model import AcceleratorModel
-from sim.driver import Driver, GemmJob, ModelEngine, run_network
+from intdeploy.golden import mac_array, model_file
+from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer, ModelFormatError
+from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
+from intdeploy.host import protocol as P
+from intdeploy.sim.accel_model import AcceleratorModel
+from intdeploy.host.driver import Driver, GemmJob, ModelEngine, run_network
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "golden" / "models" / "digits.json"
@@ -311,7 +311,7 @@ def test_fuzz_model_file(data):
 def _cli(*args):
     env = {**os.environ, "PYTHONPATH": str(REPO)}
     env.pop("INTDEPLOY_TRACEBACK", None)
-    return subprocess.run([sys.executable, "-m", "sim.cli", *args], capture_output=True, text=True, env=env,
+    return subprocess.run([sys.executable, "-m", "intdeploy.tools.cli", *args], capture_output=True, text=True, env=env,
                           cwd=REPO, timeout=120)
 
 
@@ -526,7 +526,7 @@ def garbage_then_network(sim, tmp_path, *, seed, length, ratio="10:11", **bench)
     """Garbage into the top (each response checked against the model in the bench, under the
     watchdog), then the network of tests/test_top.py, decoded and compared with golden."""
     from tests.test_top import QUICK, RATIOS, _Recorder, _Replay, info_of, network
-    from sim.rtl_engine import run_top
+    from intdeploy.sim.rtl_engine import run_top
 
     model, x = network(seed)
     golden = IntegerDeployable(model).run(x, trace=True)
@@ -709,7 +709,7 @@ def test_accumulator_at_limit_rtl(sim, tmp_path):
     """The at-limit layer on the RTL top: the accumulator plus bias reaches INT32_MAX and
     INT32_MIN exactly; every output bit-exact with golden (a 33-bit or saturating adder, or a
     wrong bias add, would change the requantized result)."""
-    from sim.rtl_engine import RtlEngine
+    from intdeploy.sim.rtl_engine import RtlEngine
     from tests.test_top import QUICK
 
     model, w, bias = _limit_model()

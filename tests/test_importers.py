@@ -6,14 +6,14 @@ import re
 import numpy as np
 import pytest
 
-from golden import model_file
-from golden.importers import fp32, framework, x86_kernels
-from golden.importers.from_onnx import import_onnx
-from golden.importers.from_torch import import_torch
-from golden.model_file import ModelFormatError
-from golden.network import IntegerDeployable
-from golden.requantizer import RequantParams, requantize
-from sim.cli import main
+from intdeploy.golden import model_file
+from intdeploy.golden.importers import fp32, framework, x86_kernels
+from intdeploy.golden.importers.from_onnx import import_onnx
+from intdeploy.golden.importers.from_torch import import_torch
+from intdeploy.golden.model_file import ModelFormatError
+from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.requantizer import RequantParams, requantize
+from intdeploy.tools.cli import main
 
 
 # --- ONNX -----------------------------------------------------------------------------------------
@@ -258,8 +258,8 @@ def test_compare_does_not_call_every_mismatch_a_deviation():
 def test_verify_range_is_the_calibrated_one():
     """fbgemm's default qconfig calibrates uint8 activations to 7 bits: --verify draws from [0, 127]
     for a PyTorch model unless told otherwise; an ONNX model's declared range otherwise."""
-    from golden.importers.cli import verify_range
-    from golden.model_file import InputSpec
+    from intdeploy.tools.import_model import verify_range
+    from intdeploy.golden.model_file import InputSpec
     spec = InputSpec(name="x", shape=(4,), dtype="uint8")
     assert verify_range(object(), spec) == (0, 127, "the 7-bit range fbgemm's default qconfig calibrates "
                                                     "(reduce_range)")

@@ -1,12 +1,12 @@
-"""MacArray against golden.mac_array.linear on both simulators, its elaboration-parameter and
+"""MacArray against intdeploy.golden.mac_array.linear on both simulators, its elaboration-parameter and
 host-encoding refusals, and a proof that the bench's check can fail."""
 
 import numpy as np
 import pytest
 
-from golden.mac_array import linear
-from hw.mac_array import MacArray, step_range
-from sim.runner import SIMULATORS, run_bench
+from intdeploy.golden.mac_array import linear
+from intdeploy.hw.mac_array import MacArray, step_range
+from intdeploy.sim.runner import SIMULATORS, run_bench
 
 
 def _run(sim, tmp_path, *, rows, cols, weight_bits=8, acc_bits=32, **cfg):

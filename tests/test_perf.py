@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from sim import perf, synth
-from sim import protocol as P
-from sim.driver import ModelEngine
+from intdeploy.tools import perf, synth
+from intdeploy.host import protocol as P
+from intdeploy.host.driver import ModelEngine
 
 
 def test_figures_definitions():

@@ -1,13 +1,13 @@
 # amaranth: UnusedElaboratable=no
-"""PoolUnit: bit-exact with golden.pool on both simulators, the exactness of its reciprocal
+"""PoolUnit: bit-exact with intdeploy.golden.pool on both simulators, the exactness of its reciprocal
 division, parameter validation, and the host-side encoder's refusals."""
 
 import numpy as np
 import pytest
 
-from golden.pool import pool_windows
-from hw.pool import PoolMode, PoolUnit, reciprocal_table
-from sim.runner import SIMULATORS, run_bench
+from intdeploy.golden.pool import pool_windows
+from intdeploy.hw.pool import PoolMode, PoolUnit, reciprocal_table
+from intdeploy.sim.runner import SIMULATORS, run_bench
 
 
 def _run(sim, tmp_path, *, lanes, in_bits, max_taps, max_shift, **cfg):

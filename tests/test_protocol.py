@@ -1,11 +1,11 @@
-"""sim.protocol: encoders/decoders round-trip, bit-level packing, refusal of unrepresentable values."""
+"""intdeploy.host.protocol: encoders/decoders round-trip, bit-level packing, refusal of unrepresentable values."""
 
 import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
-from sim import protocol as P
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
+from intdeploy.host import protocol as P
 
 
 def _oracle_pack(values, bits):

@@ -1,5 +1,5 @@
-"""golden.qat: the PyTorch PACT/LSQ autograd functions against the numpy references of
-golden.fakequant bit for bit, BN folding, a short QAT run exported to a model file, and the bundled
+"""intdeploy.golden.qat: the PyTorch PACT/LSQ autograd functions against the numpy references of
+intdeploy.golden.fakequant bit for bit, BN folding, a short QAT run exported to a model file, and the bundled
 QAT models of the digits network against the accuracy table of the README."""
 
 import os
@@ -13,10 +13,10 @@ import pytest
 from hypothesis import given, settings, strategies as st
 import torch
 
-from golden import digits, qat
-from golden.fakequant import lsq_backward, lsq_forward, pact_backward, pact_forward
-from golden.model_file import MacLayer, load, same_model, save
-from golden.network import FullPrecision, IntegerDeployable, accuracy, agreement
+from intdeploy.golden import digits, qat
+from intdeploy.golden.fakequant import lsq_backward, lsq_forward, pact_backward, pact_forward
+from intdeploy.golden.model_file import MacLayer, load, same_model, save
+from intdeploy.golden.network import FullPrecision, IntegerDeployable, accuracy, agreement
 
 ROOT = Path(__file__).resolve().parent.parent
 F64 = torch.float64
@@ -215,7 +215,7 @@ def test_qat_network_unquantized_is_the_float_network(fold):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_short_qat_run_exports_a_deployable_model(bits, tmp_path):
-    from sim.driver import Driver, ModelEngine
+    from intdeploy.host.driver import Driver, ModelEngine
 
     x_train, _, x_test, _ = digits.load_split()
     model_qat = qat.train(bits, steps=8, batch=16, seed=1)
@@ -292,7 +292,7 @@ def _bundled_equal(out_dir):
 
 def test_retraining_reproduces_bundled_models_on_any_cpu(tmp_path):
     """scripts/qat_digits.py retrains both widths with ATen at its baseline ISA and MKL in its
-    reproducible mode (golden.qat.REPRODUCIBLE_ENV): the model files come out byte for byte as
+    reproducible mode (intdeploy.golden.qat.REPRODUCIBLE_ENV): the model files come out byte for byte as
     bundled, whatever this CPU's vector extensions. Without that environment the same training
     gives other bytes on this (AVX2) machine: every one of the two settings moves the result."""
     env = dict(os.environ, PYTHONPATH=str(ROOT))

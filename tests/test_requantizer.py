@@ -1,12 +1,12 @@
 # amaranth: UnusedElaboratable=no
-"""Requantizer RTL vs golden.requantizer.requantize on both simulators, plus the host encoder and
+"""Requantizer RTL vs intdeploy.golden.requantizer.requantize on both simulators, plus the host encoder and
 the elaboration-parameter checks."""
 
 import pytest
 
-from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
-from hw.requantizer import Requantizer, Rounding
-from sim.runner import SIMULATORS, run_bench
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
+from intdeploy.hw.requantizer import Requantizer, Rounding
+from intdeploy.sim.runner import SIMULATORS, run_bench
 
 
 def run(sim, tmp_path, *, lanes, out_bits, **cfg):
@@ -103,7 +103,7 @@ def test_clip_flags_split_compare():
     from amaranth import Module, Signal, signed
     from amaranth.sim import Simulator
 
-    from hw.requantizer import _outside
+    from intdeploy.hw.requantizer import _outside
     v, b = Signal(signed(64)), Signal(signed(33))
     below, above = Signal(), Signal()
     m = Module()

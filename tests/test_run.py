@@ -13,11 +13,11 @@ import json
 import numpy as np
 import pytest
 
-from golden import digits, model_file
-from golden.network import IntegerDeployable, accuracy
-from sim import cli
-from sim import driver as D, protocol as P
-from sim.run import run
+from intdeploy.golden import digits, model_file
+from intdeploy.golden.network import IntegerDeployable, accuracy
+from intdeploy.tools import cli
+from intdeploy.host import driver as D, protocol as P
+from intdeploy.tools.run import run
 from tests.test_top import QUICK
 
 MODEL = model_file.load(digits.MODEL_FILE)
@@ -182,8 +182,8 @@ def test_bad_input_one_line_exit_2(argv, field, capsys, tmp_path):
 
 
 def test_model_that_is_not_a_digits_network_is_refused(capsys, tmp_path):
-    from golden.model_file import InputSpec, IntegerModel, MacLayer
-    from golden.requantizer import RequantParams
+    from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer
+    from intdeploy.golden.requantizer import RequantParams
     layer = MacLayer(kind="linear", name="fc", inputs=("input",), weight=np.ones((3, 4), dtype=np.int8),
                      requant=RequantParams(mult=1, shift=0), dtype="int32")
     path = model_file.save(IntegerModel(input=InputSpec(shape=(4,)), layers=(layer,), outputs=("fc",)),

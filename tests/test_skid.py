@@ -1,4 +1,4 @@
-"""hw.skid.SkidBuffer in Amaranth's simulator: order and no loss under random valid/ready,
+"""intdeploy.hw.skid.SkidBuffer in Amaranth's simulator: order and no loss under random valid/ready,
 latency 0 through an empty buffer, and ``i.ready`` independent of ``o.ready`` within a cycle."""
 
 import random
@@ -6,7 +6,7 @@ import random
 import pytest
 from amaranth.sim import Simulator
 
-from hw.skid import SkidBuffer
+from intdeploy.hw.skid import SkidBuffer
 
 
 @pytest.mark.parametrize("p_valid, p_ready", [(1.0, 1.0), (0.7, 0.5), (1.0, 0.3), (0.3, 0.9)])

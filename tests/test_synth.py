@@ -15,13 +15,13 @@ from pathlib import Path
 
 import pytest
 
-from sim import synth
+from intdeploy.tools import synth
 
 INTDEPLOY = Path(sys.executable).with_name("intdeploy")
 
 
 def mac_array_flip_flops(rows, cols):
-    """Flip-flops of :class:`hw.mac_array.MacArray` (8-bit weights, int32 accumulators, C a power
+    """Flip-flops of :class:`intdeploy.hw.mac_array.MacArray` (8-bit weights, int32 accumulators, C a power
     of 2) from its pipeline table, every register's width written out stage by stage."""
     R, C = rows, cols
     D = (C - 1).bit_length()
@@ -39,7 +39,7 @@ def mac_array_flip_flops(rows, cols):
 
 
 def requantizer_flip_flops(lanes, out_bits=32):
-    """Flip-flops of :class:`hw.requantizer.Requantizer` (no ``user``) from its pipeline, every
+    """Flip-flops of :class:`intdeploy.hw.requantizer.Requantizer` (no ``user``) from its pipeline, every
     register's width written out stage by stage."""
     ob = out_bits
     params = 6 + 2 + 1                                   # sh, mode, rdiv

@@ -1,13 +1,13 @@
 # amaranth: UnusedElaboratable=no
-"""ThresholdUnit: bit-exact with golden.threshold on both simulators, parameter validation, and
+"""ThresholdUnit: bit-exact with intdeploy.golden.threshold on both simulators, parameter validation, and
 the host-side encoder's refusals."""
 
 import numpy as np
 import pytest
 
-from golden.threshold import bn_thresholds
-from hw.threshold import ThresholdUnit
-from sim.runner import SIMULATORS, run_bench
+from intdeploy.golden.threshold import bn_thresholds
+from intdeploy.hw.threshold import ThresholdUnit
+from intdeploy.sim.runner import SIMULATORS, run_bench
 
 
 def _run(sim, tmp_path, *, channels, max_bits, lanes, **cfg):

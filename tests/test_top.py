@@ -1,7 +1,7 @@
-"""The accelerator top (hw.top.Accelerator) under cocotb: protocol streams, networks, resets,
+"""The accelerator top (intdeploy.hw.top.Accelerator) under cocotb: protocol streams, networks, resets,
 clock ratios, idle and backpressure, compared with the executable model and with golden.
 
-Expected values come from :class:`sim.accel_model.AcceleratorModel` (response by response, word
+Expected values come from :class:`intdeploy.sim.accel_model.AcceleratorModel` (response by response, word
 by word, inside the bench) and from golden's IntegerDeployable (layer tensors), never from the
 RTL. Quick tier: one Verilator build of a 4x4 top with a 64-bit bus, a protocol fuzz stream,
 the done-criterion network at 10:11 and 1:4, a reset of each domain, a deliberately wrong model;
@@ -12,18 +12,18 @@ and a 128-bit bus, a non-square array.
 import numpy as np
 import pytest
 
-from golden.add import AddParams
-from golden.mac_array import conv2d, linear
-from golden.model_file import AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer
-from golden.network import IntegerDeployable
-from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
-from hw.config import AcceleratorConfig
-from hw.top import Accelerator
-from sim import protocol as P
-from sim.accel_model import AcceleratorModel
-from sim.driver import ModelEngine, run_network
-from sim.rtl_engine import RtlEngine, run_top
-from sim.runner import SIMULATORS
+from intdeploy.golden.add import AddParams
+from intdeploy.golden.mac_array import conv2d, linear
+from intdeploy.golden.model_file import AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer
+from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.hw.top import Accelerator
+from intdeploy.host import protocol as P
+from intdeploy.sim.accel_model import AcceleratorModel
+from intdeploy.host.driver import ModelEngine, run_network
+from intdeploy.sim.rtl_engine import RtlEngine, run_top
+from intdeploy.sim.runner import SIMULATORS
 
 #: The quick tier's hardware: 4x4 array, 64-bit bus (two words per beat: padding rules matter),
 #: an epilogue of 3 lanes (each beat in two parts, the second one partial).
@@ -475,13 +475,13 @@ def test_one_mac_step_per_cycle(tmp_path):
 # --- building blocks, in Amaranth's simulator (fast) -----------------------------------------------
 
 def _fifo_bench(w_period, r_period, n, seed, reset_at=None):
-    """Random words through hw.cdc.AsyncFIFO between two async-reset domains with random valid
+    """Random words through intdeploy.hw.cdc.AsyncFIFO between two async-reset domains with random valid
     and ready; with ``reset_at`` both domains are reset (jointly, asynchronously) after that many
     words were read. Returns (words written after the last reset, words read after it)."""
     import random
     from amaranth import ClockDomain, Module
     from amaranth.sim import Simulator
-    from hw.cdc import AsyncFIFO
+    from intdeploy.hw.cdc import AsyncFIFO
 
     rng = random.Random(seed)
     m = Module()
@@ -552,10 +552,10 @@ def test_async_fifo_joint_reset_empties_both_sides(w_period, r_period):
 @pytest.mark.parametrize("lanes", [1, 3, 4, 5])
 def test_result_packer_bytes_across_outputs(lanes):
     """Values of each width packed little-endian across beats, zero-padded final word,
-    under random output stalls (the protocol's packing, sim.protocol.pack_elements)."""
+    under random output stalls (the protocol's packing, intdeploy.host.protocol.pack_elements)."""
     import random
     from amaranth.sim import Simulator
-    from hw.packer import ResultPacker
+    from intdeploy.hw.packer import ResultPacker
 
     for code, width in ((0, 1), (1, 2), (2, 4)):
         rng = random.Random(lanes * 10 + code)
@@ -601,7 +601,7 @@ def test_result_packer_two_words_per_cycle():
     """With the consumer always ready for pairs, 8 one-byte lanes (2 words a beat) leave at a beat
     per cycle, and 2-byte ones (4 words) at a beat per 2 cycles."""
     from amaranth.sim import Simulator
-    from hw.packer import ResultPacker
+    from intdeploy.hw.packer import ResultPacker
 
     for code, per_beat in ((0, 1), (1, 2)):
         dut = ResultPacker(lanes=8)
@@ -654,7 +654,7 @@ def test_beat_word_converters_round_trip(bus_width):
     import random
     from amaranth import Module
     from amaranth.sim import Simulator
-    from hw.words import BeatsToWords, WordsToBeats
+    from intdeploy.hw.words import BeatsToWords, WordsToBeats
 
     rng = random.Random(bus_width)
     per = bus_width // 32
@@ -712,7 +712,7 @@ def test_words_to_beats_takes_pairs(bus_width):
     word slots are free (never on a 32-bit bus), under random output stalls."""
     import random
     from amaranth.sim import Simulator
-    from hw.words import WordsToBeats
+    from intdeploy.hw.words import WordsToBeats
 
     rng = random.Random(bus_width + 1)
     packets = [[rng.getrandbits(32) for _ in range(rng.randint(1, 9))] for _ in range(30)]
@@ -810,7 +810,7 @@ def test_rtl_engine_refuses_bad_arguments(tmp_path):
 
 @pytest.mark.regress
 def test_driver_runs_the_network_on_the_rtl_engine(tmp_path):
-    """sim.driver.run_network with RtlEngine (one simulator run per layer), bit-exact with golden."""
+    """intdeploy.host.driver.run_network with RtlEngine (one simulator run per layer), bit-exact with golden."""
     model, x = network(seed=9)
     golden = IntegerDeployable(model).run(x, trace=True)
     out, stats = run_network(model, x, RtlEngine("verilator", QUICK, work_dir=tmp_path))

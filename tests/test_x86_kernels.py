@@ -1,4 +1,4 @@
-"""golden.importers.x86_kernels: the frameworks' u8 x s8 GEMM on x86-64, exact with VNNI and with
+"""intdeploy.golden.importers.x86_kernels: the frameworks' u8 x s8 GEMM on x86-64, exact with VNNI and with
 int16 pair saturation without; checked against ONNX Runtime and fbgemm on this CPU, whichever kind
 it is, and against recorded saturated accumulators, so both kinds are tested on every machine."""
 
@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden import mac_array
-from golden.importers import fp32
-from golden.importers import x86_kernels as K
-from golden.importers.framework import fbgemm_accumulators, ort_accumulators
+from intdeploy.golden import mac_array
+from intdeploy.golden.importers import fp32
+from intdeploy.golden.importers import x86_kernels as K
+from intdeploy.golden.importers.framework import fbgemm_accumulators, ort_accumulators
 
 FLAGS = K.cpu_flags()
 #: What this CPU's kernels must do with data that can saturate ("exact", "saturate", or None where
@@ -202,9 +202,9 @@ def test_fbgemm_modules_are_their_accumulators_in_im2col_order(conv):
 
 
 def test_kernel_measurement_reports_both_frameworks():
-    """python -m golden.importers.framework: 7-bit activations exact on every CPU; full-range ones
+    """python -m intdeploy.golden.importers.framework: 7-bit activations exact on every CPU; full-range ones
     exact or explained as this CPU's kind requires."""
-    from golden.importers.framework import kernel_measurement
+    from intdeploy.golden.importers.framework import kernel_measurement
     lines = kernel_measurement()
     assert len(lines) == 5 and lines[0] == f"this CPU: {K.cpu_note()}"
     assert all("integer accumulators exact on this CPU (800 compared)" in lines[i] for i in (1, 3))

@@ -37,7 +37,7 @@ import math
 
 import numpy as np
 
-from golden.requantizer import INT32_MAX, MAX_SHIFT, RequantParams, exact_multiplier, requantize
+from intdeploy.golden.requantizer import INT32_MAX, MAX_SHIFT, RequantParams, exact_multiplier, requantize
 
 __all__ = ["f32", "ort_scale", "ort_requantize", "fbgemm_requantize", "Proof", "fit_requant",
            "MAX_WINDOW"]

@@ -2,9 +2,9 @@
 
 An importer records in the model file's metadata, for every MAC layer, how the framework computes
 it (:data:`LAYERS_KEY`, one :func:`record` per layer): which framework, whether its GEMM is the
-uint8 x int8 kernel that saturates on CPUs without VNNI (:mod:`golden.importers.x86_kernels`),
+uint8 x int8 kernel that saturates on CPUs without VNNI (:mod:`intdeploy.golden.importers.x86_kernels`),
 the framework's K order where it differs from the model file's, and the float32 requantization
-parameters of :mod:`golden.importers.fp32`. :func:`replay` runs the model with those: its MAC
+parameters of :mod:`intdeploy.golden.importers.fp32`. :func:`replay` runs the model with those: its MAC
 layers accumulate either exactly or through the framework's **real** kernel
 (``kernel="framework"``: ONNX Runtime's ``MatMulInteger``, fbgemm's quantized Linear, on the
 layer's rows in the framework's K order) and requantize with the framework's float32 formula;
@@ -16,7 +16,7 @@ the other layers are golden's (the importers admit only flattens besides).
   this model of it does not know (``unexplained``);
 * where ``want`` differs from ``replay(kernel="exact")`` (what the framework gives with exact
   accumulators, as on a VNNI CPU), the element is a framework deviation
-  (:data:`golden.importers.x86_kernels.REASON`);
+  (:data:`intdeploy.golden.importers.x86_kernels.REASON`);
 * where golden differs from ``replay(kernel="exact")``, golden's integer requantizer differs from
   the framework's float32 one (the accumulator values the importer's proof lists as inexact).
 
@@ -28,10 +28,10 @@ import warnings
 
 import numpy as np
 
-from golden import mac_array
-from golden.importers import x86_kernels
-from golden.importers.fp32 import f32, fbgemm_requantize, ort_requantize
-from golden.network import IntegerDeployable
+from intdeploy.golden import mac_array
+from intdeploy.golden.importers import x86_kernels
+from intdeploy.golden.importers.fp32 import f32, fbgemm_requantize, ort_requantize
+from intdeploy.golden.network import IntegerDeployable
 
 __all__ = ["LAYERS_KEY", "WARNINGS_KEY", "record", "framework_weights", "ort_accumulators", "fbgemm_accumulators",
            "replay", "Comparison", "compare"]
@@ -85,7 +85,7 @@ def ort_accumulators(x, w, x_zero_point=0, w_zero_point=0):
     One ``MatMulInteger`` node (CPU execution provider) on the uint8 rows ``x`` (..., K) and the
     int8 weights ``w`` (M, K, the model-file layout; ``w_zero_point`` per tensor or per output
     channel): the MLAS kernel of QLinearMatMul and QLinearConv, whose K order is that of the
-    rows given (:mod:`golden.importers.x86_kernels`). Returns int64 (..., M).
+    rows given (:mod:`intdeploy.golden.importers.x86_kernels`). Returns int64 (..., M).
     """
     import onnxruntime as ort            # optional dependency: only a cross-check or --verify runs it
     from onnx import TensorProto, helper, numpy_helper
@@ -120,7 +120,7 @@ def fbgemm_accumulators(x, w, x_zero_point=0, w_zero_point=0):
     The quantized Linear kernel of the fbgemm engine, through
     ``quantized.linear_with_input_q_dq_qweight_dq_output_fp32`` with unit scales and no bias, so
     its float32 output is the accumulator itself; ``x``: uint8 rows (..., K), ``w``: int8 (M, K),
-    the kernel's K order (:mod:`golden.importers.x86_kernels`). K is taken in even chunks of
+    the kernel's K order (:mod:`intdeploy.golden.importers.x86_kernels`). K is taken in even chunks of
     :data:`_K_CHUNK` (exact partial sums, the same pairs); a weight zero point is applied
     exactly afterwards, as fbgemm does from the row sums. Returns int64 (..., M).
     """
@@ -182,7 +182,7 @@ def replay(model, images, kernel="exact", check=None, runner=None):
     ``kernel``: ``"exact"`` accumulators, or ``"framework"``: the framework's real u8 x s8
     kernel for the layers that run on it (``runner(framework, rows, w, x_zp, w_zp)`` in its
     place, e.g. recorded accumulators); ``check``: a
-    :class:`golden.importers.x86_kernels.KernelCheck` that counts those layers' accumulators
+    :class:`intdeploy.golden.importers.x86_kernels.KernelCheck` that counts those layers' accumulators
     against exact arithmetic and the pair-saturation model. Returns the output (int64).
     """
     layers = model.metadata.get(LAYERS_KEY) or {}
@@ -213,7 +213,7 @@ class Comparison:
     """A framework's output against golden's (:func:`compare`); boolean masks over the output.
 
     ``differ``: golden != framework; ``deviation``: the framework differs from its own arithmetic
-    on exact accumulators (its kernel saturated: :data:`golden.importers.x86_kernels.REASON`);
+    on exact accumulators (its kernel saturated: :data:`intdeploy.golden.importers.x86_kernels.REASON`);
     ``inexact``: golden differs from the framework's float32 requantization on exact
     accumulators (values the importer's proof lists); ``unexplained``: the framework's output is
     not its replayed arithmetic; ``check``: its accumulators against exact arithmetic; ``exact``:
@@ -261,7 +261,7 @@ def compare(model, images, want, got, runner=None):
 
 
 def kernel_measurement(seed=0, rows=50, k=16, m=16):
-    """The measurement behind :mod:`golden.importers.x86_kernels`, on this CPU: each framework's
+    """The measurement behind :mod:`intdeploy.golden.importers.x86_kernels`, on this CPU: each framework's
     u8 x s8 GEMM (``rows`` x ``k`` activations, random int8 weights ``k`` x ``m``) against exact
     arithmetic, with activations in [0, 128) and in [0, 256). Returns report lines."""
     rng = np.random.default_rng(seed)

@@ -1,4 +1,4 @@
-"""ONNX quantized models (QLinear* and QDQ) -> :class:`golden.model_file.IntegerModel`.
+"""ONNX quantized models (QLinear* and QDQ) -> :class:`intdeploy.golden.model_file.IntegerModel`.
 
 Supported operators (ONNX domain, opset >= 10):
 
@@ -15,20 +15,20 @@ Supported operators (ONNX domain, opset >= 10):
 Activations become channels-last (``NCHW`` -> ``(H, W, C)``, the model-file convention); a flatten
 of an ``(H, W, C)`` tensor permutes the next matrix's rows so that ONNX's ``(c, h, w)`` order is
 kept. ``uint8`` weights become int8 by subtracting 128 from the weights and their zero point.
-Requantization: ONNX Runtime's float32 formula (:func:`golden.importers.fp32.ort_requantize`,
+Requantization: ONNX Runtime's float32 formula (:func:`intdeploy.golden.importers.fp32.ort_requantize`,
 ``S = fl(fl(x_scale * w_scale[c]) / y_scale)``) turned into a ``half_even`` requantizer and
-proven equal on every reachable accumulator value (:func:`golden.importers.fp32.fit_requant`).
+proven equal on every reachable accumulator value (:func:`intdeploy.golden.importers.fp32.fit_requant`).
 
-Anything else raises :class:`golden.model_file.ModelFormatError` with one line, e.g.
+Anything else raises :class:`intdeploy.golden.model_file.ModelFormatError` with one line, e.g.
 ``node 'pool1': operator 'MaxPool' is not supported; supported: ...``.
 """
 
 import numpy as np
 
-from golden import mac_array
-from golden.importers import framework, x86_kernels
-from golden.importers.fp32 import Proof, f32, fit_requant, ort_requantize, ort_scale
-from golden.model_file import DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError
+from intdeploy.golden import mac_array
+from intdeploy.golden.importers import framework, x86_kernels
+from intdeploy.golden.importers.fp32 import Proof, f32, fit_requant, ort_requantize, ort_scale
+from intdeploy.golden.model_file import DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError
 
 __all__ = ["SUPPORTED_OPS", "import_onnx"]
 

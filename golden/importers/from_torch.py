@@ -1,4 +1,4 @@
-"""PyTorch ``torch.ao`` quantized modules (fbgemm) -> :class:`golden.model_file.IntegerModel`.
+"""PyTorch ``torch.ao`` quantized modules (fbgemm) -> :class:`intdeploy.golden.model_file.IntegerModel`.
 
 Input: a sequential model (``torch.nn.Sequential`` or any module whose ``named_children`` run in
 order) of converted ``torch.ao.nn.quantized`` modules:
@@ -10,10 +10,10 @@ order) of converted ``torch.ao.nn.quantized`` modules:
   tensor or per output channel;
 * ``torch.nn.Flatten`` (``start_dim = 1``), ``torch.nn.Identity``.
 
-fbgemm requantizes in float32 (:func:`golden.importers.fp32.fbgemm_requantize`:
+fbgemm requantizes in float32 (:func:`intdeploy.golden.importers.fp32.fbgemm_requantize`:
 ``rint(fl(fl(acc) + fl(b / A)) * S)``, ``A = fl(x_scale * w_scale)``, ``S = fl(A / y_scale)``).
 The float bias becomes the integer ``rint(fl(b / A))`` and the whole layer is proven equal to the
-float32 formula on every reachable accumulator value (:func:`golden.importers.fp32.fit_requant`);
+float32 formula on every reachable accumulator value (:func:`intdeploy.golden.importers.fp32.fit_requant`);
 a bias that is not (close enough to) an integer multiple of ``A`` has no exact integer form and
 the layer is refused. Activations are channels-last in the model file (NCHW -> ``(H, W, C)``);
 a flatten permutes the next Linear's columns so that PyTorch's ``(c, h, w)`` order is kept.
@@ -21,10 +21,10 @@ a flatten permutes the next Linear's columns so that PyTorch's ``(c, h, w)`` ord
 
 import numpy as np
 
-from golden import mac_array
-from golden.importers import framework, x86_kernels
-from golden.importers.fp32 import Proof, f32, fbgemm_requantize, fit_requant
-from golden.model_file import DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError
+from intdeploy.golden import mac_array
+from intdeploy.golden.importers import framework, x86_kernels
+from intdeploy.golden.importers.fp32 import Proof, f32, fbgemm_requantize, fit_requant
+from intdeploy.golden.model_file import DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError
 
 __all__ = ["SUPPORTED_MODULES", "import_torch"]
 
@@ -96,7 +96,7 @@ def import_torch(module, input_shape, name=None, strict=True):
 
     ``input_shape``: per-sample shape as PyTorch sees it, ``(C, H, W)`` or ``(K,)``; None takes
     ``(in_features,)`` of a first Linear.
-    ``strict``: as in :func:`golden.importers.from_onnx.import_onnx`. ``module`` may also be a
+    ``strict``: as in :func:`intdeploy.golden.importers.from_onnx.import_onnx`. ``module`` may also be a
     TorchScript module (``torch.jit.load`` of ``torch.jit.script`` / ``trace`` of such a model).
     """
     try:

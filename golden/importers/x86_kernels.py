@@ -15,7 +15,7 @@ and column sums (exactly, in int32). How the products are summed depends on the 
 uint8 x uint8 and int8 x int8 operands take other kernels, which are exact on the same CPU
 (measured: ``MatMulInteger``, 3200 accumulators each). The pairs run along K in the order the
 kernel packs it. Measured on an AMD EPYC (AVX2, no VNNI) with onnxruntime 1.32.0 and torch 2.13.0,
-both frameworks pair K in the order of :func:`golden.mac_array.im2col`: a MatMul / Linear its K
+both frameworks pair K in the order of :func:`intdeploy.golden.mac_array.im2col`: a MatMul / Linear its K
 axis in order, a convolution its NHWC patches in ``(kh, kw, c)`` order with the padded taps
 holding the input zero point (:func:`pair_saturated_linear`, :func:`pair_saturated_conv2d`
 reproduce every output of QLinearMatMul, QLinearConv, fbgemm Linear and Conv2d in the tests).
@@ -32,17 +32,17 @@ keeps it.
 GEMM through ``quantized.linear_with_input_q_dq_qweight_dq_output_fp32``) with exact arithmetic
 and with the pair-saturation model, and says in one line which CPU feature explains the
 difference. Pure numpy; the framework runners
-(:func:`golden.importers.framework.ort_accumulators`,
-:func:`golden.importers.framework.fbgemm_accumulators`) and the replay of a whole imported model
-with them live in :mod:`golden.importers.framework`.
+(:func:`intdeploy.golden.importers.framework.ort_accumulators`,
+:func:`intdeploy.golden.importers.framework.fbgemm_accumulators`) and the replay of a whole imported model
+with them live in :mod:`intdeploy.golden.importers.framework`.
 """
 
 from dataclasses import dataclass
 
 import numpy as np
 
-from golden import mac_array
-from golden.requantizer import _as_int_array
+from intdeploy.golden import mac_array
+from intdeploy.golden.requantizer import _as_int_array
 
 __all__ = ["INT16_MIN", "INT16_MAX", "REASON", "VNNI_FLAGS", "pair_saturated_linear", "pair_saturated_conv2d",
            "pair_sum_range", "saturation_free_hi", "saturation_warning", "cpu_flags",
@@ -65,7 +65,7 @@ def _pairs(w):
 
 
 def pair_saturated_linear(x, w, x_zero_point=0, w_zero_point=0):
-    """:func:`golden.mac_array.linear` as a u8 x s8 kernel without VNNI computes it.
+    """:func:`intdeploy.golden.mac_array.linear` as a u8 x s8 kernel without VNNI computes it.
 
     ``sum_j sat16(x[2j] * w[m, 2j] + x[2j + 1] * w[m, 2j + 1])`` over the raw codes (an odd K
     pairs its last product with a zero), then ``- x_zp * sum_k w[m, k] - w_zp[m] * sum_k x[k]
@@ -91,7 +91,7 @@ def pair_saturated_linear(x, w, x_zero_point=0, w_zero_point=0):
 
 
 def pair_saturated_conv2d(x, w, stride=1, padding=0, x_zero_point=0, w_zero_point=0):
-    """:func:`golden.mac_array.conv2d` as a u8 x s8 kernel without VNNI computes it: the im2col
+    """:func:`intdeploy.golden.mac_array.conv2d` as a u8 x s8 kernel without VNNI computes it: the im2col
     rows (``(kh, kw, c)`` order, padded taps = ``x_zero_point``) through
     :func:`pair_saturated_linear`. NHWC x OHWI -> NHWC int64."""
     w = _as_int_array("w", w)

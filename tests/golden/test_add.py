@@ -1,4 +1,4 @@
-"""golden.add against Python-int transcriptions of NEMO's and TFLite's integer Add."""
+"""intdeploy.golden.add against Python-int transcriptions of NEMO's and TFLite's integer Add."""
 
 from fractions import Fraction
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.add import AddParams, add
-from golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
+from intdeploy.golden.add import AddParams, add
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
 
 
 def wrap32(v):
@@ -170,7 +170,7 @@ def test_tflite_refuses_what_tflite_refuses():
 def test_general_form_wraps(ls, zps, rounding, mults, shifts, xs, ss):
     """(x - zp) << left_shift and the branch sum wrap to int32, the sum is floor-shifted by
     sum_shift, the branches and output are requantizers: built here from Python ints around
-    golden.requantizer."""
+    intdeploy.golden.requantizer."""
     rq = [RequantParams(mult=m, shift=s, rounding=rounding) for m, s in zip(mults, shifts)]
     p = AddParams(in_zero_points=zps, left_shift=ls, branches=(rq[0], rq[1]), output=rq[2], sum_shift=ss)
     a = [x for x, _ in xs]

@@ -2,9 +2,9 @@
 
 import numpy as np
 
-from golden import digits
-from golden.model_file import MacLayer, load
-from golden.network import FullPrecision, accuracy
+from intdeploy.golden import digits
+from intdeploy.golden.model_file import MacLayer, load
+from intdeploy.golden.network import FullPrecision, accuracy
 
 
 def test_split_is_fixed_disjoint_and_complete():

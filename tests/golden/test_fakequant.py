@@ -1,4 +1,4 @@
-"""golden.fakequant: forward values and straight-through gradients, against per-element Python."""
+"""intdeploy.golden.fakequant: forward values and straight-through gradients, against per-element Python."""
 
 import math
 
@@ -6,9 +6,9 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.fakequant import (fake_quantize, fake_quantize_backward, lsq_backward, lsq_forward, pact_backward,
+from intdeploy.golden.fakequant import (fake_quantize, fake_quantize_backward, lsq_backward, lsq_forward, pact_backward,
                               pact_forward)
-from golden.quantizers import pact_quantize
+from intdeploy.golden.quantizers import pact_quantize
 
 floats = st.floats(-20, 20, allow_nan=False)
 

@@ -1,4 +1,4 @@
-"""golden.mac_array against Python-int loops and direct (non-im2col) convolution."""
+"""intdeploy.golden.mac_array against Python-int loops and direct (non-im2col) convolution."""
 
 import itertools
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.mac_array import accumulator_bits, accumulator_range, check_accumulator, conv2d, im2col, linear
+from intdeploy.golden.mac_array import accumulator_bits, accumulator_range, check_accumulator, conv2d, im2col, linear
 
 DTYPES = {"int8": (-128, 127), "uint8": (0, 255)}
 

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 from hypothesis import HealthCheck, given, settings, strategies as st
 
-from golden import digits
-from golden.add import AddParams
-from golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
+from intdeploy.golden import digits
+from intdeploy.golden.add import AddParams
+from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
                                PoolLayer, RequantLayer, Threshold, load, same_model, save)
-from golden.network import ConvertOptions, IntegerDeployable
-from golden.requantizer import RequantParams
+from intdeploy.golden.network import ConvertOptions, IntegerDeployable
+from intdeploy.golden.requantizer import RequantParams
 
 
 @pytest.fixture(scope="module")

@@ -6,11 +6,11 @@ from fractions import Fraction
 import numpy as np
 import pytest
 
-from golden import digits
-from golden.model_file import IntegerModel, MacLayer, RequantLayer, AddLayer, load, same_model
-from golden.network import (INPUT, Add, AvgPool2d, BatchNorm, Conv2d, ConvertOptions, Deployment, Flatten, FullPrecision,
+from intdeploy.golden import digits
+from intdeploy.golden.model_file import IntegerModel, MacLayer, RequantLayer, AddLayer, load, same_model
+from intdeploy.golden.network import (INPUT, Add, AvgPool2d, BatchNorm, Conv2d, ConvertOptions, Deployment, Flatten, FullPrecision,
                             IntegerDeployable, Linear, MaxPool2d, Network, accuracy, agreement, convert)
-from golden.requantizer import RequantParams
+from intdeploy.golden.requantizer import RequantParams
 
 OPTIONS = {
     "default": None,

@@ -1,4 +1,4 @@
-"""golden.pool against direct loops (TFLite reference pooling, NEMO Eq. 25) on Python ints."""
+"""intdeploy.golden.pool against direct loops (TFLite reference pooling, NEMO Eq. 25) on Python ints."""
 
 from fractions import Fraction
 import itertools
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.pool import avg_pool2d_nemo, avg_pool2d_tflite, max_pool2d, pool_windows
+from intdeploy.golden.pool import avg_pool2d_nemo, avg_pool2d_tflite, max_pool2d, pool_windows
 
 
 def c_div(a, b):

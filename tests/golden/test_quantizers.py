@@ -1,4 +1,4 @@
-"""golden.quantizers: NEMO linear quantization, weight storage with a zero point, affine quantization."""
+"""intdeploy.golden.quantizers: NEMO linear quantization, weight storage with a zero point, affine quantization."""
 
 import math
 
@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from hypothesis import assume, given, settings, strategies as st
 
-from golden.mac_array import linear
-from golden.quantizers import (affine_dequantize, affine_params, affine_quantize, asymmetric_weight_quantize,
+from intdeploy.golden.mac_array import linear
+from intdeploy.golden.quantizers import (affine_dequantize, affine_params, affine_quantize, asymmetric_weight_quantize,
                                int8_storage, linear_quantize, pact_quantize, qrange)
 
 

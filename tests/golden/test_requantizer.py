@@ -1,4 +1,4 @@
-"""golden.requantizer against independent Python-int oracles (no numpy on the oracle side)."""
+"""intdeploy.golden.requantizer against independent Python-int oracles (no numpy on the oracle side)."""
 
 from fractions import Fraction
 import math
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.requantizer import (INT32_MAX, INT32_MIN, RequantParams, exact_multiplier, nemo_multiplier,
+from intdeploy.golden.requantizer import (INT32_MAX, INT32_MIN, RequantParams, exact_multiplier, nemo_multiplier,
                                 nemo_shift_for_eta, quantize_multiplier, requantize, round_shift, rq)
 
 INT48 = (-(1 << 47), (1 << 47) - 1)

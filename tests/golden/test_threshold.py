@@ -1,4 +1,4 @@
-"""golden.threshold against exact-rational batch-norm + linear quantization."""
+"""intdeploy.golden.threshold against exact-rational batch-norm + linear quantization."""
 
 from fractions import Fraction
 import math
@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from golden.requantizer import INT32_MAX, INT32_MIN
-from golden.threshold import EXACT_RANGE, bn_thresholds, threshold
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN
+from intdeploy.golden.threshold import EXACT_RANGE, bn_thresholds, threshold
 
 
 def lq_bn_literal(x, g, b, mu, s, eps_phi, eps_y, bits):

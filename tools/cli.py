@@ -12,6 +12,7 @@ stays fast.
 """
 
 import argparse
+import importlib
 import json
 import os
 from pathlib import Path
@@ -43,8 +44,8 @@ def _pct(v):
 
 
 def _demo(args):
-    from golden import digits, model_file
-    from golden.network import Deployment, IntegerDeployable, accuracy, agreement
+    from intdeploy.golden import digits, model_file
+    from intdeploy.golden.network import Deployment, IntegerDeployable, accuracy, agreement
 
     path = Path(args.model) if args.model else digits.MODEL_FILE
     model = model_file.load(path)
@@ -114,8 +115,8 @@ def _bench(args):
 
     import numpy as np
 
-    from golden import digits, model_file
-    from golden.network import IntegerDeployable, accuracy
+    from intdeploy.golden import digits, model_file
+    from intdeploy.golden.network import IntegerDeployable, accuracy
 
     if args.runs < 1:
         raise _UsageError(f"--runs: {args.runs} is out of range; allowed >= 1")
@@ -166,12 +167,12 @@ def _bench_parser(sub):
 # --- verilog ------------------------------------------------------------------------------------
 
 def _verilog(args):
-    from hw import generate
+    from intdeploy.hw import generate
     return generate.main(args)
 
 
 def _verilog_parser(sub):
-    from hw.generate import add_arguments      # argparse only; amaranth is imported by _verilog
+    from intdeploy.hw.generate import add_arguments      # argparse only; amaranth is imported by _verilog
     p = sub.add_parser("verilog", help="Verilog and clock-crossing constraints of the accelerator top",
                        description="Elaborates the accelerator top (hw/top.py) for the given array and "
                                    "buffer sizes into one Verilog file OUT.v, writes the constraints of its "
@@ -181,10 +182,10 @@ def _verilog_parser(sub):
     p.set_defaults(func=_verilog)
 
 
-#: Sub-command parser builders, in --help order.
-COMMANDS = [_demo_parser, _bench_parser, _verilog_parser, __import__("sim.synth").synth.add_parser,
-            __import__("sim.soak").soak.add_parser, __import__("sim.run").run.add_parser, __import__("sim.crosscheck").crosscheck.add_parser,
-            __import__("golden.importers.cli").importers.cli.add_parser, __import__("sim.perf").perf.add_parser]
+#: Sub-command parser builders, in --help order: a function, or the module whose ``add_parser``
+#: it is (imported when the parser is built: a cycle-free way to reach the tools above the CLI).
+COMMANDS = [_demo_parser, _bench_parser, _verilog_parser, "intdeploy.tools.synth", "intdeploy.sim.soak",
+            "intdeploy.tools.run", "intdeploy.sim.crosscheck", "intdeploy.tools.import_model", "intdeploy.tools.perf"]
 
 
 def _parser():
@@ -192,7 +193,7 @@ def _parser():
                                                    "golden model of integer-only inference.")
     sub = parser.add_subparsers(dest="command", metavar="command", required=True)
     for add in COMMANDS:
-        add(sub)
+        (importlib.import_module(add).add_parser if isinstance(add, str) else add)(sub)
     return parser
 
 

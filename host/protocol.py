@@ -1,7 +1,7 @@
 """Encoding and decoding of the accelerator's command protocol (docs/protocol.md).
 
-Pure Python/numpy over lists of 32-bit words; shared by the host driver (:mod:`sim.driver`), the
-executable model of the accelerator (:mod:`sim.accel_model`) and the cocotb bench of the top.
+Pure Python/numpy over lists of 32-bit words; shared by the host driver (:mod:`intdeploy.host.driver`), the
+executable model of the accelerator (:mod:`intdeploy.sim.accel_model`) and the cocotb bench of the top.
 Encoders validate what they are given and raise ``ValueError`` naming the field, so that the
 host refuses what the hardware cannot represent before anything is sent. Decoders never
 validate beyond field widths (the accelerator model does the protocol's checks).
@@ -11,7 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
-from golden.requantizer import RequantParams, INT32_MIN, INT32_MAX
+from intdeploy.golden.requantizer import RequantParams, INT32_MIN, INT32_MAX
 
 __all__ = [
     "OPCODES", "OPCODE_NAMES", "STATUS", "STATUS_NAMES", "ROUNDING_CODES", "POOL_MODES",

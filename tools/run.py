@@ -3,7 +3,7 @@
 ``intdeploy run [MODEL] --sim golden|verilator|icarus [--rows R --cols C] [--images N] [--json]``
 runs the IntegerDeployable model file ``MODEL`` (default: the bundled digits network,
 ``golden/models/digits.json``) on the first ``N`` images of the digits test split (default: all
-360, :mod:`golden.digits`) and reports
+360, :mod:`intdeploy.golden.digits`) and reports
 
 * accuracy of each representation: float (FullPrecision) and fake-quant (FakeQuantized) when the
   model file is the bundled network (identical to a fresh conversion of
@@ -11,22 +11,22 @@ runs the IntegerDeployable model file ``MODEL`` (default: the bundled digits net
   other file they are reported as unavailable), integer golden (IntegerDeployable of the
   reference model), and the engine's;
 * per layer, the elements where the engine differs from golden (every element compared, no
-  tolerance), with the first mismatch named by :func:`sim.driver.first_mismatch` (layer, index,
+  tolerance), with the first mismatch named by :func:`intdeploy.host.driver.first_mismatch` (layer, index,
   channel, golden vs engine value, likely cause);
 * core cycles, MAC steps and MAC utilisation = useful MACs / (R * C * cycles).
 
-Engines: ``golden`` is :class:`sim.driver.ModelEngine`, the executable model of the top
-(:mod:`sim.accel_model`), whose ``cycles`` are an *estimate*, not cycle-accurate: every word in,
+Engines: ``golden`` is :class:`intdeploy.host.driver.ModelEngine`, the executable model of the top
+(:mod:`intdeploy.sim.accel_model`), whose ``cycles`` are an *estimate*, not cycle-accurate: every word in,
 every word out and every MAC step one cycle, with no overlap (``tests/test_run.py`` checks that it
 bounds the RTL's count from above and that the MAC steps agree exactly). ``verilator`` and
-``icarus`` run the Verilog of :class:`hw.top.Accelerator` (R x C array, every other parameter at
-its default) under cocotb (:class:`sim.rtl_engine.RtlEngine`, one simulator build, cached) and
+``icarus`` run the Verilog of :class:`intdeploy.hw.top.Accelerator` (R x C array, every other parameter at
+its default) under cocotb (:class:`intdeploy.sim.rtl_engine.RtlEngine`, one simulator build, cached) and
 read the cycles from the top's STATUS counters (core clock, bus and core clocks at the same 10 ns
 period, no idle cycles or backpressure).
 
 The images go in chunks of :data:`CHUNK` (one progress-bar step and, on the RTL, one simulator run
 each). Every layer of a chunk is compiled from golden's input tensors
-(:func:`sim.driver.run_layers`), so the whole chunk is one engine call and each layer is compared
+(:func:`intdeploy.host.driver.run_layers`), so the whole chunk is one engine call and each layer is compared
 in isolation; if every layer matches, the engine's end-to-end output is golden's.
 
 Exit status: 0 bit-exact, 1 a mismatch (or the simulator failed), 2 bad input (one line naming
@@ -53,7 +53,7 @@ _INPUT_SHAPE, _CLASSES = (8, 8, 1), 10
 
 
 def _info(config):
-    from sim import protocol as P
+    from intdeploy.host import protocol as P
     return P.Info(**{k: getattr(config, k) for k in P.Info.__dataclass_fields__ if hasattr(config, k)})
 
 
@@ -90,8 +90,8 @@ def _check_digits_model(model, what):
 def _float_accuracies(model, x, y):
     """``(float, fake_quant, note)``: FullPrecision and FakeQuantized accuracy when ``model`` is the
     bundled network (a fresh conversion of the committed float parameters), else None."""
-    from golden import digits, model_file
-    from golden.network import accuracy
+    from intdeploy.golden import digits, model_file
+    from intdeploy.golden.network import accuracy
 
     fresh = digits.convert()
     same = [(layer.name, layer.kind) for layer in model.layers] == \
@@ -110,7 +110,7 @@ def _float_accuracies(model, x, y):
 
 def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, progress=False,
         work_dir=None, model_path=None, hardware=None, fuse=False):
-    """Run ``model`` (an :class:`golden.model_file.IntegerModel`) on ``sim`` and compare it with
+    """Run ``model`` (an :class:`intdeploy.golden.model_file.IntegerModel`) on ``sim`` and compare it with
     golden IntegerDeployable of ``reference`` (default ``model``); returns the report (a dict, the
     JSON of ``--json``).
 
@@ -120,7 +120,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
         The network the engine runs, and the one golden runs (the same layers and shapes).
     sim : one of :data:`SIMS`
     rows, cols : int
-        MAC array R x C (the ranges of :class:`hw.config.AcceleratorConfig`).
+        MAC array R x C (the ranges of :class:`intdeploy.hw.config.AcceleratorConfig`).
     images : int, optional
         The first ``images`` of the digits test split (1..360; default all).
     progress : bool or file
@@ -129,25 +129,25 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
         RTL packets, responses and the simulator log (``sim.log``); default a temporary
         directory, removed unless the simulator failed.
     hardware : dict, optional
-        Further elaboration parameters of :class:`hw.config.AcceleratorConfig` (default: all at
+        Further elaboration parameters of :class:`intdeploy.hw.config.AcceleratorConfig` (default: all at
         their defaults, as ``--rows``/``--cols`` use them).
     fuse : bool
         Fuse add and pooling layers into the epilogue of the layer before them where the hardware
-        can (:meth:`sim.driver.Driver.plan`); the fused-away tensors are not compared.
+        can (:meth:`intdeploy.host.driver.Driver.plan`); the fused-away tensors are not compared.
 
     Raises
     ------
     ValueError
         A bad argument or a model the accelerator cannot run, naming it and the allowed values.
-    sim.driver.EngineError, RuntimeError
+    intdeploy.host.driver.EngineError, RuntimeError
         The engine failed (the message names the simulator log).
     """
     import numpy as np
 
-    from golden import digits
-    from golden.network import IntegerDeployable, accuracy
-    from hw.config import AcceleratorConfig
-    from sim.driver import (Driver, EngineError, ModelEngine, compare_outputs, first_mismatch,
+    from intdeploy.golden import digits
+    from intdeploy.golden.network import IntegerDeployable, accuracy
+    from intdeploy.hw.config import AcceleratorConfig
+    from intdeploy.host.driver import (Driver, EngineError, ModelEngine, compare_outputs, first_mismatch,
                             network_stats, run_layers)
 
     t0 = time.perf_counter()
@@ -176,7 +176,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
     own_dir = work_dir is None and rtl
     work = Path(tempfile.mkdtemp(prefix="intdeploy-run-")) if own_dir else (Path(work_dir) if work_dir else None)
     if rtl:
-        from sim.rtl_engine import RtlEngine
+        from intdeploy.sim.rtl_engine import RtlEngine
         work.mkdir(parents=True, exist_ok=True)
         engine = RtlEngine(sim, config, work_dir=work)
         log = work / "sim.log"
@@ -273,7 +273,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
 
 
 def _mismatch_line(m, sim):
-    from sim.driver import format_mismatch
+    from intdeploy.host.driver import format_mismatch
     engine = "RTL" if sim != "golden" else "accelerator model"
     return format_mismatch(m).replace(", engine ", f", {engine} ", 1)
 
@@ -335,8 +335,8 @@ def _display(path):
 
 
 def _main(args):
-    from golden import digits, model_file
-    from sim.driver import EngineError
+    from intdeploy.golden import digits, model_file
+    from intdeploy.host.driver import EngineError
 
     path = Path(args.model) if args.model else digits.MODEL_FILE
     model = model_file.load(path)
@@ -360,7 +360,7 @@ def _main(args):
 
 
 def add_parser(sub):
-    """Register ``intdeploy run`` (see :mod:`sim.cli`)."""
+    """Register ``intdeploy run`` (see :mod:`intdeploy.tools.cli`)."""
     p = sub.add_parser(
         "run", help="run a model file on the golden engine or the RTL, bit-exact against golden",
         description="Runs an IntegerDeployable model file on the digits test split on the executable model "

@@ -3,15 +3,15 @@
 The accelerator runs one GEMM per RUN (docs/protocol.md): ``M`` rows of ``K`` 8-bit activations
 times ``N`` weight rows, then the requantizer or threshold epilogue, an optional add with a
 residual operand and an optional pooling of consecutive rows. This module lowers every layer of
-an :class:`golden.model_file.IntegerModel` to that form and tiles it to the buffers reported by
+an :class:`intdeploy.golden.model_file.IntegerModel` to that form and tiles it to the buffers reported by
 INFO (docs/driver.md explains each lowering):
 
-* ``conv2d``: im2col on the host (:func:`golden.mac_array.im2col`, padded taps hold the input
+* ``conv2d``: im2col on the host (:func:`intdeploy.golden.mac_array.im2col`, padded taps hold the input
   zero point), then a GEMM with OHWI weights flattened in ``(kh, kw, c)`` order, or, when that
   costs less, strips of the input whose GEMM rows share activation entries (the descriptor's
   ``row_step``; :func:`_conv_strips`); ``linear``: a GEMM on the last axis.
 * ``add``: an identity GEMM carries the first operand through the epilogue unchanged and the add
-  unit adds the second, loaded in the residual buffer (:func:`golden.add.add`).
+  unit adds the second, loaded in the residual buffer (:func:`intdeploy.golden.add.add`).
 * ``requant`` (element-wise): an identity GEMM whose epilogue is the layer's requantizer.
 * ``maxpool2d``/``avgpool2d``: an identity GEMM whose rows are ordered window by window, and the
   pooling unit (any stride, no padding).
@@ -26,13 +26,13 @@ bytes ``a + 255*b`` (three, ``a + 128*b + 128*b``, for a range of more than 6528
 so the element-wise layers after it still run on the accelerator.
 
 Layers the accelerator cannot run exactly are refused with ``ValueError("layer 'name' (kind):
-reason")`` before anything is sent: accumulator overflow (:func:`golden.mac_array.check_accumulator`
+reason")`` before anything is sent: accumulator overflow (:func:`intdeploy.golden.mac_array.check_accumulator`
 with the bias, which the requantizer adds in int32), ``K`` beyond a weight bank or the activation
 buffer, threshold ``Q`` beyond ``max_q``, weights wider than ``weight_bits``, inputs that are not
 8-bit, per-channel Add requantizers, padded pooling, a clamp the pooling unit cannot apply.
 
 An *engine* executes packets: ``execute(list of packets) -> list of Response``, one response per
-packet, in order. :class:`ModelEngine` wraps :class:`sim.accel_model.AcceleratorModel` (the
+packet, in order. :class:`ModelEngine` wraps :class:`intdeploy.sim.accel_model.AcceleratorModel` (the
 "golden" engine); an RTL engine only has to send the packets to the top and parse the
 responses. :func:`run_network` calls the engine once per layer with all packets of that layer
 for the whole batch of images; :func:`run_layers` compiles every layer from reference (golden)
@@ -43,12 +43,12 @@ import dataclasses
 from dataclasses import dataclass, field
 import numpy as np
 
-from golden import mac_array
-from golden.add import AddParams
-from golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
-from golden.requantizer import RequantParams, requantize
-from sim import protocol as P
-from sim.accel_model import AcceleratorModel, POOL_TAP_BITS, input_cycles, program_cycles
+from intdeploy.golden import mac_array
+from intdeploy.golden.add import AddParams
+from intdeploy.golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
+from intdeploy.golden.requantizer import RequantParams, requantize
+from intdeploy.host import protocol as P
+from intdeploy.sim.accel_model import AcceleratorModel, POOL_TAP_BITS, input_cycles, program_cycles
 
 __all__ = [
     "EngineError", "ModelEngine", "GemmJob", "LayerProgram", "Driver", "LayerStats", "run_network",
@@ -65,7 +65,7 @@ class EngineError(RuntimeError):
 
 
 class ModelEngine:
-    """The "golden" engine: the executable model of the accelerator (:mod:`sim.accel_model`)."""
+    """The "golden" engine: the executable model of the accelerator (:mod:`intdeploy.sim.accel_model`)."""
 
     name = "golden"
 
@@ -74,7 +74,7 @@ class ModelEngine:
         self.model = AcceleratorModel(self.info)
 
     def execute(self, packets):
-        """Send ``packets`` (lists of words) in order; returns one :class:`sim.protocol.Response` each."""
+        """Send ``packets`` (lists of words) in order; returns one :class:`intdeploy.host.protocol.Response` each."""
         return self.model.transact(packets)
 
 
@@ -106,7 +106,7 @@ class GemmJob:
         Width of the results on the wire and how to read them back.
     x_range : (int, int) or None
         Proven range of the values in ``x`` (default: the whole int8 / uint8 range); the
-        accumulator check (:func:`golden.mac_array.check_accumulator`) uses it.
+        accumulator check (:func:`intdeploy.golden.mac_array.check_accumulator`) uses it.
     bias_in_check : bool
         Whether the requantizer's bias is part of the accumulator check (True for MAC layers,
         as the model file checks them; False for identity GEMMs, where ``wrap32(x + bias)`` is
@@ -224,7 +224,7 @@ def _floor_to(v, step):
 
 
 class Driver:
-    """Compiles layers for the accelerator described by ``info`` (a :class:`sim.protocol.Info`).
+    """Compiles layers for the accelerator described by ``info`` (a :class:`intdeploy.host.protocol.Info`).
 
     ``conv_strips``: ``auto`` (default) feeds a convolution as strips of shared activation entries
     when that costs fewer MAC steps plus words than im2col rows, ``always`` whenever they fit,
@@ -232,7 +232,7 @@ class Driver:
 
     def __init__(self, info, conv_strips="auto"):
         if not isinstance(info, P.Info):
-            raise ValueError(f"info: expected sim.protocol.Info, got {type(info).__name__}")
+            raise ValueError(f"info: expected intdeploy.host.protocol.Info, got {type(info).__name__}")
         if conv_strips not in ("auto", "always", "never"):
             raise ValueError(f"conv_strips: {conv_strips!r} is not one of auto, always, never")
         self.info = info
@@ -260,7 +260,7 @@ class Driver:
 
         The first row chunk is either as long as the others or a quarter of them (:func:`_ramp`:
         a shorter first load before the array starts, one more RUN): both are compiled and the
-        program of fewer cycles by :func:`sim.accel_model.program_cycles` is kept.
+        program of fewer cycles by :func:`intdeploy.sim.accel_model.program_cycles` is kept.
         """
         prog = self._compile_gemm(job, ramp=False)
         alt = self._compile_gemm(job, ramp=True)
@@ -590,7 +590,7 @@ class Driver:
         """Whether ``job``'s convolution strips can run: no pooling (it needs the rows window by
         window) and a strip fits the buffers. With ``conv_strips="auto"`` :meth:`compile_group`
         then compiles both ways and keeps the one of fewer cycles by
-        :func:`sim.accel_model.program_cycles` (MAC steps, words, and the words hidden behind
+        :func:`intdeploy.sim.accel_model.program_cycles` (MAC steps, words, and the words hidden behind
         RUNs: the dropped rows between a strip's outputs count as steps)."""
         i, st = self.info, job.strips
         if job.pool is not None:
@@ -610,7 +610,7 @@ class Driver:
         no add or pooling yet (the other operand a byte, per-tensor requantizers), a per-tensor
         ``requant`` right after that add when the add's output requantizer is a plain floor
         division by ``2**d`` (NEMO's Eq. 24: the add unit's sum shift takes the division and its
-        output requantizer the requant layer, :meth:`golden.add.AddParams.then`), a pooling layer
+        output requantizer the requant layer, :meth:`intdeploy.golden.add.AddParams.then`), a pooling layer
         if it has no pooling yet, and the combined program fits the buffers (docs/driver.md,
         "Fusion"). Fusing changes neither arithmetic nor results; it saves the fused layer's
         identity GEMM, the words of its operand and the read-back of the tensor in between, which
@@ -1003,7 +1003,7 @@ def run_layers(model, reference, engine, driver=None, fuse=False):
         The network the engine runs (its layers are compiled).
     reference : dict name -> array
         The input images under ``model.input.name`` and every layer's input tensor.
-    engine : object with ``info`` (:class:`sim.protocol.Info`) and ``execute(packets)``
+    engine : object with ``info`` (:class:`intdeploy.host.protocol.Info`) and ``execute(packets)``
     driver : Driver, optional
     fuse : bool
         As :func:`run_network`.

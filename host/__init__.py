@@ -1,0 +1,1 @@
+"""Host runtime: what a user installs to drive the accelerator (protocol codec, driver)."""

@@ -1,0 +1,1 @@
+"""Tools and the command line: ``intdeploy`` and its sub-commands, synthesis, performance."""
