@@ -11,6 +11,7 @@ from dataclasses import dataclass, fields
 
 import numpy as np
 
+from intdeploy import wire
 from intdeploy.golden.requantizer import RequantParams, INT32_MIN, INT32_MAX
 
 __all__ = [
@@ -25,26 +26,12 @@ __all__ = [
     "entry_words", "sext",
 ]
 
-OPCODES = {
-    "INFO": 0x01, "WRITE_WEIGHTS": 0x02, "WRITE_PARAMS": 0x03, "WRITE_THRESHOLDS": 0x04,
-    "WRITE_ACTS": 0x05, "WRITE_RESIDUAL": 0x06, "RUN": 0x07, "STATUS": 0x08,
-}
-OPCODE_NAMES = {v: k for k, v in OPCODES.items()}
-STATUS = {
-    "OK": 0, "UNKNOWN_OPCODE": 1, "TRUNCATED": 2, "BAD_LENGTH": 3, "OUT_OF_RANGE": 4,
-    "BAD_PARAM": 5, "BAD_HEADER": 6,
-}
-STATUS_NAMES = {v: k for k, v in STATUS.items()}
-ROUNDING_CODES = {"floor": 0, "half_up": 1, "half_even": 2, "tflite": 3}
-ROUNDING_NAMES = {v: k for k, v in ROUNDING_CODES.items()}
-POOL_MODES = {"max": 0, "avg_nemo": 1, "avg_tflite": 2}
-OUT_BYTES_CODES = {1: 0, 2: 1, 4: 2}
-
-PARAM_WORDS = 8
-RUN_WORDS = 40
-INFO_WORDS = 12
-STATUS_WORDS = 9
-MASK32 = 0xFFFFFFFF
+# The code tables and block sizes of the wire format (one definition: intdeploy.wire).
+OPCODES, OPCODE_NAMES, STATUS, STATUS_NAMES = wire.OPCODES, wire.OPCODE_NAMES, wire.STATUS, wire.STATUS_NAMES
+ROUNDING_CODES, ROUNDING_NAMES, POOL_MODES, OUT_BYTES_CODES = wire.ROUNDING, wire.ROUNDING_NAMES, wire.POOL, wire.OUT_BYTES
+PARAM_WORDS, RUN_WORDS, INFO_WORDS, STATUS_WORDS = (b.words for b in (wire.PARAM, wire.RUN, wire.INFO,
+                                                                       wire.STATUS_PAYLOAD))
+MASK32 = wire.MASK32
 #: ``length`` of the fixed-size commands (docs/protocol.md, "Which error", rule 2).
 FIXED_LENGTHS = {OPCODES["INFO"]: 0, OPCODES["STATUS"]: 0, OPCODES["RUN"]: RUN_WORDS}
 #: Smallest ``length`` of the variable-size commands: their fixed fields.
@@ -63,6 +50,11 @@ def _u32(value, name, lo=INT32_MIN, hi=MASK32):
     if not lo <= value <= hi:
         raise ValueError(f"{name}: {value} is out of range; allowed [{lo}, {hi}]")
     return value & MASK32
+
+
+def _signed32(value, name):
+    """``value``, checked to be an int32 (ValueError naming ``name``)."""
+    return _s32(_u32(value, name, INT32_MIN, INT32_MAX))
 
 
 def _s32(word):
@@ -88,22 +80,20 @@ def sext(value, bits):
     return value - (1 << bits) if value >> (bits - 1) else value
 
 
-_sext = sext
-
 
 # --- framing -----------------------------------------------------------------------------
 
 def command(opcode, payload=(), tag=0):
     """Header + payload words of one command packet (payload words are taken modulo 2**32)."""
-    opcode = OPCODES[opcode] if isinstance(opcode, str) else _field(opcode, "opcode", 8)
     payload = [int(w) & MASK32 for w in payload]
-    return [opcode | (_field(tag, "tag", 8) << 8), len(payload)] + payload
+    return wire.COMMAND_HEADER.encode(opcode=opcode, tag=tag, length=len(payload)) + payload
 
 
 def response(opcode, tag, status, payload=()):
     """Header + payload words of one response packet (docs/protocol.md, "Response header")."""
     payload = [int(w) & MASK32 for w in payload]
-    return [(opcode & 0xFF) | ((tag & 0xFF) << 8) | ((status & 0xFF) << 16), len(payload)] + payload
+    return wire.RESPONSE_HEADER.encode(opcode=opcode & 0xFF, tag=tag & 0xFF, status=status & 0xFF,
+                                       length=len(payload)) + payload
 
 
 def _per_beat(bus_width):
@@ -177,10 +167,11 @@ def parse_response(words):
     """One response packet's words (padding allowed) -> :class:`Response`."""
     if len(words) < 2:
         raise ValueError(f"response: {len(words)} words, a header needs 2")
-    h, length = int(words[0]), int(words[1])
+    h = wire.RESPONSE_HEADER.decode(words[:2])
+    length = h["length"]
     if len(words) < 2 + length:
         raise ValueError(f"response: header says {length} payload words, packet has {len(words) - 2}")
-    return Response(h & 0xFF, (h >> 8) & 0xFF, (h >> 16) & 0xFF, [int(w) for w in words[2:2 + length]])
+    return Response(h["opcode"], h["tag"], h["status"], [int(w) for w in words[2:2 + length]])
 
 
 # --- element packing ---------------------------------------------------------------------
@@ -259,11 +250,9 @@ def encode_requant(params, channel=None, w_zero_point=0):
             raise ValueError(f"channel: {channel!r} does not select one of the {arr.shape[0]} channels of params")
         return int(arr[channel])
 
-    offset = pick(params.offset)
-    w3 = ((offset >> 32) & 0xFFFF) | (pick(params.shift) << 16) \
-        | (ROUNDING_CODES[params.rounding] << 22) | (_field(w_zero_point, "w_zero_point", 8, True) << 24)
-    return [pick(params.mult) & MASK32, pick(params.bias) & MASK32, offset & MASK32, w3,
-            pick(params.zero_point) & MASK32, pick(params.lo) & MASK32, pick(params.hi) & MASK32, 0]
+    return wire.PARAM.encode(mult=pick(params.mult), bias=pick(params.bias), offset=pick(params.offset),
+                             shift=pick(params.shift), rounding=params.rounding, w_zero_point=w_zero_point,
+                             zero_point=pick(params.zero_point), lo=pick(params.lo), hi=pick(params.hi))
 
 
 def decode_requant(words):
@@ -278,11 +267,10 @@ def decode_requant(words):
         raise ValueError(f"words: a parameter entry is {PARAM_WORDS} words, got {len(w)}")
     if w[7] != 0:
         raise ValueError("reserved: word 7 must be 0")
-    offset = sext(((w[3] & 0xFFFF) << 32) | w[2], 48)
-    params = RequantParams(mult=_s32(w[0]), bias=_s32(w[1]), offset=offset,
-                           shift=(w[3] >> 16) & 0x3F, rounding=ROUNDING_NAMES[(w[3] >> 22) & 3],
-                           zero_point=_s32(w[4]), lo=_s32(w[5]), hi=_s32(w[6]))
-    return params, sext(w[3] >> 24, 8)
+    f = wire.PARAM.decode(w)
+    wzp = f.pop("w_zero_point")
+    params = RequantParams(rounding=ROUNDING_NAMES[f.pop("rounding")], **f)
+    return params, wzp
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -403,19 +391,14 @@ class RunDescriptor:
 
     def encode(self):
         """The 40 descriptor words; ValueError naming the field for a value that does not fit."""
-        w = [0] * RUN_WORDS
-        for i, name in enumerate(("m_count", "k_steps", "n_tiles", "act_base", "bank", "weight_base",
-                                  "channel_base")):
-            w[i] = _field(getattr(self, name), name, 32)
         zp = _field(self.x_zero_point, "x_zero_point", 8, signed=bool(self.x_signed))
-        w[7] = int(bool(self.x_signed)) | (zp << 8) | (_field(self.row_step, "row_step", 16) << 16)
-        if self.epilogue not in ("requant", "threshold"):
-            raise ValueError(f"epilogue: {self.epilogue!r} is not one of requant, threshold")
         if self.out_bytes not in OUT_BYTES_CODES:
             raise ValueError(f"out_bytes: {self.out_bytes!r} is not one of 1, 2, 4")
-        w[8] = (0 if self.epilogue == "requant" else 1) | (int(bool(self.add)) << 4) \
-            | (int(bool(self.pool)) << 5) | (OUT_BYTES_CODES[self.out_bytes] << 8)
-        w[9] = _field(self.residual_base, "residual_base", 31) | (int(bool(self.residual_signed)) << 31)
+        f = dict(m_count=self.m_count, k_steps=self.k_steps, n_tiles=self.n_tiles, act_base=self.act_base,
+                 bank=self.bank, weight_base=self.weight_base, channel_base=self.channel_base,
+                 x_signed=bool(self.x_signed), x_zero_point=zp, row_step=self.row_step, epilogue=self.epilogue,
+                 add=bool(self.add), pool=bool(self.pool), out_bytes=OUT_BYTES_CODES[self.out_bytes],
+                 residual_base=self.residual_base, residual_signed=bool(self.residual_signed))
         if self.add:
             if self.add_branches is None or self.add_output is None or len(self.add_branches) != 2:
                 raise ValueError("add_branches, add_output: required when add is set")
@@ -423,22 +406,18 @@ class RunDescriptor:
                              ("add_output", self.add_output)):
                 if not isinstance(rq, RequantParams) or rq.channels is not None:
                     raise ValueError(f"{name}: expected a per-tensor RequantParams")
-            w[10] = _u32(self.add_zero_points[0], "add_zero_points[0]", INT32_MIN, INT32_MAX)
-            w[11] = _u32(self.add_zero_points[1], "add_zero_points[1]", INT32_MIN, INT32_MAX)
-            w[12] = _field(self.add_left_shift, "add_left_shift", 5) | (_field(self.add_sum_shift, "add_sum_shift", 5) << 8)
-            w[13:21] = encode_requant(self.add_branches[0])
-            w[21:29] = encode_requant(self.add_branches[1])
-            w[29:37] = encode_requant(self.add_output)
+            f.update(add_zero_point_a=_signed32(self.add_zero_points[0], "add_zero_points[0]"),
+                     add_zero_point_b=_signed32(self.add_zero_points[1], "add_zero_points[1]"),
+                     add_left_shift=self.add_left_shift, add_sum_shift=self.add_sum_shift,
+                     add_a=encode_requant(self.add_branches[0]), add_b=encode_requant(self.add_branches[1]),
+                     add_out=encode_requant(self.add_output))
         if self.pool:
-            if self.pool_mode not in POOL_MODES:
-                raise ValueError(f"pool_mode: {self.pool_mode!r} is not one of {', '.join(POOL_MODES)}")
             taps = _field(self.pool_taps, "pool_taps", 8, lo=1)
             d = _field(self.pool_d, "pool_d", 6)
-            mult = (1 << d) // taps if self.pool_mult is None else self.pool_mult
-            w[37] = POOL_MODES[self.pool_mode] | (taps << 8) | (d << 16)
-            w[38] = _field(mult, "pool_mult", 32)
-            w[39] = _field(self.pool_lo, "pool_lo", 16, True) | (_field(self.pool_hi, "pool_hi", 16, True) << 16)
-        return w
+            f.update(pool_mode=self.pool_mode, pool_taps=taps, pool_d=d,
+                     pool_mult=(1 << d) // taps if self.pool_mult is None else self.pool_mult,
+                     pool_lo=self.pool_lo, pool_hi=self.pool_hi)
+        return wire.RUN.encode(**f)
 
     def reads(self):
         """The buffer entries this RUN reads, as the accelerator bounds them: ``{buffer: (bank,
@@ -464,28 +443,29 @@ class RunDescriptor:
         w = [int(x) & MASK32 for x in words]
         if len(w) != RUN_WORDS:
             raise ValueError(f"words: a descriptor is {RUN_WORDS} words, got {len(w)}")
-        x_signed = bool(w[7] & 1)
-        zp = (w[7] >> 8) & 0xFF
+        f = wire.RUN.decode(w)
 
-        def rq(ws):
+        def rq(words):
             try:
-                return decode_requant(ws[:7] + [0])[0]
+                return decode_requant(words[:7] + [0])[0]
             except ValueError:
                 return None
 
-        d = cls(m_count=w[0], k_steps=w[1], n_tiles=w[2], act_base=w[3], bank=w[4],
-                weight_base=w[5], channel_base=w[6], x_signed=x_signed,
+        x_signed = bool(f["x_signed"])
+        zp = f["x_zero_point"]
+        d = cls(m_count=f["m_count"], k_steps=f["k_steps"], n_tiles=f["n_tiles"], act_base=f["act_base"],
+                bank=f["bank"], weight_base=f["weight_base"], channel_base=f["channel_base"], x_signed=x_signed,
                 x_zero_point=sext(zp, 8) if x_signed else zp,
-                epilogue={0: "requant", 1: "threshold"}.get(w[8] & 3, f"code {w[8] & 3}"),
-                add=bool(w[8] >> 4 & 1), pool=bool(w[8] >> 5 & 1),
-                out_bytes={0: 1, 1: 2, 2: 4}.get((w[8] >> 8) & 3, 0),
-                residual_base=w[9] & 0x7FFFFFFF, residual_signed=bool(w[9] >> 31),
-                add_zero_points=(_s32(w[10]), _s32(w[11])), add_left_shift=w[12] & 31,
-                add_sum_shift=(w[12] >> 8) & 31,
+                epilogue={v: k for k, v in wire.EPILOGUES.items()}.get(f["epilogue"], f"code {f['epilogue']}"),
+                add=bool(f["add"]), pool=bool(f["pool"]),
+                out_bytes={v: k for k, v in OUT_BYTES_CODES.items()}.get(f["out_bytes"], 0),
+                residual_base=f["residual_base"], residual_signed=bool(f["residual_signed"]),
+                add_zero_points=(f["add_zero_point_a"], f["add_zero_point_b"]), add_left_shift=f["add_left_shift"],
+                add_sum_shift=f["add_sum_shift"],
                 add_branches=(rq(w[13:21]), rq(w[21:29])), add_output=rq(w[29:37]),
-                pool_mode={v: k for k, v in POOL_MODES.items()}.get(w[37] & 3, f"code {w[37] & 3}"),
-                pool_taps=(w[37] >> 8) & 0xFF, pool_d=(w[37] >> 16) & 0x3F, pool_mult=w[38],
-                pool_lo=sext(w[39], 16), pool_hi=sext(w[39] >> 16, 16), row_step=w[7] >> 16)
+                pool_mode=wire.POOL_NAMES.get(f["pool_mode"], f"code {f['pool_mode']}"),
+                pool_taps=f["pool_taps"], pool_d=f["pool_d"], pool_mult=f["pool_mult"],
+                pool_lo=f["pool_lo"], pool_hi=f["pool_hi"], row_step=f["row_step"])
         return d, w
 
 
@@ -560,25 +540,18 @@ class Info:
         return entry_words(self.rows, 8)
 
     def encode(self):
-        return [self.version, self.rows, self.cols, self.bus_width, self.weight_bits,
-                self.weight_depth, self.weight_banks, self.act_depth, self.param_channels,
-                self.residual_depth, self.threshold_channels | (self.max_q << 16),
-                self.max_pool_taps | (self.max_pool_shift << 16)]
+        return wire.INFO.encode(**{f.name: getattr(self, f.name) for f in fields(self)})
 
 
 def decode_info(payload):
     """INFO response payload -> :class:`Info` (ValueError if a field is out of range)."""
     if len(payload) != INFO_WORDS:
         raise ValueError(f"INFO payload: {len(payload)} words, expected {INFO_WORDS}")
-    p = [int(w) for w in payload]
-    return Info(*p[:10], p[10] & 0xFFFF, p[10] >> 16, p[11] & 0xFFFF, p[11] >> 16)
+    return Info(**wire.INFO.decode(payload))
 
 
 def decode_status(payload):
     """STATUS response payload -> dict of the counters (64-bit ones combined)."""
     if len(payload) != STATUS_WORDS:
         raise ValueError(f"STATUS payload: {len(payload)} words, expected {STATUS_WORDS}")
-    p = [int(w) for w in payload]
-    return {"commands": p[0], "errors": p[1], "last_error": p[2],
-            "cycles": p[3] | (p[4] << 32), "busy_cycles": p[5] | (p[6] << 32),
-            "mac_cycles": p[7] | (p[8] << 32)}
+    return wire.STATUS_PAYLOAD.decode(payload)

@@ -12,19 +12,16 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import WritePort
 from amaranth.lib.wiring import In, Out
 
-from intdeploy.hw.descriptor import PARAM_WORDS, RUN_WORDS, assign_param, decode_param, layout_signal
+from intdeploy import wire
+from intdeploy.hw.descriptor import PARAM_WORDS, RUN_WORDS, assign_param, decode_param, field_bits, layout_signal
 from intdeploy.hw.words import WORD_IN, WORD_OUT
 
-__all__ = ["OPCODES", "STATUS", "CommandProcessor"]
+__all__ = ["CommandProcessor"]
 
-OPCODES = {"INFO": 0x01, "WRITE_WEIGHTS": 0x02, "WRITE_PARAMS": 0x03, "WRITE_THRESHOLDS": 0x04,
-           "WRITE_ACTS": 0x05, "WRITE_RESIDUAL": 0x06, "RUN": 0x07, "STATUS": 0x08}
-STATUS = {"OK": 0, "UNKNOWN_OPCODE": 1, "TRUNCATED": 2, "BAD_LENGTH": 3, "OUT_OF_RANGE": 4,
-          "BAD_PARAM": 5, "BAD_HEADER": 6}
-
-_OP = OPCODES
-_ST = STATUS
-STATUS_WORDS = 9
+_OP = wire.OPCODES
+_ST = wire.STATUS
+STATUS_WORDS = wire.STATUS_PAYLOAD.words
+_RUN = wire.RUN                             # descriptor field positions
 CHECK_STEPS = 3 + 16 + 1          # three products, a 16-bit division, one more product
 #: Opcodes whose packets are accepted while a RUN computes (the buffer writes; held when they
 #: meet the RUN's entries).
@@ -434,55 +431,61 @@ class CommandProcessor(wiring.Component):
                 m.next = "PAD"
 
         def capture_descriptor():
-            # Descriptor fields as their words arrive; the checks run in CHECK.
+            # Descriptor fields as their words arrive (positions from wire.RUN); the checks run
+            # in CHECK. Counts keep their low 16 bits (the checks refuse larger ones).
             k = pidx
+            bits = lambda name: field_bits([word] * RUN_WORDS, _RUN[name])        # noqa: E731
             with m.Switch(k):
-                for j, field in enumerate(("m_count", "k_steps", "n_tiles")):
-                    with m.Case(j):
+                for field in ("m_count", "k_steps", "n_tiles"):
+                    with m.Case(_RUN[field].word):
                         m.d.sync += [run[field].eq(word[:16]),
                                      d_count_bad.eq(d_count_bad | (word == 0) | (word[16:] != 0))]
-                with m.Case(3):
+                with m.Case(_RUN["act_base"].word):
                     m.d.sync += [d_act_base.eq(word), run.act_base.eq(word)]
-                with m.Case(4):
+                with m.Case(_RUN["bank"].word):
                     m.d.sync += [d_bank.eq(word), run.bank.eq(word)]
-                with m.Case(5):
+                with m.Case(_RUN["weight_base"].word):
                     m.d.sync += [d_weight_base.eq(word), run.weight_base.eq(word)]
-                with m.Case(6):
+                with m.Case(_RUN["channel_base"].word):
                     m.d.sync += [d_channel_base.eq(word), run.channel_base.eq(word)]
-                with m.Case(7):
-                    zp = word[8:16]
-                    m.d.sync += [run.x_signed.eq(word[0]),
-                                 run.x_zp.eq(Mux(word[0], zp.as_signed(), zp)),
-                                 run.row_step.eq(word[16:32])]
-                with m.Case(8):
-                    m.d.sync += [d_epilogue.eq(word[0:2]), run.threshold.eq(word[0:2] == 1),
-                                 run.add.eq(word[4]), run.pool.eq(word[5]),
-                                 d_ob.eq(word[8:10]), run.out_bytes.eq(word[8:10])]
-                with m.Case(9):
-                    m.d.sync += [d_res_base.eq(word[0:31]), run.residual_base.eq(word[0:31]),
-                                 run.residual_signed.eq(word[31])]
-                with m.Case(10):
+                with m.Case(_RUN["x_signed"].word):
+                    zp = bits("x_zero_point")
+                    m.d.sync += [run.x_signed.eq(bits("x_signed")),
+                                 run.x_zp.eq(Mux(bits("x_signed"), zp.as_signed(), zp)),
+                                 run.row_step.eq(bits("row_step"))]
+                with m.Case(_RUN["epilogue"].word):
+                    m.d.sync += [d_epilogue.eq(bits("epilogue")),
+                                 run.threshold.eq(bits("epilogue") == wire.EPILOGUES["threshold"]),
+                                 run.add.eq(bits("add")), run.pool.eq(bits("pool")),
+                                 d_ob.eq(bits("out_bytes")), run.out_bytes.eq(bits("out_bytes"))]
+                with m.Case(_RUN["residual_base"].word):
+                    m.d.sync += [d_res_base.eq(bits("residual_base")), run.residual_base.eq(bits("residual_base")),
+                                 run.residual_signed.eq(bits("residual_signed"))]
+                with m.Case(_RUN["add_zero_point_a"].word):
                     m.d.sync += run.add_zp_a.eq(word)
-                with m.Case(11):
+                with m.Case(_RUN["add_zero_point_b"].word):
                     m.d.sync += run.add_zp_b.eq(word)
-                with m.Case(12):
-                    m.d.sync += [run.add_left_shift.eq(word[0:5]), run.add_sum_shift.eq(word[8:13]),
-                                 ew.eq(0)]
-                for j, field in ((20, "add_a"), (28, "add_b"), (36, "add_out")):
-                    with m.Case(j):
-                        m.d.sync += [run[field][name].eq(p_entry.rq[name])
-                                     for name in p_entry.rq.shape().members]
+                with m.Case(_RUN["add_left_shift"].word):
+                    m.d.sync += [run.add_left_shift.eq(bits("add_left_shift")),
+                                 run.add_sum_shift.eq(bits("add_sum_shift")), ew.eq(0)]
+                for name, field in (("add_a", "add_a"), ("add_b", "add_b"), ("add_out", "add_out")):
+                    # the block's last word: its fields come from the staged words and this one
+                    with m.Case(_RUN[name].word + PARAM_WORDS - 1):
+                        m.d.sync += [run[field][member].eq(p_entry.rq[member])
+                                     for member in p_entry.rq.shape().members]
                         m.d.sync += d_rq_bad.eq(d_rq_bad | ~p_fields_ok)
-                with m.Case(37):
-                    m.d.sync += [d_pool_mode.eq(word[0:2]), run.pool_mode.eq(word[0:2]),
-                                 d_taps.eq(word[8:16]), run.pool_taps.eq(word[8:16]),
-                                 d_pool_d.eq(word[16:22]), run.pool_d.eq(word[16:22])]
-                with m.Case(38):
+                with m.Case(_RUN["pool_mode"].word):
+                    m.d.sync += [d_pool_mode.eq(bits("pool_mode")), run.pool_mode.eq(bits("pool_mode")),
+                                 d_taps.eq(bits("pool_taps")), run.pool_taps.eq(bits("pool_taps")),
+                                 d_pool_d.eq(bits("pool_d")), run.pool_d.eq(bits("pool_d"))]
+                with m.Case(_RUN["pool_mult"].word):
                     m.d.sync += [d_pool_mult.eq(word), run.pool_mult.eq(word)]
-                with m.Case(39):
-                    m.d.sync += [run.pool_lo.eq(word[0:16]), run.pool_hi.eq(word[16:32]),
-                                 d_pool_lohi_bad.eq(word[0:16].as_signed() > word[16:32].as_signed())]
-            with m.If((k >= 13) & (k <= 36)):
+                with m.Case(_RUN["pool_lo"].word):
+                    lo, hi = bits("pool_lo"), bits("pool_hi")
+                    m.d.sync += [run.pool_lo.eq(lo), run.pool_hi.eq(hi),
+                                 d_pool_lohi_bad.eq(lo.as_signed() > hi.as_signed())]
+            first_rq, last_rq = _RUN["add_a"].word, _RUN["add_out"].word + PARAM_WORDS - 1
+            with m.If((k >= first_rq) & (k <= last_rq)):
                 m.d.sync += ew.eq(Mux(ew == PARAM_WORDS - 1, 0, ew + 1))
 
         def check_descriptor():

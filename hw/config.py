@@ -9,6 +9,8 @@ from dataclasses import dataclass, fields
 
 from amaranth.utils import ceil_log2
 
+from intdeploy import wire
+
 __all__ = ["AcceleratorConfig", "VERSION"]
 
 #: Protocol version reported by INFO.
@@ -144,10 +146,8 @@ class AcceleratorConfig:
 
     def info_words(self):
         """The 12-word INFO response payload (docs/protocol.md, INFO)."""
-        return [VERSION, self.rows, self.cols, self.bus_width, self.weight_bits,
-                self.weight_depth, self.weight_banks, self.act_depth, self.param_channels,
-                self.residual_depth, self.threshold_channels | (self.max_q << 16),
-                self.max_pool_taps | (self.max_pool_shift << 16)]
+        return wire.INFO.encode(version=VERSION, **{f.name: getattr(self, f.name) for f in wire.INFO
+                                                     if f.name != "version"})
 
     def as_dict(self):
         return {f.name: getattr(self, f.name) for f in fields(self)}

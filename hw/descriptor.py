@@ -1,21 +1,23 @@
 """Hardware decoding of the protocol's parameter words and of the RUN descriptor.
 
-docs/protocol.md fixes the 8-word requantizer parameter block (WRITE_PARAMS, and three times in
-the RUN descriptor for the add unit) and the 40-word RUN descriptor. This module turns those
-words into the fields the datapath uses, and states which values are invalid (``BAD_PARAM``),
-so that the command processor and the tests share one decoding.
+The positions of every field come from the wire format (:mod:`intdeploy.wire`: the 8-word
+parameter entry :data:`~intdeploy.wire.PARAM`, also three times in the RUN descriptor for the add
+unit, and the 40-word descriptor :data:`~intdeploy.wire.RUN`); this module turns those words into
+the fields the datapath uses, and states which values are invalid (``BAD_PARAM``), so that the
+command processor and the tests share one decoding.
 """
 
 from amaranth import Cat, Shape, Signal, signed, unsigned
 from amaranth.lib import data
 
-__all__ = ["PARAM_WORDS", "RUN_WORDS", "param_entry_layout", "decode_param", "assign_param",
+from intdeploy import wire
+from intdeploy.golden.requantizer import MAX_SHIFT
+
+__all__ = ["PARAM_WORDS", "RUN_WORDS", "field_bits", "param_entry_layout", "decode_param", "assign_param",
            "run_layout", "layout_signal"]
 
-PARAM_WORDS = 8
-RUN_WORDS = 40
-ROUNDING_TFLITE = 3
-MAX_SHIFT = 62
+PARAM_WORDS = wire.PARAM.words
+RUN_WORDS = wire.RUN.words
 
 
 def layout_signal(layout, **kwargs):
@@ -26,8 +28,17 @@ def layout_signal(layout, **kwargs):
     return layout(Signal(Shape.cast(layout), **kwargs))
 
 
+def field_bits(words, field):
+    """The raw bits of the wire :class:`~intdeploy.wire.Field` ``field`` from ``words`` (32-bit
+    Amaranth values, word 0 of the field's block first): a whole word itself, else slices of the
+    words it occupies, low first."""
+    parts = [words[w] if (lo, hi) == (0, 32) else words[w][lo:hi] for w, lo, hi in field.segments()]
+    return parts[0] if len(parts) == 1 else Cat(*parts)
+
+
 def param_entry_layout(requant_layout):
-    """A parameter buffer entry: the requantizer's per-lane fields and the weight zero point."""
+    """A parameter buffer entry: the requantizer's per-lane fields and the weight zero point
+    (the wire field ``w_zero_point``)."""
     return data.StructLayout({"rq": requant_layout, "w_zp": signed(8)})
 
 
@@ -41,9 +52,9 @@ def decode_param(words):
     Returns
     -------
     fields : dict
-        ``mult``, ``bias``, ``offset`` (48 bits), ``shift`` (6), ``rounding`` (2),
-        ``w_zp`` (8), ``zero_point``, ``lo``, ``hi`` as raw bit values (signedness is the
-        layout's business).
+        Every field of :data:`intdeploy.wire.PARAM` by its name (``mult``, ``bias``, ``offset``
+        48 bits, ``shift`` 6, ``rounding`` 2, ``w_zero_point`` 8, ``zero_point``, ``lo``,
+        ``hi``) as raw bit values (signedness is the layout's business).
     fields_ok : Value
         1 iff every field is in the range docs/protocol.md allows: ``shift <= 62``; for
         ``tflite`` rounding ``mult >= 0``, ``offset == 0`` and ``shift >= 1``; ``lo <= hi``
@@ -51,17 +62,13 @@ def decode_param(words):
     reserved_ok : Value
         1 iff the reserved word 7 is zero (checked by WRITE_PARAMS, ignored in RUN).
     """
-    w = words
-    rounding = w[3][22:24]
-    tfl = rounding == ROUNDING_TFLITE
-    offset = Cat(w[2], w[3][0:16])
-    shift = w[3][16:22]
-    fields = {"mult": w[0], "bias": w[1], "offset": offset, "shift": shift,
-              "rounding": rounding, "w_zp": w[3][24:32], "zero_point": w[4], "lo": w[5],
-              "hi": w[6]}
-    fields_ok = ((shift <= MAX_SHIFT) & (w[5].as_signed() <= w[6].as_signed()) &
-                 (~tfl | (~w[0][31] & (offset == 0) & (shift != 0))))
-    return fields, fields_ok, w[7] == 0
+    f = {field.name: field_bits(words, field) for field in wire.PARAM}
+    tfl = f["rounding"] == wire.ROUNDING["tflite"]
+    shift = f["shift"]
+    fields_ok = ((shift <= MAX_SHIFT) & (f["lo"].as_signed() <= f["hi"].as_signed()) &
+                 (~tfl | (~f["mult"][31] & (f["offset"] == 0) & (shift != 0))))
+    (reserved, _), = wire.PARAM.reserved
+    return f, fields_ok, words[reserved] == 0
 
 
 def assign_param(entry, fields):
@@ -71,7 +78,7 @@ def assign_param(entry, fields):
         rq.mult.eq(fields["mult"]), rq.bias.eq(fields["bias"]), rq.offset.eq(fields["offset"]),
         rq.shift.eq(fields["shift"]), rq.rounding.as_value().eq(fields["rounding"]),
         rq.zero_point.eq(fields["zero_point"]), rq.lo.eq(fields["lo"]), rq.hi.eq(fields["hi"]),
-        entry.w_zp.eq(fields["w_zp"]),
+        entry.w_zp.eq(fields["w_zero_point"]),
     ]
 
 

@@ -11,13 +11,15 @@ from amaranth.lib.wiring import In, Out
 
 from amaranth.utils import ceil_log2
 
+from intdeploy import wire
 from intdeploy.hw.descriptor import layout_signal
 from intdeploy.hw.words import WORD_OUT
 
 __all__ = ["OUT_BYTES", "ResultPacker"]
 
 #: ``out_bytes`` code of the RUN descriptor -> bytes per value.
-OUT_BYTES = {0: 1, 1: 2, 2: 4}
+#: ``out_bytes`` code -> bytes per result (the inverse of :data:`intdeploy.wire.OUT_BYTES`).
+OUT_BYTES = {code: size for size, code in wire.OUT_BYTES.items()}
 
 
 class ResultPacker(wiring.Component):

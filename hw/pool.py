@@ -24,17 +24,20 @@ from amaranth.utils import ceil_log2
 
 import numpy as np
 
+from intdeploy import wire
+
 __all__ = ["PoolMode", "PoolUnit", "reciprocal_table"]
 
 
 class PoolMode(enum.Enum, shape=2):
-    """Run-time pooling mode of a window; the names are golden's ``mode`` strings."""
-    MAX = 0
-    AVG_NEMO = 1
-    AVG_TFLITE = 2
+    """Run-time pooling mode of a window: the wire format's codes (:data:`intdeploy.wire.POOL`,
+    golden's :data:`~intdeploy.golden.pool.POOL_MODES` in order), names upper-cased."""
+    _ignore_ = ["_name", "_code"]
+    for _name, _code in wire.POOL.items():
+        vars()[_name.upper()] = _code
 
 
-_MODES = {"max": PoolMode.MAX, "avg_nemo": PoolMode.AVG_NEMO, "avg_tflite": PoolMode.AVG_TFLITE}
+_MODES = {name: PoolMode[name.upper()] for name in wire.POOL}
 
 
 def _check_int(name, value, lo, hi):

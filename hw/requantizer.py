@@ -12,6 +12,7 @@ from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
 
+from intdeploy import wire
 from intdeploy.golden.requantizer import ROUNDING_MODES, RequantParams
 from intdeploy.hw.skid import SkidBuffer
 
@@ -22,11 +23,11 @@ LATENCY = 9
 
 
 class Rounding(enum.Enum, shape=2):
-    """The ``rounding`` field of a beat; names match :data:`intdeploy.golden.requantizer.ROUNDING_MODES`."""
-    FLOOR = 0
-    HALF_UP = 1
-    HALF_EVEN = 2
-    TFLITE = 3
+    """The ``rounding`` field of a beat: the wire format's codes (:data:`intdeploy.wire.ROUNDING`,
+    golden's :data:`~intdeploy.golden.requantizer.ROUNDING_MODES` in order), names upper-cased."""
+    _ignore_ = ["_name", "_code"]
+    for _name, _code in wire.ROUNDING.items():
+        vars()[_name.upper()] = _code
 
     @classmethod
     def of(cls, name):

@@ -29,6 +29,7 @@ it.
 
 import numpy as np
 
+from intdeploy import wire
 from intdeploy.golden.add import AddParams, add
 from intdeploy.golden.mac_array import linear
 from intdeploy.golden.pool import pool_windows
@@ -44,7 +45,8 @@ STATUS_UNCOMPARED = (3, 4, 5, 6)
 #: Width of the pooling unit's taps (docs/protocol.md, RUN arithmetic step 4).
 POOL_TAP_BITS = 9
 
-_OK, _UNKNOWN_OPCODE, _TRUNCATED, _BAD_LENGTH, _OUT_OF_RANGE, _BAD_PARAM, _BAD_HEADER = range(7)
+_OK, _UNKNOWN_OPCODE, _TRUNCATED, _BAD_LENGTH, _OUT_OF_RANGE, _BAD_PARAM, _BAD_HEADER = (
+    P.STATUS[n] for n in ("OK", "UNKNOWN_OPCODE", "TRUNCATED", "BAD_LENGTH", "OUT_OF_RANGE", "BAD_PARAM", "BAD_HEADER"))
 _OP = P.OPCODES
 _RUN = _OP["RUN"]
 _OVERLAPPED = (_OP["WRITE_WEIGHTS"], _OP["WRITE_ACTS"], _OP["WRITE_RESIDUAL"])
@@ -148,17 +150,6 @@ class _Error(Exception):
 
 def _wrap32(x):
     return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & P.MASK32) - (1 << 31)
-
-
-def _param_fields(words):
-    """Vectorised decode of valid parameter entries ``(n, 8)`` -> dict of int64 arrays."""
-    w = np.asarray(words, dtype=np.int64)
-    return {
-        "mult": P.sext(w[:, 0], 32), "bias": P.sext(w[:, 1], 32),
-        "offset": P.sext(((w[:, 3] & 0xFFFF) << 32) | w[:, 2], 48),
-        "shift": (w[:, 3] >> 16) & 0x3F, "rounding": (w[:, 3] >> 22) & 3, "w_zp": P.sext(w[:, 3] >> 24, 8),
-        "zero_point": P.sext(w[:, 4], 32), "lo": P.sext(w[:, 5], 32), "hi": P.sext(w[:, 6], 32),
-    }
 
 
 class _Packet:
@@ -403,44 +394,46 @@ class AcceleratorModel:
 
     def _check_run(self, w):
         i = self.info
-        m, k, nt = w[0], w[1], w[2]
+        f = wire.RUN.decode(w)
+        m, k, nt = f["m_count"], f["k_steps"], f["n_tiles"]
         if not (1 <= m <= 0xFFFF and 1 <= k <= 0xFFFF and 1 <= nt <= 0xFFFF):
             raise _Error(_OUT_OF_RANGE)
-        row_step = (w[7] >> 16) or k
-        if w[3] + (m - 1) * row_step + k > i.act_depth:
+        row_step = f["row_step"] or k
+        if f["act_base"] + (m - 1) * row_step + k > i.act_depth:
             raise _Error(_OUT_OF_RANGE)
-        if w[4] >= i.weight_banks or w[5] + nt * k > i.weight_depth:
+        if f["bank"] >= i.weight_banks or f["weight_base"] + nt * k > i.weight_depth:
             raise _Error(_OUT_OF_RANGE)
-        channels = w[6] + nt * i.rows
-        epilogue = w[8] & 3
-        if channels > i.param_channels or (epilogue == 1 and channels > i.threshold_channels):
+        channels = f["channel_base"] + nt * i.rows
+        epilogue = f["epilogue"]
+        if channels > i.param_channels or (epilogue == wire.EPILOGUES["threshold"] and channels > i.threshold_channels):
             raise _Error(_OUT_OF_RANGE)
-        if epilogue not in (0, 1) or (w[8] >> 8) & 3 == 3:
+        if epilogue not in wire.EPILOGUES.values() or f["out_bytes"] not in wire.OUT_BYTES.values():
             raise _Error(_BAD_PARAM)
-        if (w[8] >> 4) & 1:
-            if (w[9] & 0x7FFFFFFF) + nt * m > i.residual_depth:
+        if f["add"]:
+            if f["residual_base"] + nt * m > i.residual_depth:
                 raise _Error(_OUT_OF_RANGE)
-            for base in (13, 21, 29):
+            for name in ("add_a", "add_b", "add_out"):
+                base = wire.RUN[name].word
                 try:
-                    P.decode_requant(w[base:base + 7] + [0])
+                    P.decode_requant(w[base:base + 7] + [0])          # word 7 is ignored in a RUN
                 except ValueError:
                     raise _Error(_BAD_PARAM) from None
-        if (w[8] >> 5) & 1:
-            mode, taps, d = w[37] & 3, (w[37] >> 8) & 0xFF, (w[37] >> 16) & 0x3F
-            if mode == 3 or not 1 <= taps <= i.max_pool_taps or m % taps:
+        if f["pool"]:
+            mode, taps, d = f["pool_mode"], f["pool_taps"], f["pool_d"]
+            if mode not in wire.POOL_NAMES or not 1 <= taps <= i.max_pool_taps or m % taps:
                 raise _Error(_BAD_PARAM)
-            if mode == P.POOL_MODES["avg_nemo"]:
-                mult = w[38]
+            if mode == wire.POOL["avg_nemo"]:
+                mult = f["pool_mult"]
                 if d > i.max_pool_shift or not (mult >= 1 and mult * taps <= (1 << d) < (mult + 1) * taps):
                     raise _Error(_BAD_PARAM)
-            if mode == P.POOL_MODES["avg_tflite"] and P.sext(w[39], 16) > P.sext(w[39] >> 16, 16):
+            if mode == wire.POOL["avg_tflite"] and f["pool_lo"] > f["pool_hi"]:
                 raise _Error(_BAD_PARAM)
 
     # --- RUN ------------------------------------------------------------------------------
 
     def _requant(self, acc, entries):
         """Per-channel requantizer: each channel with its own rounding (golden's requantize)."""
-        f = _param_fields(entries)
+        f = wire.PARAM.decode_array(entries)
         y = np.empty_like(acc)
         for code in np.unique(f["rounding"]).tolist():
             idx = np.nonzero(f["rounding"] == code)[0]
@@ -476,7 +469,7 @@ class AcceleratorModel:
             wt = tile.transpose(1, 0, 2).reshape(R, k * C)
             channels = d.channel_base + n * R + np.arange(R)
             entries = self.params[channels]
-            w_zp = P.sext(entries[:, 3] >> 24, 8)
+            w_zp = wire.PARAM.decode_array(entries)["w_zero_point"]
             acc = _wrap32(linear(x, wt, d.x_zero_point, w_zp))      # the int32 accumulator wraps
             y = self._requant(acc, entries) if d.epilogue == "requant" else self._thresholds(acc, channels)
             if d.add:

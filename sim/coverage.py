@@ -40,9 +40,10 @@ import uuid
 
 import numpy as np
 
+from intdeploy import wire
 from intdeploy.golden.requantizer import _wrap32
 from intdeploy.host import protocol as P
-from intdeploy.sim.accel_model import AcceleratorModel, _param_fields
+from intdeploy.sim.accel_model import AcceleratorModel
 
 __all__ = ["BINS", "EXPLAINED", "CoverageModel", "BenchMonitor", "directory", "merge", "report",
            "stall_bin", "ratio_bin"]
@@ -98,7 +99,8 @@ class CoverageModel(AcceleratorModel):
 
     def packet(self, words):
         resp = super().packet(words)
-        opcode, status = resp[0] & 0xFF, (resp[0] >> 16) & 0xFF
+        header = wire.RESPONSE_HEADER.decode(resp[:2])
+        opcode, status = header["opcode"], header["status"]
         if self.overlap is not None:
             self.hits[f"overlap/{self.overlap}"] += 1
         if status == 0 and opcode in P.OPCODE_NAMES:
@@ -108,7 +110,7 @@ class CoverageModel(AcceleratorModel):
         return resp
 
     def _requant(self, acc, entries):
-        f = _param_fields(entries)
+        f = wire.PARAM.decode_array(entries)
         acc = np.asarray(acc, dtype=np.int64)
         for c in range(acc.shape[1]):
             mode = P.ROUNDING_NAMES[int(f["rounding"][c])]

