@@ -17,7 +17,7 @@ import re
 
 from amaranth import Signal, Value
 from amaranth.hdl import Assert, Assume
-from amaranth.hdl._ast import AnyConst, AnySeq   # not re-exported by amaranth.hdl in 0.5
+from amaranth.hdl._ast import AnyConst, AnySeq  # not re-exported by amaranth.hdl in 0.5
 
 __all__ = ["AnyConst", "AnySeq", "registers", "internal", "drive_source", "check_sink",
            "bounded_stall", "counter"]

@@ -8,12 +8,11 @@ bug (a subclass defined in :mod:`formal.mutants`). docs/formal.md describes each
 from dataclasses import dataclass, field
 from typing import Callable
 
-from amaranth import (ClockDomain, ClockSignal, Const, Elaboratable, Fragment, Module, Mux, Signal,
-                      Value, signed, unsigned)
+from amaranth import (ClockDomain, ClockSignal, Const, Elaboratable, Fragment, Module, Mux, Signal, Value, signed,
+                      unsigned)
 from amaranth.hdl import Assert, Assume, Cover
 
-from formal.harness import (AnyConst, AnySeq, bounded_stall, check_sink, counter,
-                            drive_source, internal, registers)
+from formal.harness import AnyConst, AnySeq, bounded_stall, check_sink, counter, drive_source, internal, registers
 
 __all__ = ["Proof", "PROOFS"]
 
@@ -204,6 +203,7 @@ def _requantizer_equiv(mutant, *, rounding, widths):
 
 def _unit_cls(mutant, module, cls, table):
     import importlib
+
     from formal import mutants as mu
     return getattr(importlib.import_module(module), cls) if mutant is None else getattr(mu, table)[mutant]
 

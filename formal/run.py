@@ -12,14 +12,14 @@ file under ``build/formal/<proof>[-<mutant>]/``, SymbiYosys runs it, and its sta
 """
 
 import argparse
+from dataclasses import dataclass
 import os
+from pathlib import Path
 import re
 import shutil
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
-from pathlib import Path
 
 from amaranth.back import rtlil
 

@@ -27,8 +27,8 @@ import math
 
 import numpy as np
 
-from intdeploy.golden.requantizer import (INT32_MAX, INT32_MIN, RequantParams, _as_int_array, _check_range,
-                                _wrap32, quantize_multiplier, requantize)
+from intdeploy.golden.requantizer import (INT32_MAX, INT32_MIN, RequantParams, _as_int_array, _check_range, _wrap32,
+                                          quantize_multiplier, requantize)
 
 __all__ = ["AddParams", "add"]
 

@@ -33,6 +33,10 @@ from pathlib import Path
 
 import numpy as np
 
+from intdeploy.golden.model_file import save
+from intdeploy.golden.network import INPUT, Add, AvgPool2d, BatchNorm, Conv2d, Flatten, Linear, Network
+from intdeploy.golden.network import convert as _convert
+
 __all__ = [
     "N_TEST", "SPLIT_SEED", "MODELS_DIR", "FLOAT_PARAMS", "MODEL_FILE",
     "load_split", "float_network", "convert", "build_model_file",
@@ -79,7 +83,6 @@ def load_split():
 
 def float_network(path=FLOAT_PARAMS):
     """The FullPrecision :class:`intdeploy.golden.network.Network` with the parameters stored at ``path``."""
-    from intdeploy.golden.network import INPUT, Add, AvgPool2d, BatchNorm, Conv2d, Flatten, Linear, Network
 
     with np.load(path, allow_pickle=False) as p:
         a = {k: p[k] for k in p.files}
@@ -102,7 +105,6 @@ def float_network(path=FLOAT_PARAMS):
 def convert(options=None, path=FLOAT_PARAMS):
     """All four representations of the digits network (:func:`intdeploy.golden.network.convert`),
     calibrated on the training split, with ``options`` (default :class:`ConvertOptions`)."""
-    from intdeploy.golden.network import convert as _convert
 
     x_train = load_split()[0]
     return _convert(float_network(path), x_train / 16.0, options, name="digits",
@@ -112,6 +114,5 @@ def convert(options=None, path=FLOAT_PARAMS):
 
 def build_model_file(out=MODEL_FILE, options=None):
     """Convert the committed float parameters and write the model file ``out`` (+ ``.npz``)."""
-    from intdeploy.golden.model_file import save
 
     return save(convert(options).model, out)

@@ -55,9 +55,9 @@ import numpy as np
 from intdeploy.golden import mac_array, model_file, pool
 from intdeploy.golden.add import AddParams, add
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer,
-                               RequantLayer, Threshold)
+                                         RequantLayer, Threshold)
 from intdeploy.golden.quantizers import (affine_params, affine_quantize, asymmetric_weight_quantize, int8_storage,
-                               linear_quantize, pact_quantize)
+                                         linear_quantize, pact_quantize)
 from intdeploy.golden.requantizer import INT32_MAX, RequantParams, nemo_multiplier, requantize
 from intdeploy.golden.threshold import bn_thresholds, threshold
 

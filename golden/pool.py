@@ -18,7 +18,7 @@ Widths: taps int32; sums are exact in int64.
 
 import numpy as np
 
-from intdeploy.golden.mac_array import _pair, _padding, im2col
+from intdeploy.golden.mac_array import _padding, _pair, im2col
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, _as_int_array, _check_range
 
 __all__ = ["POOL_MODES", "pool_windows", "max_pool2d", "avg_pool2d_nemo", "avg_pool2d_tflite"]

@@ -55,6 +55,10 @@ except ImportError:
 
 import numpy as np
 
+from intdeploy.golden import digits
+from intdeploy.golden.network import (INPUT, Add, AvgPool2d, BatchNorm, Conv2d, ConvertOptions, Flatten, Linear,
+                                      Network, convert)
+
 __all__ = [
     "PactFunction", "PactActivation", "GradScale", "LsqFunction", "LsqQuantizer", "fold_bn",
     "DigitsQat", "train", "evaluate", "deterministic", "reproducible_across_cpus", "REPRODUCIBLE_ENV", "WIDTHS",
@@ -392,7 +396,6 @@ class DigitsQat(nn.Module):
         """``(net, betas, weight_eps)``: the :class:`intdeploy.golden.network.Network` whose weights are the
         fake-quantized ``step * code`` of the forward pass, with the learned activation ranges
         and per-channel weight steps, for :func:`intdeploy.golden.network.convert`."""
-        from intdeploy.golden.network import INPUT, Add, AvgPool2d, BatchNorm, Conv2d, Flatten, Linear, Network
 
         hard = {}
         for name, w in self.weights.items():
@@ -425,7 +428,6 @@ class DigitsQat(nn.Module):
         ``x_cal``: integer images (the training split) for the one range not learned, that of the
         8-bit signed logits (the maximum ``|logit|`` of this fake-quantized network on them).
         """
-        from intdeploy.golden.network import ConvertOptions, convert
 
         net, betas, weight_eps = self.hardened_network()
         x = torch.tensor(np.asarray(x_cal) / 16.0)
@@ -464,7 +466,6 @@ def train(bits, *, epochs=10, seed=0, lr=1e-3, batch=32, steps=None, params=None
 
 
 def _train(bits, epochs, seed, lr, batch, steps, params, log):
-    from intdeploy.golden import digits
 
     torch.manual_seed(seed)
     if params is None:

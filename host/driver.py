@@ -32,7 +32,7 @@ buffer, threshold ``Q`` beyond ``max_q``, weights wider than ``weight_bits``, in
 8-bit, per-channel Add requantizers, padded pooling, a clamp the pooling unit cannot apply.
 
 An *engine* executes packets: ``execute(list of packets) -> list of Response``, one response per
-packet, in order. :class:`ModelEngine` wraps :class:`intdeploy.sim.accel_model.AcceleratorModel` (the
+packet, in order. :class:`intdeploy.sim.accel_model.ModelEngine` wraps the executable model (the
 "golden" engine); an RTL engine only has to send the packets to the top and parse the
 responses. :func:`run_network` calls the engine once per layer with all packets of that layer
 for the whole batch of images; :func:`run_layers` compiles every layer from reference (golden)
@@ -41,17 +41,19 @@ tensors and runs the whole network in one engine call (one simulator run on the 
 
 import dataclasses
 from dataclasses import dataclass, field
+
 import numpy as np
 
+from intdeploy import wire
 from intdeploy.golden import mac_array
 from intdeploy.golden.add import AddParams
 from intdeploy.golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
 from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.host import protocol as P
-from intdeploy.sim.accel_model import AcceleratorModel, POOL_TAP_BITS, input_cycles, program_cycles
+from intdeploy.host.timing import input_cycles, program_cycles
 
 __all__ = [
-    "EngineError", "ModelEngine", "GemmJob", "LayerProgram", "Driver", "LayerStats", "run_network",
+    "EngineError", "GemmJob", "LayerProgram", "Driver", "LayerStats", "run_network",
     "run_layers", "network_stats",
     "Mismatch", "compare_outputs", "first_mismatch", "format_mismatch",
 ]
@@ -62,20 +64,6 @@ _MAX_COUNT = 0xFFFF                       # m_count, k_steps, n_tiles: 1..65535
 
 class EngineError(RuntimeError):
     """An engine answered a packet of a valid program with an error, or with the wrong shape."""
-
-
-class ModelEngine:
-    """The "golden" engine: the executable model of the accelerator (:mod:`intdeploy.sim.accel_model`)."""
-
-    name = "golden"
-
-    def __init__(self, info=None):
-        self.info = P.Info() if info is None else info
-        self.model = AcceleratorModel(self.info)
-
-    def execute(self, packets):
-        """Send ``packets`` (lists of words) in order; returns one :class:`intdeploy.host.protocol.Response` each."""
-        return self.model.transact(packets)
 
 
 # --- GEMM jobs and their tiling -----------------------------------------------------------------
@@ -797,9 +785,9 @@ class Driver:
         if taps > i.max_pool_taps:
             raise ValueError(f"{what}: a {layer.kernel[0]}x{layer.kernel[1]} window has {taps} taps; the pooling "
                              f"unit takes at most {i.max_pool_taps}")
-        tap_lo, tap_hi = -(1 << (POOL_TAP_BITS - 1)), (1 << (POOL_TAP_BITS - 1)) - 1
+        tap_lo, tap_hi = -(1 << (wire.POOL_TAP_BITS - 1)), (1 << (wire.POOL_TAP_BITS - 1)) - 1
         if t.lo < tap_lo or t.hi > tap_hi:
-            raise ValueError(f"{what}: input {src!r} spans [{t.lo}, {t.hi}]; pooling taps are {POOL_TAP_BITS}-bit "
+            raise ValueError(f"{what}: input {src!r} spans [{t.lo}, {t.hi}]; pooling taps are {wire.POOL_TAP_BITS}-bit "
                              f"[{tap_lo}, {tap_hi}]")
         pool = {"mode": layer.mode, "taps": taps}
         if layer.mode == "avg_nemo":

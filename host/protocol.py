@@ -12,7 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from intdeploy import wire
-from intdeploy.golden.requantizer import RequantParams, INT32_MIN, INT32_MAX
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 
 __all__ = [
     "OPCODES", "OPCODE_NAMES", "STATUS", "STATUS_NAMES", "ROUNDING_CODES", "POOL_MODES",

@@ -19,7 +19,7 @@ taken from :mod:`amaranth.lib.cdc` / :mod:`amaranth.lib.fifo` for two reasons:
   input is the only asynchronous timing path of a synchronizer).
 """
 
-from amaranth import Cat, Module, Signal, ClockDomain, ClockSignal, ResetSignal
+from amaranth import Cat, ClockDomain, ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out

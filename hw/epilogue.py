@@ -14,6 +14,7 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
+from intdeploy import wire
 from intdeploy.hw.add import AddUnit
 from intdeploy.hw.pool import PoolMode, PoolUnit
 from intdeploy.hw.requantizer import Requantizer
@@ -21,8 +22,8 @@ from intdeploy.hw.threshold import ThresholdUnit
 
 __all__ = ["Epilogue", "POOL_TAP_BITS"]
 
-#: Width of the pooling unit's taps (docs/protocol.md, RUN step 4).
-POOL_TAP_BITS = 9
+#: Width of the pooling unit's taps (:data:`intdeploy.wire.POOL_TAP_BITS`).
+POOL_TAP_BITS = wire.POOL_TAP_BITS
 RESIDUAL_PREFETCH = 4
 
 

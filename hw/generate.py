@@ -17,9 +17,12 @@ The crossings are found by name: :mod:`intdeploy.hw.cdc` names every synchronize
 """
 
 import argparse
-import re
 from dataclasses import dataclass
 from pathlib import Path
+import re
+
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.hw.top import Accelerator
 
 __all__ = ["Generated", "generate", "constraints", "ports", "write", "add_arguments", "main"]
 
@@ -44,10 +47,8 @@ def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0):
     ``bus_period`` and ``core_period`` (ns, > 0) are written into the constraints' clock
     definitions. Raises ValueError for an invalid parameter, module name or period.
     """
-    from amaranth.back import verilog
+    from amaranth.back import verilog  # Amaranth: only when hardware is elaborated
 
-    from intdeploy.hw.config import AcceleratorConfig
-    from intdeploy.hw.top import Accelerator
 
     if not isinstance(config, AcceleratorConfig):
         config = AcceleratorConfig(**dict(config))

@@ -9,10 +9,10 @@ computed ``C`` terms per cycle. The host-side :meth:`MacArray.encode` turns the 
 that :func:`intdeploy.golden.mac_array.linear` takes into the array's beats.
 """
 
-import numpy as np
 from amaranth import C, Cat, Module, Mux, ResetSignal, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
+import numpy as np
 
 from intdeploy.golden.mac_array import check_accumulator
 

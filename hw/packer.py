@@ -8,7 +8,6 @@ other across outputs, the last word padded with zero bytes.
 from amaranth import Array, Const, Module, Mux, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
-
 from amaranth.utils import ceil_log2
 
 from intdeploy import wire

@@ -21,7 +21,6 @@ from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
-
 import numpy as np
 
 from intdeploy import wire

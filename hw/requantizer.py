@@ -7,10 +7,10 @@ Runtime / PyTorch round-half-to-even). :meth:`Requantizer.encode` turns golden's
 object drives both.
 """
 
-import numpy as np
 from amaranth import Cat, Const, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, enum, stream, wiring
 from amaranth.lib.wiring import In, Out
+import numpy as np
 
 from intdeploy import wire
 from intdeploy.golden.requantizer import ROUNDING_MODES, RequantParams

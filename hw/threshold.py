@@ -35,7 +35,6 @@ from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
-
 import numpy as np
 
 __all__ = ["ThresholdUnit"]

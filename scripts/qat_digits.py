@@ -34,7 +34,6 @@ os.environ.update(ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE")
 
 import numpy as np
 
-
 from intdeploy.golden import digits
 from intdeploy.golden.model_file import MacLayer, load, same_model, save
 from intdeploy.golden.network import FullPrecision, IntegerDeployable, accuracy
@@ -50,7 +49,8 @@ def model_path(bits, out_dir=digits.MODELS_DIR):
 def check_model(model, bits, x_test):
     """The export checks: thresholds exactly on the 4-bit MAC layers with an activation, the driver
     accepts the model, ModelEngine equals IntegerDeployable on every layer of ``x_test``."""
-    from intdeploy.host.driver import Driver, ModelEngine, run_network
+    from intdeploy.host.driver import Driver, run_network
+    from intdeploy.sim.accel_model import ModelEngine
 
     macs = [layer for layer in model.layers if isinstance(layer, MacLayer)]
     with_threshold = [m.name for m in macs if m.threshold is not None]

@@ -21,7 +21,6 @@ import sys
 
 import numpy as np
 
-
 from intdeploy.golden import digits
 from intdeploy.golden.network import FullPrecision
 

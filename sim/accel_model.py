@@ -22,9 +22,10 @@ cycle, no latency): ``cycles`` = input cycles + words sent + MAC steps, less the
 of buffer writes the top executes while a RUN computes (docs/protocol.md "Overlap": writes behind
 a RUN, with only such writes between, that do not meet its entries; at most the RUN's MAC steps);
 ``busy_cycles`` = ``mac_cycles`` = MAC steps of the executed RUNs. Only ``mac_cycles`` is
-implementation-independent (:func:`program_cycles` computes ``cycles`` for a program without
-executing it). :attr:`AcceleratorModel.overlap` tells how the last packet stood to the RUN before
-it.
+implementation-independent (:func:`~intdeploy.host.timing.program_cycles` computes ``cycles`` for a program without
+executing it, :mod:`intdeploy.host.timing`, shared with the driver's cost model).
+:attr:`AcceleratorModel.overlap` tells how the last packet stood to the RUN before it.
+:class:`ModelEngine` runs the model as an engine of :func:`intdeploy.host.driver.run_network`.
 """
 
 import numpy as np
@@ -36,108 +37,17 @@ from intdeploy.golden.pool import pool_windows
 from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.golden.threshold import threshold
 from intdeploy.host import protocol as P
+from intdeploy.host.timing import Overlap, input_cycles, response_cycles
 
-__all__ = ["AcceleratorModel", "Overlap", "input_cycles", "program_cycles", "response_mismatch", "STATUS_UNCOMPARED",
-           "POOL_TAP_BITS"]
+__all__ = ["AcceleratorModel", "ModelEngine", "response_mismatch", "STATUS_UNCOMPARED"]
 
 #: STATUS payload words that depend on the implementation (cycles, busy_cycles: 2 words each).
 STATUS_UNCOMPARED = (3, 4, 5, 6)
-#: Width of the pooling unit's taps (docs/protocol.md, RUN arithmetic step 4).
-POOL_TAP_BITS = 9
 
 _OK, _UNKNOWN_OPCODE, _TRUNCATED, _BAD_LENGTH, _OUT_OF_RANGE, _BAD_PARAM, _BAD_HEADER = (
     P.STATUS[n] for n in ("OK", "UNKNOWN_OPCODE", "TRUNCATED", "BAD_LENGTH", "OUT_OF_RANGE", "BAD_PARAM", "BAD_HEADER"))
 _OP = P.OPCODES
 _RUN = _OP["RUN"]
-_OVERLAPPED = (_OP["WRITE_WEIGHTS"], _OP["WRITE_ACTS"], _OP["WRITE_RESIDUAL"])
-
-
-class Overlap:
-    """Which buffer writes the top executes while a RUN computes (docs/protocol.md "Overlap"):
-    those behind a RUN, with only such writes between, that do not meet its entries. Feed every
-    packet in order to :meth:`packet`; it returns the packet's words hidden behind the RUN's
-    MAC steps (at most those steps over all the writes behind one RUN), the model's idealised
-    count of the overlap. :attr:`last` is "apart", "meets" or None for the last packet."""
-
-    def __init__(self):
-        self.behind = None           # (reads, MAC steps left to hide words in) of the RUN before
-        self.last = None
-
-    def packet(self, words, ok, steps, cycles=None):
-        """``cycles``: the packet's input cycles (default one per word)."""
-        cycles = len(words) if cycles is None else cycles
-        opcode = words[0] & 0xFF
-        self.last = None
-        if opcode == _RUN:
-            self.behind = (P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0].reads(), steps) if ok else None
-            return 0
-        if opcode not in _OVERLAPPED:
-            self.behind = None
-            return 0
-        if self.behind is None or not ok:
-            return 0                             # an erroneous write never waits
-        reads, budget = self.behind
-        buf, (bank, lo, hi) = P.writes(words)
-        r = reads.get(buf)
-        if r is not None and r[0] == bank and lo < r[2] and r[1] < hi:
-            self.last = "meets"
-            self.behind = None                   # it and what follows wait for the RUN's end
-            return 0
-        self.last = "apart"
-        hidden = min(budget, cycles)
-        self.behind = (reads, budget - hidden)
-        return hidden
-
-
-def input_cycles(words, info, ok=True):
-    """Cycles the top takes to read the packet ``words`` (its padding to the end of the beat
-    included): one per word, but the entries of an OK buffer write whose entries are two or
-    more words go two words per cycle on a bus of two or more words per beat (docs/top.md
-    "Throughput and latency")."""
-    n = len(words) + -len(words) % (info.bus_width // 32)
-    entry = {_OP["WRITE_WEIGHTS"]: (5, info.weight_entry_words), _OP["WRITE_ACTS"]: (4, info.act_entry_words),
-             _OP["WRITE_RESIDUAL"]: (4, info.residual_entry_words)}.get(words[0] & 0xFF)
-    if not ok or entry is None or entry[1] < 2 or info.bus_width < 64:
-        return n
-    hdr = entry[0]
-    return hdr + -(-(n - hdr) // 2)
-
-
-def response_cycles(words, info, out_bytes=None):
-    """Cycles the top takes to send a response of ``words`` words (header included): one per
-    word, but the result words of a RUN with ``out_bytes``-wide values go two per cycle on a
-    bus of two or more words per beat, in each result beat (R values) that holds two or more
-    whole words: its words in pairs, an odd last one alone (docs/top.md "Throughput and
-    latency")."""
-    chunk = info.rows * (out_bytes or 0)
-    if out_bytes is None or info.bus_width < 64 or chunk < 8 or chunk % 4:
-        return words
-    per = chunk // 4
-    return 2 + (words - 2) // per * -(-per // 2)
-
-
-def program_cycles(packets, info):
-    """The model's ``cycles`` for ``packets`` when every one is answered OK (a driver's program),
-    without executing them: words in (padded to the beat) less those hidden behind a RUN
-    (:class:`Overlap`), response words, MAC steps."""
-    per_beat = info.bus_width // 32
-    overlap = Overlap()
-    total = 0
-    for pk in packets:
-        words = list(pk) + [0] * (-len(pk) % per_beat)
-        steps, out = 0, 2
-        if words[0] & 0xFF == _RUN:
-            d = P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0]
-            steps = d.m_count * d.k_steps * d.n_tiles
-            outputs = d.m_count // d.pool_taps if d.pool else d.m_count
-            out = response_cycles(2 + -(-d.n_tiles * outputs * info.rows * d.out_bytes // 4), info, d.out_bytes)
-        elif words[0] & 0xFF == _OP["INFO"]:
-            out += P.INFO_WORDS
-        elif words[0] & 0xFF == _OP["STATUS"]:
-            out += P.STATUS_WORDS
-        cycles = input_cycles(words, info)
-        total += cycles - overlap.packet(words, True, steps, cycles) + out + steps
-    return total
 
 
 class _Error(Exception):
@@ -477,13 +387,27 @@ class AcceleratorModel:
                 b = self.residual[rb:rb + m]
                 y = add(y, P.sext(b, 8) if d.residual_signed else b, add_params)
             if d.pool:
-                taps = P.sext(y, POOL_TAP_BITS).reshape(m // d.pool_taps, d.pool_taps, R)
+                taps = P.sext(y, wire.POOL_TAP_BITS).reshape(m // d.pool_taps, d.pool_taps, R)
                 kw = {"avg_nemo": dict(d=d.pool_d), "avg_tflite": dict(lo=d.pool_lo, hi=d.pool_hi)}.get(d.pool_mode, {})
                 y = pool_windows(taps, d.pool_mode, **kw)
             results.append(y)
         values = np.stack(results).reshape(1, -1)                   # (tile, output, channel) order
         payload = P.pack_entries(values, 8 * d.out_bytes)[0].tolist()
         return payload, m * k * nt
+
+
+class ModelEngine:
+    """The "golden" engine: the executable model of the accelerator (:mod:`intdeploy.sim.accel_model`)."""
+
+    name = "golden"
+
+    def __init__(self, info=None):
+        self.info = P.Info() if info is None else info
+        self.model = AcceleratorModel(self.info)
+
+    def execute(self, packets):
+        """Send ``packets`` (lists of words) in order; returns one :class:`intdeploy.host.protocol.Response` each."""
+        return self.model.transact(packets)
 
 
 def response_mismatch(expected, actual):

@@ -11,10 +11,10 @@ import json
 import os
 
 import cocotb
-import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, FallingEdge, RisingEdge, with_timeout
 from cocotbext.axi.stream import define_stream
+import numpy as np
 
 __all__ = ["config", "Bench", "StreamSource", "StreamSink", "stall_pattern", "Scoreboard",
            "write_report", "stream_check", "handshakes", "check_timing"]

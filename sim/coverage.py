@@ -158,7 +158,7 @@ class BenchMonitor:
     """Samples the stall, ratio and reset bins of one run of :mod:`intdeploy.sim.tb_top` (cocotb side)."""
 
     def __init__(self, dut, cfg):
-        import cocotb
+        import cocotb  # imported inside a simulator process only
         self.dut, self.cfg = dut, cfg
         self.hits = Counter()
         r = ratio_bin(cfg.get("bus_period", 10), cfg.get("core_period", 10))
@@ -174,7 +174,7 @@ class BenchMonitor:
         return cls(dut, cfg) if directory() else None
 
     async def _watch(self):
-        from cocotb.triggers import RisingEdge
+        from cocotb.triggers import RisingEdge  # imported inside a simulator process only
         d = self.dut
         runs = {"source idle": 0, "top not ready": 0, "sink stall": 0}
         started = False

@@ -31,13 +31,23 @@ import json
 import math
 import os
 import sys
+import warnings
 
 import numpy as np
 
 from intdeploy.golden import mac_array
+from intdeploy.golden.add import AddParams
 from intdeploy.golden.importers import framework, x86_kernels
 from intdeploy.golden.importers.from_onnx import import_onnx
 from intdeploy.golden.importers.from_torch import import_torch
+from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer, Threshold
+from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.requantizer import RequantParams
+from intdeploy.host import protocol as P
+from intdeploy.host.driver import run_network
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.sim.accel_model import ModelEngine
+from intdeploy.sim.rtl_engine import RtlEngine
 
 __all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_report", "add_parser",
            "tflite_multiply", "tflite_quantize_multiplier", "tflite_run"]
@@ -140,7 +150,7 @@ def tflite_quantize_multiplier(real):
 
 
 def _tflite_tensor(name, shape, ttype, buffer, scale, zero_point):
-    from ai_edge_litert import schema_py_generated as S
+    from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
     t = S.TensorT()
     t.name, t.shape, t.type, t.buffer = name, list(shape), ttype, buffer
     q = S.QuantizationParametersT()
@@ -158,9 +168,9 @@ def tflite_run(ops, tensors, constants, x):
     ``tensors``: ``(name, shape, TensorType, scale, zero_point)``, tensor 0 the input and the
     last the output; ``constants``: tensor index -> array (weights, bias). Returns the output.
     """
-    import flatbuffers
-    from ai_edge_litert import schema_py_generated as S
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional dependency (dev extra: LiteRT)
+    import flatbuffers  # optional dependency (dev extra: LiteRT)
     m = S.ModelT()
     m.version = 3
     codes = list(dict.fromkeys(op[0] for op in ops))
@@ -208,7 +218,6 @@ def _q31(mult, shift):
 
 
 def _swap_rq(rq, mode):
-    from intdeploy.golden.requantizer import RequantParams
     if rq.rounding == mode:
         return rq
     f = {k: getattr(rq, k) for k in ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi")}
@@ -221,7 +230,6 @@ def _swap_rq(rq, mode):
 
 def _swap_model(model, mode):
     """``model`` with every requantizer's rounding set to ``mode``; None if that is invalid."""
-    from intdeploy.golden.model_file import AddLayer, IntegerModel, MacLayer, RequantLayer
     layers = []
     for layer in model.layers:
         if isinstance(layer, (MacLayer, RequantLayer)) and layer.requant is not None:
@@ -284,7 +292,6 @@ def _framework_deviation(model, images, ref):
     its accumulators against exact arithmetic (a ``KernelCheck``) and, where its kernel made the
     reference deviate from exact arithmetic (or the replay does not reproduce the reference), the
     :class:`Deviation` golden and the engine are judged against. Returns ``(check, Deviation or None)``."""
-    from intdeploy.golden.network import IntegerDeployable
     cmp = framework.compare(model, images, ref, IntegerDeployable(model).run(images))
     if not (cmp.deviation.any() or cmp.unexplained.any()):
         return cmp.check, None
@@ -294,14 +301,14 @@ def _framework_deviation(model, images, ref):
 # --- case generators -----------------------------------------------------------------------------
 
 def _ort_session(model):
-    import onnxruntime as ort
+    import onnxruntime as ort  # optional dependency (onnx extra)
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
 
 
 def _ort_matmul(rng, scales, batch):
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # optional dependency (onnx extra)
     k, n = int(rng.integers(6, 20)), int(rng.integers(3, 9))
     span = 255 if scales == "random" else int(rng.integers(8, 40))
     zx = int(rng.integers(0, 256))
@@ -335,7 +342,7 @@ def _ort_matmul(rng, scales, batch):
 
 
 def _ort_conv(rng, scales, batch):
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # optional dependency (onnx extra)
     cin, cout, h, k = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(4, 7)), 3
     pad = int(rng.integers(0, 2))
     span = 255 if scales == "random" else int(rng.integers(6, 30))
@@ -378,15 +385,14 @@ def _ort_conv(rng, scales, batch):
 
 
 def _torch_quant(x, scale, zp):
-    import torch
+    import torch  # optional dependency (torch extra)
     return torch.quantize_per_tensor(torch.tensor((x.astype(np.float64) - zp) * scale, dtype=torch.float),
                                      scale, zp, torch.quint8)
 
 
 def _fbgemm(rng, scales, batch, conv):
-    import warnings
-    import torch
-    import torch.ao.nn.quantized as nnq
+    import torch  # optional dependency (torch extra)
+    import torch.ao.nn.quantized as nnq  # optional dependency (torch extra)
     torch.backends.quantized.engine = "fbgemm"
     warnings.filterwarnings("ignore", message=".*quantize_per.*deprecated.*")
     span = 255 if scales == "random" else int(rng.integers(6, 30))
@@ -440,9 +446,7 @@ def _fbgemm(rng, scales, batch, conv):
 
 def _tflite_fc(rng, scales, batch):
     """int8 FULLY_CONNECTED, per-channel weights, int32 bias: TFLite's requantization."""
-    from ai_edge_litert import schema_py_generated as S
-    from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer
-    from intdeploy.golden.requantizer import RequantParams
+    from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
     k, n = int(rng.integers(6, 20)), int(rng.integers(3, 9))
     span = 127 if scales == "random" else int(rng.integers(6, 30))
     wmax = 127 if scales == "random" else 12
@@ -504,10 +508,7 @@ def _round_away(t, shift):
 
 def _tflite_add(rng, scales, batch):
     """QUANTIZE (int8 -> int8 requantization) of the input, then int8 ADD of the input and it."""
-    from ai_edge_litert import schema_py_generated as S
-    from intdeploy.golden.add import AddParams
-    from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
-    from intdeploy.golden.requantizer import RequantParams
+    from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
     c = int(rng.integers(2, 9))
     zx, zb, zy = (int(rng.integers(-60, 60)) for _ in range(3))
     if scales == "random":
@@ -545,9 +546,7 @@ def _tflite_add(rng, scales, batch):
 def _tflite_requant(rng, scales, batch):
     """int8 -> int8 QUANTIZE: TFLite's Requantize, MultiplyByQuantizedMultiplier(x - zp_in, m, e)
     + zp_out with the double QuantizeMultiplier(s_in / s_out); power-of-two ratios give ties."""
-    from ai_edge_litert import schema_py_generated as S
-    from intdeploy.golden.model_file import InputSpec, IntegerModel, RequantLayer
-    from intdeploy.golden.requantizer import RequantParams
+    from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
     c = int(rng.integers(2, 9))
     zx, zy = int(rng.integers(-60, 60)), int(rng.integers(-60, 60))
     sx = _rand_scale(rng, 0.01, 0.1) if scales == "random" else _pow2(rng, -6, -3)
@@ -570,8 +569,7 @@ def _tflite_requant(rng, scales, batch):
 def _tflite_pool(rng, scales, batch):
     """int8 AVERAGE_POOL_2D, k x k windows, stride k, VALID; the power-of-two column has 2x2
     windows (whose averages have .5 ties; 3x3 has none) and a fused RELU6 (clamp [zp, zp + 96])."""
-    from ai_edge_litert import schema_py_generated as S
-    from intdeploy.golden.model_file import InputSpec, IntegerModel, PoolLayer
+    from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
     k = int(rng.integers(2, 4)) if scales == "random" else 2
     c, h = int(rng.integers(1, 5)), k * int(rng.integers(2, 4))
     x = rng.integers(-128, 128, (batch, h, h, c)).astype(np.int64)
@@ -603,9 +601,9 @@ def _tflite_pool(rng, scales, batch):
 def _qonnx_multithreshold(acc, sign, th):
     """QONNX's own execution (``qonnx.core.onnx_exec.execute_onnx``) of ``Mul(acc, sign)`` then
     ``MultiThreshold(thresholds=th)`` (NC layout), on float32 (exact: ``|acc| < 2**24``)."""
-    from onnx import TensorProto, helper, numpy_helper
-    from qonnx.core.modelwrapper import ModelWrapper
-    from qonnx.core.onnx_exec import execute_onnx
+    from onnx import TensorProto, helper, numpy_helper  # optional dependency (onnx extra)
+    from qonnx.core.modelwrapper import ModelWrapper  # optional dependency (onnx extra)
+    from qonnx.core.onnx_exec import execute_onnx  # optional dependency (onnx extra)
     n, c = acc.shape
     assert np.abs(acc).max() < (1 << 24) and np.abs(th).max() < (1 << 24)
     nodes = [helper.make_node("Mul", ["acc", "sign"], ["v"], name="negate"),
@@ -626,7 +624,6 @@ def _qonnx(rng, scales, batch):
     Random: thresholds anywhere in the accumulator range, some channels negated. Ties: the
     thresholds are accumulator values the inputs produce (``x == T`` on many elements), the case
     that tells ``x >= T`` from ``x > T``."""
-    from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer, Threshold
     k, n, q = int(rng.integers(4, 12)), int(rng.integers(2, 7)), int(rng.integers(1, 4))
     t = (1 << q) - 1
     x = rng.integers(0, 16, (batch, k)).astype(np.int64)
@@ -652,16 +649,14 @@ def _qonnx(rng, scales, batch):
 
 
 def _nemo_requant_torch(v, mult, offset, d, lo, hi):
-    import torch
+    import torch  # optional dependency (torch extra)
     t = torch.as_tensor(v, dtype=torch.int64) * torch.as_tensor(mult) + torch.as_tensor(offset)
     return torch.clamp(torch.bitwise_right_shift(t, torch.as_tensor(d)), lo, hi).numpy()
 
 
 def _nemo_conv_bn(rng, scales, batch):
     """PACT conv + integer BN (kappa, lambda, Eq. 21-22) + PACT_IntegerAct (Eq. 11-13): floor."""
-    import torch
-    from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer
-    from intdeploy.golden.requantizer import RequantParams
+    import torch  # optional dependency (torch extra)
     cin, cout, h, k = int(rng.integers(1, 4)), int(rng.integers(2, 7)), int(rng.integers(4, 7)), 3
     x = rng.integers(0, 256, (batch, h, h, cin)).astype(np.int64)
     w = rng.integers(-64, 64, (cout, k, k, cin)).astype(np.int64)
@@ -684,9 +679,6 @@ def _nemo_conv_bn(rng, scales, batch):
 
 def _nemo_add(rng, scales, batch):
     """PACT_IntegerAdd (Eq. 24, unclipped) of the input and a requantized copy, then PACT_IntegerAct."""
-    from intdeploy.golden.add import AddParams
-    from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, RequantLayer
-    from intdeploy.golden.requantizer import RequantParams
     c = int(rng.integers(2, 9))
     x = rng.integers(0, 256, (batch, c)).astype(np.int64)
     mb, db = int(rng.integers(100, 300)), 8
@@ -709,8 +701,7 @@ def _nemo_add(rng, scales, batch):
 
 def _nemo_pool(rng, scales, batch):
     """PACT_IntegerAvgPool2d (Eq. 25): floor(floor(2**d / k**2) * sum / 2**d)."""
-    import torch
-    from intdeploy.golden.model_file import InputSpec, IntegerModel, PoolLayer
+    import torch  # optional dependency (torch extra)
     k = int(rng.integers(2, 4))
     c, h = int(rng.integers(1, 5)), k * int(rng.integers(2, 4))
     x = rng.integers(0, 256, (batch, h, h, c)).astype(np.int64)
@@ -800,10 +791,6 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
     """Fill each case's ``results``: ``golden`` and ``engine`` equality counts with the case's
     :func:`target`, and the match count of every alternative mode. ``sim``: ``golden``
     (executable accelerator model) or a simulator name (all cases' packets in one simulator run)."""
-    from intdeploy.golden.network import IntegerDeployable
-    from intdeploy.hw.config import AcceleratorConfig
-    from intdeploy.host import protocol as P
-    from intdeploy.host.driver import ModelEngine, run_network
     info = P.Info(**{k: v for k, v in AcceleratorConfig(**hardware).as_dict().items() if k in P.Info.__dataclass_fields__})
     recs = []
     for case in cases:
@@ -819,7 +806,6 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
         if sim == "golden":
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == want))
     if sim != "golden":
-        from intdeploy.sim.rtl_engine import RtlEngine
         packets = [p for rec in recs for call in rec.calls for p in call]
         engine = RtlEngine(sim, hardware, work_dir=work_dir)
         engine.work_dir.mkdir(parents=True, exist_ok=True)

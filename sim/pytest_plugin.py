@@ -6,9 +6,12 @@ table a reader can scan instead of a wall of dots.
 """
 
 import collections
+import os
 import re
+import shutil
 
-from intdeploy.sim.runner import SIMULATORS
+from intdeploy.sim import coverage
+from intdeploy.sim.runner import REPO, SIMULATORS
 
 _SIM_RE = re.compile(r"\b(" + "|".join(SIMULATORS) + r")\b")
 
@@ -25,9 +28,6 @@ def pytest_configure(config):
     hits to a fresh directory (the workers and simulators inherit the variable)."""
     if hasattr(config, "workerinput"):
         return
-    import os
-    import shutil
-    from intdeploy.sim.runner import REPO
     # One directory per pytest process: concurrent runs in the same tree keep their own bins.
     path = REPO / "build" / "coverage" / f"run-{os.getpid()}"
     shutil.rmtree(path, ignore_errors=True)
@@ -35,7 +35,6 @@ def pytest_configure(config):
 
 
 def _coverage_summary(tr):
-    from intdeploy.sim import coverage
     lines, _ = coverage.report()
     if not lines[0].startswith("functional coverage of 0 "):
         tr.section("functional coverage")

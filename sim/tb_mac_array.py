@@ -16,8 +16,8 @@ whose accumulator could overflow) from the very arguments golden receives.
 """
 
 import cocotb
-import numpy as np
 from cocotb.triggers import ReadOnly, RisingEdge
+import numpy as np
 
 from intdeploy.golden.mac_array import check_accumulator, linear
 from intdeploy.hw.mac_array import MacArray

@@ -22,8 +22,8 @@ two kinds of work share one stream of windows, under random stalls:
 """
 
 import cocotb
-import numpy as np
 from cocotb.triggers import with_timeout
+import numpy as np
 
 from intdeploy.golden.pool import avg_pool2d_nemo, avg_pool2d_tflite, max_pool2d, pool_windows
 from intdeploy.hw.pool import PoolUnit

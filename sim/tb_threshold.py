@@ -27,8 +27,8 @@ a data beat accepted while a load is pending would see stale thresholds.
 import itertools
 
 import cocotb
-import numpy as np
 from cocotb.triggers import ClockCycles, with_timeout
+import numpy as np
 
 from intdeploy.golden.threshold import bn_thresholds, threshold
 from intdeploy.hw.threshold import ThresholdUnit

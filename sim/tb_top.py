@@ -29,13 +29,13 @@ import json
 import logging
 
 import cocotb
-import numpy as np
 from cocotb.clock import Clock
 from cocotb.triggers import ClockCycles, RisingEdge, with_timeout
 from cocotbext.axi import AxiStreamBus, AxiStreamFrame, AxiStreamSink, AxiStreamSource
+import numpy as np
 
-from intdeploy.sim import coverage
 from intdeploy.host import protocol as P
+from intdeploy.sim import coverage
 from intdeploy.sim.accel_model import AcceleratorModel, response_mismatch
 from intdeploy.sim.bench import config, stall_pattern, write_report
 

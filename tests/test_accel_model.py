@@ -5,9 +5,10 @@ Expected statuses come from docs/protocol.md, not from the model; expected RUN r
 golden's functions applied to the test's own arrays.
 """
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 
 from intdeploy.golden.add import AddParams, add
 from intdeploy.golden.mac_array import linear
@@ -620,7 +621,7 @@ def test_cycles_count_the_words_hidden_behind_a_run():
     """The model's idealised ``cycles``: words in, words out and MAC steps, less the words of
     writes behind a RUN that do not meet its entries, at most its MAC steps
     (docs/protocol.md "Overlap"); :func:`program_cycles` gives the same without executing."""
-    from intdeploy.sim.accel_model import program_cycles
+    from intdeploy.host.timing import program_cycles
     info = P.Info(rows=4, cols=4, bus_width=32)
     rng = np.random.default_rng(3)
     acts = lambda at, n: P.write_acts(at, rng.integers(0, 256, (n, 4)))
@@ -646,7 +647,7 @@ def test_cycles_count_the_words_hidden_behind_a_run():
 def test_response_cycles_two_result_words_per_cycle():
     """The model's response cycles: the header one word a cycle, a RUN's result words in pairs
     within each result beat of two or more whole words, on a bus of two or more words per beat."""
-    from intdeploy.sim.accel_model import response_cycles
+    from intdeploy.host.timing import response_cycles
     wide, narrow = P.Info(rows=8, cols=8, bus_width=64), P.Info(rows=8, cols=8, bus_width=32)
     assert response_cycles(2 + 20, wide, 1) == 2 + 10          # 10 beats of 2 words
     assert response_cycles(2 + 20, wide, 2) == 2 + 10          # 5 beats of 4 words
@@ -660,7 +661,7 @@ def test_response_cycles_two_result_words_per_cycle():
 def test_input_cycles_two_words_per_cycle_in_buffer_entries():
     """The model's input cycles: two words per cycle in the entries of buffer writes whose
     entries are two or more words, on a bus of two or more words per beat; else one per word."""
-    from intdeploy.sim.accel_model import input_cycles
+    from intdeploy.host.timing import input_cycles
     wide, narrow = P.Info(rows=8, cols=8, bus_width=64), P.Info(rows=8, cols=8, bus_width=32)
     small = P.Info(rows=4, cols=4, bus_width=64)          # 1-word activation and residual entries
     pad = lambda pk: list(pk) + [0] * (len(pk) % 2)

@@ -3,10 +3,10 @@ golden value is caught, reported with its inputs, and leaves a waveform."""
 
 import re
 
-import pytest
 from amaranth import Module, signed
 from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
+import pytest
 
 from intdeploy.sim.runner import SIMULATORS, run_bench
 

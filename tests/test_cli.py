@@ -1,10 +1,10 @@
 """The intdeploy command line, run as the installed console script."""
 
 import json
+from pathlib import Path
 import shutil
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -14,16 +14,16 @@ import pytest
 from intdeploy.golden import digits, model_file
 from intdeploy.golden.add import AddParams, add
 from intdeploy.golden.mac_array import conv2d, linear
-from intdeploy.golden.model_file import (AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer,
-                               Threshold)
+from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer, Threshold
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.pool import pool_windows
 from intdeploy.golden.requantizer import INT32_MAX, RequantParams, requantize
 from intdeploy.golden.threshold import threshold
 from intdeploy.host import protocol as P
-from intdeploy.sim.accel_model import Overlap
-from intdeploy.host.driver import (Driver, EngineError, GemmJob, ModelEngine, compare_outputs, first_mismatch,
-                        format_mismatch, run_layers, run_network)
+from intdeploy.host.driver import (Driver, EngineError, GemmJob, compare_outputs, first_mismatch, format_mismatch,
+                                   run_layers, run_network)
+from intdeploy.host.timing import Overlap
+from intdeploy.sim.accel_model import ModelEngine
 
 SMALL = P.Info(rows=4, cols=4, weight_depth=16, weight_banks=2, act_depth=64, param_channels=16,
                residual_depth=32, threshold_channels=8, max_q=3, max_pool_taps=9, max_pool_shift=16)

@@ -35,17 +35,18 @@ import subprocess
 import sys
 import tempfile
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 
 from intdeploy.golden import mac_array, model_file
 from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer, ModelFormatError
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from intdeploy.host import protocol as P
-from intdeploy.sim.accel_model import AcceleratorModel
-from intdeploy.host.driver import Driver, GemmJob, ModelEngine, run_network
+from intdeploy.host.driver import Driver, GemmJob, run_network
+from intdeploy.sim.accel_model import AcceleratorModel, ModelEngine
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "golden" / "models" / "digits.json"
@@ -525,8 +526,8 @@ def garbage_stream(seed, length):
 def garbage_then_network(sim, tmp_path, *, seed, length, ratio="10:11", **bench):
     """Garbage into the top (each response checked against the model in the bench, under the
     watchdog), then the network of tests/test_top.py, decoded and compared with golden."""
-    from tests.test_top import QUICK, RATIOS, _Recorder, _Replay, info_of, network
     from intdeploy.sim.rtl_engine import run_top
+    from tests.test_top import QUICK, RATIOS, _Recorder, _Replay, info_of, network
 
     model, x = network(seed)
     golden = IntegerDeployable(model).run(x, trace=True)

@@ -16,8 +16,8 @@ import pytest
 
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.hw.generate import FIFOS, generate, write
-from intdeploy.tools.cli import main as cli_main
 from intdeploy.sim.runner import setup_simulator
+from intdeploy.tools.cli import main as cli_main
 
 #: Small buffers keep elaboration quick; the array and bus are what the lint is about.
 SMALL = dict(weight_depth=16, act_depth=64, param_channels=16, residual_depth=16, threshold_channels=16,

@@ -15,7 +15,6 @@ from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.tools.cli import main
 
-
 # --- ONNX -----------------------------------------------------------------------------------------
 
 def _init(name, value, dtype):
@@ -258,8 +257,8 @@ def test_compare_does_not_call_every_mismatch_a_deviation():
 def test_verify_range_is_the_calibrated_one():
     """fbgemm's default qconfig calibrates uint8 activations to 7 bits: --verify draws from [0, 127]
     for a PyTorch model unless told otherwise; an ONNX model's declared range otherwise."""
-    from intdeploy.tools.import_model import verify_range
     from intdeploy.golden.model_file import InputSpec
+    from intdeploy.tools.import_model import verify_range
     spec = InputSpec(name="x", shape=(4,), dtype="uint8")
     assert verify_range(object(), spec) == (0, 127, "the 7-bit range fbgemm's default qconfig calibrates "
                                                     "(reduce_range)")

@@ -6,9 +6,9 @@ import json
 import numpy as np
 import pytest
 
-from intdeploy.tools import perf, synth
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import ModelEngine
+from intdeploy.sim.accel_model import ModelEngine
+from intdeploy.tools import perf, synth
 
 
 def test_figures_definitions():

@@ -1,8 +1,9 @@
 """intdeploy.host.protocol: encoders/decoders round-trip, bit-level packing, refusal of unrepresentable values."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
 from intdeploy.host import protocol as P

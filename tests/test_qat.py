@@ -8,9 +8,10 @@ import re
 import subprocess
 import sys
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 import torch
 
 from intdeploy.golden import digits, qat
@@ -215,7 +216,8 @@ def test_qat_network_unquantized_is_the_float_network(fold):
 
 @pytest.mark.parametrize("bits", [8, 4])
 def test_short_qat_run_exports_a_deployable_model(bits, tmp_path):
-    from intdeploy.host.driver import Driver, ModelEngine
+    from intdeploy.host.driver import Driver
+    from intdeploy.sim.accel_model import ModelEngine
 
     x_train, _, x_test, _ = digits.load_split()
     model_qat = qat.train(bits, steps=8, batch=16, seed=1)

@@ -99,9 +99,9 @@ def test_rounding_names():
 def test_clip_flags_split_compare():
     """Stage 8's saturation flags (a 64-bit value against 33-bit bounds, compared as 32 + 32
     bits) equal the plain comparison at every boundary of the split and on random values."""
-    import numpy as np
     from amaranth import Module, Signal, signed
     from amaranth.sim import Simulator
+    import numpy as np
 
     from intdeploy.hw.requantizer import _outside
     v, b = Signal(signed(64)), Signal(signed(33))

@@ -15,8 +15,9 @@ import pytest
 
 from intdeploy.golden import digits, model_file
 from intdeploy.golden.network import IntegerDeployable, accuracy
+from intdeploy.host import driver as D
+from intdeploy.host import protocol as P
 from intdeploy.tools import cli
-from intdeploy.host import driver as D, protocol as P
 from intdeploy.tools.run import run
 from tests.test_top import QUICK
 

@@ -3,8 +3,8 @@ latency 0 through an empty buffer, and ``i.ready`` independent of ``o.ready`` wi
 
 import random
 
-import pytest
 from amaranth.sim import Simulator
+import pytest
 
 from intdeploy.hw.skid import SkidBuffer
 

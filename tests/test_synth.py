@@ -9,9 +9,9 @@ Regress tier: the 8x8 MAC array (routed) and the 4x4 top (placed only) on ECP5-8
 """
 
 import json
+from pathlib import Path
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 

@@ -17,11 +17,11 @@ from intdeploy.golden.mac_array import conv2d, linear
 from intdeploy.golden.model_file import AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
+from intdeploy.host import protocol as P
+from intdeploy.host.driver import run_network
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.hw.top import Accelerator
-from intdeploy.host import protocol as P
-from intdeploy.sim.accel_model import AcceleratorModel
-from intdeploy.host.driver import ModelEngine, run_network
+from intdeploy.sim.accel_model import AcceleratorModel, ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine, run_top
 from intdeploy.sim.runner import SIMULATORS
 
@@ -479,8 +479,10 @@ def _fifo_bench(w_period, r_period, n, seed, reset_at=None):
     and ready; with ``reset_at`` both domains are reset (jointly, asynchronously) after that many
     words were read. Returns (words written after the last reset, words read after it)."""
     import random
+
     from amaranth import ClockDomain, Module
     from amaranth.sim import Simulator
+
     from intdeploy.hw.cdc import AsyncFIFO
 
     rng = random.Random(seed)
@@ -554,7 +556,9 @@ def test_result_packer_bytes_across_outputs(lanes):
     """Values of each width packed little-endian across beats, zero-padded final word,
     under random output stalls (the protocol's packing, intdeploy.host.protocol.pack_elements)."""
     import random
+
     from amaranth.sim import Simulator
+
     from intdeploy.hw.packer import ResultPacker
 
     for code, width in ((0, 1), (1, 2), (2, 4)):
@@ -601,6 +605,7 @@ def test_result_packer_two_words_per_cycle():
     """With the consumer always ready for pairs, 8 one-byte lanes (2 words a beat) leave at a beat
     per cycle, and 2-byte ones (4 words) at a beat per 2 cycles."""
     from amaranth.sim import Simulator
+
     from intdeploy.hw.packer import ResultPacker
 
     for code, per_beat in ((0, 1), (1, 2)):
@@ -652,8 +657,10 @@ def test_beat_word_converters_round_trip(bus_width):
     the right words, ``ge_prev`` the signed order of consecutive words, the last beat
     zero-padded; random stalls on both sides."""
     import random
+
     from amaranth import Module
     from amaranth.sim import Simulator
+
     from intdeploy.hw.words import BeatsToWords, WordsToBeats
 
     rng = random.Random(bus_width)
@@ -711,7 +718,9 @@ def test_words_to_beats_takes_pairs(bus_width):
     order, zero-padded, ``last`` on each packet's final beat; pairs are taken whenever two
     word slots are free (never on a 32-bit bus), under random output stalls."""
     import random
+
     from amaranth.sim import Simulator
+
     from intdeploy.hw.words import WordsToBeats
 
     rng = random.Random(bus_width + 1)

@@ -6,7 +6,8 @@ from pathlib import Path
 
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
 

@@ -2,9 +2,10 @@
 int16 pair saturation without; checked against ONNX Runtime and fbgemm on this CPU, whichever kind
 it is, and against recorded saturated accumulators, so both kinds are tested on every machine."""
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from intdeploy.golden import mac_array
 from intdeploy.golden.importers import fp32

@@ -11,12 +11,21 @@ the node and the operator, exit status 2.
 
 from pathlib import Path
 import sys
+import tempfile
 
 import numpy as np
 
 from intdeploy.golden import model_file
 from intdeploy.golden.importers import framework
+from intdeploy.golden.importers.from_onnx import import_onnx
+from intdeploy.golden.importers.from_torch import import_torch
 from intdeploy.golden.network import IntegerDeployable
+from intdeploy.host import protocol as P
+from intdeploy.host.driver import run_network
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.sim.accel_model import ModelEngine
+from intdeploy.sim.crosscheck import _quiet
+from intdeploy.sim.rtl_engine import RtlEngine
 
 __all__ = ["load_source", "framework_outputs", "verify_range", "add_parser"]
 
@@ -33,7 +42,7 @@ def _shape(text):
 
 def _load_torch(path):
     """A TorchScript archive (``torch.jit.save``), else a whole pickled module (``torch.save``)."""
-    import torch
+    import torch  # optional dependency (torch extra)
     try:
         return torch.jit.load(str(path), map_location="cpu")
     except Exception:           # noqa: BLE001 - not TorchScript: try a pickled module
@@ -56,8 +65,7 @@ def load_source(path, input_shape=None, allow_inexact=True):
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
-        import onnx
-        from intdeploy.golden.importers.from_onnx import import_onnx
+        import onnx  # optional dependency (onnx extra)
         try:
             source = onnx.load(str(path))
         except OSError:
@@ -66,7 +74,6 @@ def load_source(path, input_shape=None, allow_inexact=True):
             raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
         model, proof = import_onnx(source, name=path.stem, strict=not allow_inexact)
     elif suffix in (".pt", ".pth"):
-        from intdeploy.golden.importers.from_torch import import_torch
         source = _load_torch(path)
         model, proof = import_torch(source, input_shape, name=path.stem,
                                     strict=not allow_inexact)
@@ -84,8 +91,8 @@ def framework_outputs(source, model, images):
     xf = x.transpose(0, 3, 1, 2) if nchw else x
     eps = float(np.float32(spec.eps))
     if hasattr(source, "SerializeToString"):          # onnx.ModelProto
-        import onnxruntime as ort
-        from onnx import TensorProto
+        from onnx import TensorProto  # optional dependency (onnx extra)
+        import onnxruntime as ort  # optional dependency (onnx extra)
         opts = ort.SessionOptions()
         opts.log_severity_level = 3
         sess = ort.InferenceSession(source.SerializeToString(), opts, providers=["CPUExecutionProvider"])
@@ -96,7 +103,7 @@ def framework_outputs(source, model, images):
             ((xf - spec.zero_point) * eps).astype(np.float32)
         y = sess.run(None, {gin.name: feed})[0]
     else:
-        import torch
+        import torch  # optional dependency (torch extra)
         with torch.no_grad():
             y = source(torch.tensor((xf - spec.zero_point) * eps, dtype=torch.float32))
         y = y.int_repr().numpy() if y.is_quantized else y.numpy()
@@ -131,17 +138,11 @@ def verify_range(source, spec, text=None):
 def _run_engine(args, model, images, golden_out):
     """Run the verify inputs on the accelerator (``--sim``: its executable model or the RTL, one
     simulation) and compare with golden; prints the agreement, returns the mismatch count."""
-    import tempfile
-    from intdeploy.hw.config import AcceleratorConfig
-    from intdeploy.host import protocol as P
-    from intdeploy.sim.crosscheck import _quiet
-    from intdeploy.host.driver import ModelEngine, run_network
     config = AcceleratorConfig(rows=args.rows, cols=args.cols)
     info = P.Info(**{k: getattr(config, k) for k in P.Info.__dataclass_fields__ if hasattr(config, k)})
     if args.sim == "golden":
         out, _ = run_network(model, images, ModelEngine(info))
     else:
-        from intdeploy.sim.rtl_engine import RtlEngine
         work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="intdeploy-import-"))
         work.mkdir(parents=True, exist_ok=True)
         with _quiet(work / "simulator.log"):

@@ -35,14 +35,26 @@ Results go to ``--out`` (default ``docs/perf/``): ``perf.json`` (everything), ``
 repository's README.md (between ``<!-- perf:begin -->`` and ``<!-- perf:end -->``) is refreshed.
 """
 
+import argparse
 import json
 import os
+from pathlib import Path
 import platform
 import sys
 import time
-from pathlib import Path
 
 import numpy as np
+
+from intdeploy.golden import digits, model_file
+from intdeploy.golden.mac_array import linear
+from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.requantizer import RequantParams, requantize
+from intdeploy.host import protocol as P
+from intdeploy.host.driver import Driver, GemmJob, run_network
+from intdeploy.sim.rtl_engine import RtlEngine
+from intdeploy.sim.runner import SIMULATORS
+from intdeploy.tools import synth
+from intdeploy.tools.bench import golden_throughput
 
 __all__ = ["ARRAY", "GEMMS", "SYNTH_SIZES", "TOP_SYNTH_SIZES", "TOP_SYNTH_PARAMS", "TOP_SYNTH_ROUTE", "gemm_job", "run_gemm", "network_layers", "sim_speed",
            "synth_sweep", "synth_units", "render_markdown", "add_parser", "main"]
@@ -79,8 +91,6 @@ def _ratio(num, den):
 def gemm_job(M, N, K, *, seed=0):
     """A :class:`intdeploy.host.driver.GemmJob` of random int8 data: ``x (M, K)`` int8 with zero point 3,
     ``w (N, K)`` int8 with per-row zero points, a per-tensor requantizer (half-even) to int8."""
-    from intdeploy.golden.requantizer import RequantParams
-    from intdeploy.host.driver import GemmJob
     rng = np.random.default_rng(seed)
     rq = RequantParams(mult=1 << 12, shift=20, bias=int(rng.integers(-1000, 1000)), zero_point=-2,
                        lo=-128, hi=127, rounding="half_even")
@@ -90,8 +100,6 @@ def gemm_job(M, N, K, *, seed=0):
 
 
 def _golden_gemm(job):
-    from intdeploy.golden.mac_array import linear
-    from intdeploy.golden.requantizer import requantize
     return requantize(linear(job.x, job.w, job.x_zero_point, job.w_zero_point), job.requant)
 
 
@@ -112,8 +120,6 @@ def run_gemm(engine, job):
     Raises AssertionError if the results differ from golden (``linear`` then ``requantize``) in
     any element, or if STATUS's ``mac_cycles`` differ from the program's MAC steps.
     """
-    from intdeploy.host import protocol as P
-    from intdeploy.host.driver import Driver
     info = P.decode_info(engine.execute([P.info()])[0].payload)
     prog = Driver(info).compile_gemm(job)
     t0 = time.perf_counter()
@@ -137,9 +143,6 @@ def network_layers(engine, images=45, fuse=False):
     layer (per program with ``fuse``: :meth:`intdeploy.host.driver.Driver.plan`) and in total; raises
     AssertionError unless every tensor returned equals golden's (with ``fuse``, the fused-away
     ones are not returned; the network output always is)."""
-    from intdeploy.golden import digits, model_file
-    from intdeploy.golden.network import IntegerDeployable
-    from intdeploy.host.driver import run_network
     model = model_file.load(digits.MODEL_FILE)
     x = digits.load_split()[2][:images]
     out, stats = run_network(model, x, engine, fuse=fuse)
@@ -170,9 +173,6 @@ def network_layers(engine, images=45, fuse=False):
 def sim_speed(params, job, work_dir):
     """Core cycles per wall second of the same GEMM program on Verilator and Icarus (each built
     first by an INFO run, so the timing excludes the build)."""
-    from intdeploy.host import protocol as P
-    from intdeploy.sim.rtl_engine import RtlEngine
-    from intdeploy.sim.runner import SIMULATORS
     out = {}
     for sim in SIMULATORS:
         eng = RtlEngine(sim, params, work_dir=Path(work_dir) / f"speed-{sim}", **BENCH)
@@ -196,7 +196,6 @@ def synth_units(*, log=None):
     """:func:`intdeploy.tools.synth.breakdown` of the top at the first of :data:`TOP_SYNTH_SIZES` on ECP5-85k:
     each unit's logic cells, FF, DSP and block RAM (Yosys with the hierarchy kept, a few
     minutes; cached in ``build/synth/``); a tool failure is recorded as the result."""
-    from intdeploy.tools import synth
     n = TOP_SYNTH_SIZES[0]
     try:
         res = synth.breakdown("top", n, n, "ecp5-85k", log=log, top_params=TOP_SYNTH_PARAMS)
@@ -215,7 +214,6 @@ def synth_sweep(*, log=None):
     """:func:`intdeploy.tools.synth.run` on ECP5-85k: the MAC array at :data:`SYNTH_SIZES` (placed and routed),
     the top at :data:`TOP_SYNTH_SIZES` with :data:`TOP_SYNTH_PARAMS`, routed if
     :data:`TOP_SYNTH_ROUTE` (cached in ``build/synth/``)."""
-    from intdeploy.tools import synth
     jobs = [("mac_array", n, None, True) for n in SYNTH_SIZES]
     jobs += [("top", n, TOP_SYNTH_PARAMS, TOP_SYNTH_ROUTE) for n in TOP_SYNTH_SIZES]
     out = []
@@ -374,9 +372,11 @@ def render_markdown(res):
 
 
 def _plots(res, out):
-    import matplotlib
+    """Write the plots ``res`` has figures for; returns their file names."""
+    written = []
+    import matplotlib  # optional dependency (dev extra: plots)
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    import matplotlib.pyplot as plt  # optional dependency (dev extra: plots)
     net = res.get("network")
     if net:
         layers = net["layers"]
@@ -393,6 +393,7 @@ def _plots(res, out):
         fig.tight_layout()
         fig.savefig(out / "utilisation.png", dpi=100)
         plt.close(fig)
+        written.append("utilisation.png")
     if res.get("synth"):
         fig, (a1, a2) = plt.subplots(1, 2, figsize=(8, 3.2))
         name = lambda s: f"{s['config']['rows']}x{s['config']['cols']}"
@@ -427,6 +428,8 @@ def _plots(res, out):
         fig.tight_layout()
         fig.savefig(out / "synth.png", dpi=100)
         plt.close(fig)
+        written.append("synth.png")
+    return written
 
 
 def _update_readme(table, path=ROOT / "README.md"):
@@ -443,7 +446,6 @@ def main(args):
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     say = (lambda msg: print(msg, file=sys.stderr, flush=True))
-    from intdeploy.sim.rtl_engine import RtlEngine
     params = dict(ARRAY)
     res = {"array": params, "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python "
                                        f"{platform.python_version()}"}
@@ -468,20 +470,19 @@ def main(args):
         say("simulation speed, Verilator vs Icarus ...")
         res["sim_speed"] = sim_speed(params, gemm_job(64, 16, 64, seed=1), work / "speed")
     if "golden" in args.parts:
-        from intdeploy.tools.cli import main as cli_main
-        cli_main(["bench", "--out", str(out / "golden.json")])
-        res["golden"] = json.loads((out / "golden.json").read_text())
+        res["golden"] = golden_throughput()
+        (out / "golden.json").write_text(json.dumps(res["golden"], indent=2) + "\n", encoding="utf-8")
     if "synth" in args.parts:
         res["synth"] = synth_sweep(log=say)
         res["synth_units"] = synth_units(log=say)
     (out / "perf.json").write_text(json.dumps(res, indent=2) + "\n")
     (out / "README.md").write_text(render_markdown(res) + "\n")
-    _plots(res, out)
+    plots = _plots(res, out)
     table = summary_table(res)
     print(table)
     if args.readme and _update_readme(table):
         print("updated the performance table of README.md")
-    print(f"wrote {out / 'perf.json'}, {out / 'README.md'}, plots")
+    print(f"wrote {', '.join(str(out / f) for f in ['perf.json', 'README.md', *plots])}")
     return 0
 
 
@@ -492,13 +493,11 @@ def _parts(text):
     parts = [p for p in text.split(",") if p]
     bad = [p for p in parts if p not in PARTS]
     if bad or not parts:
-        import argparse
         raise argparse.ArgumentTypeError(f"{text!r}: expected a comma-separated list of {', '.join(PARTS)}")
     return parts
 
 
 def _images(text):
-    import argparse
     try:
         v = int(text)
     except ValueError:

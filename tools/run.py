@@ -33,14 +33,25 @@ Exit status: 0 bit-exact, 1 a mismatch (or the simulator failed), 2 bad input (o
 the argument and its allowed values).
 """
 
+from contextlib import contextmanager
 import json
 import os
+from pathlib import Path
 import shutil
 import sys
 import tempfile
 import time
-from contextlib import contextmanager
-from pathlib import Path
+
+import numpy as np
+
+from intdeploy.golden import digits, model_file
+from intdeploy.golden.network import IntegerDeployable, accuracy
+from intdeploy.host import protocol as P
+from intdeploy.host.driver import (Driver, EngineError, compare_outputs, first_mismatch, format_mismatch, network_stats,
+                                   run_layers)
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.sim.accel_model import ModelEngine
+from intdeploy.sim.rtl_engine import RtlEngine
 
 __all__ = ["SIMS", "CHUNK", "run", "format_report", "add_parser"]
 
@@ -53,7 +64,6 @@ _INPUT_SHAPE, _CLASSES = (8, 8, 1), 10
 
 
 def _info(config):
-    from intdeploy.host import protocol as P
     return P.Info(**{k: getattr(config, k) for k in P.Info.__dataclass_fields__ if hasattr(config, k)})
 
 
@@ -90,8 +100,6 @@ def _check_digits_model(model, what):
 def _float_accuracies(model, x, y):
     """``(float, fake_quant, note)``: FullPrecision and FakeQuantized accuracy when ``model`` is the
     bundled network (a fresh conversion of the committed float parameters), else None."""
-    from intdeploy.golden import digits, model_file
-    from intdeploy.golden.network import accuracy
 
     fresh = digits.convert()
     same = [(layer.name, layer.kind) for layer in model.layers] == \
@@ -142,13 +150,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
     intdeploy.host.driver.EngineError, RuntimeError
         The engine failed (the message names the simulator log).
     """
-    import numpy as np
 
-    from intdeploy.golden import digits
-    from intdeploy.golden.network import IntegerDeployable, accuracy
-    from intdeploy.hw.config import AcceleratorConfig
-    from intdeploy.host.driver import (Driver, EngineError, ModelEngine, compare_outputs, first_mismatch,
-                            network_stats, run_layers)
 
     t0 = time.perf_counter()
     if sim not in SIMS:
@@ -176,7 +178,6 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
     own_dir = work_dir is None and rtl
     work = Path(tempfile.mkdtemp(prefix="intdeploy-run-")) if own_dir else (Path(work_dir) if work_dir else None)
     if rtl:
-        from intdeploy.sim.rtl_engine import RtlEngine
         work.mkdir(parents=True, exist_ok=True)
         engine = RtlEngine(sim, config, work_dir=work)
         log = work / "sim.log"
@@ -184,7 +185,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
         engine = ModelEngine(info)
     bar = None
     if progress:
-        from tqdm import tqdm
+        from tqdm import tqdm  # optional dependency (dev extra: progress bar)
         bar = tqdm(total=n, unit="img", desc=f"{sim} {rows}x{cols}", leave=False,
                    file=progress if progress is not True else sys.stderr)
     refs, outs, layer_stats = [], [], []
@@ -273,7 +274,6 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
 
 
 def _mismatch_line(m, sim):
-    from intdeploy.host.driver import format_mismatch
     engine = "RTL" if sim != "golden" else "accelerator model"
     return format_mismatch(m).replace(", engine ", f", {engine} ", 1)
 
@@ -335,8 +335,6 @@ def _display(path):
 
 
 def _main(args):
-    from intdeploy.golden import digits, model_file
-    from intdeploy.host.driver import EngineError
 
     path = Path(args.model) if args.model else digits.MODEL_FILE
     model = model_file.load(path)

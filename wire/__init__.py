@@ -23,7 +23,7 @@ from intdeploy.golden.pool import POOL_MODES
 from intdeploy.golden.requantizer import ROUNDING_MODES
 
 __all__ = ["Field", "Block", "OPCODES", "OPCODE_NAMES", "STATUS", "STATUS_NAMES", "ROUNDING", "ROUNDING_NAMES",
-           "POOL", "POOL_NAMES", "EPILOGUES", "OUT_BYTES", "COMMAND_HEADER", "RESPONSE_HEADER", "PARAM", "RUN",
+           "POOL", "POOL_NAMES", "EPILOGUES", "OUT_BYTES", "POOL_TAP_BITS", "COMMAND_HEADER", "RESPONSE_HEADER", "PARAM", "RUN",
            "INFO", "STATUS_PAYLOAD", "BLOCKS", "MASK32", "render_docs"]
 
 MASK32 = 0xFFFFFFFF
@@ -41,6 +41,9 @@ POOL = {name: code for code, name in enumerate(POOL_MODES)}
 EPILOGUES = {"requant": 0, "threshold": 1}
 #: Bytes per result -> the descriptor's ``out_bytes`` code.
 OUT_BYTES = {1: 0, 2: 1, 4: 2}
+#: Width of the pooling unit's taps: each epilogue result enters it as its low 9 bits, two's
+#: complement (docs/protocol.md, RUN arithmetic step 4).
+POOL_TAP_BITS = 9
 OPCODE_NAMES, STATUS_NAMES, ROUNDING_NAMES, POOL_NAMES = (
     {v: k for k, v in t.items()} for t in (OPCODES, STATUS, ROUNDING, POOL))
 

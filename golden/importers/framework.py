@@ -87,8 +87,8 @@ def ort_accumulators(x, w, x_zero_point=0, w_zero_point=0):
     channel): the MLAS kernel of QLinearMatMul and QLinearConv, whose K order is that of the
     rows given (:mod:`intdeploy.golden.importers.x86_kernels`). Returns int64 (..., M).
     """
-    import onnxruntime as ort            # optional dependency: only a cross-check or --verify runs it
-    from onnx import TensorProto, helper, numpy_helper
+    from onnx import TensorProto, helper, numpy_helper  # optional dependency (onnx extra)
+    import onnxruntime as ort  # optional dependency: only a cross-check or --verify runs it
     x = np.asarray(x)
     w = np.asarray(w)
     rows = x.reshape(-1, w.shape[1]).astype(np.uint8)
@@ -124,7 +124,7 @@ def fbgemm_accumulators(x, w, x_zero_point=0, w_zero_point=0):
     :data:`_K_CHUNK` (exact partial sums, the same pairs); a weight zero point is applied
     exactly afterwards, as fbgemm does from the row sums. Returns int64 (..., M).
     """
-    import torch                          # optional dependency: only a cross-check or --verify runs it
+    import torch  # optional dependency: only a cross-check or --verify runs it
     x = np.asarray(x, dtype=np.int64)
     w = np.asarray(w, dtype=np.int64)
     k = w.shape[1]

@@ -94,8 +94,8 @@ def import_onnx(model, name=None, strict=True):
 
 
 def _import_onnx(model, name, strict):
-    import onnx
-    from onnx import numpy_helper
+    import onnx  # optional dependency (onnx extra)
+    from onnx import numpy_helper  # optional dependency (onnx extra)
     if not isinstance(model, onnx.ModelProto):
         try:
             model = onnx.load(str(model))

@@ -37,7 +37,7 @@ def _fail(name, mod, msg):
 
 
 def _dtype(qdtype):
-    import torch
+    import torch  # optional dependency (torch extra)
     return {torch.quint8: "uint8", torch.qint8: "int8"}.get(qdtype)
 
 
@@ -46,7 +46,7 @@ class _Scripted:
     attributes the import reads from the eager modules; ``kind`` is its ``original_name``."""
 
     def __init__(self, mod):
-        import torch
+        import torch  # optional dependency (torch extra)
         self.kind = mod.original_name
         self.__class__ = type(self.kind, (_Scripted,), {})
         for a in ("start_dim", "end_dim"):
@@ -78,9 +78,9 @@ class _Scripted:
 
 def _kind(mod):
     """The supported module kind of an eager or scripted child, or None."""
-    import torch
-    import torch.ao.nn.intrinsic.quantized as nniq
-    import torch.ao.nn.quantized as nnq
+    import torch  # optional dependency (torch extra)
+    import torch.ao.nn.intrinsic.quantized as nniq  # optional dependency (torch extra)
+    import torch.ao.nn.quantized as nnq  # optional dependency (torch extra)
     if isinstance(mod, _Scripted):
         return mod.kind if mod.kind in SUPPORTED_MODULES else None
     for cls, kind in ((nnq.Quantize, "Quantize"), (nnq.DeQuantize, "DeQuantize"), (torch.nn.Identity, "Identity"),
@@ -109,7 +109,7 @@ def import_torch(module, input_shape, name=None, strict=True):
 
 
 def _import_torch(module, input_shape, name, strict):
-    import torch
+    import torch  # optional dependency (torch extra)
     if not isinstance(module, torch.nn.Module):
         raise ModelFormatError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
     children = list(module.named_children()) or [("model", module)]

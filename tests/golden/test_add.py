@@ -3,9 +3,10 @@
 from fractions import Fraction
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from intdeploy.golden.add import AddParams, add
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize

@@ -2,12 +2,13 @@
 
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from intdeploy.golden.fakequant import (fake_quantize, fake_quantize_backward, lsq_backward, lsq_forward, pact_backward,
-                              pact_forward)
+                                        pact_forward)
 from intdeploy.golden.quantizers import pact_quantize
 
 floats = st.floats(-20, 20, allow_nan=False)

@@ -2,9 +2,10 @@
 
 import itertools
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from intdeploy.golden.mac_array import accumulator_bits, accumulator_range, check_accumulator, conv2d, im2col, linear
 

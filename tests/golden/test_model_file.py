@@ -4,14 +4,15 @@ import copy
 import json
 from pathlib import Path
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import HealthCheck, given, settings, strategies as st
 
 from intdeploy.golden import digits
 from intdeploy.golden.add import AddParams
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
-                               PoolLayer, RequantLayer, Threshold, load, same_model, save)
+                                         PoolLayer, RequantLayer, Threshold, load, same_model, save)
 from intdeploy.golden.network import ConvertOptions, IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams
 

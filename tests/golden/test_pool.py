@@ -4,9 +4,10 @@ from fractions import Fraction
 import itertools
 import math
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from intdeploy.golden.pool import avg_pool2d_nemo, avg_pool2d_tflite, max_pool2d, pool_windows
 

@@ -2,14 +2,14 @@
 
 import math
 
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import assume, given, settings, strategies as st
 
 from intdeploy.golden.mac_array import linear
 from intdeploy.golden.quantizers import (affine_dequantize, affine_params, affine_quantize, asymmetric_weight_quantize,
-                               int8_storage, linear_quantize, pact_quantize, qrange)
-
+                                         int8_storage, linear_quantize, pact_quantize, qrange)
 
 # --- NEMO ------------------------------------------------------------------------------------
 

@@ -4,12 +4,13 @@ from fractions import Fraction
 import math
 import random
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
 
 from intdeploy.golden.requantizer import (INT32_MAX, INT32_MIN, RequantParams, exact_multiplier, nemo_multiplier,
-                                nemo_shift_for_eta, quantize_multiplier, requantize, round_shift, rq)
+                                          nemo_shift_for_eta, quantize_multiplier, requantize, round_shift, rq)
 
 INT48 = (-(1 << 47), (1 << 47) - 1)
 
