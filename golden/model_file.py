@@ -31,6 +31,7 @@ import numpy as np
 
 from intdeploy.golden import mac_array, pool
 from intdeploy.golden.add import AddParams
+from intdeploy.golden.checks import check_int
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, ROUNDING_MODES, RequantParams, requantize
 from intdeploy.golden.threshold import EXACT_RANGE
 
@@ -64,14 +65,6 @@ class ModelFormatError(ValueError):
 
 def _is_int(v):
     return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
-def _check_int(name, v, lo=None, hi=None):
-    if not _is_int(v):
-        raise ValueError(f"{name}: expected an integer, got {v!r}")
-    if (lo is not None and v < lo) or (hi is not None and v > hi):
-        raise ValueError(f"{name}: {v} is out of range; allowed [{lo}, {hi}]")
-    return int(v)
 
 
 def _check_name(name):
@@ -186,13 +179,13 @@ class InputSpec:
         object.__setattr__(self, "shape", tuple(int(d) for d in self.shape))
         _check_dtype(self.dtype, "dtype")
         dlo, dhi = DTYPES[self.dtype]
-        lo = dlo if self.lo is None else _check_int("lo", self.lo, dlo, dhi)
-        hi = dhi if self.hi is None else _check_int("hi", self.hi, dlo, dhi)
+        lo = dlo if self.lo is None else check_int("lo", self.lo, dlo, dhi)
+        hi = dhi if self.hi is None else check_int("hi", self.hi, dlo, dhi)
         if lo > hi:
             raise ValueError(f"lo, hi: lo must be <= hi, got {lo} > {hi}")
         object.__setattr__(self, "lo", lo)
         object.__setattr__(self, "hi", hi)
-        object.__setattr__(self, "zero_point", _check_int("zero_point", self.zero_point, dlo, dhi))
+        object.__setattr__(self, "zero_point", check_int("zero_point", self.zero_point, dlo, dhi))
         object.__setattr__(self, "eps", _check_eps("eps", self.eps))
 
 
@@ -243,7 +236,7 @@ class MacLayer(_Layer):
         if w.ndim != ndim or w.size == 0 or max(w.shape) > MAX_DIM:
             raise ValueError(f"weight: expected {ndim} non-empty dimensions "
                              f"({'(Cout, KH, KW, Cin)' if ndim == 4 else '(M, K)'}), got shape {w.shape}")
-        bits = _check_int("weight_bits", self.weight_bits, 2, 8)
+        bits = check_int("weight_bits", self.weight_bits, 2, 8)
         if int(w.min()) < -(1 << (bits - 1)) or int(w.max()) > (1 << (bits - 1)) - 1:
             bad = int(w.min()) if int(w.min()) < -(1 << (bits - 1)) else int(w.max())
             raise ValueError(f"weight: {bad} is out of range; allowed [{-(1 << (bits - 1))}, "
@@ -258,9 +251,9 @@ class MacLayer(_Layer):
                 raise ValueError(f"weight_zero_point: {bad} is out of range; allowed [-128, 127]")
             zp = zp.astype(np.int64)
         else:
-            zp = _check_int("weight_zero_point", zp, -128, 127)
+            zp = check_int("weight_zero_point", zp, -128, 127)
         object.__setattr__(self, "weight_zero_point", zp)
-        object.__setattr__(self, "input_zero_point", _check_int("input_zero_point", self.input_zero_point,
+        object.__setattr__(self, "input_zero_point", check_int("input_zero_point", self.input_zero_point,
                                                                 INT32_MIN, INT32_MAX))
         if self.kind == "conv2d":
             object.__setattr__(self, "stride", _pair("stride", self.stride, 1))
@@ -361,7 +354,7 @@ class PoolLayer(_Layer):
         if self.mode == "avg_nemo":
             if pad != ((0, 0), (0, 0)):
                 raise ValueError("padding: NEMO average pooling (Eq. 25) has no padding; allowed [[0, 0], [0, 0]]")
-            d = _check_int("d", self.d, 0, 31)
+            d = check_int("d", self.d, 0, 31)
             if (1 << d) < k[0] * k[1]:
                 raise ValueError(f"d: 2**{d} < kernel area {k[0] * k[1]}; allowed d >= log2(KH*KW)")
         elif self.d is not None:
@@ -369,7 +362,7 @@ class PoolLayer(_Layer):
         for nm in ("lo", "hi"):
             v = getattr(self, nm)
             if v is not None:
-                _check_int(nm, v, INT32_MIN, INT32_MAX)
+                check_int(nm, v, INT32_MIN, INT32_MAX)
         if self.mode == "avg_tflite" and (self.lo is None or self.hi is None):
             raise ValueError("lo, hi: TFLite average pooling clamps; both are required")
         if self.lo is not None and self.hi is not None and self.lo > self.hi:

@@ -56,6 +56,7 @@ except ImportError:
 import numpy as np
 
 from intdeploy.golden import digits
+from intdeploy.golden.checks import check_int
 from intdeploy.golden.network import (INPUT, Add, AvgPool2d, BatchNorm, Conv2d, ConvertOptions, Flatten, Linear,
                                       Network, convert)
 
@@ -96,9 +97,7 @@ def reproducible_across_cpus():
 
 
 def _bits(bits, lo, hi):
-    if not isinstance(bits, int) or isinstance(bits, bool) or not lo <= bits <= hi:
-        raise ValueError(f"bits: expected an integer in {lo}..{hi}, got {bits!r}")
-    return bits
+    return check_int("bits", bits, lo, hi)
 
 
 def _sum_to(t, shape):

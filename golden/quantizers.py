@@ -24,6 +24,7 @@ False      [0, 2**b - 1]               [0, 2**b - 2]
 
 import numpy as np
 
+from intdeploy.golden.checks import check_int
 from intdeploy.golden.requantizer import _as_int_array
 
 __all__ = [
@@ -50,9 +51,7 @@ def _positive(name, value):
 
 
 def _bits(bits, lo=1, hi=32):
-    if not isinstance(bits, (int, np.integer)) or isinstance(bits, bool) or not lo <= bits <= hi:
-        raise ValueError(f"bits: expected an integer in {lo}..{hi}, got {bits!r}")
-    return int(bits)
+    return check_int("bits", bits, lo, hi)
 
 
 def _along(name, param, x_ndim, axis):

@@ -44,7 +44,7 @@ import math
 import numpy as np
 
 __all__ = [
-    "ROUNDING_MODES", "RequantParams", "requantize", "round_shift",
+    "ROUNDING_MODES", "RequantParams", "requantize", "ties", "round_shift",
     "rq", "nemo_shift_for_eta", "nemo_multiplier", "quantize_multiplier", "exact_multiplier",
     "INT32_MIN", "INT32_MAX",
 ]
@@ -177,6 +177,20 @@ def _wrap32(x):
     return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
+def _tflite_steps(x, mult, shift):
+    """gemmlowp's two steps on int32 ``x``: ``(ab, high, right)`` with ``ab`` the doubled product,
+    ``high`` ``SaturatingRoundingDoublingHighMul``'s result and ``right`` the exponent of the
+    ``RoundingDivideByPOT`` that follows (see :func:`_tflite_multiply`)."""
+    left = np.maximum(31 - shift, 0)
+    right = np.maximum(shift - 31, 0)
+    xl = _wrap32(x << left)
+    ab = xl * mult
+    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
+    v = ab + nudge
+    high = np.where(v >= 0, v >> 31, -((-v) >> 31))            # C division: toward zero
+    return ab, high, right
+
+
 def _tflite_multiply(x, mult, shift):
     """TFLite ``MultiplyByQuantizedMultiplier(x, mult, 31 - shift)`` on int32 ``x``, in int64.
 
@@ -185,17 +199,43 @@ def _tflite_multiply(x, mult, shift):
     truncation after a nudge of +-2**30; ``RoundingDivideByPOT`` rounds half away from zero.
     ``mult >= 0`` so the one saturating case (INT32_MIN * INT32_MIN) cannot occur.
     """
-    left = np.maximum(31 - shift, 0)
-    right = np.maximum(shift - 31, 0)
-    xl = _wrap32(x << left)
-    ab = xl * mult
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    v = ab + nudge
-    high = np.where(v >= 0, v >> 31, -((-v) >> 31))            # C division: toward zero
+    _, high, right = _tflite_steps(x, mult, shift)
     mask = (np.int64(1) << right) - 1
     remainder = high & mask
     threshold = (mask >> 1) + (high < 0)
     return (high >> right) + (remainder > threshold)
+
+
+def _checked(acc, params):
+    if not isinstance(params, RequantParams):
+        raise ValueError(f"params: expected RequantParams, got {type(params).__name__}")
+    acc = _as_int_array("acc", acc)
+    _check_range("acc", acc, INT32_MIN, INT32_MAX, "int32 [-2**31, 2**31 - 1]")
+    channels = params.channels
+    if channels is not None and (acc.ndim == 0 or acc.shape[-1] != channels):
+        raise ValueError(f"acc: last axis must be the {channels} channels of params, got shape {acc.shape}")
+    return acc
+
+
+def ties(acc, params):
+    """Where requantizing ``acc`` meets an exact halfway point: a bool array of ``acc``'s shape.
+
+    Only there can the rounding conventions disagree on an in-range result. ``floor``,
+    ``half_up``, ``half_even``: ``(wrap32(acc + bias) * mult + offset) / 2**shift`` is exactly
+    ``k + 1/2`` (``shift >= 1``). ``tflite``: either of gemmlowp's two roundings meets one: the
+    doubled product ``ab / 2**31`` (``SaturatingRoundingDoublingHighMul``) or, after it,
+    ``high / 2**(shift - 31)`` (``RoundingDivideByPOT``). Arguments as :func:`requantize`.
+    """
+    acc = _checked(acc, params)
+    x = _wrap32(acc + params.bias)
+    if params.rounding == "tflite":
+        ab, high, right = _tflite_steps(x, params.mult, params.shift)
+        half = np.left_shift(np.int64(1), np.maximum(right - 1, 0))
+        return ((ab & ((1 << 31) - 1)) == (1 << 30)) | ((right > 0) & ((high & ((np.int64(1) << right) - 1)) == half))
+    shift = np.asarray(params.shift, dtype=np.int64)
+    t = x * params.mult + params.offset
+    half = np.left_shift(np.int64(1), np.maximum(shift - 1, 0))
+    return (shift > 0) & ((t & ((np.int64(1) << shift) - 1)) == half)
 
 
 def requantize(acc, params):
@@ -209,13 +249,7 @@ def requantize(acc, params):
     Raises ValueError if ``acc`` is not integer, is outside int32, or its last axis does not
     match the per-channel parameters.
     """
-    if not isinstance(params, RequantParams):
-        raise ValueError(f"params: expected RequantParams, got {type(params).__name__}")
-    acc = _as_int_array("acc", acc)
-    _check_range("acc", acc, INT32_MIN, INT32_MAX, "int32 [-2**31, 2**31 - 1]")
-    channels = params.channels
-    if channels is not None and (acc.ndim == 0 or acc.shape[-1] != channels):
-        raise ValueError(f"acc: last axis must be the {channels} channels of params, got shape {acc.shape}")
+    acc = _checked(acc, params)
     x = _wrap32(acc + params.bias)
     if params.rounding == "tflite":
         q = _tflite_multiply(x, params.mult, params.shift)

@@ -48,7 +48,7 @@ from intdeploy import wire
 from intdeploy.golden import mac_array
 from intdeploy.golden.add import AddParams
 from intdeploy.golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
-from intdeploy.golden.requantizer import RequantParams, requantize
+from intdeploy.golden.requantizer import RequantParams, requantize, ties
 from intdeploy.host import protocol as P
 from intdeploy.host.timing import input_cycles, program_cycles
 
@@ -58,7 +58,6 @@ __all__ = [
     "Mismatch", "compare_outputs", "first_mismatch", "format_mismatch",
 ]
 
-_IDENTITY = RequantParams(mult=1, shift=0)
 _MAX_COUNT = 0xFFFF                       # m_count, k_steps, n_tiles: 1..65535
 
 
@@ -1158,19 +1157,9 @@ def _rq_element(params, ch):
 
 
 def _tie(x, p, rounding):
-    """Whether requantizing ``x`` (int32, after the bias) hits an exact halfway point."""
-    if rounding == "tflite":
-        left, right = max(31 - p["shift"], 0), max(p["shift"] - 31, 0)
-        xl = int(_wrap32(x << left))
-        ab = xl * p["mult"]
-        if ab % (1 << 31) == 1 << 30:
-            return True
-        nudge = (1 << 30) if ab >= 0 else 1 - (1 << 30)
-        v = ab + nudge
-        high = v >> 31 if v >= 0 else -((-v) >> 31)
-        return right > 0 and high % (1 << right) == 1 << (right - 1)
-    t = x * p["mult"] + p["offset"]
-    return p["shift"] > 0 and t % (1 << p["shift"]) == 1 << (p["shift"] - 1)
+    """Whether requantizing ``x`` (int32, after the bias) hits an exact halfway point
+    (:func:`intdeploy.golden.requantizer.ties`)."""
+    return bool(ties(np.array([x]), RequantParams(rounding=rounding, **dict(p, bias=0)))[0])
 
 
 def _classify(model, layer, golden, idx, actual=None):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 
 from intdeploy import wire
+from intdeploy.golden.checks import check_int
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 
 __all__ = [
@@ -39,14 +40,8 @@ MIN_LENGTHS = {OPCODES["WRITE_WEIGHTS"]: 3, OPCODES["WRITE_PARAMS"]: 2, OPCODES[
                OPCODES["WRITE_ACTS"]: 2, OPCODES["WRITE_RESIDUAL"]: 2}
 
 
-def _int(value, name):
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise ValueError(f"{name}: expected an integer, got {value!r}")
-    return int(value)
-
-
 def _u32(value, name, lo=INT32_MIN, hi=MASK32):
-    value = _int(value, name)
+    value = check_int(name, value)
     if not lo <= value <= hi:
         raise ValueError(f"{name}: {value} is out of range; allowed [{lo}, {hi}]")
     return value & MASK32
@@ -63,7 +58,7 @@ def _s32(word):
 
 
 def _field(value, name, bits, signed=False, lo=None):
-    value = _int(value, name)
+    value = check_int(name, value)
     flo, hi = (-(1 << (bits - 1)), (1 << (bits - 1)) - 1) if signed else (0, (1 << bits) - 1)
     lo = flo if lo is None else lo
     if not lo <= value <= hi:
@@ -330,7 +325,7 @@ def write_param_entries(first_channel, entries, tag=0):
 
 def write_params(first_channel, params, count, w_zero_point=0, tag=0):
     """``count`` channels of ``params`` (RequantParams) starting at ``first_channel``."""
-    count = _int(count, "count")
+    count = check_int("count", count)
     if count < 1 or params.channels not in (None, count):
         raise ValueError(f"count: {count} does not match the {params.channels} channels of params")
     wz = np.broadcast_to(np.asarray(w_zero_point), (count,))
@@ -526,6 +521,14 @@ class Info:
                 raise ValueError(f"{f.name}: {v!r} is out of range; allowed integers in [{lo}, {hi}]")
             setattr(self, f.name, int(v))
         _per_beat(self.bus_width)
+
+    @classmethod
+    def of(cls, params):
+        """The INFO of an accelerator given by its elaboration parameters: a dict, or an object
+        holding them as attributes (``intdeploy.hw.config.AcceleratorConfig``); fields INFO does
+        not report are ignored, missing ones take their defaults."""
+        get = params.get if isinstance(params, dict) else lambda k, d=None: getattr(params, k, d)
+        return cls(**{f.name: get(f.name) for f in fields(cls) if get(f.name) is not None})
 
     @property
     def weight_entry_words(self):

@@ -10,8 +10,9 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from intdeploy.golden.add import AddParams
+from intdeploy.golden.checks import check_int
 from intdeploy.hw.requantizer import LATENCY as RQ_LATENCY
-from intdeploy.hw.requantizer import Requantizer, _int_param, _Stages, encode_channels, param_layout
+from intdeploy.hw.requantizer import Requantizer, _Stages, encode_channels, param_layout
 
 __all__ = ["AddUnit", "LATENCY"]
 
@@ -90,9 +91,9 @@ class AddUnit(wiring.Component):
     """
 
     def __init__(self, *, lanes=1, in_bits=9, out_bits=32):
-        self.lanes = _int_param("lanes", lanes, 1, 1 << 16)
-        self.in_bits = _int_param("in_bits", in_bits, 2, 32)
-        self.out_bits = _int_param("out_bits", out_bits, 2, 32)
+        self.lanes = check_int("lanes", lanes, 1, 1 << 16)
+        self.in_bits = check_int("in_bits", in_bits, 2, 32)
+        self.out_bits = check_int("out_bits", out_bits, 2, 32)
         self.param_layout = add_param_layout(self.out_bits)
         self.i_layout = data.StructLayout({
             "a": data.ArrayLayout(signed(self.in_bits), self.lanes),
@@ -139,8 +140,8 @@ class AddUnit(wiring.Component):
             except ValueError as e:
                 raise ValueError(f"{path}.{e}") from None
         zps = [int(z) for z in params.in_zero_points]
-        _int_param("left_shift", params.left_shift, 0, 31)
-        _int_param("sum_shift", params.sum_shift, 0, 31)
+        check_int("left_shift", params.left_shift, 0, 31)
+        check_int("sum_shift", params.sum_shift, 0, 31)
         return [{"in_zero_points": zps, "left_shift": params.left_shift,
                  "branches": [a, b], "sum_shift": params.sum_shift, "output": o}
                 for a, b, o in zip(fields["branches[0]"], fields["branches[1]"], fields["output"])]

@@ -19,14 +19,13 @@ taken from :mod:`amaranth.lib.cdc` / :mod:`amaranth.lib.fifo` for two reasons:
   input is the only asynchronous timing path of a synchronizer).
 """
 
-from amaranth import Cat, ClockDomain, ClockSignal, Module, ResetSignal, Signal
+from amaranth import ClockDomain, ClockSignal, Module, ResetSignal, Signal
 from amaranth.lib import stream, wiring
 from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 
-__all__ = ["ASYNC_REG", "synchronize", "ResetSynchronizer", "AsyncFIFO", "gray_encode",
-           "gray_decode"]
+__all__ = ["ASYNC_REG", "synchronize", "ResetSynchronizer", "AsyncFIFO", "gray_encode"]
 
 #: Attributes of every synchronizer flop (Vivado keeps them together and out of SRL shifts).
 ASYNC_REG = {"ASYNC_REG": "TRUE"}
@@ -35,14 +34,6 @@ ASYNC_REG = {"ASYNC_REG": "TRUE"}
 def gray_encode(value):
     """Gray code of an unsigned value (same width)."""
     return value ^ value[1:]
-
-
-def gray_decode(value):
-    """Binary value of a Gray code (same width)."""
-    bits = [value[-1]]
-    for k in reversed(range(len(value) - 1)):
-        bits.insert(0, bits[0] ^ value[k])
-    return Cat(*bits)
 
 
 def synchronize(m, value, domain, name, *, stages=2):

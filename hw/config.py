@@ -10,19 +10,14 @@ from dataclasses import dataclass, fields
 from amaranth.utils import ceil_log2
 
 from intdeploy import wire
+from intdeploy.golden.checks import check_int
 
-__all__ = ["AcceleratorConfig", "VERSION"]
+__all__ = ["AcceleratorConfig", "VERSION", "QUICK"]
 
 #: Protocol version reported by INFO.
 VERSION = 1
 
 _WEIGHT_BITS = (8, 4, 2)
-
-
-def _int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name}: {value!r} is not allowed; expected an integer in [{lo}, {hi}]")
-    return value
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -88,28 +83,28 @@ class AcceleratorConfig:
     epilogue_lanes: int | None = None
 
     def __post_init__(self):
-        _int("rows", self.rows, 1, 16)
-        _int("cols", self.cols, 1, 64)
-        _int("bus_width", self.bus_width, 32, 1024)
+        check_int("rows", self.rows, 1, 16)
+        check_int("cols", self.cols, 1, 64)
+        check_int("bus_width", self.bus_width, 32, 1024)
         if self.bus_width % 32:
             raise ValueError(f"bus_width: {self.bus_width} is not allowed; a multiple of 32 in [32, 1024]")
         if self.weight_bits not in _WEIGHT_BITS or isinstance(self.weight_bits, bool):
             raise ValueError(f"weight_bits: {self.weight_bits!r} is not allowed; one of 8, 4, 2")
-        _int("weight_depth", self.weight_depth, 1, 1 << 16)
-        _int("weight_banks", self.weight_banks, 1, 16)
-        _int("act_depth", self.act_depth, 1, 1 << 20)
-        _int("param_channels", self.param_channels, self.rows, 1 << 16)
-        _int("residual_depth", self.residual_depth, 1, 1 << 20)
-        _int("threshold_channels", self.threshold_channels, self.rows, (1 << 16) - 1)
-        _int("max_q", self.max_q, 1, 8)
-        _int("max_pool_taps", self.max_pool_taps, 1, 255)
-        _int("max_pool_shift", self.max_pool_shift, 0, 32)
-        _int("fifo_depth", self.fifo_depth, 8, 4096)
+        check_int("weight_depth", self.weight_depth, 1, 1 << 16)
+        check_int("weight_banks", self.weight_banks, 1, 16)
+        check_int("act_depth", self.act_depth, 1, 1 << 20)
+        check_int("param_channels", self.param_channels, self.rows, 1 << 16)
+        check_int("residual_depth", self.residual_depth, 1, 1 << 20)
+        check_int("threshold_channels", self.threshold_channels, self.rows, (1 << 16) - 1)
+        check_int("max_q", self.max_q, 1, 8)
+        check_int("max_pool_taps", self.max_pool_taps, 1, 255)
+        check_int("max_pool_shift", self.max_pool_shift, 0, 32)
+        check_int("fifo_depth", self.fifo_depth, 8, 4096)
         if self.fifo_depth & (self.fifo_depth - 1):
             raise ValueError(f"fifo_depth: {self.fifo_depth} is not allowed; a power of 2 in [8, 4096]")
         if self.epilogue_lanes is None:
             object.__setattr__(self, "epilogue_lanes", min(self.rows, 4))
-        _int("epilogue_lanes", self.epilogue_lanes, 1, self.rows)
+        check_int("epilogue_lanes", self.epilogue_lanes, 1, self.rows)
         # Runs are bounded by the buffers: m_count <= act_depth, n_tiles <= weight_depth.
         if self.max_result_words >= 1 << 32:
             raise ValueError(f"act_depth, weight_depth: a run could return {self.max_result_words} "
@@ -155,3 +150,11 @@ class AcceleratorConfig:
     def key(self):
         """A string that determines the elaborated hardware (for build caches)."""
         return ",".join(f"{k}={v}" for k, v in self.as_dict().items())
+
+
+#: The quick tier's top (tests, the cross-check's and the soak's RTL runs: one simulator build):
+#: 4x4 array, 64-bit bus (two words per beat: padding rules matter), small buffers, 8 threshold
+#: channels of up to 3 bits, and an epilogue of 3 lanes (each beat in two parts, the second partial).
+QUICK = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024, param_channels=16,
+             residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9, max_pool_shift=16, fifo_depth=8,
+             epilogue_lanes=3)

@@ -17,6 +17,7 @@ The crossings are found by name: :mod:`intdeploy.hw.cdc` names every synchronize
 """
 
 import argparse
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 import re
@@ -155,29 +156,31 @@ def write(generated, out):
 
 # --- command line ---------------------------------------------------------------------------------
 
-_OPTIONS = (   # (option, parameter, help)
-    ("--bus-width", "bus_width", "AXI4-Stream TDATA bits, a multiple of 32 (default 64)"),
-    ("--weight-bits", "weight_bits", "stored weight bits: 8, 4 or 2 (default 8)"),
-    ("--weight-depth", "weight_depth", "entries per weight bank (default 256)"),
-    ("--weight-banks", "weight_banks", "weight banks (default 2)"),
-    ("--act-depth", "act_depth", "activation entries (default 1024)"),
-    ("--param-channels", "param_channels", "parameter channels (default 256)"),
-    ("--residual-depth", "residual_depth", "residual entries (default 256)"),
-    ("--threshold-channels", "threshold_channels", "threshold channels (default 64)"),
-    ("--max-q", "max_q", "largest threshold output bits (default 8)"),
-    ("--max-pool-taps", "max_pool_taps", "largest pooling window (default 16)"),
-    ("--max-pool-shift", "max_pool_shift", "largest NEMO average-pool shift d (default 16)"),
-    ("--fifo-depth", "fifo_depth", "beats per clock-crossing FIFO, a power of 2 (default 16)"),
-    ("--epilogue-lanes", "epilogue_lanes", "values the epilogue handles per cycle, 1..R (default min(R, 4))"),
+_OPTIONS = (   # (option, parameter, help); the defaults are AcceleratorConfig's, added by add_arguments
+    ("--bus-width", "bus_width", "AXI4-Stream TDATA bits, a multiple of 32"),
+    ("--weight-bits", "weight_bits", "stored weight bits: 8, 4 or 2"),
+    ("--weight-depth", "weight_depth", "entries per weight bank"),
+    ("--weight-banks", "weight_banks", "weight banks"),
+    ("--act-depth", "act_depth", "activation entries"),
+    ("--param-channels", "param_channels", "parameter channels"),
+    ("--residual-depth", "residual_depth", "residual entries"),
+    ("--threshold-channels", "threshold_channels", "threshold channels"),
+    ("--max-q", "max_q", "largest threshold output bits"),
+    ("--max-pool-taps", "max_pool_taps", "largest pooling window"),
+    ("--max-pool-shift", "max_pool_shift", "largest NEMO average-pool shift d"),
+    ("--fifo-depth", "fifo_depth", "beats per clock-crossing FIFO, a power of 2"),
+    ("--epilogue-lanes", "epilogue_lanes", "values the epilogue handles per cycle, 1..R"),
 )
+_DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorConfig)}
 
 
 def add_arguments(parser):
     """Declare the ``verilog`` command's arguments on an argparse parser."""
     parser.add_argument("--rows", type=int, required=True, help="R: output channels per tile (1..16)")
     parser.add_argument("--cols", type=int, required=True, help="C: input lanes (1..64)")
-    for option, _, text in _OPTIONS:
-        parser.add_argument(option, type=int, help=text)
+    for option, name, text in _OPTIONS:
+        default = _DEFAULTS[name]
+        parser.add_argument(option, type=int, help=f"{text} (default {'min(R, 4)' if default is None else default})")
     parser.add_argument("--name", default="accelerator", help="top module name (default accelerator)")
     parser.add_argument("--bus-period", type=float, default=10.0,
                         help="bus_clk period in ns for the constraints (default 10)")

@@ -14,6 +14,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 import numpy as np
 
+from intdeploy.golden.checks import check_int
 from intdeploy.golden.mac_array import check_accumulator
 
 __all__ = ["MacArray", "step_range"]
@@ -29,12 +30,6 @@ XD_RANGE = (X_EXT_RANGE[0] - X_ZP_RANGE[1], X_EXT_RANGE[1] - X_ZP_RANGE[0])   # 
 #: Longest adder (bits) into which _fused_add packs several sums: one carry chain of at most
 #: 40 CCU2C, which the adder-tree stages fit within the multiplier stage's delay (ECP5, 8 x 8).
 CHAIN_BITS = 80
-
-
-def _int_param(name, value, lo, hi):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{name}: {value!r} is not allowed; expected an integer in [{lo}, {hi}]")
-    return int(value)
 
 
 def _signed_bits(lo, hi):
@@ -239,13 +234,13 @@ class MacArray(wiring.Component):
     """
 
     def __init__(self, *, rows, cols, weight_bits=8, acc_bits=32):
-        self.rows = _int_param("rows", rows, 1, 4096)
-        self.cols = _int_param("cols", cols, 1, 4096)
+        self.rows = check_int("rows", rows, 1, 4096)
+        self.cols = check_int("cols", cols, 1, 4096)
         if weight_bits not in WEIGHT_BITS or isinstance(weight_bits, bool):
             raise ValueError(f"weight_bits: {weight_bits!r} is not one of 8, 4, 2")
         self.weight_bits = int(weight_bits)
         need = _signed_bits(*step_range(self.cols, self.weight_bits))
-        self.acc_bits = _int_param("acc_bits", acc_bits, need, 64)
+        self.acc_bits = check_int("acc_bits", acc_bits, need, 64)
         self.depth = (self.cols - 1).bit_length()          # ceil(log2(cols)) tree levels
         self.latency = 4 + self.depth
         self.in_layout = data.StructLayout({

@@ -24,6 +24,7 @@ from amaranth.utils import ceil_log2
 import numpy as np
 
 from intdeploy import wire
+from intdeploy.golden.checks import check_int
 
 __all__ = ["PoolMode", "PoolUnit", "reciprocal_table"]
 
@@ -37,12 +38,6 @@ class PoolMode(enum.Enum, shape=2):
 
 
 _MODES = {name: PoolMode[name.upper()] for name in wire.POOL}
-
-
-def _check_int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise ValueError(f"{name}: must be an integer in [{lo}, {hi}], got {value!r}")
-    return int(value)
 
 
 def reciprocal_table(max_taps, a_max):
@@ -125,10 +120,10 @@ class PoolUnit(wiring.Component):
     """
 
     def __init__(self, *, lanes=1, in_bits=9, max_taps=64, max_shift=16):
-        self.lanes = _check_int("lanes", lanes, 1, 64)
-        self.in_bits = _check_int("in_bits", in_bits, 2, 24)
-        self.max_taps = _check_int("max_taps", max_taps, 1, 4096)
-        self.max_shift = _check_int("max_shift", max_shift, 0, 32)
+        self.lanes = check_int("lanes", lanes, 1, 64)
+        self.in_bits = check_int("in_bits", in_bits, 2, 24)
+        self.max_taps = check_int("max_taps", max_taps, 1, 4096)
+        self.max_shift = check_int("max_shift", max_shift, 0, 32)
         self.sum_bits = self.in_bits + ceil_log2(self.max_taps)
         self.latency = 5
         self.a_max = self.max_taps * (1 << (self.in_bits - 1)) + self.max_taps // 2
@@ -175,8 +170,8 @@ class PoolUnit(wiring.Component):
         if mode == "avg_nemo":
             if count is None or d is None:
                 raise ValueError("count, d: avg_nemo needs both (count = K1*K2, D = 2**d)")
-            count = _check_int("count", count, 1, self.max_taps)
-            d = _check_int("d", d, 0, self.max_shift)
+            count = check_int("count", count, 1, self.max_taps)
+            d = check_int("d", d, 0, self.max_shift)
             if (1 << d) < count:
                 raise ValueError(f"d: 2**{d} < count {count}: the factor floor(2**d/count) would be 0")
             mult, shift = (1 << d) // count, d
@@ -188,8 +183,8 @@ class PoolUnit(wiring.Component):
             lo = -128 if lo is None else lo
             hi = 127 if hi is None else hi
         rmin, rmax = -(1 << (self.sum_bits - 1)), (1 << (self.sum_bits - 1)) - 1
-        lo = rmin if lo is None else _check_int("lo", lo, -(1 << 63), (1 << 63) - 1)
-        hi = rmax if hi is None else _check_int("hi", hi, -(1 << 63), (1 << 63) - 1)
+        lo = rmin if lo is None else check_int("lo", lo, -(1 << 63), (1 << 63) - 1)
+        hi = rmax if hi is None else check_int("hi", hi, -(1 << 63), (1 << 63) - 1)
         if lo > hi:
             raise ValueError(f"lo, hi: lo must be <= hi, got {lo} > {hi}")
         if lo > rmax or hi < rmin:

@@ -13,6 +13,7 @@ from amaranth.lib.wiring import In, Out
 import numpy as np
 
 from intdeploy import wire
+from intdeploy.golden.checks import check_int
 from intdeploy.golden.requantizer import ROUNDING_MODES, RequantParams
 from intdeploy.hw.skid import SkidBuffer
 
@@ -35,12 +36,6 @@ class Rounding(enum.Enum, shape=2):
         if name not in ROUNDING_MODES:
             raise ValueError(f"rounding: {name!r} is not one of {', '.join(ROUNDING_MODES)}")
         return cls[name.upper()]
-
-
-def _int_param(name, value, lo, hi):
-    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or not lo <= value <= hi:
-        raise ValueError(f"{name}: {value!r} is not allowed; expected an integer in [{lo}, {hi}]")
-    return int(value)
 
 
 def _shape_range(shape):
@@ -148,8 +143,8 @@ class Requantizer(wiring.Component):
     """
 
     def __init__(self, *, lanes=1, out_bits=32, user=None):
-        self.lanes = _int_param("lanes", lanes, 1, 1 << 16)
-        self.out_bits = _int_param("out_bits", out_bits, 2, 32)
+        self.lanes = check_int("lanes", lanes, 1, 1 << 16)
+        self.out_bits = check_int("out_bits", out_bits, 2, 32)
         if user is not None:
             try:
                 Shape.cast(user)

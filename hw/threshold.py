@@ -37,18 +37,14 @@ from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 import numpy as np
 
+from intdeploy.golden.checks import check_int
+
 __all__ = ["ThresholdUnit"]
 
 INT32_MIN = -(1 << 31)
 INT32_MAX = (1 << 31) - 1
 MAX_CHANNELS = 1 << 16
 MAX_LANES = 16
-
-
-def _check_int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not lo <= value <= hi:
-        raise ValueError(f"{name}: must be an integer in [{lo}, {hi}], got {value!r}")
-    return int(value)
 
 
 class ThresholdUnit(wiring.Component):
@@ -137,9 +133,9 @@ class ThresholdUnit(wiring.Component):
     """
 
     def __init__(self, *, channels, max_bits, lanes=1):
-        self.channels = _check_int("channels", channels, 1, MAX_CHANNELS)
-        self.max_bits = _check_int("max_bits", max_bits, 1, 8)
-        self.lanes = _check_int("lanes", lanes, 1, MAX_LANES)
+        self.channels = check_int("channels", channels, 1, MAX_CHANNELS)
+        self.max_bits = check_int("max_bits", max_bits, 1, 8)
+        self.lanes = check_int("lanes", lanes, 1, MAX_LANES)
         self.channel_bits = max(1, ceil_log2(self.channels))
         self.q_bits = self.max_bits.bit_length()
         # Register in which each search stage compares (see elaborate): stage s needs the
@@ -224,7 +220,7 @@ class ThresholdUnit(wiring.Component):
         if len(slots) != len(rows):
             raise ValueError(f"channels: expected {len(rows)} channel slots, got {len(slots)}")
         for c in slots:
-            _check_int("channels", c, 0, self.channels - 1)
+            check_int("channels", c, 0, self.channels - 1)
         return [{"channel": slot, "index": j, "value": v, "bits": q, "negate": int(neg[r])}
                 for r, slot in enumerate(slots) for j, v in enumerate(rows[r])]
 

@@ -39,7 +39,7 @@ from intdeploy.golden.threshold import threshold
 from intdeploy.host import protocol as P
 from intdeploy.host.timing import Overlap, input_cycles, response_cycles
 
-__all__ = ["AcceleratorModel", "ModelEngine", "response_mismatch", "STATUS_UNCOMPARED"]
+__all__ = ["AcceleratorModel", "ModelEngine", "entry_params", "response_mismatch", "STATUS_UNCOMPARED"]
 
 #: STATUS payload words that depend on the implementation (cycles, busy_cycles: 2 words each).
 STATUS_UNCOMPARED = (3, 4, 5, 6)
@@ -48,6 +48,19 @@ _OK, _UNKNOWN_OPCODE, _TRUNCATED, _BAD_LENGTH, _OUT_OF_RANGE, _BAD_PARAM, _BAD_H
     P.STATUS[n] for n in ("OK", "UNKNOWN_OPCODE", "TRUNCATED", "BAD_LENGTH", "OUT_OF_RANGE", "BAD_PARAM", "BAD_HEADER"))
 _OP = P.OPCODES
 _RUN = _OP["RUN"]
+
+
+def entry_params(entries):
+    """Parameter entries (raw words, ``(channels, 8)``, valid) as ``(channel indices,
+    RequantParams)`` per rounding mode among them."""
+    f = wire.PARAM.decode_array(entries)
+    out = []
+    for code in np.unique(f["rounding"]).tolist():
+        idx = np.nonzero(f["rounding"] == code)[0]
+        out.append((idx, RequantParams(rounding=wire.ROUNDING_NAMES[code],
+                                       **{k: f[k][idx] for k in ("mult", "shift", "bias", "offset", "zero_point",
+                                                                 "lo", "hi")})))
+    return out
 
 
 class _Error(Exception):
@@ -343,13 +356,8 @@ class AcceleratorModel:
 
     def _requant(self, acc, entries):
         """Per-channel requantizer: each channel with its own rounding (golden's requantize)."""
-        f = wire.PARAM.decode_array(entries)
         y = np.empty_like(acc)
-        for code in np.unique(f["rounding"]).tolist():
-            idx = np.nonzero(f["rounding"] == code)[0]
-            params = RequantParams(rounding=P.ROUNDING_NAMES[code],
-                                   **{k: f[k][idx] for k in ("mult", "shift", "bias", "offset",
-                                                             "zero_point", "lo", "hi")})
+        for idx, params in entry_params(entries):
             y[:, idx] = requantize(acc[:, idx], params)
         return y
 

@@ -32,6 +32,7 @@ hits is either explained in :data:`EXPLAINED` or flagged ``UNEXPLAINED``.
 """
 
 from collections import Counter
+from dataclasses import replace
 from fractions import Fraction
 import json
 import os
@@ -41,9 +42,9 @@ import uuid
 import numpy as np
 
 from intdeploy import wire
-from intdeploy.golden.requantizer import _wrap32
+from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, requantize, ties
 from intdeploy.host import protocol as P
-from intdeploy.sim.accel_model import AcceleratorModel
+from intdeploy.sim.accel_model import AcceleratorModel, entry_params
 
 __all__ = ["BINS", "EXPLAINED", "CoverageModel", "BenchMonitor", "directory", "merge", "report",
            "stall_bin", "ratio_bin"]
@@ -110,33 +111,17 @@ class CoverageModel(AcceleratorModel):
         return resp
 
     def _requant(self, acc, entries):
-        f = wire.PARAM.decode_array(entries)
         acc = np.asarray(acc, dtype=np.int64)
-        for c in range(acc.shape[1]):
-            mode = P.ROUNDING_NAMES[int(f["rounding"][c])]
-            x = _wrap32(acc[:, c] + int(f["bias"][c]))
-            shift, mult = int(f["shift"][c]), int(f["mult"][c])
-            if mode == "tflite":
-                left, right = max(31 - shift, 0), max(shift - 31, 0)
-                ab = _wrap32(x << left) * mult
-                tie = (ab % (1 << 31)) == (1 << 30)
-                if right:
-                    high = ab >> 31
-                    tie |= (high % (1 << right)) == (1 << (right - 1))
-            else:
-                t = x * mult + int(f["offset"][c])
-                tie = (t % (1 << shift)) == (1 << (shift - 1)) if shift else np.zeros_like(t, dtype=bool)
-            if np.any(tie):
-                self.hits[f"rounding_tie/{mode}"] += int(np.count_nonzero(tie))
-        y = super()._requant(acc, entries)
-        # a clamp is visible as a result equal to lo (hi) where the unclamped value is beyond it
-        unclamped = super()._requant(acc, np.concatenate(
-            [entries[:, :5], np.full((len(entries), 1), 0x80000000), np.full((len(entries), 1), 0x7FFFFFFF),
-             entries[:, 7:]], axis=1))
-        lo, hi = f["lo"][None, :], f["hi"][None, :]
-        self.hits["saturation/lo"] += int(np.count_nonzero(unclamped < lo))
-        self.hits["saturation/hi"] += int(np.count_nonzero(unclamped > hi))
-        return y
+        for idx, params in entry_params(entries):
+            a = acc[:, idx]
+            n = int(np.count_nonzero(ties(a, params)))
+            if n:
+                self.hits[f"rounding_tie/{params.rounding}"] += n
+            # a clamp is visible as a result equal to lo (hi) where the unclamped value is beyond it
+            unclamped = requantize(a, replace(params, lo=INT32_MIN, hi=INT32_MAX))
+            self.hits["saturation/lo"] += int(np.count_nonzero(unclamped < params.lo))
+            self.hits["saturation/hi"] += int(np.count_nonzero(unclamped > params.hi))
+        return super()._requant(acc, entries)
 
     def _thresholds(self, acc, channels):
         y = super()._thresholds(acc, channels)
@@ -151,7 +136,7 @@ class CoverageModel(AcceleratorModel):
 
 
 def _info(params):
-    return P.Info(**{k: v for k, v in params.items() if k in P.Info.__dataclass_fields__})
+    return P.Info.of(params)
 
 
 class BenchMonitor:

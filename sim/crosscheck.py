@@ -42,10 +42,11 @@ from intdeploy.golden.importers.from_onnx import import_onnx
 from intdeploy.golden.importers.from_torch import import_torch
 from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer, Threshold
 from intdeploy.golden.network import IntegerDeployable
-from intdeploy.golden.requantizer import RequantParams
+from intdeploy.golden.requantizer import RequantParams, ties
 from intdeploy.host import protocol as P
 from intdeploy.host.driver import run_network
-from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.host.engines import Recorder, Replay
+from intdeploy.hw.config import QUICK, AcceleratorConfig
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
 
@@ -54,10 +55,8 @@ __all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_
 
 REFERENCES = ("ort", "fbgemm", "tflite", "qonnx", "nemo")
 MODES = ("floor", "half_up", "half_even", "tflite")
-#: Accelerator the engines run (the quick-tier top of tests/test_top.py).
-HARDWARE = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
-                param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
-                max_pool_shift=16, fifo_depth=8, epilogue_lanes=3)
+#: Accelerator the engines run: the quick tier's top (one simulator build with the tests).
+HARDWARE = QUICK
 
 
 @dataclass(eq=False)
@@ -255,13 +254,8 @@ def _alternatives(model, mode):
 
 
 def _rq_ties(x, rq):
-    """Elements where ``(x * mult + offset) / 2**shift`` is an exact tie (x: values before bias)."""
-    x = np.asarray(x, dtype=np.int64) + rq.bias
-    t = x * rq.mult + rq.offset
-    s = np.broadcast_to(rq.shift, t.shape)
-    half = np.where(s > 0, np.left_shift(np.int64(1), np.maximum(s - 1, 0)), -1)
-    rem = t & ((np.int64(1) << s) - 1)
-    return int(np.count_nonzero(rem == half))
+    """Elements where requantizing ``x`` (values before the bias) meets an exact tie."""
+    return int(np.count_nonzero(ties(np.asarray(x, dtype=np.int64), rq)))
 
 
 def _proof_note(proof):
@@ -278,13 +272,6 @@ def _pow2(rng, lo, hi):
 
 def _rand_scale(rng, lo, hi):
     return float(np.float32(math.exp(rng.uniform(math.log(lo), math.log(hi)))))
-
-
-def _out_scale(rng, scales, typical):
-    """Output scale with |acc * scale| about 40 for a typical accumulator value."""
-    if scales == "pow2":
-        return 2.0 ** -int(max(0, round(math.log2(max(40.0 / typical, 1e-9)) * -1)))
-    return _rand_scale(rng, typical / 80, typical / 25)
 
 
 def _framework_deviation(model, images, ref):
@@ -494,9 +481,8 @@ def _tflite_fc(rng, scales, batch):
 
 
 def _exact_ties(x, mult, e):
-    """Values where the exact product ``x * mult / 2**(31 - e)`` is an exact .5."""
-    sh = 31 - e
-    return int(np.count_nonzero((np.asarray(x, dtype=np.int64) * mult) & ((1 << sh) - 1) == (1 << (sh - 1))))
+    """Values where the exact product ``x * mult / 2**(31 - e)`` is an exact .5 (one rounding)."""
+    return _rq_ties(x, RequantParams(mult=mult, shift=31 - e, rounding="floor"))
 
 
 def _round_away(t, shift):
@@ -744,24 +730,6 @@ def make_cases(seed=0, references=REFERENCES, batch=16, repeats=1):
 
 # --- running -------------------------------------------------------------------------------------
 
-class _Recorder:
-    def __init__(self, engine):
-        self.engine, self.calls = engine, []
-
-    def execute(self, packets):
-        self.calls.append([list(p) for p in packets])
-        return self.engine.execute(packets)
-
-
-class _Replay:
-    def __init__(self, responses):
-        self.responses = list(responses)
-
-    def execute(self, packets):
-        out, self.responses = self.responses[:len(packets)], self.responses[len(packets):]
-        return out
-
-
 @contextlib.contextmanager
 def _quiet(log):
     """Send this process's stdout (file descriptor 1, which the simulator's build and run
@@ -791,7 +759,7 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
     """Fill each case's ``results``: ``golden`` and ``engine`` equality counts with the case's
     :func:`target`, and the match count of every alternative mode. ``sim``: ``golden``
     (executable accelerator model) or a simulator name (all cases' packets in one simulator run)."""
-    info = P.Info(**{k: v for k, v in AcceleratorConfig(**hardware).as_dict().items() if k in P.Info.__dataclass_fields__})
+    info = P.Info.of(AcceleratorConfig(**hardware))
     recs = []
     for case in cases:
         want = target(case)
@@ -800,21 +768,21 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
         case.results["alternatives"] = {
             m: None if alt is None else int(np.count_nonzero(IntegerDeployable(alt).run(case.images) == want))
             for m, alt in case.alternatives.items()}
-        rec = _Recorder(ModelEngine(info))
+        rec = Recorder(ModelEngine(info))
         out, _ = run_network(case.model, case.images, rec)
         recs.append(rec)
         if sim == "golden":
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == want))
     if sim != "golden":
-        packets = [p for rec in recs for call in rec.calls for p in call]
+        packets = [p for rec in recs for p in rec.packets]
         engine = RtlEngine(sim, hardware, work_dir=work_dir)
         engine.work_dir.mkdir(parents=True, exist_ok=True)
         with _quiet(engine.work_dir / "simulator.log"):
             responses = engine.execute(packets)
         for case, rec in zip(cases, recs):
-            n = sum(len(call) for call in rec.calls)
+            n = len(rec.packets)
             mine, responses = responses[:n], responses[n:]
-            out, _ = run_network(case.model, case.images, _Replay(mine))
+            out, _ = run_network(case.model, case.images, Replay(rec.calls, mine))
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == target(case)))
     return cases
 

@@ -104,7 +104,7 @@ class RtlEngine:
     def info(self):
         """The :class:`intdeploy.host.protocol.Info` that INFO reports for this top."""
         c = self.config
-        return P.Info(**{k: getattr(c, k) for k in P.Info.__dataclass_fields__ if hasattr(c, k)})
+        return P.Info.of(c)
 
     def execute(self, packets):
         """Send ``packets`` (lists of words) in order; returns one :class:`intdeploy.host.protocol.Response`

@@ -31,15 +31,16 @@ from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams
 from intdeploy.host import protocol as P
 from intdeploy.host.driver import run_network
+from intdeploy.host.engines import Recorder, Replay
+from intdeploy.hw.config import QUICK
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import run_top
 
 __all__ = ["SoakResult", "random_network", "random_bench", "soak_run", "soak", "add_parser", "HARDWARE"]
 
-#: The top's elaboration parameters for the soak (one simulator build, reused by every run).
-HARDWARE = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
-                param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
-                max_pool_shift=16, fifo_depth=8, epilogue_lanes=3)
+#: The top's elaboration parameters for the soak: the quick tier's (one simulator build, reused by
+#: every run and by the tests).
+HARDWARE = QUICK
 #: bus:core clock periods (ns).
 RATIOS = {"1:8": (5, 40), "1:4": (5, 20), "1:1": (10, 10), "10:11": (10, 11), "11:10": (11, 10),
           "4:1": (20, 5), "8:1": (40, 5)}
@@ -157,43 +158,23 @@ class SoakResult:
     failures: list = None
 
 
-class _Recorder:
-    def __init__(self, engine):
-        self.engine, self.calls = engine, []
-
-    def execute(self, packets):
-        self.calls.append([list(p) for p in packets])
-        return self.engine.execute(packets)
-
-
-class _Replay:
-    def __init__(self, calls, responses):
-        self.calls, self.responses = calls, list(responses)
-
-    def execute(self, packets):
-        if [list(p) for p in packets] != self.calls.pop(0):
-            raise AssertionError("the driver sent a different program")
-        out, self.responses = self.responses[:len(packets)], self.responses[len(packets):]
-        return out
-
-
 def soak_run(seed, sim="verilator", work_dir=None):
     """One soak run; returns the core cycles; raises AssertionError (with the reason) on a
     mismatch, a hang or a malformed response."""
 
     model, x = random_network(seed)
     golden = IntegerDeployable(model).run(x, trace=True)
-    info = P.Info(**{k: v for k, v in HARDWARE.items() if k in P.Info.__dataclass_fields__})
-    rec = _Recorder(ModelEngine(info))
+    info = P.Info.of(HARDWARE)
+    rec = Recorder(ModelEngine(info))
     fuse = bool(seed % 2)                       # odd seeds fuse add, requant and pooling layers (Driver.plan)
     run_network(model, x, rec, fuse=fuse)
     bench = random_bench(seed)
     bench.pop("ratio")
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="intdeploy-soak-"))
-    packets = [p for call in rec.calls for p in call]
+    packets = rec.packets
     responses, cycles = run_top(sim, HARDWARE, test_dir=work_dir / f"seed{seed}", packets=packets, seed=seed,
                                 **bench)
-    out, _ = run_network(model, x, _Replay(rec.calls, responses), fuse=fuse)
+    out, _ = run_network(model, x, Replay(rec.calls, responses), fuse=fuse)
     missing = set(model.outputs) - set(out)
     if missing:
         raise AssertionError(f"outputs {sorted(missing)} not returned")

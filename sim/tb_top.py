@@ -46,7 +46,7 @@ logging.getLogger("cocotb.top.m_axis").setLevel(logging.WARNING)
 
 def info_of(params):
     """:class:`intdeploy.host.protocol.Info` for the elaboration parameters ``params`` (a dict)."""
-    return P.Info(**{k: v for k, v in params.items() if k in P.Info.__dataclass_fields__})
+    return P.Info.of(params)
 
 
 def words_to_bytes(words, bus_width):

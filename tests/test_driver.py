@@ -349,7 +349,7 @@ def test_fusion_digits_network():
 
 def _soak_info(**kw):
     from intdeploy.sim.soak import HARDWARE
-    return P.Info(**{**{k: v for k, v in HARDWARE.items() if k in P.Info.__dataclass_fields__}, **kw})
+    return P.Info.of({**HARDWARE, **kw})
 
 
 def test_add_layer_with_a_sum_shift():

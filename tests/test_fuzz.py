@@ -46,6 +46,7 @@ from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from intdeploy.host import protocol as P
 from intdeploy.host.driver import Driver, GemmJob, run_network
+from intdeploy.host.engines import Recorder, Replay
 from intdeploy.sim.accel_model import AcceleratorModel, ModelEngine
 
 REPO = Path(__file__).resolve().parents[1]
@@ -527,11 +528,11 @@ def garbage_then_network(sim, tmp_path, *, seed, length, ratio="10:11", **bench)
     """Garbage into the top (each response checked against the model in the bench, under the
     watchdog), then the network of tests/test_top.py, decoded and compared with golden."""
     from intdeploy.sim.rtl_engine import run_top
-    from tests.test_top import QUICK, RATIOS, _Recorder, _Replay, info_of, network
+    from tests.test_top import QUICK, RATIOS, info_of, network
 
     model, x = network(seed)
     golden = IntegerDeployable(model).run(x, trace=True)
-    rec = _Recorder(info_of(QUICK))
+    rec = Recorder(ModelEngine(info_of(QUICK)))
     run_network(model, x, rec)
     net = [p for call in rec.calls for p in call]
     garbage = garbage_stream(seed, length)
@@ -540,7 +541,7 @@ def garbage_then_network(sim, tmp_path, *, seed, length, ratio="10:11", **bench)
     responses, _ = run_top(sim, QUICK, test_dir=tmp_path, packets=garbage + net, seed=seed, bus_period=bus,
                            core_period=core, idle=0.2, idle_burst=3, backpressure=0.3, bp_burst=5, **bench)
     assert len(responses) == len(garbage) + len(net)
-    out, _ = run_network(model, x, _Replay(rec.calls, responses[len(garbage):]))
+    out, _ = run_network(model, x, Replay(rec.calls, responses[len(garbage):]))
     for name, g in golden.items():
         np.testing.assert_array_equal(out[name], g, err_msg=f"layer {name} after garbage on {sim}")
     return statuses

@@ -95,10 +95,10 @@ def test_cli_writes_files_and_prints_ports(tmp_path, capsys):
 
 
 @pytest.mark.parametrize("argv, message", [
-    (["--rows", "0", "--cols", "4"], "rows: 0 is not allowed"),
+    (["--rows", "0", "--cols", "4"], "rows: 0 is out of range; allowed [1, 16]"),
     (["--rows", "4", "--cols", "4", "--bus-width", "40"], "bus_width: 40 is not allowed"),
     (["--rows", "4", "--cols", "4", "--fifo-depth", "12"], "fifo_depth: 12 is not allowed"),
-    (["--rows", "4", "--cols", "4", "--epilogue-lanes", "5"], "epilogue_lanes: 5 is not allowed; expected an integer in [1, 4]"),
+    (["--rows", "4", "--cols", "4", "--epilogue-lanes", "5"], "epilogue_lanes: 5 is out of range; allowed [1, 4]"),
 ])
 def test_cli_refuses_bad_parameters(argv, message, tmp_path, capsys):
     assert cli_main(["verilog", *argv, "-o", str(tmp_path / "a.v")]) == 2

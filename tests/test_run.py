@@ -15,8 +15,8 @@ import pytest
 
 from intdeploy.golden import digits, model_file
 from intdeploy.golden.network import IntegerDeployable, accuracy
-from intdeploy.host import driver as D
 from intdeploy.host import protocol as P
+from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.tools import cli
 from intdeploy.tools.run import run
 from tests.test_top import QUICK
@@ -139,7 +139,7 @@ def test_planted_clamp_in_golden_is_caught_as_saturation(capsys, tmp_path):
 
 def test_planted_engine_bug_is_caught(monkeypatch, capsys):
     """One result bit of the accelerator model flipped: the first element of add.sum."""
-    execute = D.ModelEngine.execute
+    execute = ModelEngine.execute
     status, run_op = P.OPCODES["STATUS"], P.OPCODES["RUN"]
 
     def corrupt(self, packets):
@@ -152,7 +152,7 @@ def test_planted_engine_bug_is_caught(monkeypatch, capsys):
                 r.payload[0] ^= 1
                 break
         return rs
-    monkeypatch.setattr(D.ModelEngine, "execute", corrupt)
+    monkeypatch.setattr(ModelEngine, "execute", corrupt)
     rc, out, err = cli_run(capsys, "--images", "5", "--json")
     assert rc == 1
     r = json.loads(out)

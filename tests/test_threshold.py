@@ -97,7 +97,7 @@ def test_load_beats_from_golden():
     ([1, 2, 3], None, {}, r"thresholds: expected shape"),
     ([[1, 2, 3]], [True, False], {}, r"negate: expected 1 booleans"),
     ([[1, 2, 3]], [2], {}, r"negate"),
-    ([[1, 2, 3]], None, {"channels": [4]}, r"channels: must be an integer in \[0, 3\]"),
+    ([[1, 2, 3]], None, {"channels": [4]}, r"^channels: 4 is out of range; allowed \[0, 3\]$"),
     ([[1, 2, 3]], None, {"channels": [0, 1]}, r"channels: expected 1 channel slots"),
 ])
 def test_load_beats_refuses(th, neg, kw, match):

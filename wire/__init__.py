@@ -168,11 +168,12 @@ class Block:
 
     def decode_array(self, words):
         """:meth:`decode` of ``(n, words)`` rows at once: field name -> int64 array ``(n,)``
-        (fields of at most 63 bits; nested blocks are skipped)."""
+        (nested blocks and fields wider than 63 bits, which int64 cannot hold unsigned, are
+        skipped)."""
         w = np.asarray(words, dtype=np.int64) & MASK32
         out = {}
         for f in self.fields:
-            if f.block is not None:
+            if f.block is not None or f.width > 63:
                 continue
             v = np.zeros(w.shape[0], dtype=np.int64)
             for word, lo, hi in reversed(f.segments()):

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 from intdeploy.golden.requantizer import (INT32_MAX, INT32_MIN, RequantParams, exact_multiplier, nemo_multiplier,
-                                          nemo_shift_for_eta, quantize_multiplier, requantize, round_shift, rq)
+                                          nemo_shift_for_eta, quantize_multiplier, requantize, round_shift, rq, ties)
 
 INT48 = (-(1 << 47), (1 << 47) - 1)
 
@@ -196,6 +196,48 @@ def test_half_even_and_half_up_differ_exactly_at_ties():
         np.testing.assert_array_equal(up[tie], lower + 1)
         np.testing.assert_array_equal(even[tie], np.where(lower % 2 == 0, lower, lower + 1))
         assert np.count_nonzero(up != even) == np.count_nonzero(tie) // 2
+
+
+def tie_oracle(acc, mult, shift, rounding, bias=0, offset=0):
+    """An exact .5 in the rounding step(s), with Fractions: one step for floor / half_up /
+    half_even; gemmlowp's two for tflite (the doubled product over 2**31, then its
+    SaturatingRoundingDoublingHighMul result over 2**(shift - 31))."""
+    x = wrap32(acc + bias)
+    if rounding != "tflite":
+        return Fraction(x * mult + offset, 1 << shift) % 1 == Fraction(1, 2)
+    left, right = max(31 - shift, 0), max(shift - 31, 0)
+    a = wrap32(x * (1 << left))
+    if Fraction(2 * a * mult, 1 << 32) % 1 == Fraction(1, 2):
+        return True
+    return right > 0 and Fraction(srdhm(a, mult), 1 << right) % 1 == Fraction(1, 2)
+
+
+@settings(max_examples=300, deadline=None)
+@given(rounding=st.sampled_from(["floor", "half_up", "half_even", "tflite"]), data=st.data())
+def test_ties_against_fractions(rounding, data):
+    """golden.requantizer.ties (the one tie detector: the driver's classifier, coverage and the
+    cross-check use it) against exact rationals, with inputs biased towards ties."""
+    shift = data.draw(st.integers(1, 62) if rounding == "tflite" else st.integers(0, 62))
+    mult = data.draw(st.sampled_from([1 << 30, 3 << 28, 1]) | st.integers(0 if rounding == "tflite" else -(1 << 31),
+                                                                             INT32_MAX))
+    bias = data.draw(st.integers(-1000, 1000))
+    offset = 0 if rounding == "tflite" else data.draw(st.integers(*INT48))
+    accs = data.draw(st.lists(st.integers(INT32_MIN, INT32_MAX) | st.integers(-4096, 4096), min_size=1, max_size=20))
+    want = [tie_oracle(a, mult, shift, rounding, bias, offset) for a in accs]
+    got = ties(np.array(accs), RequantParams(mult=mult, shift=shift, rounding=rounding, bias=bias, offset=offset))
+    assert got.tolist() == want
+
+
+def test_ties_are_where_the_modes_disagree():
+    """Every accumulator on which half_up and half_even give different results is a tie, and on
+    these small shifts ties are common (so the statement is not empty)."""
+    acc = np.arange(-5000, 5000)
+    for shift in (1, 2, 5):
+        p = dict(mult=3, shift=shift, bias=7)
+        up = requantize(acc, RequantParams(rounding="half_up", **p))
+        even = requantize(acc, RequantParams(rounding="half_even", **p))
+        tie = ties(acc, RequantParams(rounding="half_up", **p))
+        assert np.all(tie[up != even]) and tie.sum() > 100 and (up != even).sum() > 0
 
 
 def test_zero_point_is_added_after_rounding():
