@@ -49,7 +49,8 @@ def model_path(bits, out_dir=digits.MODELS_DIR):
 def check_model(model, bits, x_test):
     """The export checks: thresholds exactly on the 4-bit MAC layers with an activation, the driver
     accepts the model, ModelEngine equals IntegerDeployable on every layer of ``x_test``."""
-    from intdeploy.host.driver import Driver, run_network
+    from intdeploy.host.driver import Driver
+    from intdeploy.host.network import run_network
     from intdeploy.sim.accel_model import ModelEngine
 
     macs = [layer for layer in model.layers if isinstance(layer, MacLayer)]
@@ -69,7 +70,7 @@ def check_model(model, bits, x_test):
 
 def run_rtl(model, x_test, golden, work_dir=None):
     """Run ``model`` on the RTL top (Verilator); compare every layer with ``golden``; the logits."""
-    from intdeploy.host.driver import run_network
+    from intdeploy.host.network import run_network
     from intdeploy.sim.rtl_engine import RtlEngine
 
     out, stats = run_network(model, x_test, RtlEngine("verilator", RTL_PARAMS, work_dir=work_dir))

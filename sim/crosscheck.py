@@ -44,8 +44,8 @@ from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, MacLa
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams, ties
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import run_network
 from intdeploy.host.engines import Recorder, Replay
+from intdeploy.host.network import run_network
 from intdeploy.hw.config import QUICK, AcceleratorConfig
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine

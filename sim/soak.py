@@ -30,8 +30,8 @@ from intdeploy.golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSp
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import run_network
 from intdeploy.host.engines import Recorder, Replay
+from intdeploy.host.network import run_network
 from intdeploy.hw.config import QUICK
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import run_top

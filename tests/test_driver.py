@@ -20,8 +20,10 @@ from intdeploy.golden.pool import pool_windows
 from intdeploy.golden.requantizer import INT32_MAX, RequantParams, requantize
 from intdeploy.golden.threshold import threshold
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import (Driver, EngineError, GemmJob, compare_outputs, first_mismatch, format_mismatch,
-                                   run_layers, run_network)
+from intdeploy.host.diagnosis import compare_outputs, first_mismatch, format_mismatch
+from intdeploy.host.driver import Driver
+from intdeploy.host.job import EngineError, GemmJob, Pool
+from intdeploy.host.network import run_layers, run_network
 from intdeploy.host.timing import Overlap
 from intdeploy.sim.accel_model import ModelEngine
 
@@ -434,8 +436,8 @@ def _gemm_expected(job):
         y = add(y, job.residual, job.add)
     if job.pool:
         pl = job.pool
-        kw = {"avg_nemo": dict(d=pl.get("d")), "avg_tflite": dict(lo=pl["lo"], hi=pl["hi"])}.get(pl["mode"], {})
-        y = pool_windows(y.reshape(-1, pl["taps"], y.shape[1]), pl["mode"], **kw)
+        kw = {"avg_nemo": dict(d=pl.d), "avg_tflite": dict(lo=pl.lo, hi=pl.hi)}.get(pl.mode, {})
+        y = pool_windows(y.reshape(-1, pl.taps, y.shape[1]), pl.mode, **kw)
     return y
 
 
@@ -527,7 +529,7 @@ def test_tiling_add_small_residual_buffer_and_pool():
     np.testing.assert_array_equal(got, _gemm_expected(job))
     job = _job(rng, 24, 6, 9)
     job.requant = RequantParams(mult=1, shift=9, lo=-256, hi=255)
-    job.pool = {"mode": "avg_tflite", "taps": 4, "lo": -50, "hi": 60}
+    job.pool = Pool(mode="avg_tflite", taps=4, lo=-50, hi=60)
     job.add = AddParams.nemo(1, 1, 1, lo=-256, hi=255)
     job.residual = rng.integers(-128, 128, (24, 9))
     job.residual_signed = True

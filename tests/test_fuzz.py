@@ -45,8 +45,10 @@ from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer, Model
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import Driver, GemmJob, run_network
+from intdeploy.host.driver import Driver
 from intdeploy.host.engines import Recorder, Replay
+from intdeploy.host.job import GemmJob
+from intdeploy.host.network import run_network
 from intdeploy.sim.accel_model import AcceleratorModel, ModelEngine
 
 REPO = Path(__file__).resolve().parents[1]

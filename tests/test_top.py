@@ -18,8 +18,8 @@ from intdeploy.golden.model_file import AddLayer, FlattenLayer, InputSpec, Integ
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import run_network
 from intdeploy.host.engines import Recorder, Replay
+from intdeploy.host.network import run_network
 from intdeploy.hw.config import QUICK, AcceleratorConfig
 from intdeploy.hw.top import Accelerator
 from intdeploy.sim.accel_model import AcceleratorModel, ModelEngine

@@ -21,7 +21,7 @@ from intdeploy.golden.importers.from_onnx import import_onnx
 from intdeploy.golden.importers.from_torch import import_torch
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import run_network
+from intdeploy.host.network import run_network
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.crosscheck import _quiet

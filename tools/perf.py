@@ -50,7 +50,9 @@ from intdeploy.golden.mac_array import linear
 from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import Driver, GemmJob, run_network
+from intdeploy.host.driver import Driver
+from intdeploy.host.job import GemmJob
+from intdeploy.host.network import run_network
 from intdeploy.sim.rtl_engine import RtlEngine
 from intdeploy.sim.runner import SIMULATORS
 from intdeploy.tools import synth

@@ -47,8 +47,10 @@ import numpy as np
 from intdeploy.golden import digits, model_file
 from intdeploy.golden.network import IntegerDeployable, accuracy
 from intdeploy.host import protocol as P
-from intdeploy.host.driver import (Driver, EngineError, compare_outputs, first_mismatch, format_mismatch, network_stats,
-                                   run_layers)
+from intdeploy.host.diagnosis import compare_outputs, first_mismatch, format_mismatch
+from intdeploy.host.driver import Driver
+from intdeploy.host.job import EngineError
+from intdeploy.host.network import network_stats, run_layers
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
