@@ -54,16 +54,17 @@ import numpy as np
 
 from intdeploy.golden import mac_array, model_file, pool
 from intdeploy.golden.add import AddParams, add
+from intdeploy.golden.integer_deployable import IntegerDeployable, flatten, pick, walk
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer,
                                          RequantLayer, Threshold)
 from intdeploy.golden.quantizers import (affine_params, affine_quantize, asymmetric_weight_quantize, int8_storage,
                                          linear_quantize, pact_quantize)
-from intdeploy.golden.requantizer import INT32_MAX, RequantParams, nemo_multiplier, requantize
-from intdeploy.golden.threshold import bn_thresholds, threshold
+from intdeploy.golden.requantizer import INT32_MAX, RequantParams, nemo_multiplier
+from intdeploy.golden.threshold import bn_thresholds
 
 __all__ = [
     "INPUT", "BatchNorm", "Conv2d", "Linear", "Add", "AvgPool2d", "MaxPool2d", "Flatten", "Network",
-    "FullPrecision", "FakeQuantized", "QuantizedDeployable", "IntegerDeployable", "mac_accumulators",
+    "FullPrecision", "FakeQuantized", "QuantizedDeployable", "IntegerDeployable",
     "ConvertOptions", "Deployment", "convert", "LayerAgreement", "agreement", "accuracy",
 ]
 
@@ -343,24 +344,6 @@ def _mac_float(layer, x, w):
     return x @ w.T
 
 
-def _flatten(x):
-    return x.reshape(x.shape[0], -1)
-
-
-def _walk(layers, inputs, step):
-    """Evaluate ``layers`` in order with ``step(layer, [input tensors])``; ``inputs`` seeds the
-    tensor dict. Returns the dict of every tensor by name."""
-    t = dict(inputs)
-    for layer in layers:
-        t[layer.name] = step(layer, [t[s] for s in layer.inputs])
-    return t
-
-
-def _pick(t, outputs, trace):
-    if trace:
-        return t
-    return t[outputs[0]] if len(outputs) == 1 else tuple(t[o] for o in outputs)
-
 
 class FullPrecision:
     """FullPrecision evaluator (report sec. 1), float64.
@@ -399,14 +382,14 @@ class FullPrecision:
             return _windows(x, layer.kernel, layer.stride).max(axis=(4, 5))
         if isinstance(layer, AvgPool2d):
             return _windows(x, layer.kernel, layer.stride).mean(axis=(4, 5))
-        return _flatten(x)
+        return flatten(x)
 
     def run(self, x, trace=False):
         x = _floats("x", x)
         if x.shape[1:] != self.net.input_shape:
             raise ValueError(f"x: expected shape (N, {', '.join(map(str, self.net.input_shape))}), got {x.shape}")
-        t = _walk(self.net.layers, {INPUT: self.input(x)}, self._step)
-        return _pick(t, self.net.outputs, trace)
+        t = walk(self.net.layers, {INPUT: self.input(x)}, self._step)
+        return pick(t, self.net.outputs, trace)
 
 
 @dataclass(frozen=True)
@@ -529,7 +512,7 @@ class QuantizedDeployable:
         if isinstance(layer, PoolLayer):
             win = _windows(x, layer.kernel, layer.stride)
             return win.max(axis=(4, 5)) if layer.mode == "max" else win.sum(axis=(4, 5)) / (win.shape[4] * win.shape[5])
-        return _flatten(x)
+        return flatten(x)
 
     def delta(self, layer, images, x):
         """Bound on ``|IntegerDeployable's value before rounding - x|`` in units of ``eps`` (the
@@ -558,82 +541,13 @@ class QuantizedDeployable:
         """Integer images of every tensor for the float input ``x``."""
         x = _floats("x", x)
         q = np.rint(x / self.model.input.eps).astype(np.int64)
-        return _walk(self.model.layers, {self.model.input.name: q},
+        return walk(self.model.layers, {self.model.input.name: q},
                      lambda layer, xs: self.image(layer, self.value(layer, xs)))
 
     def run(self, x, trace=False):
         t = {k: v * self.eps(k) for k, v in self.images(x).items()}
-        return _pick(t, self.model.outputs, trace)
+        return pick(t, self.model.outputs, trace)
 
-
-# --- IntegerDeployable --------------------------------------------------------------------------
-
-def mac_accumulators(layer, x):
-    """The exact int64 accumulators of a :class:`MacLayer` on its integer input (NEMO Eq. 16)."""
-    if layer.kind == "conv2d":
-        return mac_array.conv2d(x, layer.weight, layer.stride, layer.padding, layer.input_zero_point,
-                                layer.weight_zero_point)
-    return mac_array.linear(x, layer.weight, layer.input_zero_point, layer.weight_zero_point)
-
-
-class IntegerDeployable:
-    """IntegerDeployable evaluator (report sec. 3): int64 numpy from an :class:`IntegerModel` alone.
-
-    ``run(x, trace=False)``: ``x`` integer ``(N,) + input.shape`` within the input's ``[lo, hi]``;
-    returns the int64 output(s) or, with ``trace``, every tensor by name.
-
-    ``mac_layer``: optional ``(layer, x) -> int64 output`` of a :class:`MacLayer` in place of
-    golden's (:mod:`intdeploy.golden.importers.framework` replays a framework's own arithmetic through it).
-    """
-
-    def __init__(self, model, mac_layer=None):
-        if not isinstance(model, IntegerModel):
-            raise ValueError(f"model: expected IntegerModel, got {type(model).__name__}")
-        self.model = model
-        self.mac_layer = mac_layer
-
-    @classmethod
-    def from_file(cls, path):
-        return cls(model_file.load(path))
-
-    def step(self, layer, xs):
-        """One integer layer on its integer inputs (int64)."""
-        x = xs[0]
-        if isinstance(layer, MacLayer):
-            if self.mac_layer is not None:
-                return self.mac_layer(layer, x)
-            acc = mac_accumulators(layer, x)
-            if layer.requant is not None:
-                return requantize(acc, layer.requant)
-            return threshold(acc, layer.threshold.thresholds, layer.threshold.negate)
-        if isinstance(layer, AddLayer):
-            return add(xs[0], xs[1], layer.params)
-        if isinstance(layer, RequantLayer):
-            return requantize(x, layer.requant)
-        if isinstance(layer, PoolLayer):
-            if layer.mode == "max":
-                y = pool.max_pool2d(x, layer.kernel, layer.stride, layer.padding)
-            elif layer.mode == "avg_nemo":
-                y = pool.avg_pool2d_nemo(x, layer.kernel, layer.stride, layer.d)
-            else:
-                return pool.avg_pool2d_tflite(x, layer.kernel, layer.stride, layer.padding, layer.lo, layer.hi)
-            if layer.lo is not None or layer.hi is not None:
-                y = np.clip(y, layer.lo, layer.hi)
-            return y
-        return _flatten(x)
-
-    def run(self, x, trace=False):
-        spec = self.model.input
-        x = np.asarray(x)
-        if x.dtype.kind not in "iu":
-            raise ValueError(f"x: expected an integer array, got dtype {x.dtype}")
-        if x.shape[1:] != spec.shape:
-            raise ValueError(f"x: expected shape (N, {', '.join(map(str, spec.shape))}), got {x.shape}")
-        if x.size and (int(x.min()) < spec.lo or int(x.max()) > spec.hi):
-            raise ValueError(f"x: values must be in the input range [{spec.lo}, {spec.hi}], "
-                             f"got [{int(x.min())}, {int(x.max())}]")
-        t = _walk(self.model.layers, {spec.name: x.astype(np.int64)}, self.step)
-        return _pick(t, self.model.outputs, trace)
 
 
 # --- the converter ------------------------------------------------------------------------------

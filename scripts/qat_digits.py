@@ -35,8 +35,9 @@ os.environ.update(ATEN_CPU_CAPABILITY="default", MKL_CBWR="COMPATIBLE")
 import numpy as np
 
 from intdeploy.golden import digits
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.model_file import MacLayer, load, same_model, save
-from intdeploy.golden.network import FullPrecision, IntegerDeployable, accuracy
+from intdeploy.golden.network import FullPrecision, accuracy
 
 #: The top the RTL column runs on: an 8x8 MAC array, every other parameter at its default.
 RTL_PARAMS = dict(rows=8, cols=8)

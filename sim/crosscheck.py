@@ -40,8 +40,8 @@ from intdeploy.golden.add import AddParams
 from intdeploy.golden.importers import framework, x86_kernels
 from intdeploy.golden.importers.from_onnx import import_onnx
 from intdeploy.golden.importers.from_torch import import_torch
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer, Threshold
-from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams, ties
 from intdeploy.host import protocol as P
 from intdeploy.host.engines import Recorder, Replay

@@ -24,10 +24,10 @@ import time
 import numpy as np
 
 from intdeploy.golden.add import AddParams
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.mac_array import conv2d, linear
 from intdeploy.golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer,
                                          RequantLayer)
-from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams
 from intdeploy.host import protocol as P
 from intdeploy.host.engines import Recorder, Replay

@@ -62,7 +62,7 @@ def test_framework_kernels_follow_this_cpu(golden_cases):
     saturate, and every differing element is explained by the pair-saturation model and
     classified, golden (and the accelerator model) equal to exact arithmetic there. The pow2
     cases' small weights never saturate: exact on every CPU."""
-    from intdeploy.golden.network import IntegerDeployable
+    from intdeploy.golden.integer_deployable import IntegerDeployable
     fw = [c for c in golden_cases if c.reference in ("ort", "fbgemm")]
     assert len(fw) == 8 and all(c.kernel_check is not None and c.kernel_check.explained for c in fw)
     assert all(c.kernel_check.exact and c.deviation is None for c in fw if c.scales == "pow2")

@@ -13,9 +13,9 @@ import pytest
 
 from intdeploy.golden import digits, model_file
 from intdeploy.golden.add import AddParams, add
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.mac_array import conv2d, linear
 from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer, Threshold
-from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.pool import pool_windows
 from intdeploy.golden.requantizer import INT32_MAX, RequantParams, requantize
 from intdeploy.golden.threshold import threshold

@@ -41,8 +41,8 @@ import numpy as np
 import pytest
 
 from intdeploy.golden import mac_array, model_file
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer, ModelFormatError
-from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from intdeploy.host import protocol as P
 from intdeploy.host.driver import Driver

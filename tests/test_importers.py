@@ -10,8 +10,8 @@ from intdeploy.golden import model_file
 from intdeploy.golden.importers import fp32, framework, x86_kernels
 from intdeploy.golden.importers.from_onnx import import_onnx
 from intdeploy.golden.importers.from_torch import import_torch
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.model_file import ModelFormatError
-from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.tools.cli import main
 

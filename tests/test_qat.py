@@ -16,8 +16,9 @@ import torch
 
 from intdeploy.golden import digits, qat
 from intdeploy.golden.fakequant import lsq_backward, lsq_forward, pact_backward, pact_forward
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.model_file import MacLayer, load, same_model, save
-from intdeploy.golden.network import FullPrecision, IntegerDeployable, accuracy, agreement
+from intdeploy.golden.network import FullPrecision, accuracy, agreement
 
 ROOT = Path(__file__).resolve().parent.parent
 F64 = torch.float64

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 
 from intdeploy.golden import digits, model_file
-from intdeploy.golden.network import IntegerDeployable, accuracy
+from intdeploy.golden.integer_deployable import IntegerDeployable
+from intdeploy.golden.network import accuracy
 from intdeploy.host import protocol as P
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.tools import cli

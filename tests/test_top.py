@@ -13,9 +13,9 @@ import numpy as np
 import pytest
 
 from intdeploy.golden.add import AddParams
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.mac_array import conv2d, linear
 from intdeploy.golden.model_file import AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer
-from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 from intdeploy.host import protocol as P
 from intdeploy.host.engines import Recorder, Replay

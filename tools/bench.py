@@ -13,7 +13,8 @@ import time
 import numpy as np
 
 from intdeploy.golden import digits, model_file
-from intdeploy.golden.network import IntegerDeployable, accuracy
+from intdeploy.golden.integer_deployable import IntegerDeployable
+from intdeploy.golden.network import accuracy
 from intdeploy.tools import UsageError, display_path, pct
 
 __all__ = ["golden_throughput", "add_parser"]

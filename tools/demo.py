@@ -10,7 +10,8 @@ from pathlib import Path
 import sys
 
 from intdeploy.golden import digits, model_file
-from intdeploy.golden.network import Deployment, IntegerDeployable, accuracy, agreement
+from intdeploy.golden.integer_deployable import IntegerDeployable
+from intdeploy.golden.network import Deployment, accuracy, agreement
 from intdeploy.tools import UsageError, display_path, pct
 
 __all__ = ["add_parser"]

@@ -19,7 +19,7 @@ from intdeploy.golden import model_file
 from intdeploy.golden.importers import framework
 from intdeploy.golden.importers.from_onnx import import_onnx
 from intdeploy.golden.importers.from_torch import import_torch
-from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.host import protocol as P
 from intdeploy.host.network import run_network
 from intdeploy.hw.config import AcceleratorConfig

@@ -46,8 +46,8 @@ import time
 import numpy as np
 
 from intdeploy.golden import digits, model_file
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.mac_array import linear
-from intdeploy.golden.network import IntegerDeployable
 from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.host import protocol as P
 from intdeploy.host.driver import Driver

@@ -45,7 +45,8 @@ import time
 import numpy as np
 
 from intdeploy.golden import digits, model_file
-from intdeploy.golden.network import IntegerDeployable, accuracy
+from intdeploy.golden.integer_deployable import IntegerDeployable
+from intdeploy.golden.network import accuracy
 from intdeploy.host import protocol as P
 from intdeploy.host.diagnosis import compare_outputs, first_mismatch, format_mismatch
 from intdeploy.host.driver import Driver

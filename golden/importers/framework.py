@@ -31,7 +31,7 @@ import numpy as np
 from intdeploy.golden import mac_array
 from intdeploy.golden.importers import x86_kernels
 from intdeploy.golden.importers.fp32 import f32, fbgemm_requantize, ort_requantize
-from intdeploy.golden.network import IntegerDeployable
+from intdeploy.golden.integer_deployable import IntegerDeployable
 
 __all__ = ["LAYERS_KEY", "WARNINGS_KEY", "record", "framework_weights", "ort_accumulators", "fbgemm_accumulators",
            "replay", "Comparison", "compare"]

@@ -11,9 +11,10 @@ import pytest
 
 from intdeploy.golden import digits
 from intdeploy.golden.add import AddParams
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
                                          PoolLayer, RequantLayer, Threshold, load, same_model, save)
-from intdeploy.golden.network import ConvertOptions, IntegerDeployable
+from intdeploy.golden.network import ConvertOptions
 from intdeploy.golden.requantizer import RequantParams
 
 

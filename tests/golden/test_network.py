@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 from intdeploy.golden import digits
+from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.model_file import AddLayer, IntegerModel, MacLayer, RequantLayer, load, same_model
 from intdeploy.golden.network import (INPUT, Add, AvgPool2d, BatchNorm, Conv2d, ConvertOptions, Deployment, Flatten,
-                                      FullPrecision, IntegerDeployable, Linear, MaxPool2d, Network, accuracy, agreement,
-                                      convert)
+                                      FullPrecision, Linear, MaxPool2d, Network, accuracy, agreement, convert)
 from intdeploy.golden.requantizer import RequantParams
 
 OPTIONS = {
