@@ -29,7 +29,7 @@ from intdeploy.hw.descriptor import param_entry_layout, run_layout
 from intdeploy.hw.epilogue import Epilogue
 from intdeploy.hw.mac_array import MacArray
 from intdeploy.hw.packer import ResultPacker
-from intdeploy.hw.params import ParamCache
+from intdeploy.hw.param_cache import ParamCache
 from intdeploy.hw.requantizer import param_layout
 from intdeploy.hw.sequencer import LayerSequencer
 from intdeploy.hw.skid import SkidBuffer

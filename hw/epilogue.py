@@ -104,7 +104,7 @@ class Epilogue(wiring.Component):
     cfg : ``In(run_layout)`` (plain-shaped; the same bits)
     i : ``In(stream.Signature(StructLayout({"acc": ArrayLayout(signed(32), R)})))``
     params : ``In(ArrayLayout(entry_layout, R))``
-        The current tile's parameter entries (from :class:`intdeploy.hw.params.ParamCache`).
+        The current tile's parameter entries (from :class:`intdeploy.hw.param_cache.ParamCache`).
     tile_next : ``Out(1)``
         Pulse: the current tile's last accumulator beat entered the chain.
     thresholds : ``In(stream.Signature(ThresholdUnit.load_layout))``
