@@ -483,26 +483,30 @@ def run(descriptor, tag=0):
 
 # --- response payloads ----------------------------------------------------------------------
 
+#: The reference configuration's INFO values: the defaults below.
+_D = wire.DEFAULT_INFO
+
+
 @dataclass
 class Info:
     """The accelerator's elaboration parameters, as INFO reports them (docs/protocol.md, INFO).
 
     Constructing one validates every field (ValueError naming it).
     """
-    version: int = 1
-    rows: int = 8
-    cols: int = 8
-    bus_width: int = 64
-    weight_bits: int = 8
-    weight_depth: int = 256
-    weight_banks: int = 2
-    act_depth: int = 2048
-    param_channels: int = 256
-    residual_depth: int = 256
-    threshold_channels: int = 64
-    max_q: int = 8
-    max_pool_taps: int = 16
-    max_pool_shift: int = 16
+    version: int = _D["version"]
+    rows: int = _D["rows"]
+    cols: int = _D["cols"]
+    bus_width: int = _D["bus_width"]
+    weight_bits: int = _D["weight_bits"]
+    weight_depth: int = _D["weight_depth"]
+    weight_banks: int = _D["weight_banks"]
+    act_depth: int = _D["act_depth"]
+    param_channels: int = _D["param_channels"]
+    residual_depth: int = _D["residual_depth"]
+    threshold_channels: int = _D["threshold_channels"]
+    max_q: int = _D["max_q"]
+    max_pool_taps: int = _D["max_pool_taps"]
+    max_pool_shift: int = _D["max_pool_shift"]
 
     #: inclusive ranges of the fields (``threshold_channels``/``max_q`` 0: no threshold unit)
     RANGES = {

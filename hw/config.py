@@ -20,6 +20,10 @@ VERSION = 1
 _WEIGHT_BITS = (8, 4, 2)
 
 
+#: The reference configuration's INFO values: the defaults below.
+_D = wire.DEFAULT_INFO
+
+
 @dataclass(frozen=True, kw_only=True)
 class AcceleratorConfig:
     """Elaboration parameters (keyword-only); construction validates each one.
@@ -68,17 +72,17 @@ class AcceleratorConfig:
     """
     rows: int
     cols: int
-    bus_width: int = 64
-    weight_bits: int = 8
-    weight_depth: int = 256
-    weight_banks: int = 2
-    act_depth: int = 2048
-    param_channels: int = 256
-    residual_depth: int = 256
-    threshold_channels: int = 64
-    max_q: int = 8
-    max_pool_taps: int = 16
-    max_pool_shift: int = 16
+    bus_width: int = _D["bus_width"]
+    weight_bits: int = _D["weight_bits"]
+    weight_depth: int = _D["weight_depth"]
+    weight_banks: int = _D["weight_banks"]
+    act_depth: int = _D["act_depth"]
+    param_channels: int = _D["param_channels"]
+    residual_depth: int = _D["residual_depth"]
+    threshold_channels: int = _D["threshold_channels"]
+    max_q: int = _D["max_q"]
+    max_pool_taps: int = _D["max_pool_taps"]
+    max_pool_shift: int = _D["max_pool_shift"]
     fifo_depth: int = 16
     epilogue_lanes: int | None = None
 

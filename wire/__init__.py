@@ -24,7 +24,7 @@ from intdeploy.golden.requantizer import ROUNDING_MODES
 
 __all__ = ["Field", "Block", "OPCODES", "OPCODE_NAMES", "STATUS", "STATUS_NAMES", "ROUNDING", "ROUNDING_NAMES",
            "POOL", "POOL_NAMES", "EPILOGUES", "OUT_BYTES", "POOL_TAP_BITS", "COMMAND_HEADER", "RESPONSE_HEADER", "PARAM", "RUN",
-           "INFO", "STATUS_PAYLOAD", "BLOCKS", "MASK32", "render_docs"]
+           "INFO", "STATUS_PAYLOAD", "DEFAULT_INFO", "BLOCKS", "MASK32", "render_docs"]
 
 MASK32 = 0xFFFFFFFF
 
@@ -320,6 +320,13 @@ STATUS_PAYLOAD = Block("STATUS payload", 9, [
     Field("busy_cycles", 5, 0, 64, doc="cycles with a RUN in progress"),
     Field("mac_cycles", 7, 0, 64, doc="cycles in which the MAC array accepted a step"),
 ])
+
+#: What INFO reports for the reference configuration (8x8 array, 64-bit bus, the default buffers):
+#: the defaults of both the host's Info and the hardware's AcceleratorConfig.
+DEFAULT_INFO = dict(version=1, rows=8, cols=8, bus_width=64, weight_bits=8, weight_depth=256, weight_banks=2,
+                    act_depth=2048, param_channels=256, residual_depth=256, threshold_channels=64, max_q=8,
+                    max_pool_taps=16, max_pool_shift=16)
+assert set(DEFAULT_INFO) == {f.name for f in INFO}
 
 BLOCKS = {"COMMAND_HEADER": COMMAND_HEADER, "RESPONSE_HEADER": RESPONSE_HEADER, "PARAM": PARAM, "RUN": RUN,
           "INFO": INFO, "STATUS_PAYLOAD": STATUS_PAYLOAD}
