@@ -33,7 +33,7 @@ buffer, threshold ``Q`` beyond ``max_q``, weights wider than ``weight_bits``, in
 
 An *engine* executes packets: ``execute(list of packets) -> list of Response``, one response per
 packet, in order. :class:`intdeploy.sim.accel_model.ModelEngine` wraps the executable model (the
-"golden" engine); an RTL engine only has to send the packets to the top and parse the
+``model`` engine); an RTL engine only has to send the packets to the top and parse the
 responses. :func:`run_network` calls the engine once per layer with all packets of that layer
 for the whole batch of images; :func:`run_layers` compiles every layer from reference (golden)
 tensors and runs the whole network in one engine call (one simulator run on the RTL).

@@ -405,9 +405,9 @@ class AcceleratorModel:
 
 
 class ModelEngine:
-    """The "golden" engine: the executable model of the accelerator (:mod:`intdeploy.sim.accel_model`)."""
+    """The ``model`` engine: the executable model of the accelerator (:mod:`intdeploy.sim.accel_model`)."""
 
-    name = "golden"
+    name = "model"
 
     def __init__(self, info=None):
         self.info = P.Info() if info is None else info

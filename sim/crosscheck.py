@@ -47,6 +47,7 @@ from intdeploy.host import protocol as P
 from intdeploy.host.engines import Recorder, Replay
 from intdeploy.host.network import run_network
 from intdeploy.hw.config import QUICK, AcceleratorConfig
+from intdeploy.sim import ENGINES, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
 
@@ -755,10 +756,11 @@ def _output(model, outputs):
     return outputs[model.outputs[0]] if isinstance(outputs, dict) else outputs
 
 
-def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
+def run_cases(cases, sim="model", work_dir=None, hardware=HARDWARE):
     """Fill each case's ``results``: ``golden`` and ``engine`` equality counts with the case's
     :func:`target`, and the match count of every alternative mode. ``sim``: ``golden``
     (executable accelerator model) or a simulator name (all cases' packets in one simulator run)."""
+    sim = engine_name(sim)
     info = P.Info.of(AcceleratorConfig(**hardware))
     recs = []
     for case in cases:
@@ -771,9 +773,9 @@ def run_cases(cases, sim="golden", work_dir=None, hardware=HARDWARE):
         rec = Recorder(ModelEngine(info))
         out, _ = run_network(case.model, case.images, rec)
         recs.append(rec)
-        if sim == "golden":
+        if sim == "model":
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == want))
-    if sim != "golden":
+    if sim != "model":
         packets = [p for rec in recs for p in rec.packets]
         engine = RtlEngine(sim, hardware, work_dir=work_dir)
         engine.work_dir.mkdir(parents=True, exist_ok=True)
@@ -874,8 +876,9 @@ def add_parser(sub):
                                    "reference, in golden and on an engine, and reports element-wise equality in "
                                    "the matching rounding mode and the match rate of the other modes "
                                    "(docs/crosscheck.md). Exit status 1 if any case differs.")
-    p.add_argument("--sim", choices=("golden", "verilator", "icarus"), default="golden",
-                   help="engine: the executable accelerator model (golden) or the RTL on a simulator")
+    p.add_argument("--sim", type=engine_name, choices=ENGINES, default="model",
+                   help="engine: the executable accelerator model (model; golden, its former name, is accepted) or "
+                        "the RTL on a simulator")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")
     p.add_argument("--repeats", type=int, default=1, help="cases per generator and scale kind (default 1)")
     p.add_argument("--reference", action="append", choices=REFERENCES,
@@ -886,4 +889,4 @@ def add_parser(sub):
 
 
 if __name__ == "__main__":
-    sys.exit(_main(argparse.Namespace(reference=None, seed=0, repeats=1, sim="golden", work_dir=None, json=False)))
+    sys.exit(_main(argparse.Namespace(reference=None, seed=0, repeats=1, sim="model", work_dir=None, json=False)))

@@ -169,7 +169,7 @@ def test_import_cli_verifies_against_ort_and_the_accelerator_model(tmp_path, cap
                  "--sim", "golden", "--rows", "4", "--cols", "4"]) == 0
     out = capsys.readouterr().out
     assert "framework vs golden: 400/400 elements equal" in out
-    assert "golden (4x4 accelerator): 100 inputs, engine vs golden: 400/400 elements equal" in out
+    assert "model (4x4 accelerator): 100 inputs, engine vs golden: 400/400 elements equal" in out
 
 
 # --- framework deviations: kernels that saturate on CPUs without VNNI -----------------------------

@@ -46,9 +46,11 @@ def with_requant(model, layer_name, **fields):
 
 
 def test_golden_engine_json_whole_split(capsys):
+    """``--sim golden``, the executable model's former name, still runs it (now called model)."""
     rc, out, err = cli_run(capsys, "--sim", "golden", "--json")
     assert rc == 0, err
     r = json.loads(out)                                   # one JSON object, nothing else on stdout
+    assert r["sim"] == "model"
     assert err == ""                                      # no progress bar with --json
     for key in ("bit_exact", "mismatches", "accuracy", "cycles", "mac_utilization", "layers", "first_mismatch"):
         assert key in r
@@ -84,7 +86,7 @@ def test_verilator_few_images_bit_exact_and_model_cycles_bound_rtl(tmp_path):
     rtl = run(MODEL, sim="verilator", images=6, work_dir=tmp_path, **QUICK_TOP)
     assert rtl["bit_exact"] and rtl["mismatches"] == 0, rtl["mismatch_line"]
     assert rtl["useful_macs"] == 6 * MACS_PER_IMAGE
-    est = run(MODEL, sim="golden", images=6, **QUICK_TOP)
+    est = run(MODEL, sim="model", images=6, **QUICK_TOP)
     for a, b in zip(rtl["layers"], est["layers"]):
         assert a["mac_steps"] == b["mac_steps"], a["name"]
         if not a["host"]:

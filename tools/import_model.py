@@ -23,6 +23,7 @@ from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.host import protocol as P
 from intdeploy.host.network import run_network
 from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.sim import ENGINES, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.crosscheck import _quiet
 from intdeploy.sim.rtl_engine import RtlEngine
@@ -140,7 +141,7 @@ def _run_engine(args, model, images, golden_out):
     simulation) and compare with golden; prints the agreement, returns the mismatch count."""
     config = AcceleratorConfig(rows=args.rows, cols=args.cols)
     info = P.Info.of(config)
-    if args.sim == "golden":
+    if args.sim == "model":
         out, _ = run_network(model, images, ModelEngine(info))
     else:
         work = Path(args.work_dir) if args.work_dir else Path(tempfile.mkdtemp(prefix="intdeploy-import-"))
@@ -216,8 +217,9 @@ def add_parser(sub):
     p.add_argument("--input-range", metavar="LO,HI",
                    help="input codes --verify draws from (default: the range the model was calibrated for: "
                         "[0, 127] for a PyTorch fbgemm uint8 input, the input's declared range otherwise)")
-    p.add_argument("--sim", choices=("golden", "verilator", "icarus"),
-                   help="also run the --verify inputs on the accelerator: its executable model (golden) or "
+    p.add_argument("--sim", type=engine_name, choices=ENGINES,
+                   help="also run the --verify inputs on the accelerator: its executable model (model; golden, its "
+                        "former name, is accepted) or "
                         "the RTL on a simulator, compared with golden element by element")
     p.add_argument("--rows", type=int, default=8, help="--sim: MAC array rows (default 8)")
     p.add_argument("--cols", type=int, default=8, help="--sim: MAC array columns (default 8)")

@@ -53,13 +53,14 @@ from intdeploy.host.driver import Driver
 from intdeploy.host.job import EngineError
 from intdeploy.host.network import network_stats, run_layers
 from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.sim import ENGINES, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
 
 __all__ = ["SIMS", "CHUNK", "run", "format_report", "add_parser"]
 
 #: Engines of ``--sim``.
-SIMS = ("golden", "verilator", "icarus")
+SIMS = ENGINES
 #: Images per engine call (one simulator run on the RTL).
 CHUNK = 45
 #: The digits network's input and classes: what ``run`` can feed and score.
@@ -119,7 +120,7 @@ def _float_accuracies(model, x, y):
             f"float and fake-quant: golden/digits.py network from {digits.FLOAT_PARAMS.name}")
 
 
-def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, progress=False,
+def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, progress=False,
         work_dir=None, model_path=None, hardware=None, fuse=False):
     """Run ``model`` (an :class:`intdeploy.golden.model_file.IntegerModel`) on ``sim`` and compare it with
     golden IntegerDeployable of ``reference`` (default ``model``); returns the report (a dict, the
@@ -156,8 +157,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
 
 
     t0 = time.perf_counter()
-    if sim not in SIMS:
-        raise ValueError(f"--sim: {sim!r} is not allowed; allowed {', '.join(SIMS)}")
+    sim = engine_name(sim)
     for name, v, hi in (("rows", rows, 16), ("cols", cols, 64)):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
             raise ValueError(f"--{name}: {v!r} is out of range; allowed 1..{hi}")
@@ -177,7 +177,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
     Driver(info).check(model)                      # refuse before anything runs
 
     golden = IntegerDeployable(reference)
-    rtl = sim != "golden"
+    rtl = sim != "model"
     own_dir = work_dir is None and rtl
     work = Path(tempfile.mkdtemp(prefix="intdeploy-run-")) if own_dir else (Path(work_dir) if work_dir else None)
     if rtl:
@@ -277,7 +277,7 @@ def run(model, reference=None, *, sim="golden", rows=8, cols=8, images=None, pro
 
 
 def _mismatch_line(m, sim):
-    engine = "RTL" if sim != "golden" else "accelerator model"
+    engine = "RTL" if sim != "model" else "accelerator model"
     return format_mismatch(m).replace(", engine ", f", {engine} ", 1)
 
 
@@ -287,7 +287,7 @@ def _pct(v):
 
 def format_report(r):
     """The report as text (what ``intdeploy run`` prints without ``--json``)."""
-    rtl = r["sim"] != "golden"
+    rtl = r["sim"] != "model"
     who = "RTL" if rtl else "model"
     a = r["accuracy"]
     lines = [
@@ -369,8 +369,9 @@ def add_parser(sub):
                     "golden element by element and reports accuracy, mismatches, cycles and MAC utilisation "
                     "(docs/run.md). Exit status 0 bit-exact, 1 mismatch, 2 bad input.")
     p.add_argument("model", nargs="?", help="model file (JSON manifest; default golden/models/digits.json)")
-    p.add_argument("--sim", choices=SIMS, default="golden",
-                   help="engine: golden (executable model of the top), verilator or icarus (default golden)")
+    p.add_argument("--sim", type=engine_name, choices=SIMS, default="model",
+                   help="engine: model (the executable model of the top; golden, its former name, is accepted), "
+                        "verilator or icarus (default model)")
     p.add_argument("--rows", type=int, default=8, help="MAC array rows R, 1..16 (default 8)")
     p.add_argument("--cols", type=int, default=8, help="MAC array columns C, 1..64 (default 8)")
     p.add_argument("--images", type=int, default=None,
