@@ -47,7 +47,7 @@ from intdeploy.host import protocol as P
 from intdeploy.host.engines import Recorder, Replay
 from intdeploy.host.network import run_network
 from intdeploy.hw.config import QUICK, AcceleratorConfig
-from intdeploy.sim import ENGINES, engine_name
+from intdeploy.sim import ENGINES, engine_alias, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
 
@@ -876,7 +876,7 @@ def add_parser(sub):
                                    "reference, in golden and on an engine, and reports element-wise equality in "
                                    "the matching rounding mode and the match rate of the other modes "
                                    "(docs/crosscheck.md). Exit status 1 if any case differs.")
-    p.add_argument("--sim", type=engine_name, choices=ENGINES, default="model",
+    p.add_argument("--sim", type=engine_alias, choices=ENGINES, default="model",
                    help="engine: the executable accelerator model (model; golden, its former name, is accepted) or "
                         "the RTL on a simulator")
     p.add_argument("--seed", type=int, default=0, help="generator seed (default 0)")

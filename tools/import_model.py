@@ -23,7 +23,7 @@ from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.host import protocol as P
 from intdeploy.host.network import run_network
 from intdeploy.hw.config import AcceleratorConfig
-from intdeploy.sim import ENGINES, engine_name
+from intdeploy.sim import ENGINES, engine_alias
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.crosscheck import _quiet
 from intdeploy.sim.rtl_engine import RtlEngine
@@ -217,7 +217,7 @@ def add_parser(sub):
     p.add_argument("--input-range", metavar="LO,HI",
                    help="input codes --verify draws from (default: the range the model was calibrated for: "
                         "[0, 127] for a PyTorch fbgemm uint8 input, the input's declared range otherwise)")
-    p.add_argument("--sim", type=engine_name, choices=ENGINES,
+    p.add_argument("--sim", type=engine_alias, choices=ENGINES,
                    help="also run the --verify inputs on the accelerator: its executable model (model; golden, its "
                         "former name, is accepted) or "
                         "the RTL on a simulator, compared with golden element by element")

@@ -53,7 +53,7 @@ from intdeploy.host.driver import Driver
 from intdeploy.host.job import EngineError
 from intdeploy.host.network import network_stats, run_layers
 from intdeploy.hw.config import AcceleratorConfig
-from intdeploy.sim import ENGINES, engine_name
+from intdeploy.sim import ENGINES, engine_alias, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
 
@@ -369,7 +369,7 @@ def add_parser(sub):
                     "golden element by element and reports accuracy, mismatches, cycles and MAC utilisation "
                     "(docs/run.md). Exit status 0 bit-exact, 1 mismatch, 2 bad input.")
     p.add_argument("model", nargs="?", help="model file (JSON manifest; default golden/models/digits.json)")
-    p.add_argument("--sim", type=engine_name, choices=SIMS, default="model",
+    p.add_argument("--sim", type=engine_alias, choices=SIMS, default="model",
                    help="engine: model (the executable model of the top; golden, its former name, is accepted), "
                         "verilator or icarus (default model)")
     p.add_argument("--rows", type=int, default=8, help="MAC array rows R, 1..16 (default 8)")
