@@ -23,6 +23,11 @@ class Recorder:
         self.engine, self.calls = engine, []
 
     @property
+    def info(self):
+        """The recorded engine's INFO (:func:`intdeploy.host.network.run_layers` reads it)."""
+        return self.engine.info
+
+    @property
     def packets(self):
         """Every recorded packet, in order."""
         return [p for call in self.calls for p in call]
@@ -34,10 +39,11 @@ class Recorder:
 
 class Replay:
     """Answers each call with the next of ``responses`` (one per packet of the recorded
-    ``calls``), after checking that the call sends the packets recorded for it."""
+    ``calls``), after checking that the call sends the packets recorded for it. ``info``: the
+    INFO of the engine the responses come from."""
 
-    def __init__(self, calls, responses):
-        self.calls, self.responses = list(calls), list(responses)
+    def __init__(self, calls, responses, info=None):
+        self.calls, self.responses, self.info = list(calls), list(responses), info
 
     def execute(self, packets):
         packets = [list(p) for p in packets]

@@ -11,12 +11,14 @@ import json
 from pathlib import Path
 import tempfile
 
+from intdeploy.golden.checks import check_int
 from intdeploy.host import protocol as P
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.hw.top import Accelerator
+from intdeploy.sim import player
 from intdeploy.sim.runner import SIMULATORS, run_bench
 
-__all__ = ["RtlEngine", "run_top", "write_packets", "read_responses", "accelerator_config"]
+__all__ = ["RtlEngine", "run_top", "run_player", "write_packets", "read_responses", "accelerator_config"]
 
 
 def accelerator_config(params):
@@ -69,6 +71,45 @@ def run_top(sim, params, *, test_dir, scenario="model", seed=0, **bench):
     return read_responses(path) if path.exists() else (None, None)
 
 
+def run_player(sim, params, packets, *, test_dir, seed=0, bus_period=10, core_period=10, idle=0.0, idle_burst=1,
+               backpressure=0.0, bp_burst=1, watchdog=200000):
+    """Run ``packets`` through the top inside the stream player (:mod:`intdeploy.sim.player`): the
+    native-speed path. ``idle`` / ``backpressure`` are rates in [0, 1) of the player's LFSR
+    stalls (``*_burst``: their longest length in cycles), ``watchdog`` core cycles without a
+    response beat end the run as a hang (AssertionError naming the responses received). Returns
+    ``(responses, core_cycles)``."""
+    config = accelerator_config(params)
+    test_dir = Path(test_dir)
+    test_dir.mkdir(parents=True, exist_ok=True)
+    packets = [list(p) for p in packets]
+    bw = config.bus_width
+    beats = player.write_beats(test_dir / "commands.hex", packets, bw)
+    result_file, out_file = test_dir / "player.json", test_dir / "responses.hex"
+    out_file.unlink(missing_ok=True)
+    rate = lambda r, name: check_int(name, int(round(float(r) * 65536)), 0, 65535)   # noqa: E731
+    plusargs = [f"+player_in={test_dir / 'commands.hex'}", f"+player_out={out_file}", f"+player_beats={beats}",
+                f"+player_packets={len(packets)}", f"+player_seed={int(seed) & 0x7FFFFFFF or 1}",
+                f"+player_idle={rate(idle, 'idle')}", f"+player_idle_burst={check_int('idle_burst', idle_burst, 1)}",
+                f"+player_bp={rate(backpressure, 'backpressure')}",
+                f"+player_bp_burst={check_int('bp_burst', bp_burst, 1)}",
+                f"+player_watchdog={check_int('watchdog', watchdog, 1)}"]
+    plusargs += [f"+player_bus_period={float(bus_period)}", f"+player_core_period={float(core_period)}"]
+    cfg = {"bus_period": bus_period, "core_period": core_period, "result_file": str(result_file),
+           "self_clocked": sim == "icarus"}
+    run_bench("player", lambda: Accelerator(**config.as_dict()), config.key(), sim, cfg, test_dir=test_dir,
+              toplevel="top", harness=(player.MODULE, lambda top: player.harness(top, bw)), plusargs=plusargs)
+    result = json.loads(result_file.read_text())
+    packs = P.split_packets(player.read_beats(out_file, bw), bw) if result["out_beats"] else []
+    if result["out_beats"] > 1 << player.ADDR_BITS:
+        raise AssertionError(f"top: {result['out_beats']} response beats overflowed the player's memory of "
+                             f"{1 << player.ADDR_BITS} (split the program into runs)")
+    responses = [P.parse_response(words) for words in packs]
+    if result["hang"] or len(responses) != len(packets):
+        raise AssertionError(f"top: HANG: {len(responses)} of {len(packets)} responses within the watchdog of "
+                             f"{watchdog} core cycles (player, {sim})")
+    return responses, result["cycles"]
+
+
 class RtlEngine:
     """Executes command packets on the RTL top under a simulator.
 
@@ -79,21 +120,27 @@ class RtlEngine:
         Elaboration parameters of the top.
     work_dir : path, optional
         Where packets, responses and logs go (a temporary directory by default).
+    native : bool
+        True (default): the stream player around the top, no Python per beat or cycle
+        (:func:`run_player`); False: the cocotbext-axi bench (:func:`run_top`, scenario
+        ``batch``). The responses are the same but for STATUS's cycle counts.
     bench : keyword arguments
-        Bench configuration: ``bus_period``, ``core_period`` (ns), ``idle``, ``backpressure``,
-        ``watchdog``, ``seed``.
+        Bench configuration: ``bus_period``, ``core_period`` (ns), ``idle``, ``idle_burst``,
+        ``backpressure``, ``bp_burst``, ``watchdog``, ``seed``.
 
     Attributes
     ----------
     cycles : int or None
-        Core cycles of the last :meth:`execute`, from the first command beat to the last
-        response.
+        Core cycles of the last :meth:`execute`: from the first command beat to the last
+        response (cocotbext-axi path), from the core reset's release to the last response
+        (player).
     """
 
-    def __init__(self, sim, params, *, work_dir=None, **bench):
+    def __init__(self, sim, params, *, work_dir=None, native=True, **bench):
         if sim not in SIMULATORS:
             raise ValueError(f"sim: {sim!r} is not one of {', '.join(SIMULATORS)}")
         self.sim = sim
+        self.native = bool(native)
         self.config = accelerator_config(params)
         self.work_dir = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="intdeploy-rtl-"))
         self.bench = bench
@@ -114,6 +161,9 @@ class RtlEngine:
             raise ValueError("packets: expected one or more non-empty packets")
         self._runs += 1
         run_dir = self.work_dir / f"run{self._runs}"
-        responses, self.cycles = run_top(self.sim, self.config, test_dir=run_dir, scenario="batch",
-                                         packets=packets, **self.bench)
+        if self.native:
+            responses, self.cycles = run_player(self.sim, self.config, packets, test_dir=run_dir, **self.bench)
+        else:
+            responses, self.cycles = run_top(self.sim, self.config, test_dir=run_dir, scenario="batch",
+                                             packets=packets, **self.bench)
         return responses

@@ -23,11 +23,17 @@ import json
 import os
 from pathlib import Path
 import shutil
+import sys
+import time
 
-__all__ = ["SIMULATORS", "REPO", "build_root", "verilog_for", "run_bench", "setup_simulator"]
+__all__ = ["SIMULATORS", "SIM_LOG_ENV", "REPO", "build_root", "verilog_for", "run_bench", "setup_simulator"]
 
 REPO = Path(__file__).resolve().parent.parent
 SIMULATORS = ("verilator", "icarus")
+
+#: Set (to anything) to let the simulator's log through to the terminal; by default it goes to
+#: ``sim.log`` in the run's directory (``intdeploy run -v`` sets it).
+SIM_LOG_ENV = "INTDEPLOY_SIM_LOG"
 
 # Amaranth emits no `timescale; cocotb's Clock needs a precision finer than the period.
 TIMESCALE = ("1ns", "1ps")
@@ -114,39 +120,80 @@ def setup_simulator(sim):
         raise ValueError(f"sim: {sim!r} is not one of {', '.join(SIMULATORS)}")
 
 
-def _build(sim, verilog_path, toplevel):
+def _build(sim, verilog_path, toplevel, harness=None):
+    """Build ``verilog_path`` (and the ``harness`` Verilog text, if any) for ``sim`` with the top
+    level ``toplevel``, once per distinct text (cached under build/)."""
     from cocotb_tools.runner import get_runner  # cocotb's runner: only when a bench runs
     setup_simulator(sim)
-    text = Path(verilog_path).read_bytes()
+    text = Path(verilog_path).read_bytes() + (harness or "").encode() + (b"|lean-1" if harness else b"")
     digest = hashlib.sha256(text + sim.encode() + toplevel.encode()).hexdigest()[:16]
     build_dir = build_root() / sim / f"{toplevel}-{digest}"
     runner = get_runner(sim)
     sources = [Path(verilog_path)]
+    if harness is not None:
+        build_dir.mkdir(parents=True, exist_ok=True)
+        path = build_dir / f"{toplevel}.v"
+        path.write_text(harness)
+        sources.append(path)
     if sim == "verilator":
         # Amaranth's Verilog trips Verilator's width lint, which is fatal by default; lint is
         # checked separately (verilator --lint-only -Wall) with the reasons in docs/.
         build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
                       "--x-initial", "fast", "-O3"]
         waves = True  # compiles trace support in; dumping is chosen per run
+        if harness is not None:
+            # A harness runs by itself: only its own signals need be visible to cocotb, so the
+            # design is not made public flat (which keeps Verilator from optimising it), no trace
+            # support, and the C++ at -O2 instead of verilated.mk's -Os (docs/perf/README.md).
+            runner = _LeanVerilator()
+            control = build_dir / "public.vlt"
+            control.write_text(f'`verilator_config\npublic_flat_rw -module "{toplevel}" -var "*"\n')
+            sources.append(control)
+            build_args += ["-CFLAGS", "-O2"]
+            waves = False
     else:
         dump = build_dir / "intdeploy_waves.v"
         build_dir.mkdir(parents=True, exist_ok=True)
         dump.write_text(_ICARUS_DUMP.format(top=toplevel))
         sources.append(dump)
         build_args = ["-g2005", "-s", "intdeploy_waves"]
+        if harness is not None:
+            build_args.append("-DPLAYER_CLOCKS")       # the harness makes its own clocks
         waves = False
     with _locked(build_dir.with_suffix(".lock")):
         if not (build_dir / ".built").exists():
+            t0 = time.monotonic()
+            print(f"building {toplevel} for {sim} in {build_dir} (once per design; log: build.log) ...",
+                  file=sys.stderr, flush=True)
             runner.build(sources=sources, hdl_toplevel=toplevel, build_dir=build_dir,
                          build_args=build_args, timescale=TIMESCALE, waves=waves,
                          log_file=build_dir / "build.log")
             (build_dir / ".built").touch()
+            print(f"built {toplevel} for {sim} in {time.monotonic() - t0:.0f} s", file=sys.stderr, flush=True)
     return runner, build_dir
 
 
-def _run_once(runner, sim, build_dir, toplevel, test_module, test_dir, config, waves):
+def _lean_verilator_class():
+    from cocotb_tools.runner import get_runner  # cocotb's runner: only when a bench runs
+
+    class LeanVerilator(type(get_runner("verilator"))):
+        """cocotb's Verilator runner without ``--public-flat-rw`` (a control file makes the
+        harness's own signals public instead)."""
+
+        def _build_command(self):
+            cmds = super()._build_command()
+            cmds[0] = [a for a in cmds[0] if a != "--public-flat-rw"]
+            return cmds
+    return LeanVerilator
+
+
+def _LeanVerilator():
+    return _lean_verilator_class()()
+
+
+def _run_once(runner, sim, build_dir, toplevel, test_module, test_dir, config, waves, plusargs=()):
     env = {"INTDEPLOY_TB": json.dumps(config), "INTDEPLOY_REPORT": str(test_dir / "report.json")}
-    plusargs = []
+    plusargs = list(plusargs)
     wave_file = None
     if waves:
         if sim == "icarus":
@@ -156,11 +203,12 @@ def _run_once(runner, sim, build_dir, toplevel, test_module, test_dir, config, w
             wave_file = test_dir / "dump.vcd"
     with contextlib.suppress(FileNotFoundError):
         (test_dir / "report.json").unlink()
+    log_file = None if os.environ.get(SIM_LOG_ENV) else test_dir / "sim.log"
     try:
         runner.test(test_module=test_module, hdl_toplevel=toplevel, hdl_toplevel_lang="verilog",
                     build_dir=build_dir,
                     test_dir=test_dir, extra_env=env, plusargs=plusargs,
-                    waves=waves, timescale=TIMESCALE,
+                    waves=waves, timescale=TIMESCALE, log_file=log_file,
                     results_xml=str(test_dir / "results.xml"))
         ok = True
     except SystemExit as e:
@@ -172,7 +220,7 @@ def _run_once(runner, sim, build_dir, toplevel, test_module, test_dir, config, w
     return ok, wave_file
 
 
-def run_bench(unit, factory, key, sim, config, *, test_dir, toplevel=None):
+def run_bench(unit, factory, key, sim, config, *, test_dir, toplevel=None, harness=None, plusargs=()):
     """Run ``sim/tb_<unit>.py`` on the Verilog of ``factory()`` under ``sim``; raise on failure.
 
     Parameters
@@ -190,27 +238,46 @@ def run_bench(unit, factory, key, sim, config, *, test_dir, toplevel=None):
         the bench reads it from ``INTDEPLOY_TB``.
     test_dir : Path
         Where results, the bench's report and any waveform go (pytest's ``tmp_path``).
+    toplevel : str, optional
+        Module name of the component's Verilog (default ``unit``).
+    harness : ``(module name, function of the component's module name -> Verilog text)``, optional
+        A Verilog module built around the component, then the simulation's top level
+        (:mod:`intdeploy.sim.player`).
+    plusargs : list of str
+        Simulator plusargs (``+name=value``).
     """
     toplevel = toplevel or unit
     verilog_path = verilog_for(factory, toplevel, key)
-    runner, build_dir = _build(sim, verilog_path, toplevel)
+    hdl_top, text = (toplevel, None) if harness is None else (harness[0], harness[1](toplevel))
+    runner, build_dir = _build(sim, verilog_path, hdl_top, text)
+    toplevel = hdl_top
     test_dir = Path(test_dir)
     test_dir.mkdir(parents=True, exist_ok=True)
     module = f"intdeploy.sim.tb_{unit}"
-    ok, _ = _run_once(runner, sim, build_dir, toplevel, module, test_dir, config, waves=False)
+    ok, _ = _run_once(runner, sim, build_dir, toplevel, module, test_dir, config, waves=False, plusargs=plusargs)
     if ok:
         return
     report = _read_report(test_dir)
+    if harness is not None:
+        # a harness build has no trace support; its own bench says what went wrong
+        raise AssertionError(f"{unit} on {sim} failed (config {json.dumps(config)}):\n{report}")
     rerun_dir = test_dir / "waves"
     rerun_dir.mkdir(exist_ok=True)
-    _, wave_file = _run_once(runner, sim, build_dir, toplevel, module, rerun_dir, config, waves=True)
+    _, wave_file = _run_once(runner, sim, build_dir, toplevel, module, rerun_dir, config, waves=True,
+                             plusargs=plusargs)
     raise AssertionError(
         f"{unit} on {sim} failed (config {json.dumps(config)}):\n{report}\n"
         f"replay: the same config reproduces it; waveform: {wave_file}")
 
 
-def _read_report(test_dir):
+def _read_report(test_dir, tail=40):
+    """The bench's mismatch report, else the last ``tail`` lines of the simulator's log."""
     path = Path(test_dir) / "report.json"
-    if not path.exists():
-        return "(the bench wrote no mismatch report: see the captured log above)"
-    return path.read_text()
+    if path.exists():
+        return path.read_text()
+    log = Path(test_dir) / "sim.log"
+    if log.exists():
+        lines = log.read_text(errors="replace").splitlines()[-tail:]
+        return f"(no mismatch report; the last {len(lines)} lines of {log}:)\n" + "\n".join(lines)
+    return "(the bench wrote no mismatch report: see the simulator's log above)"
+

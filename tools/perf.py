@@ -52,13 +52,15 @@ from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.host import protocol as P
 from intdeploy.host.driver import Driver
 from intdeploy.host.job import GemmJob
-from intdeploy.host.network import run_network
+from intdeploy.host.engines import Recorder
+from intdeploy.host.network import run_layers, run_network
+from intdeploy.sim.accel_model import ModelEngine, response_mismatch
 from intdeploy.sim.rtl_engine import RtlEngine
 from intdeploy.sim.runner import SIMULATORS
 from intdeploy.tools import synth
 from intdeploy.tools.bench import golden_throughput
 
-__all__ = ["ARRAY", "GEMMS", "SYNTH_SIZES", "TOP_SYNTH_SIZES", "TOP_SYNTH_PARAMS", "TOP_SYNTH_ROUTE", "gemm_job", "run_gemm", "network_layers", "sim_speed",
+__all__ = ["ARRAY", "GEMMS", "SYNTH_SIZES", "TOP_SYNTH_SIZES", "TOP_SYNTH_PARAMS", "TOP_SYNTH_ROUTE", "gemm_job", "run_gemm", "network_layers", "sim_speed", "SPEED_IMAGES",
            "synth_sweep", "synth_units", "render_markdown", "add_parser", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -172,25 +174,61 @@ def network_layers(engine, images=45, fuse=False):
     return {"model": model.name, "images": int(images), "fused": bool(fuse), "layers": layers, "total": total}
 
 
-def sim_speed(params, job, work_dir):
-    """Core cycles per wall second of the same GEMM program on Verilator and Icarus (each built
-    first by an INFO run, so the timing excludes the build)."""
+#: The simulation-speed workloads: the demo network's program for this many images (Verilator),
+#: and the GEMM given to :func:`sim_speed` (both simulators, both paths).
+SPEED_IMAGES = 45
+
+
+def _network_program(info, images=SPEED_IMAGES):
+    """The digits network's packets for ``images`` test images, as ``intdeploy run`` sends them."""
+    model = model_file.load(digits.MODEL_FILE)
+    ref = IntegerDeployable(model).run(digits.load_split()[2][:images], trace=True)
+    rec = Recorder(ModelEngine(info))
+    run_layers(model, ref, rec)
+    return rec.packets
+
+
+def _speed(eng, packets, name):
+    """Core cycles per second of ``packets`` on ``eng``: the first run (build), the fixed cost
+    of a run (INFO alone), then the program; the marginal rate leaves the fixed cost out."""
+    t0 = time.perf_counter()
+    eng.execute([P.info()])
+    first = time.perf_counter() - t0
+    t0 = time.perf_counter()
+    eng.execute([P.info()])
+    fixed, fixed_cycles = time.perf_counter() - t0, eng.cycles
+    t0 = time.perf_counter()
+    responses = eng.execute(packets)
+    wall = time.perf_counter() - t0
+    model = ModelEngine(eng.info).execute(packets)
+    bad = [k for k, (e, a) in enumerate(zip(model, responses)) if response_mismatch(e, a)]
+    if bad or len(model) != len(responses):
+        raise AssertionError(f"{name} on {eng.sim}: response {bad[0] if bad else len(responses)} differs from the "
+                             f"executable model's")
+    return {"program": name, "packets": len(packets), "core_cycles": eng.cycles, "wall_seconds": round(wall, 3),
+            "cycles_per_second": round(eng.cycles / wall, 1), "run_overhead_seconds": round(fixed, 2),
+            "marginal_cycles_per_second": round((eng.cycles - fixed_cycles) / max(wall - fixed, 1e-3), 1),
+            "first_run_seconds": round(first, 1)}
+
+
+def sim_speed(params, job, work_dir, paths=("player", "cocotbext-axi")):
+    """Core cycles per wall second of the RTL top, side by side: the native path (the stream
+    player, :mod:`intdeploy.sim.player`) and the cocotbext-axi bench, on Verilator and Icarus.
+    Verilator runs the demo network's program (:data:`SPEED_IMAGES` images) on both paths; both
+    simulators run the GEMM ``job``'s program on both paths. Every response is checked against the
+    executable model's (:func:`run_gemm` for the GEMM)."""
+    info = P.Info.of(params)
+    net = _network_program(info)
+    gemm = Driver(info).compile_gemm(job).packets
     out = {}
     for sim in SIMULATORS:
-        eng = RtlEngine(sim, params, work_dir=Path(work_dir) / f"speed-{sim}", **BENCH)
-        t0 = time.perf_counter()
-        eng.execute([P.info()])
-        first = time.perf_counter() - t0
-        t0 = time.perf_counter()
-        eng.execute([P.info()])                 # built: the fixed cost of one simulator run
-        fixed, fixed_cycles = time.perf_counter() - t0, eng.cycles
-        res = run_gemm(eng, job)
-        out[sim] = {"gemm": job.name, "core_cycles": eng.cycles, "wall_seconds": res["wall_seconds"],
-                    "cycles_per_second": round(eng.cycles / res["wall_seconds"], 1),
-                    "run_overhead_seconds": round(fixed, 2),
-                    "marginal_cycles_per_second": round((eng.cycles - fixed_cycles)
-                                                        / max(res["wall_seconds"] - fixed, 1e-3), 1),
-                    "first_run_seconds": round(first, 1)}
+        for path in paths:
+            eng = RtlEngine(sim, params, work_dir=Path(work_dir) / f"speed-{sim}-{path}",
+                            native=path == "player", **BENCH)
+            rows = [("gemm " + job.name, gemm)] + ([("digits network, %d images" % SPEED_IMAGES, net)]
+                                                   if sim == "verilator" else [])
+            for name, packets in rows:
+                out[f"{sim} {path}: {name}"] = dict(_speed(eng, packets, name), simulator=sim, path=path)
     return out
 
 
@@ -288,8 +326,8 @@ def summary_table(res):
             f += " (placed, not routed: estimate)"
         rows.append([f"ECP5-85k {_unit(c)} {c['rows']}x{c['cols']}", f"{f}; {s['logic_cells_per_mac']} cells, "
                      f"{s['dsp_per_mac']} DSP, {s['ff_per_mac']} FF per MAC"])
-    for sim, v in (res.get("sim_speed") or {}).items():
-        rows.append([f"RTL simulation (8x8 top), {sim}", f"{v['cycles_per_second']:.0f} core cycles/s "
+    for key, v in (res.get("sim_speed") or {}).items():
+        rows.append([f"RTL simulation (8x8 top), {key}", f"{v['cycles_per_second']:.0f} core cycles/s "
                      f"({v.get('marginal_cycles_per_second', 0):.0f} without the per-run start-up)"])
     g = res.get("golden")
     if g:
@@ -324,12 +362,16 @@ def render_markdown(res):
                 _table(_UTIL_HEAD, _util_rows(res["gemms"], lambda d: f"{d['M']}x{d['N']}x{d['K']}")), ""]
     if res.get("sim_speed"):
         out += ["## RTL simulation speed", "",
-                "The same GEMM program on both simulators (cocotb 2 bench `sim/tb_top.py`, cocotbext-axi "
-                "drivers); the fixed cost of a run (simulator start, reset, one INFO packet) is measured "
-                "separately, the marginal rate leaves it out.", "",
-                _table(["simulator", "program", "core cycles", "wall s", "cycles/s", "fixed s per run",
+                "Each program on each simulator, on both paths: `player` (the stream player and recorder "
+                "in Verilog around the top, `sim/player.py`: no Python per beat or cycle) and "
+                "`cocotbext-axi` (the cocotb bench `sim/tb_top.py` with cocotbext-axi drivers, Python per "
+                "beat). The fixed cost of a run (simulator start, reset, one INFO packet) is measured "
+                "separately; the marginal rate leaves it out. Every response is checked against the "
+                "executable model.", "",
+                _table(["simulator", "path", "program", "core cycles", "wall s", "cycles/s", "fixed s per run",
                         "marginal cycles/s", "first run s (incl. build)"],
-                       [[k, v["gemm"], v["core_cycles"], v["wall_seconds"], v["cycles_per_second"],
+                       [[v.get("simulator", k), v.get("path", "cocotbext-axi"), v.get("program", v.get("gemm")),
+                         v["core_cycles"], v["wall_seconds"], v["cycles_per_second"],
                          v.get("run_overhead_seconds", "-"), v.get("marginal_cycles_per_second", "-"),
                          v["first_run_seconds"]] for k, v in res["sim_speed"].items()]), ""]
     if res.get("golden"):

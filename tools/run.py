@@ -24,10 +24,11 @@ its default) under cocotb (:class:`intdeploy.sim.rtl_engine.RtlEngine`, one simu
 read the cycles from the top's STATUS counters (core clock, bus and core clocks at the same 10 ns
 period, no idle cycles or backpressure).
 
-The images go in chunks of :data:`CHUNK` (one progress-bar step and, on the RTL, one simulator run
-each). Every layer of a chunk is compiled from golden's input tensors
-(:func:`intdeploy.host.driver.run_layers`), so the whole chunk is one engine call and each layer is compared
-in isolation; if every layer matches, the engine's end-to-end output is golden's.
+The images go in chunks of :data:`CHUNK`. Every layer of a chunk is compiled from golden's input
+tensors (:func:`intdeploy.host.network.run_layers`), so the whole chunk is one engine call and each
+layer is compared in isolation; if every layer matches, the engine's end-to-end output is golden's.
+On the RTL every chunk's program is recorded on the executable model first and all of them run in
+one simulation (:mod:`intdeploy.host.engines`), so the simulator starts once.
 
 Exit status: 0 bit-exact, 1 a mismatch (or the simulator failed), 2 bad input (one line naming
 the argument and its allowed values).
@@ -50,6 +51,7 @@ from intdeploy.golden.network import accuracy
 from intdeploy.host import protocol as P
 from intdeploy.host.diagnosis import compare_outputs, first_mismatch, format_mismatch
 from intdeploy.host.driver import Driver
+from intdeploy.host.engines import Recorder, Replay
 from intdeploy.host.job import EngineError
 from intdeploy.host.network import network_stats, run_layers
 from intdeploy.hw.config import AcceleratorConfig
@@ -191,26 +193,35 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
         from tqdm import tqdm  # optional dependency (dev extra: progress bar)
         bar = tqdm(total=n, unit="img", desc=f"{sim} {rows}x{cols}", leave=False,
                    file=progress if progress is not True else sys.stderr)
-    refs, outs, layer_stats = [], [], []
+    refs = [golden.run(x[i:i + CHUNK], trace=True) for i in range(0, n, CHUNK)]
+    runner = engine
+    if rtl:
+        # Every chunk's program is recorded on the executable model, all of them run in one
+        # simulation (one start-up of the simulator), then each chunk is replayed from the RTL's
+        # responses: the chunks, their programs and their STATUS cycle counts are those of a run
+        # chunk by chunk.
+        rec = Recorder(ModelEngine(info))
+        for ref in refs:
+            run_layers(model, ref, rec, fuse=fuse)
+        if bar is not None:
+            bar.set_description(f"{sim} {rows}x{cols}: simulating {len(rec.packets)} packets")
+        try:
+            with _redirected(log):
+                responses = engine.execute(rec.packets)
+        except (AssertionError, EngineError, RuntimeError) as e:
+            first = (str(e).splitlines() or [type(e).__name__])[0]
+            raise EngineError(f"{sim} run of images 0..{n - 1} failed: {first} (log: {log})") from None
+        runner = Replay(rec.calls, responses, info)
+        if bar is not None:
+            bar.set_description(f"{sim} {rows}x{cols}: comparing")
+    outs, layer_stats = [], []
     try:
-        for i in range(0, n, CHUNK):
-            xc = x[i:i + CHUNK]
-            ref = golden.run(xc, trace=True)
-            if rtl:
-                try:
-                    with _redirected(log):
-                        out, st = run_layers(model, ref, engine, fuse=fuse)
-                except (AssertionError, EngineError, RuntimeError) as e:
-                    first = (str(e).splitlines() or [type(e).__name__])[0]
-                    raise EngineError(f"{sim} run of images {i}..{i + len(xc) - 1} failed: {first} "
-                                      f"(log: {log})") from None
-            else:
-                out, st = run_layers(model, ref, engine, fuse=fuse)
-            refs.append(ref)
+        for ref in refs:
+            out, st = run_layers(model, ref, runner, fuse=fuse)
             outs.append(out)
             layer_stats.append(st["layers"])
             if bar is not None:
-                bar.update(len(xc))
+                bar.update(len(next(iter(ref.values()))))
     finally:
         if bar is not None:
             bar.close()
