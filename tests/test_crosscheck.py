@@ -83,7 +83,8 @@ def test_framework_kernels_follow_this_cpu(golden_cases):
 
 def test_crosscheck_on_verilator(tmp_path):
     cases = X.run_cases(X.make_cases(seed=1, batch=8), "verilator", work_dir=tmp_path)
-    assert (tmp_path / "run1" / "responses.json").exists()       # one simulation for all cases
+    # one simulation for all cases (the stream player's result file, no second run)
+    assert (tmp_path / "run1" / "player.json").exists() and not (tmp_path / "run2").exists()
     assert _failures(cases) == []
 
 
