@@ -33,9 +33,10 @@ def add_param_layout(out_bits):
 
 
 class AddUnit(wiring.Component):
-    """Integer Add of two ``lanes``-wide input vectors, every parameter carried in the beat.
+    """Integer Add of two ``lanes``-wide input vectors with one held parameter set.
 
-    For every lane, with that lane's parameters (golden's :class:`~intdeploy.golden.add.AddParams`):
+    For every lane, with the parameters on ``params`` (golden's
+    :class:`~intdeploy.golden.add.AddParams`, one set for all lanes):
 
         v_i = requantize(wrap32((x_i - zp_i) << left_shift), branches[i])    i = 0 (a), 1 (b)
         s   = wrap32(v_0 + v_1) >> sum_shift                                (floor)
@@ -57,13 +58,17 @@ class AddUnit(wiring.Component):
     network). Rounding and saturation are the requantizer's (see
     :class:`~intdeploy.hw.requantizer.Requantizer`): the only saturation is each requantizer's clip.
 
-    Parameters travel in the beat, next to the activations (the accelerator top's parameter
-    buffer feeds them); the unit stores nothing between beats.
+    The parameters are an Add layer's (per tensor): they are held on ``params`` from the
+    acceptance of the first beat that uses them until the last one leaves ``o`` (the accelerator
+    top holds a RUN's descriptor for the whole RUN), and nothing of them travels with the beats:
+    the three requantizers take them as held sets
+    (:class:`~intdeploy.hw.requantizer.Requantizer` ``held``), so each derived value is registered
+    once for all lanes. Per-channel branch or output requantizers are refused by :meth:`encode`.
 
     Parameters
     ----------
     lanes : int
-        Elements per beat (>= 1), each with its own parameters.
+        Elements per beat (>= 1).
     in_bits : int
         Input width, 2..32 (default 9).
     out_bits : int
@@ -72,22 +77,22 @@ class AddUnit(wiring.Component):
     Attributes
     ----------
     i : In(stream.Signature(StructLayout))
-        ``a``, ``b``: ``ArrayLayout(signed(in_bits), lanes)``; ``params``:
-        ``ArrayLayout(add_param_layout(out_bits), lanes)`` with ``in_zero_points``
-        ``ArrayLayout(signed(32), 2)``, ``left_shift`` unsigned(5), ``branches``
-        ``ArrayLayout(param_layout(32), 2)``, ``sum_shift`` unsigned(5) and ``output``
-        ``param_layout(out_bits)`` (the
-        requantizer's parameter fields, :func:`intdeploy.hw.requantizer.param_layout`).
+        ``a``, ``b``: ``ArrayLayout(signed(in_bits), lanes)``.
+    params : In(add_param_layout(out_bits)) (plain-shaped, the same bits)
+        ``in_zero_points`` ``ArrayLayout(signed(32), 2)``, ``left_shift`` unsigned(5),
+        ``branches`` ``ArrayLayout(param_layout(32), 2)``, ``sum_shift`` unsigned(5) and
+        ``output`` ``param_layout(out_bits)`` (the requantizer's parameter fields,
+        :func:`intdeploy.hw.requantizer.param_layout`).
     o : Out(stream.Signature(StructLayout))
         ``y``: ``ArrayLayout(signed(out_bits), lanes)``.
 
     Latency and throughput: :data:`LATENCY` = 22 cycles, II = 1, full backpressure.
     Micro-architecture: stage 1 ``x - zp`` (wrapped to 32 bits), stage 2 the wrapping left
-    shift; then *one* :class:`~intdeploy.hw.requantizer.Requantizer` of ``2 * lanes`` lanes holds both
-    branches (lanes ``0..lanes-1`` branch a, ``lanes..2*lanes-1`` branch b), carrying the
-    sum shift and the output parameters in its ``user`` sideband; one stage adds the branches,
-    one shifts the sum; a ``lanes``-lane Requantizer finishes. ``i.ready`` and the inner ready signals depend only on registers
-    (the requantizers' skid buffers).
+    shift; then *one* :class:`~intdeploy.hw.requantizer.Requantizer` of ``2 * lanes`` lanes and two
+    held sets holds both branches (lanes ``0..lanes-1`` branch a, ``lanes..2*lanes-1`` branch b);
+    one stage adds the branches, one shifts the sum; a ``lanes``-lane Requantizer with one held
+    set finishes. ``i.ready`` and the inner ready signals depend only on registers (the
+    requantizers' skid buffers).
     """
 
     def __init__(self, *, lanes=1, in_bits=9, out_bits=32):
@@ -98,36 +103,30 @@ class AddUnit(wiring.Component):
         self.i_layout = data.StructLayout({
             "a": data.ArrayLayout(signed(self.in_bits), self.lanes),
             "b": data.ArrayLayout(signed(self.in_bits), self.lanes),
-            "params": data.ArrayLayout(self.param_layout, self.lanes),
         })
         self.o_layout = data.StructLayout({"y": data.ArrayLayout(signed(self.out_bits), self.lanes)})
         super().__init__({"i": In(stream.Signature(self.i_layout)),
+                          "params": In(Shape.cast(self.param_layout)),
                           "o": Out(stream.Signature(self.o_layout))})
 
     def __repr__(self):
         return f"AddUnit(lanes={self.lanes}, in_bits={self.in_bits}, out_bits={self.out_bits})"
 
-    def encode(self, params, channels):
-        """Beat parameter fields for ``channels`` of ``params``; one dict per channel.
-
-        Parameters
-        ----------
-        params : intdeploy.golden.add.AddParams
-        channels : int or sequence of int
-            As :meth:`intdeploy.hw.requantizer.Requantizer.encode` (per-channel branch or output
-            requantizers must have that many channels).
+    def encode(self, params):
+        """The ``params`` port's fields for golden's ``params`` (per-tensor requantizers only).
 
         Returns
         -------
-        list of dict
+        dict
             ``{"in_zero_points": [zp_a, zp_b], "left_shift", "branches": [fields_a, fields_b],
-            "sum_shift", "output": fields}`` per channel.
+            "sum_shift", "output": fields}``.
 
         Raises
         ------
         ValueError
-            ``params`` not an AddParams; a field the hardware cannot hold, named with its
-            path (e.g. ``output.lo`` outside signed(``out_bits``), ``branches[1].channels``).
+            ``params`` not an AddParams; a per-channel requantizer (``branches[1].channels``);
+            a field the hardware cannot hold, named with its path (e.g. ``output.lo`` outside
+            signed(``out_bits``)).
         """
         if not isinstance(params, AddParams):
             raise ValueError(f"params: expected intdeploy.golden.add.AddParams, got {type(params).__name__}")
@@ -135,28 +134,27 @@ class AddUnit(wiring.Component):
         for path, rq, bits in (("branches[0]", params.branches[0], 32),
                                ("branches[1]", params.branches[1], 32),
                                ("output", params.output, self.out_bits)):
+            if rq.channels is not None:
+                raise ValueError(f"{path}.channels: {rq.channels} per-channel parameters; the add unit holds one "
+                                 f"set per tensor (allowed per-tensor RequantParams)")
             try:
-                fields[path] = encode_channels(rq, channels, bits)
+                (fields[path],) = encode_channels(rq, 1, bits)
             except ValueError as e:
                 raise ValueError(f"{path}.{e}") from None
         zps = [int(z) for z in params.in_zero_points]
         check_int("left_shift", params.left_shift, 0, 31)
         check_int("sum_shift", params.sum_shift, 0, 31)
-        return [{"in_zero_points": zps, "left_shift": params.left_shift,
-                 "branches": [a, b], "sum_shift": params.sum_shift, "output": o}
-                for a, b, o in zip(fields["branches[0]"], fields["branches[1]"], fields["output"])]
+        return {"in_zero_points": zps, "left_shift": params.left_shift,
+                "branches": [fields["branches[0]"], fields["branches[1]"]], "sum_shift": params.sum_shift,
+                "output": fields["output"]}
 
     def elaborate(self, platform):
         m = Module()
         n = self.lanes
-        # What the branch requantizer carries for the later stages, per lane.
-        carried = data.ArrayLayout(data.StructLayout({"sum_shift": unsigned(5),
-                                                      "output": param_layout(self.out_bits)}), n)
-        # The sideband is declared plain (and viewed here) so that the inner ports do not
-        # expand into one named wire per parameter field.
-        m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32,
-                                                  user=Shape.cast(carried))
-        m.submodules.output = orq = Requantizer(lanes=n, out_bits=self.out_bits)
+        prm = self.param_layout(self.params)
+        m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32, held=2)
+        m.submodules.output = orq = Requantizer(lanes=n, out_bits=self.out_bits, held=1)
+        m.d.comb += [brq.params.eq(prm.branches), orq.params.eq(prm.output)]
 
         # Stages 1-2 (stall-all): wrap32(x - zp), then wrap32(. << left_shift). Only the low 32
         # bits of x - zp survive the shift, so the subtraction is done on 32 bits.
@@ -168,33 +166,23 @@ class AddUnit(wiring.Component):
         st = _Stages(m, en)
         pay = self.i.payload
         for lane in range(n):
-            prm = pay.params[lane]
-            sh1 = st.reg(prm.left_shift, f"l{lane}_lsh1")
             for br, x in enumerate((pay.a[lane], pay.b[lane])):
                 d1 = st.reg((x - prm.in_zero_points[br])[:32], f"l{lane}_d{br}_1", unsigned(32))
-                xs = st.reg((d1 << sh1)[:32].as_signed(), f"l{lane}_x{br}_2", signed(32))
-                bp = st.reg(st.reg(prm.branches[br], f"l{lane}_p{br}_1"), f"l{lane}_p{br}_2")
-                m.d.comb += [brq.i.payload.acc[br * n + lane].eq(xs),
-                             brq.i.payload.params[br * n + lane].eq(bp)]
-            cp = carried(brq.i.payload.user)[lane]
-            m.d.comb += [cp.output.eq(st.reg(st.reg(prm.output, f"l{lane}_op1"), f"l{lane}_op2")),
-                         cp.sum_shift.eq(st.reg(st.reg(prm.sum_shift, f"l{lane}_ss1"), f"l{lane}_ss2"))]
+                xs = st.reg((d1 << prm.left_shift)[:32].as_signed(), f"l{lane}_x{br}_2", signed(32))
+                m.d.comb += brq.i.payload.acc[br * n + lane].eq(xs)
         m.d.comb += brq.i.valid.eq(p_valid[1])
 
-        # Stages 3-4 (stall-all): s = wrap32(v_0 + v_1), then s >> sum_shift (arithmetic), with
-        # the output parameters alongside.
+        # Stages 3-4 (stall-all): s = wrap32(v_0 + v_1), then s >> sum_shift (arithmetic).
         s_valid = [Signal(name="sum_valid3"), Signal(name="sum_valid4")]
         s_en = Signal()
         m.d.comb += [s_en.eq(orq.i.ready | ~s_valid[1]), brq.o.ready.eq(s_en)]
         with m.If(s_en):
             m.d.sync += [s_valid[0].eq(brq.o.valid), s_valid[1].eq(s_valid[0])]
         st = _Stages(m, s_en)
-        cp3 = st.reg(brq.o.payload.user, "carried3", carried)
         for lane in range(n):
             v0, v1 = brq.o.payload.y[lane], brq.o.payload.y[n + lane]
             s = st.reg((v0 + v1)[:32].as_signed(), f"l{lane}_sum3", signed(32))
-            m.d.comb += orq.i.payload.acc[lane].eq(st.reg(s >> cp3[lane].sum_shift, f"l{lane}_sum4", signed(32)))
-            m.d.comb += orq.i.payload.params[lane].eq(st.reg(cp3[lane].output, f"l{lane}_op4"))
+            m.d.comb += orq.i.payload.acc[lane].eq(st.reg(s >> prm.sum_shift, f"l{lane}_sum4", signed(32)))
         m.d.comb += orq.i.valid.eq(s_valid[1])
 
         wiring.connect(m, orq.o, wiring.flipped(self.o))

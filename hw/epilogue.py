@@ -226,15 +226,15 @@ class Epilogue(wiring.Component):
         res_b = [res_fifo.r_data.word_select(j, 8) for j in range(R)]
         for r in range(E):
             b = part_add.select(res_b, r)
-            lp = ap.params[r]
-            m.d.comb += [
-                ap.a[r].eq(epi_y[r]),
-                ap.b[r].eq(Mux(cfg.residual_signed, b.as_signed(), b)),
-                lp.in_zero_points[0].eq(cfg.add_zp_a), lp.in_zero_points[1].eq(cfg.add_zp_b),
-                lp.left_shift.eq(cfg.add_left_shift), lp.sum_shift.eq(cfg.add_sum_shift),
-                lp.branches[0].eq(cfg.add_a), lp.branches[1].eq(cfg.add_b),
-                lp.output.eq(cfg.add_out),
-            ]
+            m.d.comb += [ap.a[r].eq(epi_y[r]), ap.b[r].eq(Mux(cfg.residual_signed, b.as_signed(), b))]
+        # The add parameters are the RUN's: held with the descriptor for the whole RUN.
+        lp = au.param_layout(au.params)
+        m.d.comb += [
+            lp.in_zero_points[0].eq(cfg.add_zp_a), lp.in_zero_points[1].eq(cfg.add_zp_b),
+            lp.left_shift.eq(cfg.add_left_shift), lp.sum_shift.eq(cfg.add_sum_shift),
+            lp.branches[0].eq(cfg.add_a), lp.branches[1].eq(cfg.add_b),
+            lp.output.eq(cfg.add_out),
+        ]
         part_add.advance(cfg.add & au.i.valid & au.i.ready)
         with m.If(cfg.add):
             m.d.comb += [au.i.valid.eq(epi.valid & res_fifo.r_rdy),

@@ -107,6 +107,13 @@ class Requantizer(wiring.Component):
     cycle and feeds them with the MAC array's R accumulators. The unit itself stores nothing
     between beats, so per-channel, per-tensor and per-lane-mixed rounding cost the same.
 
+    With ``held = k`` the parameters are not in the beat: ``k`` sets on the ``params`` port, lane
+    ``j`` using set ``j // (lanes // k)``, which must hold from the acceptance of the first beat
+    that uses them until the last one leaves ``o`` (a run's parameters, e.g. the add unit's).
+    Each value derived from a set (mode decode, shift decodes, ``lo - zero_point``, ...) is then
+    registered once per set instead of once per lane and stage: the same results, a fraction of
+    the flip-flops and of the decode logic.
+
     Parameters
     ----------
     lanes : int
@@ -117,6 +124,9 @@ class Requantizer(wiring.Component):
     user : shape-like or None
         Optional sideband shape carried unchanged from ``i.payload.user`` to ``o.payload.user``
         (aligned with its beat), e.g. parameters of a later stage. Absent if None.
+    held : int or None
+        None (default): parameters per lane in every beat. ``k`` (a divisor of ``lanes``): ``k``
+        held parameter sets on ``params`` (see above).
 
     Attributes
     ----------
@@ -128,6 +138,8 @@ class Requantizer(wiring.Component):
         ``user`` if given.
     o : Out(stream.Signature(StructLayout))
         Output beats: ``y`` ``ArrayLayout(signed(out_bits), lanes)``; ``user`` if given.
+    params : In(ArrayLayout(param_layout(out_bits), held))
+        With ``held`` only (and then ``i.payload`` has no ``params``), plain-shaped.
 
     Latency and throughput: :data:`LATENCY` = 9 cycles from acceptance to presentation,
     one beat per cycle (II = 1) with full backpressure. Pipeline (per lane, shared by the four
@@ -142,9 +154,15 @@ class Requantizer(wiring.Component):
     while the skid buffer holds a beat.
     """
 
-    def __init__(self, *, lanes=1, out_bits=32, user=None):
+    def __init__(self, *, lanes=1, out_bits=32, user=None, held=None):
         self.lanes = check_int("lanes", lanes, 1, 1 << 16)
         self.out_bits = check_int("out_bits", out_bits, 2, 32)
+        if held is not None:
+            check_int("held", held, 1, self.lanes)
+            if self.lanes % held:
+                raise ValueError(f"held: {held} does not divide lanes={self.lanes}; allowed None or a divisor "
+                                 f"of lanes")
+        self.held = held
         if user is not None:
             try:
                 Shape.cast(user)
@@ -153,18 +171,24 @@ class Requantizer(wiring.Component):
                                  f"shape-like (e.g. a data layout)") from None
         self.user = user
         self.param_layout = param_layout(self.out_bits)
-        i_fields = {"acc": data.ArrayLayout(signed(32), self.lanes),
-                    "params": data.ArrayLayout(self.param_layout, self.lanes)}
+        i_fields = {"acc": data.ArrayLayout(signed(32), self.lanes)}
+        if held is None:
+            i_fields["params"] = data.ArrayLayout(self.param_layout, self.lanes)
         o_fields = {"y": data.ArrayLayout(signed(self.out_bits), self.lanes)}
         if user is not None:
             i_fields["user"] = o_fields["user"] = user
         self.i_layout = data.StructLayout(i_fields)
         self.o_layout = data.StructLayout(o_fields)
-        super().__init__({"i": In(stream.Signature(self.i_layout)),
-                          "o": Out(stream.Signature(self.o_layout))})
+        ports = {"i": In(stream.Signature(self.i_layout)), "o": Out(stream.Signature(self.o_layout))}
+        if held is not None:
+            # Plain-shaped, viewed inside (no alias wire per field in the Verilog).
+            self.params_layout = data.ArrayLayout(self.param_layout, held)
+            ports["params"] = In(Shape.cast(self.params_layout))
+        super().__init__(ports)
 
     def __repr__(self):
-        return f"Requantizer(lanes={self.lanes}, out_bits={self.out_bits}, user={self.user!r})"
+        return (f"Requantizer(lanes={self.lanes}, out_bits={self.out_bits}, user={self.user!r}"
+                + (f", held={self.held})" if self.held is not None else ")"))
 
     # --- host side ------------------------------------------------------------------------
 
@@ -214,8 +238,17 @@ class Requantizer(wiring.Component):
             m.d.sync += [valid[k].eq(valid[k - 1]) for k in range(1, stages)]
 
         out = self.o_layout(Signal(Shape.cast(self.o_layout), name="out"))
+        if self.held is None:
+            lane_params = [self.i.payload.params[lane] for lane in range(self.lanes)]
+            stages_of = [_carried_params(st, p, self.out_bits, f"l{lane}_") for lane, p in enumerate(lane_params)]
+        else:
+            sets = [self.params_layout(self.params)[k] for k in range(self.held)]
+            per = self.lanes // self.held
+            held = [_held_params(m, p, self.out_bits, f"set{k}_") for k, p in enumerate(sets)]
+            lane_params = [sets[lane // per] for lane in range(self.lanes)]
+            stages_of = [held[lane // per] for lane in range(self.lanes)]
         for lane in range(self.lanes):
-            y = self._lane(st, self.i.payload.acc[lane], self.i.payload.params[lane], f"l{lane}_")
+            y = self._lane(st, self.i.payload.acc[lane], lane_params[lane].bias, stages_of[lane], f"l{lane}_")
             m.d.comb += out.y[lane].eq(y)
         if self.user is not None:
             user = self.i.payload.user
@@ -227,110 +260,136 @@ class Requantizer(wiring.Component):
         wiring.connect(m, skid.o, wiring.flipped(self.o))
         return m
 
-    def _lane(self, st, acc, p, pfx):
-        """One lane's datapath (9 register stages); returns the stage-9 output register."""
-        # Stage 1: x = wrap32(acc + bias); decode the mode into the shared datapath's controls.
-        # TFLite with exponent e = 31 - shift: e > 0 pre-shifts x left by e and divides the
-        # product by 2**31 (S = 31); e <= 0 divides by 2**31 then by 2**-e, which (nested
-        # floors compose) is one division by 2**shift with an adjusted rounding constant.
-        tfl = p.rounding == Rounding.TFLITE
-        left = tfl & (p.shift < 31)
-        x1 = st.reg((acc + p.bias)[:32].as_signed(), pfx + "x1")
-        lsh1 = st.reg(Mux(left, 31 - p.shift, 0)[:5], pfx + "lsh1", unsigned(5))
-        sh1 = st.reg(Mux(left, 31, p.shift), pfx + "sh1", unsigned(6))
-        mode1 = st.reg(p.rounding, pfx + "mode1", Rounding)
-        rdiv1 = st.reg(tfl & (p.shift > 31), pfx + "rdiv1")
-        # The TFLite nudge of SaturatingRoundingDoublingHighMul: (ab + (ab >= 0 ? 2**30 :
-        # 1 - 2**30)) truncated toward zero by 2**31 equals floor((ab + 2**30) / 2**31) for every
-        # ab, so it is just an offset of 2**30 here.
-        off1 = st.reg(Mux(tfl, 1 << 30, p.offset), pfx + "off1", signed(48))
-        mult1 = st.reg(p.mult, pfx + "mult1", signed(32))
-        zp1, lo1, hi1 = (st.reg(getattr(p, f), pfx + f + "1") for f in ("zero_point", "lo", "hi"))
+    def _lane(self, st, acc, bias, S, pfx):
+        """One lane's datapath (9 register stages) on the parameter values ``S[k]`` of each stage
+        k (:func:`_carried_params` or :func:`_held_params`); returns the stage-9 output register."""
+        # Stage 1: x = wrap32(acc + bias).
+        x1 = st.reg((acc + bias)[:32].as_signed(), pfx + "x1")
 
         # Stage 2: TFLite's x * (1 << left_shift), wrapping in int32 (non-TFLite: left = 0).
-        x2 = st.reg((x1 << lsh1)[:32].as_signed(), pfx + "x2", signed(32))
-        sh2, mode2, rdiv2, off2, mult2, zp2, lo2, hi2 = (
-            st.reg(v, pfx + n + "2") for v, n in
-            ((sh1, "sh"), (mode1, "mode"), (rdiv1, "rdiv"), (off1, "off"), (mult1, "mult"),
-             (zp1, "zp"), (lo1, "lo"), (hi1, "hi")))
+        x2 = st.reg((x1 << S[1]["lsh"])[:32].as_signed(), pfx + "x2", signed(32))
 
         # Stage 3: four 16x16 partial products (each maps onto one 18x18 DSP).
+        mult2 = S[2]["mult"]
         xl, xh = x2[:16], x2[16:].as_signed()
         ml, mh = mult2[:16], mult2[16:].as_signed()
         ll = st.reg(xl * ml, pfx + "pp_ll", unsigned(32))
         lh = st.reg(xl * mh, pfx + "pp_lh", signed(32))
         hl = st.reg(xh * ml, pfx + "pp_hl", signed(32))
         hh = st.reg(xh * mh, pfx + "pp_hh", signed(32))
-        sh3, mode3, rdiv3, off3, zp3, lo3, hi3 = (
-            st.reg(v, pfx + n + "3") for v, n in
-            ((sh2, "sh"), (mode2, "mode"), (rdiv2, "rdiv"), (off2, "off"), (zp2, "zp"),
-             (lo2, "lo"), (hi2, "hi")))
 
         # Stage 4: the outer partial products need no adder (hh * 2**32 + ll is a
         # concatenation); the offset joins them, the middle ones are summed.
         # |hh * 2**32 + ll + off| <= 2**62 + 2**47: exact in signed(64).
-        base = st.reg(Cat(ll, hh).as_signed() + off3, pfx + "base4", signed(64))
+        base = st.reg(Cat(ll, hh).as_signed() + S[3]["off"], pfx + "base4", signed(64))
         mid = st.reg(lh + hl, pfx + "mid4", signed(33))
-        sh4, mode4, rdiv4, zp4, lo4, hi4 = (
-            st.reg(v, pfx + n + "4") for v, n in
-            ((sh3, "sh"), (mode3, "mode"), (rdiv3, "rdiv"), (zp3, "zp"), (lo3, "lo"), (hi3, "hi")))
 
         # Stage 5: t = x * mult + offset, |t| <= 2**62 + 2**47.
         t = st.reg(base + (mid << 16), pfx + "t5", signed(64))
-        # The shift's two decodes, 2**(S-1) (rounding constant) and 2**S - 1 (half-even tie
-        # mask), are registered here, a stage ahead of their use: decoding the shift in the
-        # stage that uses it was the unit's critical path on ECP5 (docs/perf/targets.md).
-        # S <= 63, so both fit 63 bits (a 64th bit would be a constant-0 flip-flop).
-        half = st.reg((Const(1, 1) << sh4)[1:], pfx + "half5", unsigned(63))
-        mask5 = st.reg(((Const(1, 1) << sh4) - 1)[:63], pfx + "mask5", unsigned(63))
-        sh5, mode5, rdiv5, zp5, lo5, hi5 = (
-            st.reg(v, pfx + n + "5") for v, n in
-            ((sh4, "sh"), (mode4, "mode"), (rdiv4, "rdiv"), (zp4, "zp"), (lo4, "lo"), (hi4, "hi")))
 
         # Stage 6: the rounding constant. half_up and half_even add 2**(S-1) (half_even fixes
         # exact ties after the shift). TFLite's RoundingDivideByPOT by 2**r (r = S - 31 > 0) on
         # high = floor(t / 2**31) adds 2**(r-1), minus 1 when high < 0 (ties away from zero);
         # lifted to t that is 2**(S-1) - 2**31 * (t < 0).
         add = Signal(signed(64), name=pfx + "add6")
-        with st.m.Switch(mode5):
+        half = S[5]["half"]
+        with st.m.Switch(S[5]["mode"]):
             with st.m.Case(Rounding.FLOOR):
                 st.m.d.comb += add.eq(0)
             with st.m.Case(Rounding.HALF_UP, Rounding.HALF_EVEN):
                 st.m.d.comb += add.eq(half)
             with st.m.Case(Rounding.TFLITE):
-                st.m.d.comb += add.eq(Mux(rdiv5, half - Mux(t[63], 1 << 31, 0), 0))
+                st.m.d.comb += add.eq(Mux(S[5]["rdiv"], half - Mux(t[63], 1 << 31, 0), 0))
         # |u| <= 2**62 + 2**61 + 2**47 < 2**63.
         u = st.reg(t + add, pfx + "u6", signed(64))
-        mask = st.reg(mask5, pfx + "mask6")
-        sh6, mode6, zp6, lo6, hi6 = (
-            st.reg(v, pfx + n + "6") for v, n in
-            ((sh5, "sh"), (mode5, "mode"), (zp5, "zp"), (lo5, "lo"), (hi5, "hi")))
 
         # Stage 7: divide (arithmetic shift = floor). An exact half_even tie is t = q*2**S +
         # 2**(S-1), i.e. u's low S bits all zero with S > 0; half-up gave q + 1 there, and the
-        # even neighbour is (q + 1) with its LSB cleared. Beside it, the clip bounds moved in
-        # front of the zero point (z < lo iff q < lo - zero_point), so that stage 8 compares q
-        # itself and no compare waits for the 65-bit z.
-        tie = (sh6 != 0) & ((u.as_unsigned() & mask) == 0)
-        q = st.reg(u >> sh6, pfx + "q7", signed(64))
-        even = st.reg((mode6 == Rounding.HALF_EVEN) & tie, pfx + "even7")
-        lo_zp = st.reg(lo6 - zp6, pfx + "lo_zp7", signed(33))
-        hi_zp = st.reg(hi6 - zp6, pfx + "hi_zp7", signed(33))
-        zp7 = st.reg(zp6[:self.out_bits], pfx + "zp7", unsigned(self.out_bits))
-        lo7, hi7 = (st.reg(v, pfx + n + "7") for v, n in ((lo6, "lo"), (hi6, "hi")))
+        # even neighbour is (q + 1) with its LSB cleared. The clip bounds were moved in front of
+        # the zero point (z < lo iff q < lo - zero_point, ``lo_zp`` and ``hi_zp``), so that
+        # stage 8 compares q itself and no compare waits for the 65-bit z.
+        tie = (S[6]["sh"] != 0) & ((u.as_unsigned() & S[6]["mask"]) == 0)
+        q = st.reg(u >> S[6]["sh"], pfx + "q7", signed(64))
+        even = st.reg((S[6]["mode"] == Rounding.HALF_EVEN) & tie, pfx + "even7")
 
         # Stage 8: the half-even fix, then the saturation flags and z narrowed to out_bits:
         # an unsaturated z lies in [lo, hi], so its low out_bits bits are all of it.
         qe = Cat(q[0] & ~even, q[1:]).as_signed()
-        below, above = _outside(qe, lo_zp, hi_zp)
+        below, above = _outside(qe, S[7]["lo_zp"], S[7]["hi_zp"])
         below8 = st.reg(below, pfx + "below8")
         above8 = st.reg(above, pfx + "above8")
-        z = st.reg(qe[:self.out_bits] + zp7, pfx + "z8", unsigned(self.out_bits))
-        lo8, hi8 = st.reg(lo7, pfx + "lo8"), st.reg(hi7, pfx + "hi8")
+        z = st.reg(qe[:self.out_bits] + S[7]["zp"], pfx + "z8", unsigned(self.out_bits))
 
         # Stage 9: clip, a plain select (below and above exclude each other since lo <= hi).
-        y = Mux(below8, lo8, Mux(above8, hi8, z.as_signed()))
+        y = Mux(below8, S[8]["lo"], Mux(above8, S[8]["hi"], z.as_signed()))
         return st.reg(y, pfx + "y9", signed(self.out_bits))
+
+
+def _param_sources(p):
+    """The stage-0 values a lane derives from its parameters ``p``: mode decode and TFLite's
+    exponent e = 31 - shift. e > 0 pre-shifts x left by e and divides the product by 2**31
+    (S = 31); e <= 0 divides by 2**31 then by 2**-e, which (nested floors compose) is one division
+    by 2**shift with an adjusted rounding constant. The TFLite nudge of
+    SaturatingRoundingDoublingHighMul, (ab + (ab >= 0 ? 2**30 : 1 - 2**30)) truncated toward zero
+    by 2**31, equals floor((ab + 2**30) / 2**31) for every ab, so it is just an offset of 2**30."""
+    tfl = p.rounding == Rounding.TFLITE
+    left = tfl & (p.shift < 31)
+    return {"lsh": (Mux(left, 31 - p.shift, 0)[:5], unsigned(5)), "sh": (Mux(left, 31, p.shift), unsigned(6)),
+            "mode": (p.rounding, Rounding), "rdiv": (tfl & (p.shift > 31), None),
+            "off": (Mux(tfl, 1 << 30, p.offset), signed(48)), "mult": (p.mult, signed(32)),
+            "zp": (p.zero_point, None), "lo": (p.lo, None), "hi": (p.hi, None)}
+
+
+def _decodes(sh):
+    """The shift's two decodes, 2**(S-1) (rounding constant) and 2**S - 1 (half-even tie mask),
+    registered a stage ahead of their use: decoding the shift in the stage that uses it was the
+    unit's critical path on ECP5 (docs/perf/targets.md). S <= 63, so both fit 63 bits."""
+    return (Const(1, 1) << sh)[1:], ((Const(1, 1) << sh) - 1)[:63]
+
+
+def _carried_params(st, p, out_bits, pfx):
+    """Per-beat parameters: each value travels down the pipeline with its beat, and is dropped
+    after its last use. Returns ``S``, ``S[k]`` the values at stage ``k`` (1..8)."""
+    src = _param_sources(p)
+    S = [None, {n: st.reg(v, pfx + n + "1", shape) for n, (v, shape) in src.items()}]
+    live = {2: ("sh", "mode", "rdiv", "off", "mult", "zp", "lo", "hi"),
+            3: ("sh", "mode", "rdiv", "off", "zp", "lo", "hi"),
+            4: ("sh", "mode", "rdiv", "zp", "lo", "hi"),
+            5: ("sh", "mode", "rdiv", "zp", "lo", "hi"),
+            6: ("sh", "mode", "zp", "lo", "hi"),
+            7: ("lo", "hi"),
+            8: ("lo", "hi")}
+    for k in range(2, 9):
+        S.append({n: st.reg(S[k - 1][n], pfx + n + str(k)) for n in live[k]})
+        if k == 5:
+            half, mask = _decodes(S[4]["sh"])
+            S[5]["half"] = st.reg(half, pfx + "half5", unsigned(63))
+            S[5]["mask"] = st.reg(mask, pfx + "mask5", unsigned(63))
+        if k == 6:
+            S[6]["mask"] = st.reg(S[5]["mask"], pfx + "mask6")
+        if k == 7:
+            S[7]["lo_zp"] = st.reg(S[6]["lo"] - S[6]["zp"], pfx + "lo_zp7", signed(33))
+            S[7]["hi_zp"] = st.reg(S[6]["hi"] - S[6]["zp"], pfx + "hi_zp7", signed(33))
+            S[7]["zp"] = st.reg(S[6]["zp"][:out_bits], pfx + "zp7", unsigned(out_bits))
+    return S
+
+
+def _held_params(m, p, out_bits, pfx):
+    """Held parameters (one set for several lanes, constant while its beats are in flight): each
+    derived value is registered once, at most ``k - 1`` registers deep where stage ``k`` uses it,
+    so it is right for a beat accepted while ``p`` holds. Returns ``S`` as :func:`_carried_params`."""
+    def reg(value, name, shape=None):
+        shape = shape if shape is not None else value.shape()
+        sig = Signal(Shape.cast(shape), name=pfx + name, reset_less=True)
+        m.d.sync += sig.eq(value)
+        return sig if isinstance(shape, Shape) else shape(sig)
+    v = {n: reg(value, n, shape) for n, (value, shape) in _param_sources(p).items()}
+    half, mask = _decodes(v["sh"])
+    v["half"], v["mask"] = reg(half, "half", unsigned(63)), reg(mask, "mask", unsigned(63))
+    v["lo_zp"] = reg(p.lo - p.zero_point, "lo_zp", signed(33))
+    v["hi_zp"] = reg(p.hi - p.zero_point, "hi_zp", signed(33))
+    v["zp"] = reg(p.zero_point[:out_bits], "zp", unsigned(out_bits))
+    return [v] * 9
 
 
 def _outside(v, lo, hi):

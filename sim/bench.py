@@ -194,10 +194,10 @@ class Scoreboard:
 
 # --- timing and the two-phase stream check shared by the unit benches --------------------------
 
-async def stream_check(tb, src, snk, beats, sb, values, latency):
+async def stream_check(tb, src, snk, beats, sb, values, latency, full_rate=None):
     """Send ``beats`` and check every output with ``sb`` in two phases.
 
-    Phase 1: the first ``cfg["full_rate"]`` beats (default 48) with no stalls on either side;
+    Phase 1: the first ``full_rate`` beats (default ``cfg["full_rate"]``, else 48) with no stalls on either side;
     a monitor checks the documented ``latency`` exactly (first acceptance to first
     presentation) and II = 1 (acceptances, then presentations, on consecutive cycles).
     Phase 2: the rest, with random stalls ``in_stall`` / ``out_stall`` (pause probability per
@@ -205,7 +205,7 @@ async def stream_check(tb, src, snk, beats, sb, values, latency):
     beat into the list compared with golden.
     """
     cfg = tb.cfg
-    k = min(int(cfg.get("full_rate", 48)), len(beats))
+    k = min(int(cfg.get("full_rate", 48) if full_rate is None else full_rate), len(beats))
 
     async def collect(n):
         for _ in range(n):
@@ -228,7 +228,7 @@ async def stream_check(tb, src, snk, beats, sb, values, latency):
         await src.send(beat)
     await with_timeout(collect(len(beats) - k), budget(len(beats) - k), "ns")
     sb.finish()
-    tb.dut._log.info("checked %d beats, %d cycles", sb.checked, tb.cycle)
+    tb.dut._log.debug("checked %d beats, %d cycles", sb.checked, tb.cycle)
 
 
 async def handshakes(dut, accepted, presented):

@@ -8,7 +8,9 @@ and II = 1, then random pauses: :func:`intdeploy.sim.bench.stream_check`), ``gol
 (optional: golden uses this rounding in all three requantizers, to show the check fails),
 ``golden_no_sum_shift`` (optional: golden ignores the sum shift, likewise).
 
-Every lane of every beat is one item ``(a, b, AddParams)``, encoded by :meth:`AddUnit.encode`.
+Every item ``(a, b, AddParams)`` is a run of beats with its parameters held on ``params``
+(encoded by :meth:`AddUnit.encode`): ``(a, b)`` in one lane of its first beat, random inputs in
+the other lanes and in up to ``run_beats - 1`` (default 3) more beats.
 Items: NEMO ``PACT_IntegerAdd`` parameters (:meth:`AddParams.nemo`) from random quanta and
 requantization factors, TFLite int8 Add parameters (:meth:`AddParams.tflite`) from random
 scales and zero points, and generic parameter sets (random branch and output requantizers in
@@ -222,22 +224,28 @@ async def run(dut):
     items = stim.corners(thorough=corners == "thorough") if corners else []
     items += [stim.random() for _ in range(int(cfg["n"]))]
     items = [items[i] for i in tb.rng.permutation(len(items))]
-    while len(items) % lanes:
-        items.append(stim.random())
     wrong, no_ss = cfg.get("golden_rounding"), bool(cfg.get("golden_no_sum_shift"))
 
+    # The parameters are held for a run of beats (an Add layer's), so every item is a run: its
+    # (a, b) in a random lane of the first beat, random inputs in the other lanes and in
+    # ``run_beats - 1`` more beats. The first run is longer (its first ``full_rate`` beats, no
+    # stalls, check the latency and II = 1); the parameters change only when the unit is empty.
+    full_rate = int(cfg.get("full_rate", 48))
     sb = Scoreboard("add", dut._log)
-    beats = []
-    for j in range(0, len(items), lanes):
-        lane_items = items[j:j + lanes]
-        golden = [int(add(a, b, golden_params(p, wrong, no_ss))) for a, b, p in lane_items]
-        sb.expect(np.array(golden, dtype=np.int64), {
-            "a": [a for a, _, _ in lane_items], "b": [b for _, b, _ in lane_items],
-            "params": [repr_params(p) for _, _, p in lane_items]})
-        beats.append({"a": [a for a, _, _ in lane_items], "b": [b for _, b, _ in lane_items],
-                      "params": [unit.encode(p, 1)[0] for _, _, p in lane_items]})
-    dut._log.info("%d items in %d beats", len(items), len(beats))
-    await stream_check(tb, src, snk, beats, sb, lambda v: [v.y[j] for j in range(lanes)], LATENCY)
+    for index, (a0, b0, p) in enumerate(items):
+        n_beats = full_rate + 8 if index == 0 else int(tb.rng.integers(1, int(cfg.get("run_beats", 3)) + 1))
+        xs = [[(stim.x(), stim.x()) for _ in range(lanes)] for _ in range(n_beats)]
+        xs[0][int(tb.rng.integers(lanes))] = (a0, b0)
+        gp = golden_params(p, wrong, no_ss)
+        beats = []
+        for beat in xs:
+            sb.expect(np.array([int(add(a, b, gp)) for a, b in beat], dtype=np.int64),
+                      {"a": [a for a, _ in beat], "b": [b for _, b in beat], "params": repr_params(p)})
+            beats.append({"a": [a for a, _ in beat], "b": [b for _, b in beat]})
+        dut.params.value = int(unit.param_layout.const(unit.encode(p)).as_bits())
+        await stream_check(tb, src, snk, beats, sb, lambda v: [v.y[j] for j in range(lanes)], LATENCY,
+                           full_rate=full_rate if index == 0 else 0)
+    dut._log.info("%d parameter sets, %d beats checked, %d cycles", len(items), sb.checked, tb.cycle)
 
 
 def repr_params(p):

@@ -21,9 +21,10 @@ def run(sim, tmp_path, *, lanes, in_bits=9, out_bits=32, **cfg):
 
 @pytest.mark.parametrize("sim", SIMULATORS)
 def test_add(sim, tmp_path):
-    """A no-stall phase (exact latency, II = 1), then corners (ties in each requantizer and mode,
-    wraps, saturation) and random NEMO, TFLite and generic items, two lanes, random stalls on
-    both sides. Icarus, the slower simulator, gets fewer random items."""
+    """A no-stall run (exact latency, II = 1), then one run of held parameters per item: corners
+    (ties in each requantizer and mode, wraps, saturation) and random NEMO, TFLite and generic
+    items, two lanes, random stalls on both sides. Icarus, the slower simulator, gets fewer
+    random items."""
     run(sim, tmp_path, lanes=2, n=1500 if sim == "verilator" else 300)
 
 
@@ -63,28 +64,31 @@ def test_elaboration_parameters_are_validated(kwargs, name):
 
 def test_encode_tflite_and_nemo():
     p = AddParams.tflite(0.02, 3, 0.05, -2, 0.06, 1)
-    (f,) = AddUnit(out_bits=8).encode(p, 1)
+    f = AddUnit(out_bits=8).encode(p)
     assert f["in_zero_points"] == [3, -2] and f["left_shift"] == 20
     for fields, rq in zip(f["branches"] + [f["output"]], p.branches + (p.output,)):
         assert fields["rounding"] is Rounding.TFLITE
         assert (fields["mult"], fields["shift"], fields["zero_point"], fields["lo"], fields["hi"]) == \
             (int(rq.mult), int(rq.shift), int(rq.zero_point), int(rq.lo), int(rq.hi))
-    (f,) = AddUnit().encode(AddParams.nemo(3, 5, 4), 1)
+    f = AddUnit().encode(AddParams.nemo(3, 5, 4))
     assert [b["mult"] for b in f["branches"]] == [3, 5] and f["output"]["shift"] == 4
     assert f["output"]["rounding"] is Rounding.FLOOR and f["sum_shift"] == 0
-    (f,) = AddUnit().encode(AddParams.nemo(3, 5, 4).then(RequantParams(mult=7, shift=2)), 1)
+    f = AddUnit().encode(AddParams.nemo(3, 5, 4).then(RequantParams(mult=7, shift=2)))
     assert f["sum_shift"] == 4 and (f["output"]["mult"], f["output"]["shift"]) == (7, 2)
     unit = AddUnit(lanes=2)
-    unit.i_layout.const({"a": [0, 1], "b": [2, 3], "params": unit.encode(AddParams.nemo(3, 5, 4), 2)})
+    unit.param_layout.const(unit.encode(AddParams.nemo(3, 5, 4)))
+    unit.i_layout.const({"a": [0, 1], "b": [2, 3]})
 
 
-@pytest.mark.parametrize("params,channels,out_bits,name", [
-    (AddParams.nemo(3, 5, 4), 1, 8, "output.lo"),          # NEMO's unclipped int32 range into int8
-    (AddParams.tflite(0.02, 3, 0.05, -2, 0.06, 1), 1, 4, "output.lo"),
+@pytest.mark.parametrize("params,out_bits,name", [
+    (AddParams.nemo(3, 5, 4), 8, "output.lo"),          # NEMO's unclipped int32 range into int8
+    (AddParams.tflite(0.02, 3, 0.05, -2, 0.06, 1), 4, "output.lo"),
     (AddParams(branches=(RequantParams(mult=[1, 2], shift=0), RequantParams(mult=1, shift=0)),
-               output=RequantParams(mult=1, shift=0)), 3, 32, "branches[0].channels"),
-    (RequantParams(mult=1, shift=0), 1, 32, "params"),
+               output=RequantParams(mult=1, shift=0)), 32, "branches[0].channels"),
+    (AddParams(branches=(RequantParams(mult=1, shift=0), RequantParams(mult=1, shift=0)),
+               output=RequantParams(mult=[1, 2, 3], shift=0)), 32, "output.channels"),
+    (RequantParams(mult=1, shift=0), 32, "params"),
 ])
-def test_encode_refuses(params, channels, out_bits, name):
+def test_encode_refuses(params, out_bits, name):
     with pytest.raises(ValueError, match=f"^{re.escape(name)}:"):
-        AddUnit(out_bits=out_bits).encode(params, channels)
+        AddUnit(out_bits=out_bits).encode(params)
