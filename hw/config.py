@@ -63,6 +63,12 @@ class AcceleratorConfig:
         ``min(R, 4)``, the result packer's peak (one 32-bit word of four 1-byte results per
         cycle), so only runs with pooling and one MAC step per GEMM row are slowed by it.
         The epilogue's area (its DSPs, logic and threshold memories) scales with E, not R.
+    add_lanes : int or None
+        A, the values the add unit handles per cycle, 1..R: with an Add in a RUN, each beat of
+        R values passes the add unit in ``ceil(R / A)`` cycles. Each lane is three int32
+        requantizers (12 MULT18X18D and about 4,000 ECP5 logic cells), so A below E trades the
+        throughput of Add RUNs whose GEMM rows take fewer than ``ceil(R / A)`` MAC steps for
+        area. Default (None): E.
 
     Raises
     ------
@@ -85,6 +91,7 @@ class AcceleratorConfig:
     max_pool_shift: int = _D["max_pool_shift"]
     fifo_depth: int = 16
     epilogue_lanes: int | None = None
+    add_lanes: int | None = None
 
     def __post_init__(self):
         check_int("rows", self.rows, 1, 16)
@@ -109,6 +116,9 @@ class AcceleratorConfig:
         if self.epilogue_lanes is None:
             object.__setattr__(self, "epilogue_lanes", min(self.rows, 4))
         check_int("epilogue_lanes", self.epilogue_lanes, 1, self.rows)
+        if self.add_lanes is None:
+            object.__setattr__(self, "add_lanes", self.epilogue_lanes)
+        check_int("add_lanes", self.add_lanes, 1, self.rows)
         # Runs are bounded by the buffers: m_count <= act_depth, n_tiles <= weight_depth.
         if self.max_result_words >= 1 << 32:
             raise ValueError(f"act_depth, weight_depth: a run could return {self.max_result_words} "
@@ -158,7 +168,8 @@ class AcceleratorConfig:
 
 #: The quick tier's top (tests, the cross-check's and the soak's RTL runs: one simulator build):
 #: 4x4 array, 64-bit bus (two words per beat: padding rules matter), small buffers, 8 threshold
-#: channels of up to 3 bits, and an epilogue of 3 lanes (each beat in two parts, the second partial).
+#: channels of up to 3 bits, an epilogue of 3 lanes (each beat in two parts, the second partial) and
+#: an add unit of 2 (each beat in two other parts).
 QUICK = dict(rows=4, cols=4, bus_width=64, weight_depth=64, weight_banks=2, act_depth=1024, param_channels=16,
              residual_depth=256, threshold_channels=8, max_q=3, max_pool_taps=9, max_pool_shift=16, fifo_depth=8,
-             epilogue_lanes=3)
+             epilogue_lanes=3, add_lanes=2)

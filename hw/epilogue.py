@@ -8,7 +8,7 @@ parameter cache, threshold channel numbers, residual entries, pooling fields fro
 descriptor) and marks the run's final result.
 """
 
-from amaranth import Array, Const, Module, Mux, ResetInserter, Shape, Signal, Value, signed, unsigned
+from amaranth import Array, Cat, Const, Module, Mux, ResetInserter, Shape, Signal, Value, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
 from amaranth.lib.memory import ReadPort
@@ -35,35 +35,64 @@ def _values_stream(R, name):
     return s, layout(s.payload)
 
 
-class _PartCounter:
-    """Which of the ``P`` parts of E lanes of an R-value beat a stream stage is at (0..P-1),
-    restarted by ``start``; with P = 1 it is a constant 0 and costs nothing."""
+class _Chunks:
+    """Which of the ``n`` chunks of a beat a stream stage is at (0..n-1), restarted by ``start``;
+    with n = 1 it is a constant 0 and costs nothing."""
 
-    def __init__(self, m, P, E, start, name):
-        self.m, self.P, self.E, self.start = m, P, E, start
-        if P == 1:
+    def __init__(self, m, n, start, name):
+        self.m, self.n, self.start = m, n, start
+        if n == 1:
             self.value, self.last = Const(0, 1), Const(1, 1)
             return
-        self.value = Signal(range(P), name=name, reset_less=True)   # set by ``start``
-        self.last = self.value == P - 1
+        self.value = Signal(range(n), name=name, reset_less=True)   # set by ``start``
+        self.last = self.value == n - 1
 
     def advance(self, cond):
-        """Move to the next part (wrapping) in a cycle where ``cond`` holds (the part is taken);
+        """Move to the next chunk (wrapping) in a cycle where ``cond`` holds (the chunk is taken);
         ``start`` wins. Call once."""
-        if self.P > 1:
+        if self.n > 1:
             with self.m.If(cond):
                 self.m.d.sync += self.value.eq(Mux(self.last, 0, self.value + 1))
             with self.m.If(self.start):
                 self.m.d.sync += self.value.eq(0)
 
-    def select(self, values, r):
-        """Lane ``r`` of the current part: ``values[part * E + r]``, 0 beyond the last value."""
-        E = self.E
-        cands = [values[p * E + r] if p * E + r < len(values) else Const(0, len(values[0]))
-                 for p in range(self.P)]
-        if self.P == 1:
-            return cands[0]
-        return Array(cands)[self.value]
+    def pick(self, cands):
+        """``cands[k]`` (values of one shape) for the current chunk ``k``."""
+        return cands[0] if self.n == 1 else Array(cands)[self.value]
+
+    def among(self, ks):
+        """1 while the current chunk is one of ``ks``."""
+        return Cat(*[self.value == k for k in ks]).any() if ks else Const(0, 1)
+
+
+def _lane(values, index, width=32):
+    """``values[index]``, or a 0 of ``width`` bits where ``index`` is None."""
+    return Const(0, width) if index is None else Value.cast(values[index])
+
+
+def _gather(m, narrow, narrow_y, spans, R, start, name):
+    """A stream of chunks gathered into beats of ``R`` values: chunk ``k`` of ``narrow`` carries
+    values ``off .. off + width - 1`` (``spans[k] = (off, width)``) in its lanes ``0..width-1``.
+    Chunks ``0..n-2`` are held in registers, the last passes straight through, so the wide beat is
+    valid with the last chunk. Returns ``(stream, view)``; with one chunk it is ``narrow``."""
+    if len(spans) == 1:
+        return narrow, narrow_y
+    n = len(spans)
+    wide, wide_y = _values_stream(R, name + "_wide")
+    part = _Chunks(m, n, start, name + "_part")
+    take = narrow.valid & narrow.ready
+    part.advance(take)
+    m.d.comb += [wide.valid.eq(narrow.valid & part.last), narrow.ready.eq(wide.ready | ~part.last)]
+    for k, (off, width) in enumerate(spans):
+        for r in range(width):
+            if k == n - 1:
+                m.d.comb += wide_y[off + r].eq(narrow_y[r])
+                continue
+            held = Signal(signed(32), name=f"{name}_held{off + r}", reset_less=True)
+            m.d.comb += wide_y[off + r].eq(held)
+            with m.If(take & (part.value == k)):
+                m.d.sync += held.eq(narrow_y[r])
+    return wide, wide_y
 
 
 def _join_ready(m, sel, a, b, ready):
@@ -121,7 +150,7 @@ class Epilogue(wiring.Component):
         self.run_layout = run_layout
         self.requantizer = Requantizer(lanes=E, out_bits=32)
         self.threshold = ThresholdUnit(channels=c.threshold_channels, max_bits=c.max_q, lanes=E)
-        self.add = AddUnit(lanes=E, in_bits=32, out_bits=32)
+        self.add = AddUnit(lanes=c.add_lanes, in_bits=32, out_bits=32)
         self.pool = PoolUnit(lanes=R, in_bits=POOL_TAP_BITS, max_taps=c.max_pool_taps,
                              max_shift=c.max_pool_shift)
         values = data.ArrayLayout(signed(32), R)
@@ -165,7 +194,7 @@ class Epilogue(wiring.Component):
         row = Signal(16, reset_less=True)
         tile_ch = Signal(16, reset_less=True)
         sel = cfg.threshold
-        part_in = _PartCounter(m, P, E, self.start, "part_in")
+        part_in = _Chunks(m, P, self.start, "part_in")
         unit_ready = Mux(sel, th.i.ready, rq.i.ready)
         take = self.i.valid & self.i.ready
         with m.If(take):
@@ -184,11 +213,13 @@ class Epilogue(wiring.Component):
         ]
         acc = [Value.cast(v) for v in self.i.payload.acc]
         rq_params = [Value.cast(params[j].rq) for j in range(R)]
+        at = lambda p, r: p * E + r if p * E + r < R else None   # noqa: E731 - value j of part p's lane r
         for r in range(E):
-            acc_r = part_in.select(acc, r)
+            acc_r = part_in.pick([_lane(acc, at(p, r)) for p in range(P)])
             m.d.comb += [
                 rq.i.payload.acc[r].eq(acc_r),
-                rq.i.payload.params[r].eq(part_in.select(rq_params, r)),
+                rq.i.payload.params[r].eq(part_in.pick([_lane(rq_params, at(p, r), len(rq_params[0]))
+                                                         for p in range(P)])),
                 th.i.payload.x[r].eq(acc_r),
                 th.i.payload.channel[r].eq(tile_ch + part_in.value * E + r),
             ]
@@ -201,7 +232,7 @@ class Epilogue(wiring.Component):
             m.d.comb += [epi_y[r].eq(th.o.payload.count[r]) for r in range(E)]
         _join_ready(m, sel, rq.o, th.o, epi.ready)
 
-        # --- 2. add: residual entries read ahead in order --------------------------------
+        # --- 2. add: residual entries read ahead in order ---------------------------------
         m.submodules.res_fifo = res_fifo = ResetInserter(self.start)(
             SyncFIFO(width=8 * R, depth=RESIDUAL_PREFETCH))
         res_addr = Signal(len(self.residual.addr), reset_less=True)
@@ -220,13 +251,23 @@ class Epilogue(wiring.Component):
         with m.If(self.start):
             m.d.sync += [pending.eq(0), res_addr.eq(cfg.residual_base)]
 
-        added, added_y = _values_stream(E, "added")
-        part_add = _PartCounter(m, P, E, self.start, "part_add")
+        # Each part of E values passes the add unit (A lanes) in chunks of A: chunk k is part
+        # p's values q*A .. q*A + width - 1 (the beat's off .. off + width - 1); with A = E the
+        # chunks are the parts.
+        A = c.add_lanes
+        chunks = []                                        # (p, q, off, width)
+        for p in range(P):
+            size = min(E, R - p * E)
+            chunks += [(p, q, p * E + q * A, min(A, size - q * A)) for q in range(-(-size // A))]
+        ends_part = [k for k, (p, q, off, w) in enumerate(chunks)
+                     if k == len(chunks) - 1 or chunks[k + 1][0] != p]
+        chunk = _Chunks(m, len(chunks), self.start, "chunk_add")
         ap = au.i.payload
         res_b = [res_fifo.r_data.word_select(j, 8) for j in range(R)]
-        for r in range(E):
-            b = part_add.select(res_b, r)
-            m.d.comb += [ap.a[r].eq(epi_y[r]), ap.b[r].eq(Mux(cfg.residual_signed, b.as_signed(), b))]
+        for r in range(A):
+            a_r = chunk.pick([_lane(epi_y, q * A + r if r < w else None) for p, q, off, w in chunks])
+            b_r = chunk.pick([_lane(res_b, off + r if r < w else None, 8) for p, q, off, w in chunks])
+            m.d.comb += [ap.a[r].eq(a_r), ap.b[r].eq(Mux(cfg.residual_signed, b_r.as_signed(), b_r))]
         # The add parameters are the RUN's: held with the descriptor for the whole RUN.
         lp = au.param_layout(au.params)
         m.d.comb += [
@@ -234,34 +275,28 @@ class Epilogue(wiring.Component):
             lp.left_shift.eq(cfg.add_left_shift), lp.sum_shift.eq(cfg.add_sum_shift),
             lp.branches[0].eq(cfg.add_a), lp.branches[1].eq(cfg.add_b),
             lp.output.eq(cfg.add_out),
+            au.i.valid.eq(cfg.add & epi.valid & res_fifo.r_rdy),
+            res_fifo.r_en.eq(au.i.valid & au.i.ready & chunk.last),
         ]
-        part_add.advance(cfg.add & au.i.valid & au.i.ready)
-        with m.If(cfg.add):
-            m.d.comb += [au.i.valid.eq(epi.valid & res_fifo.r_rdy),
-                         epi.ready.eq(au.i.ready & res_fifo.r_rdy),
-                         res_fifo.r_en.eq(au.i.ready & epi.valid & part_add.last),
-                         added.valid.eq(au.o.valid), added.payload.eq(au.o.payload.y),
-                         au.o.ready.eq(added.ready)]
-        with m.Else():
-            m.d.comb += [added.valid.eq(epi.valid), added.payload.eq(epi.payload),
-                         epi.ready.eq(added.ready)]
+        chunk.advance(au.i.valid & au.i.ready)
+        added, added_y = _values_stream(A, "added")
+        m.d.comb += [added.valid.eq(au.o.valid), added.payload.eq(au.o.payload.y), au.o.ready.eq(added.ready)]
 
-        # --- 2b. the P parts gathered back into beats of R values ------------------------
-        if P == 1:
-            wide, wide_y = added, added_y
-        else:
-            wide, wide_y = _values_stream(R, "wide")
-            part_out = _PartCounter(m, P, E, self.start, "part_out")
-            held = [Signal(signed(32), name=f"held{j}", reset_less=True) for j in range(E * (P - 1))]
-            part_out.advance(added.valid & added.ready)
-            m.d.comb += [wide.valid.eq(added.valid & part_out.last),
-                         added.ready.eq(wide.ready | ~part_out.last)]
-            for j in range(R):
-                p, r = divmod(j, E)
-                m.d.comb += wide_y[j].eq(added_y[r] if p == P - 1 else held[j])
-            for p in range(P - 1):
-                with m.If(added.valid & added.ready & (part_out.value == p)):
-                    m.d.sync += [held[p * E + r].eq(added_y[r]) for r in range(E)]
+        # --- 2b. parts (no add) or chunks (add) gathered back into beats of R values -----------
+        bypass, bypass_y = _values_stream(E, "bypass")
+        m.d.comb += [bypass.valid.eq(epi.valid & ~cfg.add), bypass.payload.eq(epi.payload)]
+        wide, _ = _gather(m, bypass, bypass_y, [(p * E, min(E, R - p * E)) for p in range(P)], R, self.start,
+                          "parts")
+        summed, _ = _gather(m, added, added_y, [(off, w) for p, q, off, w in chunks], R, self.start, "chunks")
+        after_add, after_add_y = _values_stream(R, "after_add")
+        with m.If(cfg.add):
+            m.d.comb += [epi.ready.eq(au.i.ready & res_fifo.r_rdy & chunk.among(ends_part)),
+                         after_add.valid.eq(summed.valid), after_add.payload.eq(summed.payload),
+                         summed.ready.eq(after_add.ready)]
+        with m.Else():
+            m.d.comb += [epi.ready.eq(bypass.ready),
+                         after_add.valid.eq(wide.valid), after_add.payload.eq(wide.payload),
+                         wide.ready.eq(after_add.ready)]
 
         # --- 3. pool -----------------------------------------------------------------------
         pooled, pooled_y = _values_stream(R, "pooled")
@@ -279,14 +314,14 @@ class Epilogue(wiring.Component):
             pp.hi.eq(Mux(tfl, clamp(cfg.pool_hi), rmax)),
         ]
         for r in range(R):
-            m.d.comb += pp.x[r].eq(wide_y[r][:POOL_TAP_BITS])
+            m.d.comb += pp.x[r].eq(after_add_y[r][:POOL_TAP_BITS])
         with m.If(cfg.pool):
-            m.d.comb += [pu.i.valid.eq(wide.valid), wide.ready.eq(pu.i.ready),
+            m.d.comb += [pu.i.valid.eq(after_add.valid), after_add.ready.eq(pu.i.ready),
                          pooled.valid.eq(pu.o.valid), pu.o.ready.eq(pooled.ready)]
             m.d.comb += [pooled_y[r].eq(pu.o.payload.y[r]) for r in range(R)]
         with m.Else():
-            m.d.comb += [pooled.valid.eq(wide.valid), pooled.payload.eq(wide.payload),
-                         wide.ready.eq(pooled.ready)]
+            m.d.comb += [pooled.valid.eq(after_add.valid), pooled.payload.eq(after_add.payload),
+                         after_add.ready.eq(pooled.ready)]
         with m.If(pu.i.valid & pu.i.ready):
             m.d.sync += tap.eq(Mux(pp.last, 0, tap + 1))
         with m.If(self.start):

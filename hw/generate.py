@@ -170,6 +170,7 @@ _OPTIONS = (   # (option, parameter, help); the defaults are AcceleratorConfig's
     ("--max-pool-shift", "max_pool_shift", "largest NEMO average-pool shift d"),
     ("--fifo-depth", "fifo_depth", "beats per clock-crossing FIFO, a power of 2"),
     ("--epilogue-lanes", "epilogue_lanes", "values the epilogue handles per cycle, 1..R"),
+    ("--add-lanes", "add_lanes", "values the add unit handles per cycle, 1..R (default: the epilogue's)"),
 )
 _DEFAULTS = {f.name: f.default for f in dataclasses.fields(AcceleratorConfig)}
 

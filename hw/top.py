@@ -42,7 +42,8 @@ class Accelerator(wiring.Component):
     ``cols``, ``bus_width=64``, ``weight_bits=8``, ``weight_depth``, ``weight_banks=2``,
     ``act_depth``, ``param_channels``, ``residual_depth``, ``threshold_channels``,
     ``max_q=8``, ``max_pool_taps=16``, ``max_pool_shift=16``, ``fifo_depth=16``, ``epilogue_lanes``
-    (values the epilogue handles per cycle, default ``min(R, 4)``)), validated
+    (values the epilogue handles per cycle, default ``min(R, 4)``), ``add_lanes`` (values the add
+    unit handles per cycle, default ``epilogue_lanes``)), validated
     on construction (``ValueError`` naming the parameter).
 
     Attributes

@@ -328,6 +328,32 @@ def test_placed_clocks():
     assert synth.placed_clocks(json.dumps(netlist)) == {"ff$1": "core_clk", "ram": "q"}
 
 
+def test_ecp5_seeds(cache):
+    """Two placement seeds in parallel: each result is run()'s at that seed, and the spread is
+    computed from them."""
+    res = synth.run_seeds("mac_array", 2, 2, "ecp5-85k", [1, 2], jobs=2, cache_dir=cache)
+    assert [r["config"]["seed"] for r in res["seeds"]] == [1, 2] and res["routed"] == 2
+    f = sorted(r["fmax_mhz"]["clk"] for r in res["seeds"])
+    assert res["fmax_mhz"]["clk"] == {"min": f[0], "median": round((f[0] + f[1]) / 2, 2), "max": f[1]}
+    assert res["seeds"][0] == synth.run("mac_array", 2, 2, "ecp5-85k", cache_dir=cache)
+    text = synth.format_seeds(res)
+    assert "2 seeds, routed at 2 (routed)" in text and f"min {f[0]:.1f}" in text
+
+
+def test_route_failure_lines(tmp_path):
+    """A router that failed or was stopped: the utilisation from the log's last block, and one
+    line saying why there are no routed figures."""
+    log = ("Info: Device utilisation:\nInfo: \t          TRELLIS_COMB:  1000/ 83640     1%\n"
+           "Info: Device utilisation:\nInfo: \t          TRELLIS_COMB:  1200/ 83640     1%\n"
+           "Info: \t          MULT18X18D:     7/   156     4%\nInfo: Routing..\n"
+           "ERROR: Failed to route arc 3 of net 'x'.\n")
+    assert synth.parse_nextpnr_log_utilisation(log) == {"TRELLIS_COMB": 1200, "MULT18X18D": 7}
+    (tmp_path / "nextpnr.log").write_text(log)
+    assert synth._route_failure(None, 60, tmp_path).startswith("nextpnr did not finish within 60 s")
+    assert synth._route_failure(1, 60, tmp_path) == "nextpnr-ecp5: ERROR: Failed to route arc 3 of net 'x'."
+    assert synth._route_failure(0, 60, tmp_path) is None
+
+
 def test_parse_yosys_stat():
     text = json.dumps({"design": {"num_cells_by_type": {"LUT4": "8", "CCU2C": 88}}})
     assert synth.parse_yosys_stat(text) == {"LUT4": 8, "CCU2C": 88}
@@ -342,6 +368,8 @@ def test_parse_yosys_stat():
     (["--rows", "8", "--cols", "8", "--target", "generic", "--set", "depth=3"], "top_params"),
     (["--rows", "8", "--cols", "8", "--target", "generic", "--set", "act_depth=x"], "--set"),
     (["--rows", "2", "--cols", "2", "--target", "generic", "--unit", "mac_array", "--no-route"], "route"),
+    (["--rows", "2", "--cols", "2", "--target", "ecp5-85k", "--seeds", "0"], "argument --seeds"),
+    (["--rows", "2", "--cols", "2", "--target", "ecp5-85k", "--timeout", "x"], "argument --timeout"),
 ])
 def test_bad_arguments_one_line(args, field):
     p = subprocess.run([str(INTDEPLOY), "synth", *args], capture_output=True, text=True, timeout=120)

@@ -41,7 +41,7 @@ def info_of(params):
     ("weight_depth", 0), ("weight_banks", 0), ("act_depth", 0), ("param_channels", 2),
     ("residual_depth", 0), ("threshold_channels", 3), ("max_q", 9), ("max_pool_taps", 0),
     ("max_pool_shift", 33), ("fifo_depth", 12), ("fifo_depth", 4), ("rows", True), ("cols", 2.0),
-    ("epilogue_lanes", 0), ("epilogue_lanes", 5),
+    ("epilogue_lanes", 0), ("epilogue_lanes", 5), ("add_lanes", 0), ("add_lanes", 5),
 ])
 def test_parameters_are_validated(name, value):
     params = dict(rows=4, cols=4)
@@ -445,13 +445,13 @@ def test_one_mac_step_per_cycle(tmp_path):
 # --- other hardware configurations (regress) -------------------------------------------------------
 
 #: Non-square array with lane counts that are not multiples of 4 (byte packing across words),
-#: 4-bit weights, a 128-bit bus, a 2-lane epilogue; and the default 32-bit bus with a
-#: full-width epilogue (E = R).
+#: 4-bit weights, a 128-bit bus, a 2-lane epilogue with a 1-lane add unit; and the default 32-bit
+#: bus with a full-width epilogue (E = R) and a 3-lane add unit (its last part partial).
 OTHERS = {
     "3x5-w4-bus128": dict(rows=3, cols=5, bus_width=128, weight_bits=4, weight_depth=64, act_depth=1024,
                           param_channels=12, residual_depth=256, threshold_channels=6, max_q=4,
-                          max_pool_taps=9, max_pool_shift=20, fifo_depth=16, epilogue_lanes=2),
-    "4x4-bus32": {**QUICK, "bus_width": 32, "fifo_depth": 16, "epilogue_lanes": 4},
+                          max_pool_taps=9, max_pool_shift=20, fifo_depth=16, epilogue_lanes=2, add_lanes=1),
+    "4x4-bus32": {**QUICK, "bus_width": 32, "fifo_depth": 16, "epilogue_lanes": 4, "add_lanes": 3},
 }
 
 

@@ -59,12 +59,15 @@ Results are cached in ``build/synth/<key>/`` (the key hashes the Verilog text, t
 tool versions and the options), so asking twice costs nothing; ``--no-cache`` reruns.
 """
 
+import argparse
+from concurrent.futures import ThreadPoolExecutor
 import hashlib
 from importlib.metadata import version
 import json
 from pathlib import Path
 import re
 import shutil
+import statistics
 import subprocess
 import sys
 import time
@@ -75,8 +78,8 @@ from intdeploy.hw.generate import generate
 from intdeploy.hw.mac_array import MacArray
 from intdeploy.hw.requantizer import Requantizer
 
-__all__ = ["TARGETS", "UNITS", "elaborate", "run", "breakdown", "parse_nextpnr_report", "parse_yosys_stat",
-           "parse_yosys_hierarchy", "yosys_figures", "format_breakdown",
+__all__ = ["TARGETS", "UNITS", "elaborate", "run", "run_seeds", "format_seeds", "breakdown", "parse_nextpnr_report", "parse_yosys_stat",
+           "parse_yosys_hierarchy", "parse_nextpnr_log_utilisation", "yosys_figures", "format_breakdown",
            "add_parser", "main"]
 
 TARGETS = ("ecp5-85k", "ice40-up5k", "generic")
@@ -417,10 +420,34 @@ def _placed_timing(work, top=None):
 
 
 def _run_tool(args, cwd, log_name, timeout):
+    """``(return code, seconds)`` of a tool run; the code is None when it ran past ``timeout``
+    seconds (it is then killed)."""
     t0 = time.monotonic()
     with open(cwd / log_name, "w", encoding="utf-8") as log:
-        proc = subprocess.run(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        try:
+            proc = subprocess.run(args, cwd=cwd, stdout=log, stderr=subprocess.STDOUT, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            return None, time.monotonic() - t0
     return proc.returncode, time.monotonic() - t0
+
+
+_UTIL_LINE = re.compile(r"^Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%", re.M)
+
+
+def parse_nextpnr_log_utilisation(text):
+    """``{bel type: used}`` from the "Device utilisation" lines of a nextpnr log (the last block:
+    after packing, before placement), for a run that wrote no report."""
+    util = {}
+    for name, used, _ in _UTIL_LINE.findall(text):
+        util[name] = int(used)
+    return util
+
+
+def _route_failure(rc, timeout, work):
+    """The one line saying why a routing run produced no routed design (None if it did)."""
+    if rc is None:
+        return f"nextpnr did not finish within {timeout:.0f} s (killed; log {work / 'nextpnr.log'})"
+    return f"nextpnr-ecp5: {_tail(work / 'nextpnr.log')}" if rc else None
 
 
 def _tail(path, n=3):
@@ -521,10 +548,22 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
                    "--report", "report.json", "-l", "nextpnr.log", "-q"] + _place_only(route)
         say(f"nextpnr-ecp5 --85k --out-of-context{'' if route else ' --no-route'} (target {freq} MHz) ...")
         rc, seconds["nextpnr"] = _run_tool(nextpnr, work, "nextpnr.out", timeout)
-        if rc:
+        log_text = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").exists() else ""
+        placed = "Info: Routing.." in log_text          # the router started: placement is complete
+        if rc != 0 and route and placed:
+            # Placed, but the router failed or ran out of time: the post-placement estimate,
+            # labelled as such, and why the routed figures are missing.
+            util = parse_nextpnr_log_utilisation(log_text)
+            res.update(logic_cells=util.get("TRELLIS_COMB", 0), ff=util.get("TRELLIS_FF", 0),
+                       dsp=util.get("MULT18X18D", 0), alu=util.get("ALU54B", 0), bram=util.get("DP16KD", 0),
+                       lutram=util.get("TRELLIS_RAMW", 0), utilisation=util,
+                       fmax_mhz={k: round(v[0], 2) for k, v in parse_nextpnr_log_fmax(log_text).items()},
+                       routed=False, route_error=_route_failure(rc, timeout, work))
+            say(f"NOT ROUTED: {res['route_error']}; the Fmax is the post-placement estimate")
+        elif rc != 0:
             # A design beyond the device (e.g. more DP16KD than the 85k has) keeps Yosys'
             # figures: LUT4 + 2 per CCU2C approximates TRELLIS_COMB before packing.
-            res["place_error"] = f"nextpnr-ecp5: {_tail(work / 'nextpnr.log')}"
+            res["place_error"] = _route_failure(rc, timeout, work)
             res.update(yosys_figures(target, ycells))
         else:
             util, fmax, paths = parse_nextpnr_report((work / "report.json").read_text())
@@ -555,6 +594,37 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     res["seconds"] = {k: round(v, 1) for k, v in seconds.items()}
     result_file.write_text(json.dumps(res, indent=2) + "\n")
     return res
+
+
+def run_seeds(unit, rows, cols, target, seeds, *, jobs=1, log=None, **options):
+    """:func:`run` at each placement seed of ``seeds`` (``jobs`` of them at a time, each its own
+    nextpnr process), and the spread: ``{"seeds": [result, ...], "routed": number routed,
+    "fmax_mhz": {clock: {"min", "median", "max"}}}`` over the routed results (over the
+    placed-only estimates, with ``"routed": 0``, when none routed). Options as :func:`run`."""
+    seeds = [check_int("seed", sd, 0, 2**31 - 1) for sd in seeds]
+    if not seeds:
+        raise ValueError("seeds: expected at least one seed")
+    check_int("jobs", jobs, 1, 64)
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        results = list(pool.map(lambda sd: run(unit, rows, cols, target, seed=sd, log=log, **options), seeds))
+    routed = [r for r in results if r.get("routed")]
+    pick = routed or [r for r in results if r.get("fmax_mhz")]
+    spread = {}
+    for clk in sorted({c for r in pick for c in r["fmax_mhz"]}):
+        vals = sorted(r["fmax_mhz"][clk] for r in pick if clk in r["fmax_mhz"])
+        spread[clk] = {"min": vals[0], "median": round(statistics.median(vals), 2), "max": vals[-1]}
+    return {"seeds": results, "routed": len(routed), "fmax_mhz": spread}
+
+
+def format_seeds(res):
+    """Human-readable lines of a :func:`run_seeds` result: each seed, then the spread."""
+    lines = [format_result(r) for r in res["seeds"]]
+    n = len(res["seeds"])
+    kind = "routed" if res["routed"] else "NOT ROUTED at any seed: post-placement estimates"
+    lines.append(f"{n} seeds, routed at {res['routed']} ({kind}):")
+    for clk, v in res["fmax_mhz"].items():
+        lines.append(f"  Fmax {clk}: min {v['min']:.1f}, median {v['median']:.1f}, max {v['max']:.1f} MHz")
+    return "\n".join(lines)
 
 
 def breakdown(unit, rows, cols, target, *, weight_bits=8, cache=True, cache_dir=None, timeout=7200,
@@ -653,6 +723,8 @@ def format_result(res):
             lines.append("    worst path per unit: " + ", ".join(
                 f"{u['unit'] or '(top)'} {u['delay_ns']}" for u in p["worst_by_unit"][:12])
                 + (", ..." if len(p["worst_by_unit"]) > 12 else ""))
+    if res.get("route_error"):
+        lines.append(f"  NOT ROUTED: {res['route_error']}")
     if res.get("place_error"):
         lines.append(f"  not placed: {res['place_error']}")
     lines.append(f"  reports: {res['dir']}")
@@ -672,15 +744,31 @@ def main(args):
         if args.breakdown:
             res = breakdown(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits,
                             cache=not args.no_cache, top_params=top_params or None, log=say)
+        elif args.seeds > 1:
+            res = run_seeds(args.unit, args.rows, args.cols, args.target, range(args.seed, args.seed + args.seeds),
+                            jobs=args.jobs, weight_bits=args.weight_bits, freq=args.freq, route=not args.no_route,
+                            cache=not args.no_cache, top_params=top_params or None, log=say,
+                            timeout=args.timeout * 60)
         else:
             res = run(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits, freq=args.freq,
                       seed=args.seed, route=not args.no_route, cache=not args.no_cache,
-                      top_params=top_params or None, log=say)
+                      top_params=top_params or None, log=say, timeout=args.timeout * 60)
     except RuntimeError as e:                      # a tool failed: its last error line, no traceback
         print(f"intdeploy: synth: {e}", file=sys.stderr)
         return 1
-    print(json.dumps(res, indent=2) if args.json else (format_breakdown if args.breakdown else format_result)(res))
+    fmt = format_breakdown if args.breakdown else format_seeds if args.seeds > 1 else format_result
+    print(json.dumps(res, indent=2) if args.json else fmt(res))
     return 0
+
+
+def _positive(text):
+    try:
+        v = int(text)
+    except ValueError:
+        v = 0
+    if v < 1:
+        raise argparse.ArgumentTypeError(f"{text!r}: expected an integer >= 1")
+    return v
 
 
 def add_parser(sub):
@@ -699,7 +787,14 @@ def add_parser(sub):
                         "(the requantizer alone: R lanes, 32-bit outputs; C only scales the per-MAC ratios)")
     p.add_argument("--weight-bits", type=int, default=8, help="8 (default), 4 or 2")
     p.add_argument("--freq", type=float, default=200.0, help="nextpnr timing target in MHz (default 200)")
-    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1)")
+    p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1; the first with --seeds)")
+    p.add_argument("--seeds", type=_positive, default=1,
+                   help="place and route at this many seeds (--seed, --seed + 1, ...) and report the min, median "
+                        "and max Fmax (default 1)")
+    p.add_argument("--jobs", type=_positive, default=1, help="with --seeds: nextpnr runs at a time (default 1)")
+    p.add_argument("--timeout", type=_positive, default=120,
+                   help="minutes each tool may run before it is stopped (default 120); a router stopped "
+                        "leaves the post-placement estimate, labelled")
     p.add_argument("--set", action="append", metavar="NAME=VALUE",
                    help="top only: an elaboration parameter of intdeploy.hw.config.AcceleratorConfig other than the "
                         "default (e.g. threshold_channels=16); repeatable")
