@@ -72,12 +72,14 @@ def run_top(sim, params, *, test_dir, scenario="model", seed=0, **bench):
 
 
 def run_player(sim, params, packets, *, test_dir, seed=0, bus_period=10, core_period=10, idle=0.0, idle_burst=1,
-               backpressure=0.0, bp_burst=1, watchdog=200000):
+               backpressure=0.0, bp_burst=1, watchdog=200000, power_up="init"):
     """Run ``packets`` through the top inside the stream player (:mod:`intdeploy.sim.player`): the
     native-speed path. ``idle`` / ``backpressure`` are rates in [0, 1) of the player's LFSR
     stalls (``*_burst``: their longest length in cycles), ``watchdog`` core cycles without a
-    response beat end the run as a hang (AssertionError naming the responses received). Returns
-    ``(responses, core_cycles)``."""
+    response beat end the run as a hang (AssertionError naming the responses received).
+    ``power_up`` (:data:`intdeploy.sim.runner.POWER_UP`): ``"random"`` starts every register at a
+    random value drawn from ``seed`` on Verilator (X on Icarus), ``"random-2012"`` the same on
+    Icarus in SystemVerilog mode. Returns ``(responses, core_cycles)``."""
     config = accelerator_config(params)
     test_dir = Path(test_dir)
     test_dir.mkdir(parents=True, exist_ok=True)
@@ -94,10 +96,13 @@ def run_player(sim, params, packets, *, test_dir, seed=0, bus_period=10, core_pe
                 f"+player_bp_burst={check_int('bp_burst', bp_burst, 1)}",
                 f"+player_watchdog={check_int('watchdog', watchdog, 1)}"]
     plusargs += [f"+player_bus_period={float(bus_period)}", f"+player_core_period={float(core_period)}"]
+    if power_up != "init" and sim == "verilator":
+        plusargs += ["+verilator+rand+reset+2", f"+verilator+seed+{int(seed) % 1000 + 1}"]
     cfg = {"bus_period": bus_period, "core_period": core_period, "result_file": str(result_file),
            "self_clocked": sim == "icarus"}
     run_bench("player", lambda: Accelerator(**config.as_dict()), config.key(), sim, cfg, test_dir=test_dir,
-              toplevel="top", harness=(player.MODULE, lambda top: player.harness(top, bw)), plusargs=plusargs)
+              toplevel="top", harness=(player.MODULE, lambda top: player.harness(top, bw)), plusargs=plusargs,
+              power_up=power_up)
     result = json.loads(result_file.read_text())
     packs = P.split_packets(player.read_beats(out_file, bw), bw) if result["out_beats"] else []
     if result["out_beats"] > 1 << player.ADDR_BITS:

@@ -22,11 +22,12 @@ import hashlib
 import json
 import os
 from pathlib import Path
+import re
 import shutil
 import sys
 import time
 
-__all__ = ["SIMULATORS", "SIM_LOG_ENV", "REPO", "build_root", "verilog_for", "run_bench", "setup_simulator"]
+__all__ = ["SIMULATORS", "SIM_LOG_ENV", "POWER_UP", "strip_register_init", "REPO", "build_root", "verilog_for", "run_bench", "setup_simulator"]
 
 REPO = Path(__file__).resolve().parent.parent
 SIMULATORS = ("verilator", "icarus")
@@ -120,12 +121,40 @@ def setup_simulator(sim):
         raise ValueError(f"sim: {sim!r} is not one of {', '.join(SIMULATORS)}")
 
 
-def _build(sim, verilog_path, toplevel, harness=None):
+#: Power-up variants of a build (:func:`run_bench` ``power_up``): ``"init"`` the Verilog as
+#: generated (every register starts at its initial value); ``"random"`` the registers' initial
+#: values stripped (:func:`strip_register_init`), Verilator with ``--x-initial unique`` (run with
+#: ``+verilator+rand+reset+2``: each register starts at a random value from the run's seed),
+#: Icarus with them at X; ``"random-2012"`` the same on Icarus in ``-g2012`` mode.
+POWER_UP = ("init", "random", "random-2012")
+
+_REG_INIT = re.compile(r"^(\s*reg\b(?![^=;]*\\\$auto\$verilog_backend)[^=;]*?)\s*=\s*[^;]+;", re.M)
+
+
+def strip_register_init(text):
+    """The Verilog ``text`` with the initial values of its ``reg`` declarations removed (what an
+    ASIC has: no initial values); memories keep their ``initial`` blocks (the buffers' power-up
+    contents are part of the protocol), and so does the Verilog writer's own time-zero trigger
+    of its ``always @*`` blocks (``$auto$verilog_backend...``, not a register of the design)."""
+    return _REG_INIT.sub(r"\1 ;", text)
+
+
+def _build(sim, verilog_path, toplevel, harness=None, power_up="init"):
     """Build ``verilog_path`` (and the ``harness`` Verilog text, if any) for ``sim`` with the top
-    level ``toplevel``, once per distinct text (cached under build/)."""
+    level ``toplevel`` and the ``power_up`` variant, once per distinct text (cached under build/)."""
     from cocotb_tools.runner import get_runner  # cocotb's runner: only when a bench runs
     setup_simulator(sim)
+    if power_up not in POWER_UP:
+        raise ValueError(f"power_up: {power_up!r} is not one of {', '.join(POWER_UP)}")
+    if power_up != "init":
+        stripped = Path(verilog_path).with_suffix(".noinit.v")
+        if not stripped.exists():
+            tmp = stripped.with_suffix(".tmp")
+            tmp.write_text(strip_register_init(Path(verilog_path).read_text()))
+            tmp.replace(stripped)
+        verilog_path = stripped
     text = Path(verilog_path).read_bytes() + (harness or "").encode() + (b"|lean-1" if harness else b"")
+    text += power_up.encode() if power_up != "init" else b""
     digest = hashlib.sha256(text + sim.encode() + toplevel.encode()).hexdigest()[:16]
     build_dir = build_root() / sim / f"{toplevel}-{digest}"
     runner = get_runner(sim)
@@ -139,7 +168,7 @@ def _build(sim, verilog_path, toplevel, harness=None):
         # Amaranth's Verilog trips Verilator's width lint, which is fatal by default; lint is
         # checked separately (verilator --lint-only -Wall) with the reasons in docs/.
         build_args = ["-Wno-fatal", "-Wno-lint", "-Wno-style", "--x-assign", "fast",
-                      "--x-initial", "fast", "-O3"]
+                      "--x-initial", "fast" if power_up == "init" else "unique", "-O3"]
         waves = True  # compiles trace support in; dumping is chosen per run
         if harness is not None:
             # A harness runs by itself: only its own signals need be visible to cocotb, so the
@@ -156,7 +185,7 @@ def _build(sim, verilog_path, toplevel, harness=None):
         build_dir.mkdir(parents=True, exist_ok=True)
         dump.write_text(_ICARUS_DUMP.format(top=toplevel))
         sources.append(dump)
-        build_args = ["-g2005", "-s", "intdeploy_waves"]
+        build_args = ["-g2012" if power_up == "random-2012" else "-g2005", "-s", "intdeploy_waves"]
         if harness is not None:
             build_args.append("-DPLAYER_CLOCKS")       # the harness makes its own clocks
         waves = False
@@ -220,7 +249,8 @@ def _run_once(runner, sim, build_dir, toplevel, test_module, test_dir, config, w
     return ok, wave_file
 
 
-def run_bench(unit, factory, key, sim, config, *, test_dir, toplevel=None, harness=None, plusargs=()):
+def run_bench(unit, factory, key, sim, config, *, test_dir, toplevel=None, harness=None, plusargs=(),
+              power_up="init"):
     """Run ``sim/tb_<unit>.py`` on the Verilog of ``factory()`` under ``sim``; raise on failure.
 
     Parameters
@@ -245,11 +275,13 @@ def run_bench(unit, factory, key, sim, config, *, test_dir, toplevel=None, harne
         (:mod:`intdeploy.sim.player`).
     plusargs : list of str
         Simulator plusargs (``+name=value``).
+    power_up : one of :data:`POWER_UP`
+        The registers' power-up values (default ``"init"``, as generated).
     """
     toplevel = toplevel or unit
     verilog_path = verilog_for(factory, toplevel, key)
     hdl_top, text = (toplevel, None) if harness is None else (harness[0], harness[1](toplevel))
-    runner, build_dir = _build(sim, verilog_path, hdl_top, text)
+    runner, build_dir = _build(sim, verilog_path, hdl_top, text, power_up)
     toplevel = hdl_top
     test_dir = Path(test_dir)
     test_dir.mkdir(parents=True, exist_ok=True)

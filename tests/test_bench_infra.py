@@ -8,7 +8,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 import pytest
 
-from intdeploy.sim.runner import SIMULATORS, run_bench
+from intdeploy.sim.runner import SIMULATORS, run_bench, strip_register_init
 
 
 class Triple(wiring.Component):
@@ -39,3 +39,12 @@ def test_mismatch_is_reported_with_waveform(sim, tmp_path):
     assert wave.endswith((".vcd", ".fst"))
     import os
     assert os.path.getsize(wave) > 0
+
+
+def test_strip_register_init():
+    """Registers lose their initial values (escaped names keep the space before ``;``); memories
+    and the Verilog writer's time-zero trigger keep theirs."""
+    text = ("  reg a = 1'h1;\n  reg [4:0] b = 5'h00;\n  reg \\c$1  = 1'h0;\n  reg [3:0] mem [7:0];\n"
+            "  reg \\$auto$verilog_backend.cc:1:dump_module$1  = 0;\n  wire w = 1;\n")
+    assert strip_register_init(text) == ("  reg a ;\n  reg [4:0] b ;\n  reg \\c$1 ;\n  reg [3:0] mem [7:0];\n"
+                                         "  reg \\$auto$verilog_backend.cc:1:dump_module$1  = 0;\n  wire w = 1;\n")
