@@ -490,3 +490,75 @@ def test_mutated_onnx_models_import_or_fail_in_one_line(count):
             refused += 1
             assert "\n" not in str(e) and str(e)
     assert refused > count // 3
+
+
+# --- a model file must not run code ---------------------------------------------------------------
+
+class _Planted:
+    """Unpickling this creates the file ``path`` (``open(path, "w")``): a stand-in for any code a
+    pickle can name."""
+
+    def __init__(self, path):
+        self.path = str(path)
+
+    def __reduce__(self):
+        return (open, (self.path, "w"))
+
+
+def test_a_pickled_module_is_refused_and_runs_nothing(tmp_path, capsys):
+    import torch
+    marker = tmp_path / "created-by-the-pickle"
+    torch.save(_Planted(marker), tmp_path / "evil.pt")
+    assert main(["import", str(tmp_path / "evil.pt"), "-o", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--trust-pickle" in err and "TorchScript" in err
+    assert not marker.exists() and not (tmp_path / "o.json").exists()
+    # the opt-in does load it, and then the payload runs: what the default protects against
+    assert main(["import", str(tmp_path / "evil.pt"), "--trust-pickle", "-o", str(tmp_path / "o.json")]) == 2
+    assert marker.exists()
+    assert "holds a TextIOWrapper" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("case, message", [
+    ("same", "-o/--output: "),
+    ("npz-same", "-o/--output: "),
+    ("no-dir", "-o/--output: "),
+    ("verify", "--verify: 100000000 is out of range; allowed 0..100000"),
+])
+def test_import_refuses_outputs_and_sizes_before_any_work(case, message, tmp_path, capsys):
+    src = tmp_path / "m.onnx"
+    src.write_bytes(b"not onnx")
+    out = {"same": src, "npz-same": tmp_path / "m.json", "no-dir": tmp_path / "nope" / "o.json",
+           "verify": tmp_path / "o.json"}[case]
+    if case == "npz-same":
+        src = tmp_path / "m.npz"
+        src.write_bytes(b"data")
+    args = ["import", str(src), "-o", str(out)] + (["--verify", "100000000"] if case == "verify" else [])
+    before = src.read_bytes()
+    assert main(args) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and message in err
+    assert src.read_bytes() == before
+
+
+def test_onnx_external_data_outside_the_model_directory_is_refused(tmp_path, capsys):
+    """An initializer whose external data points outside the model's directory (``../secret``)
+    is refused in one line (onnx's loader checks it) and nothing is read from there."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    (tmp_path / "secret").write_bytes(b"\x00" * 16)
+    (tmp_path / "m").mkdir()
+    t = numpy_helper.from_array(np.zeros(4, np.float32), "w")
+    t.data_location = TensorProto.EXTERNAL
+    t.ClearField("raw_data")
+    for key, value in (("location", "../secret"), ("length", "16")):
+        entry = t.external_data.add()
+        entry.key, entry.value = key, value
+    g = helper.make_graph([helper.make_node("Identity", ["w"], ["y"])], "g", [],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, [4])], [t])
+    path = tmp_path / "m" / "m.onnx"
+    path.write_bytes(helper.make_model(g).SerializeToString())
+    assert main(["import", str(path), "-o", str(tmp_path / "o.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "not a readable ONNX model" in err
+    assert onnx.__version__

@@ -2,13 +2,15 @@
 
 ``intdeploy import MODEL.onnx -o net.json`` or ``intdeploy import MODEL.pt --input-shape C,H,W
 -o net.json`` (``MODEL.pt``: a converted ``torch.ao`` sequential model saved with
-``torch.jit.save(torch.jit.script(model), path)``, or pickled whole with ``torch.save``). The importer proves every layer's requantization equal to the
+``torch.jit.save(torch.jit.script(model), path)``; a module pickled whole with ``torch.save`` only
+with ``--trust-pickle``, since unpickling runs code named in the file). The importer proves every layer's requantization equal to the
 framework's float32 one on every reachable accumulator value (:mod:`intdeploy.golden.importers.fp32`), then
 ``--verify N`` random inputs run in the framework (ONNX Runtime or PyTorch) and in golden and
 must agree element by element (exit status 1 otherwise). An unsupported model is one line naming
 the node and the operator, exit status 2.
 """
 
+import os
 from pathlib import Path
 import sys
 import tempfile
@@ -41,28 +43,55 @@ def _shape(text):
     return dims
 
 
-def _load_torch(path):
-    """A TorchScript archive (``torch.jit.save``), else a whole pickled module (``torch.save``)."""
+#: Largest ``--verify``: the inputs and every layer's outputs are held in memory at once.
+MAX_VERIFY = 100_000
+
+
+def _load_torch(path, trust_pickle=False):
+    """A TorchScript archive (``torch.jit.save``); a whole pickled module (``torch.save``) only with
+    ``trust_pickle``: unpickling runs whatever code the file names, so a file from elsewhere is
+    refused by default (ValueError naming the safe format and the opt-in)."""
     import torch  # optional dependency (torch extra)
     try:
         return torch.jit.load(str(path), map_location="cpu")
-    except Exception:           # noqa: BLE001 - not TorchScript: try a pickled module
+    except Exception:           # noqa: BLE001 - not TorchScript: maybe a pickled module
         pass
+    if not trust_pickle:
+        raise ValueError(f"MODEL: {path} is not a TorchScript archive; a pickled module (torch.save) is refused "
+                         f"because loading it runs code from the file; allowed TorchScript "
+                         f"(torch.jit.save(torch.jit.script(model), path)) or ONNX, or --trust-pickle for a file "
+                         f"you made yourself")
     try:
-        # a whole pickled module: the user's own file (weights_only=False runs its pickle code)
+        # the user vouched for the file (--trust-pickle): weights_only=False runs its pickle code
         module = torch.load(str(path), map_location="cpu", weights_only=False)
     except Exception as e:      # noqa: BLE001 - unpickling raises many types
-        raise ValueError(f"{path}: neither TorchScript nor a loadable torch.save file ({type(e).__name__})") \
-            from None
+        raise ValueError(f"MODEL: {path}: neither TorchScript nor a loadable torch.save file "
+                         f"({type(e).__name__}: {str(e)[:80]})") from None
     if not isinstance(module, torch.nn.Module):
-        raise ValueError(f"{path}: holds a {type(module).__name__}; expected a quantized model saved with "
+        raise ValueError(f"MODEL: {path} holds a {type(module).__name__}; expected a quantized model saved with "
                          f"torch.jit.save(torch.jit.script(model), path) (a state_dict has no module structure)")
     return module
 
 
-def load_source(path, input_shape=None, allow_inexact=True):
+def _check_output(model_path, output):
+    """Refuse an output that would overwrite the input model or cannot be written, before any
+    work (ValueError naming ``-o/--output``)."""
+    out = Path(output)
+    targets = [out, out.with_suffix(".npz")]
+    src = Path(model_path)
+    if src.exists() and any(t.exists() and t.resolve() == src.resolve() for t in targets):
+        raise ValueError(f"-o/--output: {output} would overwrite the input model {model_path}; allowed another path")
+    parent = out.parent if str(out.parent) else Path(".")
+    if not parent.is_dir():
+        raise ValueError(f"-o/--output: {output}: the directory {parent} does not exist")
+    if not os.access(parent, os.W_OK) or any(t.exists() and not os.access(t, os.W_OK) for t in targets):
+        raise ValueError(f"-o/--output: {output} cannot be written (permission denied)")
+
+
+def load_source(path, input_shape=None, allow_inexact=True, trust_pickle=False):
     """Import ``path`` (``.onnx``, or ``.pt`` / ``.pth``); returns ``(IntegerModel, Proof, source)``,
-    ``source`` the loaded framework model (``onnx.ModelProto`` or ``torch.nn.Module``)."""
+    ``source`` the loaded framework model (``onnx.ModelProto`` or ``torch.nn.Module``). A pickled
+    PyTorch module is loaded only with ``trust_pickle`` (see :func:`_load_torch`)."""
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix == ".onnx":
@@ -75,7 +104,7 @@ def load_source(path, input_shape=None, allow_inexact=True):
             raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
         model, proof = import_onnx(source, name=path.stem, strict=not allow_inexact)
     elif suffix in (".pt", ".pth"):
-        source = _load_torch(path)
+        source = _load_torch(path, trust_pickle)
         model, proof = import_torch(source, input_shape, name=path.stem,
                                     strict=not allow_inexact)
     else:
@@ -157,9 +186,11 @@ def _run_engine(args, model, images, golden_out):
 
 def _main(args):
     shape = _shape(args.input_shape) if args.input_shape else None
-    if args.verify < 0 or (args.sim and args.verify == 0):
-        raise ValueError(f"--verify: {args.verify} is out of range; allowed >= 0 (>= 1 with --sim)")
-    model, proof, source = load_source(args.model, shape, allow_inexact=not args.strict)
+    if not (1 if args.sim else 0) <= args.verify <= MAX_VERIFY:
+        raise ValueError(f"--verify: {args.verify} is out of range; allowed {1 if args.sim else 0}..{MAX_VERIFY}")
+    _check_output(args.model, args.output)
+    model, proof, source = load_source(args.model, shape, allow_inexact=not args.strict,
+                                       trust_pickle=args.trust_pickle)
     if args.verify:
         lo, hi, why = verify_range(source, model.input, args.input_range)
     out = model_file.save(model, args.output)
@@ -199,20 +230,23 @@ def add_parser(sub):
     """The ``import`` sub-command (registered in :data:`intdeploy.tools.cli.COMMANDS`)."""
     p = sub.add_parser("import", help="import a quantized ONNX (QLinear/QDQ) or PyTorch (torch.ao fbgemm) model",
                        description="Converts a quantized ONNX model (QLinearConv, QLinearMatMul, QDQ) or a "
-                                   "converted torch.ao sequential model saved with torch.save(model, path) into an "
+                                   "converted torch.ao sequential model saved as TorchScript into an "
                                    "intdeploy model file (rounding half_even), proving each layer's "
                                    "requantization equal to the framework's, then checks random inputs in the "
                                    "framework and in golden (docs/import.md).")
-    p.add_argument("model", metavar="MODEL", help="MODEL.onnx, or MODEL.pt / MODEL.pth (TorchScript, or a whole "
-                                                  "pickled module)")
+    p.add_argument("model", metavar="MODEL", help="MODEL.onnx, or MODEL.pt / MODEL.pth (TorchScript; a whole "
+                                                  "pickled module only with --trust-pickle)")
     p.add_argument("-o", "--output", required=True, help="model file to write (JSON; arrays beside it as .npz)")
+    p.add_argument("--trust-pickle", action="store_true",
+                   help="also load a PyTorch module pickled whole with torch.save: unpickling runs code named in the "
+                        "file, so only for a file you made yourself (default: TorchScript only)")
     p.add_argument("--input-shape", help="PyTorch models: per-sample input shape C,H,W or K (default: "
                                          "in_features of a first Linear)")
     p.add_argument("--strict", action="store_true",
                    help="refuse a layer whose float32 requantization no integer requantizer reproduces on "
                         "every reachable accumulator value (default: keep it and list the values that differ)")
     p.add_argument("--verify", type=int, default=64, help="random inputs compared framework vs golden "
-                                                          "(default 64; 0: none)")
+                                                          f"(default 64; 0: none; at most {MAX_VERIFY})")
     p.add_argument("--seed", type=int, default=0, help="seed of the --verify inputs (default 0)")
     p.add_argument("--input-range", metavar="LO,HI",
                    help="input codes --verify draws from (default: the range the model was calibrated for: "
