@@ -432,12 +432,14 @@ def test_torch_unsupported_module_is_one_line(tmp_path, capsys):
 
 @pytest.mark.parametrize("args, message", [
     (["nothere.onnx"], "nothere.onnx"),
+    (["empty.onnx"], "holds no ONNX graph"),
     (["model.tflite"], "allowed .onnx, .pt, .pth"),
     (["x.pt", "--input-shape", "3,a"], "--input-shape"),
 ])
 def test_import_cli_bad_input_exits_2(args, message, tmp_path, capsys):
     (tmp_path / "model.tflite").write_bytes(b"\0")
     (tmp_path / "x.pt").write_bytes(b"\0")
+    (tmp_path / "empty.onnx").write_bytes(b"")
     args = [str(tmp_path / args[0])] + args[1:]
     assert main(["import", *args, "-o", str(tmp_path / "o.json")]) == 2
     err = capsys.readouterr().err

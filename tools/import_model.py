@@ -102,6 +102,10 @@ def load_source(path, input_shape=None, allow_inexact=True, trust_pickle=False):
             raise
         except Exception as e:        # noqa: BLE001 - protobuf raises several types
             raise ValueError(f"{path}: not a readable ONNX model ({type(e).__name__})") from None
+        if not source.graph.node:
+            # protobuf reads an empty (or all-default) file as an empty model without complaint
+            raise ValueError(f"MODEL: {path} holds no ONNX graph (an empty or truncated file?); allowed an ONNX "
+                             f"model with at least one node")
         model, proof = import_onnx(source, name=path.stem, strict=not allow_inexact)
     elif suffix in (".pt", ".pth"):
         source = _load_torch(path, trust_pickle)
