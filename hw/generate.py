@@ -1,16 +1,11 @@
 """Verilog and timing constraints of the accelerator top: ``intdeploy verilog``.
 
 :func:`generate` elaborates :class:`intdeploy.hw.top.Accelerator` into one self-contained Verilog file and
-writes the constraints of its clock-domain crossings in two flavours:
-
-* ``.sdc`` (Synopsys Design Constraints: OpenSTA, Quartus TimeQuest, Synopsys tools): the two
-  clocks, declared as asynchronous clock groups, a ``set_max_delay`` bound (one destination
-  period) on every Gray-pointer bit and on the FIFO memories' cross-clock read paths, and false
-  paths into the reset synchronizers;
-* ``.xdc`` (Vivado): the same paths with ``set_max_delay -datapath_only`` and
-  ``set_bus_skew`` instead of clock groups (Vivado lets ``set_clock_groups`` override
-  ``set_max_delay``, which would leave the pointer skew unchecked), plus ``ASYNC_REG`` on every
-  synchronizer flop (also present as a Verilog attribute).
+writes the constraints of its clock-domain crossings in four flavours (:func:`constraints`):
+generic SDC with ``set_max_delay`` bounds and no clock groups (which would override them in most
+STA tools), Quartus SDC (``|`` hierarchy, ``set_max_skew``), Vivado XDC scoped to the core (no
+``create_clock``: the clocks and their periods come from the design around it; ``-datapath_only``
+bounds, ``set_bus_skew``, ``ASYNC_REG``) and the out-of-context clocks for Vivado.
 
 The crossings are found by name: :mod:`intdeploy.hw.cdc` names every synchronizer flop
 ``cdc_<what>_s<k>`` and every Gray pointer register ``cdc_<fifo>_<w|r>ptr_gray``.
@@ -25,7 +20,7 @@ import re
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.hw.top import Accelerator
 
-__all__ = ["Generated", "generate", "constraints", "ports", "write", "add_arguments", "main"]
+__all__ = ["Generated", "FLAVOURS", "generate", "constraints", "ports", "write", "add_arguments", "main"]
 
 #: The FIFOs of the top: (instance, name in intdeploy.hw.cdc, write clock, read clock).
 FIFOS = (("cmd_fifo", "cmd", "bus_clk", "core_clk"), ("resp_fifo", "resp", "core_clk", "bus_clk"))
@@ -33,10 +28,10 @@ FIFOS = (("cmd_fifo", "cmd", "bus_clk", "core_clk"), ("resp_fifo", "resp", "core
 
 @dataclass
 class Generated:
-    """Result of :func:`generate`: the texts, and the top's ports ``(name, direction, width)``."""
+    """Result of :func:`generate`: the Verilog, the constraints (flavour -> text, :data:`FLAVOURS`)
+    and the top's ports ``(name, direction, width)``."""
     verilog: str
-    sdc: str
-    xdc: str
+    constraints: dict
     ports: list
     config: object
     name: str
@@ -67,53 +62,100 @@ def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0):
               # warnings. They carry no risk (docs/top.md, Lint); everything else stays enabled.
               f"// verilator lint_off WIDTHEXPAND\n// verilator lint_off WIDTHTRUNC\n"
               f"// verilator lint_off CASEINCOMPLETE\n")
-    return Generated(verilog=header + text, sdc=constraints(name, "sdc", bus_period, core_period),
-                     xdc=constraints(name, "xdc", bus_period, core_period),
-                     ports=ports(text, name), config=config, name=name)
+    texts = {f: constraints(name, f, bus_period, core_period) for f in FLAVOURS}
+    return Generated(verilog=header + text, constraints=texts, ports=ports(text, name), config=config, name=name)
+
+
+#: The constraint files :func:`write` puts next to ``OUT.v``: flavour -> suffix.
+FLAVOURS = {"sdc": ".sdc", "quartus": ".quartus.sdc", "xdc": ".xdc", "xdc_ooc": ".ooc.xdc"}
 
 
 def constraints(name, flavour, bus_period, core_period):
-    """SDC (``flavour="sdc"``) or Vivado XDC (``"xdc"``) text for the top module ``name``."""
-    if flavour not in ("sdc", "xdc"):
-        raise ValueError(f"flavour: {flavour!r} is not one of sdc, xdc")
+    """Constraint text for the top module ``name`` in one of :data:`FLAVOURS`:
+
+    * ``sdc``: generic SDC with ``/`` as hierarchy separator (OpenSTA, Synopsys, Cadence): the two
+      clocks on the ports; each crossing bounded by ``set_max_delay`` and its hold check removed
+      (``set_false_path -hold``). No ``set_clock_groups``: most STA tools let clock groups
+      override ``set_max_delay``, which would leave the crossings unconstrained;
+    * ``quartus``: the same for Quartus TimeQuest (``|`` separator, ``get_registers``,
+      ``set_max_skew`` on each Gray pointer);
+    * ``xdc``: Vivado, scoped to the core (read with ``SCOPED_TO_REF``, as IP constraints inside a
+      larger design): no ``create_clock`` (the clocks come from the design around it; the bounds
+      are computed from their periods), ``set_max_delay -datapath_only``, ``set_bus_skew`` and
+      ``ASYNC_REG``;
+    * ``xdc_ooc``: the two ``create_clock`` of an out-of-context run of the core alone.
+    """
+    if flavour not in FLAVOURS:
+        raise ValueError(f"flavour: {flavour!r} is not one of {', '.join(FLAVOURS)}")
     period = {"bus_clk": float(bus_period), "core_clk": float(core_period)}
-    xdc = flavour == "xdc"
-
-    def cells(pattern):
-        if xdc:
-            return f"[get_cells -hierarchical -filter {{NAME =~ *{pattern}*}}]"
-        return f"[get_cells -hierarchical *{pattern}*]"
-
-    lines = [
-        f"# Timing constraints of {name} ({'Vivado XDC' if xdc else 'SDC'}), written by hw/generate.py.",
+    title = {"sdc": "SDC", "quartus": "Quartus SDC", "xdc": "Vivado XDC, scoped to the core",
+             "xdc_ooc": "Vivado XDC, out-of-context clocks"}[flavour]
+    lines = [f"# Timing constraints of {name} ({title}), written by hw/generate.py (docs/flow.md)."]
+    if flavour == "xdc_ooc":
+        lines += ["# Only for synthesizing the core alone (USED_IN out_of_context); inside a design the",
+                  "# clocks come from there.",
+                  f"create_clock -name bus_clk -period {period['bus_clk']:g} [get_ports bus_clk]",
+                  f"create_clock -name core_clk -period {period['core_clk']:g} [get_ports core_clk]"]
+        return "\n".join(lines) + "\n"
+    lines += [
         "# Only these paths cross between bus_clk and core_clk (docs/top.md, clock-domain crossings):",
         "# the Gray pointers of the two asynchronous FIFOs into their 2-flop synchronizers, the FIFO",
         "# memories read in the other domain, and the reset inputs into the reset synchronizers.",
         "",
-        f"create_clock -name bus_clk -period {period['bus_clk']:g} [get_ports bus_clk]",
-        f"create_clock -name core_clk -period {period['core_clk']:g} [get_ports core_clk]",
     ]
-    if not xdc:
-        lines += [
-            "# The clocks are unrelated. (Tools that let clock groups override set_max_delay skip the",
-            "# bounds below; the XDC flavour therefore uses -datapath_only bounds instead.)",
-            "set_clock_groups -asynchronous -group [get_clocks bus_clk] -group [get_clocks core_clk]",
-        ]
+    xdc, quartus = flavour == "xdc", flavour == "quartus"
+
+    def cells(inst, reg):
+        """The registers ``reg*`` of the FIFO instance ``inst``: by full name in Vivado (a filter on
+        NAME) and Quartus (``*`` spans '|'); relative to the core in SDC (``get_cells`` matches a
+        ``-hierarchical`` pattern against leaf names only, so a path with '/' must be relative)."""
+        if xdc:
+            return f"[get_cells -hierarchical -filter {{NAME =~ *{inst}/{reg}*}}]"
+        if quartus:
+            return f"[get_registers {{*{inst}|{reg}*}}]"
+        return f"[get_cells {inst}/{reg}*]"
+
+    if xdc:
+        lines += ["# The clocks are the design's: their periods set the bounds.",
+                  "set bus_period [get_property PERIOD [get_clocks -of_objects [get_ports bus_clk]]]",
+                  "set core_period [get_property PERIOD [get_clocks -of_objects [get_ports core_clk]]]",
+                  "set min_period [expr {min($bus_period, $core_period)}]"]
+        bound_of = {"bus_clk": "$bus_period", "core_clk": "$core_period", "min": "$min_period"}
+        clock_of = {c: f"[get_clocks -of_objects [get_ports {c}]]" for c in period}
+    else:
+        if not quartus:
+            lines += ["# Cell names are relative to the core: inside a larger design, read this file with",
+                      "# current_instance set to the core's instance (the hierarchy kept down to the FIFOs)."]
+        lines += [f"create_clock -name bus_clk -period {period['bus_clk']:g} [get_ports bus_clk]",
+                  f"create_clock -name core_clk -period {period['core_clk']:g} [get_ports core_clk]",
+                  "# No set_clock_groups: it would override the set_max_delay bounds below in most tools,",
+                  "# and these are the only paths between the two clocks."]
+        bound_of = {"bus_clk": f"{period['bus_clk']:g}", "core_clk": f"{period['core_clk']:g}",
+                    "min": f"{min(period.values()):g}"}
+        clock_of = {c: f"[get_clocks {c}]" for c in period}
     lines.append("")
     dpo = " -datapath_only" if xdc else ""
+
+    def bounded(src, dst, bound, skew):
+        out = [f"set_max_delay{dpo} -from {src} -to {dst} {bound}"]
+        if not xdc:         # the two clocks are unrelated: a hold check across them means nothing
+            out.append(f"set_false_path -hold -from {src} -to {dst}")
+        if skew and xdc:
+            out.append(f"set_bus_skew -from {src} -to {dst} {bound}")
+        if skew and quartus:
+            out.append(f"set_max_skew -from {src} -to {dst} {bound}")
+        return out
+
     for inst, fifo, wclk, rclk in FIFOS:
         for ptr, src_clk, dst_clk in (("wptr", wclk, rclk), ("rptr", rclk, wclk)):
-            bound = min(period[src_clk], period[dst_clk])
-            src, dst = cells(f"cdc_{fifo}_{ptr}_gray"), cells(f"cdc_{fifo}_{ptr}_s0")
+            src, dst = cells(inst, f"cdc_{fifo}_{ptr}_gray"), cells(inst, f"cdc_{fifo}_{ptr}_s0")
             lines.append(f"# {inst}: {'write' if ptr == 'wptr' else 'read'} pointer, Gray code, "
                          f"{src_clk} -> {dst_clk}: at most one bit changes per edge, so a skew "
                          f"bound of one period keeps every sampled value a valid pointer")
-            lines.append(f"set_max_delay{dpo} -from {src} -to {dst} {bound:g}")
-            if xdc:
-                lines.append(f"set_bus_skew -from {src} -to {dst} {bound:g}")
+            lines += bounded(src, dst, bound_of["min"], True)
         lines.append(f"# {inst}: memory written on {wclk}, read on {rclk} only after the write "
-                     f"pointer has crossed (two or more {rclk} edges later)")
-        lines.append(f"set_max_delay{dpo} -from {cells(inst + '/storage')} {period[rclk]:g}")
+                     f"pointer has crossed (two or more {rclk} edges later); its {wclk} paths stay as they are")
+        lines += bounded(cells(inst, "storage"), clock_of[rclk], bound_of[rclk], False)
     lines += [
         "",
         "# Reset inputs: asynchronous assertion into the reset synchronizers (set flops), release",
@@ -143,13 +185,14 @@ def ports(verilog_text, name):
 
 
 def write(generated, out):
-    """Write ``OUT.v`` (``out``), ``OUT.sdc`` and ``OUT.xdc``; returns the three paths."""
+    """Write ``OUT.v`` (``out``) and the constraints next to it (``OUT`` + each suffix of
+    :data:`FLAVOURS`); returns the paths, the Verilog first."""
     out = Path(out)
     if out.suffix != ".v":
         raise ValueError(f"out: {str(out)!r} must name a .v file")
     out.parent.mkdir(parents=True, exist_ok=True)
-    paths = [out, out.with_suffix(".sdc"), out.with_suffix(".xdc")]
-    for path, text in zip(paths, (generated.verilog, generated.sdc, generated.xdc)):
+    paths = [out] + [out.with_suffix(suffix) for suffix in FLAVOURS.values()]
+    for path, text in zip(paths, [generated.verilog] + [generated.constraints[f] for f in FLAVOURS]):
         path.write_text(text, encoding="utf-8")
     return paths
 
@@ -187,8 +230,8 @@ def add_arguments(parser):
                         help="bus_clk period in ns for the constraints (default 10)")
     parser.add_argument("--core-period", type=float, default=5.0,
                         help="core_clk period in ns for the constraints (default 5)")
-    parser.add_argument("-o", "--out", required=True, help="output Verilog file OUT.v (OUT.sdc, OUT.xdc "
-                                                           "are written next to it)")
+    parser.add_argument("-o", "--out", required=True, help="output Verilog file OUT.v (OUT.sdc, OUT.quartus.sdc, "
+                                                           "OUT.xdc and OUT.ooc.xdc are written next to it)")
 
 
 def main(args):

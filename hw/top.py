@@ -79,6 +79,26 @@ class Accelerator(wiring.Component):
         return f"Accelerator({self.config.key()})"
 
     def elaborate(self, platform):
+        m, cmd_fifo, resp_fifo = self.crossings()
+        c = self.config
+        to_core = DomainRenamer("core")
+        m.submodules.unpack = unpack = to_core(BeatsToWords(bus_width=c.bus_width))
+        m.submodules.core = core = to_core(Core(config=c))
+        m.submodules.pack = pack = to_core(WordsToBeats(bus_width=c.bus_width))
+        wiring.connect(m, cmd_fifo.r, unpack.i)
+        wiring.connect(m, unpack.o, core.i)
+        m.d.comb += unpack.two.eq(core.two)
+        wiring.connect(m, core.o, pack.i)
+        m.d.comb += core.o_two.eq(pack.two)
+        wiring.connect(m, pack.o, resp_fifo.w)
+        return m
+
+    def crossings(self):
+        """The module with the top's clock domains, reset synchronizers, the two asynchronous
+        FIFOs and the AXI4-Stream ports wired to them: everything that crosses between the clocks
+        (the constraints of :mod:`intdeploy.hw.generate` are about these). Returns ``(module,
+        cmd_fifo, resp_fifo)``; the command FIFO's read side and the response FIFO's write side
+        are in the core domain, left to connect."""
         m = Module()
         c = self.config
         # Logic domains (synchronous reset) and the FIFOs' pointer domains (asynchronous reset),
@@ -100,10 +120,6 @@ class Accelerator(wiring.Component):
         m.submodules.resp_fifo = resp_fifo = AsyncFIFO(shape=beat, depth=c.fifo_depth,
                                                        w_domain="core_cdc", r_domain="bus_cdc",
                                                        name="resp")
-        to_core = DomainRenamer("core")
-        m.submodules.unpack = unpack = to_core(BeatsToWords(bus_width=c.bus_width))
-        m.submodules.core = core = to_core(Core(config=c))
-        m.submodules.pack = pack = to_core(WordsToBeats(bus_width=c.bus_width))
 
         m.d.comb += [
             cmd_fifo.w.valid.eq(self.s_axis.tvalid),
@@ -115,10 +131,4 @@ class Accelerator(wiring.Component):
             self.m_axis.tlast.eq(resp_fifo.r.payload.last),
             resp_fifo.r.ready.eq(self.m_axis.tready),
         ]
-        wiring.connect(m, cmd_fifo.r, unpack.i)
-        wiring.connect(m, unpack.o, core.i)
-        m.d.comb += unpack.two.eq(core.two)
-        wiring.connect(m, core.o, pack.i)
-        m.d.comb += core.o_two.eq(pack.two)
-        wiring.connect(m, pack.o, resp_fifo.w)
-        return m
+        return m, cmd_fifo, resp_fifo

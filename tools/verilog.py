@@ -14,7 +14,7 @@ def add_parser(sub):
     p = sub.add_parser("verilog", help="Verilog and clock-crossing constraints of the accelerator top",
                        description="Elaborates the accelerator top (hw/top.py) for the given array and "
                                    "buffer sizes into one Verilog file OUT.v, writes the constraints of its "
-                                   "clock-domain crossings as OUT.sdc and OUT.xdc, and prints the ports and "
+                                   "clock-domain crossings as OUT.sdc, OUT.quartus.sdc, OUT.xdc (scoped) and OUT.ooc.xdc, and prints the ports and "
                                    "parameters (docs/top.md).")
     generate.add_arguments(p)
     p.set_defaults(func=_verilog)
