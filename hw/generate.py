@@ -14,13 +14,14 @@ The crossings are found by name: :mod:`intdeploy.hw.cdc` names every synchronize
 import argparse
 import dataclasses
 from dataclasses import dataclass
+import os
 from pathlib import Path
 import re
 
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.hw.top import Accelerator
 
-__all__ = ["Generated", "FLAVOURS", "generate", "constraints", "ports", "write", "add_arguments", "main"]
+__all__ = ["Generated", "FLAVOURS", "generate", "constraints", "ports", "write", "check_output", "add_arguments", "main"]
 
 #: The FIFOs of the top: (instance, name in intdeploy.hw.cdc, write clock, read clock).
 FIFOS = (("cmd_fifo", "cmd", "bus_clk", "core_clk"), ("resp_fifo", "resp", "core_clk", "bus_clk"))
@@ -188,13 +189,35 @@ def write(generated, out):
     """Write ``OUT.v`` (``out``) and the constraints next to it (``OUT`` + each suffix of
     :data:`FLAVOURS`); returns the paths, the Verilog first."""
     out = Path(out)
-    if out.suffix != ".v":
-        raise ValueError(f"out: {str(out)!r} must name a .v file")
-    out.parent.mkdir(parents=True, exist_ok=True)
+    check_output(out)
     paths = [out] + [out.with_suffix(suffix) for suffix in FLAVOURS.values()]
-    for path, text in zip(paths, [generated.verilog] + [generated.constraints[f] for f in FLAVOURS]):
-        path.write_text(text, encoding="utf-8")
+    texts = [generated.verilog] + [generated.constraints[f] for f in FLAVOURS]
+    temps = [p.with_name(p.name + ".tmp") for p in paths]
+    try:                    # all files or none: each written aside, then renamed into place
+        for tmp, text in zip(temps, texts):
+            tmp.write_text(text, encoding="utf-8")
+        for tmp, path in zip(temps, paths):
+            tmp.replace(path)
+    except OSError as e:
+        for tmp in temps:
+            tmp.unlink(missing_ok=True)
+        raise ValueError(f"-o/--out: {out} cannot be written ({e.strerror or type(e).__name__})") from None
     return paths
+
+
+def check_output(out):
+    """Refuse an output path that cannot be written before any work (ValueError naming
+    ``-o/--out``); creates its directory if needed."""
+    out = Path(out)
+    if out.suffix != ".v":
+        raise ValueError(f"-o/--out: {str(out)!r} must name a .v file")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise ValueError(f"-o/--out: {out}: its directory cannot be created ({e.strerror or type(e).__name__})") \
+            from None
+    if not os.access(out.parent, os.W_OK) or (out.exists() and not os.access(out, os.W_OK)):
+        raise ValueError(f"-o/--out: {out} cannot be written (permission denied)")
 
 
 # --- command line ---------------------------------------------------------------------------------
@@ -236,8 +259,7 @@ def add_arguments(parser):
 
 def main(args):
     """Run ``intdeploy verilog`` for parsed ``args``; prints parameters, ports and files."""
-    if Path(args.out).suffix != ".v":
-        raise ValueError(f"out: {args.out!r} must name a .v file")
+    check_output(args.out)
     params = {"rows": args.rows, "cols": args.cols}
     for _, key, _ in _OPTIONS:
         if getattr(args, key) is not None:

@@ -136,7 +136,27 @@ def test_cli_refuses_bad_parameters(argv, message, tmp_path, capsys):
 
 def test_cli_refuses_a_non_verilog_output_before_elaborating(tmp_path, capsys):
     assert cli_main(["verilog", "--rows", "4", "--cols", "4", "-o", str(tmp_path / "a.txt")]) == 2
-    assert "must name a .v file" in capsys.readouterr().err
+    assert "-o/--out: " in capsys.readouterr().err and not list(tmp_path.iterdir())
+
+
+def test_cli_refuses_an_unwritable_output_and_leaves_nothing(tmp_path, capsys, monkeypatch):
+    (tmp_path / "file").write_text("")
+    assert cli_main(["verilog", "--rows", "4", "--cols", "4", "-o", str(tmp_path / "file" / "a.v")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "-o/--out: " in err and "its directory cannot be created" in err
+    # a write that fails half way (the third file) leaves none of them
+    real = Path.write_text
+
+    def failing(self, text, *a, **k):
+        if self.name.endswith(".xdc.tmp"):
+            raise OSError(28, "No space left on device")
+        return real(self, text, *a, **k)
+    monkeypatch.setattr(Path, "write_text", failing)
+    assert cli_main(["verilog", "--rows", "2", "--cols", "2", "--weight-depth", "8", "--act-depth", "16",
+                     "--param-channels", "4", "--residual-depth", "8", "--threshold-channels", "4",
+                     "-o", str(tmp_path / "out" / "a.v")]) == 2
+    assert "No space left on device" in capsys.readouterr().err
+    assert list((tmp_path / "out").iterdir()) == []
 
 
 # --- the constraints are effective in a static timing analyser ----------------------------------------
