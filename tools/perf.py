@@ -18,15 +18,18 @@ against golden (a benchmark of wrong results would be worthless):
     (two in buffer entries on a 64-bit or wider bus: :func:`intdeploy.sim.accel_model.input_cycles`), so a
     layer can never take fewer cycles than its input cycles.
 
-* **Simulation speed**: core cycles per second of wall time, Verilator vs Icarus, on the same
-  GEMM program (the simulators are built before timing).
+* **Simulation speed**: core cycles per second of wall time, Verilator vs Icarus, the stream
+  player vs the cocotbext-axi bench, on the digits network's program and a GEMM
+  (:func:`sim_speed`; the simulators are built before timing).
 * **Golden throughput**: images per second of :class:`intdeploy.golden.network.IntegerDeployable`
   (``intdeploy bench``).
 * **Synthesis sweep**: :func:`intdeploy.tools.synth.run` on ECP5-85k for the MAC array alone at 4x4, 8x8 and
-  16x16, placed and routed, and the whole top at 8x8, placed only: its Fmax and critical paths
-  are nextpnr's post-placement estimate, marked "placed, not routed: estimate" in the tables
-  (cached in ``build/synth/``; the first run of a MAC array takes minutes, the top's 20-25
-  minutes; a tool failure is recorded as the result); then the 8x8 top per unit
+  16x16, placed and routed, and the whole top at 8x8, placed and routed at two seeds
+  (:data:`TOP_SYNTH_SEEDS`, 100 MHz target, each nextpnr stopped after :data:`TOP_ROUTE_MINUTES`):
+  a seed whose router fails or is stopped keeps nextpnr's post-placement estimate, marked
+  "placed, not routed: estimate" in the tables, with the reason
+  (cached in ``build/synth/``; the first run of a MAC array takes minutes, the top's up to
+  two hours; a tool failure is recorded as the result); then the 8x8 top per unit
   (:func:`intdeploy.tools.synth.breakdown`, Yosys with the hierarchy kept: where the logic, flip-flops,
   DSPs and block RAMs go).
 
@@ -60,7 +63,7 @@ from intdeploy.sim.runner import SIMULATORS
 from intdeploy.tools import synth
 from intdeploy.tools.bench import golden_throughput
 
-__all__ = ["ARRAY", "GEMMS", "SYNTH_SIZES", "TOP_SYNTH_SIZES", "TOP_SYNTH_PARAMS", "TOP_SYNTH_ROUTE", "gemm_job", "run_gemm", "network_layers", "sim_speed", "SPEED_IMAGES",
+__all__ = ["ARRAY", "GEMMS", "SYNTH_SIZES", "TOP_SYNTH_SIZES", "TOP_SYNTH_PARAMS", "TOP_SYNTH_SEEDS", "TOP_ROUTE_MINUTES", "gemm_job", "run_gemm", "network_layers", "sim_speed", "SPEED_IMAGES",
            "synth_sweep", "synth_units", "render_markdown", "add_parser", "main"]
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -76,13 +79,13 @@ SYNTH_SIZES = (4, 8, 16)
 #: the array (epilogue, parameter cache, buffers: 38381 logic cells at 4x4 with 16 threshold
 #: channels, against 43097 at 8x8), so it would double the sweep for little information.
 TOP_SYNTH_SIZES = (8,)
-#: The top is placed, not routed: nextpnr's router does not converge on it (163000 overused
-#: wires left after 18 minutes at 8x8), so its Fmax is the post-placement estimate
-#: (``intdeploy.tools.synth.run(route=False)``).
-TOP_SYNTH_ROUTE = False
-#: The top's synthesis parameters: the defaults. (With a full-width epilogue,
-#: ``epilogue_lanes=8``, the 8x8 top needs 324 DP16KD and 212 MULT18X18D, more than the
-#: ECP5-85k has; the default 4-lane epilogue fits: docs/top.md, Synthesis.)
+#: The top is placed and routed at these placement seeds, two nextpnr runs at a time, each stopped
+#: after :data:`TOP_ROUTE_MINUTES`; a seed whose router fails or is stopped keeps its labelled
+#: post-placement estimate (:func:`intdeploy.tools.synth.run_seeds`).
+TOP_SYNTH_SEEDS = (1, 2)
+TOP_ROUTE_MINUTES = 90
+#: nextpnr's timing target for the top (the clock the must-targets ask for).
+TOP_FREQ_MHZ = 100.0
 TOP_SYNTH_PARAMS = {}
 #: The RTL runs' bench settings: equal clocks, no idle, no backpressure, a generous watchdog.
 BENCH = dict(bus_period=10, core_period=10, watchdog=2_000_000)
@@ -251,25 +254,36 @@ def _tool_error(config, e):
 
 
 def synth_sweep(*, log=None):
-    """:func:`intdeploy.tools.synth.run` on ECP5-85k: the MAC array at :data:`SYNTH_SIZES` (placed and routed),
-    the top at :data:`TOP_SYNTH_SIZES` with :data:`TOP_SYNTH_PARAMS`, routed if
-    :data:`TOP_SYNTH_ROUTE` (cached in ``build/synth/``)."""
-    jobs = [("mac_array", n, None, True) for n in SYNTH_SIZES]
-    jobs += [("top", n, TOP_SYNTH_PARAMS, TOP_SYNTH_ROUTE) for n in TOP_SYNTH_SIZES]
+    """:func:`intdeploy.tools.synth.run` on ECP5-85k: the MAC array at :data:`SYNTH_SIZES` (placed and
+    routed); the top at :data:`TOP_SYNTH_SIZES` with :data:`TOP_SYNTH_PARAMS`, placed and routed at
+    each of :data:`TOP_SYNTH_SEEDS` (:func:`intdeploy.tools.synth.run_seeds`; the result holds every
+    seed and the min / median / max Fmax). Cached in ``build/synth/``."""
     out = []
-    for unit, n, params, route in jobs:
+    for n in SYNTH_SIZES:
         try:
-            res = synth.run(unit, n, n, "ecp5-85k", route=route, log=log, top_params=params)
+            res = synth.run("mac_array", n, n, "ecp5-85k", log=log)
         except RuntimeError as e:          # a tool failure is a result too (Yosys 0.70 failed at 16x16)
-            config = {"unit": unit, "rows": n, "cols": n, "target": "ecp5-85k"}
-            if params:
-                config["top_params"] = dict(sorted(params.items()))
-            if not route:
-                config["route"] = False
-            out.append(_tool_error(config, e))
+            out.append(_tool_error({"unit": "mac_array", "rows": n, "cols": n, "target": "ecp5-85k"}, e))
             continue
         res.pop("dir", None)
         out.append(res)
+    for n in TOP_SYNTH_SIZES:
+        config = {"unit": "top", "rows": n, "cols": n, "target": "ecp5-85k"}
+        if TOP_SYNTH_PARAMS:
+            config["top_params"] = dict(sorted(TOP_SYNTH_PARAMS.items()))
+        try:
+            res = synth.run_seeds("top", n, n, "ecp5-85k", TOP_SYNTH_SEEDS, jobs=2, log=log, freq=TOP_FREQ_MHZ,
+                                  top_params=TOP_SYNTH_PARAMS or None, timeout=TOP_ROUTE_MINUTES * 60)
+        except RuntimeError as e:
+            out.append(_tool_error(config, e))
+            continue
+        first = dict(res["seeds"][0])
+        first.pop("dir", None)
+        first["seeds"] = [{"seed": r["config"]["seed"], "routed": r.get("routed", False),
+                           "fmax_mhz": r["fmax_mhz"], "route_error": r.get("route_error")} for r in res["seeds"]]
+        first["fmax_spread_mhz"] = res["fmax_mhz"]
+        first["routed_seeds"] = res["routed"]
+        out.append(first)
     return out
 
 
@@ -300,6 +314,18 @@ def _unit(c):
     return c["unit"] + (" (" + ", ".join(f"{k} {v}" for k, v in params.items()) + ")" if params else "")
 
 
+def _seeds_note(s):
+    """`` (seeds 1, 2: routed at k; core_clk min/median/max ...)`` of a multi-seed result."""
+    if not s.get("seeds"):
+        return ""
+    spread = "; ".join(f"{k} {v['min']:.1f}/{v['median']:.1f}/{v['max']:.1f}"
+                       for k, v in sorted(s.get("fmax_spread_mhz", {}).items()))
+    why = {r["route_error"] for r in s["seeds"] if r.get("route_error")}
+    return (f" (seeds {', '.join(str(r['seed']) for r in s['seeds'])}: routed at {s['routed_seeds']}"
+            + (f"; min/median/max {spread}" if spread else "") + (f"; not routed: {sorted(why)[0]}" if why else "")
+            + ")")
+
+
 def summary_table(res):
     """The short table of README.md."""
     rows = []
@@ -324,6 +350,7 @@ def summary_table(res):
         f = ", ".join(f"{k} {v:.0f} MHz" for k, v in sorted(s["fmax_mhz"].items())) or "not placed"
         if s["fmax_mhz"] and not s.get("routed", True):
             f += " (placed, not routed: estimate)"
+        f += _seeds_note(s)
         rows.append([f"ECP5-85k {_unit(c)} {c['rows']}x{c['cols']}", f"{f}; {s['logic_cells_per_mac']} cells, "
                      f"{s['dsp_per_mac']} DSP, {s['ff_per_mac']} FF per MAC"])
     for key, v in (res.get("sim_speed") or {}).items():
@@ -392,6 +419,7 @@ def render_markdown(res):
             fmax = ", ".join(f"{k} {v:.1f}" for k, v in sorted(s["fmax_mhz"].items()))
             if fmax and not s.get("routed", True):
                 fmax += " (placed, not routed: estimate)"
+            fmax += _seeds_note(s)
             rows.append([_unit(c), f"{c['rows']}x{c['cols']}", s["logic_cells"], s["logic_cells_per_mac"],
                          s["ff"], s["dsp"], s["dsp_per_mac"], s["bram"], fmax, paths])
         out += ["## Synthesis sweep (ECP5-85k, Yosys + nextpnr out of context, 200 MHz target)", "",
