@@ -20,6 +20,7 @@ import re
 
 from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.hw.top import Accelerator
+from intdeploy.wire import c_header
 
 __all__ = ["Generated", "FLAVOURS", "KIT", "PORT_DOC", "LINT_WAIVERS", "instantiation", "lint_waivers", "generate", "constraints", "ports", "write", "check_output", "add_arguments", "main"]
 
@@ -65,6 +66,7 @@ def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0):
     texts = {f: constraints(name, f, bus_period, core_period) for f in FLAVOURS}
     texts["inst.v"], texts["inst.vhd"] = instantiation(name, port_list, "verilog"), instantiation(name, port_list, "vhdl")
     texts["vlt"] = lint_waivers(f"{name}.v")
+    texts["wire.h"] = c_header.render()
     return Generated(verilog=header + text, constraints=texts, ports=port_list, config=config, name=name)
 
 
@@ -155,7 +157,7 @@ def lint_waivers(filename):
 #: The constraint files :func:`write` puts next to ``OUT.v``: flavour -> suffix.
 FLAVOURS = {"sdc": ".sdc", "quartus": ".quartus.sdc", "xdc": ".xdc", "xdc_ooc": ".ooc.xdc"}
 #: The integration files :func:`write` puts next to ``OUT.v`` too: name -> suffix.
-KIT = {"inst.v": ".inst.v", "inst.vhd": ".inst.vhd", "vlt": ".vlt"}
+KIT = {"inst.v": ".inst.v", "inst.vhd": ".inst.vhd", "vlt": ".vlt", "wire.h": ".wire.h"}
 
 
 def constraints(name, flavour, bus_period, core_period):
@@ -275,7 +277,7 @@ def ports(verilog_text, name):
 def write(generated, out):
     """Write ``OUT.v`` (``out``) and next to it the constraints (``OUT`` + each suffix of
     :data:`FLAVOURS`) and the integration files (:data:`KIT`: instantiation templates, lint
-    waivers); returns the paths, the Verilog first."""
+    waivers, the wire format's C header and driver); returns the paths, the Verilog first."""
     out = Path(out)
     check_output(out)
     extra = {**FLAVOURS, **KIT}

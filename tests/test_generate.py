@@ -46,7 +46,8 @@ def lint(path, top, *flags):
 
 def check_generated(tmp_path, rows, cols, **params):
     gen = generate(dict(rows=rows, cols=cols, **SMALL, **params), name="accel_top")
-    v, sdc, quartus, xdc, ooc, inst_v, inst_vhd, vlt = write(gen, tmp_path / "accel_top.v")
+    v, sdc, quartus, xdc, ooc, inst_v, inst_vhd, vlt, header = write(gen, tmp_path / "accel_top.v")
+    assert header.read_text().startswith("/* intdeploy wire format")
     rc, counts, out = lint(v, "accel_top")                 # the default lint: clean
     assert rc == 0 and not counts and "%Error" not in out, out[-2000:]
     rc, counts, out = lint(v, "accel_top", "-Wall", "-Wno-fatal")
@@ -145,7 +146,7 @@ def test_cli_writes_files_and_prints_ports(tmp_path, capsys):
     assert "s_axis__tdata" in text and re.search(r"input\s+64\s+s_axis__tdata", text)
     assert re.search(r"rows\s+2", text) and re.search(r"bus_width\s+64", text)
     assert all(out.with_suffix(x).exists() for x in (".sdc", ".quartus.sdc", ".xdc", ".ooc.xdc", ".inst.v",
-                                                      ".inst.vhd", ".vlt"))
+                                                      ".inst.vhd", ".vlt", ".wire.h"))
     assert "create_clock -name core_clk -period 4 " in out.with_suffix(".sdc").read_text()
 
 

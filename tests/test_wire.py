@@ -3,6 +3,7 @@ prints, and every consumer held to it instantly (the hardware's decoding evaluat
 simulator on random words, its enums and layouts, the host codec and the executable model)."""
 
 from pathlib import Path
+import subprocess
 
 from amaranth import Module, Signal
 from amaranth.sim import Simulator
@@ -19,6 +20,7 @@ from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.hw.descriptor import decode_param, field_bits, param_entry_layout
 from intdeploy.hw.pool import PoolMode
 from intdeploy.hw.requantizer import Rounding, param_layout
+from intdeploy.wire import c_header
 
 DOC = Path(__file__).resolve().parents[1] / "docs" / "protocol.md"
 
@@ -175,3 +177,93 @@ def test_hardware_parameter_entry_layout_holds_every_wire_field():
             continue
         shape = shape.as_shape() if hasattr(shape, "as_shape") else shape
         assert shape.signed == f.signed and shape.width >= f.width, (f.name, shape)
+
+
+# --- the C header (intdeploy.wire.c_header) ----------------------------------------------------------
+
+_C_PROGRAM = r"""
+#include <inttypes.h>
+#include <stdio.h>
+#include "intdeploy_wire.h"
+
+static void print(const uint32_t *w, size_t n) {
+    for (size_t i = 0; i < n; i++) printf("%s%08" PRIx32, i ? " " : "", w[i]);
+    printf("\n");
+}
+
+int main(void) {
+    uint32_t out[64], entry[INTDEPLOY_PARAM_WORDS] = {0}, payload[2 + INTDEPLOY_PARAM_WORDS];
+    uint32_t run[INTDEPLOY_RUN_WORDS] = {0};
+    print(out, intdeploy_command(out, INTDEPLOY_OP_INFO, 7, NULL, 0));
+    print(out, intdeploy_command(out, INTDEPLOY_OP_STATUS, 9, NULL, 0));
+    /* one parameter entry: a 48-bit offset across words 2-3, negative fields, a code */
+    intdeploy_put(entry, INTDEPLOY_PARAM_MULT, 1518500250);
+    intdeploy_put(entry, INTDEPLOY_PARAM_BIAS, -12345);
+    intdeploy_put(entry, INTDEPLOY_PARAM_OFFSET, -((int64_t)1 << 40) + 3);
+    intdeploy_put(entry, INTDEPLOY_PARAM_SHIFT, 38);
+    intdeploy_put(entry, INTDEPLOY_PARAM_ROUNDING, INTDEPLOY_ROUNDING_TFLITE);
+    intdeploy_put(entry, INTDEPLOY_PARAM_W_ZERO_POINT, -3);
+    intdeploy_put(entry, INTDEPLOY_PARAM_ZERO_POINT, -7);
+    intdeploy_put(entry, INTDEPLOY_PARAM_LO, -128);
+    intdeploy_put(entry, INTDEPLOY_PARAM_HI, 127);
+    payload[0] = 5; payload[1] = 1;
+    for (unsigned i = 0; i < INTDEPLOY_PARAM_WORDS; i++) payload[2 + i] = entry[i];
+    print(out, intdeploy_command(out, INTDEPLOY_OP_WRITE_PARAMS, 3, payload, 2 + INTDEPLOY_PARAM_WORDS));
+    /* a RUN descriptor with an add (the entry as branch a) and average pooling */
+    intdeploy_put(run, INTDEPLOY_RUN_M_COUNT, 49);
+    intdeploy_put(run, INTDEPLOY_RUN_K_STEPS, 9);
+    intdeploy_put(run, INTDEPLOY_RUN_N_TILES, 2);
+    intdeploy_put(run, INTDEPLOY_RUN_ACT_BASE, 100);
+    intdeploy_put(run, INTDEPLOY_RUN_X_SIGNED, 1);
+    intdeploy_put(run, INTDEPLOY_RUN_X_ZERO_POINT, (uint8_t)-5);
+    intdeploy_put(run, INTDEPLOY_RUN_EPILOGUE, INTDEPLOY_EPILOGUE_REQUANT);
+    intdeploy_put(run, INTDEPLOY_RUN_ADD, 1);
+    intdeploy_put(run, INTDEPLOY_RUN_POOL, 1);
+    intdeploy_put(run, INTDEPLOY_RUN_OUT_BYTES, INTDEPLOY_OUT_BYTES_1B);
+    intdeploy_put(run, INTDEPLOY_RUN_ADD_ZERO_POINT_A, -100000);
+    intdeploy_put(run, INTDEPLOY_RUN_ADD_LEFT_SHIFT, 20);
+    intdeploy_put_block(run, INTDEPLOY_RUN_ADD_A, entry);
+    intdeploy_put(run, INTDEPLOY_RUN_POOL_MODE, INTDEPLOY_POOL_AVG_TFLITE);
+    intdeploy_put(run, INTDEPLOY_RUN_POOL_TAPS, 4);
+    intdeploy_put(run, INTDEPLOY_RUN_POOL_LO, -128);
+    intdeploy_put(run, INTDEPLOY_RUN_POOL_HI, 127);
+    print(out, intdeploy_command(out, INTDEPLOY_OP_RUN, 200, run, INTDEPLOY_RUN_WORDS));
+    /* a value that does not fit is refused and writes nothing */
+    printf("%d %d %d\n", intdeploy_put(entry, INTDEPLOY_PARAM_SHIFT, 64),
+           intdeploy_put(entry, INTDEPLOY_PARAM_W_ZERO_POINT, 128), intdeploy_put(entry, INTDEPLOY_PARAM_LO, (int64_t)1 << 31));
+    print(entry, INTDEPLOY_PARAM_WORDS);
+    /* read back: a response header, a signed field across two words */
+    intdeploy_response r;
+    uint32_t resp[2] = {0x00050208u, 9u};
+    intdeploy_parse_response(resp, &r);
+    printf("%u %u %u %u %" PRId64 "\n", r.opcode, r.tag, r.status, (unsigned)r.length,
+           intdeploy_get(entry, INTDEPLOY_PARAM_OFFSET));
+    return 0;
+}
+"""
+
+
+def test_c_header_builds_the_hosts_packets(tmp_path):
+    """A C program compiled with gcc (-std=c99 -Wall -Wextra -pedantic -Werror) against the
+    generated header builds INFO, STATUS, WRITE_PARAMS and a RUN with an add and pooling: every
+    word equals the host encoder's (intdeploy.host.protocol); out-of-range values are refused
+    without writing; a response header and a two-word signed field read back."""
+    (tmp_path / "intdeploy_wire.h").write_text(c_header.render())
+    (tmp_path / "prog.c").write_text(_C_PROGRAM)
+    subprocess.run(["gcc", "-std=c99", "-Wall", "-Wextra", "-pedantic", "-Werror", "-o", "prog", "prog.c"],
+                   cwd=tmp_path, check=True, capture_output=True, text=True)
+    lines = subprocess.run([str(tmp_path / "prog")], check=True, capture_output=True, text=True).stdout.splitlines()
+    words = lambda line: [int(w, 16) for w in line.split()]            # noqa: E731
+    fields = dict(mult=1518500250, bias=-12345, offset=-(1 << 40) + 3, shift=38, rounding="tflite",
+                  w_zero_point=-3, zero_point=-7, lo=-128, hi=127)
+    entry = wire.PARAM.encode(**fields)
+    assert words(lines[0]) == P.info(tag=7)
+    assert words(lines[1]) == P.status(tag=9)
+    assert words(lines[2]) == P.write_param_entries(5, [entry], tag=3)
+    desc = wire.RUN.encode(m_count=49, k_steps=9, n_tiles=2, act_base=100, x_signed=1, x_zero_point=(-5) & 0xFF,
+                           epilogue="requant", add=1, pool=1, out_bytes=0, add_zero_point_a=-100000,
+                           add_left_shift=20, add_a=entry, pool_mode="avg_tflite", pool_taps=4, pool_lo=-128,
+                           pool_hi=127)
+    assert words(lines[3]) == P.command("RUN", desc, tag=200)
+    assert lines[4] == "-1 -1 -1" and words(lines[5]) == entry
+    assert lines[6] == f"8 2 5 9 {-(1 << 40) + 3}"
