@@ -401,6 +401,33 @@ def test_onnx_unsupported_operator_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "'pool1' (MaxPool)" in err and "Traceback" not in err
 
 
+def test_onnx_every_unsupported_node_in_one_report(tmp_path, capsys):
+    """Three problems in one graph (two unsupported operators, a convolution attribute): one run
+    names all three with their node indices, in one line; the supported node fed by a refused one
+    is not reported (its failure would only echo the first)."""
+    import onnx
+    from onnx import helper
+    om = qlinear_model(np.random.default_rng(1))
+    nodes = list(om.graph.node)
+    conv = next(n for n in nodes if n.op_type == "QLinearConv")
+    conv.attribute.extend([helper.make_attribute("group", 2)])
+    nodes.insert(1, helper.make_node("MaxPool", ["y"], ["p"], name="pool1", kernel_shape=[2, 2]))
+    nodes[2].input[0] = "p"
+    nodes.append(helper.make_node("Softmax", [nodes[-1].output[0]], ["sm"], name="soft"))
+    del om.graph.node[:]
+    om.graph.node.extend(nodes)
+    with pytest.raises(ModelFormatError) as e:
+        import_onnx(om)
+    msg = str(e.value)
+    assert msg.startswith("3 nodes cannot be imported: #")
+    assert "'pool1' (MaxPool): operator 'MaxPool' is not supported" in msg and "'soft' (Softmax)" in msg
+    assert "(QLinearConv): group = 2" in msg and msg.count("supported operators:") == 1
+    onnx.save(om, tmp_path / "bad.onnx")
+    assert main(["import", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 nodes cannot be imported" in err
+
+
 @pytest.mark.parametrize("change, message", [
     (lambda a: a.update(group=2), "group = 2; only group = 1"),
     (lambda a: a.update(dilations=[2, 2]), "dilations [2, 2]; only 1"),

@@ -392,14 +392,32 @@ def _import_onnx(model, name, strict):
         else:
             _fail(node, f"operator {op!r} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
 
-    for node in g.node:
+    # Every node is tried, so that one run reports every node that cannot be imported. A node fed
+    # by a refused node is skipped silently when its own operator is supported (its failure would
+    # only echo the first), and reported when it is not.
+    refused, blocked = [], set()
+    for index, node in enumerate(g.node):
+        if blocked.intersection(node.input) and node.op_type in SUPPORTED_OPS and node.domain in ("", "ai.onnx"):
+            blocked.update(node.output)
+            continue
         try:
-            visit(node)
-        except ModelFormatError:
-            raise
-        except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
-            # a malformed node (wrong arity, shapes, dtypes): one line naming it, not a traceback
-            _fail(node, f"malformed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+            try:
+                visit(node)
+            except ModelFormatError:
+                raise
+            except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
+                # a malformed node (wrong arity, shapes, dtypes): one line naming it, not a traceback
+                _fail(node, f"malformed: {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''}")
+        except ModelFormatError as e:
+            refused.append((index, str(e)))
+            blocked.update(node.output)
+    if len(refused) == 1:
+        raise ModelFormatError(refused[0][1])
+    if refused:
+        supported = f"; supported: {', '.join(SUPPORTED_OPS)}"
+        items = [f"#{i} {msg.replace(supported, '')}" for i, msg in refused]
+        raise ModelFormatError(f"{len(refused)} nodes cannot be imported: " + " | ".join(items)
+                               + f" (supported operators: {', '.join(SUPPORTED_OPS)})")
 
     if "input" not in spec:
         raise ModelFormatError(f"graph.input {gin.name!r}: no QuantizeLinear or QLinear node consumes it")
