@@ -6,17 +6,27 @@ until ``M`` minutes have passed: draw a random IntegerDeployable network (:func:
 a convolution of random kernel/stride/padding, an optional second convolution and residual Add,
 an optional max or average pooling, a fully connected layer; random zero points, dtypes and a
 rounding mode per layer), compile it with the host driver (:mod:`intdeploy.host.driver`) on the executable
-model, send every packet to the top on a simulator under a random bus:core clock ratio (including
-1:8 and 8:1), random input pauses and output backpressure (sometimes thousands of cycles long),
-check every response word for word against the model inside the bench and every layer tensor
-decoded from the RTL's responses against golden :class:`intdeploy.golden.network.IntegerDeployable`.
+model, send every packet to the top inside the stream player (:mod:`intdeploy.sim.player`, the
+native-speed path) under a random bus:core clock ratio (including 1:8 and 8:1), random input
+pauses and output backpressure (sometimes thousands of cycles long), and check every layer tensor
+decoded from the RTL's responses against golden :class:`intdeploy.golden.network.IntegerDeployable`
+(every response is replayed to the host driver, which checks it is the one the program expects).
+
+``--workers N`` (default: the machine's cores) runs the seeds on a Dask ``LocalCluster`` of N
+processes, ``--cluster tcp://host:8786`` on an existing Dask scheduler (:mod:`intdeploy.sim.shards`):
+a seed whose worker dies is run again elsewhere, and the report is sorted by seed, the same as one
+process gives for the same seeds (``--runs``).
 
 A tqdm progress bar runs over the time budget; at the end the command prints the runs, the core
 cycles simulated and the failures, each with the seed that reproduces it
-(``intdeploy soak --runs 1 --seed <seed>``). Exit status 0 if every run passed, 1 otherwise.
+(``intdeploy soak --runs 1 --seed <seed> --workers 1``). Exit status 0 if every run passed, 1 if a
+check failed or a seed could not be run.
 """
 
 from dataclasses import dataclass
+import functools
+import itertools
+import os
 from pathlib import Path
 import tempfile
 import time
@@ -34,7 +44,8 @@ from intdeploy.host.engines import Recorder, Replay
 from intdeploy.host.network import run_network
 from intdeploy.hw.config import QUICK
 from intdeploy.sim.accel_model import ModelEngine
-from intdeploy.sim.rtl_engine import run_top
+from intdeploy.sim.rtl_engine import run_player
+from intdeploy.sim.shards import budget, run_cases
 
 __all__ = ["SoakResult", "random_network", "random_bench", "soak_run", "soak", "add_parser", "HARDWARE"]
 
@@ -156,6 +167,8 @@ class SoakResult:
     runs: int = 0
     cycles: int = 0
     failures: list = None
+    #: ``(seed, why)`` of seeds that could not be run (a worker could not build, died too often, ...)
+    errors: list = None
 
 
 def soak_run(seed, sim="verilator", work_dir=None):
@@ -172,8 +185,7 @@ def soak_run(seed, sim="verilator", work_dir=None):
     bench.pop("ratio")
     work_dir = Path(work_dir or tempfile.mkdtemp(prefix="intdeploy-soak-"))
     packets = rec.packets
-    responses, cycles = run_top(sim, HARDWARE, test_dir=work_dir / f"seed{seed}", packets=packets, seed=seed,
-                                **bench)
+    responses, cycles = run_player(sim, HARDWARE, packets, test_dir=work_dir / f"seed{seed}", seed=seed, **bench)
     out, _ = run_network(model, x, Replay(rec.calls, responses), fuse=fuse)
     missing = set(model.outputs) - set(out)
     if missing:
@@ -187,34 +199,42 @@ def soak_run(seed, sim="verilator", work_dir=None):
     return int(cycles or 0)
 
 
-def soak(minutes, seed=0, sim="verilator", runs=None, work_dir=None, progress=True, out=print):
-    """Runs until ``minutes`` have passed (or ``runs`` runs); returns a :class:`SoakResult`."""
+def soak(minutes, seed=0, sim="verilator", runs=None, work_dir=None, progress=True, out=print, workers=1,
+         cluster=None):
+    """Runs seeds ``seed, seed + 1, ...`` until ``minutes`` have passed (or ``runs`` runs), on
+    ``workers`` processes or the Dask ``cluster`` (:func:`intdeploy.sim.shards.run_cases`); returns a
+    :class:`SoakResult` (failures and errors sorted by seed)."""
     from tqdm import tqdm  # optional dependency (dev extra: progress bar)
 
-    budget = 60.0 * minutes
-    result = SoakResult(failures=[])
+    seconds = 60.0 * minutes
     start = time.monotonic()
-    bar = tqdm(total=round(budget), unit="s", disable=not progress, desc="soak",
+    bar = tqdm(total=round(seconds), unit="s", disable=not progress, desc="soak",
                bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s {postfix}")
-    j = 0
-    while (runs is None and time.monotonic() - start < budget) or (runs is not None and j < runs):
-        s = seed + j
-        j += 1
-        try:
-            result.cycles += soak_run(s, sim, work_dir)
-        except AssertionError as e:
-            first = str(e).strip().splitlines()[0] if str(e).strip() else "assertion failed"
-            result.failures.append((s, first))
-            bar.write(f"FAIL seed {s}: {first}")
-        result.runs += 1
-        bar.set_postfix_str(f"runs {result.runs}, failures {len(result.failures)}")
+    counts = {"runs": 0, "failures": 0}
+
+    def seen(o):
+        counts["runs"] += 1
+        counts["failures"] += o.failure is not None or o.error is not None
+        if o.failure or o.error:
+            bar.write(f"FAIL seed {o.case}: {o.failure or o.error}")
+        bar.set_postfix_str(f"runs {counts['runs']}, failures {counts['failures']}")
         bar.n = min(round(time.monotonic() - start), bar.total)
         bar.refresh()
+
+    cases = itertools.count(seed) if runs is None else range(seed, seed + runs)
+    outcomes = run_cases(functools.partial(soak_run, sim=sim, work_dir=work_dir), cases, workers=workers,
+                         cluster=cluster, keep_going=budget(seconds) if runs is None else None, on_outcome=seen)
     bar.close()
-    out(f"soak on {sim}: {result.runs} runs, {result.cycles} core cycles, {len(result.failures)} failures "
-        f"({time.monotonic() - start:.0f} s)")
+    result = SoakResult(runs=len(outcomes), cycles=sum(o.value for o in outcomes if o.value is not None),
+                        failures=[(o.case, o.failure) for o in outcomes if o.failure],
+                        errors=[(o.case, o.error) for o in outcomes if o.error])
+    where = f"{workers} worker(s)" if not cluster else f"the Dask cluster at {cluster}"
+    out(f"soak on {sim}: {result.runs} runs, {result.cycles} core cycles, {len(result.failures)} failures, "
+        f"{len(result.errors)} seeds not run ({time.monotonic() - start:.0f} s, {where})")
     for s, why in result.failures:
-        out(f"  failing seed {s}: {why}  (reproduce: intdeploy soak --runs 1 --seed {s} --sim {sim})")
+        out(f"  failing seed {s}: {why}  (reproduce: intdeploy soak --runs 1 --seed {s} --sim {sim} --workers 1)")
+    for s, why in result.errors:
+        out(f"  seed {s} not run: {why}")
     return result
 
 
@@ -223,8 +243,11 @@ def _main(args):
         raise ValueError(f"--minutes: {args.minutes} is out of range; allowed > 0")
     if args.runs is not None and args.runs < 1:
         raise ValueError(f"--runs: {args.runs} is out of range; allowed >= 1")
-    result = soak(args.minutes, args.seed, args.sim, args.runs, args.work_dir, progress=not args.no_progress)
-    return 1 if result.failures else 0
+    if args.workers < 1:
+        raise ValueError(f"--workers: {args.workers} is out of range; allowed >= 1")
+    result = soak(args.minutes, args.seed, args.sim, args.runs, args.work_dir, progress=not args.no_progress,
+                  workers=args.workers, cluster=args.cluster)
+    return 1 if result.failures or result.errors else 0
 
 
 def add_parser(sub):
@@ -240,4 +263,9 @@ def add_parser(sub):
     p.add_argument("--sim", choices=["verilator", "icarus"], default="verilator", help="simulator (default verilator)")
     p.add_argument("--work-dir", default=None, help="where run directories go (default: a temporary directory)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="simulator processes, on a Dask LocalCluster when > 1 (default: the machine's cores, "
+                        f"{os.cpu_count()} here)")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="run on the Dask scheduler at ADDRESS (tcp://host:8786) instead")
     p.set_defaults(func=_main)
