@@ -172,6 +172,97 @@ def test_import_cli_verifies_against_ort_and_the_accelerator_model(tmp_path, cap
     assert "model (4x4 accelerator): 100 inputs, engine vs golden: 400/400 elements equal" in out
 
 
+# --- models as ONNX Runtime's quantize_static writes them ------------------------------------------
+
+def _float_model(kind, rng):
+    """A float model with a symbolic batch: ``cnn`` [N, 1, 8, 8] -> Conv 3x3 pads 1 -> Relu -> MaxPool
+    2x2 -> Flatten -> Gemm(10); ``mlp`` [N, 1, 4, 4] -> Flatten -> Gemm(12) -> Relu -> Gemm(5)."""
+    from onnx import TensorProto, helper, numpy_helper
+    f = lambda n, shape, s: numpy_helper.from_array((rng.normal(size=shape) * s).astype(np.float32), n)  # noqa: E731
+    n = helper.make_node
+    if kind == "cnn":
+        nodes = [n("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]), n("Relu", ["c"], ["r"]),
+                 n("MaxPool", ["r"], ["p"], kernel_shape=[2, 2], strides=[2, 2]), n("Flatten", ["p"], ["f"]),
+                 n("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+        inits, shape, out = [f("cw", (4, 1, 3, 3), 0.3), f("cb", 4, 0.1), f("w", (10, 64), 0.1), f("b", 10, 0.1)], \
+            [1, 8, 8], 10
+    else:
+        nodes = [n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "w1", "b1"], ["h"], transB=1), n("Relu", ["h"], ["r"]),
+                 n("Gemm", ["r", "w2", "b2"], ["y"], transB=1)]
+        inits, shape, out = [f("w1", (12, 16), 0.3), f("b1", 12, 0.1), f("w2", (5, 12), 0.3), f("b2", 5, 0.1)], \
+            [1, 4, 4], 5
+    g = helper.make_graph(nodes, kind, [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N"] + shape)],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", out])], inits)
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    return model, shape
+
+
+@pytest.mark.parametrize("kind, fmt, act", [("cnn", "QOperator", "QUInt8"), ("cnn", "QDQ", "QUInt8"),
+                                            ("cnn", "QOperator", "QInt8"), ("mlp", "QOperator", "QUInt8"),
+                                            ("mlp", "QDQ", "QInt8")])
+def test_onnx_runtime_quantize_static_models_import_bit_exact(kind, fmt, act, tmp_path, capsys):
+    """What a user gets from ONNX Runtime's own quantizer (per-channel weights, reduce_range so
+    that its kernels are exact on every x86-64 CPU): QOperator (QLinearConv, QGemm of com.microsoft,
+    MaxPool on the integers) and QDQ, uint8 and int8 activations, a leading Flatten of the float
+    input. ``--verify``: ONNX Runtime vs golden and the accelerator model vs golden, every element."""
+    import onnx
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    rng = np.random.default_rng(5)
+    model, shape = _float_model(kind, rng)
+    onnx.save(model, tmp_path / "f.onnx")
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.uniform(0, 1, [1] + shape).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Calibration(),
+                    quant_format=getattr(QuantFormat, fmt), per_channel=kind == "cnn", reduce_range=True,
+                    activation_type=getattr(QuantType, act), weight_type=QuantType.QInt8)
+    ops = {nd.op_type for nd in onnx.load(tmp_path / "q.onnx").graph.node}
+    if fmt == "QOperator":
+        assert "QGemm" in ops and ("QLinearConv" in ops) == (kind == "cnn")
+    assert main(["import", str(tmp_path / "q.onnx"), "-o", str(tmp_path / "q.json"), "--verify", "64",
+                 "--sim", "model", "--rows", "4", "--cols", "4"]) == 0
+    out = capsys.readouterr().out
+    n = 64 * (10 if kind == "cnn" else 5)
+    assert f"framework vs golden: {n}/{n} elements equal" in out
+    assert f"engine vs golden: {n}/{n} elements equal" in out
+    m = model_file.load(tmp_path / "q.json")
+    assert m.input.shape == ((8, 8, 1) if kind == "cnn" else (16,))
+    assert [layer.kind for layer in m.layers][:3] == (["conv2d", "maxpool2d", "flatten"] if kind == "cnn"
+                                                       else ["linear", "linear"])
+
+
+def test_onnx_qgemm_and_maxpool_refusals_name_the_field():
+    """A QGemm with a float output or transA, and a MaxPool with ceil_mode, are refused in one
+    report that names each node and the attribute."""
+    from onnx import helper
+    om = qlinear_model(np.random.default_rng(1))
+    nodes = list(om.graph.node)
+    nodes.insert(1, helper.make_node("MaxPool", ["y"], ["p"], name="pool1", kernel_shape=[2, 2], ceil_mode=1))
+    nodes[2].input[0] = "p"
+    qgemm = helper.make_node("QGemm", ["x", "xs", "xz", "g", "gs", "gz", "", "zs"], ["q"], name="gemm1",
+                             domain="com.microsoft", transA=1)
+    om.graph.initializer.extend([_init("g", np.ones((5, 3)), np.int8), _init("gs", 0.01, np.float32),
+                                 _init("gz", 0, np.int8)])
+    nodes.append(qgemm)
+    del om.graph.node[:]
+    om.graph.node.extend(nodes)
+    with pytest.raises(ModelFormatError) as e:
+        import_onnx(om)
+    msg = str(e.value)
+    assert msg.startswith("2 nodes cannot be imported: #1 node 'pool1' (MaxPool): ceil_mode = 1; only 0")
+    assert "#4 node 'gemm1' (QGemm): only transA = 0 and alpha = 1 are supported" in msg
+    om.graph.node[-1].domain = ""
+    with pytest.raises(ModelFormatError, match=r"'gemm1' \(QGemm\): operator 'QGemm' must be in domain "
+                                               r"'com.microsoft', not ''"):
+        import_onnx(om)
+
+
 # --- framework deviations: kernels that saturate on CPUs without VNNI -----------------------------
 
 def pow2_qlinear_model(rng):
@@ -349,6 +440,19 @@ def test_fit_requant_refits_a_multiplier_the_float32_scale_gets_wrong():
     np.testing.assert_array_equal(requantize(acc[:, None], rq)[:, 0], want)
 
 
+@pytest.mark.parametrize("bias, want", [(-4684, 0), (90000, 255)])
+def test_fit_requant_takes_a_channel_that_is_saturated_everywhere(bias, want):
+    """A channel whose every reachable accumulator saturates (all weights <= 0 under a ReLU-like
+    output range, as ONNX Runtime's quantizer produced): its result is one constant and the fit
+    checks it, instead of refusing the layer (it once did at the low end)."""
+    scale = np.float32(0.009868879)
+    ref = lambda acc, c: fp32.ort_requantize(acc + bias, scale, 0, 0, 255)  # noqa: E731
+    rq, proof = fp32.fit_requant(ref, [scale], [bias], 0, 0, 255, [-57120], [255], "layer")
+    acc = np.arange(-57120, 256, dtype=np.int64)
+    assert proof.exact and np.all(ref(acc, 0) == want)
+    np.testing.assert_array_equal(requantize(acc[:, None], rq)[:, 0], ref(acc, 0))
+
+
 def test_fit_requant_refuses_or_counts_an_inexact_layer():
     with pytest.raises(ValueError, match=r"^layer: channel 0: no integer half_even requantizer .* differ"):
         _fit(REFUSE)
@@ -388,17 +492,17 @@ def test_onnx_unsupported_operator_is_one_line(tmp_path, capsys):
     from onnx import helper
     om = qlinear_model(np.random.default_rng(1))
     nodes = list(om.graph.node)
-    nodes.insert(1, helper.make_node("MaxPool", ["y"], ["p"], name="pool1", kernel_shape=[2, 2]))
+    nodes.insert(1, helper.make_node("LRN", ["y"], ["p"], name="norm1", size=3))
     nodes[2].input[0] = "p"
     del om.graph.node[:]
     om.graph.node.extend(nodes)
     with pytest.raises(ModelFormatError) as e:
         import_onnx(om)
-    assert str(e.value).startswith("node 'pool1' (MaxPool): operator 'MaxPool' is not supported; supported: ")
+    assert str(e.value).startswith("node 'norm1' (LRN): operator 'LRN' is not supported; supported: ")
     onnx.save(om, tmp_path / "bad.onnx")
     assert main(["import", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "x.json")]) == 2
     err = capsys.readouterr().err
-    assert err.count("\n") == 1 and "'pool1' (MaxPool)" in err and "Traceback" not in err
+    assert err.count("\n") == 1 and "'norm1' (LRN)" in err and "Traceback" not in err
 
 
 def test_onnx_every_unsupported_node_in_one_report(tmp_path, capsys):
@@ -411,7 +515,7 @@ def test_onnx_every_unsupported_node_in_one_report(tmp_path, capsys):
     nodes = list(om.graph.node)
     conv = next(n for n in nodes if n.op_type == "QLinearConv")
     conv.attribute.extend([helper.make_attribute("group", 2)])
-    nodes.insert(1, helper.make_node("MaxPool", ["y"], ["p"], name="pool1", kernel_shape=[2, 2]))
+    nodes.insert(1, helper.make_node("LRN", ["y"], ["p"], name="norm1", size=3))
     nodes[2].input[0] = "p"
     nodes.append(helper.make_node("Softmax", [nodes[-1].output[0]], ["sm"], name="soft"))
     del om.graph.node[:]
@@ -420,7 +524,7 @@ def test_onnx_every_unsupported_node_in_one_report(tmp_path, capsys):
         import_onnx(om)
     msg = str(e.value)
     assert msg.startswith("3 nodes cannot be imported: #")
-    assert "'pool1' (MaxPool): operator 'MaxPool' is not supported" in msg and "'soft' (Softmax)" in msg
+    assert "'norm1' (LRN): operator 'LRN' is not supported" in msg and "'soft' (Softmax)" in msg
     assert "(QLinearConv): group = 2" in msg and msg.count("supported operators:") == 1
     onnx.save(om, tmp_path / "bad.onnx")
     assert main(["import", str(tmp_path / "bad.onnx"), "-o", str(tmp_path / "x.json")]) == 2

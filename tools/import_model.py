@@ -135,6 +135,10 @@ def framework_outputs(source, model, images):
         feed = xf.astype({TensorProto.UINT8: np.uint8, TensorProto.INT8: np.int8}[elem]) \
             if elem in (TensorProto.UINT8, TensorProto.INT8) else \
             ((xf - spec.zero_point) * eps).astype(np.float32)
+        dims = [d.dim_value for d in next(i for i in source.graph.input if i.name == gin.name).type.tensor_type.shape.dim]
+        if len(dims) != feed.ndim:
+            # the model file's input is the graph input after a leading Flatten, in (c, h, w) order
+            feed = feed.reshape([len(feed)] + dims[1:])
         y = sess.run(None, {gin.name: feed})[0]
     else:
         import torch  # optional dependency (torch extra)

@@ -111,8 +111,10 @@ def _window(scale, bias, zp, lo, hi, a_lo, a_hi):
     s = float(scale)
     lo_x = math.floor((lo - zp - 1) / s) - 2
     hi_x = math.ceil((hi - zp + 1) / s) + 2
-    w_lo, w_hi = max(a_lo, lo_x - bias), min(a_hi, hi_x - bias)
-    return w_lo, max(w_hi, w_lo)
+    # Kept inside [a_lo, a_hi] also when every reachable value saturates (a channel whose
+    # accumulators all lie below the window is one value at a_hi, saturated low).
+    w_lo = min(max(a_lo, lo_x - bias), a_hi)
+    return w_lo, max(min(a_hi, hi_x - bias), w_lo)
 
 
 _NONE = Fraction(-1)      # marks an absent bound

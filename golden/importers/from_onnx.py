@@ -9,8 +9,17 @@ Supported operators (ONNX domain, opset >= 10):
   ``MatMul`` or ``Gemm`` (``transB = 1``, ``alpha = beta = 1``) on them, an optional ``Relu``,
   then ``QuantizeLinear``: the layer ONNX Runtime fuses into QLinearConv / QLinearMatMul; the
   bias must be the int32 quantization of the bias with scale ``x_scale * w_scale``;
-* ``QuantizeLinear`` of the float graph input (the model's input tensor), ``DequantizeLinear`` of
-  a graph output, ``Flatten`` / ``Reshape`` to ``[N, -1]`` of a quantized tensor.
+* QOperator, ONNX Runtime's ``quantize_static(..., quant_format=QuantFormat.QOperator)``: besides
+  QLinearConv and QLinearMatMul, ``QGemm`` (``com.microsoft``; ``transA = 0``, ``alpha = 1``,
+  either ``transB``, constant ``B``, int32 bias ``C`` with scale ``a_scale * b_scale``, a quantized
+  output: ``y_scale`` and ``y_zero_point`` given);
+* ``MaxPool`` (2-D, ``dilations`` 1, ``ceil_mode = 0``, explicit pads or ``NOTSET``; padded taps
+  ignored, as ONNX Runtime does) of a quantized tensor, as a QOperator node on the integers or as
+  QDQ's ``DequantizeLinear -> MaxPool -> QuantizeLinear`` with unchanged scale and zero point;
+* ``QuantizeLinear`` of the float graph input (the model's input tensor), optionally after a
+  ``Flatten`` (axis 1) of that input (``quantize_static`` leaves a leading Flatten in float: the
+  model file's input is then the flattened vector in ONNX's ``(c, h, w)`` order), ``DequantizeLinear``
+  of a graph output, ``Flatten`` / ``Reshape`` to ``[N, -1]`` of a quantized tensor.
 
 Activations become channels-last (``NCHW`` -> ``(H, W, C)``, the model-file convention); a flatten
 of an ``(H, W, C)`` tensor permutes the next matrix's rows so that ONNX's ``(c, h, w)`` order is
@@ -28,13 +37,17 @@ import numpy as np
 from intdeploy.golden import mac_array
 from intdeploy.golden.importers import framework, x86_kernels
 from intdeploy.golden.importers.fp32 import Proof, f32, fit_requant, ort_requantize, ort_scale
-from intdeploy.golden.model_file import DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError
+from intdeploy.golden.model_file import (DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
+                                         PoolLayer)
 
 __all__ = ["SUPPORTED_OPS", "import_onnx"]
 
-SUPPORTED_OPS = ("QLinearConv", "QLinearMatMul", "QuantizeLinear", "DequantizeLinear", "Conv", "MatMul",
-                 "Gemm", "Relu", "Flatten", "Reshape")
+SUPPORTED_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QuantizeLinear", "DequantizeLinear", "Conv", "MatMul",
+                 "Gemm", "Relu", "MaxPool", "Flatten", "Reshape")
+#: Operators of ONNX Runtime's ``com.microsoft`` domain among :data:`SUPPORTED_OPS`.
+MS_OPS = ("QGemm",)
 _QTYPES = {2: "uint8", 3: "int8"}        # onnx.TensorProto.UINT8 / INT8
+_FLOAT = 1                               # onnx.TensorProto.FLOAT
 
 
 class _Q:
@@ -50,6 +63,10 @@ class _Q:
         self.hi = dhi if hi is None else hi
 
 
+class _FloatInput:
+    """The float graph input after a Flatten, waiting for its QuantizeLinear."""
+
+
 class _DQ:
     """A float view ``DequantizeLinear(q)`` of a quantized activation or of a constant."""
 
@@ -62,6 +79,13 @@ class _Pending:
 
     def __init__(self, node, kind, x, w, b, relu=False):
         self.node, self.kind, self.x, self.w, self.b, self.relu = node, kind, x, w, b, relu
+
+
+def _known(node):
+    """The node's operator is one this importer reads (in its domain)."""
+    if node.op_type in MS_OPS:
+        return node.domain == "com.microsoft"
+    return node.op_type in SUPPORTED_OPS and node.domain in ("", "ai.onnx")
 
 
 def _fail(node, msg):
@@ -154,14 +178,16 @@ def _import_onnx(model, name, strict):
             _fail(node, f"{what} is {float(v.reshape(()))!r}; allowed a positive finite float")
         return v.reshape(())
 
-    def make_input(node, scale, zp):
+    def make_input(node, scale, zp, flat=False):
         dtype = _QTYPES.get(int(zp.dtype == np.int8) + 2) if zp.dtype in (np.uint8, np.int8) else None
         if dtype is None:
             _fail(node, f"zero point dtype {zp.dtype}; allowed uint8, int8")
+        if "input" in spec:
+            _fail(node, "the graph input is quantized twice; allowed once")
         nm = fresh(gin.name)
-        spec["input"] = InputSpec(name=nm, shape=in_shape(), dtype=dtype, zero_point=int(zp),
-                                  eps=float(scale))
-        return _Q(nm, scale, zp, dtype, in_shape(), "hwc" if len(dims) == 4 else "vec")
+        shape = (int(np.prod(dims[1:])),) if flat else in_shape()
+        spec["input"] = InputSpec(name=nm, shape=shape, dtype=dtype, zero_point=int(zp), eps=float(scale))
+        return _Q(nm, scale, zp, dtype, shape, "hwc" if len(shape) == 3 else "vec")
 
     def activation(node, i):
         """The quantized tensor feeding input ``i`` of a QLinear node."""
@@ -271,6 +297,25 @@ def _import_onnx(model, name, strict):
             _fail(node, "only 2-D convolutions are supported")
         return (strides[0], strides[1]), ((pads[0], pads[2]), (pads[1], pads[3]))
 
+    def pool_attrs(node):
+        a = {at.name: at for at in node.attribute}
+        if "kernel_shape" not in a or len(a["kernel_shape"].ints) != 2:
+            _fail(node, "only 2-D pooling (kernel_shape of 2 values) is supported")
+        if "dilations" in a and any(d != 1 for d in a["dilations"].ints):
+            _fail(node, f"dilations {list(a['dilations'].ints)}; only 1 is supported")
+        if "ceil_mode" in a and a["ceil_mode"].i:
+            _fail(node, "ceil_mode = 1; only 0 is supported")
+        if "storage_order" in a and a["storage_order"].i:
+            _fail(node, "storage_order = 1; only 0 is supported")
+        if "auto_pad" in a and a["auto_pad"].s not in (b"", b"NOTSET"):
+            _fail(node, f"auto_pad {a['auto_pad'].s.decode()}; give explicit pads")
+        kernel = tuple(a["kernel_shape"].ints)
+        stride = tuple(a["strides"].ints) if "strides" in a else (1, 1)
+        pads = list(a["pads"].ints) if "pads" in a else [0, 0, 0, 0]
+        if len(stride) != 2 or len(pads) != 4:
+            _fail(node, "only 2-D pooling is supported")
+        return kernel, stride, ((pads[0], pads[2]), (pads[1], pads[3]))
+
     def flatten(node, q):
         if q.layout == "vec":
             return q
@@ -284,8 +329,11 @@ def _import_onnx(model, name, strict):
 
     def visit(node):
         op = node.op_type
-        if node.domain not in ("", "ai.onnx"):
-            _fail(node, f"operator domain {node.domain!r} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
+        if not _known(node):
+            if op not in MS_OPS:
+                _fail(node, f"operator {op!r}" + (f" of domain {node.domain!r}" if node.domain not in ("", "ai.onnx")
+                                                  else "") + f" is not supported; supported: {', '.join(SUPPORTED_OPS)}")
+            _fail(node, f"operator {op!r} must be in domain 'com.microsoft', not {node.domain!r}")
         if op == "Constant":
             return
         if op == "QLinearConv":
@@ -300,6 +348,48 @@ def _import_onnx(model, name, strict):
                       const(node, 5, "b_zero_point"), scalar(node, 6, "y_scale"), scalar(node, 7, "y_zero_point"),
                       None, False, None)
             env[node.output[0]] = out
+        elif op == "QGemm":
+            a = {at.name: at for at in node.attribute}
+            if (a["transA"].i if "transA" in a else 0) or (a["alpha"].f if "alpha" in a else 1.0) != 1:
+                _fail(node, "only transA = 0 and alpha = 1 are supported")
+            if len(node.input) < 9 or not node.input[7] or not node.input[8]:
+                _fail(node, "y_scale and y_zero_point are required (a quantized output); a float output is not "
+                            "supported")
+            x = activation(node, 0)
+            b = const(node, 3, "B")
+            if b is None or b.ndim != 2:
+                _fail(node, "B must be a constant 2-D matrix")
+            b = b.T if (a["transB"].i if "transB" in a else 0) else b         # -> [K, N]
+            c = const(node, 6, "C")
+            if c is not None:
+                if c.dtype != np.int32:
+                    _fail(node, f"C of dtype {c.dtype}; allowed int32 (quantized with scale a_scale * b_scale)")
+                try:
+                    c = np.broadcast_to(c.reshape(-1) if c.ndim else c, (b.shape[1],))
+                except ValueError:
+                    _fail(node, f"C has shape {list(c.shape)}; allowed a scalar, [{b.shape[1]}] or [1, {b.shape[1]}]")
+            env[node.output[0]] = mac(node, "linear", x, b, const(node, 4, "b_scale"), const(node, 5, "b_zero_point"),
+                                      scalar(node, 7, "y_scale"), scalar(node, 8, "y_zero_point"), c, False, None)
+        elif op == "MaxPool":
+            v = env.get(node.input[0])
+            q = v.q if isinstance(v, _DQ) else v
+            if not isinstance(q, _Q) or q.layout != "hwc":
+                _fail(node, "input is not a quantized image [N, C, H, W]")
+            if len(node.output) > 1 and node.output[1]:
+                _fail(node, "the Indices output is not supported")
+            kernel, stride, padding = pool_attrs(node)
+            (pt, pb), (pl, pr) = padding
+            if max(pt, pb) >= kernel[0] or max(pl, pr) >= kernel[1]:
+                _fail(node, f"pads {[pt, pl, pb, pr]} must be smaller than the kernel {list(kernel)}")
+            h, w, ch = q.shape
+            oh, ow = (h + pt + pb - kernel[0]) // stride[0] + 1, (w + pl + pr - kernel[1]) // stride[1] + 1
+            if oh < 1 or ow < 1:
+                _fail(node, f"kernel {list(kernel)} is larger than the padded input {[h, w]}")
+            nm = fresh(node.output[0])
+            layers.append(PoolLayer(name=nm, inputs=(q.name,), mode="max", kernel=kernel, stride=stride,
+                                    padding=padding, dtype=q.dtype, eps=float(q.scale)))
+            out = _Q(nm, q.scale, q.zp, q.dtype, (oh, ow, ch), "hwc", lo=q.lo, hi=q.hi)
+            env[node.output[0]] = _DQ(q=out) if isinstance(v, _DQ) else out
         elif op == "QuantizeLinear":
             src = node.input[0]
             scale, zp = scalar(node, 1, "y_scale"), scalar(node, 2, "y_zero_point")
@@ -308,6 +398,8 @@ def _import_onnx(model, name, strict):
             v = env.get(src)
             if src == gin.name and v is None:
                 env[node.output[0]] = make_input(node, scale, zp)
+            elif isinstance(v, _FloatInput):
+                env[node.output[0]] = make_input(node, scale, zp, flat=True)
             elif isinstance(v, _DQ) and v.q is not None:
                 if f32(scale) != v.q.scale or int(zp) != v.q.zp:
                     _fail(node, "re-quantizes a tensor to other parameters; not supported")
@@ -372,6 +464,11 @@ def _import_onnx(model, name, strict):
             if not isinstance(v, _Pending):
                 _fail(node, "Relu is supported only between Conv/MatMul/Gemm and QuantizeLinear")
             env[node.output[0]] = _Pending(v.node, v.kind, v.x, v.w, v.b, relu=True)
+        elif op == "Flatten" and node.input[0] == gin.name and tt.elem_type == _FLOAT:
+            axis = next((a.i for a in node.attribute if a.name == "axis"), 1)
+            if axis != 1:
+                _fail(node, f"axis = {axis}; only axis = 1 is supported")
+            env[node.output[0]] = _FloatInput()
         elif op in ("Flatten", "Reshape"):
             v = env.get(node.input[0])
             q = v.q if isinstance(v, _DQ) else v
@@ -397,7 +494,7 @@ def _import_onnx(model, name, strict):
     # only echo the first), and reported when it is not.
     refused, blocked = [], set()
     for index, node in enumerate(g.node):
-        if blocked.intersection(node.input) and node.op_type in SUPPORTED_OPS and node.domain in ("", "ai.onnx"):
+        if blocked.intersection(node.input) and _known(node):
             blocked.update(node.output)
             continue
         try:
