@@ -97,6 +97,20 @@ def test_verilator_few_images_bit_exact_and_model_cycles_bound_rtl(tmp_path):
     assert (tmp_path / "sim.log").exists()
 
 
+def test_sharded_run_reports_what_one_simulation_reports(tmp_path):
+    """``--workers 2``: 100 images (chunks of 45, 45 and 10) sharded over two simulator processes
+    of a Dask LocalCluster (chunks 0-1 and chunk 2), each simulating from reset in its own
+    directory. The report, cycles per layer included, equals one simulation's (which shows that a
+    chunk's program and its STATUS cycle counts do not depend on the chunks before it)."""
+    one = run(MODEL, sim="verilator", images=100, work_dir=tmp_path / "one", **QUICK_TOP)
+    two = run(MODEL, sim="verilator", images=100, work_dir=tmp_path / "two", workers=2, **QUICK_TOP)
+    assert one["bit_exact"] and one["images"] == 100
+    for r in (one, two):
+        r.pop("wall_seconds")
+    assert two == one
+    assert (tmp_path / "two" / "shard0" / "sim.log").exists() and (tmp_path / "two" / "shard1" / "sim.log").exists()
+
+
 # --- planted bugs ------------------------------------------------------------------------------
 
 def test_planted_rounding_mode_in_golden_is_caught(tmp_path, capsys):

@@ -122,8 +122,40 @@ def _float_accuracies(model, x, y):
             f"float and fake-quant: golden/digits.py network from {digits.FLOAT_PARAMS.name}")
 
 
+def _shard_run(shard, *, sim, config, programs, work):
+    """Simulate ``programs[shard]`` (a list of packets) on a fresh RTL engine in ``work/shard<k>``;
+    returns its responses. Runs on a Dask worker (or here)."""
+    where = Path(work) / f"shard{shard}"
+    where.mkdir(parents=True, exist_ok=True)
+    with _redirected(where / "sim.log"):
+        return RtlEngine(sim, config, work_dir=where).execute(programs[shard])
+
+
+def _sharded(sim, config, calls, ends, work, workers, cluster, n):
+    """The recorded program, chunk by chunk, over ``workers`` simulator processes (or the Dask
+    ``cluster``): consecutive chunks per shard, each shard its own simulation from reset in its own
+    directory; the responses joined in program order. A chunk's program does not depend on the
+    ones before it (each was recorded from golden's inputs), so the responses, cycles included,
+    are those of one simulation of everything."""
+    import functools
+
+    from intdeploy.sim.shards import run_cases
+    count = min(len(ends), workers if not cluster else len(ends))
+    bounds = [round(k * len(ends) / count) for k in range(count + 1)]      # chunks of shard k
+    starts = [0] + ends
+    programs = [[p for call in calls[starts[bounds[k]]:ends[bounds[k + 1] - 1]] for p in call] for k in range(count)]
+    outcomes = run_cases(functools.partial(_shard_run, sim=sim, config=config, programs=programs, work=str(work)),
+                         iter(range(count)), workers=workers, cluster=cluster)
+    bad = next((o for o in outcomes if o.value is None), None)
+    if bad is not None:
+        images = f"{bounds[bad.case] * CHUNK}..{min(n, bounds[bad.case + 1] * CHUNK) - 1}"
+        raise EngineError(f"{sim} run of images {images} (shard {bad.case}) failed: {bad.failure or bad.error} "
+                          f"(log: {Path(work) / f'shard{bad.case}' / 'sim.log'})")
+    return [r for o in outcomes for r in o.value]
+
+
 def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, progress=False,
-        work_dir=None, model_path=None, hardware=None, fuse=False):
+        work_dir=None, model_path=None, hardware=None, fuse=False, workers=1, cluster=None):
     """Run ``model`` (an :class:`intdeploy.golden.model_file.IntegerModel`) on ``sim`` and compare it with
     golden IntegerDeployable of ``reference`` (default ``model``); returns the report (a dict, the
     JSON of ``--json``).
@@ -148,6 +180,12 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
     fuse : bool
         Fuse add and pooling layers into the epilogue of the layer before them where the hardware
         can (:meth:`intdeploy.host.driver.Driver.plan`); the fused-away tensors are not compared.
+    workers : int
+        RTL only: simulator processes (a Dask ``LocalCluster``) over which the images' programs are
+        sharded, chunk of :data:`CHUNK` images by chunk (default 1: one simulation here); the
+        report is the same whatever the sharding.
+    cluster : str, optional
+        RTL only: a Dask scheduler address (``tcp://host:8786``) to shard over instead.
 
     Raises
     ------
@@ -160,6 +198,8 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
 
     t0 = time.perf_counter()
     sim = engine_name(sim)
+    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
+        raise ValueError(f"--workers: {workers!r} is out of range; allowed >= 1")
     for name, v, hi in (("rows", rows, 16), ("cols", cols, 64)):
         if isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= hi:
             raise ValueError(f"--{name}: {v!r} is out of range; allowed 1..{hi}")
@@ -201,16 +241,22 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
         # responses: the chunks, their programs and their STATUS cycle counts are those of a run
         # chunk by chunk.
         rec = Recorder(ModelEngine(info))
+        ends = []                                  # the calls of chunk k end before ends[k]
         for ref in refs:
             run_layers(model, ref, rec, fuse=fuse)
+            ends.append(len(rec.calls))
         if bar is not None:
-            bar.set_description(f"{sim} {rows}x{cols}: simulating {len(rec.packets)} packets")
-        try:
-            with _redirected(log):
-                responses = engine.execute(rec.packets)
-        except (AssertionError, EngineError, RuntimeError) as e:
-            first = (str(e).splitlines() or [type(e).__name__])[0]
-            raise EngineError(f"{sim} run of images 0..{n - 1} failed: {first} (log: {log})") from None
+            bar.set_description(f"{sim} {rows}x{cols}: simulating {len(rec.packets)} packets"
+                                + (f" on {workers} workers" if workers > 1 or cluster else ""))
+        if (workers == 1 or len(refs) == 1) and not cluster:
+            try:
+                with _redirected(log):
+                    responses = engine.execute(rec.packets)
+            except (AssertionError, EngineError, RuntimeError) as e:
+                first = (str(e).splitlines() or [type(e).__name__])[0]
+                raise EngineError(f"{sim} run of images 0..{n - 1} failed: {first} (log: {log})") from None
+        else:
+            responses = _sharded(sim, config, rec.calls, ends, work, workers, cluster, n)
         runner = Replay(rec.calls, responses, info)
         if bar is not None:
             bar.set_description(f"{sim} {rows}x{cols}: comparing")
@@ -355,7 +401,8 @@ def _main(args):
     reference = model_file.load(args.reference) if args.reference else None
     try:
         r = run(model, reference, sim=args.sim, rows=args.rows, cols=args.cols, images=args.images,
-                progress=not args.json, work_dir=args.work_dir, model_path=path, fuse=args.fuse)
+                progress=not args.json, work_dir=args.work_dir, model_path=path, fuse=args.fuse,
+                workers=args.workers, cluster=args.cluster)
     except (EngineError, RuntimeError) as e:
         print(f"intdeploy: run failed: {e}", file=sys.stderr)
         return 1
@@ -395,4 +442,11 @@ def add_parser(sub):
                         "can (fewer cycles; the tensors in between are then not compared; docs/driver.md)")
     p.add_argument("--work-dir", help="keep the RTL packets, responses and sim.log here (default: a "
                                       "temporary directory)")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="RTL: simulator processes to shard the images over, 45 images a chunk, on a Dask "
+                        "LocalCluster (default: the machine's cores; 1 runs one simulation in this process). "
+                        "The report is the same whatever the sharding")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="RTL: shard over the Dask scheduler at ADDRESS (tcp://host:8786) instead "
+                        "(docs/reliability.md)")
     p.set_defaults(func=_main)
