@@ -396,3 +396,13 @@ def test_ecp5_4x4_top():
     core = next(p for p in res["critical_paths"] if p["from"] == "posedge core_clk")
     _path_gives_fmax(core, res["fmax_mhz"]["core_clk"])
     assert res["bram"] > 0
+
+
+def test_fit_verdict_names_what_exceeds_the_device():
+    """The fit line compares each figure with the device's (data-sheet) capacity; a design over
+    any of them is called out with every figure that does not fit."""
+    res = {"config": {"target": "ice40-up5k"}, "logic_cells": 18517, "dsp": 8, "bram": 31}
+    assert synth.fit_verdict(res) == "does NOT fit ice40-up5k: logic cells 18517 > 5280, BRAM 31 > 30"
+    res = {"config": {"target": "ecp5-85k"}, "logic_cells": 41820, "dsp": 156, "bram": 0}
+    assert synth.fit_verdict(res) == "fits ecp5-85k: logic cells 41820/83640 (50 %), DSP 156/156 (100 %), BRAM 0/208 (0 %)"
+    assert synth.fit_verdict({"config": {"target": "generic"}}) is None

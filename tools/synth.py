@@ -78,12 +78,16 @@ from intdeploy.hw.generate import generate
 from intdeploy.hw.mac_array import MacArray
 from intdeploy.hw.requantizer import Requantizer
 
-__all__ = ["TARGETS", "UNITS", "elaborate", "run", "run_seeds", "format_seeds", "breakdown", "parse_nextpnr_report", "parse_yosys_stat",
+__all__ = ["TARGETS", "UNITS", "CAPACITY", "fit_verdict", "elaborate", "run", "run_seeds", "format_seeds", "breakdown", "parse_nextpnr_report", "parse_yosys_stat",
            "parse_yosys_hierarchy", "parse_nextpnr_log_utilisation", "yosys_figures", "format_breakdown",
            "add_parser", "main"]
 
 TARGETS = ("ecp5-85k", "ice40-up5k", "generic")
 UNITS = ("top", "mac_array", "requantizer")
+#: What each device has, in the figures' terms (Lattice data sheets: LFE5U-85F 83,640 LUT4, 156
+#: 18x18 multipliers, 208 EBR; iCE40UP5K 5,280 LUT4, 8 DSP, 30 EBR of 4 kbit), for the fit verdict.
+CAPACITY = {"ecp5-85k": {"logic_cells": 83640, "dsp": 156, "bram": 208},
+            "ice40-up5k": {"logic_cells": 5280, "dsp": 8, "bram": 30}}
 ROOT = Path(__file__).resolve().parent.parent
 CACHE = ROOT / "build" / "synth"
 #: Bumped when the flow or the parsing changes, so old cache entries are not reused.
@@ -704,6 +708,21 @@ def format_breakdown(res):
     return "\n".join(lines)
 
 
+def fit_verdict(res):
+    """One line: whether the design's logic cells, DSPs and block RAMs fit the target device
+    (:data:`CAPACITY`), each as used / available; None for the generic target."""
+    cap = CAPACITY.get(res["config"]["target"])
+    if cap is None:
+        return None
+    parts = [(name, res[key], cap[key]) for name, key in (("logic cells", "logic_cells"), ("DSP", "dsp"),
+                                                         ("BRAM", "bram"))]
+    over = [f"{name} {used} > {have}" for name, used, have in parts if used > have]
+    if over:
+        return f"does NOT fit {res['config']['target']}: " + ", ".join(over)
+    return f"fits {res['config']['target']}: " + ", ".join(f"{name} {used}/{have} ({100 * used / have:.0f} %)"
+                                                          for name, used, have in parts)
+
+
 def format_result(res):
     """Human-readable lines of a :func:`run` result."""
     c = res["config"]
@@ -723,6 +742,9 @@ def format_result(res):
             lines.append("    worst path per unit: " + ", ".join(
                 f"{u['unit'] or '(top)'} {u['delay_ns']}" for u in p["worst_by_unit"][:12])
                 + (", ..." if len(p["worst_by_unit"]) > 12 else ""))
+    fit = fit_verdict(res)
+    if fit:
+        lines.append(f"  {fit}")
     if res.get("route_error"):
         lines.append(f"  NOT ROUTED: {res['route_error']}")
     if res.get("place_error"):
