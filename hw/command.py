@@ -527,7 +527,10 @@ class CommandProcessor(wiring.Component):
                     with m.Elif((chans > c.param_channels) |
                                 ((d_epilogue == 1) & (chans > c.threshold_channels))):
                         m.d.comb += e.eq(_ST["OUT_OF_RANGE"])
-                    with m.Elif((d_epilogue > 1) | (d_ob == 3)):
+                    align = wire.threshold_alignment(R)
+                    misaligned = (d_epilogue == 1) & ((d_channel_base[:align.bit_length() - 1] != 0)
+                                                      if align > 1 else 0)
+                    with m.Elif((d_epilogue > 1) | (d_ob == 3) | misaligned):
                         m.d.comb += e.eq(_ST["BAD_PARAM"])
                     with m.Elif(run.add & (d_res_base + p_nm > c.residual_depth)):
                         m.d.comb += e.eq(_ST["OUT_OF_RANGE"])

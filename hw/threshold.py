@@ -67,6 +67,14 @@ class ThresholdUnit(wiring.Component):
     lanes : int
         Values per data beat, 1..16; each lane has its own channel and its own read port on
         every threshold memory (the memories are replicated per read port by synthesis).
+    banked : bool
+        False (default): every lane may read every channel, as above. True (``lanes`` a power of
+        two): lane ``j`` only ever reads channels ``c`` with ``c % lanes == j`` (the producer
+        guarantees it; another channel reads an unspecified row), so channel ``c`` is stored once,
+        in lane ``c % lanes``'s own memories at row ``c // lanes``: one copy of the thresholds
+        instead of ``lanes`` (the accelerator's epilogue, whose lane ``j`` sees the channels
+        ``channel_base + part*E + j``, uses it when ``E`` divides ``R``, and the command processor
+        refuses a threshold RUN whose ``channel_base`` is not a multiple of ``E``).
 
     Attributes
     ----------
@@ -123,7 +131,8 @@ class ThresholdUnit(wiring.Component):
     Storage: ``channels * (2**max_bits - 1)`` x 32 bits of thresholds in ``max_bits`` memories
     (stage ``s`` holds ``channels * 2**s`` words, split in two banks for ``s >= 1``), plus
     ``channels`` x (bit_length(max_bits) + 1) bits of per-channel ``q``/``negate``; each memory
-    has one write port and ``lanes`` synchronous read ports. The output FIFO holds
+    has one write port and ``lanes`` synchronous read ports (``banked``: ``lanes`` groups of
+    such memories, each of ``ceil(channels / lanes)`` channels with one read port). The output FIFO holds
     ``fifo_depth`` x ``lanes * max_bits`` bits (an asynchronous-read memory: distributed RAM).
 
     Raises
@@ -132,10 +141,15 @@ class ThresholdUnit(wiring.Component):
         If ``channels``, ``max_bits`` or ``lanes`` is out of range.
     """
 
-    def __init__(self, *, channels, max_bits, lanes=1):
+    def __init__(self, *, channels, max_bits, lanes=1, banked=False):
         self.channels = check_int("channels", channels, 1, MAX_CHANNELS)
         self.max_bits = check_int("max_bits", max_bits, 1, 8)
         self.lanes = check_int("lanes", lanes, 1, MAX_LANES)
+        if not isinstance(banked, bool):
+            raise ValueError(f"banked: {banked!r} is not allowed; True or False")
+        if banked and self.lanes & (self.lanes - 1):
+            raise ValueError(f"banked: lanes={self.lanes} is not a power of two; banked needs lanes in 1, 2, 4, 8, 16")
+        self.banked = banked
         self.channel_bits = max(1, ceil_log2(self.channels))
         self.q_bits = self.max_bits.bit_length()
         # Register in which each search stage compares (see elaborate): stage s needs the
@@ -275,22 +289,35 @@ class ThresholdUnit(wiring.Component):
 
         # Stage s decides bit k = Q-1-s of the count and reads T[n-1] for the n whose lowest
         # set bit is k; its row is (channel, n >> (k+1)), the low bit of which (the previous
-        # stage's decision) selects the bank.
-        banks = []
-        for s in range(Q):
-            k = Q - 1 - s
-            hit = load_en & n[k] & ((n[:k] == 0) if k else 1)
-            p = n[k + 1:Q] if s else None           # s bits
-            stage = []
-            for b in range(1 if s == 0 else 2):
-                mem = Memory(shape=signed(32), depth=self.channels << max(s - 1, 0), init=[])
-                m.submodules[f"t{s}_{b}"] = mem
-                w = mem.write_port()
-                addr = ld.channel if s <= 1 else Cat(p[1:], ld.channel)
-                m.d.comb += [w.addr.eq(addr), w.data.eq(ld.value),
-                             w.en.eq(hit & ((p[0] == b) if s else 1))]
-                stage.append(mem)
-            banks.append(stage)
+        # stage's decision) selects the bank. Banked: channel c lives in group c % L at row
+        # c // L; otherwise there is one group, read by every lane.
+        G = L if self.banked else 1
+        gb = G.bit_length() - 1                      # channel bits that name the group
+        rows = -(-self.channels // G)                # channels per group
+
+        def row(channel):
+            return channel[gb:] if gb else channel
+
+        groups = []                                  # groups[g][s][b]: a memory
+        for g in range(G):
+            banks = []
+            for s in range(Q):
+                k = Q - 1 - s
+                hit = load_en & n[k] & ((n[:k] == 0) if k else 1)
+                if gb:
+                    hit = hit & (ld.channel[:gb] == g)
+                p = n[k + 1:Q] if s else None           # s bits
+                stage = []
+                for b in range(1 if s == 0 else 2):
+                    mem = Memory(shape=signed(32), depth=rows << max(s - 1, 0), init=[])
+                    m.submodules[f"t{s}_{b}" if G == 1 else f"g{g}_t{s}_{b}"] = mem
+                    w = mem.write_port()
+                    addr = row(ld.channel) if s <= 1 else Cat(p[1:], row(ld.channel))
+                    m.d.comb += [w.addr.eq(addr), w.data.eq(ld.value),
+                                 w.en.eq(hit & ((p[0] == b) if s else 1))]
+                    stage.append(mem)
+                banks.append(stage)
+            groups.append(banks)
 
         result = Signal(self.out_layout)
         m.d.comb += fifo.w_data.eq(result)
@@ -332,9 +359,9 @@ class ThresholdUnit(wiring.Component):
                 # register in R[t[s]], where the bit of stage s-1 selects the bank.
                 r0 = t[s] - 2
                 reads = []
-                for b, mem in enumerate(banks[s]):
+                for b, mem in enumerate(groups[lane if self.banked else 0][s]):
                     rd = mem.read_port()
-                    m.d.comb += rd.addr.eq(c[r0] if s <= 1 else Cat(cnt[r0][Q - s + 1:], c[r0]))
+                    m.d.comb += rd.addr.eq(row(c[r0]) if s <= 1 else Cat(cnt[r0][Q - s + 1:], row(c[r0])))
                     held = Signal(signed(32), name=f"t{s}_{b}_{lane}", reset_less=True)
                     m.d.sync += held.eq(rd.data)
                     reads.append(held)

@@ -330,7 +330,8 @@ class AcceleratorModel:
         epilogue = f["epilogue"]
         if channels > i.param_channels or (epilogue == wire.EPILOGUES["threshold"] and channels > i.threshold_channels):
             raise _Error(_OUT_OF_RANGE)
-        if epilogue not in wire.EPILOGUES.values() or f["out_bytes"] not in wire.OUT_BYTES.values():
+        if epilogue not in wire.EPILOGUES.values() or f["out_bytes"] not in wire.OUT_BYTES.values() or \
+                (epilogue == wire.EPILOGUES["threshold"] and f["channel_base"] % wire.threshold_alignment(i.rows)):
             raise _Error(_BAD_PARAM)
         if f["add"]:
             if f["residual_base"] + nt * m > i.residual_depth:

@@ -1,7 +1,8 @@
 # amaranth: UnusedElaboratable=no
 """Bench of intdeploy.hw.threshold.ThresholdUnit against intdeploy.golden.threshold.threshold.
 
-Configuration (``INTDEPLOY_TB``): ``channels``, ``max_bits``, ``lanes`` (the hardware), ``seed``,
+Configuration (``INTDEPLOY_TB``): ``channels``, ``max_bits``, ``lanes``, ``banked`` (the hardware; banked:
+lane ``j``'s channels are those with ``c % lanes == j``), ``seed``,
 ``bursts`` (load/data rounds), ``n`` (data beats per burst), ``in_stall``, ``out_stall``,
 ``load_stall`` (pause probabilities), ``stall_burst`` (longest pause), and ``bug``: ``"gt"``
 makes golden count thresholds strictly below the input (``>`` instead of ``>=``) to show the
@@ -100,7 +101,8 @@ async def run(dut):
     cfg = tb.cfg
     rng = tb.rng
     dut._log.info("seed %d", tb.seed)
-    unit = ThresholdUnit(channels=cfg["channels"], max_bits=cfg["max_bits"], lanes=cfg["lanes"])
+    unit = ThresholdUnit(channels=cfg["channels"], max_bits=cfg["max_bits"], lanes=cfg["lanes"],
+                         banked=bool(cfg.get("banked", False)))
     C, Q, L = unit.channels, unit.max_bits, unit.lanes
     load = tb.source("load", unit.load_layout)
     src = tb.source("i", unit.data_layout)
@@ -171,9 +173,21 @@ async def run(dut):
         if not concurrent:
             await with_timeout(load.wait(), budget(len(beats)), "ns")
 
-        chans = rng.integers(0, C, (n, L))
+        if unit.banked:
+            # lane j reads only the channels c with c % L == j (channels >= lanes, so each lane
+            # has at least one)
+            assert C >= L, "banked bench: channels must be >= lanes"
+            chans = np.stack([j + L * rng.integers(0, -(-(C - j) // L), n) for j in range(L)], axis=1)
+            if cfg.get("stray"):
+                # planted producer bug: lane 0 is given lane 1's channels
+                chans[:, 0] = chans[:, 1]
+        else:
+            chans = rng.integers(0, C, (n, L))
         if next_race is not None:
-            chans[-min(n, 2 * (Q + 2)):] = next_race
+            if unit.banked:
+                chans[-min(n, 2 * (Q + 2)):, next_race % L] = next_race
+            else:
+                chans[-min(n, 2 * (Q + 2)):] = next_race
         xs = np.array([[pick_x(rng, rows[c], negs[c]) for c in line] for line in chans], dtype=np.int64)
         expected = np.empty_like(xs)
         for c in np.unique(chans):

@@ -15,6 +15,7 @@ from intdeploy.golden.mac_array import linear
 from intdeploy.golden.pool import pool_windows
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams, requantize
 from intdeploy.golden.threshold import threshold
+from intdeploy import wire
 from intdeploy.host import protocol as P
 from intdeploy.sim.accel_model import AcceleratorModel, response_mismatch
 
@@ -460,6 +461,18 @@ def _setup_and_run(info):
 
 NO_STORE_ERRORS = [t[1] for t in TABLE if t[2] != OK and not t[0].startswith(("ACTS TLAST inside",
                    "PARAMS second", "WEIGHTS TLAST", "TH ", "ACTS extra", "PARAMS bad channel on"))]
+
+
+def test_threshold_run_channel_base_must_be_aligned():
+    """A threshold RUN's channel_base must be a multiple of the largest power of two dividing R
+    (4 here): each threshold channel is stored in the memories of the lane that reads it. A
+    requant RUN may start anywhere."""
+    info = P.Info(rows=4, cols=4, bus_width=32, param_channels=16, threshold_channels=16)
+    for base, epilogue, status in ((2, "threshold", BPARAM), (6, "threshold", BPARAM), (4, "threshold", OK),
+                                   (2, "requant", OK)):
+        r = AcceleratorModel(info).transact([run_pk(channel_base=base, epilogue=epilogue)])[-1]
+        assert r.status == status, (base, epilogue, r)
+    assert [wire.threshold_alignment(r) for r in (1, 3, 4, 5, 6, 8, 12, 16)] == [1, 1, 4, 1, 2, 8, 4, 16]
 
 
 def test_state_preserved_after_errors():

@@ -12,6 +12,7 @@ and a 128-bit bus, a non-square array.
 import numpy as np
 import pytest
 
+from intdeploy import wire
 from intdeploy.golden.add import AddParams
 from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.mac_array import conv2d, linear
@@ -83,13 +84,16 @@ def _random_run(rng, info, valid=True):
     m = taps * int(rng.integers(1, 5))
     threshold = bool(rng.random() < 0.3)
     chans = info.threshold_channels if threshold else info.param_channels
+    align = wire.threshold_alignment(R)
     row_step = int(rng.choice([0, 0, 1, k, k + 2]))        # 0: k_steps; < k_steps: rows share entries
     span = (m - 1) * (row_step or k) + k
     d = P.RunDescriptor(
         m_count=m, k_steps=k, n_tiles=n, act_base=int(rng.integers(0, info.act_depth - span + 1)), row_step=row_step,
         bank=int(rng.integers(0, info.weight_banks)),
         weight_base=int(rng.integers(0, info.weight_depth - n * k + 1)),
-        channel_base=int(rng.integers(0, chans - n * R + 1)),
+        # thresholds: a multiple of wire.threshold_alignment(R), but sometimes anything (BAD_PARAM)
+        channel_base=int(rng.integers(0, chans - n * R + 1)) if not threshold or rng.random() < 0.15 else
+        align * int(rng.integers(0, (chans - n * R) // align + 1)),
         x_signed=bool(rng.random() < 0.5), epilogue="threshold" if threshold else "requant",
         add=add, pool=pool, out_bytes=int(rng.choice([1, 2, 4])),
         residual_base=int(rng.integers(0, info.residual_depth - n * m + 1)),
@@ -453,6 +457,17 @@ OTHERS = {
                           max_pool_taps=9, max_pool_shift=20, fifo_depth=16, epilogue_lanes=2, add_lanes=1),
     "4x4-bus32": {**QUICK, "bus_width": 32, "fifo_depth": 16, "epilogue_lanes": 4, "add_lanes": 3},
 }
+
+
+def test_banked_thresholds_on_the_top(tmp_path):
+    """The threshold storage of the default top (banked: each channel stored once, in the memories
+    of the epilogue lane that reads it, since E divides R): a fuzz program with threshold RUNs at
+    aligned and misaligned channel_base on the 4x4 top with E = 4, every response against the
+    executable model. (QUICK's E = 3 keeps the replicated storage.)"""
+    params = OTHERS["4x4-bus32"]
+    bus, core = RATIOS["10:11"]
+    run_top("verilator", params, test_dir=tmp_path, packets=fuzz_program(5, info_of(params), 160),
+            bus_period=bus, core_period=core, idle=0.3, idle_burst=4, backpressure=0.4, bp_burst=6, seed=5)
 
 
 @pytest.mark.regress

@@ -22,7 +22,7 @@ import numpy as np
 from intdeploy.golden.pool import POOL_MODES
 from intdeploy.golden.requantizer import ROUNDING_MODES
 
-__all__ = ["Field", "Block", "OPCODES", "OPCODE_NAMES", "STATUS", "STATUS_NAMES", "ROUNDING", "ROUNDING_NAMES",
+__all__ = ["threshold_alignment", "Field", "Block", "OPCODES", "OPCODE_NAMES", "STATUS", "STATUS_NAMES", "ROUNDING", "ROUNDING_NAMES",
            "POOL", "POOL_NAMES", "EPILOGUES", "OUT_BYTES", "POOL_TAP_BITS", "COMMAND_HEADER", "RESPONSE_HEADER", "PARAM", "RUN",
            "INFO", "STATUS_PAYLOAD", "DEFAULT_INFO", "BLOCKS", "MASK32", "render_docs"]
 
@@ -44,6 +44,14 @@ OUT_BYTES = {1: 0, 2: 1, 4: 2}
 #: Width of the pooling unit's taps: each epilogue result enters it as its low 9 bits, two's
 #: complement (docs/protocol.md, RUN arithmetic step 4).
 POOL_TAP_BITS = 9
+
+
+def threshold_alignment(rows):
+    """What a threshold RUN's ``channel_base`` must be a multiple of (``BAD_PARAM`` otherwise): the
+    largest power of two dividing R. The threshold unit stores each channel once, in the memories of
+    the epilogue lane that reads it (``intdeploy.hw.threshold.ThresholdUnit`` ``banked``), which
+    holds when the tiles start at such a multiple."""
+    return rows & -rows
 OPCODE_NAMES, STATUS_NAMES, ROUNDING_NAMES, POOL_NAMES = (
     {v: k for k, v in t.items()} for t in (OPCODES, STATUS, ROUNDING, POOL))
 
