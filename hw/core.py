@@ -74,7 +74,7 @@ class Core(wiring.Component):
                                         load_layout=self.epilogue.threshold.load_layout,
                                         run_layout=self.run_layout)
         self.cache = ParamCache(lanes=R, entry_layout=self.entry_layout,
-                                addr_width=c.addr_bits(c.param_channels))
+                                addr_width=c.addr_bits(c.param_channels), out_lanes=c.epilogue_lanes)
         self.weight_shape = unsigned(32 * c.weight_entry_words)
         self.act_shape = unsigned(32 * c.act_entry_words)
         self.sequencer = LayerSequencer(
@@ -132,7 +132,7 @@ class Core(wiring.Component):
             cache.n_tiles.eq(cfg.n_tiles),
             seq.tile_ready.eq(cache.issue_ready), cache.issue_next.eq(seq.tile_next),
             seq.w_zp.eq(cache.issue_wzp),
-            epi.start.eq(start), epi.cfg.eq(cfg), epi.params.eq(cache.out_params),
+            epi.start.eq(start), epi.cfg.eq(cfg), epi.params.eq(cache.out_params), cache.out_part.eq(epi.part),
             cache.out_next.eq(epi.tile_next),
             packer.out_bytes.eq(cfg.out_bytes),
             cmd.mac_step.eq(mac.i.valid & mac.i.ready),

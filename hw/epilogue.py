@@ -132,8 +132,11 @@ class Epilogue(wiring.Component):
         Pulse at the beginning of a RUN; ``cfg`` is then held constant until its end.
     cfg : ``In(run_layout)`` (plain-shaped; the same bits)
     i : ``In(stream.Signature(StructLayout({"acc": ArrayLayout(signed(32), R)})))``
-    params : ``In(ArrayLayout(entry_layout, R))``
-        The current tile's parameter entries (from :class:`intdeploy.hw.param_cache.ParamCache`).
+    params : ``In(ArrayLayout(entry_layout, E))``
+        The current tile's parameter entries ``part*E .. part*E + E - 1`` (from
+        :class:`intdeploy.hw.param_cache.ParamCache`, which reads them where they are stored).
+    part : ``Out(range(P))``
+        The part of the accumulator beat entering the requantizer (``P = ceil(R / E)``).
     tile_next : ``Out(1)``
         Pulse: the current tile's last accumulator beat entered the chain.
     thresholds : ``In(stream.Signature(ThresholdUnit.load_layout))``
@@ -165,7 +168,8 @@ class Epilogue(wiring.Component):
             # Plain-shaped ports, viewed inside (no alias wire per field in the Verilog).
             "cfg": In(Shape.cast(run_layout)),
             "i": In(stream.Signature(self.in_layout)),
-            "params": In(Shape.cast(data.ArrayLayout(entry_layout, R))),
+            "params": In(Shape.cast(data.ArrayLayout(entry_layout, E))),
+            "part": Out(range(max(2, -(-R // E)))),
             "tile_next": Out(1),
             "thresholds": In(stream.Signature(self.threshold.load_layout)),
             "residual": In(ReadPort.Signature(addr_width=c.addr_bits(c.residual_depth),
@@ -178,7 +182,7 @@ class Epilogue(wiring.Component):
         c = self.config
         R = c.rows
         cfg = self.run_layout(self.cfg)
-        params = data.ArrayLayout(self.entry_layout, R)(self.params)
+        params = data.ArrayLayout(self.entry_layout, c.epilogue_lanes)(self.params)
         m.submodules.requantizer = rq = self.requantizer
         m.submodules.threshold = th = self.threshold
         m.submodules.add = au = self.add
@@ -216,14 +220,14 @@ class Epilogue(wiring.Component):
             self.i.ready.eq(unit_ready & part_in.last),
         ]
         acc = [Value.cast(v) for v in self.i.payload.acc]
-        rq_params = [Value.cast(params[j].rq) for j in range(R)]
+        if P > 1:
+            m.d.comb += self.part.eq(part_in.value)
         at = lambda p, r: p * E + r if p * E + r < R else None   # noqa: E731 - value j of part p's lane r
         for r in range(E):
             acc_r = part_in.pick([_lane(acc, at(p, r)) for p in range(P)])
             m.d.comb += [
                 rq.i.payload.acc[r].eq(acc_r),
-                rq.i.payload.params[r].eq(part_in.pick([_lane(rq_params, at(p, r), len(rq_params[0]))
-                                                         for p in range(P)])),
+                rq.i.payload.params[r].eq(params[r].rq),
                 th.i.payload.x[r].eq(acc_r),
                 th.i.payload.channel[r].eq(tile_ch + part_in.value * E + r),
             ]

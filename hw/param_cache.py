@@ -3,17 +3,23 @@
 A RUN's tile ``n`` uses parameter channels ``channel_base + n*R .. + R - 1``: their weight zero
 points enter the MAC array with every step of the tile, and their requantizer parameters enter
 the requantizer with every accumulator beat of the tile. The parameter buffer has one read port
-and one entry per channel, so the cache copies a tile's R entries into registers (R + 1
-cycles) while the previous tile is still being computed, and holds them until the tile's last
-accumulator beat has entered the epilogue.
+and one entry per channel, so the cache copies a tile's R entries (R + 1 cycles) while the
+previous tile is still being computed, and holds them until the tile's last accumulator beat has
+entered the epilogue.
+
+The parameters stay where they are stored: the epilogue takes an accumulator beat in
+``P = ceil(R / E)`` parts of ``E`` values, and lane ``r`` of part ``p`` is channel ``p*E + r`` of
+the tile, so entry ``j`` of a tile is written into a small memory of lane ``j % E`` (LUT RAM, two
+banks of ``P`` entries) and the epilogue reads each lane's entry for the current part directly;
+only the weight zero points, which the MAC array needs for all R channels at once, are kept in
+registers.
 """
 
-from amaranth import Module, Shape, Signal
+from amaranth import Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import ReadPort
+from amaranth.lib.memory import Memory, ReadPort
 from amaranth.lib.wiring import In, Out
 
-from intdeploy.hw.descriptor import layout_signal
 
 __all__ = ["ParamCache"]
 
@@ -36,6 +42,9 @@ class ParamCache(wiring.Component):
         A parameter buffer entry; it must have a ``w_zp`` field.
     addr_width : int
         Address width of the parameter buffer.
+    out_lanes : int or None
+        E, the entries the epilogue reads at a time (default ``lanes``): entry ``j`` of a tile is
+        read as lane ``j % E`` of part ``j // E``.
 
     Attributes
     ----------
@@ -50,14 +59,20 @@ class ParamCache(wiring.Component):
         Pulse: the MAC side is done with its current tile.
     issue_wzp : ``Out(ArrayLayout(signed(8), lanes))``
         Weight zero points of the MAC side's tile.
-    out_params : ``Out(ArrayLayout(entry_layout, lanes))``
-        Entries of the epilogue side's tile (valid while that tile is being drained).
+    out_part : ``In(range(P))``
+        The part ``p`` the epilogue is at.
+    out_params : ``Out(ArrayLayout(entry_layout, E))``
+        Entries ``p*E .. p*E + E - 1`` of the epilogue side's tile (valid while that tile is
+        being drained; a lane past the tile's R entries reads an unspecified entry):
+        combinational reads of the lanes' LUT RAMs at (bank, ``out_part``).
     out_next : ``In(1)``
         Pulse: the epilogue took the last beat of its current tile; frees its bank.
     """
 
-    def __init__(self, *, lanes, entry_layout, addr_width):
+    def __init__(self, *, lanes, entry_layout, addr_width, out_lanes=None):
         self.lanes = lanes
+        self.out_lanes = lanes if out_lanes is None else out_lanes
+        self.parts = -(-lanes // self.out_lanes)
         self.entry_layout = entry_layout
         super().__init__({
             "start": In(1),
@@ -68,15 +83,22 @@ class ParamCache(wiring.Component):
             "issue_ready": Out(1),
             "issue_next": In(1),
             "issue_wzp": Out(Shape.cast(data.ArrayLayout(entry_layout.members["w_zp"], lanes))),
-            "out_params": Out(Shape.cast(data.ArrayLayout(entry_layout, lanes))),
+            "out_part": In(range(max(2, self.parts))),
+            "out_params": Out(Shape.cast(data.ArrayLayout(entry_layout, self.out_lanes))),
             "out_next": In(1),
         })
 
     def elaborate(self, platform):
         m = Module()
-        L = self.lanes
-        banks = [layout_signal(data.ArrayLayout(self.entry_layout, L), name=f"bank{b}", reset_less=True)
-                 for b in range(2)]
+        L, E, P = self.lanes, self.out_lanes, self.parts
+        wzp_shape = self.entry_layout.members["w_zp"]
+        wzp = [[Signal(wzp_shape, name=f"wzp{b}_{k}", reset_less=True) for k in range(L)] for b in range(2)]
+        # Lane r's entries: bank b, part p at address b*P + p (LUT RAM, asynchronous read).
+        rams = []
+        for r in range(E):
+            ram = Memory(shape=Shape.cast(self.entry_layout), depth=2 * P, init=[])
+            m.submodules[f"lane{r}"] = ram
+            rams.append((ram.write_port(), ram.read_port(domain="comb")))
         loaded = Signal(2)
         issue_bank = Signal()
         out_bank = Signal()
@@ -88,29 +110,31 @@ class ParamCache(wiring.Component):
         got = Signal()                    # the read issued last cycle lands now
         got_r = Signal(range(L))
 
-        issue_wzp = data.ArrayLayout(self.entry_layout.members["w_zp"], L)(self.issue_wzp)
+        issue_wzp = data.ArrayLayout(wzp_shape, L)(self.issue_wzp)
+        out_params = data.ArrayLayout(self.entry_layout, E)(self.out_params)
         m.d.comb += [
             self.issue_ready.eq(loaded.bit_select(issue_bank, 1)),
-            self.issue_wzp.eq(0),
-            self.out_params.eq(0),
             self.mem.addr.eq(addr),
             self.mem.en.eq(1),
         ]
-        for b in range(2):
-            with m.If(issue_bank == b):
-                m.d.comb += [issue_wzp[k].eq(banks[b][k].w_zp) for k in range(L)]
-            with m.If(out_bank == b):
-                m.d.comb += self.out_params.eq(banks[b])
+        for k in range(L):
+            m.d.comb += issue_wzp[k].eq(Mux(issue_bank, wzp[1][k], wzp[0][k]))
+        part = self.out_part if P > 1 else 0
+        for lane, (w, rd) in enumerate(rams):
+            m.d.comb += [rd.addr.eq(out_bank * P + part), out_params[lane].as_value().eq(rd.data),
+                         w.data.eq(self.mem.data)]
 
         # Loader: one read per cycle, the data lands in the bank the next cycle.
         m.d.sync += got.eq(0)
+        entry = self.entry_layout(self.mem.data)
         with m.If(got):
-            for b in range(2):
-                with m.If(load_bank == b):
-                    with m.Switch(got_r):
-                        for k in range(L):
-                            with m.Case(k):
-                                m.d.sync += banks[b][k].eq(self.mem.data)
+            with m.Switch(got_r):
+                for k in range(L):
+                    with m.Case(k):
+                        m.d.comb += [rams[k % E][0].en.eq(1), rams[k % E][0].addr.eq(load_bank * P + k // E)]
+                        for b in range(2):
+                            with m.If(load_bank == b):
+                                m.d.sync += wzp[b][k].eq(entry.w_zp)
             with m.If(got_r == L - 1):
                 m.d.sync += [loaded.bit_select(load_bank, 1).eq(1), load_bank.eq(~load_bank),
                              load_tile.eq(load_tile + 1)]
