@@ -30,7 +30,9 @@ from dataclasses import dataclass, field, replace
 import json
 import math
 import os
+from pathlib import Path
 import sys
+import tempfile
 import warnings
 
 import numpy as np
@@ -50,6 +52,7 @@ from intdeploy.hw.config import QUICK, AcceleratorConfig
 from intdeploy.sim import ENGINES, engine_alias, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
+from intdeploy.sim.shards import simulate, split
 
 __all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_report", "add_parser",
            "tflite_multiply", "tflite_quantize_multiplier", "tflite_run"]
@@ -756,10 +759,12 @@ def _output(model, outputs):
     return outputs[model.outputs[0]] if isinstance(outputs, dict) else outputs
 
 
-def run_cases(cases, sim="model", work_dir=None, hardware=HARDWARE):
+def run_cases(cases, sim="model", work_dir=None, hardware=HARDWARE, workers=1, cluster=None):
     """Fill each case's ``results``: ``golden`` and ``engine`` equality counts with the case's
     :func:`target`, and the match count of every alternative mode. ``sim``: ``golden``
-    (executable accelerator model) or a simulator name (all cases' packets in one simulator run)."""
+    (executable accelerator model) or a simulator name (all cases' packets in one simulator run,
+    or with ``workers`` > 1 or a Dask ``cluster`` address, in shards of consecutive cases over
+    that many simulator processes: :func:`intdeploy.sim.shards.simulate`)."""
     sim = engine_name(sim)
     info = P.Info.of(AcceleratorConfig(**hardware))
     recs = []
@@ -775,12 +780,21 @@ def run_cases(cases, sim="model", work_dir=None, hardware=HARDWARE):
         recs.append(rec)
         if sim == "model":
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == want))
-    if sim != "model":
+    if sim != "model" and (workers > 1 or cluster) and len(cases) > 1:
+        # the cases' programs are independent: shards of consecutive cases, each simulated from
+        # reset in its own directory, the responses joined in case order
+        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="intdeploy-crosscheck-"))
+        ranges = split(len(recs), workers if not cluster else len(recs))
+        programs = [[p for rec in recs[a:b] for p in rec.packets] for a, b in ranges]
+        responses = [r for shard in simulate(sim, hardware, programs, work, workers=workers, cluster=cluster)
+                     for r in shard]
+    elif sim != "model":
         packets = [p for rec in recs for p in rec.packets]
         engine = RtlEngine(sim, hardware, work_dir=work_dir)
         engine.work_dir.mkdir(parents=True, exist_ok=True)
         with _quiet(engine.work_dir / "simulator.log"):
             responses = engine.execute(packets)
+    if sim != "model":
         for case, rec in zip(cases, recs):
             n = len(rec.packets)
             mine, responses = responses[:n], responses[n:]
@@ -861,7 +875,10 @@ def _main(args):
     refs = args.reference or list(REFERENCES)
     if args.repeats < 1:
         raise ValueError(f"--repeats: {args.repeats} is out of range; allowed >= 1")
-    cases = run_cases(make_cases(args.seed, refs, repeats=args.repeats), args.sim, work_dir=args.work_dir)
+    if args.workers < 1:
+        raise ValueError(f"--workers: {args.workers} is out of range; allowed >= 1")
+    cases = run_cases(make_cases(args.seed, refs, repeats=args.repeats), args.sim, work_dir=args.work_dir,
+                      workers=args.workers, cluster=args.cluster)
     if args.json:
         print(json.dumps(report_rows(cases, args.sim), indent=2))
     else:
@@ -885,6 +902,11 @@ def add_parser(sub):
                    help="only this reference (repeatable; default all)")
     p.add_argument("--work-dir", help="simulator work directory (default: a temporary one)")
     p.add_argument("--json", action="store_true", help="print the report rows as JSON")
+    p.add_argument("--workers", type=int, default=os.cpu_count() or 1,
+                   help="RTL: simulator processes to shard the cases over (a Dask LocalCluster; default: the "
+                        "machine's cores; 1: one simulation in this process); the report is the same")
+    p.add_argument("--cluster", metavar="ADDRESS", default=None,
+                   help="RTL: shard over the Dask scheduler at ADDRESS (tcp://host:8786) instead")
     p.set_defaults(func=_main)
 
 

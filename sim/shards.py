@@ -13,13 +13,17 @@ Simulator builds are shared through the build directory's file locks when the wo
 file system (one build per design); workers on other machines build in their own checkout.
 """
 
+from contextlib import contextmanager
 from dataclasses import dataclass
+import functools
 import logging
 import os
+from pathlib import Path
 import socket
+import sys
 import time
 
-__all__ = ["Outcome", "run_cases", "open_client", "budget", "CONNECT_SECONDS"]
+__all__ = ["Outcome", "run_cases", "open_client", "budget", "simulate", "split", "output_to", "ShardError", "CONNECT_SECONDS"]
 
 #: How long a cluster address may take to answer.
 CONNECT_SECONDS = 10
@@ -138,3 +142,61 @@ def budget(seconds):
     """A ``keep_going`` for :func:`run_cases`: True until ``seconds`` have passed."""
     start = time.monotonic()
     return lambda: time.monotonic() - start < seconds
+
+
+class ShardError(RuntimeError):
+    """A program of :func:`simulate` could not be simulated; ``shard`` is its index."""
+
+    def __init__(self, shard, message):
+        super().__init__(message)
+        self.shard = shard
+
+
+def split(count, shards):
+    """``shards`` contiguous, balanced ranges over ``count`` items (at most ``count`` of them), as
+    ``[(start, end), ...]``."""
+    shards = max(1, min(shards, count))
+    bounds = [round(k * count / shards) for k in range(shards + 1)]
+    return list(zip(bounds[:-1], bounds[1:]))
+
+
+@contextmanager
+def output_to(log):
+    """File descriptors 1 and 2 (the simulator's and cocotb's output) appended to ``log``."""
+    sys.stdout.flush()
+    sys.stderr.flush()
+    saved = [os.dup(1), os.dup(2)]
+    with open(log, "ab") as f:
+        os.dup2(f.fileno(), 1)
+        os.dup2(f.fileno(), 2)
+    try:
+        yield
+    finally:
+        sys.stdout.flush()
+        sys.stderr.flush()
+        for fd, old in zip((1, 2), saved):
+            os.dup2(old, fd)
+            os.close(old)
+
+
+def _simulate_one(shard, *, sim, hardware, programs, work):
+    from intdeploy.sim.rtl_engine import RtlEngine  # a simulator process's own import
+    where = Path(work) / f"shard{shard}"
+    where.mkdir(parents=True, exist_ok=True)
+    with output_to(where / "sim.log"):
+        return RtlEngine(sim, hardware, work_dir=where).execute(programs[shard])
+
+
+def simulate(sim, hardware, programs, work, *, workers=1, cluster=None):
+    """Simulate each program (a list of packets) on the RTL top from reset, in its own directory
+    ``work/shard<k>`` (log ``sim.log``), ``workers`` at a time on a Dask ``LocalCluster`` or on the
+    scheduler at ``cluster`` (:func:`run_cases`); returns the responses of each program, in order.
+    The programs must not depend on each other (each starts from a reset top). :class:`ShardError`
+    naming the shard, its log and the cause when one cannot be simulated."""
+    fn = functools.partial(_simulate_one, sim=sim, hardware=hardware, programs=programs, work=str(work))
+    outcomes = run_cases(fn, iter(range(len(programs))), workers=workers, cluster=cluster)
+    for o in outcomes:
+        if o.value is None:
+            raise ShardError(o.case, f"shard {o.case} failed: {o.failure or o.error} "
+                                     f"(log: {Path(work) / f'shard{o.case}' / 'sim.log'})")
+    return [o.value for o in outcomes]

@@ -88,6 +88,15 @@ def test_crosscheck_on_verilator(tmp_path):
     assert _failures(cases) == []
 
 
+def test_crosscheck_sharded_over_two_workers(tmp_path):
+    """``--workers 2``: the cases in two shards of consecutive cases, each simulated from reset in
+    its own directory on a Dask LocalCluster; every count equals the one-simulation run's."""
+    one = X.run_cases(X.make_cases(seed=1, batch=8), "verilator", work_dir=tmp_path / "one")
+    two = X.run_cases(X.make_cases(seed=1, batch=8), "verilator", work_dir=tmp_path / "two", workers=2)
+    assert [c.results for c in two] == [c.results for c in one] and _failures(two) == []
+    assert (tmp_path / "two" / "shard0" / "sim.log").exists() and (tmp_path / "two" / "shard1" / "sim.log").exists()
+
+
 @pytest.mark.regress
 @pytest.mark.parametrize("seed", [2, 3, 4])
 def test_crosscheck_more_seeds_on_golden(seed):

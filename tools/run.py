@@ -34,7 +34,6 @@ Exit status: 0 bit-exact, 1 a mismatch (or the simulator failed), 2 bad input (o
 the argument and its allowed values).
 """
 
-from contextlib import contextmanager
 import json
 import os
 from pathlib import Path
@@ -58,6 +57,7 @@ from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.sim import ENGINES, engine_alias, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
+from intdeploy.sim.shards import ShardError, output_to, simulate, split
 
 __all__ = ["SIMS", "CHUNK", "run", "format_report", "add_parser"]
 
@@ -71,25 +71,6 @@ _INPUT_SHAPE, _CLASSES = (8, 8, 1), 10
 
 def _info(config):
     return P.Info.of(config)
-
-
-@contextmanager
-def _redirected(log):
-    """File descriptors 1 and 2 (the simulator's and cocotb's output) appended to ``log``."""
-    sys.stdout.flush()
-    sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(log, "ab") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
-    try:
-        yield
-    finally:
-        sys.stdout.flush()
-        sys.stderr.flush()
-        for fd, old in zip((1, 2), saved):
-            os.dup2(old, fd)
-            os.close(old)
 
 
 def _check_digits_model(model, what):
@@ -122,36 +103,21 @@ def _float_accuracies(model, x, y):
             f"float and fake-quant: golden/digits.py network from {digits.FLOAT_PARAMS.name}")
 
 
-def _shard_run(shard, *, sim, config, programs, work):
-    """Simulate ``programs[shard]`` (a list of packets) on a fresh RTL engine in ``work/shard<k>``;
-    returns its responses. Runs on a Dask worker (or here)."""
-    where = Path(work) / f"shard{shard}"
-    where.mkdir(parents=True, exist_ok=True)
-    with _redirected(where / "sim.log"):
-        return RtlEngine(sim, config, work_dir=where).execute(programs[shard])
-
-
 def _sharded(sim, config, calls, ends, work, workers, cluster, n):
     """The recorded program, chunk by chunk, over ``workers`` simulator processes (or the Dask
-    ``cluster``): consecutive chunks per shard, each shard its own simulation from reset in its own
-    directory; the responses joined in program order. A chunk's program does not depend on the
-    ones before it (each was recorded from golden's inputs), so the responses, cycles included,
-    are those of one simulation of everything."""
-    import functools
-
-    from intdeploy.sim.shards import run_cases
-    count = min(len(ends), workers if not cluster else len(ends))
-    bounds = [round(k * len(ends) / count) for k in range(count + 1)]      # chunks of shard k
+    ``cluster``; :func:`intdeploy.sim.shards.simulate`): consecutive chunks per shard, each shard its
+    own simulation from reset; the responses joined in program order. A chunk's program does not
+    depend on the ones before it (each was recorded from golden's inputs), so the responses,
+    cycles included, are those of one simulation of everything."""
     starts = [0] + ends
-    programs = [[p for call in calls[starts[bounds[k]]:ends[bounds[k + 1] - 1]] for p in call] for k in range(count)]
-    outcomes = run_cases(functools.partial(_shard_run, sim=sim, config=config, programs=programs, work=str(work)),
-                         iter(range(count)), workers=workers, cluster=cluster)
-    bad = next((o for o in outcomes if o.value is None), None)
-    if bad is not None:
-        images = f"{bounds[bad.case] * CHUNK}..{min(n, bounds[bad.case + 1] * CHUNK) - 1}"
-        raise EngineError(f"{sim} run of images {images} (shard {bad.case}) failed: {bad.failure or bad.error} "
-                          f"(log: {Path(work) / f'shard{bad.case}' / 'sim.log'})")
-    return [r for o in outcomes for r in o.value]
+    ranges = split(len(ends), workers if not cluster else len(ends))
+    programs = [[p for call in calls[starts[a]:ends[b - 1]] for p in call] for a, b in ranges]
+    try:
+        per_shard = simulate(sim, config, programs, work, workers=workers, cluster=cluster)
+    except ShardError as e:
+        a, b = ranges[e.shard]
+        raise EngineError(f"{sim} run of images {a * CHUNK}..{min(n, b * CHUNK) - 1}: {e}") from None
+    return [r for responses in per_shard for r in responses]
 
 
 def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, progress=False,
@@ -250,7 +216,7 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
                                 + (f" on {workers} workers" if workers > 1 or cluster else ""))
         if (workers == 1 or len(refs) == 1) and not cluster:
             try:
-                with _redirected(log):
+                with output_to(log):
                     responses = engine.execute(rec.packets)
             except (AssertionError, EngineError, RuntimeError) as e:
                 first = (str(e).splitlines() or [type(e).__name__])[0]
