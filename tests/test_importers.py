@@ -561,6 +561,27 @@ def test_torch_unsupported_module_is_one_line(tmp_path, capsys):
     assert err.count("\n") == 1 and "(MaxPool2d)" in err
 
 
+def test_torch_every_unsupported_module_in_one_report(tmp_path, capsys):
+    """Three problems in one model (two unsupported module types and a Flatten over the wrong
+    dimensions, all after the first one): one run names all three with their indices, eager and
+    TorchScript alike; the Linear after them, whose input shape is then unknown, is not reported."""
+    import torch
+    net = fbgemm_model(np.random.default_rng(3))
+    kids = list(net.children())
+    bad = torch.nn.Sequential(*kids[:3], torch.nn.MaxPool2d(2), torch.nn.Flatten(start_dim=0), torch.nn.Dropout(),
+                              *kids[3:])
+    with pytest.raises(ModelFormatError) as e:
+        import_torch(bad, (2, 6, 6), strict=False)
+    msg = str(e.value)
+    assert msg.startswith("3 modules cannot be imported: #3 module '3' (MaxPool2d): module type 'MaxPool2d'")
+    assert "#4 module '4' (Flatten): start_dim = 0, end_dim = -1; allowed 1, -1" in msg
+    assert "#5 module '5' (Dropout)" in msg and msg.count("supported modules:") == 1
+    torch.jit.save(torch.jit.script(bad), tmp_path / "bad.pt")
+    assert main(["import", str(tmp_path / "bad.pt"), "--input-shape", "2,6,6", "-o", str(tmp_path / "x.json")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "3 modules cannot be imported" in err
+
+
 @pytest.mark.parametrize("args, message", [
     (["nothere.onnx"], "nothere.onnx"),
     (["empty.onnx"], "holds no ONNX graph"),

@@ -36,6 +36,37 @@ def _fail(name, mod, msg):
     raise ModelFormatError(f"module {name!r} ({type(mod).__name__}): {msg}")
 
 
+def _check_module(i, count, nm, mod):
+    """The checks of module ``i`` of ``count`` that do not depend on the modules before it (its type,
+    position and attributes); raises :class:`ModelFormatError` naming it."""
+    import torch  # optional dependency (torch extra)
+    kind = _kind(mod)
+    if kind == "Quantize":
+        if i != 0:
+            _fail(nm, mod, "Quantize must be the first module")
+        if _dtype(mod.dtype) is None:
+            _fail(nm, mod, f"dtype {mod.dtype}; allowed torch.quint8, torch.qint8")
+    elif kind == "DeQuantize":
+        if i != count - 1:
+            _fail(nm, mod, "DeQuantize must be the last module")
+    elif kind == "Flatten":
+        if mod.start_dim != 1 or mod.end_dim != -1:
+            _fail(nm, mod, f"start_dim = {mod.start_dim}, end_dim = {mod.end_dim}; allowed 1, -1")
+    elif kind in ("Linear", "LinearReLU", "Conv2d", "ConvReLU2d"):
+        wq = mod.weight()
+        per_channel = wq.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric)
+        if not (wq.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric)
+                or per_channel and wq.q_per_channel_axis() == 0):
+            _fail(nm, mod, f"weight quantization scheme {wq.qscheme()} is not supported")
+        if wq.dtype != torch.qint8:
+            _fail(nm, mod, f"weight dtype {wq.dtype}; allowed torch.qint8")
+        if kind in ("Conv2d", "ConvReLU2d") and (mod.groups != 1 or tuple(mod.dilation) != (1, 1)
+                                                 or mod.padding_mode != "zeros" or isinstance(mod.padding, str)):
+            _fail(nm, mod, "only groups = 1, dilation = 1, explicit zero padding are supported")
+    elif kind != "Identity":
+        _fail(nm, mod, f"module type {type(mod).__name__!r} is not supported; supported: {', '.join(SUPPORTED_MODULES)}")
+
+
 def _dtype(qdtype):
     import torch  # optional dependency (torch extra)
     return {torch.quint8: "uint8", torch.qint8: "int8"}.get(qdtype)
@@ -129,118 +160,126 @@ def _import_torch(module, input_shape, name, strict):
     warnings = []
     cur = None                                  # (name, scale, zp, dtype, shape, lo, hi, perm)
     spec = None
+    # Every module is checked, so that one run reports all the modules that cannot be imported; after
+    # the first refusal only the checks that do not depend on the modules before run (the shapes
+    # flowing on would be guesses).
+    refused = []
     for i, (nm, mod) in enumerate(children):
-        tn = type(mod).__name__
-        kind = _kind(mod)
-        if kind == "Quantize":
-            if i != 0:
-                _fail(nm, mod, "Quantize must be the first module")
-            dt = _dtype(mod.dtype)
-            if dt is None:
-                _fail(nm, mod, f"dtype {mod.dtype}; allowed torch.quint8, torch.qint8")
-            hwc = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
-            spec = InputSpec(name="input", shape=hwc, dtype=dt, zero_point=int(mod.zero_point),
-                             eps=float(mod.scale))
-            lo, hi = DTYPES[dt]
-            cur = dict(name="input", scale=f32(float(mod.scale)), zp=int(mod.zero_point), dtype=dt, shape=hwc,
-                       lo=lo, hi=hi, perm=None)
-            continue
-        if cur is None:
-            _fail(nm, mod, "the first module must be torch.ao.nn.quantized.Quantize")
-        if kind == "DeQuantize":
-            if i != len(children) - 1:
-                _fail(nm, mod, "DeQuantize must be the last module")
-            continue
-        if kind == "Identity":
-            continue
-        if kind == "Flatten":
-            if mod.start_dim != 1 or mod.end_dim != -1:
-                _fail(nm, mod, f"start_dim = {mod.start_dim}, end_dim = {mod.end_dim}; allowed 1, -1")
-            if len(cur["shape"]) == 3:
-                h, w, c = cur["shape"]
-                perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
-                lname = f"l{i}_{nm}".replace(".", "_")
-                layers.append(FlattenLayer(name=lname, inputs=(cur["name"],), dtype=cur["dtype"],
-                                           eps=float(cur["scale"])))
-                cur = dict(cur, name=lname, shape=(h * w * c,), perm=perm, hwc=(h, w, c))
-            continue
-        is_lin, is_conv = kind in ("Linear", "LinearReLU"), kind in ("Conv2d", "ConvReLU2d")
-        if not (is_lin or is_conv):
-            _fail(nm, mod, f"module type {tn!r} is not supported; supported: {', '.join(SUPPORTED_MODULES)}")
-        relu = kind in ("LinearReLU", "ConvReLU2d")
-        wq = mod.weight()
-        bias = mod.bias()
-        if wq.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
-            w_scale = np.array([wq.q_scale()], dtype=np.float32)
-            w_zp = np.array([wq.q_zero_point()], dtype=np.int64)
-        elif wq.qscheme() in (torch.per_channel_affine, torch.per_channel_symmetric) and wq.q_per_channel_axis() == 0:
-            w_scale = wq.q_per_channel_scales().numpy().astype(np.float32)
-            w_zp = wq.q_per_channel_zero_points().numpy().astype(np.int64)
-        else:
-            _fail(nm, mod, f"weight quantization scheme {wq.qscheme()} is not supported")
-        if wq.dtype != torch.qint8:
-            _fail(nm, mod, f"weight dtype {wq.dtype}; allowed torch.qint8")
-        w = wq.int_repr().numpy().astype(np.int64)
-        cout = w.shape[0]
-        if is_conv:
-            if len(cur["shape"]) != 3:
-                _fail(nm, mod, "input is not an image")
-            if mod.groups != 1 or tuple(mod.dilation) != (1, 1) or mod.padding_mode != "zeros" \
-                    or isinstance(mod.padding, str):
-                _fail(nm, mod, "only groups = 1, dilation = 1, explicit zero padding are supported")
-            w = w.transpose(0, 2, 3, 1)
-            ph, pw = mod.padding
-            kw = dict(stride=tuple(mod.stride), padding=((ph, ph), (pw, pw)))
-            kind = "conv2d"
-        else:
-            if len(cur["shape"]) != 1:
-                _fail(nm, mod, f"input of shape {list(cur['shape'])}; a Linear needs a flat input (add Flatten)")
-            if cur["perm"] is not None:
-                w = w[:, cur["perm"]]
-            kw = {}
-            kind = "linear"
-        y_scale, zp = float(mod.scale), int(mod.zero_point)
-        y_dtype = cur["dtype"]       # fbgemm keeps the activation dtype (quint8)
-        lo, hi = DTYPES[y_dtype]
-        if relu:
-            lo = max(lo, zp)
-        a = (cur["scale"] * np.broadcast_to(w_scale, (cout,))).astype(np.float32)      # fl(x_scale * w_scale)
-        scale = (a / f32(y_scale)).astype(np.float32)
-        bf = None if bias is None else bias.detach().numpy().astype(np.float32)
-        ib = np.zeros(cout, dtype=np.int64) if bf is None else np.rint(bf / a).astype(np.int64)
-        wzp = np.broadcast_to(w_zp, (cout,))
-        pad = is_conv and kw["padding"] != ((0, 0), (0, 0))
-        x_lo, x_hi = (min(cur["lo"], cur["zp"]), max(cur["hi"], cur["zp"])) if pad else (cur["lo"], cur["hi"])
-        a_lo, a_hi = mac_array.accumulator_range(w, x_lo, x_hi, cur["zp"], wzp)
-        label = f"module {nm!r} ({tn})"
         try:
-            ref = lambda acc, c: fbgemm_requantize(acc, a[c], scale[c], zp, lo, hi, None if bf is None else bf[c])
-            rq, _ = fit_requant(ref, scale, ib, zp, lo, hi, a_lo, a_hi, label, proof, strict)
-        except ValueError as e:
-            raise ModelFormatError(str(e)) from None
-        lname = f"l{i}_{nm}".replace(".", "_")
-        u8s8 = cur["dtype"] == "uint8"                             # fbgemm's saturating kernel (x86_kernels)
-        arithmetic[lname] = framework.record("fbgemm", u8s8, scale, zp, lo, hi, bias=bf, act_times_w=a,
-                                             chw_of=cur.get("hwc") if cur["perm"] is not None else None)
-        warn = u8s8 and x86_kernels.saturation_warning(
-            label, framework.framework_weights(arithmetic[lname], w), x_lo, x_hi,
-            "calibrate activations to 7 bits (reduce_range=True, fbgemm's default qconfig)")
-        if warn:
-            warnings.append(warn)
-        layers.append(MacLayer(kind=kind, name=lname, inputs=(cur["name"],), weight=w.astype(np.int8),
-                               weight_zero_point=int(wzp[0]) if np.all(wzp == wzp[0]) else wzp.astype(np.int64),
-                               input_zero_point=cur["zp"], requant=rq, dtype=y_dtype, eps=y_scale,
-                               weight_eps=float(w_scale[0]) if w_scale.size == 1 else w_scale.astype(np.float64),
-                               **kw))
-        if is_conv:
-            (pt, pb), (pl, pr) = kw["padding"]
-            h, wd, _ = cur["shape"]
-            oh = (h + pt + pb - w.shape[1]) // kw["stride"][0] + 1
-            ow = (wd + pl + pr - w.shape[2]) // kw["stride"][1] + 1
-            oshape = (oh, ow, cout)
-        else:
-            oshape = (cout,)
-        cur = dict(name=lname, scale=f32(y_scale), zp=zp, dtype=y_dtype, shape=oshape, lo=lo, hi=hi, perm=None)
+            _check_module(i, len(children), nm, mod)
+            if not refused:
+                cur, spec = _add_module(i, nm, mod, cur, spec, shape, layers, proof, arithmetic, warnings, strict)
+        except ModelFormatError as e:
+            refused.append((i, str(e)))
+    if len(refused) == 1:
+        raise ModelFormatError(refused[0][1])
+    if refused:
+        supported = f"; supported: {', '.join(SUPPORTED_MODULES)}"
+        raise ModelFormatError(f"{len(refused)} modules cannot be imported: "
+                               + " | ".join(f"#{i} {msg.replace(supported, '')}" for i, msg in refused)
+                               + f" (supported modules: {', '.join(SUPPORTED_MODULES)})")
+    return _finish(spec, layers, name, proof, arithmetic, warnings)
+
+
+def _add_module(i, nm, mod, cur, spec, shape, layers, proof, arithmetic, warnings, strict):
+    """Module ``i`` (already checked by :func:`_check_module`) into ``layers``; returns the new
+    ``(cur, spec)``: the tensor flowing on and the input spec."""
+    import torch  # optional dependency (torch extra)
+    tn = type(mod).__name__
+    kind = _kind(mod)
+    if kind == "Quantize":
+        dt = _dtype(mod.dtype)
+        hwc = (shape[1], shape[2], shape[0]) if len(shape) == 3 else shape
+        spec = InputSpec(name="input", shape=hwc, dtype=dt, zero_point=int(mod.zero_point),
+                         eps=float(mod.scale))
+        lo, hi = DTYPES[dt]
+        cur = dict(name="input", scale=f32(float(mod.scale)), zp=int(mod.zero_point), dtype=dt, shape=hwc,
+                   lo=lo, hi=hi, perm=None)
+        return cur, spec
+    if cur is None:
+        _fail(nm, mod, "the first module must be torch.ao.nn.quantized.Quantize")
+    if kind in ("DeQuantize", "Identity"):
+        return cur, spec
+    if kind == "Flatten":
+        if len(cur["shape"]) == 3:
+            h, w, c = cur["shape"]
+            perm = np.arange(c * h * w).reshape(c, h, w).transpose(1, 2, 0).reshape(-1)
+            lname = f"l{i}_{nm}".replace(".", "_")
+            layers.append(FlattenLayer(name=lname, inputs=(cur["name"],), dtype=cur["dtype"],
+                                       eps=float(cur["scale"])))
+            cur = dict(cur, name=lname, shape=(h * w * c,), perm=perm, hwc=(h, w, c))
+        return cur, spec
+    is_conv = kind in ("Conv2d", "ConvReLU2d")
+    relu = kind in ("LinearReLU", "ConvReLU2d")
+    wq = mod.weight()
+    bias = mod.bias()
+    if wq.qscheme() in (torch.per_tensor_affine, torch.per_tensor_symmetric):
+        w_scale = np.array([wq.q_scale()], dtype=np.float32)
+        w_zp = np.array([wq.q_zero_point()], dtype=np.int64)
+    else:                                        # per channel, axis 0 (_check_module)
+        w_scale = wq.q_per_channel_scales().numpy().astype(np.float32)
+        w_zp = wq.q_per_channel_zero_points().numpy().astype(np.int64)
+    w = wq.int_repr().numpy().astype(np.int64)
+    cout = w.shape[0]
+    if is_conv:
+        if len(cur["shape"]) != 3:
+            _fail(nm, mod, "input is not an image")
+        w = w.transpose(0, 2, 3, 1)
+        ph, pw = mod.padding
+        kw = dict(stride=tuple(mod.stride), padding=((ph, ph), (pw, pw)))
+        kind = "conv2d"
+    else:
+        if len(cur["shape"]) != 1:
+            _fail(nm, mod, f"input of shape {list(cur['shape'])}; a Linear needs a flat input (add Flatten)")
+        if cur["perm"] is not None:
+            w = w[:, cur["perm"]]
+        kw = {}
+        kind = "linear"
+    y_scale, zp = float(mod.scale), int(mod.zero_point)
+    y_dtype = cur["dtype"]       # fbgemm keeps the activation dtype (quint8)
+    lo, hi = DTYPES[y_dtype]
+    if relu:
+        lo = max(lo, zp)
+    a = (cur["scale"] * np.broadcast_to(w_scale, (cout,))).astype(np.float32)      # fl(x_scale * w_scale)
+    scale = (a / f32(y_scale)).astype(np.float32)
+    bf = None if bias is None else bias.detach().numpy().astype(np.float32)
+    ib = np.zeros(cout, dtype=np.int64) if bf is None else np.rint(bf / a).astype(np.int64)
+    wzp = np.broadcast_to(w_zp, (cout,))
+    pad = is_conv and kw["padding"] != ((0, 0), (0, 0))
+    x_lo, x_hi = (min(cur["lo"], cur["zp"]), max(cur["hi"], cur["zp"])) if pad else (cur["lo"], cur["hi"])
+    a_lo, a_hi = mac_array.accumulator_range(w, x_lo, x_hi, cur["zp"], wzp)
+    label = f"module {nm!r} ({tn})"
+    try:
+        ref = lambda acc, c: fbgemm_requantize(acc, a[c], scale[c], zp, lo, hi, None if bf is None else bf[c])
+        rq, _ = fit_requant(ref, scale, ib, zp, lo, hi, a_lo, a_hi, label, proof, strict)
+    except ValueError as e:
+        raise ModelFormatError(str(e)) from None
+    lname = f"l{i}_{nm}".replace(".", "_")
+    u8s8 = cur["dtype"] == "uint8"                             # fbgemm's saturating kernel (x86_kernels)
+    arithmetic[lname] = framework.record("fbgemm", u8s8, scale, zp, lo, hi, bias=bf, act_times_w=a,
+                                         chw_of=cur.get("hwc") if cur["perm"] is not None else None)
+    warn = u8s8 and x86_kernels.saturation_warning(
+        label, framework.framework_weights(arithmetic[lname], w), x_lo, x_hi,
+        "calibrate activations to 7 bits (reduce_range=True, fbgemm's default qconfig)")
+    if warn:
+        warnings.append(warn)
+    layers.append(MacLayer(kind=kind, name=lname, inputs=(cur["name"],), weight=w.astype(np.int8),
+                           weight_zero_point=int(wzp[0]) if np.all(wzp == wzp[0]) else wzp.astype(np.int64),
+                           input_zero_point=cur["zp"], requant=rq, dtype=y_dtype, eps=y_scale,
+                           weight_eps=float(w_scale[0]) if w_scale.size == 1 else w_scale.astype(np.float64),
+                           **kw))
+    if is_conv:
+        (pt, pb), (pl, pr) = kw["padding"]
+        h, wd, _ = cur["shape"]
+        oh = (h + pt + pb - w.shape[1]) // kw["stride"][0] + 1
+        ow = (wd + pl + pr - w.shape[2]) // kw["stride"][1] + 1
+        oshape = (oh, ow, cout)
+    else:
+        oshape = (cout,)
+    return dict(name=lname, scale=f32(y_scale), zp=zp, dtype=y_dtype, shape=oshape, lo=lo, hi=hi, perm=None), spec
+
+
+def _finish(spec, layers, name, proof, arithmetic, warnings):
     if spec is None or not layers:
         raise ModelFormatError("module: expected Quantize followed by at least one quantized Linear or Conv2d")
     try:
