@@ -259,9 +259,12 @@ class ThresholdUnit(wiring.Component):
         credits = Signal(range(D + 1), init=D)
         accept = Signal()
         m.submodules.fifo = fifo = SyncFIFO(width=Shape.cast(self.out_layout).width, depth=D)
+        # busy: a beat in R[0..F-1] (R[F] reads no memory: a load may overwrite what its beat has
+        # read). A register, computed a cycle early from the flags' next values (valid[0] <=
+        # accept, valid[r+1] <= valid[r]), so load.ready leaves the unit from a flip-flop (it
+        # crosses the device to the command processor) with the same value in every cycle.
+        m.d.sync += busy.eq(accept | Cat(valid[:F - 1]).any())
         m.d.comb += [
-            # R[F] reads no memory: a load may overwrite what its beat has read.
-            busy.eq(Cat(valid[:F]).any()),
             # A pending load blocks new data so that it lands between two data beats.
             self.i.ready.eq((credits != 0) & ~self.load.valid),
             accept.eq(self.i.valid & self.i.ready),
