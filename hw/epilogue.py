@@ -153,10 +153,11 @@ class Epilogue(wiring.Component):
         self.run_layout = run_layout
         self.requantizer = Requantizer(lanes=E, out_bits=32)
         # Each threshold channel stored once, in the lane that reads it, when every tile starts at
-        # a multiple of E (E a power of two dividing R; the command processor refuses a threshold
-        # RUN whose channel_base is not a multiple of wire.threshold_alignment(R)).
+        # a multiple of E: the command processor refuses a threshold RUN whose channel_base is not
+        # a multiple of wire.threshold_alignment(R), so E must divide that (E a power of two
+        # dividing R).
         self.threshold = ThresholdUnit(channels=c.threshold_channels, max_bits=c.max_q, lanes=E,
-                                       banked=(E & (E - 1)) == 0 and R % E == 0)
+                                       banked=wire.threshold_alignment(R) % E == 0)
         self.add = AddUnit(lanes=c.add_lanes, in_bits=32, out_bits=32)
         self.pool = PoolUnit(lanes=R, in_bits=POOL_TAP_BITS, max_taps=c.max_pool_taps,
                              max_shift=c.max_pool_shift)

@@ -52,7 +52,7 @@ from intdeploy.hw.config import QUICK, AcceleratorConfig
 from intdeploy.sim import ENGINES, engine_alias, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
-from intdeploy.sim.shards import simulate, split
+from intdeploy.sim.shards import output_to, simulate
 
 __all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_report", "add_parser",
            "tflite_multiply", "tflite_quantize_multiplier", "tflite_run"]
@@ -738,21 +738,12 @@ def make_cases(seed=0, references=REFERENCES, batch=16, repeats=1):
 def _quiet(log):
     """Send this process's stdout (file descriptor 1, which the simulator's build and run
     inherit) to ``log``; on an error the path is added to the exception's message."""
-    sys.stdout.flush()
-    saved = os.dup(1)
-    try:
-        with open(log, "w") as f:
-            os.dup2(f.fileno(), 1)
-            try:
-                yield
-            except Exception as e:
-                e.args = (f"{e.args[0] if e.args else e} (simulator log: {log})",) + tuple(e.args[1:])
-                raise
-            finally:
-                sys.stdout.flush()
-                os.dup2(saved, 1)
-    finally:
-        os.close(saved)
+    with output_to(log, fds=(1,), mode="w"):
+        try:
+            yield
+        except Exception as e:
+            e.args = (f"{e.args[0] if e.args else e} (simulator log: {log})",) + tuple(e.args[1:])
+            raise
 
 
 def _output(model, outputs):
@@ -780,21 +771,18 @@ def run_cases(cases, sim="model", work_dir=None, hardware=HARDWARE, workers=1, c
         recs.append(rec)
         if sim == "model":
             case.results["engine"] = int(np.count_nonzero(_output(case.model, out) == want))
-    if sim != "model" and (workers > 1 or cluster) and len(cases) > 1:
-        # the cases' programs are independent: shards of consecutive cases, each simulated from
-        # reset in its own directory, the responses joined in case order
-        work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="intdeploy-crosscheck-"))
-        ranges = split(len(recs), workers if not cluster else len(recs))
-        programs = [[p for rec in recs[a:b] for p in rec.packets] for a, b in ranges]
-        responses = [r for shard in simulate(sim, hardware, programs, work, workers=workers, cluster=cluster)
-                     for r in shard]
-    elif sim != "model":
-        packets = [p for rec in recs for p in rec.packets]
-        engine = RtlEngine(sim, hardware, work_dir=work_dir)
-        engine.work_dir.mkdir(parents=True, exist_ok=True)
-        with _quiet(engine.work_dir / "simulator.log"):
-            responses = engine.execute(packets)
     if sim != "model":
+        if (workers > 1 or cluster) and len(cases) > 1:
+            # the cases' programs are independent: shards of consecutive cases, each simulated
+            # from reset in its own directory, the responses joined in case order
+            work = Path(work_dir) if work_dir else Path(tempfile.mkdtemp(prefix="intdeploy-crosscheck-"))
+            responses = simulate(sim, hardware, [rec.packets for rec in recs], work, workers=workers,
+                                 cluster=cluster)
+        else:
+            engine = RtlEngine(sim, hardware, work_dir=work_dir)
+            engine.work_dir.mkdir(parents=True, exist_ok=True)
+            with _quiet(engine.work_dir / "simulator.log"):
+                responses = engine.execute([p for rec in recs for p in rec.packets])
         for case, rec in zip(cases, recs):
             n = len(rec.packets)
             mine, responses = responses[:n], responses[n:]

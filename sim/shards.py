@@ -145,11 +145,12 @@ def budget(seconds):
 
 
 class ShardError(RuntimeError):
-    """A program of :func:`simulate` could not be simulated; ``shard`` is its index."""
+    """A shard of :func:`simulate` could not be simulated; ``groups`` is its ``(start, end)`` range
+    of groups."""
 
-    def __init__(self, shard, message):
+    def __init__(self, groups, message):
         super().__init__(message)
-        self.shard = shard
+        self.groups = groups
 
 
 def split(count, shards):
@@ -161,20 +162,21 @@ def split(count, shards):
 
 
 @contextmanager
-def output_to(log):
-    """File descriptors 1 and 2 (the simulator's and cocotb's output) appended to ``log``."""
+def output_to(log, fds=(1, 2), mode="ab"):
+    """File descriptors ``fds`` (default 1 and 2: the simulator's and cocotb's output) sent to
+    ``log``, opened with ``mode`` (default: appended)."""
     sys.stdout.flush()
     sys.stderr.flush()
-    saved = [os.dup(1), os.dup(2)]
-    with open(log, "ab") as f:
-        os.dup2(f.fileno(), 1)
-        os.dup2(f.fileno(), 2)
+    saved = [os.dup(fd) for fd in fds]
+    with open(log, mode) as f:
+        for fd in fds:
+            os.dup2(f.fileno(), fd)
     try:
         yield
     finally:
         sys.stdout.flush()
         sys.stderr.flush()
-        for fd, old in zip((1, 2), saved):
+        for fd, old in zip(fds, saved):
             os.dup2(old, fd)
             os.close(old)
 
@@ -187,16 +189,19 @@ def _simulate_one(shard, *, sim, hardware, programs, work):
         return RtlEngine(sim, hardware, work_dir=where).execute(programs[shard])
 
 
-def simulate(sim, hardware, programs, work, *, workers=1, cluster=None):
-    """Simulate each program (a list of packets) on the RTL top from reset, in its own directory
-    ``work/shard<k>`` (log ``sim.log``), ``workers`` at a time on a Dask ``LocalCluster`` or on the
-    scheduler at ``cluster`` (:func:`run_cases`); returns the responses of each program, in order.
-    The programs must not depend on each other (each starts from a reset top). :class:`ShardError`
-    naming the shard, its log and the cause when one cannot be simulated."""
+def simulate(sim, hardware, groups, work, *, workers=1, cluster=None):
+    """Simulate independent programs (``groups``: lists of packets, e.g. one per chunk of images or
+    per case) on the RTL top in shards of consecutive groups, ``workers`` of them (every group its
+    own shard on a ``cluster``), each shard from reset in its own directory ``work/shard<k>`` (log
+    ``sim.log``), on a Dask ``LocalCluster`` or the scheduler at ``cluster`` (:func:`run_cases`);
+    returns the responses of all groups, in order. A group must not depend on the ones before it.
+    :class:`ShardError` naming the shard, its log and the cause when one cannot be simulated."""
+    ranges = split(len(groups), workers if not cluster else len(groups))
+    programs = [[p for g in groups[a:b] for p in g] for a, b in ranges]
     fn = functools.partial(_simulate_one, sim=sim, hardware=hardware, programs=programs, work=str(work))
     outcomes = run_cases(fn, iter(range(len(programs))), workers=workers, cluster=cluster)
     for o in outcomes:
         if o.value is None:
-            raise ShardError(o.case, f"shard {o.case} failed: {o.failure or o.error} "
-                                     f"(log: {Path(work) / f'shard{o.case}' / 'sim.log'})")
-    return [o.value for o in outcomes]
+            raise ShardError(ranges[o.case], f"shard {o.case} failed: {o.failure or o.error} "
+                                             f"(log: {Path(work) / f'shard{o.case}' / 'sim.log'})")
+    return [r for o in outcomes for r in o.value]

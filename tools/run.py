@@ -57,7 +57,7 @@ from intdeploy.hw.config import AcceleratorConfig
 from intdeploy.sim import ENGINES, engine_alias, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
-from intdeploy.sim.shards import ShardError, output_to, simulate, split
+from intdeploy.sim.shards import ShardError, output_to, simulate
 
 __all__ = ["SIMS", "CHUNK", "run", "format_report", "add_parser"]
 
@@ -105,19 +105,16 @@ def _float_accuracies(model, x, y):
 
 def _sharded(sim, config, calls, ends, work, workers, cluster, n):
     """The recorded program, chunk by chunk, over ``workers`` simulator processes (or the Dask
-    ``cluster``; :func:`intdeploy.sim.shards.simulate`): consecutive chunks per shard, each shard its
-    own simulation from reset; the responses joined in program order. A chunk's program does not
-    depend on the ones before it (each was recorded from golden's inputs), so the responses,
-    cycles included, are those of one simulation of everything."""
+    ``cluster``; :func:`intdeploy.sim.shards.simulate`). A chunk's program does not depend on the
+    ones before it (each was recorded from golden's inputs), so the responses, cycles included,
+    are those of one simulation of everything."""
     starts = [0] + ends
-    ranges = split(len(ends), workers if not cluster else len(ends))
-    programs = [[p for call in calls[starts[a]:ends[b - 1]] for p in call] for a, b in ranges]
+    chunks = [[p for call in calls[starts[k]:ends[k]] for p in call] for k in range(len(ends))]
     try:
-        per_shard = simulate(sim, config, programs, work, workers=workers, cluster=cluster)
+        return simulate(sim, config, chunks, work, workers=workers, cluster=cluster)
     except ShardError as e:
-        a, b = ranges[e.shard]
+        a, b = e.groups
         raise EngineError(f"{sim} run of images {a * CHUNK}..{min(n, b * CHUNK) - 1}: {e}") from None
-    return [r for responses in per_shard for r in responses]
 
 
 def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, progress=False,
