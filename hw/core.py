@@ -21,7 +21,6 @@ AXI4-Stream ports around it.
 
 from amaranth import Module, Mux, Shape, Signal, unsigned
 from amaranth.lib import stream, wiring
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 
 from intdeploy.hw.command import CommandProcessor
@@ -33,6 +32,7 @@ from intdeploy.hw.param_cache import ParamCache
 from intdeploy.hw.requantizer import param_layout
 from intdeploy.hw.sequencer import LayerSequencer
 from intdeploy.hw.skid import SkidBuffer
+from intdeploy.hw.ram import Ram
 from intdeploy.hw.words import WORD_IN, WORD_OUT
 
 __all__ = ["Core"]
@@ -96,13 +96,10 @@ class Core(wiring.Component):
         m.submodules.packer = packer = self.packer
 
         # Buffers: power-up contents 0 (docs/protocol.md); a reset keeps them.
-        m.submodules.weights = weights = Memory(shape=self.weight_shape,
-                                                depth=c.weight_banks * c.weight_depth, init=[])
-        m.submodules.acts = acts = Memory(shape=self.act_shape, depth=c.act_depth, init=[])
-        m.submodules.residual = residual = Memory(
-            shape=unsigned(32 * c.residual_entry_words), depth=c.residual_depth, init=[])
-        m.submodules.params = params = Memory(shape=Shape.cast(self.entry_layout), depth=c.param_channels,
-                                              init=[])
+        m.submodules.weights = weights = Ram(shape=self.weight_shape, depth=c.weight_banks * c.weight_depth)
+        m.submodules.acts = acts = Ram(shape=self.act_shape, depth=c.act_depth)
+        m.submodules.residual = residual = Ram(shape=unsigned(32 * c.residual_entry_words), depth=c.residual_depth)
+        m.submodules.params = params = Ram(shape=Shape.cast(self.entry_layout), depth=c.param_channels)
         wiring.connect(m, cmd.weights, weights.write_port())
         wiring.connect(m, cmd.acts, acts.write_port())
         wiring.connect(m, cmd.residual, residual.write_port())

@@ -19,10 +19,11 @@ from pathlib import Path
 import re
 
 from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.hw.ram import MEMORY_MODES, RamPlatform, module_text
 from intdeploy.hw.top import Accelerator
 from intdeploy.wire import c_header
 
-__all__ = ["Generated", "FLAVOURS", "KIT", "PORT_DOC", "LINT_WAIVERS", "instantiation", "lint_waivers", "generate", "constraints", "ports", "write", "check_output", "add_arguments", "main"]
+__all__ = ["Generated", "FLAVOURS", "KIT", "PORT_DOC", "LINT_WAIVERS", "RAMS", "instantiation", "lint_waivers", "generate", "constraints", "ports", "write", "check_output", "add_arguments", "main"]
 
 #: The FIFOs of the top: (instance, name in intdeploy.hw.cdc, write clock, read clock).
 FIFOS = (("cmd_fifo", "cmd", "bus_clk", "core_clk"), ("resp_fifo", "resp", "core_clk", "bus_clk"))
@@ -31,19 +32,28 @@ FIFOS = (("cmd_fifo", "cmd", "bus_clk", "core_clk"), ("resp_fifo", "resp", "core
 @dataclass
 class Generated:
     """Result of :func:`generate`: the Verilog, the constraints and integration files (name -> text,
-    :data:`FLAVOURS` and :data:`KIT`) and the top's ports ``(name, direction, width)``."""
+    :data:`FLAVOURS` and :data:`KIT`), the top's ports ``(name, direction, width)`` and, with
+    wrapped memories, the memory modules (``rams``: the text of ``OUT.rams.v``; ``ram_shapes``:
+    module name -> (words, bits, read ports, synchronous read)); ``rams`` is None with inline
+    memories."""
     verilog: str
     constraints: dict
     ports: list
     config: object
     name: str
+    rams: str = None
+    ram_shapes: dict = None
 
 
-def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0):
+def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0, memories="inline"):
     """Verilog and constraints of the top for ``config`` (an AcceleratorConfig or a dict).
 
     ``bus_period`` and ``core_period`` (ns, > 0) are written into the constraints' clock
-    definitions. Raises ValueError for an invalid parameter, module name or period.
+    definitions. ``memories`` (:data:`intdeploy.hw.ram.MEMORY_MODES`): ``inline`` (``reg`` arrays in
+    the units' modules), ``wrapped`` (each memory an instance of ``<name>_ram_<words>x<bits>_...``,
+    one module per shape, written behaviourally to ``rams``) or ``blackbox`` (the same instances,
+    ``rams`` holding port-only ``(* blackbox *)`` modules); :mod:`intdeploy.hw.ram` lists the ports.
+    Raises ValueError for an invalid parameter, module name, period or memory mode.
     """
     from amaranth.back import verilog  # Amaranth: only when hardware is elaborated
 
@@ -55,7 +65,10 @@ def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0):
     for pname, p in (("bus_period", bus_period), ("core_period", core_period)):
         if isinstance(p, bool) or not isinstance(p, (int, float)) or not p > 0:
             raise ValueError(f"{pname}: {p!r} is not allowed; a period in ns > 0")
-    text = verilog.convert(Accelerator(**config.as_dict()), name=name, emit_src=False)
+    if memories not in MEMORY_MODES:
+        raise ValueError(f"memories: {memories!r} is not one of {', '.join(MEMORY_MODES)}")
+    platform = RamPlatform(name) if memories != "inline" else None
+    text = verilog.convert(Accelerator(**config.as_dict()), name=name, emit_src=False, platform=platform)
     port_list = ports(text, name)
     header = _header(name, config, port_list) + (
         # Yosys writes Amaranth's width-exact netlist with implicit extensions/truncations and
@@ -67,7 +80,14 @@ def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0):
     texts["inst.v"], texts["inst.vhd"] = instantiation(name, port_list, "verilog"), instantiation(name, port_list, "vhdl")
     texts["vlt"] = lint_waivers(f"{name}.v")
     texts["wire.h"] = c_header.render()
-    return Generated(verilog=header + text, constraints=texts, ports=port_list, config=config, name=name)
+    rams = None
+    if platform is not None:
+        rams = (f"// Memory modules of {name} ({memories}), written by hw/generate.py: one module per shape,\n"
+                "// the ports and their timing in hw/ram.py and docs/flow.md (Memories).\n\n"
+                + "\n".join(module_text(n, *shape, blackbox=memories == "blackbox")
+                            for n, shape in sorted(platform.rams.items())))
+    return Generated(verilog=header + text, constraints=texts, ports=port_list, config=config, name=name,
+                     rams=rams, ram_shapes=dict(sorted(platform.rams.items())) if platform else None)
 
 
 #: What each port is: (clock domain, meaning).
@@ -151,6 +171,9 @@ def lint_waivers(filename):
              "// Every waived class comes from the way Yosys writes Amaranth's netlist; none is a functional risk."]
     for rule, why in LINT_WAIVERS.items():
         lines += [f"// {rule}: {why}", f'lint_off -rule {rule} -file "*{filename}"']
+    rams = filename[:-2] + RAMS if filename.endswith(".v") else filename + RAMS
+    lines += ["// DECLFILENAME in the memory modules' file (--memories wrapped): one module per memory shape",
+              f'lint_off -rule DECLFILENAME -file "*{rams}"']
     return "\n".join(lines) + "\n"
 
 
@@ -158,6 +181,8 @@ def lint_waivers(filename):
 FLAVOURS = {"sdc": ".sdc", "quartus": ".quartus.sdc", "xdc": ".xdc", "xdc_ooc": ".ooc.xdc"}
 #: The integration files :func:`write` puts next to ``OUT.v`` too: name -> suffix.
 KIT = {"inst.v": ".inst.v", "inst.vhd": ".inst.vhd", "vlt": ".vlt", "wire.h": ".wire.h"}
+#: With wrapped or black-box memories, the memory modules' file next to ``OUT.v``.
+RAMS = ".rams.v"
 
 
 def constraints(name, flavour, bus_period, core_period):
@@ -283,6 +308,9 @@ def write(generated, out):
     extra = {**FLAVOURS, **KIT}
     paths = [out] + [out.with_suffix(suffix) for suffix in extra.values()]
     texts = [generated.verilog] + [lint_waivers(out.name) if f == "vlt" else generated.constraints[f] for f in extra]
+    if generated.rams is not None:
+        paths.append(out.with_suffix(RAMS))
+        texts.append(generated.rams)
     temps = [p.with_name(p.name + ".tmp") for p in paths]
     try:                    # all files or none: each written aside, then renamed into place
         for tmp, text in zip(temps, texts):
@@ -344,6 +372,10 @@ def add_arguments(parser):
                         help="bus_clk period in ns for the constraints (default 10)")
     parser.add_argument("--core-period", type=float, default=5.0,
                         help="core_clk period in ns for the constraints (default 5)")
+    parser.add_argument("--memories", choices=MEMORY_MODES, default="inline",
+                        help="inline: reg arrays in the units (default); wrapped: each memory an instance of a "
+                             "module per shape, written to OUT.rams.v, to replace with SRAM macros or vendor "
+                             "RAMs; blackbox: OUT.rams.v holds the modules' ports only")
     parser.add_argument("-o", "--out", required=True, help="output Verilog file OUT.v (OUT.sdc, OUT.quartus.sdc, "
                                                            "OUT.xdc and OUT.ooc.xdc are written next to it)")
 
@@ -355,7 +387,8 @@ def main(args):
     for _, key, _ in _OPTIONS:
         if getattr(args, key) is not None:
             params[key] = getattr(args, key)
-    gen = generate(params, name=args.name, bus_period=args.bus_period, core_period=args.core_period)
+    gen = generate(params, name=args.name, bus_period=args.bus_period, core_period=args.core_period,
+                   memories=args.memories)
     paths = write(gen, args.out)
     print(f"{gen.name}: intdeploy accelerator top")
     print("parameters:")

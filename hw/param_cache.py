@@ -17,9 +17,10 @@ registers.
 
 from amaranth import Module, Mux, Shape, Signal
 from amaranth.lib import data, wiring
-from amaranth.lib.memory import Memory, ReadPort
+from amaranth.lib.memory import ReadPort
 from amaranth.lib.wiring import In, Out
 
+from intdeploy.hw.ram import Ram
 
 __all__ = ["ParamCache"]
 
@@ -96,7 +97,7 @@ class ParamCache(wiring.Component):
         # Lane r's entries: bank b, part p at address b*P + p (LUT RAM, asynchronous read).
         rams = []
         for r in range(E):
-            ram = Memory(shape=Shape.cast(self.entry_layout), depth=2 * P, init=[])
+            ram = Ram(shape=Shape.cast(self.entry_layout), depth=2 * P)
             m.submodules[f"lane{r}"] = ram
             rams.append((ram.write_port(), ram.read_port(domain="comb")))
         loaded = Signal(2)

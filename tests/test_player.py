@@ -125,3 +125,13 @@ def test_a_digits_image_on_icarus(tmp_path):
     r = run(MODEL, sim="icarus", rows=4, cols=4, images=1, work_dir=tmp_path, hardware=dict(QUICK))
     assert r["bit_exact"], r["mismatch_line"]
     assert r["images"] == 1 and r["cycles"] > 0
+
+
+def test_wrapped_memories_give_the_same_responses(reference_run, tmp_path):
+    """The memories as instances of their wrapper modules (``intdeploy verilog --memories wrapped``,
+    behavioural bodies from hw/ram.py): the fuzz program's responses are the reference run's, every
+    word (STATUS's cycle counts included), and so are the core cycles."""
+    packets, responses, cycles = reference_run
+    got, got_cycles = run_player("verilator", QUICK, packets, test_dir=tmp_path, memories="wrapped")
+    assert _words(got) == _words(responses)
+    assert got_cycles == cycles
