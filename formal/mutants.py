@@ -72,12 +72,20 @@ def _rq_half_up_as_floor(self, m):
         m.d.sync += mode1.eq(0)
 
 
+def _rq_half_away_as_half_up(self, m):
+    # Ties away from zero lost: half_away takes half_up's rounding constant (ties toward +inf).
+    mode1 = find(m, "l0_mode1")
+    with m.If(self.i.ready & (self.i.payload.params[0].rounding.as_value() == 4)):
+        m.d.sync += mode1.eq(1)
+
+
 REQUANTIZER = {
     "skid_ignored": mutate(Requantizer, _rq_skid_ignored),
     "no_backpressure": mutate(Requantizer, _rq_no_backpressure),
     "no_even_fix": mutate(Requantizer, _rq_no_even_fix),
     "no_tflite_nudge": mutate(Requantizer, _rq_no_nudge),
     "half_up_as_floor": mutate(Requantizer, _rq_half_up_as_floor),
+    "half_away_as_half_up": mutate(Requantizer, _rq_half_away_as_half_up),
 }
 
 

@@ -123,7 +123,8 @@ def requantize_reference(p, acc, out_bits):
     """intdeploy.golden.requantizer.requantize for one lane, as an Amaranth expression.
 
     Transcribes golden's formulation (not the unit's): wrap32(acc + bias), then for floor /
-    half_up / half_even golden's ``round_shift`` on ``x * mult + offset``; for tflite gemmlowp's
+    half_up / half_even / half_away golden's ``round_shift`` on ``x * mult + offset`` (half_away
+    on the magnitude, the unit with a corrected rounding constant); for tflite gemmlowp's
     two roundings (the nudged high multiply truncated toward zero, then RoundingDivideByPOT);
     ``+ zero_point``; clip.
     """
@@ -148,9 +149,12 @@ def requantize_reference(p, acc, out_bits):
     remainder = high.as_unsigned()[:32] & mask
     threshold = (mask >> 1) + (high < 0)
     q_tflite = (high >> right) + (remainder > threshold)
+    magnitude = (Mux(t < 0, -t, t) + half) >> shift          # half_away: sign(t) * ((|t| + half) >> s)
+    q_half_away = Mux(t < 0, -magnitude, magnitude)
     q = Mux(p.rounding == Rounding.FLOOR, q_floor,
             Mux(p.rounding == Rounding.HALF_UP, q_half_up,
-                Mux(p.rounding == Rounding.HALF_EVEN, q_half_even, q_tflite)))
+                Mux(p.rounding == Rounding.HALF_EVEN, q_half_even,
+                    Mux(p.rounding == Rounding.HALF_AWAY, q_half_away, q_tflite))))
     z = q + p.zero_point
     return Mux(z < p.lo, p.lo, Mux(z > p.hi, p.hi, z))
 
@@ -357,7 +361,8 @@ PROOFS = [
 ]
 EQUIV_WIDTHS = {"acc": 6, "mult": 4, "offset": 6, "zero_point": 3, "shift": 3, "out": 4}
 for _mode, _mutants in (("floor", []), ("half_up", ["half_up_as_floor"]),
-                        ("half_even", ["no_even_fix"]), ("tflite", ["no_tflite_nudge"])):
+                        ("half_even", ["no_even_fix"]), ("tflite", ["no_tflite_nudge"]),
+                        ("half_away", ["half_away_as_half_up"])):
     PROOFS.append(Proof(
         f"requantizer_equiv_{_mode}", "bmc", 11,
         f"{_mode}; acc,bias int6, mult int4, offset int6, zp int3, shift<8, y int4",

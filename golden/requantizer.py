@@ -1,4 +1,4 @@
-"""The integer requantizer: accumulator -> output activation, in four rounding conventions.
+"""The integer requantizer: accumulator -> output activation, in five rounding conventions.
 
 Every layer of an IntegerDeployable network ends in one of two epilogues: this requantizer or
 the threshold unit (:mod:`intdeploy.golden.threshold`). The requantizer computes, per output channel,
@@ -12,7 +12,8 @@ which covers
   batch-norm (Eq. 21-22: ``mult = kappa * m_act``, ``offset = lambda * m_act``), which is why
   ``mult`` is allowed 32 bits and ``offset`` 48 bits;
 * TFLite / TFLite-Micro (``bias`` is the int32 bias added to the accumulator, ``mult`` a Q31
-  multiplier, ``tflite`` or ``half_up`` rounding, zero point, clamp);
+  multiplier, ``tflite`` or ``half_up`` rounding, zero point, clamp) and LiteRT's reference
+  FULLY_CONNECTED (``half_away``: one rounding, ties away from zero);
 * ONNX Runtime QLinearConv / QLinearMatMul and PyTorch fbgemm (``half_even``).
 
 The channel axis is the **last** axis of ``acc`` everywhere in golden/; per-channel parameters
@@ -63,6 +64,8 @@ ROUNDING_MODES = {
                  "ONNX Runtime QLinearConv/QLinearMatMul, PyTorch fbgemm/qnnpack",
     "tflite": "gemmlowp double rounding: SaturatingRoundingDoublingHighMul then "
               "RoundingDivideByPOT: TFLite / TFLite-Micro reference kernels",
+    "half_away": "single rounding, ties away from zero: sign(t) * ((|t| + 2**(s-1)) >> s): LiteRT's "
+                 "reference FULLY_CONNECTED (BUILTIN_REF)",
 }
 
 
@@ -150,14 +153,16 @@ class RequantParams:
 
 
 def round_shift(t, shift, rounding):
-    """``t / 2**shift`` rounded by ``rounding`` (``floor``, ``half_up`` or ``half_even``), int64.
+    """``t / 2**shift`` rounded by ``rounding`` (``floor``, ``half_up``, ``half_even`` or
+    ``half_away``), int64.
 
     ``t`` must satisfy ``|t| + 2**(shift-1) < 2**63``; ``shift`` is 0..62 (broadcast with ``t``).
     ``floor`` is an arithmetic right shift; ``half_up`` adds half then shifts (ties toward
-    +infinity); ``half_even`` sends exact ties to the even neighbour.
+    +infinity); ``half_even`` sends exact ties to the even neighbour; ``half_away`` rounds the
+    magnitude half up and restores the sign (ties away from zero).
     """
-    if not isinstance(rounding, str) or rounding not in ("floor", "half_up", "half_even"):
-        raise ValueError(f"rounding: {rounding!r} is not one of floor, half_up, half_even")
+    if not isinstance(rounding, str) or rounding not in _SINGLE:
+        raise ValueError(f"rounding: {rounding!r} is not one of {', '.join(_SINGLE)}")
     t = _as_int_array("t", t)
     shift = _as_int_array("shift", shift)
     _check_range("shift", shift, 0, MAX_SHIFT)
@@ -171,6 +176,12 @@ def round_shift(t, shift, rounding):
         rem = t - (q << shift)
         up = (rem > half) | ((rem == half) & (half > 0) & ((q & 1) == 1))
         return q + up
+    magnitude = (np.abs(t) + half) >> shift
+    return np.where(t < 0, -magnitude, magnitude)
+
+
+#: The modes that round the product once (:func:`round_shift`); ``tflite`` rounds twice.
+_SINGLE = ("floor", "half_up", "half_even", "half_away")
 
 
 def _wrap32(x):

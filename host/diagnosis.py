@@ -149,8 +149,8 @@ def _rq_cause(a, p, rounding, g, what, actual=None):
     if _tie(x, p, rounding):
         return "rounding tie", f"{what} is an exact tie for {rounding} (mult {p['mult']}, shift {p['shift']})"
     if actual is not None and rounding != "tflite":
-        # floor / half_up / half_even share mult, shift and offset; tflite's fields mean other things
-        for mode in ("floor", "half_up", "half_even"):
+        # the single-rounding modes share mult, shift and offset; tflite's fields mean other things
+        for mode in ("floor", "half_up", "half_even", "half_away"):
             if mode != rounding and int(requantize(np.array([a]), RequantParams(rounding=mode, **p))[0]) == actual:
                 return "rounding mode", f"{what}: the engine's value is {mode} rounding, golden's is {rounding}"
     if g in (p["lo"], p["hi"]):

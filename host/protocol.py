@@ -250,19 +250,26 @@ def encode_requant(params, channel=None, w_zero_point=0):
                              zero_point=pick(params.zero_point), lo=pick(params.lo), hi=pick(params.hi))
 
 
-def decode_requant(words):
+def decode_requant(words, reserved=True):
     """8 words -> (RequantParams for one channel, w_zero_point).
 
     Raises ValueError exactly when the accelerator answers ``BAD_PARAM`` for the entry
-    (docs/protocol.md, WRITE_PARAMS): reserved word 7 not 0, ``shift`` 63, ``tflite`` with a
-    negative ``mult``, ``shift`` 0 or a non-zero ``offset``, or ``lo > hi``.
+    (docs/protocol.md, WRITE_PARAMS): a reserved bit set (checked with ``reserved``, as
+    WRITE_PARAMS does; a RUN descriptor's add parameters ignore them), a ``rounding`` code without
+    a mode, ``shift`` 63, ``tflite`` with a negative ``mult``, ``shift`` 0 or a non-zero
+    ``offset``, or ``lo > hi``.
     """
     w = [int(x) & MASK32 for x in words]
     if len(w) != PARAM_WORDS:
         raise ValueError(f"words: a parameter entry is {PARAM_WORDS} words, got {len(w)}")
-    if w[7] != 0:
-        raise ValueError("reserved: word 7 must be 0")
+    if reserved:
+        for k, mask in enumerate(wire.PARAM.reserved_masks()):
+            if w[k] & mask:
+                raise ValueError(f"reserved: word {k} bits {w[k] & mask:#010x} must be 0")
     f = wire.PARAM.decode(w)
+    if f["rounding"] not in ROUNDING_NAMES:
+        raise ValueError(f"rounding: code {f['rounding']} is not one of "
+                         + ", ".join(f"{c} ({n})" for c, n in ROUNDING_NAMES.items()))
     wzp = f.pop("w_zero_point")
     params = RequantParams(rounding=ROUNDING_NAMES[f.pop("rounding")], **f)
     return params, wzp
@@ -442,7 +449,7 @@ class RunDescriptor:
 
         def rq(words):
             try:
-                return decode_requant(words[:7] + [0])[0]
+                return decode_requant(words, reserved=False)[0]      # a RUN ignores the reserved bits
             except ValueError:
                 return None
 

@@ -53,22 +53,24 @@ def decode_param(words):
     -------
     fields : dict
         Every field of :data:`intdeploy.wire.PARAM` by its name (``mult``, ``bias``, ``offset``
-        48 bits, ``shift`` 6, ``rounding`` 2, ``w_zero_point`` 8, ``zero_point``, ``lo``,
+        48 bits, ``shift`` 6, ``rounding`` 3, ``w_zero_point`` 8, ``zero_point``, ``lo``,
         ``hi``) as raw bit values (signedness is the layout's business).
     fields_ok : Value
-        1 iff every field is in the range docs/protocol.md allows: ``shift <= 62``; for
-        ``tflite`` rounding ``mult >= 0``, ``offset == 0`` and ``shift >= 1``; ``lo <= hi``
-        (signed).
+        1 iff every field is in the range docs/protocol.md allows: ``rounding`` a mode's code;
+        ``shift <= 62``; for ``tflite`` rounding ``mult >= 0``, ``offset == 0`` and
+        ``shift >= 1``; ``lo <= hi`` (signed).
     reserved_ok : Value
-        1 iff the reserved word 7 is zero (checked by WRITE_PARAMS, ignored in RUN).
+        1 iff every reserved bit (the bits no field covers) is zero (checked by WRITE_PARAMS,
+        ignored in RUN).
     """
     f = {field.name: field_bits(words, field) for field in wire.PARAM}
     tfl = f["rounding"] == wire.ROUNDING["tflite"]
     shift = f["shift"]
-    fields_ok = ((shift <= MAX_SHIFT) & (f["lo"].as_signed() <= f["hi"].as_signed()) &
+    fields_ok = ((f["rounding"] <= max(wire.ROUNDING.values())) & (shift <= MAX_SHIFT) &
+                 (f["lo"].as_signed() <= f["hi"].as_signed()) &
                  (~tfl | (~f["mult"][31] & (f["offset"] == 0) & (shift != 0))))
-    (reserved, _), = wire.PARAM.reserved
-    return f, fields_ok, words[reserved] == 0
+    reserved_ok = Cat(*[(words[k] & mask) == 0 for k, mask in enumerate(wire.PARAM.reserved_masks()) if mask]).all()
+    return f, fields_ok, reserved_ok
 
 
 def assign_param(entry, fields):

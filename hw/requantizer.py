@@ -1,8 +1,8 @@
-"""The requantizer: int32 accumulators -> output activations, four rounding modes chosen per beat.
+"""The requantizer: int32 accumulators -> output activations, five rounding modes chosen per beat.
 
 Hardware image of :func:`intdeploy.golden.requantizer.requantize` (NEMO report sec. 3.2 Eq. 11-14, the
 integer batch-norm of sec. 3.4 Eq. 21-22, TFLite's ``MultiplyByQuantizedMultiplier``, ONNX
-Runtime / PyTorch round-half-to-even). :meth:`Requantizer.encode` turns golden's
+Runtime / PyTorch round-half-to-even, LiteRT's reference FULLY_CONNECTED ties away from zero). :meth:`Requantizer.encode` turns golden's
 :class:`~intdeploy.golden.requantizer.RequantParams` into the beat's parameter fields, so one parameter
 object drives both.
 """
@@ -23,7 +23,7 @@ __all__ = ["Rounding", "Requantizer", "LATENCY", "param_layout", "encode_channel
 LATENCY = 9
 
 
-class Rounding(enum.Enum, shape=2):
+class Rounding(enum.Enum, shape=wire.PARAM["rounding"].width):
     """The ``rounding`` field of a beat: the wire format's codes (:data:`intdeploy.wire.ROUNDING`,
     golden's :data:`~intdeploy.golden.requantizer.ROUNDING_MODES` in order), names upper-cased."""
     _ignore_ = ["_name", "_code"]
@@ -91,7 +91,8 @@ class Requantizer(wiring.Component):
     ``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT`` with exponent
     ``31 - shift``: for ``shift < 31`` the int32 ``x`` is first shifted left by ``31 - shift``
     *wrapping in int32* as TFLite's C code does; ``offset`` is ignored (golden requires 0) and
-    ``mult`` must be >= 0, which :meth:`encode` enforces).
+    ``mult`` must be >= 0, which :meth:`encode` enforces), ``HALF_AWAY`` (one rounding, ties away
+    from zero: LiteRT's reference FULLY_CONNECTED).
 
     Widths: ``acc``, ``bias``, ``mult``, ``zero_point`` int32; ``offset`` int48; ``shift``
     0..62 unsigned; ``lo``/``hi`` and the output ``y`` signed(``out_bits``). ``acc + bias``
@@ -134,7 +135,7 @@ class Requantizer(wiring.Component):
         Input beats: ``acc`` ``ArrayLayout(signed(32), lanes)``; ``params``
         ``ArrayLayout(param_layout(out_bits), lanes)`` with fields ``bias`` signed(32),
         ``mult`` signed(32), ``offset`` signed(48), ``shift`` unsigned(6), ``zero_point``
-        signed(32), ``lo`` / ``hi`` signed(out_bits), ``rounding`` :class:`Rounding` (2 bits);
+        signed(32), ``lo`` / ``hi`` signed(out_bits), ``rounding`` :class:`Rounding` (3 bits);
         ``user`` if given.
     o : Out(stream.Signature(StructLayout))
         Output beats: ``y`` ``ArrayLayout(signed(out_bits), lanes)``; ``user`` if given.
@@ -142,7 +143,7 @@ class Requantizer(wiring.Component):
         With ``held`` only (and then ``i.payload`` has no ``params``), plain-shaped.
 
     Latency and throughput: :data:`LATENCY` = 9 cycles from acceptance to presentation,
-    one beat per cycle (II = 1) with full backpressure. Pipeline (per lane, shared by the four
+    one beat per cycle (II = 1) with full backpressure. Pipeline (per lane, shared by the five
     modes): 1 ``acc + bias``, mode decode; 2 TFLite's wrapping pre-shift; 3-5 the 32x32 product
     as four 16x16 partial products (one DSP each) summed over two stages, the offset (or the
     TFLite nudge ``2**30``) added on the way; 6 the rounding constant; 7 arithmetic shift,
@@ -300,6 +301,10 @@ class Requantizer(wiring.Component):
                 st.m.d.comb += add.eq(half)
             with st.m.Case(Rounding.TFLITE):
                 st.m.d.comb += add.eq(Mux(S[5]["rdiv"], half - Mux(t[63], 1 << 31, 0), 0))
+            with st.m.Case(Rounding.HALF_AWAY):
+                # Ties away from zero: a negative t takes one less, so that an exact negative
+                # tie t = q*2**S + 2**(S-1) stays at q (floor) instead of going up to q + 1.
+                st.m.d.comb += add.eq(half - (t[63] & (S[5]["sh"] != 0)))
         # |u| <= 2**62 + 2**61 + 2**47 < 2**63.
         u = st.reg(t + add, pfx + "u6", signed(64))
 

@@ -339,7 +339,7 @@ class AcceleratorModel:
             for name in ("add_a", "add_b", "add_out"):
                 base = wire.RUN[name].word
                 try:
-                    P.decode_requant(w[base:base + 7] + [0])          # word 7 is ignored in a RUN
+                    P.decode_requant(w[base:base + 8], reserved=False)   # reserved bits are ignored in a RUN
                 except ValueError:
                     raise _Error(_BAD_PARAM) from None
         if f["pool"]:

@@ -38,7 +38,7 @@ from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.mac_array import conv2d, linear
 from intdeploy.golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, PoolLayer,
                                          RequantLayer)
-from intdeploy.golden.requantizer import RequantParams
+from intdeploy.golden.requantizer import ROUNDING_MODES, RequantParams
 from intdeploy.host import protocol as P
 from intdeploy.host.engines import Recorder, Replay
 from intdeploy.host.network import run_network
@@ -55,7 +55,7 @@ HARDWARE = QUICK
 #: bus:core clock periods (ns).
 RATIOS = {"1:8": (5, 40), "1:4": (5, 20), "1:1": (10, 10), "10:11": (10, 11), "11:10": (11, 10),
           "4:1": (20, 5), "8:1": (40, 5)}
-_ROUNDINGS = ("floor", "half_up", "half_even", "tflite")
+_ROUNDINGS = tuple(ROUNDING_MODES)
 
 
 def _requant(rng, acc, dtype, zero_point, per_tensor=False):

@@ -107,7 +107,10 @@ TABLE = [
     ("PARAMS past the end", [0x03, 18, 7, 2] + [0] * 16, OOR),
     ("PARAMS length", [0x03, 11, 0, 1] + [0] * 9, BLEN),
     ("PARAMS all-zero entry", [0x03, 10, 0, 1] + [0] * 8, OK),
-    ("PARAMS reserved word 7", [0x03, 10, 0, 1] + entry(w7=1), BPARAM),
+    ("PARAMS reserved word 7", [0x03, 10, 0, 1] + entry(w7=1 << 8), BPARAM),
+    ("PARAMS reserved word 3", [0x03, 10, 0, 1] + entry(w3=1 << 25), BPARAM),
+    ("PARAMS rounding code 5", [0x03, 10, 0, 1] + entry(w3=5 << 22), BPARAM),
+    ("PARAMS half_away, w_zero_point -1", [0x03, 10, 0, 1] + entry(w3=4 << 22, w7=0xFF), OK),
     ("PARAMS shift 63", [0x03, 10, 0, 1] + entry(w3=63 << 16), BPARAM),
     ("PARAMS shift 62", [0x03, 10, 0, 1] + entry(w3=62 << 16), OK),
     ("PARAMS tflite shift 0", [0x03, 10, 0, 1] + entry(w3=3 << 22), BPARAM),
@@ -117,7 +120,7 @@ TABLE = [
     ("PARAMS tflite valid", [0x03, 10, 0, 1] + entry(w0=INT32_MAX, w3=(3 << 22) | (62 << 16)), OK),
     ("PARAMS negative mult floor", [0x03, 10, 0, 1] + entry(w0=INT32_MIN, w3=(1 << 22)), OK),
     ("PARAMS lo > hi", [0x03, 10, 0, 1] + _BAD_RQ, BPARAM),
-    ("PARAMS lo == hi, w_zp -128", [0x03, 10, 0, 1] + entry(w3=0x80 << 24, w5=-5, w6=-5), OK),
+    ("PARAMS lo == hi, w_zp -128", [0x03, 10, 0, 1] + entry(w7=0x80, w5=-5, w6=-5), OK),
     ("PARAMS second channel bad", [0x03, 18, 0, 2] + [0] * 8 + _BAD_RQ, BPARAM),
     ("PARAMS TLAST inside a channel", [0x03, 10, 0, 1, 0, 0, 0], TRUNC),
     ("PARAMS bad channel on the TLAST word", [0x03, 18, 0, 2] + _BAD_RQ, BPARAM),
@@ -321,7 +324,7 @@ def test_run_requant_mixed_rounding_tiles_and_offsets(x_signed):
     x_zp = -3 if x_signed else 200
     w = rng.integers(-128, 128, (N, K))
     w_zp = rng.integers(-128, 128, N)
-    modes = ["floor", "half_up", "half_even", "tflite"] * 2
+    modes = ["floor", "half_up", "half_even", "tflite", "half_away", "half_away", "tflite", "floor"]
     chans = [RequantParams(mult=int(rng.integers(1 << 29, 1 << 30)), shift=int(rng.integers(41, 44)),
                            bias=int(rng.integers(-5000, 5000)), zero_point=int(rng.integers(-10, 10)),
                            lo=-100, hi=90, rounding=r) for r in modes]

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from intdeploy.golden.importers import x86_kernels
+from intdeploy.golden.requantizer import round_shift
 from intdeploy.sim import crosscheck as X
 from intdeploy.tools.cli import main
 
@@ -132,17 +133,18 @@ def test_tflite_transcriptions_by_hand():
     np.testing.assert_array_equal(X._srdhm(np.array([4, 5, -5]), 1 << 30), [2, 3, -2])
     # x * 0.75 / 2**2: 10 * 0.75 = 7.5 -> 8 (SRDHM), 8 / 4 = 2
     assert int(X.tflite_multiply(10, 3 << 29, -2)) == 2
-    # one rounding, ties away from zero: 7.46875 -> 7 (double rounding: 7.5 -> 8), -1.5 -> -2
-    np.testing.assert_array_equal(X._round_away(np.array([239, -48, 47]), 5), [7, -2, 1])
+    # one rounding, ties away from zero (golden's half_away): 7.46875 -> 7 (double rounding: 7.5 -> 8),
+    # -1.5 -> -2, 1.46875 -> 1, -0.5 -> -1
+    np.testing.assert_array_equal(round_shift(np.array([239, -48, 47, -16]), 5, "half_away"), [7, -2, 1, -1])
     assert int(X.tflite_multiply(239, 1 << 30, -4)) == 8
 
 
-def test_litert_fully_connected_deviation_is_exactly_single_rounding(golden_cases):
-    """LiteRT's FULLY_CONNECTED (reference kernels) equals the one-rounding formula everywhere,
-    and golden's tflite mode (gemmlowp double rounding) differs from it exactly where the two
-    formulas differ; the power-of-two case must contain such elements."""
+def test_litert_fully_connected_is_half_away(golden_cases):
+    """LiteRT's FULLY_CONNECTED (reference kernels) equals golden's half_away mode (one rounding,
+    ties away from zero) on every element, on golden and on the executable model, with no
+    deviation to explain; golden's tflite mode (gemmlowp double rounding) does not: on the
+    power-of-two case it misses elements, so the check can tell the two apart."""
     fc = [c for c in golden_cases if c.kind == "FULLY_CONNECTED"]
-    assert fc and all(c.deviation.explained for c in fc)       # LiteRT equals one rounding everywhere
-    assert all(X.passed(c) for c in fc)                        # golden and the model: double rounding
-    assert any(c.deviation.mask.any() for c in fc if c.scales == "pow2")
-
+    assert fc and all(c.mode == "half_away" and c.deviation is None and X.passed(c) for c in fc)
+    pow2 = [c for c in fc if c.scales == "pow2"]
+    assert pow2 and all(c.results["alternatives"]["tflite"] < c.results["elements"] for c in pow2)

@@ -17,7 +17,7 @@ from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.mac_array import conv2d, linear
 from intdeploy.golden.model_file import AddLayer, InputSpec, IntegerModel, MacLayer, PoolLayer, RequantLayer, Threshold
 from intdeploy.golden.pool import pool_windows
-from intdeploy.golden.requantizer import INT32_MAX, RequantParams, requantize
+from intdeploy.golden.requantizer import INT32_MAX, ROUNDING_MODES, RequantParams, requantize
 from intdeploy.golden.threshold import threshold
 from intdeploy.host import protocol as P
 from intdeploy.host.diagnosis import compare_outputs, first_mismatch, format_mismatch
@@ -77,9 +77,12 @@ def _conv_model(rng, *, in_dtype="int8", in_zp=-3, rounding="half_even", cin=3, 
     return IntegerModel(input=spec, layers=(layer,), outputs=("conv",)), x
 
 
-@pytest.mark.parametrize("rounding", ["floor", "half_up", "half_even", "tflite"])
+ROUNDINGS = list(ROUNDING_MODES)
+
+
+@pytest.mark.parametrize("rounding", ROUNDINGS)
 def test_conv_padding_stride_int8_zero_points_each_rounding(rounding):
-    rng = np.random.default_rng(["floor", "half_up", "half_even", "tflite"].index(rounding))
+    rng = np.random.default_rng(ROUNDINGS.index(rounding))
     model, x = _conv_model(rng, rounding=rounding)
     golden, out, stats = _check(model, x)
     g = golden["conv"]

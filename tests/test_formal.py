@@ -39,7 +39,8 @@ def _mark(fast):
 QUICK_MUTANTS = {"cdc_fifo": ["no_full", "unsynchronized_wptr"],
                  "requantizer_equiv_half_up": ["half_up_as_floor"],
                  "requantizer_equiv_half_even": ["no_even_fix"],
-                 "requantizer_equiv_tflite": ["no_tflite_nudge"]}
+                 "requantizer_equiv_tflite": ["no_tflite_nudge"],
+                 "requantizer_equiv_half_away": ["half_away_as_half_up"]}
 
 PROOF_CASES = [pytest.param(p, id=p.name, marks=_mark(p.fast)) for p in PROOFS]
 MUTANT_CASES = [

@@ -94,6 +94,7 @@ _RQ_CASES = [
     RequantParams(mult=INT32_MAX, shift=62, bias=INT32_MAX, offset=(1 << 47) - 1, rounding="half_even"),
     RequantParams(mult=1 << 30, shift=1, rounding="tflite", zero_point=-128, lo=-128, hi=127),
     RequantParams(mult=0, shift=0, rounding="half_up"),
+    RequantParams(mult=1518500250, shift=38, bias=-5, zero_point=3, lo=-128, hi=127, rounding="half_away"),
 ]
 
 
@@ -101,7 +102,7 @@ _RQ_CASES = [
 @pytest.mark.parametrize("w_zp", [-128, 0, 127])
 def test_requant_round_trip(params, w_zp):
     words = P.encode_requant(params, w_zero_point=w_zp)
-    assert len(words) == 8 and words[7] == 0
+    assert len(words) == 8 and words[7] == w_zp & 0xFF         # w_zero_point alone in word 7
     back, zp = P.decode_requant(words)
     assert zp == w_zp
     for f in ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi", "rounding"):
@@ -114,12 +115,36 @@ def test_requant_field_positions():
     p = RequantParams(mult=-2, shift=5, bias=3, offset=-(1 << 40), zero_point=4, lo=-6, hi=7, rounding="half_even")
     w = P.encode_requant(p, w_zero_point=-3)
     off = (-(1 << 40)) & ((1 << 48) - 1)
-    assert w == [0xFFFFFFFE, 3, off & 0xFFFFFFFF, (off >> 32) | (5 << 16) | (2 << 22) | (0xFD << 24),
-                 4, 0xFFFFFFFA, 7, 0]
+    assert w == [0xFFFFFFFE, 3, off & 0xFFFFFFFF, (off >> 32) | (5 << 16) | (2 << 22), 4, 0xFFFFFFFA, 7, 0xFD]
+    # half_away is code 4: bit 24, the rounding field's third bit
+    w = P.encode_requant(RequantParams(mult=1, shift=5, rounding="half_away"))
+    assert w[3] == (5 << 16) | (4 << 22) and w[7] == 0
+
+
+@pytest.mark.parametrize("word, value, message", [
+    (3, 5 << 22, "rounding: code 5"), (3, 7 << 22, "rounding: code 7"),
+    (3, 1 << 25, "reserved: word 3"), (3, 1 << 31, "reserved: word 3"),
+    (7, 1 << 8, "reserved: word 7"), (7, 1 << 31, "reserved: word 7"),
+])
+def test_requant_reserved_bits_and_codes_are_refused(word, value, message):
+    """What WRITE_PARAMS answers BAD_PARAM for: a reserved bit (word 3 bits 31:25, word 7 bits
+    31:8) or a rounding code without a mode (5..7); a RUN's add parameters ignore the reserved
+    bits but not the codes."""
+    w = P.encode_requant(RequantParams(mult=3, shift=4, rounding="floor"))
+    w[word] |= value
+    with pytest.raises(ValueError, match=f"^{message}"):
+        P.decode_requant(w)
+    if message.startswith("reserved"):
+        assert P.decode_requant(w, reserved=False)[0].rounding == "floor"
+    else:
+        with pytest.raises(ValueError, match=f"^{message}"):
+            P.decode_requant(w, reserved=False)
 
 
 @pytest.mark.parametrize("patch, what", [
-    ({7: 1}, "reserved"),
+    ({7: 1 << 8}, "reserved"),
+    ({3: 1 << 25}, "reserved"),
+    ({3: 6 << 22}, "rounding"),
     ({3: 63 << 16}, "shift"),
     ({3: (3 << 22) | (0 << 16), 0: 5}, "shift"),                 # tflite with shift 0
     ({3: (3 << 22) | (5 << 16), 0: 0x80000000}, "mult"),         # tflite with a negative mult
@@ -142,7 +167,7 @@ def test_write_commands_layout():
     rp = RequantParams(mult=np.array([1, 2]), shift=3)
     pk = P.write_params(4, rp, 2, w_zero_point=[5, -5])
     assert pk[:4] == [0x03, 18, 4, 2] and pk[4] == 1 and pk[12] == 2
-    assert pk[7] >> 24 == 5 and pk[15] >> 24 == 0xFB
+    assert pk[11] == 5 and pk[19] == 0xFB                # w_zero_point: word 7 of each entry
     pk = P.write_thresholds(3, [-5, 0, 0], negate=True)
     assert pk == [0x04, 5, 3, 2 | 256, 0xFFFFFFFB, 0, 0]
 

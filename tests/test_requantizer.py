@@ -69,7 +69,7 @@ def test_encode_fields():
                                     for f in fields)
     # Every golden rounding name has a member, and the fields pack into the beat layout.
     rq = Requantizer(lanes=2, out_bits=8)
-    for mode in ("floor", "half_up", "half_even", "tflite"):
+    for mode in ("floor", "half_up", "half_even", "tflite", "half_away"):
         f = rq.encode(RequantParams(mult=1, shift=1, lo=-128, hi=127, rounding=mode), 2)
         beat = rq.i_layout.const({"acc": [0, 0], "params": f})
         assert beat.params[1].rounding is Rounding.of(mode)
@@ -93,7 +93,7 @@ def test_encode_refuses(params, channels, out_bits, name):
 def test_rounding_names():
     with pytest.raises(ValueError, match="^rounding:"):
         Rounding.of("nearest")
-    assert [Rounding.of(n).value for n in ("floor", "half_up", "half_even", "tflite")] == [0, 1, 2, 3]
+    assert [Rounding.of(n).value for n in ("floor", "half_up", "half_even", "tflite", "half_away")] == [0, 1, 2, 3, 4]
 
 
 def test_clip_flags_split_compare():

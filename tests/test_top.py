@@ -61,7 +61,7 @@ def test_keyword_only_and_info_words():
 # --- programs -------------------------------------------------------------------------------------
 
 def _random_requant(rng, tflite=None):
-    rounding = rng.choice(["floor", "half_up", "half_even", "tflite"]) if tflite is None else \
+    rounding = rng.choice(["floor", "half_up", "half_even", "tflite", "half_away"]) if tflite is None else \
         ("tflite" if tflite else "floor")
     tfl = rounding == "tflite"
     lo, hi = sorted(int(v) for v in rng.integers(-300, 300, 2))

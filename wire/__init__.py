@@ -123,7 +123,8 @@ class Field:
 class Block:
     """A fixed group of ``words`` 32-bit words made of :class:`Field`\\ s (checked not to overlap).
 
-    ``reserved``: ``(word, doc)`` of whole reserved words, for the documentation.
+    ``reserved``: ``(word, bit, width, doc)`` of reserved bits, for the documentation (every bit no
+    field covers is reserved: :meth:`reserved_masks`).
     """
 
     def __init__(self, name, words, fields, reserved=(), doc=""):
@@ -137,6 +138,14 @@ class Block:
 
     def __getitem__(self, name):
         return self.by_name[name]
+
+    def reserved_masks(self):
+        """Per word, the mask of the bits no field covers."""
+        masks = [MASK32] * self.words
+        for f in self.fields:
+            for w, lo, hi in f.segments():
+                masks[w] &= ~(((1 << (hi - lo)) - 1) << lo) & MASK32
+        return masks
 
     def __iter__(self):
         return iter(self.fields)
@@ -194,12 +203,13 @@ class Block:
     def markdown(self, word_offset=0, prefix=""):
         """The block as docs/protocol.md's table rows: ``| word | bits | field | meaning |``."""
         rows = []
-        items = sorted([(f.offset, "f", f) for f in self.fields] + [(32 * w, "r", (w, d)) for w, d in self.reserved],
+        items = sorted([(f.offset, "f", f) for f in self.fields] + [(32 * r[0] + r[1], "r", r) for r in self.reserved],
                        key=lambda t: t[0])
         for _, kind, item in items:
             if kind == "r":
-                w, d = item
-                rows.append(f"| {w + word_offset} | 31:0 | reserved | {d} |")
+                w, bit, width, d = item
+                where = f"{bit}" if width == 1 else f"{bit + width - 1}:{bit}"
+                rows.append(f"| {w + word_offset} | {where} | reserved | {d} |")
                 continue
             f = item
             if f.block is not None:
@@ -258,12 +268,12 @@ PARAM = Block("parameter entry", 8, [
     Field("bias", 1, signed=True, doc="int32, added to the accumulator before the multiplier"),
     Field("offset", 2, 0, 48, signed=True, doc="int48; `tflite`: 0"),
     Field("shift", 3, 16, 6, doc="0..62; `tflite`: 1..62"),
-    Field("rounding", 3, 22, 2, codes=ROUNDING, doc=_codes(ROUNDING)),
-    Field("w_zero_point", 3, 24, 8, signed=True, doc="int8: the weight zero point of this output channel"),
+    Field("rounding", 3, 22, 3, codes=ROUNDING, doc=_codes(ROUNDING) + "; 5..7: `BAD_PARAM`"),
     Field("zero_point", 4, signed=True, doc="int32"),
     Field("lo", 5, signed=True, doc="int32"),
     Field("hi", 6, signed=True, doc="int32, `lo <= hi`"),
-], reserved=[(7, "0")])
+    Field("w_zero_point", 7, 0, 8, signed=True, doc="int8: the weight zero point of this output channel"),
+], reserved=[(3, 25, 7, "0 (else `BAD_PARAM` in WRITE_PARAMS)"), (7, 8, 24, "0 (else `BAD_PARAM` in WRITE_PARAMS)")])
 
 RUN = Block("RUN descriptor", 40, [
     Field("m_count", 0, doc="GEMM rows (output pixels before pooling), 1..65535"),
@@ -291,7 +301,7 @@ RUN = Block("RUN descriptor", 40, [
     Field("add_sum_shift", 12, 8, 5, doc="add: the int32 sum is shifted right by it (floor) before the output "
                                          "requantizer, 0..31"),
     Field("add_a", 13, width=256, block=PARAM, doc="add branch a requantizer, 8 words as a parameter entry "
-                                                   "(word 7 and `w_zero_point` ignored)"),
+                                                   "(its word 7 and reserved bits ignored)"),
     Field("add_b", 21, width=256, block=PARAM, doc="add branch b requantizer"),
     Field("add_out", 29, width=256, block=PARAM, doc="add output requantizer"),
     Field("pool_mode", 37, 0, 2, codes=POOL, doc=_codes(POOL)),

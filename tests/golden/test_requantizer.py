@@ -62,6 +62,9 @@ def oracle(acc, mult, shift, rounding, bias=0, offset=0, zero_point=0, lo=INT32_
             q = t // (1 << shift)
         elif rounding == "half_up":
             q = (t + (1 << (shift - 1))) >> shift if shift else t
+        elif rounding == "half_away":
+            f = Fraction(t, 1 << shift)
+            q = math.floor(abs(f) + Fraction(1, 2)) * (1 if f >= 0 else -1)
         else:
             q = round(Fraction(t, 1 << shift))      # Python's round: half to even
     return min(max(q + zero_point, lo), hi)
@@ -138,7 +141,7 @@ def test_tflite_random(acc, bias, mult, shift, zp, lo, hi):
 # --- floor, half_up, half_even ------------------------------------------------------------------
 
 @settings(max_examples=250, deadline=None)
-@given(rounding=st.sampled_from(["floor", "half_up", "half_even"]),
+@given(rounding=st.sampled_from(["floor", "half_up", "half_even", "half_away"]),
        acc=st.integers(INT32_MIN, INT32_MAX), bias=st.integers(INT32_MIN, INT32_MAX),
        mult=st.integers(INT32_MIN, INT32_MAX), offset=st.integers(*INT48), shift=st.integers(0, 62),
        zp=st.integers(INT32_MIN, INT32_MAX),
@@ -178,7 +181,7 @@ def test_requantize_half_modes_every_shift(shift):
     if shift:
         accs += [s * (2 * k + 1) << (shift - 1) for k in (0, 1, 7) for s in (1, -1)
                  if ((2 * k + 1) << (shift - 1)) <= INT32_MAX]       # ties with mult 1, offset 0
-    for rounding in ("floor", "half_up", "half_even"):
+    for rounding in ("floor", "half_up", "half_even", "half_away"):
         for mult, offset in ((1, 0), (INT32_MIN, INT48[1]), (INT32_MAX, INT48[0]), (rng.randint(INT32_MIN, INT32_MAX), 12345)):
             kw = dict(mult=mult, shift=shift, offset=offset, rounding=rounding)
             assert run(accs, **kw) == [oracle(a, **kw) for a in accs], (rounding, mult, offset)
@@ -198,6 +201,21 @@ def test_half_even_and_half_up_differ_exactly_at_ties():
         assert np.count_nonzero(up != even) == np.count_nonzero(tie) // 2
 
 
+def test_half_away_and_half_up_differ_exactly_at_negative_ties():
+    """Ties away from zero (LiteRT's reference FULLY_CONNECTED) and ties toward +inf agree
+    everywhere but at the negative exact ties, where half_away goes one lower."""
+    t = np.arange(-200, 201, dtype=np.int64)
+    for shift in range(1, 7):
+        up = requantize(t, RequantParams(mult=1, shift=shift, rounding="half_up"))
+        away = requantize(t, RequantParams(mult=1, shift=shift, rounding="half_away"))
+        negative_tie = (t < 0) & ((t % (1 << shift)) == (1 << (shift - 1)))
+        np.testing.assert_array_equal(away[~negative_tie], up[~negative_tie])
+        np.testing.assert_array_equal(away[negative_tie], up[negative_tie] - 1)
+        assert negative_tie.any()
+    assert run([3, -3, -1, 1, -2], mult=1, shift=1, rounding="half_away") == [2, -2, -1, 1, -1]
+    assert run([-5], mult=1, shift=0, rounding="half_away") == [-5]          # no rounding at shift 0
+
+
 def tie_oracle(acc, mult, shift, rounding, bias=0, offset=0):
     """An exact .5 in the rounding step(s), with Fractions: one step for floor / half_up /
     half_even; gemmlowp's two for tflite (the doubled product over 2**31, then its
@@ -213,7 +231,7 @@ def tie_oracle(acc, mult, shift, rounding, bias=0, offset=0):
 
 
 @settings(max_examples=300, deadline=None)
-@given(rounding=st.sampled_from(["floor", "half_up", "half_even", "tflite"]), data=st.data())
+@given(rounding=st.sampled_from(["floor", "half_up", "half_even", "tflite", "half_away"]), data=st.data())
 def test_ties_against_fractions(rounding, data):
     """golden.requantizer.ties (the one tie detector: the driver's classifier, coverage and the
     cross-check use it) against exact rationals, with inputs biased towards ties."""
@@ -263,7 +281,7 @@ def test_int32_wrap_of_acc_plus_bias():
     assert run([INT32_MAX], mult=1 << 30, shift=31, bias=1, rounding="tflite") == [mbqm(INT32_MIN, 1 << 30, 0)]
 
 
-@pytest.mark.parametrize("rounding", ["floor", "half_up", "half_even", "tflite"])
+@pytest.mark.parametrize("rounding", ["floor", "half_up", "half_even", "tflite", "half_away"])
 def test_per_channel_broadcast(rounding):
     rng = np.random.default_rng(7)
     c = 5
