@@ -42,13 +42,13 @@ def requantizer_flip_flops(lanes, out_bits=32):
     """Flip-flops of :class:`intdeploy.hw.requantizer.Requantizer` (no ``user``) from its pipeline, every
     register's width written out stage by stage."""
     ob = out_bits
-    params = 6 + 2 + 1                                   # sh, mode, rdiv
+    params = 6 + 3 + 1                                   # sh, mode (the 3-bit rounding code), rdiv
     per_lane = 32 + 5 + params + 48 + 32 + 32 + 2 * ob   # 1: x, lsh, .., off, mult, zp, lo, hi
     per_lane += 32 + params + 48 + 32 + 32 + 2 * ob      # 2: x, .., off, mult, zp, lo, hi
     per_lane += 4 * 32 + params + 48 + 32 + 2 * ob       # 3: partial products, .., off, zp, lo, hi
     per_lane += 64 + 33 + params + 32 + 2 * ob           # 4: base, mid, .., zp, lo, hi
     per_lane += 64 + 63 + 63 + params + 32 + 2 * ob      # 5: t, half, mask, .., zp, lo, hi
-    per_lane += 64 + 63 + 6 + 2 + 32 + 2 * ob            # 6: u, mask, sh, mode, zp, lo, hi
+    per_lane += 64 + 63 + 6 + 3 + 32 + 2 * ob            # 6: u, mask, sh, mode, zp, lo, hi
     per_lane += 64 + 1 + 2 * 33 + ob + 2 * ob            # 7: q, even, lo/hi - zp, zp, lo, hi
     per_lane += 2 + ob + 2 * ob                          # 8: below, above, z, lo, hi
     per_lane += ob                                       # 9: y
@@ -125,6 +125,11 @@ def test_generic_requantizer_breakdown(cache):
     for f in ("logic_cells", "ff", "dsp", "bram", "lutram"):
         assert top["total"][f] == top["own"][f] + skid["own"][f], f
     assert res["total"]["logic_cells"] > 0 and res["config"]["hierarchy"] is True
+    # stat -tech cmos includes a module's submodules: the top's own share excludes the skid buffer's,
+    # so the units add up to Yosys' figure for the whole design
+    assert top["total"]["transistors"] == top["own"]["transistors"] + skid["own"]["transistors"]
+    assert top["total"]["transistors"] == synth.parse_transistors((Path(res["dir"]) / "stat.json").read_text())[0]
+    assert 0 < skid["own"]["transistors"] < top["own"]["transistors"]
     text = synth.format_breakdown(res).splitlines()
     share = 100 * skid["total"]["logic_cells"] / res["total"]["logic_cells"]
     assert text[2].split()[:3] == ["(whole", "design)", str(res["total"]["logic_cells"])]

@@ -723,6 +723,11 @@ def breakdown(unit, rows, cols, target, *, weight_bits=8, cache=True, cache_dir=
     return res
 
 
+def _transistors(module):
+    """A module's ``estimated_num_transistors`` from ``stat -json -tech cmos`` (with its submodules)."""
+    return int(str(module.get("estimated_num_transistors", "0")).rstrip("+"))
+
+
 def parse_yosys_hierarchy(text, target, top):
     """``{"total", "units"}`` of :func:`breakdown` from Yosys' ``stat -json`` of a design
     synthesized with ``-noflatten``; ``top`` is the top module's name. Amaranth names each
@@ -738,8 +743,11 @@ def parse_yosys_hierarchy(text, target, top):
             continue
         prim = {k: int(v) for k, v in cells.items() if k.lstrip("\\") not in mods}
         figures = yosys_figures(target, prim)
-        if target == "generic":          # stat -tech cmos: each module's own gates and flip-flops
-            figures["transistors"] = int(str(modules[name].get("estimated_num_transistors", "0")).rstrip("+"))
+        if target == "generic":
+            # stat -tech cmos counts a module's submodule instances in its estimate: its own share
+            # is that minus theirs
+            figures["transistors"] = _transistors(modules[name]) - sum(
+                int(n) * _transistors(modules[k.lstrip("\\")]) for k, n in cells.items() if k.lstrip("\\") in mods)
         own["" if name == top else name[len(top) + 1:]] = figures
     units = []
     for name in sorted(own, key=lambda n: n.split(".") if n else []):
