@@ -12,7 +12,9 @@ dependency beyond ``<stdint.h>`` and ``<stddef.h>``:
 * ``intdeploy_put_block(words, field, src)``: a nested block (the RUN descriptor's three add
   requantizers are parameter entries);
 * ``intdeploy_command(out, opcode, tag, payload, length)``: the header and payload words of a
-  command packet; ``intdeploy_parse_response(words, &response)``: a response's header.
+  command packet; ``intdeploy_parse_response(words, &response)``: a response's header;
+* ``intdeploy_pack(words, values, n, bits)``: a buffer entry's elements packed as stored (8-bit
+  activations and residual values, 8/4/2-bit weights; elements never straddle words for these).
 
 ``python -m intdeploy.wire --c-header FILE`` writes it; ``tests/test_wire.py`` compiles a program
 against it with gcc and compares the packets it builds with the host's
@@ -89,6 +91,22 @@ static inline size_t intdeploy_command(uint32_t *out, uint8_t opcode, uint8_t ta
     intdeploy_put(out, INTDEPLOY_COMMAND_HEADER_LENGTH, length);
     for (uint32_t i = 0; i < length; i++) out[2 + i] = payload[i];
     return 2u + length;
+}
+
+/* A buffer entry's elements packed as the accelerator stores them (docs/protocol.md, buffer
+   writes): element i in bits [i*bits, (i+1)*bits) of the entry, two's complement, little-endian
+   over the words, the bits above the last element 0. bits is 8 for activations and residual
+   entries, the weight width (8, 4 or 2) for weight entries; values must fit (int8/uint8 for 8
+   bits). Returns the entry's words, ceil(n * bits / 32). */
+static inline size_t intdeploy_pack(uint32_t *words, const int32_t *values, size_t n, unsigned bits) {
+    size_t count = (n * bits + 31u) / 32u;
+    uint32_t mask = (bits >= 32u) ? 0xFFFFFFFFu : ((1u << bits) - 1u);
+    for (size_t w = 0; w < count; w++) words[w] = 0;
+    for (size_t i = 0; i < n; i++) {
+        size_t bit = i * bits;
+        words[bit / 32u] |= ((uint32_t)values[i] & mask) << (bit % 32u);
+    }
+    return count;
 }
 
 /* The header of a response packet (words[0..1]); its payload follows in words[2..]. */
