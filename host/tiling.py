@@ -172,8 +172,8 @@ class Tiling:
         zp_p[:N] = w_zp
         # parameter entries of every (padded) channel
         if job.thresholds is not None:
-            base = P.encode_requant(RequantParams(mult=0, shift=0))
-            entries = [base[:3] + [base[3] | ((int(z) & 0xFF) << 24)] + base[4:] for z in zp_p]
+            unused = RequantParams(mult=0, shift=0)            # a threshold RUN reads only w_zero_point
+            entries = [P.encode_requant(unused, w_zero_point=int(z)) for z in zp_p]
         else:
             entries = [P.encode_requant(job.requant, c if job.requant.channels else None, int(zp_p[c]))
                        if c < N else [0] * P.PARAM_WORDS for c in range(n_tiles * R)]

@@ -93,7 +93,7 @@ def verilog_for(factory, name, key, memories="inline"):
     Returns the path of the ``.v`` file.
     """
     from amaranth.back import verilog  # Amaranth: only when hardware is elaborated
-    from intdeploy.hw.ram import RamPlatform, module_text
+    from intdeploy.hw.ram import RamPlatform, module_text  # Amaranth: only when hardware is elaborated
     if memories not in ("inline", "wrapped"):
         raise ValueError(f"memories: {memories!r} is not one of inline, wrapped")
     tag = "" if memories == "inline" else "|wrapped"

@@ -102,8 +102,8 @@ def test_requantizer_unit_elaborates():
     # R lanes with 32-bit outputs, whatever C is: C only scales the per-MAC ratios.
     verilog, top = synth.elaborate("requantizer", 3, 5)
     assert top == "requantizer" and verilog == synth.elaborate("requantizer", 3, 1)[0]
-    # per lane: acc 32 + bias 32, mult 32, offset 48, shift 6, zero_point 32, lo/hi 32, rounding 2
-    assert "input [743:0] i__payload;" in verilog and "output [95:0] o__payload;" in verilog
+    # per lane: acc 32 + bias 32, mult 32, offset 48, shift 6, zero_point 32, lo/hi 32, rounding 3
+    assert "input [746:0] i__payload;" in verilog and "output [95:0] o__payload;" in verilog
 
 
 def test_generic_requantizer(cache):
