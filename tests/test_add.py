@@ -8,7 +8,11 @@ import pytest
 
 from intdeploy.golden.add import AddParams
 from intdeploy.golden.requantizer import RequantParams
+from intdeploy.host import protocol as P
+from intdeploy.host.timing import ADD_TABLE_CYCLES, AddTable
 from intdeploy.hw.add import AddUnit
+from intdeploy.hw.config import QUICK, AcceleratorConfig
+from intdeploy.hw.core import Core
 from intdeploy.hw.requantizer import Rounding
 from intdeploy.sim.runner import SIMULATORS, run_bench
 
@@ -102,3 +106,19 @@ def test_encode_tflite_and_nemo():
 def test_encode_refuses(params, out_bits, name):
     with pytest.raises(ValueError, match=f"^{re.escape(name)}:"):
         AddUnit(out_bits=out_bits).encode(params)
+
+
+def test_the_timing_model_charges_the_tops_table_fill():
+    """host.timing charges a refill of the add unit's branch-b table ADD_TABLE_CYCLES cycles: the
+    accelerator's epilogue has a table of that many entries, filled at one per cycle; a RUN
+    with the same branch-b parameters as the last RUN with an add costs nothing, a reset clears it."""
+    core = Core(config=AcceleratorConfig(**QUICK))
+    assert 1 << core.epilogue.add.b_table_bits == ADD_TABLE_CYCLES
+    table = AddTable()
+    rq = RequantParams(mult=3, shift=2)
+    run = lambda zp_b, add=True: P.RunDescriptor(   # noqa: E731
+        m_count=1, k_steps=1, n_tiles=1, add=add, add_zero_points=(0, zp_b), add_left_shift=20,
+        add_branches=(rq, rq), add_output=rq).encode()
+    assert [table.run(run(5)), table.run(run(5)), table.run(run(6)), table.run(run(6, add=False)),
+            table.run(run(6)), table.run(run(5), ok=False), table.run(run(5))] == \
+        [ADD_TABLE_CYCLES, 0, ADD_TABLE_CYCLES, 0, 0, 0, ADD_TABLE_CYCLES]
