@@ -134,7 +134,14 @@ def _th_no_credit_check(self, m):
 
 
 THRESHOLD = {"no_credit_check": mutate(ThresholdUnit, _th_no_credit_check)}
-ADD = {"sum_ignores_stall": mutate(AddUnit, _add_sum_ignores_stall)}
+def _add_ready_ignores_table(self, m):
+    # i.ready no longer waits for the table: a beat offered during a fill is taken but never
+    # enters the pipeline (which does wait), so it is lost.
+    m.d.comb += self.i.ready.eq(find(m, "en"))
+
+
+ADD = {"sum_ignores_stall": mutate(AddUnit, _add_sum_ignores_stall),
+       "ready_ignores_table": mutate(AddUnit, _add_ready_ignores_table)}
 POOL = {"no_stall": mutate(PoolUnit, _advance_always)}
 PACKER = {"no_backpressure": mutate(ResultPacker, _advance_always)}
 def _cmd_response_retracted(self, m):

@@ -265,6 +265,23 @@ def _add_stream(mutant):
     return _Harness(body)
 
 
+def _add_table_stream(mutant):
+    """AddUnit with branch b by table (b_table_bits=2): the same contract with free ``start``
+    pulses, so that fills (and the beats they hold back) come at any time. The occupancy counts
+    the datapath's flags only: the fill requantizer's beats are not stream beats."""
+    def body(m, rst):
+        dut = _unit_cls(mutant, "intdeploy.hw.add", "AddUnit", "ADD")(lanes=1, in_bits=2, out_bits=2,
+                                                                      b_table_bits=2)
+        frag = Fragment.get(dut, None)
+        subs = {name: sub for sub, name, *_ in frag.subfragments}
+        flags = internal(frag, r"in_valid\d", expect=2) + internal(frag, r"sum_valid\d", expect=2)
+        for unit in ("branches", "output"):
+            flags += internal(subs[unit], r"valid\d+") + internal(subs[unit], r"skid_valid", expect=1)
+        m.d.comb += dut.start.eq(AnySeq(1))
+        stream_proof(m, rst, dut, frag, occupancy=sum(flags), capacity=len(flags))
+    return _Harness(body)
+
+
 def _mac_stream(mutant):
     """MacArray: a step stream in, one result per ``last`` step out (conservation counts the
     ``last`` steps); occupancy = ``last`` steps in the pipeline + the held result."""
@@ -452,6 +469,8 @@ PROOFS += [
           _threshold_stream, mutants=["no_credit_check"], fast=True, bug_depth=12),
     Proof("add_stream", "prove", 6, "lanes=1 in_bits=2 out_bits=2", _add_stream,
           mutants=["sum_ignores_stall"], fast=True, bug_depth=26),
+    Proof("add_table_stream", "prove", 6, "lanes=1 in_bits=2 out_bits=2 b_table_bits=2, free start",
+          _add_table_stream, mutants=["ready_ignores_table"], fast=True, bug_depth=20),
     Proof("pool_stream", "prove", 6, "lanes=1 in_bits=3 max_taps=4 max_shift=2", _pool_stream,
           mutants=["no_stall"], fast=True, bug_depth=8),
     Proof("packer_stream", "bmc", 30, "lanes=2, out_bytes 1/2/4 (free, constant)",

@@ -8,9 +8,34 @@ docs/top.md "Throughput and latency"). The driver's cost model chooses between p
 STATUS ``cycles`` with the same functions.
 """
 
+from intdeploy import wire
 from intdeploy.host import protocol as P
 
-__all__ = ["Overlap", "input_cycles", "response_cycles", "program_cycles"]
+__all__ = ["Overlap", "AddTable", "ADD_TABLE_CYCLES", "input_cycles", "response_cycles", "program_cycles"]
+
+#: The add unit's branch-b table fill (hw/add.py "branch b by table"; the epilogue's 9-bit table):
+#: 2**9 results at one per cycle, paid by a RUN with an add whose branch-b parameters differ from
+#: those of the last RUN with an add (tests/test_add.py ties it to the hardware).
+ADD_TABLE_CYCLES = 1 << 9
+
+
+class AddTable:
+    """Which RUNs refill the add unit's branch-b table: feed every RUN's descriptor words (and
+    whether it was executed) to :meth:`run`, which returns the fill cycles it costs (0 or
+    :data:`ADD_TABLE_CYCLES`). The table depends on branch b's zero point, the left shift and
+    branch b's requantizer fields (not on its word 7 or reserved bits, which a RUN ignores)."""
+
+    def __init__(self):
+        self.key = None
+
+    def run(self, descriptor, ok=True):
+        f = wire.RUN.decode(descriptor)
+        if not ok or not f["add"]:
+            return 0
+        b = {k: v for k, v in f["add_b"].items() if k != "w_zero_point"}
+        key = (f["add_zero_point_b"], f["add_left_shift"], tuple(sorted(b.items())))
+        fill, self.key = key != self.key, key
+        return ADD_TABLE_CYCLES if fill else 0
 
 _OP = P.OPCODES
 _RUN = _OP["RUN"]
@@ -84,15 +109,16 @@ def response_cycles(words, info, out_bytes=None):
 def program_cycles(packets, info):
     """The model's ``cycles`` for ``packets`` when every one is answered OK (a driver's program),
     without executing them: words in (padded to the beat) less those hidden behind a RUN
-    (:class:`Overlap`), response words, MAC steps."""
+    (:class:`Overlap`), response words, MAC steps, the add unit's table fills (:class:`AddTable`)."""
     per_beat = info.bus_width // 32
-    overlap = Overlap()
+    overlap, table = Overlap(), AddTable()
     total = 0
     for pk in packets:
         words = list(pk) + [0] * (-len(pk) % per_beat)
         steps, out = 0, 2
         if words[0] & 0xFF == _RUN:
             d = P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0]
+            total += table.run(words[2:2 + P.RUN_WORDS])
             steps = d.m_count * d.k_steps * d.n_tiles
             outputs = d.m_count // d.pool_taps if d.pool else d.m_count
             out = response_cycles(2 + -(-d.n_tiles * outputs * info.rows * d.out_bytes // 4), info, d.out_bytes)

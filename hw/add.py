@@ -5,12 +5,13 @@ Hardware image of :func:`intdeploy.golden.add.add`; :meth:`AddUnit.encode` turns
 :class:`~intdeploy.golden.add.AddParams` into the beat's parameter fields.
 """
 
-from amaranth import Module, Shape, Signal, signed, unsigned
+from amaranth import Cat, Module, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from intdeploy.golden.add import AddParams
 from intdeploy.golden.checks import check_int
+from intdeploy.hw.ram import Ram
 from intdeploy.hw.requantizer import LATENCY as RQ_LATENCY
 from intdeploy.hw.requantizer import Requantizer, _Stages, encode_channels, param_layout
 
@@ -73,6 +74,15 @@ class AddUnit(wiring.Component):
         Input width, 2..32 (default 9).
     out_bits : int
         Output width, 2..32 (default 32).
+    b_table_bits : int or None
+        None (default): branch b has its own requantizer lanes, like branch a. ``B`` (2..12):
+        ``b`` is signed(B) and branch b is a table of its ``2**B`` results, read per lane while
+        branch a is requantized, refilled by a one-lane requantizer when a ``start`` pulse finds
+        branch b's parameters (``in_zero_points[1]``, ``left_shift``, ``branches[1]``) changed;
+        the unit takes no beat from the cycle after ``start`` until the table is valid (nor
+        after reset before the first fill). ``start`` must precede the first beat of new
+        parameters by a cycle, and the parameters must hold while a fill runs (a ``start`` then is
+        ignored). docs/units/add.md, "Branch b by table".
 
     Attributes
     ----------
@@ -85,6 +95,8 @@ class AddUnit(wiring.Component):
         :func:`intdeploy.hw.requantizer.param_layout`).
     o : Out(stream.Signature(StructLayout))
         ``y``: ``ArrayLayout(signed(out_bits), lanes)``.
+    start : In(1)
+        With ``b_table_bits`` only: the parameters may have changed (see above).
 
     Latency and throughput: :data:`LATENCY` = 22 cycles, II = 1, full backpressure.
     Micro-architecture: stage 1 ``x - zp`` (wrapped to 32 bits), stage 2 the wrapping left
@@ -95,22 +107,27 @@ class AddUnit(wiring.Component):
     requantizers' skid buffers).
     """
 
-    def __init__(self, *, lanes=1, in_bits=9, out_bits=32):
+    def __init__(self, *, lanes=1, in_bits=9, out_bits=32, b_table_bits=None):
         self.lanes = check_int("lanes", lanes, 1, 1 << 16)
         self.in_bits = check_int("in_bits", in_bits, 2, 32)
         self.out_bits = check_int("out_bits", out_bits, 2, 32)
+        self.b_table_bits = None if b_table_bits is None else check_int("b_table_bits", b_table_bits, 2, 12)
         self.param_layout = add_param_layout(self.out_bits)
+        b_bits = self.in_bits if self.b_table_bits is None else self.b_table_bits
         self.i_layout = data.StructLayout({
             "a": data.ArrayLayout(signed(self.in_bits), self.lanes),
-            "b": data.ArrayLayout(signed(self.in_bits), self.lanes),
+            "b": data.ArrayLayout(signed(b_bits), self.lanes),
         })
         self.o_layout = data.StructLayout({"y": data.ArrayLayout(signed(self.out_bits), self.lanes)})
-        super().__init__({"i": In(stream.Signature(self.i_layout)),
-                          "params": In(Shape.cast(self.param_layout)),
-                          "o": Out(stream.Signature(self.o_layout))})
+        ports = {"i": In(stream.Signature(self.i_layout)), "params": In(Shape.cast(self.param_layout)),
+                 "o": Out(stream.Signature(self.o_layout))}
+        if self.b_table_bits is not None:
+            ports["start"] = In(1)
+        super().__init__(ports)
 
     def __repr__(self):
-        return f"AddUnit(lanes={self.lanes}, in_bits={self.in_bits}, out_bits={self.out_bits})"
+        table = "" if self.b_table_bits is None else f", b_table_bits={self.b_table_bits}"
+        return f"AddUnit(lanes={self.lanes}, in_bits={self.in_bits}, out_bits={self.out_bits}{table})"
 
     def encode(self, params):
         """The ``params`` port's fields for golden's ``params`` (per-tensor requantizers only).
@@ -151,22 +168,39 @@ class AddUnit(wiring.Component):
     def elaborate(self, platform):
         m = Module()
         n = self.lanes
+        table = self.b_table_bits is not None
         prm = self.param_layout(self.params)
-        m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32, held=2)
+        if table:
+            # branch a's requantizers only; branch b's results come from the table, beside each
+            # beat in the requantizer's sideband
+            m.submodules.branches = brq = Requantizer(lanes=n, out_bits=32, held=1,
+                                                      user=data.ArrayLayout(signed(32), n))
+            m.d.comb += brq.params.eq(prm.branches[0])
+            accept = self._table(m, prm)
+        else:
+            m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32, held=2)
+            m.d.comb += brq.params.eq(prm.branches)
+            accept = 1
         m.submodules.output = orq = Requantizer(lanes=n, out_bits=self.out_bits, held=1)
-        m.d.comb += [brq.params.eq(prm.branches), orq.params.eq(prm.output)]
+        m.d.comb += orq.params.eq(prm.output)
 
         # Stages 1-2 (stall-all): wrap32(x - zp), then wrap32(. << left_shift). Only the low 32
         # bits of x - zp survive the shift, so the subtraction is done on 32 bits.
         p_valid = [Signal(name="in_valid1"), Signal(name="in_valid2")]
         en = Signal()
-        m.d.comb += [en.eq(brq.i.ready | ~p_valid[1]), self.i.ready.eq(en)]
+        m.d.comb += [en.eq(brq.i.ready | ~p_valid[1]), self.i.ready.eq(en & accept)]
         with m.If(en):
-            m.d.sync += [p_valid[0].eq(self.i.valid), p_valid[1].eq(p_valid[0])]
+            m.d.sync += [p_valid[0].eq(self.i.valid & accept), p_valid[1].eq(p_valid[0])]
         st = _Stages(m, en)
         pay = self.i.payload
         for lane in range(n):
             for br, x in enumerate((pay.a[lane], pay.b[lane])):
+                if br and table:
+                    # stage 1 is the table's read register (read when the stage loads), stage 2 a copy
+                    rd = self._table_mem.read_port()
+                    m.d.comb += [rd.addr.eq(x.as_unsigned()), rd.en.eq(en)]
+                    m.d.comb += brq.i.payload.user[lane].eq(st.reg(rd.data, f"l{lane}_v1_2", signed(32)))
+                    continue
                 d1 = st.reg((x - prm.in_zero_points[br])[:32], f"l{lane}_d{br}_1", unsigned(32))
                 xs = st.reg((d1 << prm.left_shift)[:32].as_signed(), f"l{lane}_x{br}_2", signed(32))
                 m.d.comb += brq.i.payload.acc[br * n + lane].eq(xs)
@@ -180,10 +214,58 @@ class AddUnit(wiring.Component):
             m.d.sync += [s_valid[0].eq(brq.o.valid), s_valid[1].eq(s_valid[0])]
         st = _Stages(m, s_en)
         for lane in range(n):
-            v0, v1 = brq.o.payload.y[lane], brq.o.payload.y[n + lane]
+            v0 = brq.o.payload.y[lane]
+            v1 = brq.o.payload.user[lane] if table else brq.o.payload.y[n + lane]
             s = st.reg((v0 + v1)[:32].as_signed(), f"l{lane}_sum3", signed(32))
             m.d.comb += orq.i.payload.acc[lane].eq(st.reg(s >> prm.sum_shift, f"l{lane}_sum4", signed(32)))
         m.d.comb += orq.i.valid.eq(s_valid[1])
 
         wiring.connect(m, orq.o, wiring.flipped(self.o))
         return m
+
+    def _table(self, m, prm):
+        """Branch b as a table of ``2**b_table_bits`` results, one per input value, filled by a
+        one-lane requantizer when ``start`` finds the parameters changed. Returns the condition
+        under which the unit accepts a beat (a register: the table is valid for the parameters)."""
+        bits = self.b_table_bits
+        m.submodules.table = mem = Ram(shape=signed(32), depth=1 << bits)
+        self._table_mem = mem
+        wp = mem.write_port()
+        m.submodules.fill = fq = Requantizer(lanes=1, out_bits=32, held=1, user=unsigned(bits))
+        m.d.comb += fq.params.eq(prm.branches[1])
+
+        # What the table depends on: branch b's zero point, the left shift and its requantizer.
+        cur = Cat(prm.in_zero_points[1], prm.left_shift, prm.branches[1])
+        key = Signal(len(cur), reset_less=True)      # the parameters the table was filled for
+        filled = Signal()                            # the table holds key's results
+        checking = Signal()                          # start seen: compare, then fill or not
+        filling = Signal()
+        same = Signal()
+        m.d.sync += same.eq(cur == key)              # registered: decided a cycle after start
+        with m.If(self.start & ~filling):
+            m.d.sync += checking.eq(1)
+        fv = Signal(bits + 1)                        # next table entry to compute
+        with m.If(checking & ~self.start):
+            m.d.sync += checking.eq(0)
+            with m.If(~(filled & same)):
+                m.d.sync += [filling.eq(1), filled.eq(0), fv.eq(0), key.eq(cur)]
+
+        # The fill: entry v (read as a signed(bits) value) = branch b of v, in two register
+        # stages as the datapath's (wrap32(v - zp), then the wrapping left shift), then the
+        # requantizer, which never stalls here (its output is always taken).
+        issue = filling & ~fv[bits]
+        f_valid = [Signal(name="fill_valid1"), Signal(name="fill_valid2")]
+        f_idx = [Signal(bits, name="fill_idx1", reset_less=True), Signal(bits, name="fill_idx2", reset_less=True)]
+        f_d = Signal(32, name="fill_d1", reset_less=True)
+        f_x = Signal(signed(32), name="fill_x2", reset_less=True)
+        m.d.sync += [f_valid[0].eq(issue), f_valid[1].eq(f_valid[0]), f_idx[0].eq(fv[:bits]), f_idx[1].eq(f_idx[0]),
+                     f_d.eq((fv[:bits].as_signed() - prm.in_zero_points[1])[:32]),
+                     f_x.eq((f_d << prm.left_shift)[:32].as_signed())]
+        with m.If(issue):
+            m.d.sync += fv.eq(fv + 1)
+        m.d.comb += [fq.i.valid.eq(f_valid[1]), fq.i.payload.acc[0].eq(f_x), fq.i.payload.user.eq(f_idx[1]),
+                     fq.o.ready.eq(1),
+                     wp.en.eq(fq.o.valid), wp.addr.eq(fq.o.payload.user), wp.data.eq(fq.o.payload.y[0])]
+        with m.If(fq.o.valid & (fq.o.payload.user == (1 << bits) - 1)):    # the last entry, in order
+            m.d.sync += [filling.eq(0), filled.eq(1)]
+        return filled & ~checking

@@ -37,7 +37,7 @@ from intdeploy.golden.pool import pool_windows
 from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.golden.threshold import threshold
 from intdeploy.host import protocol as P
-from intdeploy.host.timing import Overlap, input_cycles, response_cycles
+from intdeploy.host.timing import AddTable, Overlap, input_cycles, response_cycles
 
 __all__ = ["AcceleratorModel", "ModelEngine", "entry_params", "response_mismatch", "STATUS_UNCOMPARED"]
 
@@ -137,6 +137,7 @@ class AcceleratorModel:
         self.counters = dict(commands=0, errors=0, last_error=0, cycles=0, busy_cycles=0, mac_cycles=0)
         self._pending = []
         self._overlap = Overlap()
+        self._table = AddTable()
 
     @property
     def overlap(self):
@@ -198,9 +199,11 @@ class AcceleratorModel:
         c["mac_cycles"] += steps
         c["busy_cycles"] += steps
         cycles = input_cycles(words, self.info, status == _OK)
-        out_bytes = P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0].out_bytes if opcode == _RUN and status == _OK else None
+        run_ok = opcode == _RUN and status == _OK
+        out_bytes = P.RunDescriptor.decode(words[2:2 + P.RUN_WORDS])[0].out_bytes if run_ok else None
+        fill = self._table.run(words[2:2 + P.RUN_WORDS]) if run_ok else 0
         c["cycles"] += (cycles - self._overlap.packet(words, status == _OK, steps, cycles)
-                        + response_cycles(len(resp), self.info, out_bytes) + steps)
+                        + response_cycles(len(resp), self.info, out_bytes) + steps + fill)
         return resp
 
     # --- the walk -------------------------------------------------------------------------

@@ -6,7 +6,9 @@ Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``in_bits``, ``out_bits``
 ``full_rate``, ``in_stall`` / ``out_stall`` / ``burst`` (the no-stall phase that checks latency
 and II = 1, then random pauses: :func:`intdeploy.sim.bench.stream_check`), ``golden_rounding``
 (optional: golden uses this rounding in all three requantizers, to show the check fails),
-``golden_no_sum_shift`` (optional: golden ignores the sum shift, likewise).
+``golden_no_sum_shift`` (optional: golden ignores the sum shift, likewise), ``b_table_bits``
+(optional: branch b as a table, :class:`AddUnit`; every parameter change is announced by a
+``start`` pulse, after which the unit refills its table before it takes the next beat).
 
 Every item ``(a, b, AddParams)`` is a run of beats with its parameters held on ``params``
 (encoded by :meth:`AddUnit.encode`): ``(a, b)`` in one lane of its first beat, random inputs in
@@ -24,6 +26,7 @@ import dataclasses
 from fractions import Fraction
 
 import cocotb
+from cocotb.triggers import ReadOnly, RisingEdge
 import numpy as np
 
 from intdeploy.golden.add import AddParams, add
@@ -213,7 +216,8 @@ async def run(dut):
     cfg = tb.cfg
     lanes = int(cfg["lanes"])
     in_bits, out_bits = int(cfg.get("in_bits", 9)), int(cfg.get("out_bits", 32))
-    unit = AddUnit(lanes=lanes, in_bits=in_bits, out_bits=out_bits)
+    table = cfg.get("b_table_bits")
+    unit = AddUnit(lanes=lanes, in_bits=in_bits, out_bits=out_bits, b_table_bits=table)
     dut._log.info("seed %d, %r", tb.seed, unit)
     src = tb.source("i", unit.i_layout)
     snk = tb.sink("o", unit.o_layout)
@@ -243,6 +247,18 @@ async def run(dut):
                       {"a": [a for a, _ in beat], "b": [b for _, b in beat], "params": repr_params(p)})
             beats.append({"a": [a for a, _ in beat], "b": [b for _, b in beat]})
         dut.params.value = int(unit.param_layout.const(unit.encode(p)).as_bits())
+        if table:
+            # new parameters: a start pulse a cycle before the beats (the table is refilled if
+            # they differ from the ones it holds; the beats wait for it)
+            dut.start.value = 1
+            await RisingEdge(dut.clk)
+            dut.start.value = 0
+            await RisingEdge(dut.clk)
+            await ReadOnly()
+            while not dut.i__ready.value:
+                await RisingEdge(dut.clk)
+                await ReadOnly()
+            await RisingEdge(dut.clk)
         await stream_check(tb, src, snk, beats, sb, lambda v: [v.y[j] for j in range(lanes)], LATENCY,
                            full_rate=full_rate if index == 0 else 0)
     dut._log.info("%d parameter sets, %d beats checked, %d cycles", len(items), sb.checked, tb.cycle)
