@@ -13,17 +13,19 @@ from intdeploy.host import protocol as P
 
 __all__ = ["Overlap", "AddTable", "ADD_TABLE_CYCLES", "input_cycles", "response_cycles", "program_cycles"]
 
-#: The add unit's branch-b table fill (hw/add.py "branch b by table"; the epilogue's 9-bit table):
-#: 2**9 results at one per cycle, paid by a RUN with an add whose branch-b parameters differ from
-#: those of the last RUN with an add (tests/test_add.py ties it to the hardware).
-ADD_TABLE_CYCLES = 1 << 9
+#: The add unit's branch-b table fill (hw/add.py "branch b by table"; the epilogue's table of the
+#: 2**8 values of an int8 or uint8 residual): one result per cycle, paid by a RUN with an add whose
+#: branch-b parameters or residual signedness differ from those of the last RUN with an add
+#: (tests/test_add.py ties it to the hardware).
+ADD_TABLE_CYCLES = 1 << 8
 
 
 class AddTable:
     """Which RUNs refill the add unit's branch-b table: feed every RUN's descriptor words (and
     whether it was executed) to :meth:`run`, which returns the fill cycles it costs (0 or
     :data:`ADD_TABLE_CYCLES`). The table depends on branch b's zero point, the left shift and
-    branch b's requantizer fields (not on its word 7 or reserved bits, which a RUN ignores)."""
+    branch b's requantizer fields (not on its word 7 or reserved bits, which a RUN ignores) and the
+    residual's signedness."""
 
     def __init__(self):
         self.key = None
@@ -33,7 +35,7 @@ class AddTable:
         if not ok or not f["add"]:
             return 0
         b = {k: v for k, v in f["add_b"].items() if k != "w_zero_point"}
-        key = (f["add_zero_point_b"], f["add_left_shift"], tuple(sorted(b.items())))
+        key = (f["add_zero_point_b"], f["add_left_shift"], f["residual_signed"], tuple(sorted(b.items())))
         fill, self.key = key != self.key, key
         return ADD_TABLE_CYCLES if fill else 0
 

@@ -5,7 +5,7 @@ Hardware image of :func:`intdeploy.golden.add.add`; :meth:`AddUnit.encode` turns
 :class:`~intdeploy.golden.add.AddParams` into the beat's parameter fields.
 """
 
-from amaranth import Cat, Module, Shape, Signal, signed, unsigned
+from amaranth import Cat, Module, Mux, Shape, Signal, signed, unsigned
 from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -76,9 +76,11 @@ class AddUnit(wiring.Component):
         Output width, 2..32 (default 32).
     b_table_bits : int or None
         None (default): branch b has its own requantizer lanes, like branch a. ``B`` (2..12):
-        ``b`` is signed(B) and branch b is a table of its ``2**B`` results, read per lane while
-        branch a is requantized, refilled by a one-lane requantizer when a ``start`` pulse finds
-        branch b's parameters (``in_zero_points[1]``, ``left_shift``, ``branches[1]``) changed;
+        ``b`` is a B-bit value, signed or unsigned by the ``b_signed`` input (``b`` itself is
+        signed(B + 1), which holds both), and branch b is a table of its ``2**B`` results indexed
+        by b's low B bits, read per lane while branch a is requantized, refilled by a one-lane
+        requantizer when a ``start`` pulse finds branch b's parameters (``in_zero_points[1]``,
+        ``left_shift``, ``branches[1]``) or ``b_signed`` changed;
         the unit takes no beat from the cycle after ``start`` until the table is valid (nor
         after reset before the first fill). ``start`` must precede the first beat of new
         parameters by a cycle, and the parameters must hold while a fill runs (a ``start`` then is
@@ -97,6 +99,8 @@ class AddUnit(wiring.Component):
         ``y``: ``ArrayLayout(signed(out_bits), lanes)``.
     start : In(1)
         With ``b_table_bits`` only: the parameters may have changed (see above).
+    b_signed : In(1)
+        With ``b_table_bits`` only: ``b`` is signed(B) (1) or unsigned(B) (0); held like ``params``.
 
     Latency and throughput: :data:`LATENCY` = 22 cycles, II = 1, full backpressure.
     Micro-architecture: stage 1 ``x - zp`` (wrapped to 32 bits), stage 2 the wrapping left
@@ -113,7 +117,7 @@ class AddUnit(wiring.Component):
         self.out_bits = check_int("out_bits", out_bits, 2, 32)
         self.b_table_bits = None if b_table_bits is None else check_int("b_table_bits", b_table_bits, 2, 12)
         self.param_layout = add_param_layout(self.out_bits)
-        b_bits = self.in_bits if self.b_table_bits is None else self.b_table_bits
+        b_bits = self.in_bits if self.b_table_bits is None else self.b_table_bits + 1
         self.i_layout = data.StructLayout({
             "a": data.ArrayLayout(signed(self.in_bits), self.lanes),
             "b": data.ArrayLayout(signed(b_bits), self.lanes),
@@ -123,6 +127,7 @@ class AddUnit(wiring.Component):
                  "o": Out(stream.Signature(self.o_layout))}
         if self.b_table_bits is not None:
             ports["start"] = In(1)
+            ports["b_signed"] = In(1)
         super().__init__(ports)
 
     def __repr__(self):
@@ -198,7 +203,7 @@ class AddUnit(wiring.Component):
                 if br and table:
                     # stage 1 is the table's read register (read when the stage loads), stage 2 a copy
                     rd = self._table_mem.read_port()
-                    m.d.comb += [rd.addr.eq(x.as_unsigned()), rd.en.eq(en)]
+                    m.d.comb += [rd.addr.eq(x[:self.b_table_bits]), rd.en.eq(en)]
                     m.d.comb += brq.i.payload.user[lane].eq(st.reg(rd.data, f"l{lane}_v1_2", signed(32)))
                     continue
                 d1 = st.reg((x - prm.in_zero_points[br])[:32], f"l{lane}_d{br}_1", unsigned(32))
@@ -224,7 +229,7 @@ class AddUnit(wiring.Component):
         return m
 
     def _table(self, m, prm):
-        """Branch b as a table of ``2**b_table_bits`` results, one per input value, filled by a
+        """Branch b as a table of ``2**b_table_bits`` results, one per B-bit input value, filled by a
         one-lane requantizer when ``start`` finds the parameters changed. Returns the condition
         under which the unit accepts a beat (a register: the table is valid for the parameters)."""
         bits = self.b_table_bits
@@ -235,7 +240,7 @@ class AddUnit(wiring.Component):
         m.d.comb += fq.params.eq(prm.branches[1])
 
         # What the table depends on: branch b's zero point, the left shift and its requantizer.
-        cur = Cat(prm.in_zero_points[1], prm.left_shift, prm.branches[1])
+        cur = Cat(prm.in_zero_points[1], prm.left_shift, prm.branches[1], self.b_signed)
         key = Signal(len(cur), reset_less=True)      # the parameters the table was filled for
         filled = Signal()                            # the table holds key's results
         checking = Signal()                          # start seen: compare, then fill or not
@@ -250,7 +255,8 @@ class AddUnit(wiring.Component):
             with m.If(~(filled & same)):
                 m.d.sync += [filling.eq(1), filled.eq(0), fv.eq(0), key.eq(cur)]
 
-        # The fill: entry v (read as a signed(bits) value) = branch b of v, in two register
+        # The fill: entry i = branch b of the value v with low bits i (v = i sign-extended when
+        # b_signed), in two register
         # stages as the datapath's (wrap32(v - zp), then the wrapping left shift), then the
         # requantizer, which never stalls here (its output is always taken).
         issue = filling & ~fv[bits]
@@ -259,7 +265,7 @@ class AddUnit(wiring.Component):
         f_d = Signal(32, name="fill_d1", reset_less=True)
         f_x = Signal(signed(32), name="fill_x2", reset_less=True)
         m.d.sync += [f_valid[0].eq(issue), f_valid[1].eq(f_valid[0]), f_idx[0].eq(fv[:bits]), f_idx[1].eq(f_idx[0]),
-                     f_d.eq((fv[:bits].as_signed() - prm.in_zero_points[1])[:32]),
+                     f_d.eq((Mux(self.b_signed, fv[:bits].as_signed(), fv[:bits]) - prm.in_zero_points[1])[:32]),
                      f_x.eq((f_d << prm.left_shift)[:32].as_signed())]
         with m.If(issue):
             m.d.sync += fv.eq(fv + 1)

@@ -158,9 +158,9 @@ class Epilogue(wiring.Component):
         # dividing R).
         self.threshold = ThresholdUnit(channels=c.threshold_channels, max_bits=c.max_q, lanes=E,
                                        banked=wire.threshold_alignment(R) % E == 0)
-        # Branch b (the residual, int8 or uint8: a 9-bit value) by table: 512 results per Add
-        # layer, filled when a RUN with an add starts with new parameters.
-        self.add = AddUnit(lanes=c.add_lanes, in_bits=32, out_bits=32, b_table_bits=9)
+        # Branch b (the residual, int8 or uint8) by table: 256 results per Add layer, filled when
+        # a RUN with an add starts with new parameters or residual signedness.
+        self.add = AddUnit(lanes=c.add_lanes, in_bits=32, out_bits=32, b_table_bits=8)
         self.pool = PoolUnit(lanes=R, in_bits=POOL_TAP_BITS, max_taps=c.max_pool_taps,
                              max_shift=c.max_pool_shift)
         values = data.ArrayLayout(signed(32), R)
@@ -286,7 +286,7 @@ class Epilogue(wiring.Component):
             lp.left_shift.eq(cfg.add_left_shift), lp.sum_shift.eq(cfg.add_sum_shift),
             lp.branches[0].eq(cfg.add_a), lp.branches[1].eq(cfg.add_b),
             lp.output.eq(cfg.add_out),
-            au.start.eq(self.start & cfg.add),
+            au.start.eq(self.start & cfg.add), au.b_signed.eq(cfg.residual_signed),
             au.i.valid.eq(cfg.add & epi.valid & res_fifo.r_rdy),
             res_fifo.r_en.eq(au.i.valid & au.i.ready & chunk.last),
         ]

@@ -7,8 +7,10 @@ Configuration (``INTDEPLOY_TB``): ``seed``, ``lanes``, ``in_bits``, ``out_bits``
 and II = 1, then random pauses: :func:`intdeploy.sim.bench.stream_check`), ``golden_rounding``
 (optional: golden uses this rounding in all three requantizers, to show the check fails),
 ``golden_no_sum_shift`` (optional: golden ignores the sum shift, likewise), ``b_table_bits``
-(optional: branch b as a table, :class:`AddUnit`; every parameter change is announced by a
-``start`` pulse, after which the unit refills its table before it takes the next beat).
+(optional: branch b as a table, :class:`AddUnit`; each item's b inputs are wrapped into a
+``b_table_bits``-bit value, signed or unsigned at random (``b_signed``), and every parameter change
+is announced by a ``start`` pulse, after which the unit refills its table before it takes the next
+beat).
 
 Every item ``(a, b, AddParams)`` is a run of beats with its parameters held on ``params``
 (encoded by :meth:`AddUnit.encode`): ``(a, b)`` in one lane of its first beat, random inputs in
@@ -240,6 +242,11 @@ async def run(dut):
         n_beats = full_rate + 8 if index == 0 else int(tb.rng.integers(1, int(cfg.get("run_beats", 3)) + 1))
         xs = [[(stim.x(), stim.x()) for _ in range(lanes)] for _ in range(n_beats)]
         xs[0][int(tb.rng.integers(lanes))] = (a0, b0)
+        if table:
+            # b is a table-bits value, signed or unsigned by the item: the inputs wrapped into it
+            b_signed = bool(tb.rng.integers(2))
+            span, off = 1 << table, (1 << (table - 1)) if b_signed else 0
+            xs = [[(a, ((b + off) % span) - off) for a, b in beat] for beat in xs]
         gp = golden_params(p, wrong, no_ss)
         beats = []
         for beat in xs:
@@ -250,6 +257,7 @@ async def run(dut):
         if table:
             # new parameters: a start pulse a cycle before the beats (the table is refilled if
             # they differ from the ones it holds; the beats wait for it)
+            dut.b_signed.value = int(b_signed)
             dut.start.value = 1
             await RisingEdge(dut.clk)
             dut.start.value = 0
