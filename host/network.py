@@ -4,6 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from intdeploy import wire
 from intdeploy.golden.model_file import IntegerModel
 from intdeploy.host import protocol as P
 from intdeploy.host.driver import Driver
@@ -72,6 +73,10 @@ def run_network(model, images, engine, driver=None, fuse=False):
     if len(first) != 1 or not first[0].ok:
         raise EngineError(f"engine: INFO answered {[str(r) for r in first]}")
     info = P.decode_info(first[0].payload)
+    if info.version != wire.PROTOCOL_VERSION:
+        raise EngineError(f"engine: INFO reports protocol version {info.version}; this host speaks version "
+                          f"{wire.PROTOCOL_VERSION} (docs/protocol.md, INFO): rebuild the accelerator's Verilog "
+                          f"from this tree")
     if driver is None:
         driver = Driver(info)
     elif driver.info != info:

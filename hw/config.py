@@ -14,8 +14,8 @@ from intdeploy.golden.checks import check_int
 
 __all__ = ["AcceleratorConfig", "VERSION", "QUICK"]
 
-#: Protocol version reported by INFO.
-VERSION = 1
+#: Protocol version reported by INFO (:data:`intdeploy.wire.PROTOCOL_VERSION`).
+VERSION = wire.PROTOCOL_VERSION
 
 _WEIGHT_BITS = (8, 4, 2)
 

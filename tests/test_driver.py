@@ -840,3 +840,19 @@ def test_mismatch_cause_classifier():
     bad["fc"][0, 0] ^= 1 << 31
     m = first_mismatch(model, g, bad)
     assert m.cause == "overflow/wrap" and m.layer == "fc"
+
+
+def test_an_accelerator_of_another_protocol_version_is_refused():
+    """An engine whose INFO reports another protocol version (an accelerator built from an older
+    tree: version 1 placed w_zero_point where version 2 has the rounding field's third bit) is
+    refused before any packet is sent, in one line naming both versions."""
+    class OldEngine(ModelEngine):
+        def execute(self, packets):
+            rs = super().execute(packets)
+            return [dataclasses.replace(r, payload=[1] + list(r.payload[1:])) if r.opcode == P.OPCODES["INFO"] else r
+                    for r in rs]
+    model = model_file.load(digits.MODEL_FILE)
+    engine = OldEngine(P.Info())
+    with pytest.raises(EngineError, match=r"^engine: INFO reports protocol version 1; this host speaks version 2 "):
+        run_network(model, digits.load_split()[2][:1], engine)
+    assert engine.execute([P.info()])[0].payload[0] == 1 and P.Info().version == 2

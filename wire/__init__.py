@@ -24,7 +24,7 @@ from intdeploy.golden.requantizer import ROUNDING_MODES
 
 __all__ = ["threshold_alignment", "Field", "Block", "OPCODES", "OPCODE_NAMES", "STATUS", "STATUS_NAMES", "ROUNDING", "ROUNDING_NAMES",
            "POOL", "POOL_NAMES", "EPILOGUES", "OUT_BYTES", "POOL_TAP_BITS", "COMMAND_HEADER", "RESPONSE_HEADER", "PARAM", "RUN",
-           "INFO", "STATUS_PAYLOAD", "DEFAULT_INFO", "BLOCKS", "MASK32", "render_docs"]
+           "INFO", "STATUS_PAYLOAD", "DEFAULT_INFO", "PROTOCOL_VERSION", "BLOCKS", "MASK32", "render_docs"]
 
 MASK32 = 0xFFFFFFFF
 
@@ -313,8 +313,13 @@ RUN = Block("RUN descriptor", 40, [
     Field("pool_hi", 39, 16, 16, signed=True, doc="pool: avg_tflite clamp, int16"),
 ])
 
+#: The protocol version INFO reports. 2: the parameter entry's rounding field is 3 bits (word 3 bits
+#: 24:22, code 4 `half_away`) and `w_zero_point` moved to word 7 bits 7:0 (version 1: rounding in
+#: bits 23:22, `w_zero_point` in bits 31:24 of word 3, word 7 reserved).
+PROTOCOL_VERSION = 2
+
 INFO = Block("INFO payload", 12, [
-    Field("version", 0, doc="1"),
+    Field("version", 0, doc=f"{PROTOCOL_VERSION}: a host refuses a version it does not speak"),
     Field("rows", 1, doc="R"),
     Field("cols", 2, doc="C"),
     Field("bus_width", 3, doc="TDATA bits"),
@@ -341,7 +346,7 @@ STATUS_PAYLOAD = Block("STATUS payload", 9, [
 
 #: What INFO reports for the reference configuration (8x8 array, 64-bit bus, the default buffers):
 #: the defaults of both the host's Info and the hardware's AcceleratorConfig.
-DEFAULT_INFO = dict(version=1, rows=8, cols=8, bus_width=64, weight_bits=8, weight_depth=256, weight_banks=2,
+DEFAULT_INFO = dict(version=PROTOCOL_VERSION, rows=8, cols=8, bus_width=64, weight_bits=8, weight_depth=256, weight_banks=2,
                     act_depth=2048, param_channels=256, residual_depth=256, threshold_channels=64, max_q=8,
                     max_pool_taps=16, max_pool_shift=16)
 assert set(DEFAULT_INFO) == {f.name for f in INFO}
