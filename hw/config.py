@@ -65,8 +65,9 @@ class AcceleratorConfig:
         The epilogue's area (its DSPs, logic and threshold memories) scales with E, not R.
     add_lanes : int or None
         A, the values the add unit handles per cycle, 1..R: with an Add in a RUN, each beat of
-        R values passes the add unit in ``ceil(R / A)`` cycles. Each lane is three int32
-        requantizers (12 MULT18X18D and about 4,000 ECP5 logic cells), so A below E trades the
+        R values passes the add unit in ``ceil(R / A)`` cycles. Each lane is two int32
+        requantizers and a read port of the branch-b table (8 MULT18X18D, a block RAM and about
+        2,700 ECP5 logic cells; the table's fill lane is shared), so A below E trades the
         throughput of Add RUNs whose GEMM rows take fewer than ``ceil(R / A)`` MAC steps for
         area. Default (None): E.
 
