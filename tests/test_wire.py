@@ -163,7 +163,7 @@ def test_hardware_enums_and_info_are_the_wire_format():
     config = AcceleratorConfig(rows=4, cols=8, threshold_channels=300, max_q=4, max_pool_taps=64,
                                max_pool_shift=20)
     info = wire.INFO.decode(config.info_words())
-    assert info == {"version": 1, **{f.name: getattr(config, f.name) for f in wire.INFO if f.name != "version"}}
+    assert info == {"version": 2, **{f.name: getattr(config, f.name) for f in wire.INFO if f.name != "version"}}
     assert P.decode_info(config.info_words()) == P.Info(**info)
 
 
