@@ -181,7 +181,7 @@ class AddUnit(wiring.Component):
             m.submodules.branches = brq = Requantizer(lanes=n, out_bits=32, held=1,
                                                       user=data.ArrayLayout(signed(32), n))
             m.d.comb += brq.params.eq(prm.branches[0])
-            accept = self._table(m, prm)
+            accept, table_mem = self._table(m, prm)
         else:
             m.submodules.branches = brq = Requantizer(lanes=2 * n, out_bits=32, held=2)
             m.d.comb += brq.params.eq(prm.branches)
@@ -202,7 +202,7 @@ class AddUnit(wiring.Component):
             for br, x in enumerate((pay.a[lane], pay.b[lane])):
                 if br and table:
                     # stage 1 is the table's read register (read when the stage loads), stage 2 a copy
-                    rd = self._table_mem.read_port()
+                    rd = table_mem.read_port()
                     m.d.comb += [rd.addr.eq(x[:self.b_table_bits]), rd.en.eq(en)]
                     m.d.comb += brq.i.payload.user[lane].eq(st.reg(rd.data, f"l{lane}_v1_2", signed(32)))
                     continue
@@ -231,10 +231,10 @@ class AddUnit(wiring.Component):
     def _table(self, m, prm):
         """Branch b as a table of ``2**b_table_bits`` results, one per B-bit input value, filled by a
         one-lane requantizer when ``start`` finds the parameters changed. Returns the condition
-        under which the unit accepts a beat (a register: the table is valid for the parameters)."""
+        under which the unit accepts a beat (registers: the table is valid for the parameters) and
+        the table's memory (the datapath adds a read port per lane)."""
         bits = self.b_table_bits
         m.submodules.table = mem = Ram(shape=signed(32), depth=1 << bits)
-        self._table_mem = mem
         wp = mem.write_port()
         m.submodules.fill = fq = Requantizer(lanes=1, out_bits=32, held=1, user=unsigned(bits))
         m.d.comb += fq.params.eq(prm.branches[1])
@@ -256,9 +256,8 @@ class AddUnit(wiring.Component):
                 m.d.sync += [filling.eq(1), filled.eq(0), fv.eq(0), key.eq(cur)]
 
         # The fill: entry i = branch b of the value v with low bits i (v = i sign-extended when
-        # b_signed), in two register
-        # stages as the datapath's (wrap32(v - zp), then the wrapping left shift), then the
-        # requantizer, which never stalls here (its output is always taken).
+        # b_signed), in two register stages as the datapath's (wrap32(v - zp), then the wrapping
+        # left shift), then the requantizer, which never stalls here (its output is always taken).
         issue = filling & ~fv[bits]
         f_valid = [Signal(name="fill_valid1"), Signal(name="fill_valid2")]
         f_idx = [Signal(bits, name="fill_idx1", reset_less=True), Signal(bits, name="fill_idx2", reset_less=True)]
@@ -274,4 +273,4 @@ class AddUnit(wiring.Component):
                      wp.en.eq(fq.o.valid), wp.addr.eq(fq.o.payload.user), wp.data.eq(fq.o.payload.y[0])]
         with m.If(fq.o.valid & (fq.o.payload.user == (1 << bits) - 1)):    # the last entry, in order
             m.d.sync += [filling.eq(0), filled.eq(1)]
-        return filled & ~checking
+        return filled & ~checking, mem

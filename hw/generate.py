@@ -19,7 +19,7 @@ from pathlib import Path
 import re
 
 from intdeploy.hw.config import AcceleratorConfig
-from intdeploy.hw.ram import MEMORY_MODES, RamPlatform, module_text
+from intdeploy.hw.ram import MEMORY_MODES, RamPlatform
 from intdeploy.hw.top import Accelerator
 from intdeploy.wire import c_header
 
@@ -33,16 +33,14 @@ FIFOS = (("cmd_fifo", "cmd", "bus_clk", "core_clk"), ("resp_fifo", "resp", "core
 class Generated:
     """Result of :func:`generate`: the Verilog, the constraints and integration files (name -> text,
     :data:`FLAVOURS` and :data:`KIT`), the top's ports ``(name, direction, width)`` and, with
-    wrapped memories, the memory modules (``rams``: the text of ``OUT.rams.v``; ``ram_shapes``:
-    module name -> (words, bits, read ports, synchronous read)); ``rams`` is None with inline
-    memories."""
+    wrapped memories, the memory modules (``rams``: the text of ``OUT.rams.v``, None with inline
+    memories)."""
     verilog: str
     constraints: dict
     ports: list
     config: object
     name: str
     rams: str = None
-    ram_shapes: dict = None
 
 
 def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0, memories="inline"):
@@ -84,10 +82,9 @@ def generate(config, *, name="accelerator", bus_period=10.0, core_period=5.0, me
     if platform is not None:
         rams = (f"// Memory modules of {name} ({memories}), written by hw/generate.py: one module per shape,\n"
                 "// the ports and their timing in hw/ram.py and docs/flow.md (Memories).\n\n"
-                + "\n".join(module_text(n, *shape, blackbox=memories == "blackbox")
-                            for n, shape in sorted(platform.rams.items())))
+                + platform.modules(blackbox=memories == "blackbox"))
     return Generated(verilog=header + text, constraints=texts, ports=port_list, config=config, name=name,
-                     rams=rams, ram_shapes=dict(sorted(platform.rams.items())) if platform else None)
+                     rams=rams)
 
 
 #: What each port is: (clock domain, meaning).

@@ -53,6 +53,10 @@ class RamPlatform:
         self.prefix = prefix
         self.rams = {}
 
+    def modules(self, blackbox=False):
+        """The Verilog of every module recorded (:func:`module_text`), in name order."""
+        return "\n".join(module_text(n, *shape, blackbox=blackbox) for n, shape in sorted(self.rams.items()))
+
 
 class Ram(Memory):
     """An :class:`amaranth.lib.memory.Memory` of ``depth`` words of ``shape``, contents 0, that

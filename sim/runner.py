@@ -93,7 +93,7 @@ def verilog_for(factory, name, key, memories="inline"):
     Returns the path of the ``.v`` file.
     """
     from amaranth.back import verilog  # Amaranth: only when hardware is elaborated
-    from intdeploy.hw.ram import RamPlatform, module_text  # Amaranth: only when hardware is elaborated
+    from intdeploy.hw.ram import RamPlatform  # Amaranth: only when hardware is elaborated
     if memories not in ("inline", "wrapped"):
         raise ValueError(f"memories: {memories!r} is not one of inline, wrapped")
     tag = "" if memories == "inline" else "|wrapped"
@@ -104,7 +104,7 @@ def verilog_for(factory, name, key, memories="inline"):
             platform = RamPlatform(name) if memories == "wrapped" else None
             text = verilog.convert(factory(), name=name, emit_src=False, platform=platform)
             if platform is not None:
-                text += "".join(module_text(n, *shape) for n, shape in sorted(platform.rams.items()))
+                text += platform.modules()
             tmp = out.with_suffix(".tmp")
             tmp.write_text(text)
             tmp.replace(out)

@@ -195,11 +195,16 @@ def parse_transistors(text):
     transistor estimate of the gates and flip-flops, and whether cells outside its table (the
     memories, flip-flops with a synchronous reset) were left out (Yosys' ``+``)."""
     data = json.loads(text)
-    value = (data.get("design") or {}).get("estimated_num_transistors")
-    if value is None:
+    design = data.get("design")
+    if design is None:                             # one module only: take it
         mods = list((data.get("modules") or {}).values())
-        value = mods[0].get("estimated_num_transistors", "0") if mods else "0"
-    value = str(value)
+        design = mods[0] if mods else {}
+    return _estimate(design)
+
+
+def _estimate(entry):
+    """``(transistors, partial)`` of one ``stat -json -tech cmos`` entry (a module or the design)."""
+    value = str(entry.get("estimated_num_transistors", "0"))
     return int(value.rstrip("+")), value.endswith("+")
 
 
@@ -723,11 +728,6 @@ def breakdown(unit, rows, cols, target, *, weight_bits=8, cache=True, cache_dir=
     return res
 
 
-def _transistors(module):
-    """A module's ``estimated_num_transistors`` from ``stat -json -tech cmos`` (with its submodules)."""
-    return int(str(module.get("estimated_num_transistors", "0")).rstrip("+"))
-
-
 def parse_yosys_hierarchy(text, target, top):
     """``{"total", "units"}`` of :func:`breakdown` from Yosys' ``stat -json`` of a design
     synthesized with ``-noflatten``; ``top`` is the top module's name. Amaranth names each
@@ -746,8 +746,8 @@ def parse_yosys_hierarchy(text, target, top):
         if target == "generic":
             # stat -tech cmos counts a module's submodule instances in its estimate: its own share
             # is that minus theirs
-            figures["transistors"] = _transistors(modules[name]) - sum(
-                int(n) * _transistors(modules[k.lstrip("\\")]) for k, n in cells.items() if k.lstrip("\\") in mods)
+            figures["transistors"] = _estimate(modules[name])[0] - sum(
+                int(n) * _estimate(modules[k.lstrip("\\")])[0] for k, n in cells.items() if k.lstrip("\\") in mods)
         own["" if name == top else name[len(top) + 1:]] = figures
     units = []
     for name in sorted(own, key=lambda n: n.split(".") if n else []):

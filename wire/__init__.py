@@ -123,12 +123,12 @@ class Field:
 class Block:
     """A fixed group of ``words`` 32-bit words made of :class:`Field`\\ s (checked not to overlap).
 
-    ``reserved``: ``(word, bit, width, doc)`` of reserved bits, for the documentation (every bit no
-    field covers is reserved: :meth:`reserved_masks`).
+    ``reserved``: the sentence the documentation gives the reserved bits (every bit no field
+    covers, :meth:`reserved_masks`), which it then lists; None: not listed.
     """
 
-    def __init__(self, name, words, fields, reserved=(), doc=""):
-        self.name, self.words, self.fields, self.reserved, self.doc = name, words, tuple(fields), tuple(reserved), doc
+    def __init__(self, name, words, fields, reserved=None, doc=""):
+        self.name, self.words, self.fields, self.reserved, self.doc = name, words, tuple(fields), reserved, doc
         self.by_name = {f.name: f for f in self.fields}
         used = np.zeros(32 * words, dtype=bool)
         for f in self.fields:
@@ -146,6 +146,22 @@ class Block:
             for w, lo, hi in f.segments():
                 masks[w] &= ~(((1 << (hi - lo)) - 1) << lo) & MASK32
         return masks
+
+    def reserved_runs(self):
+        """``(word, first bit, width)`` of each run of reserved bits (:meth:`reserved_masks`)."""
+        runs = []
+        for w, mask in enumerate(self.reserved_masks()):
+            bit = 0
+            while bit < 32:
+                if mask >> bit & 1:
+                    end = bit
+                    while end < 32 and mask >> end & 1:
+                        end += 1
+                    runs.append((w, bit, end - bit))
+                    bit = end
+                else:
+                    bit += 1
+        return runs
 
     def __iter__(self):
         return iter(self.fields)
@@ -203,13 +219,14 @@ class Block:
     def markdown(self, word_offset=0, prefix=""):
         """The block as docs/protocol.md's table rows: ``| word | bits | field | meaning |``."""
         rows = []
-        items = sorted([(f.offset, "f", f) for f in self.fields] + [(32 * r[0] + r[1], "r", r) for r in self.reserved],
+        runs = self.reserved_runs() if self.reserved is not None else []
+        items = sorted([(f.offset, "f", f) for f in self.fields] + [(32 * r[0] + r[1], "r", r) for r in runs],
                        key=lambda t: t[0])
         for _, kind, item in items:
             if kind == "r":
-                w, bit, width, d = item
+                w, bit, width = item
                 where = f"{bit}" if width == 1 else f"{bit + width - 1}:{bit}"
-                rows.append(f"| {w + word_offset} | {where} | reserved | {d} |")
+                rows.append(f"| {w + word_offset} | {where} | reserved | {self.reserved} |")
                 continue
             f = item
             if f.block is not None:
@@ -273,7 +290,7 @@ PARAM = Block("parameter entry", 8, [
     Field("lo", 5, signed=True, doc="int32"),
     Field("hi", 6, signed=True, doc="int32, `lo <= hi`"),
     Field("w_zero_point", 7, 0, 8, signed=True, doc="int8: the weight zero point of this output channel"),
-], reserved=[(3, 25, 7, "0 (else `BAD_PARAM` in WRITE_PARAMS)"), (7, 8, 24, "0 (else `BAD_PARAM` in WRITE_PARAMS)")])
+], reserved="0 (else `BAD_PARAM` in WRITE_PARAMS)")
 
 RUN = Block("RUN descriptor", 40, [
     Field("m_count", 0, doc="GEMM rows (output pixels before pooling), 1..65535"),
