@@ -8,7 +8,8 @@ import numpy as np
 
 from intdeploy import wire
 from intdeploy.golden import mac_array
-from intdeploy.golden.requantizer import RequantParams, _wrap32
+from intdeploy.golden.pool import pool_windows
+from intdeploy.golden.requantizer import RequantParams, _wrap32, requantize
 from intdeploy.host.job import EngineError, GemmJob, Pool, Refusal
 from intdeploy.host.strips import conv_strips
 
@@ -149,12 +150,50 @@ class Lowering:
         return job
 
     def _pool(self, model, layer, x, what):
-        """Identity GEMM of the pooling layer's input, then the pooling unit."""
+        """Identity GEMM of the pooling layer's input, then the pooling unit; an average pool of
+        more taps than the pooling unit takes runs on the MAC array instead (:meth:`_window_sum`)."""
+        if layer.mode != "max" and layer.kernel[0] * layer.kernel[1] > self.info.max_pool_taps:
+            return self._window_sum(model, layer, x, what)
         rows, w, w_zp, signed, base = self._identity(model, layer.inputs[0], x, what)
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
                       requant=RequantParams(mult=1, shift=0, bias=base), bias_in_check=False)
         self._attach_pool(model, layer, job, x.shape[0], what)
         return job
+
+    def _window_sum(self, model, layer, x, what):
+        """An average pool as a GEMM of one output column: row ``(image, oh, ow, c)`` holds the ``T =
+        KH*KW`` taps of channel ``c``'s window (``K = T``), every weight is 1, so the accumulator is
+        the window's sum ``S`` exactly; the requantizer divides. ``avg_nemo`` is
+        ``(floor(2**d / T) * S) >> d``: mult ``floor(2**d / T)``, shift ``d``, ``floor``.
+        ``avg_tflite`` is ``S / T`` rounded half away from zero: ``half_away`` with mult
+        ``ceil(2**k / T)`` for the smallest ``k`` that gives golden's result on every reachable sum
+        (checked here, on all of them). Windows must be whole (no padding)."""
+        src = layer.inputs[0]
+        t = model.tensors[src]
+        taps = layer.kernel[0] * layer.kernel[1]
+        if layer.padding != ((0, 0), (0, 0)):
+            raise Refusal(f"{what}: padding {[list(p) for p in layer.padding]} with {taps} taps; the pooling unit "
+                          f"takes at most {self.info.max_pool_taps} taps and the MAC array's window sum needs "
+                          f"whole windows (no padding)")
+        signed = self._input8(model, src, 0, what, x)
+        ch = x.shape[-1]
+        cols = mac_array.im2col(x, layer.kernel, layer.stride, 0)          # (B, OH, OW, T*C), (kh, kw, c) order
+        rows = cols.reshape(cols.shape[:3] + (taps, ch)).swapaxes(-1, -2).reshape(-1, taps)
+        sums = np.arange(taps * t.lo, taps * t.hi + 1, dtype=np.int64)
+        windows = np.zeros((sums.size, taps, 1), dtype=np.int64)
+        windows[:, 0, 0] = sums                             # the sum in one tap, the others 0
+        want = pool_windows(windows, layer.mode, count=taps, d=layer.d, lo=layer.lo, hi=layer.hi)[:, 0]
+        clamp = dict(lo=-(1 << 31) if layer.lo is None else layer.lo, hi=(1 << 31) - 1 if layer.hi is None else layer.hi)
+        if layer.mode == "avg_nemo":
+            candidates = [RequantParams(mult=(1 << layer.d) // taps, shift=layer.d, rounding="floor", **clamp)]
+        else:
+            candidates = (RequantParams(mult=-(-(1 << k) // taps), shift=k, rounding="half_away", **clamp)
+                          for k in range(0, 32))
+        rq = next((r for r in candidates if np.array_equal(requantize(sums, r), want)), None)
+        if rq is None:
+            raise Refusal(f"{what}: no requantizer divides every window sum of {taps} taps as the pooling layer does")
+        return GemmJob(name=layer.name, x=rows, w=np.ones((1, taps), dtype=np.int64), x_signed=signed,
+                       x_zero_point=0, w_zero_point=np.zeros(1, dtype=np.int64), requant=rq, x_range=(t.lo, t.hi))
 
     def _attach_pool(self, model, layer, job, batch, what):
         """The pooling unit of ``job``'s RUNs computes ``layer``: ``job``'s rows (one per element of

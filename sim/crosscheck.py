@@ -40,6 +40,7 @@ import numpy as np
 from intdeploy.golden import mac_array
 from intdeploy.golden.add import AddParams
 from intdeploy.golden.importers import framework, x86_kernels
+from intdeploy.golden.importers import litert_kernels as K
 from intdeploy.golden.importers.from_onnx import import_onnx
 from intdeploy.golden.importers.from_torch import import_torch
 from intdeploy.golden.integer_deployable import IntegerDeployable
@@ -55,7 +56,7 @@ from intdeploy.sim.rtl_engine import RtlEngine
 from intdeploy.sim.shards import output_to, simulate
 
 __all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_report", "add_parser",
-           "tflite_multiply", "tflite_quantize_multiplier", "tflite_run"]
+           "tflite_run"]
 
 REFERENCES = ("ort", "fbgemm", "tflite", "qonnx", "nemo")
 MODES = tuple(ROUNDING_MODES)
@@ -105,52 +106,9 @@ class Case:
 # --- TFLite ------------------------------------------------------------------------------------
 # The reference is TFLite itself: the LiteRT interpreter (PyPI ai-edge-litert) with its reference
 # kernels (OpResolverType.BUILTIN_REF), on a .tflite flatbuffer written here with the schema
-# classes the wheel ships. The integer helpers below (transcribed from
-# tensorflow/lite/kernels/internal/common.h MultiplyByQuantizedMultiplier, gemmlowp
-# fixedpoint.h SaturatingRoundingDoublingHighMul / RoundingDivideByPOT and
-# tensorflow/lite/kernels/internal/quantization_util.cc QuantizeMultiplier) only derive the
-# model file's parameters and count the ties; the expected outputs come from the interpreter.
-
-def _srdhm(a, b):
-    """SaturatingRoundingDoublingHighMul(int32 a, int32 b) (b >= 0 here: never saturates)."""
-    ab = a.astype(np.int64) * np.int64(b)
-    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    s = ab + nudge
-    return np.where(s >= 0, s // (1 << 31), -((-s) // (1 << 31)))          # C: truncate toward 0
-
-
-def _rdbpot(x, exponent):
-    """RoundingDivideByPOT: x / 2**exponent rounded half away from zero."""
-    mask = (1 << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
-
-
-def _int32(x):
-    x = np.asarray(x, dtype=np.int64)
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
-def tflite_multiply(x, mult, shift):
-    """MultiplyByQuantizedMultiplier(int32 x, mult, shift) with TFLite's signed ``shift``."""
-    left, right = max(shift, 0), max(-shift, 0)
-    return _rdbpot(_srdhm(_int32(np.asarray(x, dtype=np.int64) * (1 << left)), mult), right)
-
-
-def tflite_quantize_multiplier(real):
-    """QuantizeMultiplier(double) -> (quantized_multiplier, shift)."""
-    if real == 0:
-        return 0, 0
-    q, shift = math.frexp(real)
-    q_fixed = int(round(q * (1 << 31)))      # TfLiteRound = std::round; q*2**31 is exact, no tie here
-    if q_fixed == 1 << 31:
-        q_fixed //= 2
-        shift += 1
-    if shift < -31:
-        return 0, 0
-    return q_fixed, shift
-
+# classes the wheel ships. The integer formulas of intdeploy.golden.importers.litert_kernels (K)
+# only derive the model file's parameters and count the ties; the expected outputs come from the
+# interpreter.
 
 def _tflite_tensor(name, shape, ttype, buffer, scale, zero_point):
     from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
@@ -456,7 +414,7 @@ def _tflite_fc(rng, scales, batch):
         sy = sx * 2.0 ** -6 / 2.0 ** round(math.log2(40 / typical))
     zy = int(rng.integers(-50, 50))
     # TFLite's Prepare: effective scale in double from the float32 scales, then QuantizeMultiplier
-    qm = [tflite_quantize_multiplier(float(np.float32(sx)) * float(sw[c]) / float(np.float32(sy))) for c in range(n)]
+    qm = [K.quantize_multiplier(float(np.float32(sx)) * float(sw[c]) / float(np.float32(sy))) for c in range(n)]
     T = S.TensorType
     opts = S.FullyConnectedOptionsT()
     ref = tflite_run([(S.BuiltinOperator.FULLY_CONNECTED, [0, 1, 2], [3], S.BuiltinOptions.FullyConnectedOptions,
@@ -506,19 +464,19 @@ def _tflite_add(rng, scales, batch):
                       (S.BuiltinOperator.ADD, [0, 1], [2], S.BuiltinOptions.AddOptions, add_opts)],
                      [("x", (batch, c), T.INT8, sx, zx), ("b", (batch, c), T.INT8, sb, zb),
                       ("y", (batch, c), T.INT8, sy, zy)], {}, x)
-    m, e = tflite_quantize_multiplier(float(np.float32(sx)) / float(np.float32(sb)))   # quantize.cc Prepare
+    m, e = K.quantize_multiplier(float(np.float32(sx)) / float(np.float32(sb)))   # quantize.cc Prepare
     rq = RequantLayer(name="b", inputs=("x",), dtype="int8",
                       requant=RequantParams(mult=m, shift=31 - e, bias=-zx, zero_point=zb, lo=-128, hi=127,
                                             rounding="tflite"))
     add = AddLayer(name="y", inputs=("x", "b"), dtype="int8", params=AddParams.tflite(sx, zx, sb, zb, sy, zy))
     model = IntegerModel(input=InputSpec(name="x", shape=(c,), dtype="int8", zero_point=zx), layers=(rq, add),
                          outputs=("y",), name="tflite_add")
-    b = np.clip(tflite_multiply(x - zx, m, e) + zb, -128, 127)
+    b = np.clip(K.multiply(x - zx, m, e) + zb, -128, 127)
     p = add.params
-    v = sum(_rdbpot(_srdhm((np.asarray(t) - z) * (1 << 20), br.mult), int(br.shift) - 31)
+    v = sum(K.rdbpot(K.srdhm((np.asarray(t) - z) * (1 << 20), br.mult), int(br.shift) - 31)
             for t, z, br in zip((x, b), (zx, zb), p.branches))
     r = int(p.output.shift) - 31
-    ties = int(np.count_nonzero((_srdhm(_int32(v), int(p.output.mult)) & ((1 << r) - 1)) == (1 << (r - 1)))) if r else 0
+    ties = int(np.count_nonzero((K.srdhm(K.int32(v), int(p.output.mult)) & ((1 << r) - 1)) == (1 << (r - 1)))) if r else 0
     return Case("tflite", "QUANTIZE + ADD", scales, model, x, ref, "tflite", ties, _alternatives(model, "tflite"))
 
 
@@ -534,7 +492,7 @@ def _tflite_requant(rng, scales, batch):
     T = S.TensorType
     ref = tflite_run([(S.BuiltinOperator.QUANTIZE, [0], [1], 0, None)],
                      [("x", (batch, c), T.INT8, sx, zx), ("y", (batch, c), T.INT8, sy, zy)], {}, x)
-    m, e = tflite_quantize_multiplier(float(np.float32(sx)) / float(np.float32(sy)))   # quantize.cc Prepare
+    m, e = K.quantize_multiplier(float(np.float32(sx)) / float(np.float32(sy)))   # quantize.cc Prepare
     layer = RequantLayer(name="y", inputs=("x",), dtype="int8",
                          requant=RequantParams(mult=m, shift=31 - e, bias=-zx, zero_point=zy, lo=-128, hi=127,
                                                rounding="tflite"))

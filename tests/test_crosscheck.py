@@ -7,7 +7,7 @@ import json
 import numpy as np
 import pytest
 
-from intdeploy.golden.importers import x86_kernels
+from intdeploy.golden.importers import litert_kernels as K, x86_kernels
 from intdeploy.golden.requantizer import round_shift
 from intdeploy.sim import crosscheck as X
 from intdeploy.tools.cli import main
@@ -123,20 +123,21 @@ def test_cli_crosscheck(capsys):
 
 def test_tflite_transcriptions_by_hand():
     """Values worked out by hand from the TFLite / gemmlowp definitions."""
-    assert X.tflite_quantize_multiplier(0.5) == (1 << 30, 0)
-    assert X.tflite_quantize_multiplier(0.75) == (3 << 29, 0)
-    assert X.tflite_quantize_multiplier(3.0) == (3 << 29, 2)
+    assert K.quantize_multiplier(0.5) == (1 << 30, 0)
+    assert K.quantize_multiplier(0.75) == (3 << 29, 0)
+    assert K.quantize_multiplier(3.0) == (3 << 29, 2)
     # RoundingDivideByPOT: half away from zero
-    np.testing.assert_array_equal(X._rdbpot(np.array([5, -5, 6, -6, 7]), 1), [3, -3, 3, -3, 4])
+    np.testing.assert_array_equal(K.rdbpot(np.array([5, -5, 6, -6, 7]), 1), [3, -3, 3, -3, 4])
     # SaturatingRoundingDoublingHighMul(a, 2**30) = a / 2: the nudge 1 - 2**30 of a negative
     # product and C truncation take -2.5 to -2, +2.5 to 3
-    np.testing.assert_array_equal(X._srdhm(np.array([4, 5, -5]), 1 << 30), [2, 3, -2])
+    np.testing.assert_array_equal(K.srdhm(np.array([4, 5, -5]), 1 << 30), [2, 3, -2])
     # x * 0.75 / 2**2: 10 * 0.75 = 7.5 -> 8 (SRDHM), 8 / 4 = 2
-    assert int(X.tflite_multiply(10, 3 << 29, -2)) == 2
+    assert int(K.multiply(10, 3 << 29, -2)) == 2
     # one rounding, ties away from zero (golden's half_away): 7.46875 -> 7 (double rounding: 7.5 -> 8),
     # -1.5 -> -2, 1.46875 -> 1, -0.5 -> -1
     np.testing.assert_array_equal(round_shift(np.array([239, -48, 47, -16]), 5, "half_away"), [7, -2, 1, -1])
-    assert int(X.tflite_multiply(239, 1 << 30, -4)) == 8
+    np.testing.assert_array_equal(K.multiply_once(np.array([239, -48, 47, -16]), 1 << 30, -4), [7, -2, 1, -1])
+    assert int(K.multiply(239, 1 << 30, -4)) == 8
 
 
 def test_litert_fully_connected_is_half_away(golden_cases):

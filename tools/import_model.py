@@ -1,6 +1,7 @@
-"""``intdeploy import``: a quantized ONNX or PyTorch model -> an intdeploy model file.
+"""``intdeploy import``: a quantized ONNX, TFLite or PyTorch model -> an intdeploy model file.
 
-``intdeploy import MODEL.onnx -o net.json`` or ``intdeploy import MODEL.pt --input-shape C,H,W
+``intdeploy import MODEL.onnx -o net.json``, ``intdeploy import MODEL.tflite -o net.json`` (int8
+TFLite, :mod:`intdeploy.golden.importers.from_tflite`) or ``intdeploy import MODEL.pt --input-shape C,H,W
 -o net.json`` (``MODEL.pt``: a converted ``torch.ao`` sequential model saved with
 ``torch.jit.save(torch.jit.script(model), path)``; a module pickled whole with ``torch.save`` only
 with ``--trust-pickle``, since unpickling runs code named in the file). The importer proves every layer's requantization equal to the
@@ -20,6 +21,7 @@ import numpy as np
 from intdeploy.golden import model_file
 from intdeploy.golden.importers import framework
 from intdeploy.golden.importers.from_onnx import import_onnx
+from intdeploy.golden.importers.from_tflite import TfliteSource, import_tflite, litert_outputs
 from intdeploy.golden.importers.from_torch import import_torch
 from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.host import protocol as P
@@ -107,12 +109,14 @@ def load_source(path, input_shape=None, allow_inexact=True, trust_pickle=False):
             raise ValueError(f"MODEL: {path} holds no ONNX graph (an empty or truncated file?); allowed an ONNX "
                              f"model with at least one node")
         model, proof = import_onnx(source, name=path.stem, strict=not allow_inexact)
+    elif suffix == ".tflite":
+        model, proof, source = import_tflite(path, name=path.stem)
     elif suffix in (".pt", ".pth"):
         source = _load_torch(path, trust_pickle)
         model, proof = import_torch(source, input_shape, name=path.stem,
                                     strict=not allow_inexact)
     else:
-        raise ValueError(f"MODEL: {path.name!r} has suffix {suffix!r}; allowed .onnx, .pt, .pth")
+        raise ValueError(f"MODEL: {path.name!r} has suffix {suffix!r}; allowed .onnx, .tflite, .pt, .pth")
     return model, proof, source
 
 
@@ -120,6 +124,8 @@ def framework_outputs(source, model, images):
     """Run ``images`` (integer, the model file's channels-last layout) in the framework that
     ``source`` came from; returns its integer output in the model file's layout."""
     spec = model.input
+    if isinstance(source, TfliteSource):
+        return litert_outputs(source, spec, images)
     x = np.asarray(images, dtype=np.int64)
     nchw = x.ndim == 4
     xf = x.transpose(0, 3, 1, 2) if nchw else x
@@ -173,6 +179,14 @@ def verify_range(source, spec, text=None):
     return spec.lo, spec.hi, "the input's declared range"
 
 
+def _requantizers(layer):
+    """The requantizer parameter sets of a model-file layer (for the report's rounding list)."""
+    if getattr(layer, "requant", None) is not None:
+        return [layer.requant]
+    params = getattr(layer, "params", None)
+    return list(params.branches) + [params.output] if params is not None else []
+
+
 def _run_engine(args, model, images, golden_out):
     """Run the verify inputs on the accelerator (``--sim``: its executable model or the RTL, one
     simulation) and compare with golden; prints the agreement, returns the mismatch count."""
@@ -203,12 +217,17 @@ def _main(args):
         lo, hi, why = verify_range(source, model.input, args.input_range)
     out = model_file.save(model, args.output)
     p = proof.as_dict()
+    tflite = isinstance(source, TfliteSource)
+    modes = sorted({r.rounding for layer in model.layers for r in _requantizers(layer)})
+    against = "LiteRT's reference-kernel integer formulas" if tflite else "the framework's float32 requantization"
     print(f"{args.model} -> {out} (+ {out.with_suffix('.npz').name}): {len(model.layers)} layers, "
-          f"rounding half_even; requantization proof: {p['checked']} accumulator values checked, "
-          f"{p['fitted']} channel(s) refitted, {p['inexact']} inexact ({p['inexact_values']} values)")
+          f"rounding {', '.join(modes) or 'none'}; requantization proof against {against}: {p['checked']} "
+          f"values checked, {p['fitted']} channel(s) refitted, {p['inexact']} inexact ({p['inexact_values']} values)")
     for what, ch, values in proof.differences:
         print(f"  inexact: {what} channel {ch}: {values.size} accumulator value(s) requantize differently from "
-              f"the framework's float32 result (float32 rounding moves a .5 tie), e.g. {int(values[0])}")
+              f"the framework's result, e.g. {int(values[0])}")
+    for index, op, what in getattr(source, "host_ops", ()):
+        print(f"  operator #{index} ({op}): {what}")
     for warning in model.metadata.get(framework.WARNINGS_KEY, []):
         print(f"intdeploy import: warning: {warning}", file=sys.stderr)
     if not args.verify:
@@ -219,6 +238,13 @@ def _main(args):
     got = IntegerDeployable(model).run(images)
     print(f"verify: {args.verify} random inputs in [{lo}, {hi}] ({why}), framework vs golden: "
           f"{np.count_nonzero(got == want)}/{want.size} elements equal")
+    if tflite:
+        engine_bad = _run_engine(args, model, images, got) if args.sim else 0
+        if np.any(got != want):
+            i = tuple(int(v) for v in np.argwhere(got != want)[0])
+            print(f"verify: MISMATCH at {np.count_nonzero(got != want)} element(s); first at {i} (sample, element): "
+                  f"LiteRT {int(want[i])}, golden {int(got[i])}")
+        return 0 if np.all(got == want) and not engine_bad else 1
     cmp = framework.compare(model, images, want, got)
     for line in cmp.lines():
         print(f"verify: {line}")
@@ -236,13 +262,15 @@ def _main(args):
 
 def add_parser(sub):
     """The ``import`` sub-command (registered in :data:`intdeploy.tools.cli.COMMANDS`)."""
-    p = sub.add_parser("import", help="import a quantized ONNX (QLinear/QDQ) or PyTorch (torch.ao fbgemm) model",
-                       description="Converts a quantized ONNX model (QLinearConv, QLinearMatMul, QDQ) or a "
-                                   "converted torch.ao sequential model saved as TorchScript into an "
-                                   "intdeploy model file (rounding half_even), proving each layer's "
-                                   "requantization equal to the framework's, then checks random inputs in the "
-                                   "framework and in golden (docs/import.md).")
-    p.add_argument("model", metavar="MODEL", help="MODEL.onnx, or MODEL.pt / MODEL.pth (TorchScript; a whole "
+    p = sub.add_parser("import", help="import a quantized ONNX (QLinear/QDQ), int8 TFLite or PyTorch (torch.ao fbgemm) "
+                            "model",
+                       description="Converts a quantized ONNX model (QLinearConv, QLinearMatMul, QDQ), an int8 "
+                                   "TFLite model or a converted torch.ao sequential model saved as TorchScript "
+                                   "into an intdeploy model file, proving each layer's requantization equal to "
+                                   "the framework's, then checks random inputs in the framework (ONNX Runtime, "
+                                   "the LiteRT interpreter's reference kernels, PyTorch) and in golden "
+                                   "(docs/import.md).")
+    p.add_argument("model", metavar="MODEL", help="MODEL.onnx, MODEL.tflite, or MODEL.pt / MODEL.pth (TorchScript; a whole "
                                                   "pickled module only with --trust-pickle)")
     p.add_argument("-o", "--output", required=True, help="model file to write (JSON; arrays beside it as .npz)")
     p.add_argument("--trust-pickle", action="store_true",
