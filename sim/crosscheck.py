@@ -56,6 +56,7 @@ from intdeploy.sim.rtl_engine import RtlEngine
 from intdeploy.sim.shards import output_to, simulate
 
 __all__ = ["REFERENCES", "HARDWARE", "Case", "make_cases", "run_cases", "format_report", "add_parser",
+           "tflite_flatbuffer",
            "tflite_run"]
 
 REFERENCES = ("ort", "fbgemm", "tflite", "qonnx", "nemo")
@@ -114,23 +115,25 @@ def _tflite_tensor(name, shape, ttype, buffer, scale, zero_point):
     from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
     t = S.TensorT()
     t.name, t.shape, t.type, t.buffer = name, list(shape), ttype, buffer
-    q = S.QuantizationParametersT()
-    q.scale = [float(v) for v in np.atleast_1d(scale)]
-    q.zeroPoint = [int(v) for v in np.atleast_1d(zero_point)]
-    q.quantizedDimension = 0
-    t.quantization = q
+    if scale is not None:
+        q = S.QuantizationParametersT()
+        q.scale = [float(v) for v in np.atleast_1d(scale)]
+        q.zeroPoint = [int(v) for v in np.atleast_1d(zero_point)]
+        q.quantizedDimension = 3 if len(q.scale) > 1 and len(shape) == 4 and shape[0] == 1 else 0
+        t.quantization = q
     return t
 
 
-def tflite_run(ops, tensors, constants, x):
-    """Run a one-subgraph TFLite model on the interpreter's reference kernels.
+def tflite_flatbuffer(ops, tensors, constants, inputs=(0,), outputs=None):
+    """A one-subgraph TFLite model, as bytes.
 
     ``ops``: ``(BuiltinOperator, inputs, outputs, BuiltinOptions type, options object)``;
-    ``tensors``: ``(name, shape, TensorType, scale, zero_point)``, tensor 0 the input and the
-    last the output; ``constants``: tensor index -> array (weights, bias). Returns the output.
+    ``tensors``: ``(name, shape, TensorType, scale, zero_point)`` (``scale`` None: not quantized;
+    per-channel scales along ``quantizedDimension`` 0, or 3 for a ``[1, KH, KW, C]`` tensor);
+    ``constants``: tensor index -> array (weights, bias); ``inputs`` / ``outputs``: the
+    subgraph's (default: tensor 0 and the last tensor).
     """
     from ai_edge_litert import schema_py_generated as S  # optional dependency (dev extra: LiteRT)
-    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional dependency (dev extra: LiteRT)
     import flatbuffers  # optional dependency (dev extra: LiteRT)
     m = S.ModelT()
     m.version = 3
@@ -151,7 +154,8 @@ def tflite_run(ops, tensors, constants, x):
             buf = len(m.buffers) - 1
         ts.append(_tflite_tensor(name, shape, ttype, buf, scale, zp))
     sg = S.SubGraphT()
-    sg.tensors, sg.inputs, sg.outputs, sg.operators = ts, [0], [len(ts) - 1], []
+    sg.tensors, sg.inputs = ts, list(inputs)
+    sg.outputs, sg.operators = [len(ts) - 1] if outputs is None else list(outputs), []
     for code, ins, outs, otype, opts in ops:
         o = S.OperatorT()
         o.opcodeIndex, o.inputs, o.outputs, o.builtinOptionsType, o.builtinOptions = \
@@ -160,7 +164,15 @@ def tflite_run(ops, tensors, constants, x):
     m.subgraphs = [sg]
     builder = flatbuffers.Builder(1024)
     builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
-    it = Interpreter(model_content=bytes(builder.Output()),
+    return bytes(builder.Output())
+
+
+def tflite_run(ops, tensors, constants, x):
+    """Run a one-subgraph TFLite model (:func:`tflite_flatbuffer`; tensor 0 the input and the last
+    the output) on the interpreter's reference kernels (OpResolverType.BUILTIN_REF); returns the
+    output."""
+    from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional dependency (dev extra: LiteRT)
+    it = Interpreter(model_content=tflite_flatbuffer(ops, tensors, constants),
                      experimental_op_resolver_type=OpResolverType.BUILTIN_REF)
     it.allocate_tensors()
     it.set_tensor(it.get_input_details()[0]["index"], np.asarray(x, dtype=np.int8))

@@ -1,0 +1,223 @@
+"""The TFLite importer (golden/importers/from_tflite.py): int8 models written here with the schema
+that ai-edge-litert ships, imported, and compared element by element with the LiteRT interpreter's
+reference kernels, golden and the accelerator (its executable model, and the RTL)."""
+
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from intdeploy.golden.importers import litert_kernels as K
+from intdeploy.golden.importers.from_tflite import import_tflite, litert_outputs
+from intdeploy.golden.integer_deployable import IntegerDeployable
+from intdeploy.golden.model_file import IntegerModel, MacLayer, ModelFormatError
+from intdeploy.host import protocol as P
+from intdeploy.host.network import run_network
+from intdeploy.hw.config import AcceleratorConfig
+from intdeploy.sim.accel_model import ModelEngine
+from intdeploy.sim.crosscheck import tflite_flatbuffer
+from intdeploy.tools.cli import main
+
+
+def _S():
+    from ai_edge_litert import schema_py_generated as S
+    return S
+
+
+def _conv_opts(S, padding, stride, act, depth_multiplier=None):
+    o = S.DepthwiseConv2DOptionsT() if depth_multiplier else S.Conv2DOptionsT()
+    o.padding, o.strideW, o.strideH, o.fusedActivationFunction = padding, stride, stride, act
+    o.dilationWFactor = o.dilationHFactor = 1
+    if depth_multiplier:
+        o.depthMultiplier = depth_multiplier
+    return o
+
+
+def _pool_opts(S, padding, k, stride, act=0):
+    o = S.Pool2DOptionsT()
+    o.padding, o.strideW, o.strideH, o.filterWidth, o.filterHeight, o.fusedActivationFunction = \
+        padding, stride, stride, k, k, act
+    return o
+
+
+def cnn(seed=0):
+    """int8 [1, 10, 10, 3] -> CONV_2D 3x3 SAME stride 2 (per channel, RELU) -> DEPTHWISE_CONV_2D 3x3
+    SAME, multiplier 2 (RELU6) -> CONV_2D 1x1 -> ADD of the two (RELU) -> AVERAGE_POOL_2D 5x5 VALID
+    (25 taps: more than the pooling unit's 16) -> RESHAPE -> FULLY_CONNECTED -> SOFTMAX.
+    Power-of-two scales, so that the requantizers meet exact ties and the rounding convention shows."""
+    S = _S()
+    T, B, A = S.TensorType, S.BuiltinOperator, S.ActivationFunctionType
+    rng = np.random.default_rng(seed)
+    sx, zx = 2.0 ** -4, -3
+    w1 = rng.integers(-40, 41, (8, 3, 3, 3)).astype(np.int8)
+    s1 = np.float32(2.0 ** -6) * np.array([1, 2, 1, 4, 1, 2, 1, 0.5] * 1, np.float32)
+    wd = rng.integers(-60, 61, (1, 3, 3, 16)).astype(np.int8)
+    sd = np.full(16, 2.0 ** -6, np.float32)
+    w3 = rng.integers(-50, 51, (16, 1, 1, 16)).astype(np.int8)
+    s3 = np.float32(2.0 ** -7)
+    wf = rng.integers(-70, 71, (10, 16)).astype(np.int8)
+    sf = np.float32(2.0 ** -6)
+    sy1, sy2, sy3, sy4, syf = 2.0 ** -3, 2.0 ** -3, 2.0 ** -2, 2.0 ** -2, 2.0 ** -2
+    bias = lambda n: rng.integers(-300, 300, n).astype(np.int32)
+    tensors = [("x", (1, 10, 10, 3), T.INT8, sx, zx),                                       # 0
+               ("w1", w1.shape, T.INT8, s1, [0] * 8), ("b1", (8,), T.INT32, sx * s1, [0] * 8),   # 1, 2
+               ("y1", (1, 5, 5, 8), T.INT8, sy1, -128),                                      # 3
+               ("wd", wd.shape, T.INT8, sd, [0] * 16), ("bd", (16,), T.INT32, sy1 * sd, [0] * 16),   # 4, 5
+               ("y2", (1, 5, 5, 16), T.INT8, sy2, -128),                                     # 6
+               ("w3", w3.shape, T.INT8, s3, 0), ("b3", (16,), T.INT32, sy2 * s3, 0),          # 7, 8
+               ("y3", (1, 5, 5, 16), T.INT8, sy3, 5),                                        # 9
+               ("y4", (1, 5, 5, 16), T.INT8, sy4, -128),                                     # 10
+               ("y5", (1, 1, 1, 16), T.INT8, sy4, -128),                                     # 11
+               ("shape", (2,), T.INT32, None, None),                                         # 12
+               ("y6", (1, 16), T.INT8, sy4, -128),                                           # 13
+               ("wf", wf.shape, T.INT8, sf, 0), ("bf", (10,), T.INT32, sy4 * sf, 0),          # 14, 15
+               ("y7", (1, 10), T.INT8, syf, 3),                                              # 16
+               ("y8", (1, 10), T.INT8, 1 / 256, -128)]                                       # 17
+    constants = {1: w1, 2: bias(8), 4: wd, 5: bias(16), 7: w3, 8: bias(16), 12: np.array([1, 16], np.int32),
+                 14: wf, 15: bias(10)}
+    add_opts = S.AddOptionsT()
+    add_opts.fusedActivationFunction = A.RELU
+    reshape = S.ReshapeOptionsT()
+    reshape.newShape = [1, 16]
+    softmax = S.SoftmaxOptionsT()
+    softmax.beta = 1.0
+    ops = [(B.CONV_2D, [0, 1, 2], [3], S.BuiltinOptions.Conv2DOptions, _conv_opts(S, S.Padding.SAME, 2, A.RELU)),
+           (B.DEPTHWISE_CONV_2D, [3, 4, 5], [6], S.BuiltinOptions.DepthwiseConv2DOptions,
+            _conv_opts(S, S.Padding.SAME, 1, A.RELU6, depth_multiplier=2)),
+           (B.CONV_2D, [6, 7, 8], [9], S.BuiltinOptions.Conv2DOptions, _conv_opts(S, S.Padding.VALID, 1, A.NONE)),
+           (B.ADD, [6, 9], [10], S.BuiltinOptions.AddOptions, add_opts),
+           (B.AVERAGE_POOL_2D, [10], [11], S.BuiltinOptions.Pool2DOptions, _pool_opts(S, S.Padding.VALID, 5, 5)),
+           (B.RESHAPE, [11, 12], [13], S.BuiltinOptions.ReshapeOptions, reshape),
+           (B.FULLY_CONNECTED, [13, 14, 15], [16], S.BuiltinOptions.FullyConnectedOptions,
+            S.FullyConnectedOptionsT()),
+           (B.SOFTMAX, [16], [17], S.BuiltinOptions.SoftmaxOptions, softmax)]
+    return tflite_flatbuffer(ops, tensors, constants)
+
+
+def edges(seed=0):
+    """float32 [1, 7, 7, 4] -> QUANTIZE -> MAX_POOL_2D 3x3 SAME stride 2 -> AVERAGE_POOL_2D 2x2 SAME
+    stride 1 (edge windows average their real taps; RELU_N1_TO_1) -> QUANTIZE (int8 -> int8
+    rescale) -> FULLY_CONNECTED (an image input, flattened) -> DEQUANTIZE -> float32."""
+    S = _S()
+    T, B, A = S.TensorType, S.BuiltinOperator, S.ActivationFunctionType
+    rng = np.random.default_rng(seed)
+    s, z = 2.0 ** -6, 7
+    wf = rng.integers(-90, 91, (6, 64)).astype(np.int8)
+    tensors = [("xf", (1, 7, 7, 4), T.FLOAT32, None, None), ("x", (1, 7, 7, 4), T.INT8, s, z),
+               ("m", (1, 4, 4, 4), T.INT8, s, z), ("a", (1, 4, 4, 4), T.INT8, s, z),
+               ("q", (1, 4, 4, 4), T.INT8, s * 2, -20),
+               ("wf", wf.shape, T.INT8, 2.0 ** -7, 0), ("bf", (6,), T.INT32, s * 2 * 2.0 ** -7, 0),
+               ("y", (1, 6), T.INT8, 2.0 ** -3, 0), ("yf", (1, 6), T.FLOAT32, None, None)]
+    ops = [(B.QUANTIZE, [0], [1], 0, None),
+           (B.MAX_POOL_2D, [1], [2], S.BuiltinOptions.Pool2DOptions, _pool_opts(S, S.Padding.SAME, 3, 2)),
+           (B.AVERAGE_POOL_2D, [2], [3], S.BuiltinOptions.Pool2DOptions,
+            _pool_opts(S, S.Padding.SAME, 2, 1, A.RELU_N1_TO_1)),
+           (B.QUANTIZE, [3], [4], 0, None),
+           (B.FULLY_CONNECTED, [4, 5, 6], [7], S.BuiltinOptions.FullyConnectedOptions, S.FullyConnectedOptionsT()),
+           (B.DEQUANTIZE, [7], [8], 0, None)]
+    return tflite_flatbuffer(ops, tensors, {5: wf, 6: rng.integers(-500, 500, 6).astype(np.int32)})
+
+
+def _inputs(model, n, seed=1):
+    return np.random.default_rng(seed).integers(model.input.lo, model.input.hi + 1, (n,) + model.input.shape)
+
+
+@pytest.mark.parametrize("build", [cnn, edges])
+def test_tflite_models_are_bit_exact_against_litert(build):
+    """Every element of LiteRT's reference kernels equals golden, and the accelerator's executable
+    model equals golden, on 64 random inputs; the proof checked every layer."""
+    model, proof, source = import_tflite(build())
+    assert proof.exact and proof.checked > 0
+    x = _inputs(model, 64)
+    want = litert_outputs(source, model.input, x)
+    got = IntegerDeployable(model).run(x)
+    assert want.shape == got.shape and np.array_equal(got, want)
+    if build is cnn:
+        assert [h[1] for h in source.host_ops] == ["SOFTMAX"]
+        out, _ = run_network(model, x, ModelEngine(P.Info.of(AcceleratorConfig(rows=4, cols=4))))
+        assert np.array_equal(out[model.outputs[0]], got)
+
+
+def test_each_operators_rounding_is_the_measured_one():
+    """The verify comparison can fail: the CNN's convolutions with FULLY_CONNECTED's single
+    rounding, or its FULLY_CONNECTED with the convolutions' double rounding, differ from LiteRT
+    on these tie-heavy scales."""
+    model, _, source = import_tflite(cnn())
+    x = _inputs(model, 64)
+    want = litert_outputs(source, model.input, x)
+    for kind, other in (("conv2d", "half_away"), ("linear", "tflite")):
+        layers = tuple(replace(la, requant=replace(la.requant, rounding=other))
+                       if isinstance(la, MacLayer) and la.kind == kind else la for la in model.layers)
+        swapped = IntegerModel(input=model.input, layers=layers, outputs=model.outputs)
+        assert np.count_nonzero(IntegerDeployable(swapped).run(x) != want) > 0, kind
+
+
+def test_litert_formulas_by_hand():
+    """Single rounding ties away from zero; double rounding differs on 7.46875 (-> 7.5 -> 8)."""
+    np.testing.assert_array_equal(K.multiply_once(np.array([239, -48, 47, -16]), 1 << 30, -4), [7, -2, 1, -1])
+    assert int(K.multiply(239, 1 << 30, -4)) == 8
+    assert K.quantize_multiplier(0.75) == (3 << 29, 0)
+
+
+def test_import_cli_tflite_verifies_golden_and_the_accelerator(tmp_path, capsys):
+    path = tmp_path / "cnn.tflite"
+    path.write_bytes(cnn())
+    assert main(["import", str(path), "-o", str(tmp_path / "cnn.json"), "--verify", "16", "--sim", "model",
+                 "--rows", "4", "--cols", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "rounding half_away, tflite" in out and "0 inexact" in out
+    assert "operator #7 (SOFTMAX): not imported" in out
+    assert "framework vs golden: 160/160 elements equal" in out
+    assert "model (4x4 accelerator): 16 inputs, engine vs golden: 160/160 elements equal" in out
+
+
+def test_every_unsupported_operator_in_one_line(tmp_path, capsys):
+    S = _S()
+    T, B = S.TensorType, S.BuiltinOperator
+    tensors = [("x", (1, 8), T.INT8, 0.1, 0), ("t", (1, 8), T.INT8, 1 / 128, 0),
+               ("a", (1, 8), T.INT8, 1 / 128, 0), ("y", (1, 8), T.INT8, 1 / 128, 0)]
+    ops = [(B.TANH, [0], [1], 0, None), (B.LOGISTIC, [1], [2], 0, None), (B.HARD_SWISH, [2], [3], 0, None)]
+    path = tmp_path / "m.tflite"
+    path.write_bytes(tflite_flatbuffer(ops, tensors, {}))
+    assert main(["import", str(path), "-o", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1
+    assert "3 operators cannot be imported" in err
+    for i, op in enumerate(("TANH", "LOGISTIC", "HARD_SWISH")):
+        assert f"operator #{i} ({op})" in err
+
+
+@pytest.mark.parametrize("data, message", [
+    (b"", "not a TFLite flatbuffer"),
+    (b"\x1c\x00\x00\x00TFL3" + b"\xff" * 40, "malformed TFLite flatbuffer"),
+    (b"junk" * 50, "not a TFLite flatbuffer")])
+def test_a_broken_tflite_file_is_one_line(data, message, tmp_path, capsys):
+    path = tmp_path / "m.tflite"
+    path.write_bytes(data)
+    assert main(["import", str(path), "-o", str(tmp_path / "m.json")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and message in err
+
+
+def test_unsupported_conv_options_name_the_operator():
+    S = _S()
+    T, B = S.TensorType, S.BuiltinOperator
+    o = _conv_opts(S, S.Padding.VALID, 1, 0)
+    o.dilationHFactor = 2
+    data = tflite_flatbuffer([(B.CONV_2D, [0, 1, 2], [3], S.BuiltinOptions.Conv2DOptions, o)],
+                             [("x", (1, 6, 6, 1), T.INT8, 0.1, 0), ("w", (1, 3, 3, 1), T.INT8, 0.1, 0),
+                              ("b", (1,), T.INT32, 0.01, 0), ("y", (1, 2, 6, 1), T.INT8, 0.1, 0)],
+                             {1: np.ones((1, 3, 3, 1), np.int8), 2: np.zeros(1, np.int32)})
+    with pytest.raises(ModelFormatError, match=r"operator #0 \(CONV_2D\): dilation 2x1; allowed 1"):
+        import_tflite(data)
+
+
+def test_tflite_cnn_on_the_rtl(tmp_path):
+    """The CNN on the quick RTL top (Verilator) equals golden element by element: its 25-tap
+    average pool runs as a window-sum GEMM (the quick top's pooling unit takes 9 taps)."""
+    from intdeploy.hw.config import QUICK
+    from intdeploy.sim.rtl_engine import RtlEngine
+    model, _, _ = import_tflite(cnn())
+    x = _inputs(model, 3)
+    out, _ = run_network(model, x, RtlEngine("verilator", QUICK, work_dir=tmp_path))
+    assert np.array_equal(out[model.outputs[0]], IntegerDeployable(model).run(x))
