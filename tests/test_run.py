@@ -221,6 +221,72 @@ def test_model_that_is_not_a_digits_network_is_refused(capsys, tmp_path):
     assert rc == 2 and len(err.strip().splitlines()) == 1 and "allowed a model with input (8, 8, 1)" in err
 
 
+# --- any model, the user's inputs --------------------------------------------------------------
+
+def _small_model():
+    from intdeploy.golden.model_file import InputSpec, IntegerModel, MacLayer
+    from intdeploy.golden.requantizer import RequantParams
+    w = np.random.default_rng(3).integers(-20, 21, (3, 6)).astype(np.int8)
+    layer = MacLayer(kind="linear", name="fc", inputs=("x",), weight=w, input_zero_point=-5,
+                     requant=RequantParams(mult=3, shift=4, bias=[7, -7, 0], zero_point=2, lo=-128, hi=127,
+                                           rounding="half_away"), dtype="int8")
+    return IntegerModel(input=InputSpec(name="x", shape=(6,), dtype="int8", zero_point=-5), layers=(layer,),
+                        outputs=("fc",), name="small")
+
+
+def test_run_any_model_on_the_users_inputs(capsys, tmp_path):
+    """--inputs (.npy and .npz), --save-outputs: the saved outputs are golden's, computed here."""
+    model = _small_model()
+    path = model_file.save(model, tmp_path / "small.json")
+    x = np.random.default_rng(0).integers(-128, 128, (7, 6))
+    np.save(tmp_path / "x.npy", x)
+    np.savez(tmp_path / "x.npz", x=x)
+    want = np.clip(((x + 5) @ model.layers[0].weight.astype(np.int64).T + [7, -7, 0]) * 3, -2 ** 31, 2 ** 31)
+    want = np.clip(np.sign(want) * ((np.abs(want) + 8) >> 4) + 2, -128, 127)    # half away from zero, / 16
+    for name in ("x.npy", "x.npz"):
+        rc, out, err = cli_run(capsys, str(path), "--inputs", str(tmp_path / name), "--save-outputs",
+                               str(tmp_path / "y.npz"))
+        assert rc == 0, err
+        assert f"7 inputs from {name}" in out and "bit-exact: yes" in out and "accuracy" not in out
+        with np.load(tmp_path / "y.npz") as y:
+            np.testing.assert_array_equal(y["fc"], want)
+
+
+def test_run_random_inputs_against_the_tflite_model(capsys, tmp_path):
+    """--random N and --reference MODEL.tflite: the framework's outputs equal the accelerator's."""
+    from tests.test_import_tflite import cnn
+    (tmp_path / "cnn.tflite").write_bytes(cnn())
+    assert cli.main(["import", str(tmp_path / "cnn.tflite"), "-o", str(tmp_path / "cnn.json"), "--verify", "0"]) == 0
+    rc, out, err = cli_run(capsys, str(tmp_path / "cnn.json"), "--random", "12", "--seed", "4", "--reference",
+                           str(tmp_path / "cnn.tflite"), "--rows", "4", "--cols", "4")
+    assert rc == 0, err
+    assert "12 random inputs in [-128, 127]" in out and "bit-exact: yes" in out
+    assert "operator #7 SOFTMAX of the imported model: not imported" in out
+    assert "framework (cnn.tflite) vs accelerator: 120/120 elements of the output equal" in out
+
+
+@pytest.mark.parametrize("make, field", [
+    (lambda d: np.save(d / "in.npy", np.full((2, 6), 127) + np.eye(2, 6, dtype=np.int64)), "value 128 at (0, 0)"),
+    (lambda d: np.save(d / "in.npy", np.zeros((2, 5), dtype=np.int64)), "allowed an integer array of shape (N,) + (6,)"),
+    (lambda d: np.save(d / "in.npy", np.zeros((2, 6))), "float64"),
+    (lambda d: (d / "in.npy").write_bytes(b"not numpy"), "not a readable numpy file"),
+    (lambda d: np.savez(d / "in.npz", a=np.zeros((1, 6)), b=np.zeros((1, 6))), "allowed one array"),
+])
+def test_bad_inputs_one_line(make, field, capsys, tmp_path):
+    path = model_file.save(_small_model(), tmp_path / "small.json")
+    make(tmp_path)
+    name = "in.npz" if (tmp_path / "in.npz").exists() else "in.npy"
+    rc, out, err = cli_run(capsys, str(path), "--inputs", str(tmp_path / name))
+    assert rc == 2 and out == "" and len(err.strip().splitlines()) == 1
+    assert "--inputs" in err and field in err and "Traceback" not in err
+
+
+def test_a_non_digits_model_without_inputs_says_how_to_give_them(capsys, tmp_path):
+    path = model_file.save(_small_model(), tmp_path / "small.json")
+    rc, out, err = cli_run(capsys, str(path))
+    assert rc == 2 and len(err.strip().splitlines()) == 1 and "--inputs FILE" in err and "--random N" in err
+
+
 # --- regress tier: the done criterion ---------------------------------------------------------
 
 @pytest.mark.regress

@@ -117,8 +117,55 @@ def _sharded(sim, config, calls, ends, work, workers, cluster, n):
         raise EngineError(f"{sim} run of images {a * CHUNK}..{min(n, b * CHUNK) - 1}: {e}") from None
 
 
+def load_inputs(model, path=None, random=None, seed=0):
+    """The inputs ``intdeploy run`` feeds a model that is not the digits network: the array in
+    ``path`` (``.npy``, or ``.npz`` holding one array or one named after the model's input), or
+    ``random`` inputs drawn uniformly from the input's declared range with ``seed``. Returns
+    ``(x, description)``; a wrong file, shape, dtype or a value outside the declared range is a
+    ValueError naming ``--inputs`` and what is allowed."""
+    spec = model.input
+    want = f"an integer array of shape (N,) + {spec.shape} with values in [{spec.lo}, {spec.hi}]"
+    if random is not None:
+        if isinstance(random, bool) or not isinstance(random, int) or not 1 <= random <= 100_000:
+            raise ValueError(f"--random: {random!r} is out of range; allowed 1..100000")
+        x = np.random.default_rng(seed).integers(spec.lo, spec.hi + 1, (random,) + spec.shape)
+        return x, f"{random} random inputs in [{spec.lo}, {spec.hi}] (the input's declared range), seed {seed}"
+    path = Path(path)
+    try:
+        if path.suffix == ".npz":
+            with np.load(path, allow_pickle=False) as z:
+                keys = list(z.keys())
+                key = spec.name if spec.name in keys else (keys[0] if len(keys) == 1 else None)
+                if key is None:
+                    raise ValueError(f"--inputs: {path} holds {keys}; allowed one array, or one named "
+                                     f"{spec.name!r} (the model's input)")
+                x = z[key]
+        elif path.suffix == ".npy":
+            x = np.load(path, allow_pickle=False)
+        else:
+            raise ValueError(f"--inputs: {path.name!r} has suffix {path.suffix!r}; allowed .npy, .npz")
+    except OSError as e:
+        raise ValueError(f"--inputs: {path}: cannot be read ({e.strerror or type(e).__name__})") from None
+    except ValueError as e:
+        if str(e).startswith("--inputs"):
+            raise
+        raise ValueError(f"--inputs: {path}: not a readable numpy file ({str(e).splitlines()[0][:80]})") from None
+    if x.ndim == len(spec.shape):
+        x = x[None]
+    if x.dtype.kind not in "iu" or x.shape[1:] != spec.shape or len(x) == 0:
+        raise ValueError(f"--inputs: {path} holds {x.dtype} {x.shape}; allowed {want}")
+    x = x.astype(np.int64)
+    bad = (x < spec.lo) | (x > spec.hi)
+    if bad.any():
+        i = tuple(int(v) for v in np.argwhere(bad)[0])
+        raise ValueError(f"--inputs: value {int(x[i])} at {i} is outside the model input's declared range "
+                         f"[{spec.lo}, {spec.hi}]; allowed {want}")
+    return x, f"{len(x)} inputs from {path.name}"
+
+
 def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, progress=False,
-        work_dir=None, model_path=None, hardware=None, fuse=False, workers=1, cluster=None):
+        work_dir=None, model_path=None, hardware=None, fuse=False, workers=1, cluster=None, inputs=None,
+        outputs=None):
     """Run ``model`` (an :class:`intdeploy.golden.model_file.IntegerModel`) on ``sim`` and compare it with
     golden IntegerDeployable of ``reference`` (default ``model``); returns the report (a dict, the
     JSON of ``--json``).
@@ -149,6 +196,11 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
         report is the same whatever the sharding.
     cluster : str, optional
         RTL only: a Dask scheduler address (``tcp://host:8786``) to shard over instead.
+    inputs : ``(x, description)``, optional
+        The inputs to run (:func:`load_inputs`) instead of the digits test split; then there are
+        no labels and no accuracy, and the model may have any shape.
+    outputs : dict, optional
+        Filled with the engine's output tensors (name -> array) for ``--save-outputs``.
 
     Raises
     ------
@@ -169,16 +221,26 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
     config = AcceleratorConfig(**{**(hardware or {}), "rows": rows, "cols": cols})
     info = _info(config)
     reference = model if reference is None else reference
-    _check_digits_model(model, "model")
-    _check_digits_model(reference, "reference")
     if [(la.name, la.kind) for la in model.layers] != [(la.name, la.kind) for la in reference.layers]:
         raise ValueError("reference: its layers differ from the model's; allowed a model file with the same "
                          "layer names and kinds")
-    x_all, y_all = digits.load_split()[2:]
-    n = len(y_all) if images is None else images
-    if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(y_all):
-        raise ValueError(f"--images: {images!r} is out of range; allowed 1..{len(y_all)} (the digits test split)")
-    x, y = x_all[:n], y_all[:n]
+    if inputs is None:
+        _check_digits_model(model, "model")
+        _check_digits_model(reference, "reference")
+        x_all, y_all = digits.load_split()[2:]
+        n = len(y_all) if images is None else images
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(y_all):
+            raise ValueError(f"--images: {images!r} is out of range; allowed 1..{len(y_all)} (the digits test split)")
+        x, y = x_all[:n], y_all[:n]
+        data = f"digits test split (golden/digits.py), first {n} of {len(y_all)} images"
+    else:
+        x_all, data = inputs
+        n = len(x_all) if images is None else images
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(x_all):
+            raise ValueError(f"--images: {images!r} is out of range; allowed 1..{len(x_all)} (the inputs given)")
+        x, y = x_all[:n], None
+        if n < len(x_all):
+            data += f", first {n}"
     Driver(info).check(model)                      # refuse before anything runs
 
     golden = IntegerDeployable(reference)
@@ -252,7 +314,12 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
     cmp = {name: (elements, bad, dmax) for name, elements, bad, dmax in compare_outputs(reference, ref, out)}
     m = first_mismatch(reference, ref, out)
     out_name = model.outputs[0]
-    fp, fq, note = _float_accuracies(model, x, y)
+    if y is not None:
+        fp, fq, note = _float_accuracies(model, x, y)
+        acc = {"float": fp, "fake_quant": fq, "integer": accuracy(ref[out_name], y),
+               "engine": accuracy(out[out_name], y)}
+    else:
+        acc, note = None, "no labels: the inputs came without them"
     report = {
         "model": _display(model_path) if model_path else model.name,
         "model_name": model.name,
@@ -260,7 +327,7 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
         "array": {"rows": rows, "cols": cols},
         "hardware": config.as_dict(),
         "images": n,
-        "data": f"digits test split (golden/digits.py), first {n} of {len(y_all)} images",
+        "data": data,
         "bit_exact": m is None,
         "mismatches": sum(bad for _, bad, _ in cmp.values()),
         "elements": sum(e for e, _, _ in cmp.values()),
@@ -268,8 +335,7 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
             "layer": m.layer, "kind": m.kind, "index": list(m.index), "image": m.index[0] if m.index else None,
             "channel": m.channel if m.index else None, "golden": m.golden, "engine": m.actual,
             "cause": m.cause, "detail": m.detail, "layer_mismatches": m.count, "layer_elements": m.elements},
-        "accuracy": {"float": fp, "fake_quant": fq, "integer": accuracy(ref[out_name], y),
-                     "engine": accuracy(out[out_name], y)},
+        "accuracy": acc,
         "accuracy_note": note if m is None else
         note + "; engine accuracy: NOT end to end (each layer ran on golden's inputs, and some differ)",
         "cycles": stats["cycles"],
@@ -286,13 +352,17 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
                         mac_utilization=(s.useful_macs / (rows * cols * s.cycles) if s.cycles else None),
                         packets=s.packets, words_sent=s.words_sent, words_received=s.words_received)
                    for s in layers],
+        "host_ops": [{"index": i, "operator": op, "note": what} for i, op, what in model.metadata.get("host_ops", [])],
         "wall_seconds": round(time.perf_counter() - t0, 2),
     }
+
     report["mismatch_line"] = None if m is None else _mismatch_line(m, sim)
     program = next((s.name for s in layers if m is not None and s.output == m.layer and "+" in s.name), None)
     if program:
         report["mismatch_line"] += (f"; in the fused program {program}: run without --fuse to find which of its "
                                     f"layers differs first")
+    if outputs is not None:
+        outputs.update({name: out[name] for name in model.outputs})
     return report
 
 
@@ -314,13 +384,18 @@ def format_report(r):
         f"intdeploy run: {r['model']} on {r['sim']}, {r['array']['rows']}x{r['array']['cols']} MAC array, "
         f"{r['data']}",
         "",
-        "accuracy",
-        f"  float (FullPrecision)       {_pct(a['float'])}",
-        f"  fake-quant (FakeQuantized)  {_pct(a['fake_quant'])}",
-        f"  integer (golden)            {_pct(a['integer'])}   IntegerDeployable, int64",
-        f"  {'RTL (' + r['sim'] + ')' if rtl else 'accelerator model':<26}  {_pct(a['engine'])}",
-        f"  {r['accuracy_note']}",
-        "",
+    ]
+    if a is not None:
+        lines += [
+            "accuracy",
+            f"  float (FullPrecision)       {_pct(a['float'])}",
+            f"  fake-quant (FakeQuantized)  {_pct(a['fake_quant'])}",
+            f"  integer (golden)            {_pct(a['integer'])}   IntegerDeployable, int64",
+            f"  {'RTL (' + r['sim'] + ')' if rtl else 'accelerator model':<26}  {_pct(a['engine'])}",
+            f"  {r['accuracy_note']}",
+            "",
+        ]
+    lines += [
         f"per layer, {who} vs golden, every element (each layer compiled from golden's inputs"
         + ("; a+b: b fused into a's epilogue, b's output compared)" if r.get("fused") else ")"),
     ]
@@ -335,6 +410,8 @@ def format_report(r):
             continue
         lines.append(f"  {s['name']:<{w}}  {s['kind']:<{kw}}  {s['elements']:>8}  {s['mismatches']:>8}  "
                      f"{s['cycles']:>9}  {s['mac_steps']:>9}  {s['useful_macs']:>11}  {_pct(s['mac_utilization'])}")
+    for h in r.get("host_ops", []):
+        lines.append(f"  operator #{h['index']} {h['operator']} of the imported model: {h['note']}")
     lines += [
         "",
         f"cycles: {r['cycles']} ({r['cycles_source']})",
@@ -357,15 +434,48 @@ def _display(path):
         return str(path)
 
 
-def _main(args):
+def _framework_check(args, model, x, got):
+    """``--reference MODEL.tflite|.onnx|.pt``: the framework's output on ``x`` against the
+    accelerator's ``got``; prints one line, returns the number of differing elements."""
+    from intdeploy.tools.import_model import framework_outputs, load_source
+    source_model, _, source = load_source(args.reference)
+    if source_model.input.shape != model.input.shape:
+        raise ValueError(f"--reference: {args.reference} takes inputs of shape {source_model.input.shape}; the "
+                         f"model's are {model.input.shape}")
+    want = framework_outputs(source, source_model, x)
+    if want.shape != got.shape:
+        raise ValueError(f"--reference: {args.reference} outputs {want.shape[1:]}; the model's output is "
+                         f"{got.shape[1:]}")
+    bad = int(np.count_nonzero(want != got))
+    print(f"framework ({Path(args.reference).name}) vs accelerator: {want.size - bad}/{want.size} elements of the "
+          f"output equal" + ("" if bad == 0 else " - MISMATCH"))
+    return bad
 
+
+def _main(args):
     path = Path(args.model) if args.model else digits.MODEL_FILE
     model = model_file.load(path)
-    reference = model_file.load(args.reference) if args.reference else None
+    framework = args.reference and Path(args.reference).suffix.lower() in (".tflite", ".onnx", ".pt", ".pth")
+    reference = model_file.load(args.reference) if args.reference and not framework else None
+    if args.inputs and args.random is not None:
+        raise ValueError("--inputs, --random: give one of them")
+    inputs = None
+    if args.inputs or args.random is not None:
+        inputs = load_inputs(model, args.inputs, args.random, args.seed)
+    elif args.model and path.resolve() != digits.MODEL_FILE.resolve():
+        try:
+            _check_digits_model(model, "model")
+        except ValueError as e:
+            raise ValueError(f"{e}; or give --inputs FILE (.npy/.npz) or --random N") from None
+    if args.save_outputs:
+        out_dir = Path(args.save_outputs).parent
+        if not out_dir.is_dir():
+            raise ValueError(f"--save-outputs: {args.save_outputs}: the directory {out_dir} does not exist")
+    outputs = {}
     try:
         r = run(model, reference, sim=args.sim, rows=args.rows, cols=args.cols, images=args.images,
                 progress=not args.json, work_dir=args.work_dir, model_path=path, fuse=args.fuse,
-                workers=args.workers, cluster=args.cluster)
+                workers=args.workers, cluster=args.cluster, inputs=inputs, outputs=outputs)
     except (EngineError, RuntimeError) as e:
         print(f"intdeploy: run failed: {e}", file=sys.stderr)
         return 1
@@ -375,9 +485,16 @@ def _main(args):
         print(json.dumps(r, indent=2))
     else:
         print(format_report(r))
+    if args.save_outputs:
+        np.savez(args.save_outputs, **outputs)
+        print(f"outputs: {args.save_outputs} ({', '.join(f'{k} {v.shape}' for k, v in outputs.items())})")
     if not r["bit_exact"]:
         print(f"intdeploy: MISMATCH: {r['mismatch_line']}", file=sys.stderr)
         return 1
+    if framework:
+        x = inputs[0][:r["images"]] if inputs is not None else digits.load_split()[2][:r["images"]]
+        if _framework_check(args, model, x, outputs[model.outputs[0]]):
+            return 1
     return 0
 
 
@@ -396,10 +513,19 @@ def add_parser(sub):
     p.add_argument("--rows", type=int, default=8, help="MAC array rows R, 1..16 (default 8)")
     p.add_argument("--cols", type=int, default=8, help="MAC array columns C, 1..64 (default 8)")
     p.add_argument("--images", type=int, default=None,
-                   help="the first N images of the digits test split, 1..360 (default all 360)")
+                   help="the first N images of the digits test split, 1..360 (default all 360), or of --inputs")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of the text report")
-    p.add_argument("--reference", help="golden side: compare with IntegerDeployable of this model file "
-                                       "(same layers) instead of MODEL's own")
+    p.add_argument("--reference", help="a model file (same layers): golden runs it instead of MODEL; or the "
+                                       "framework model MODEL was imported from (.tflite, .onnx, .pt): its "
+                                       "outputs are compared with the accelerator's as well")
+    p.add_argument("--inputs", metavar="FILE",
+                   help="inputs for a model that is not the digits network: FILE.npy, or FILE.npz with one array "
+                        "(or one named after the model's input), shape (N,) + the input's shape, values in its "
+                        "declared range")
+    p.add_argument("--random", type=int, metavar="N",
+                   help="N random inputs in the model input's declared range instead (seed: --seed)")
+    p.add_argument("--seed", type=int, default=0, help="seed of --random (default 0)")
+    p.add_argument("--save-outputs", metavar="FILE.npz", help="save the accelerator's output tensors here")
     p.add_argument("--fuse", action="store_true",
                    help="run an add or pooling layer in the epilogue of the layer before it where the hardware "
                         "can (fewer cycles; the tensors in between are then not compared; docs/driver.md)")
