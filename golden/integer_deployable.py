@@ -12,8 +12,9 @@ import numpy as np
 
 from intdeploy.golden import mac_array, model_file, pool
 from intdeploy.golden.add import add
-from intdeploy.golden.model_file import AddLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
+from intdeploy.golden.model_file import AddLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer, SoftmaxLayer
 from intdeploy.golden.requantizer import requantize
+from intdeploy.golden.softmax import softmax
 from intdeploy.golden.threshold import threshold
 
 __all__ = ["IntegerDeployable", "mac_accumulators", "walk", "pick"]
@@ -90,6 +91,8 @@ class IntegerDeployable:
             if layer.lo is not None or layer.hi is not None:
                 y = np.clip(y, layer.lo, layer.hi)
             return y
+        if isinstance(layer, SoftmaxLayer):
+            return softmax(x, layer.multiplier, layer.left_shift, layer.diff_min)
         return flatten(x)
 
     def run(self, x, trace=False):

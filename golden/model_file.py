@@ -31,13 +31,14 @@ import numpy as np
 from intdeploy.golden.add import AddParams
 from intdeploy.golden.model_ir import (_POOL_FILE_MODE, DTYPES, FORMAT, LAYER_KINDS, REQUANT_FIELDS, VERSION, AddLayer,
                                        FlattenLayer, InputSpec, MacLayer, ModelFormatError, PoolLayer, RequantLayer,
+                                       SoftmaxLayer,
                                        TensorInfo, Threshold)
 from intdeploy.golden.model_ranges import layer_output
 from intdeploy.golden.requantizer import ROUNDING_MODES, RequantParams
 
 __all__ = [
     "FORMAT", "VERSION", "DTYPES", "LAYER_KINDS", "REQUANT_FIELDS", "ModelFormatError",
-    "InputSpec", "Threshold", "MacLayer", "AddLayer", "RequantLayer", "PoolLayer", "FlattenLayer",
+    "InputSpec", "Threshold", "MacLayer", "AddLayer", "RequantLayer", "PoolLayer", "FlattenLayer", "SoftmaxLayer",
     "TensorInfo", "IntegerModel", "save", "load", "same_model",
 ]
 
@@ -81,7 +82,7 @@ class IntegerModel:
         tensors = {inp.name: TensorInfo(inp.shape, inp.dtype, inp.zero_point, inp.lo, inp.hi, inp.eps)}
         for i, layer in enumerate(layers):
             path = f"layers[{i}]"
-            if not isinstance(layer, (MacLayer, AddLayer, RequantLayer, PoolLayer, FlattenLayer)):
+            if not isinstance(layer, (MacLayer, AddLayer, RequantLayer, PoolLayer, FlattenLayer, SoftmaxLayer)):
                 raise ModelFormatError(f"{path}: expected a layer object, got {type(layer).__name__}")
             if layer.name in tensors:
                 raise ModelFormatError(f"{path}.name: {layer.name!r} is already used by "
@@ -242,6 +243,7 @@ _KIND_KEYS = {
     "maxpool2d": (_COMMON + ("kernel", "stride", "padding"), ()),
     "avgpool2d": (_COMMON + ("kernel", "stride", "padding", "mode", "d", "lo", "hi"), ()),
     "flatten": (_COMMON, ()),
+    "softmax": (_COMMON + ("multiplier", "left_shift", "diff_min"), ()),
 }
 
 
@@ -314,6 +316,9 @@ def _parse_layer(r, v, path):
             for f in ("d", "lo", "hi"):
                 kw[f] = None if v[f] is None else r.int(v[f], f"{path}.{f}")
         layer = _construct(PoolLayer, kw, path)
+    elif kind == "softmax":
+        layer = _construct(SoftmaxLayer, dict(common, **{f: r.int(v[f], f"{path}.{f}")
+                                                         for f in ("multiplier", "left_shift", "diff_min")}), path)
     else:
         layer = _construct(FlattenLayer, common, path)
     return layer, tuple(shape)
@@ -470,6 +475,8 @@ def _to_manifest(model, arrays_name):
             d.update(kernel=list(layer.kernel), stride=list(layer.stride), padding=_pads(layer.padding))
             if layer.mode != "max":
                 d.update(mode=_POOL_FILE_MODE[layer.mode], d=layer.d, lo=layer.lo, hi=layer.hi)
+        elif isinstance(layer, SoftmaxLayer):
+            d.update(multiplier=layer.multiplier, left_shift=layer.left_shift, diff_min=layer.diff_min)
         layers.append(d)
     manifest = {
         "format": FORMAT, "version": VERSION, "name": model.name, "arrays": arrays_name,

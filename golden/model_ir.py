@@ -16,7 +16,7 @@ from intdeploy.golden.add import AddParams
 from intdeploy.golden.checks import check_int
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, RequantParams
 
-__all__ = ['FORMAT', 'VERSION', 'DTYPES', 'LAYER_KINDS', 'REQUANT_FIELDS', 'MAX_DIM', 'ACC_BITS', 'ModelFormatError', 'InputSpec', 'Threshold', 'MacLayer', 'AddLayer', 'RequantLayer', 'PoolLayer', 'FlattenLayer', 'TensorInfo']
+__all__ = ['FORMAT', 'VERSION', 'DTYPES', 'LAYER_KINDS', 'REQUANT_FIELDS', 'MAX_DIM', 'ACC_BITS', 'ModelFormatError', 'InputSpec', 'Threshold', 'MacLayer', 'AddLayer', 'RequantLayer', 'PoolLayer', 'FlattenLayer', 'SoftmaxLayer', 'TensorInfo']
 
 FORMAT = "intdeploy-model"
 VERSION = 1
@@ -25,7 +25,7 @@ DTYPES = {
     "int8": (-128, 127), "uint8": (0, 255), "int16": (-32768, 32767), "uint16": (0, 65535),
     "int32": (INT32_MIN, INT32_MAX),
 }
-LAYER_KINDS = ("conv2d", "linear", "add", "requant", "maxpool2d", "avgpool2d", "flatten")
+LAYER_KINDS = ("conv2d", "linear", "add", "requant", "maxpool2d", "avgpool2d", "flatten", "softmax")
 #: The integer fields of a requantizer, in file order (plus ``rounding``).
 REQUANT_FIELDS = ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi")
 _NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_.\-]{0,127}$")
@@ -361,6 +361,30 @@ class FlattenLayer(_Layer):
 
     def __post_init__(self):
         self._check_common()
+
+
+@dataclass(frozen=True, kw_only=True, eq=False)
+class SoftmaxLayer(_Layer):
+    """int8 softmax along the last axis, TFLite's integer kernel (:func:`intdeploy.golden.softmax.softmax`):
+    ``multiplier`` (Q31, [2**30, 2**31)), ``left_shift`` (0..31) and ``diff_min`` (<= 0) from
+    :func:`intdeploy.golden.softmax.softmax_params`. Output int8, scale 1/256, zero point -128. The
+    accelerator has no softmax unit: the host runs it."""
+    name: str
+    inputs: tuple
+    multiplier: int
+    left_shift: int
+    diff_min: int
+    dtype: str = "int8"
+    eps: float = None
+    kind = "softmax"
+
+    def __post_init__(self):
+        self._check_common()
+        object.__setattr__(self, "multiplier", check_int("multiplier", self.multiplier, 1 << 30, (1 << 31) - 1))
+        object.__setattr__(self, "left_shift", check_int("left_shift", self.left_shift, 0, 31))
+        object.__setattr__(self, "diff_min", check_int("diff_min", self.diff_min, INT32_MIN, 0))
+        if self.dtype != "int8":
+            raise ValueError(f"output.dtype: {self.dtype!r}; a softmax layer outputs int8")
 
 
 @dataclass(frozen=True)

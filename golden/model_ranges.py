@@ -7,7 +7,7 @@ line (:class:`~intdeploy.golden.model_ir.ModelFormatError`)."""
 import numpy as np
 
 from intdeploy.golden import mac_array, pool
-from intdeploy.golden.model_ir import ACC_BITS, AddLayer, MacLayer, ModelFormatError, PoolLayer, RequantLayer
+from intdeploy.golden.model_ir import ACC_BITS, AddLayer, MacLayer, ModelFormatError, PoolLayer, RequantLayer, SoftmaxLayer
 from intdeploy.golden.requantizer import INT32_MAX, INT32_MIN, requantize
 from intdeploy.golden.threshold import EXACT_RANGE
 
@@ -144,4 +144,9 @@ def layer_output(layer, srcs, path):
         if layer.hi is not None:
             lo, hi = min(lo, layer.hi), min(hi, layer.hi)
         return shape, x.zero_point, lo, hi
+    if isinstance(layer, SoftmaxLayer):
+        if x.lo < -128 or x.hi > 127:
+            raise ModelFormatError(f"{path}.inputs[0]: a softmax takes int8 values, {layer.inputs[0]!r} spans "
+                                   f"[{x.lo}, {x.hi}]")
+        return x.shape, -128, -128, 127
     return (int(np.prod(x.shape)),), x.zero_point, x.lo, x.hi          # FlattenLayer

@@ -5,7 +5,9 @@ import dataclasses
 
 import numpy as np
 
-from intdeploy.golden.model_file import AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer
+from intdeploy.golden.model_file import (AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer,
+                                         SoftmaxLayer)
+from intdeploy.golden.softmax import softmax
 from intdeploy.host.job import MAX_COUNT, LayerProgram, Refusal
 from intdeploy.host.lowering import out_format
 from intdeploy.host.timing import program_cycles
@@ -43,11 +45,14 @@ class Fusion:
         out_shape = (batch,) + model.tensors[last.name].shape
         what = f"layer {last.name!r} ({last.kind})"
         name = "+".join(la.name for la in group)
-        if isinstance(head, FlattenLayer):
+        if isinstance(head, (FlattenLayer, SoftmaxLayer)):
             if len(group) > 1:
-                raise Refusal(f"{what}: a flatten layer runs on the host and cannot be fused")
-            return LayerProgram(name=head.name, packets=[], host=True, gemm_shape=(0, 0),
-                                finish=lambda _, x=xs[0]: x.reshape(batch, -1))
+                raise Refusal(f"{what}: a {head.kind} layer runs on the host and cannot be fused")
+            if isinstance(head, SoftmaxLayer):            # no softmax unit: golden's integer kernel
+                finish = lambda _, x=xs[0], la=head: softmax(x, la.multiplier, la.left_shift, la.diff_min)
+            else:
+                finish = lambda _, x=xs[0]: x.reshape(batch, -1)
+            return LayerProgram(name=head.name, packets=[], host=True, gemm_shape=(0, 0), finish=finish)
         out = model.tensors[last.name]
         out_bytes, out_signed = out_format(out.lo, out.hi, what)
         hwhat = f"layer {head.name!r} ({head.kind})"
@@ -151,7 +156,7 @@ class Fusion:
         groups, i = [], 0
         while i < len(layers):
             group = (layers[i],)
-            while i + len(group) < len(layers) and not isinstance(group[0], FlattenLayer):
+            while i + len(group) < len(layers) and not isinstance(group[0], (FlattenLayer, SoftmaxLayer)):
                 nxt = layers[i + len(group)]
                 last = group[-1]
                 if users.get(last.name) != [nxt.name] or last.name in model.outputs:

@@ -261,7 +261,8 @@ def test_run_random_inputs_against_the_tflite_model(capsys, tmp_path):
                            str(tmp_path / "cnn.tflite"), "--rows", "4", "--cols", "4")
     assert rc == 0, err
     assert "12 random inputs in [-128, 127]" in out and "bit-exact: yes" in out
-    assert "operator #7 SOFTMAX of the imported model: not imported" in out
+    assert "operator #7 SOFTMAX of the imported model: layer 'op7_softmax' runs on the host" in out
+    assert "op7_softmax" in out.split("per layer")[1].split("cycles:")[0]
     assert "framework (cnn.tflite) vs accelerator: 120/120 elements of the output equal" in out
 
 

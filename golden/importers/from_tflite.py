@@ -23,8 +23,10 @@ per-output-channel weight scales):
   :class:`RequantLayer` (rounding ``tflite``); ``QUANTIZE`` of a float32 graph input and
   ``DEQUANTIZE`` of a graph output are the model's edges (the model file reads and writes the
   int8 codes);
-* ``SOFTMAX`` producing a graph output is not imported: the model file's output is its input (the
-  logits, whose order SOFTMAX keeps); :func:`import_tflite` lists it in ``host_ops``.
+* ``SOFTMAX`` (int8 in, int8 out with scale 1/256 and zero point -128, any ``beta``) ->
+  :class:`SoftmaxLayer`: the accelerator has no softmax unit, so the host runs it, in golden's
+  transcription of the reference kernel (:mod:`intdeploy.golden.softmax`); :func:`import_tflite`
+  lists it in ``host_ops``.
 
 Fused activations NONE, RELU, RELU6 and RELU_N1_TO_1 become the output clamp, computed as
 TFLite's ``CalculateActivationRangeQuantized`` does (``zp + round(f / scale)`` in float32).
@@ -50,8 +52,9 @@ from intdeploy.golden.add import AddParams, add as golden_add
 from intdeploy.golden.importers import litert_kernels as K
 from intdeploy.golden.importers.fp32 import Proof
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
-                                         PoolLayer, RequantLayer)
+                                         PoolLayer, RequantLayer, SoftmaxLayer)
 from intdeploy.golden.requantizer import RequantParams, requantize
+from intdeploy.golden.softmax import softmax_params
 
 __all__ = ["SUPPORTED_OPS", "TfliteSource", "import_tflite", "litert_outputs"]
 
@@ -432,15 +435,20 @@ def _import(S, m, data, name):
                 raise _Fail("a DEQUANTIZE that does not produce a graph output; allowed only at the output")
             return _Float(activation(op.inputs[0]))
         if opname == "SOFTMAX":
-            out = int(op.outputs[0])
-            if out not in graph_outputs and not any(
-                    ops.get(max(m.operatorCodes[c.opcodeIndex].builtinCode,
-                                m.operatorCodes[c.opcodeIndex].deprecatedBuiltinCode)) == "DEQUANTIZE"
-                    and int(c.inputs[0]) == out and int(c.outputs[0]) in graph_outputs for c in sg.operators):
-                raise _Fail("a SOFTMAX that does not produce a graph output; allowed only at the output")
-            host_ops.append((index, "SOFTMAX", "not imported: the model's output is its input, the logits "
-                                               "(SOFTMAX keeps their order)"))
-            return activation(op.inputs[0])
+            x = activation(op.inputs[0])
+            ys, yz = output(op.outputs[0])
+            if float(np.float32(ys)) != 1 / 256 or yz != -128:
+                raise _Fail(f"output scale {ys!r}, zero point {yz}; allowed 1/256 and -128 (TFLite's int8 softmax)")
+            try:
+                mult, shift, diff_min = softmax_params(o.beta, x.scale)
+            except ValueError as e:
+                raise _Fail(str(e)) from None
+            nm = fresh(f"op{index}_softmax")
+            layers.append(SoftmaxLayer(name=nm, inputs=(x.name,), multiplier=mult, left_shift=shift,
+                                       diff_min=diff_min, eps=ys))
+            host_ops.append((index, "SOFTMAX", f"layer {nm!r} runs on the host (golden's integer softmax, the "
+                                               f"reference kernel's arithmetic)"))
+            return _Q(nm, ys, yz, x.shape)
         raise _Fail(f"operator {opname} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
 
     if len(sg.inputs) != 1:
