@@ -7,8 +7,9 @@ import numpy as np
 
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer,
                                          SoftmaxLayer)
+from intdeploy.golden.requantizer import RequantParams
 from intdeploy.golden.softmax import softmax
-from intdeploy.host.job import MAX_COUNT, LayerProgram, Refusal
+from intdeploy.host.job import MAX_COUNT, LayerProgram, Refusal, SplitProgram
 from intdeploy.host.lowering import out_format
 from intdeploy.host.timing import program_cycles
 
@@ -56,6 +57,9 @@ class Fusion:
         out = model.tensors[last.name]
         out_bytes, out_signed = out_format(out.lo, out.hi, what)
         hwhat = f"layer {head.name!r} ({head.kind})"
+        if isinstance(head, MacLayer) and len(group) == 1 and head.name in model.metadata.get("depthwise", ()) \
+                and head.out_channels > self.info.rows:
+            return self._depthwise(model, head, xs[0], out_bytes, out_signed)
         if isinstance(head, MacLayer):
             job = self._mac(model, head, xs[0], hwhat)
         elif isinstance(head, AddLayer):
@@ -104,6 +108,43 @@ class Fusion:
             raise type(e)(str(e).replace(f"layer {name!r}:", f"{what}:", 1)) from None
         prog.finish = lambda y: y.reshape(out_shape)
         return prog
+
+    def _depthwise(self, model, layer, x, out_bytes, out_signed):
+        """A depthwise convolution (imported as a block-diagonal conv2d, model metadata
+        ``depthwise``) as one GEMM per group of R output channels, each reading only the input
+        channels of its group: K = KH*KW*(inputs of the group) instead of KH*KW*Cin, so the array
+        does R times the useful work of the whole block-diagonal GEMM, not Cout times (1/R of the
+        array's MACs are useful instead of 1/Cout). Results equal the block-diagonal GEMM's: the
+        weights left out are the zeros."""
+        w = layer.weight
+        parts = []
+        for c0 in range(0, layer.out_channels, self.info.rows):
+            outs = np.arange(c0, min(c0 + self.info.rows, layer.out_channels))
+            wzp = np.broadcast_to(np.asarray(layer.weight_zero_point), (layer.out_channels,))
+            effective = w[outs].astype(np.int64) - wzp[outs, None, None, None]
+            ins = np.flatnonzero(np.any(effective != 0, axis=(0, 1, 2)))    # the others add exactly 0
+            ins = ins if ins.size else np.array([0])
+            rq = layer.requant
+            sub_rq = RequantParams(rounding=rq.rounding, **{
+                f: (np.asarray(getattr(rq, f))[outs] if np.ndim(getattr(rq, f)) else getattr(rq, f))
+                for f in ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi")})
+            sub = dataclasses.replace(layer, weight=w[outs][..., ins], requant=sub_rq, weight_eps=None,
+                                      weight_zero_point=wzp[outs] if np.ndim(layer.weight_zero_point) else
+                                      layer.weight_zero_point)
+            what = f"layer {layer.name!r} (conv2d, channels {c0}..{outs[-1]})"
+            job = self._mac(model, sub, x[..., ins], what)
+            job.useful_macs = job.x.shape[0] * w.shape[1] * w.shape[2] * outs.size
+            job.out_bytes, job.out_signed = out_bytes, out_signed
+            prog = self.compile_gemm(job)
+            shape = x.shape[:1] + model.tensors[layer.name].shape[:-1] + (outs.size,)
+            prog.finish = lambda y, shape=shape: y.reshape(shape)
+            parts.append(prog)
+        return SplitProgram(name=layer.name, packets=[p for part in parts for p in part.packets],
+                            runs=[r for part in parts for r in part.runs], rows=self.info.rows,
+                            mac_steps=sum(p.mac_steps for p in parts), useful_macs=sum(p.useful_macs for p in parts),
+                            weight_chunks=sum(p.weight_chunks for p in parts),
+                            row_chunks=sum(p.row_chunks for p in parts),
+                            input_cycles=sum(p.input_cycles for p in parts), parts=parts)
 
     def dry_run(self, model, group, tensors):
         """Compile ``group`` as one program on ``tensors`` (e.g. every tensor at its lower bound)

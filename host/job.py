@@ -176,3 +176,21 @@ class LayerProgram:
             out[pl.row:pl.row + pl.outputs, c0:c1] = v[:, :c1 - c0]
         return out if self.finish is None else self.finish(out)
 
+
+
+@dataclass(eq=False)
+class SplitProgram(LayerProgram):
+    """A layer computed as independent programs over groups of its output channels, one after
+    the other (a depthwise convolution: :meth:`intdeploy.host.fusion.Fusion.compile_group`):
+    ``parts`` are the groups' :class:`LayerProgram` (each decoding to ``(batch, ..., group)``),
+    ``packets`` theirs in order; :meth:`decode` joins their outputs along the channel axis."""
+    parts: list = field(default_factory=list)
+
+    def decode(self, responses):
+        if len(responses) != len(self.packets):
+            raise EngineError(f"layer {self.name!r}: {len(self.packets)} packets, {len(responses)} responses")
+        outs, i = [], 0
+        for part in self.parts:
+            outs.append(part.decode(responses[i:i + len(part.packets)]))
+            i += len(part.packets)
+        return np.concatenate(outs, axis=-1)

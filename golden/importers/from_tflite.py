@@ -179,6 +179,7 @@ def _import(S, m, data, name):
     layers, env, names = [], {}, set()
     spec = {}
     host_ops = []
+    depthwise = []                              # layers whose block-diagonal weights are a depthwise conv
 
     def tname(i):
         n = tensors[i].name
@@ -282,6 +283,8 @@ def _import(S, m, data, name):
         ys, yz = output(op.outputs[0])
         lo, hi = _activation_range(o.fusedActivationFunction, ys, yz, acts)
         nm = fresh(f"op{index}_{opname.lower()}")
+        if opname == "DEPTHWISE_CONV_2D":
+            depthwise.append(nm)
         shape_args, x_lo, x_hi = {}, x.lo, x.hi
         if kind == "conv2d":
             if len(x.shape) != 3:
@@ -502,7 +505,7 @@ def _import(S, m, data, name):
         im = IntegerModel(input=spec["input"], layers=tuple(layers), outputs=tuple(outs),
                           name=name or "tflite_model",
                           metadata={"converter": "golden.importers.from_tflite", "requant_proof": proof.as_dict(),
-                                    "host_ops": [list(h) for h in host_ops]})
+                                    "host_ops": [list(h) for h in host_ops], "depthwise": depthwise})
     except ValueError as e:
         raise ModelFormatError(str(e)) from None
     return im, proof, TfliteSource(data=data, output_tensors=tuple(out_tensors),
