@@ -3,6 +3,7 @@ that ai-edge-litert ships, imported, and compared element by element with the Li
 reference kernels, golden and the accelerator (its executable model, and the RTL)."""
 
 from dataclasses import replace
+import os
 
 import numpy as np
 import pytest
@@ -243,3 +244,77 @@ def test_depthwise_runs_as_channel_groups():
     np.testing.assert_array_equal(out2[name], golden[name])
     st2 = next(s for s in stats2["layers"] if s.name == name)
     assert st.mac_steps < st2.mac_steps and st.cycles < st2.cycles
+
+
+# --- fuzz: mutated flatbuffers import or fail in one line ------------------------------------------
+
+def _mutate(data, rng):
+    """One mutation of a TFLite flatbuffer: bytes flipped, cut or inserted, or a field of the
+    unpacked model changed (a tensor's shape, type or quantization, an operator's code, inputs
+    or options, a buffer's contents) and packed again."""
+    import flatbuffers
+    S = _S()
+    kind = int(rng.integers(6))
+    if kind == 0:
+        b = bytearray(data)
+        for _ in range(int(rng.integers(1, 5))):
+            b[int(rng.integers(len(b)))] = int(rng.integers(256))
+        return bytes(b)
+    if kind == 1:
+        return data[:int(rng.integers(len(data)))]
+    m = S.ModelT.InitFromPackedBuf(data, 0)
+    sg = m.subgraphs[0]
+    if kind == 2:
+        t = sg.tensors[int(rng.integers(len(sg.tensors)))]
+        what = int(rng.integers(4))
+        if what == 0:
+            t.shape = [int(v) for v in rng.integers(-1, 12, int(rng.integers(0, 6)))]
+        elif what == 1:
+            t.type = int(rng.integers(0, 18))
+        elif what == 2:
+            t.quantization = None
+        else:
+            q = S.QuantizationParametersT()
+            q.scale = [float(v) for v in rng.choice([0.0, -1.0, np.nan, np.inf, 1e-30, 1e30, 0.5], int(rng.integers(0, 4)))]
+            q.zeroPoint = [int(v) for v in rng.integers(-300, 300, int(rng.integers(0, 4)))]
+            q.quantizedDimension = int(rng.integers(-1, 5))
+            t.quantization = q
+    elif kind == 3:
+        op = sg.operators[int(rng.integers(len(sg.operators)))]
+        what = int(rng.integers(3))
+        if what == 0:
+            op.opcodeIndex = int(rng.integers(len(m.operatorCodes)))
+        elif what == 1:
+            op.inputs = [int(v) for v in rng.integers(-1, len(sg.tensors) + 2, int(rng.integers(0, 4)))]
+        else:
+            if op.builtinOptions is not None:
+                for f, v in vars(op.builtinOptions).items():
+                    if isinstance(v, int) and not isinstance(v, bool) and rng.random() < 0.5:
+                        setattr(op.builtinOptions, f, int(rng.integers(-2, 40)))
+    elif kind == 4:
+        buf = [b for b in m.buffers if b.data is not None and len(b.data)]
+        b = buf[int(rng.integers(len(buf)))]
+        b.data = b.data[:int(rng.integers(len(b.data)))]
+    else:
+        sg.inputs = [int(v) for v in rng.integers(0, len(sg.tensors), int(rng.integers(0, 3)))]
+        sg.outputs = [int(v) for v in rng.integers(0, len(sg.tensors), int(rng.integers(0, 3)))]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(m.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+@pytest.mark.parametrize("count", [int(os.environ.get("INTDEPLOY_FUZZ_EXAMPLES", "300")),
+                                   pytest.param(10_000, marks=pytest.mark.regress)])
+def test_mutated_tflite_files_import_or_fail_in_one_line(count):
+    """A mutated flatbuffer imports, or fails with a one-line ModelFormatError: never another
+    exception (a traceback for the user)."""
+    rng = np.random.default_rng(11)
+    bases = [cnn(), edges()]
+    refused = 0
+    for i in range(count):
+        try:
+            import_tflite(_mutate(bases[i % 2], rng))
+        except ModelFormatError as e:
+            refused += 1
+            assert "\n" not in str(e) and str(e)
+    assert refused > count // 4

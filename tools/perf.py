@@ -145,13 +145,16 @@ def run_gemm(engine, job):
     return res
 
 
-def network_layers(engine, images=45, fuse=False):
-    """The demo network (digits) on ``engine`` for the first ``images`` test images: figures per
-    layer (per program with ``fuse``: :meth:`intdeploy.host.driver.Driver.plan`) and in total; raises
-    AssertionError unless every tensor returned equals golden's (with ``fuse``, the fused-away
-    ones are not returned; the network output always is)."""
-    model = model_file.load(digits.MODEL_FILE)
-    x = digits.load_split()[2][:images]
+def network_layers(engine, images=45, fuse=False, model=None, x=None):
+    """The demo network (digits) on ``engine`` for the first ``images`` test images, or ``model``
+    on the inputs ``x``: figures per layer (per program with ``fuse``:
+    :meth:`intdeploy.host.driver.Driver.plan`) and in total; raises AssertionError unless every
+    tensor returned equals golden's (with ``fuse``, the fused-away ones are not returned; the
+    network output always is)."""
+    if model is None:
+        model = model_file.load(digits.MODEL_FILE)
+        x = digits.load_split()[2][:images]
+    images = len(x)
     out, stats = run_network(model, x, engine, fuse=fuse)
     golden = IntegerDeployable(model).run(x, trace=True)
     assert set(model.outputs) <= set(out), f"demo network: outputs {model.outputs} not all returned"
@@ -180,6 +183,42 @@ def network_layers(engine, images=45, fuse=False):
 #: The simulation-speed workloads: the demo network's program for this many images (Verilator),
 #: and the GEMM given to :func:`sim_speed` (both simulators, both paths).
 SPEED_IMAGES = 45
+
+
+#: The MLPerf Tiny reference models (int8 TFLite) the ``mlperf`` part runs: read from the shared
+#: folder beside the checkout (INTDEPLOY_MLPERF_TINY overrides it), never copied into the project.
+MLPERF_DIR = Path(os.environ.get("INTDEPLOY_MLPERF_TINY", ROOT.parent / "shared" / "models" / "mlperf-tiny"))
+MLPERF_MODELS = (("ResNet-8 (ic01)", "pretrainedResnet_quant.tflite"), ("DS-CNN (kws01)", "kws_ref_model.tflite"),
+                 ("FC autoencoder (ad01)", "ad01_int8.tflite"))
+
+
+def mlperf_tiny(engine, inputs=20, seed=0, say=print):
+    """The MLPerf Tiny reference models on ``engine`` (the RTL), ``inputs`` random inputs each in
+    the input's declared range: imported (:func:`intdeploy.golden.importers.from_tflite.import_tflite`,
+    the requantization proof), golden's final outputs against the LiteRT interpreter's reference
+    kernels, then every layer on the engine against golden (:func:`network_layers`), unfused and
+    fused. Raises AssertionError on any difference."""
+    from intdeploy.golden.importers.from_tflite import import_tflite, litert_outputs
+    if not MLPERF_DIR.is_dir():
+        return {"skipped": f"{MLPERF_DIR} not found (the shared MLPerf Tiny models; INTDEPLOY_MLPERF_TINY "
+                           f"names another folder)"}
+    res = {"inputs": inputs, "seed": seed, "models": []}
+    for label, fname in MLPERF_MODELS:
+        say(f"MLPerf Tiny {label}: import, LiteRT vs golden, RTL ({inputs} inputs) ...")
+        model, proof, source = import_tflite(MLPERF_DIR / fname, name=Path(fname).stem)
+        x = np.random.default_rng(seed).integers(model.input.lo, model.input.hi + 1, (inputs,) + model.input.shape)
+        want = litert_outputs(source, model.input, x)
+        got = IntegerDeployable(model).run(x)
+        assert np.array_equal(want, got), f"{label}: golden differs from LiteRT on {np.count_nonzero(want != got)} elements"
+        entry = {"network": label, "file": fname, "layers_in_file": len(model.layers),
+                 "proof_values": proof.checked, "litert_elements_equal": int(want.size),
+                 "host_ops": [h[1] for h in source.host_ops]}
+        for key, fuse in (("unfused", False), ("fused", True)):
+            net = network_layers(engine, fuse=fuse, model=model, x=x)
+            net["cycles_per_inference"] = round(net["total"]["cycles"] / inputs)
+            entry[key] = net
+        res["models"].append(entry)
+    return res
 
 
 def _network_program(info, images=SPEED_IMAGES):
@@ -339,6 +378,11 @@ def summary_table(res):
         t = fused["total"]
         rows.append(["MAC utilisation, demo network with fusion (`--fuse`) end to end (steady)",
                      f"{_pct(t['end_to_end'])} ({_pct(t['steady'])})"])
+    for m in (res.get("mlperf_tiny") or {}).get("models", []):
+        u, f = m["unfused"], m["fused"]
+        rows.append([f"MLPerf Tiny {m['network']}, RTL, per inference (fused)",
+                     f"{u['cycles_per_inference']} cycles, {_pct(u['total']['end_to_end'])} MAC utilisation "
+                     f"({f['cycles_per_inference']}, {_pct(f['total']['end_to_end'])})"])
     if res.get("gemms"):
         best = max(res["gemms"], key=lambda d: d["steady"] or 0)
         rows.append([f"MAC utilisation, GEMM {best['M']}x{best['N']}x{best['K']} steady (end to end)",
@@ -384,6 +428,25 @@ def render_markdown(res):
     if fused:
         out += [f"## MAC utilisation: demo network with fusion ({fused['images']} images, add and pooling layers in "
                 f"the epilogue of the layer before them: docs/driver.md, \"Fusion\")", "", _network_table(fused), ""]
+    ml = res.get("mlperf_tiny")
+    if ml and ml.get("skipped"):
+        out += ["## MLPerf Tiny reference models", "", f"Not run: {ml['skipped']}.", ""]
+    elif ml:
+        out += ["## MLPerf Tiny reference models on the RTL", "",
+                f"The int8 TFLite reference models (`intdeploy import`), {ml['inputs']} random inputs each in the "
+                f"input's declared range (seed {ml['seed']}), on the {a['rows']}x{a['cols']} top under Verilator. "
+                f"Golden's final outputs equal the LiteRT interpreter's reference kernels element by element, and "
+                f"every layer on the RTL equals golden. A depthwise layer runs as one GEMM per group of R output "
+                f"channels; its useful MACs count KH*KW per output. Host layers (flatten, softmax) are not listed.",
+                ""]
+        for m in ml["models"]:
+            for key, label in (("unfused", "layer by layer"), ("fused", "fused (`--fuse`)")):
+                net = m[key]
+                out += [f"### {m['network']}, {label}: {net['cycles_per_inference']} cycles per inference", "",
+                        _network_table(net), ""]
+            out += [f"LiteRT vs golden: {m['litert_elements_equal']} of {m['litert_elements_equal']} output "
+                    f"elements equal; requantization proof: {m['proof_values']} values; host operators: "
+                    f"{', '.join(m['host_ops']) or 'none'}.", ""]
     if res.get("gemms"):
         out += [f"## MAC utilisation: GEMM sweep (M, N, K) on the {a['rows']}x{a['cols']} array", "",
                 _table(_UTIL_HEAD, _util_rows(res["gemms"], lambda d: f"{d['M']}x{d['N']}x{d['K']}")), ""]
@@ -532,6 +595,9 @@ def main(args):
         res["network"] = network_layers(eng, images=args.images)
         say(f"demo network with fusion on the RTL ({args.images} images) ...")
         res["network_fused"] = network_layers(eng, images=args.images, fuse=True)
+    if "mlperf" in args.parts:
+        eng = RtlEngine("verilator", params, work_dir=work / "mlperf", **BENCH)
+        res["mlperf_tiny"] = mlperf_tiny(eng, inputs=args.mlperf_inputs, say=say)
     if "gemm" in args.parts:
         eng = RtlEngine("verilator", params, work_dir=work / "gemm", **BENCH)
         res["gemms"] = []
@@ -558,7 +624,7 @@ def main(args):
     return 0
 
 
-PARTS = ("network", "gemm", "speed", "golden", "synth")
+PARTS = ("network", "mlperf", "gemm", "speed", "golden", "synth")
 
 
 def _parts(text):
@@ -591,6 +657,8 @@ def add_parser(sub):
     p.add_argument("--images", type=_images, default=45,
                    help="demo-network images run on the RTL (default 45, what one simulator run of "
                         "`intdeploy run` takes)")
+    p.add_argument("--mlperf-inputs", type=int, default=20,
+                   help="random inputs per MLPerf Tiny model on the RTL (default 20)")
     p.add_argument("--no-readme", dest="readme", action="store_false",
                    help="do not refresh the table in README.md")
     p.set_defaults(func=main)

@@ -129,6 +129,8 @@ def import_tflite(model, name=None):
         return _import(S, m, data, name)
     except ModelFormatError:
         raise
+    except _Fail as e:                  # outside an operator: the graph's input or outputs
+        raise ModelFormatError(f"subgraph: {e}") from None
     except (ValueError, IndexError, KeyError, TypeError, AttributeError) as e:
         msg = str(e).splitlines()[0] if str(e) else ""
         raise ModelFormatError(f"model: malformed TFLite graph ({type(e).__name__}: {msg})") from None
