@@ -106,7 +106,10 @@ class Fusion:
                     prog = rows
         except ValueError as e:
             raise type(e)(str(e).replace(f"layer {name!r}:", f"{what}:", 1)) from None
-        prog.finish = lambda y: y.reshape(out_shape)
+        if job.columns is None:
+            prog.finish = lambda y: y.reshape(out_shape)
+        else:
+            prog.finish = lambda y, c=job.columns: y[np.arange(len(c)), c].reshape(out_shape)
         return prog
 
     def _depthwise(self, model, layer, x, out_bytes, out_signed):

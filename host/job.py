@@ -87,6 +87,9 @@ class GemmJob:
         the element-wise layer's own arithmetic and the hardware wraps exactly as golden).
     useful_macs : int
         Multiply-accumulates the layer needs (0 for identity GEMMs), for utilisation.
+    columns : int64 ``(M,)`` or None
+        Row ``i``'s result is its column ``columns[i]`` (the others are discarded): a window-sum
+        GEMM whose columns divide by different tap counts (edge windows of a padded average pool).
     strips : Strips or None
         A convolution whose GEMM rows share activation entries; ``x`` then only gives the rows'
         order and the range check.
@@ -110,6 +113,7 @@ class GemmJob:
     bias_in_check: bool = True
     useful_macs: int = 0
     strips: Strips = None
+    columns: np.ndarray = None
 
 
 @dataclass(eq=False)

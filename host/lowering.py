@@ -155,50 +155,67 @@ class Lowering:
     def _pool(self, model, layer, x, what):
         """Identity GEMM of the pooling layer's input, then the pooling unit; an average pool of
         more taps than the pooling unit takes runs on the MAC array instead (:meth:`_window_sum`)."""
-        if layer.mode != "max" and layer.kernel[0] * layer.kernel[1] > self.info.max_pool_taps:
+        padded = layer.padding != ((0, 0), (0, 0))
+        if layer.mode != "max" and (padded or layer.kernel[0] * layer.kernel[1] > self.info.max_pool_taps):
             return self._window_sum(model, layer, x, what)
+        hw = None
+        if padded:
+            # a max pool: padding with the input's proven minimum leaves every window's maximum as it is
+            (pt, pb), (pl, pr) = layer.padding
+            x = np.pad(x, ((0, 0), (pt, pb), (pl, pr), (0, 0)), constant_values=model.tensors[layer.inputs[0]].lo)
+            layer, hw = dataclasses.replace(layer, padding=((0, 0), (0, 0))), x.shape[1:3]
         rows, w, w_zp, signed, base = self._identity(model, layer.inputs[0], x, what)
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=signed, x_zero_point=0, w_zero_point=w_zp,
                       requant=RequantParams(mult=1, shift=0, bias=base), bias_in_check=False)
-        self._attach_pool(model, layer, job, x.shape[0], what)
+        self._attach_pool(model, layer, job, x.shape[0], what, hw)
         return job
 
     def _window_sum(self, model, layer, x, what):
-        """An average pool as a GEMM of one output column: row ``(image, oh, ow, c)`` holds the ``T =
-        KH*KW`` taps of channel ``c``'s window (``K = T``), every weight is 1, so the accumulator is
-        the window's sum ``S`` exactly; the requantizer divides. ``avg_nemo`` is
-        ``(floor(2**d / T) * S) >> d``: mult ``floor(2**d / T)``, shift ``d``, ``floor``.
-        ``avg_tflite`` is ``S / T`` rounded half away from zero: ``half_away`` with mult
-        ``ceil(2**k / T)`` for the smallest ``k`` that gives golden's result on every reachable sum
-        (checked here, on all of them). Windows must be whole (no padding)."""
+        """An average pool as a GEMM: row ``(image, oh, ow, c)`` holds the ``T = KH*KW`` taps of
+        channel ``c``'s window (``K = T``; padded taps hold 0), every weight is 1, so the
+        accumulator is the window's sum ``S`` of its ``n`` real taps exactly; the requantizer
+        divides. ``avg_nemo`` (no padding) is ``(floor(2**d / T) * S) >> d``: mult
+        ``floor(2**d / T)``, shift ``d``, ``floor``. ``avg_tflite`` is ``S / n`` rounded half away
+        from zero: ``half_away`` with mult ``ceil(2**k / n)`` for the smallest ``k`` that gives
+        golden's result on every reachable sum (checked here, on all of them). With padding the
+        windows have different ``n`` (fewer at the edges): one output column per distinct ``n``,
+        each with its own divisor, and each row keeps its window's column (:attr:`GemmJob.columns`)."""
         src = layer.inputs[0]
         t = model.tensors[src]
         taps = layer.kernel[0] * layer.kernel[1]
-        if layer.padding != ((0, 0), (0, 0)):
-            raise Refusal(f"{what}: padding {[list(p) for p in layer.padding]} with {taps} taps; the pooling unit "
-                          f"takes at most {self.info.max_pool_taps} taps and the MAC array's window sum needs "
-                          f"whole windows (no padding)")
         signed = self._input8(model, src, 0, what, x)
         ch = x.shape[-1]
-        cols = mac_array.im2col(x, layer.kernel, layer.stride, 0)          # (B, OH, OW, T*C), (kh, kw, c) order
+        cols = mac_array.im2col(x, layer.kernel, layer.stride, layer.padding)   # (B, OH, OW, T*C), (kh, kw, c)
         rows = cols.reshape(cols.shape[:3] + (taps, ch)).swapaxes(-1, -2).reshape(-1, taps)
-        sums = np.arange(taps * t.lo, taps * t.hi + 1, dtype=np.int64)
-        windows = np.zeros((sums.size, taps, 1), dtype=np.int64)
-        windows[:, 0, 0] = sums                             # the sum in one tap, the others 0
-        want = pool_windows(windows, layer.mode, count=taps, d=layer.d, lo=layer.lo, hi=layer.hi)[:, 0]
+        real = mac_array.im2col(np.ones(x.shape[1:3] + (1,), dtype=np.int64)[None], layer.kernel, layer.stride,
+                                layer.padding).sum(axis=-1)[0]                  # (OH, OW): real taps per window
+        counts, index = np.unique(real, return_inverse=True)
         clamp = dict(lo=-(1 << 31) if layer.lo is None else layer.lo, hi=(1 << 31) - 1 if layer.hi is None else layer.hi)
-        if layer.mode == "avg_nemo":
-            candidates = [RequantParams(mult=(1 << layer.d) // taps, shift=layer.d, rounding="floor", **clamp)]
-        else:
-            candidates = (RequantParams(mult=-(-(1 << k) // taps), shift=k, rounding="half_away", **clamp)
-                          for k in range(0, 32))
-        rq = next((r for r in candidates if np.array_equal(requantize(sums, r), want)), None)
-        if rq is None:
-            raise Refusal(f"{what}: no requantizer divides every window sum of {taps} taps as the pooling layer does")
-        return GemmJob(name=layer.name, x=rows, w=np.ones((1, taps), dtype=np.int64), x_signed=signed,
-                       x_zero_point=0, w_zero_point=np.zeros(1, dtype=np.int64), requant=rq, x_range=(t.lo, t.hi))
+        params = []
+        for n in counts.tolist():
+            sums = np.arange(n * t.lo, n * t.hi + 1, dtype=np.int64)
+            windows = np.zeros((sums.size, n, 1), dtype=np.int64)
+            windows[:, 0, 0] = sums                             # the sum in one tap, the others 0
+            want = pool_windows(windows, layer.mode, count=n, d=layer.d, lo=layer.lo, hi=layer.hi)[:, 0]
+            if layer.mode == "avg_nemo":
+                candidates = [RequantParams(mult=(1 << layer.d) // n, shift=layer.d, rounding="floor", **clamp)]
+            else:
+                candidates = (RequantParams(mult=-(-(1 << k) // n), shift=k, rounding="half_away", **clamp)
+                              for k in range(0, 32))
+            rq = next((r for r in candidates if np.array_equal(requantize(sums, r), want)), None)
+            if rq is None:
+                raise Refusal(f"{what}: no requantizer divides every window sum of {n} taps as the pooling layer does")
+            params.append(rq)
+        rq = params[0] if len(params) == 1 else RequantParams(
+            mult=[r.mult for r in params], shift=[r.shift for r in params], rounding=params[0].rounding, **clamp)
+        columns = None if len(params) == 1 else \
+            np.broadcast_to(index.reshape(real.shape)[None, :, :, None], cols.shape[:3] + (ch,)).reshape(-1)
+        x_range = (min(t.lo, 0), max(t.hi, 0)) if layer.padding != ((0, 0), (0, 0)) else (t.lo, t.hi)
+        return GemmJob(name=layer.name, x=rows, w=np.ones((len(params), taps), dtype=np.int64), x_signed=signed,
+                       x_zero_point=0, w_zero_point=np.zeros(len(params), dtype=np.int64), requant=rq,
+                       x_range=x_range, columns=columns)
 
-    def _attach_pool(self, model, layer, job, batch, what):
+    def _attach_pool(self, model, layer, job, batch, what, hw=None):
         """The pooling unit of ``job``'s RUNs computes ``layer``: ``job``'s rows (one per element of
         the pooling input's ``(image, h, w)`` grid, with the residual rows if any) are reordered
         window by window, the ``T = KH*KW`` taps of each window consecutively (any stride;
@@ -234,7 +251,7 @@ class Lowering:
             raise Refusal(f"{what}: clamp [{layer.lo}, {layer.hi}] can change values in [{pre[0]}, {pre[1]}]; "
                              f"the pooling unit clamps only in avg_tflite mode")
         pool = Pool(mode=layer.mode, taps=taps, d=d, lo=lo, hi=hi)
-        h, w = t.shape[0], t.shape[1]
+        h, w = (t.shape[0], t.shape[1]) if hw is None else hw
 
         def windows(rows):
             k = rows.shape[1]

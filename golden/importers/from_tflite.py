@@ -158,6 +158,8 @@ def _activation_range(act, scale, zp, names):
 def _same_padding(size, k, stride, padding, padnames):
     """Output size and ``(before, after)`` padding of one axis (TFLite ComputePaddingHeightWidth)."""
     kind = padnames.get(padding, str(padding))
+    if k < 1 or stride < 1:
+        raise _Fail(f"kernel {k}, stride {stride}; allowed >= 1")
     if kind == "VALID":
         out = (size - k) // stride + 1
         if out < 1:
@@ -199,7 +201,12 @@ def _import(S, m, data, name):
         if q is None or q.scale is None or len(q.scale) == 0:
             raise _Fail(f"tensor {tname(i)!r} is not quantized")
         zp = np.zeros(len(q.scale), np.int64) if q.zeroPoint is None else np.asarray(q.zeroPoint, np.int64)
-        return np.asarray(q.scale, np.float32), zp, int(q.quantizedDimension)
+        scale = np.asarray(q.scale, np.float32)
+        if not (np.all(np.isfinite(scale)) and np.all(scale > 0)):
+            raise _Fail(f"tensor {tname(i)!r} has scale {scale.tolist()[:4]}; allowed positive finite values")
+        if zp.size not in (1, scale.size) or np.any(zp < -128) or np.any(zp > 127):
+            raise _Fail(f"tensor {tname(i)!r} has zero point(s) {zp.tolist()[:4]}; allowed one per scale in [-128, 127]")
+        return scale, zp, int(q.quantizedDimension)
 
     def ttype(i):
         return types.get(tensors[i].type, str(tensors[i].type))
@@ -315,6 +322,8 @@ def _import(S, m, data, name):
         wsc = np.broadcast_to(ws, (cout,))
         muls = [K.quantize_multiplier(float(np.float32(x.scale)) * float(wsc[c]) / float(np.float32(ys)))
                 for c in range(cout)]
+        if max(e for _, e in muls) > 30:
+            raise _Fail("input scale x weight scale / output scale is 2**31 or more; allowed a smaller ratio")
         rq = RequantParams(mult=[mm for mm, _ in muls], shift=[31 - e for _, e in muls], bias=bias, zero_point=yz,
                            lo=lo, hi=hi, rounding=ROUNDING[opname])
         w8 = w.astype(np.int8)
@@ -402,6 +411,8 @@ def _import(S, m, data, name):
             return make_input(src, ys, yz)
         x = activation(src)
         mult, e = K.quantize_multiplier(float(np.float32(x.scale)) / float(np.float32(ys)))
+        if e > 30:
+            raise _Fail("input scale / output scale is 2**31 or more; allowed a smaller ratio")
         rq = RequantParams(mult=mult, shift=31 - e, bias=-x.zp, zero_point=yz, lo=-128, hi=127, rounding="tflite")
         v = np.arange(-128, 128)
         want = np.clip(K.multiply(v - x.zp, mult, e) + yz, -128, 127)
