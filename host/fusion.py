@@ -57,9 +57,9 @@ class Fusion:
         out = model.tensors[last.name]
         out_bytes, out_signed = out_format(out.lo, out.hi, what)
         hwhat = f"layer {head.name!r} ({head.kind})"
-        if isinstance(head, MacLayer) and len(group) == 1 and head.name in model.metadata.get("depthwise", ()) \
-                and head.out_channels > self.info.rows:
-            return self._depthwise(model, head, xs[0], out_bytes, out_signed)
+        if isinstance(head, MacLayer) and len(group) == 1 and head.out_channels > self.info.rows \
+                and head.name in model.metadata.get("block_diagonal", {}):
+            return self._block_diagonal(model, head, xs[0], out_bytes, out_signed)
         if isinstance(head, MacLayer):
             job = self._mac(model, head, xs[0], hwhat)
         elif isinstance(head, AddLayer):
@@ -112,13 +112,13 @@ class Fusion:
             prog.finish = lambda y, c=job.columns: y[np.arange(len(c)), c].reshape(out_shape)
         return prog
 
-    def _depthwise(self, model, layer, x, out_bytes, out_signed):
-        """A depthwise convolution (imported as a block-diagonal conv2d, model metadata
-        ``depthwise``) as one GEMM per group of R output channels, each reading only the input
-        channels of its group: K = KH*KW*(inputs of the group) instead of KH*KW*Cin, so the array
-        does R times the useful work of the whole block-diagonal GEMM, not Cout times (1/R of the
-        array's MACs are useful instead of 1/Cout). Results equal the block-diagonal GEMM's: the
-        weights left out are the zeros."""
+    def _block_diagonal(self, model, layer, x, out_bytes, out_signed):
+        """A grouped convolution imported as a block-diagonal conv2d (model metadata
+        ``block_diagonal``: input channels per output; depthwise: 1) as one GEMM per group of R
+        output channels, each reading only the input channels its weights use: K = KH*KW*(those
+        inputs) instead of KH*KW*Cin, so for a depthwise layer 1/R of the array's MACs are useful
+        instead of 1/Cout. Results equal the block-diagonal GEMM's: the weights left out equal the
+        weight zero point and add exactly 0."""
         w = layer.weight
         parts = []
         for c0 in range(0, layer.out_channels, self.info.rows):
@@ -136,7 +136,8 @@ class Fusion:
                                       layer.weight_zero_point)
             what = f"layer {layer.name!r} (conv2d, channels {c0}..{outs[-1]})"
             job = self._mac(model, sub, x[..., ins], what)
-            job.useful_macs = job.x.shape[0] * w.shape[1] * w.shape[2] * outs.size
+            job.useful_macs = job.x.shape[0] * w.shape[1] * w.shape[2] * model.metadata["block_diagonal"][layer.name] \
+                * outs.size
             job.out_bytes, job.out_signed = out_bytes, out_signed
             prog = self.compile_gemm(job)
             shape = x.shape[:1] + model.tensors[layer.name].shape[:-1] + (outs.size,)

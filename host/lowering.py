@@ -44,9 +44,11 @@ class Lowering:
         # padded taps hold the zero point: part of the input range
         x_range = (min(t.lo, zp), max(t.hi, zp)) if padded else (t.lo, t.hi)
         n = w.shape[0]
-        # a depthwise convolution imported as a block-diagonal conv2d (metadata "depthwise") needs
-        # KH*KW multiplies per output, not KH*KW*Cin: the zero weights are not useful work
-        k_useful = w.shape[1] // layer.in_channels if layer.name in model.metadata.get("depthwise", ()) else w.shape[1]
+        # a grouped (depthwise) convolution imported as a block-diagonal conv2d (metadata
+        # "block_diagonal": input channels per output) needs KH*KW*that multiplies per output, not
+        # KH*KW*Cin: the weights outside the block are not useful work
+        per_in = model.metadata.get("block_diagonal", {}).get(layer.name)
+        k_useful = w.shape[1] // layer.in_channels * per_in if per_in else w.shape[1]
         job = GemmJob(name=layer.name, x=rows, w=w, x_signed=x_signed, x_zero_point=zp,
                       w_zero_point=np.broadcast_to(np.asarray(layer.weight_zero_point, dtype=np.int64), (n,)),
                       x_range=x_range, useful_macs=rows.shape[0] * k_useful * n)

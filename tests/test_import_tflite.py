@@ -235,7 +235,7 @@ def test_depthwise_runs_as_channel_groups():
     mark (on this small layer the driver picks convolution strips, whose dropped rows count as
     steps, for fewer words; DS-CNN's layers gain 5x, docs/perf)."""
     model, _, _ = import_tflite(cnn())
-    name = model.metadata["depthwise"][0]
+    name = next(iter(model.metadata["block_diagonal"]))
     x = _inputs(model, 8)
     info = P.Info.of(AcceleratorConfig(rows=4, cols=4))
     out, stats = run_network(model, x, ModelEngine(info))

@@ -41,7 +41,8 @@ LAYERS_KEY, WARNINGS_KEY = "framework_layers", "warnings"
 
 
 
-def record(framework, u8s8, scale, zero_point, lo, hi, bias=None, act_times_w=None, chw_of=None):
+def record(framework, u8s8, scale, zero_point, lo, hi, bias=None, act_times_w=None, chw_of=None,
+           group_inputs=None):
     """One MAC layer's metadata entry.
 
     ``framework``: ``"onnxruntime"`` (``clip(rint(fl(acc + bias) * scale)) + zp``, ``bias`` int)
@@ -49,7 +50,10 @@ def record(framework, u8s8, scale, zero_point, lo, hi, bias=None, act_times_w=No
     float or None); ``scale`` / ``bias`` / ``act_times_w`` per output channel (float32 values);
     ``u8s8``: the framework runs the layer on its uint8 x int8 kernel; ``chw_of``: for a Linear
     after a flatten, the ``(H, W, C)`` shape whose ``(C, H, W)`` flattening is the framework's
-    K order (the model file keeps ``(H, W, C)`` and permutes the weights instead).
+    K order (the model file keeps ``(H, W, C)`` and permutes the weights instead);
+    ``group_inputs``: a grouped convolution (the model file's weights block-diagonal) with this many
+    input channels per group: the framework computes each group as its own convolution, K being
+    the group's taps in ``(kh, kw, c)`` order (measured for ONNX Runtime's depthwise kernel).
     """
     floats = lambda v: None if v is None else [float(f) for f in f32(np.asarray(v)).reshape(-1)]   # noqa: E731
     entry = {"framework": framework, "u8s8": bool(u8s8), "scale": floats(scale), "zero_point": int(zero_point),
@@ -60,7 +64,22 @@ def record(framework, u8s8, scale, zero_point, lo, hi, bias=None, act_times_w=No
         entry["bias"], entry["act_times_w"] = floats(bias), floats(act_times_w)
     if chw_of is not None:
         entry["chw_of"] = [int(v) for v in chw_of]
+    if group_inputs is not None:
+        entry["group_inputs"] = int(group_inputs)
     return entry
+
+
+def _groups(entry, cin, cout, k):
+    """``[(outputs, K indices)]``: each group's output channels and the model-file K positions
+    (``(kh, kw, c)`` order) of its input channels; one group of everything for a dense layer."""
+    per_in = entry.get("group_inputs")
+    if per_in is None:
+        return [(np.arange(cout), np.arange(k))]
+    groups = cin // per_in
+    per_out, taps = cout // groups, k // cin
+    return [(np.arange(g * per_out, (g + 1) * per_out),
+             (np.arange(taps)[:, None] * cin + g * per_in + np.arange(per_in)[None]).reshape(-1))
+            for g in range(groups)]
 
 
 def _order(entry):
@@ -72,11 +91,16 @@ def _order(entry):
 
 
 def framework_weights(entry, w):
-    """A layer's weights (M, K) or OHWI as the framework's kernel sees them: (M, K) in its K order."""
+    """A layer's weights (M, K) or OHWI as the framework's kernel sees them: (M, K) in its K order;
+    for a grouped convolution each output's own group's taps only, (M, K / groups)."""
     w = np.asarray(w)
+    cin = w.shape[-1]
     w = w.reshape(w.shape[0], -1)
     order = _order(entry)
-    return w if order is None else w[:, order]
+    w = w if order is None else w[:, order]
+    if "group_inputs" in entry:
+        return np.concatenate([w[outs][:, ks] for outs, ks in _groups(entry, cin, w.shape[0], w.shape[1])])
+    return w
 
 
 def ort_accumulators(x, w, x_zero_point=0, w_zero_point=0):
@@ -196,13 +220,19 @@ def replay(model, images, kernel="exact", check=None, runner=None):
             x, layer.weight.shape[1:3], layer.stride, layer.padding, pad_value=layer.input_zero_point)
         order = _order(entry)
         rows = rows if order is None else rows[..., order]
-        w = framework_weights(entry, layer.weight)
-        zx, zw = layer.input_zero_point, layer.weight_zero_point
-        acc = mac_array.linear(rows, w, zx, zw)
-        if kernel == "framework" and entry["u8s8"]:
-            exact, acc = acc, np.asarray(runner(entry["framework"], rows, w, zx, zw), dtype=np.int64)
-            if check is not None:
-                check.add(acc, exact, x86_kernels.pair_saturated_linear(rows, w, zx, zw))
+        w = layer.weight.reshape(layer.out_channels, -1)
+        w = w if order is None else w[:, order]
+        zx = layer.input_zero_point
+        zw = np.broadcast_to(np.asarray(layer.weight_zero_point), (layer.out_channels,))
+        acc = np.empty(rows.shape[:-1] + (layer.out_channels,), dtype=np.int64)
+        for outs, ks in _groups(entry, layer.in_channels, layer.out_channels, w.shape[1]):
+            r, wg = rows[..., ks], w[outs][:, ks]
+            a = mac_array.linear(r, wg, zx, zw[outs])
+            if kernel == "framework" and entry["u8s8"]:
+                exact, a = a, np.asarray(runner(entry["framework"], r, wg, zx, zw[outs]), dtype=np.int64)
+                if check is not None:
+                    check.add(a, exact, x86_kernels.pair_saturated_linear(r, wg, zx, zw[outs]))
+            acc[..., outs] = a
         return _requantize(entry, acc)
 
     return IntegerDeployable(model, mac_layer=mac_layer).run(images)

@@ -151,6 +151,7 @@ def _import_onnx(model, name, strict):
     names = set()
     arithmetic = {}                             # layer name -> framework.record
     warnings = []
+    block_diagonal = {}                         # grouped convolutions: layer -> input channels per output
 
     def fresh(n):
         base = _safe(n)
@@ -209,6 +210,7 @@ def _import_onnx(model, name, strict):
         if wq.dtype not in (np.uint8, np.int8):
             _fail(node, f"weights of dtype {wq.dtype}; allowed uint8, int8")
         w = wq.astype(np.int64)
+        grouped = None
         cout = w.shape[0] if kind == "conv2d" else w.shape[1]
         w_scale = np.asarray(w_scale, dtype=np.float32).reshape(-1)
         w_zp = np.asarray(w_zp).reshape(-1).astype(np.int64)
@@ -220,10 +222,21 @@ def _import_onnx(model, name, strict):
         if kind == "conv2d":
             if x.layout != "hwc" or len(x.shape) != 3:
                 _fail(node, "input is not an image [N, C, H, W]")
-            if w.ndim != 4 or w.shape[1] != x.shape[2]:
-                _fail(node, f"weight shape {list(w.shape)} does not match {x.shape[2]} input channels")
+            stride, padding, group = attrs
+            cin = x.shape[2]
+            if w.ndim != 4 or group < 1 or cin % group or w.shape[0] % group or w.shape[1] * group != cin:
+                _fail(node, f"weight shape {list(w.shape)} does not match {cin} input channels in {group} group(s)")
+            if group > 1:
+                # a grouped (depthwise: group = channels) convolution as a block-diagonal one: output
+                # channel o reads its group's inputs; the other weights equal the zero point (add 0)
+                per_in, per_out = cin // group, w.shape[0] // group
+                zpc = np.broadcast_to(w_zp, (w.shape[0],))
+                full = np.broadcast_to(zpc[:, None, None, None], (w.shape[0], cin) + w.shape[2:]).copy()
+                for o in range(w.shape[0]):
+                    g = o // per_out
+                    full[o, g * per_in:(g + 1) * per_in] = w[o]
+                w, grouped = full, per_in
             w = w.transpose(0, 2, 3, 1)                                   # OIHW -> OHWI
-            stride, padding = attrs
             shape_args = dict(stride=stride, padding=padding)
         else:
             if w.ndim != 2:
@@ -263,9 +276,11 @@ def _import_onnx(model, name, strict):
             raise ModelFormatError(str(e)) from None
         wzp = int(w_zpc[0]) if np.all(w_zpc == w_zpc[0]) else w_zpc
         nm = fresh(node.output[0])
+        if grouped:
+            block_diagonal[nm] = grouped
         u8s8 = x.dtype == "uint8" and wq.dtype == np.int8           # MLAS's saturating kernel (x86_kernels)
         arithmetic[nm] = framework.record("onnxruntime", u8s8, scale, zp, lo, hi, bias=bias,
-                                          chw_of=getattr(x, "hwc", None))
+                                          chw_of=getattr(x, "hwc", None), group_inputs=grouped)
         warn = u8s8 and x86_kernels.saturation_warning(
             label, framework.framework_weights(arithmetic[nm], w8), x_lo, x_hi,
             "quantize with reduce_range=True (7-bit weights, as ONNX Runtime recommends for such CPUs)")
@@ -285,8 +300,6 @@ def _import_onnx(model, name, strict):
 
     def conv_attrs(node):
         a = {at.name: at for at in node.attribute}
-        if "group" in a and a["group"].i != 1:
-            _fail(node, f"group = {a['group'].i}; only group = 1 is supported")
         if "dilations" in a and any(d != 1 for d in a["dilations"].ints):
             _fail(node, f"dilations {list(a['dilations'].ints)}; only 1 is supported")
         if "auto_pad" in a and a["auto_pad"].s not in (b"", b"NOTSET"):
@@ -295,7 +308,7 @@ def _import_onnx(model, name, strict):
         pads = list(a["pads"].ints) if "pads" in a else [0, 0, 0, 0]
         if len(strides) != 2 or len(pads) != 4:
             _fail(node, "only 2-D convolutions are supported")
-        return (strides[0], strides[1]), ((pads[0], pads[2]), (pads[1], pads[3]))
+        return (strides[0], strides[1]), ((pads[0], pads[2]), (pads[1], pads[3])), (a["group"].i if "group" in a else 1)
 
     def pool_attrs(node):
         a = {at.name: at for at in node.attribute}
@@ -532,7 +545,7 @@ def _import_onnx(model, name, strict):
                           name=name or g.name or "onnx_model",
                           metadata={"converter": "golden.importers.from_onnx", "rounding": "half_even",
                                     "requant_proof": proof.as_dict(), framework.LAYERS_KEY: arithmetic,
-                                    framework.WARNINGS_KEY: warnings})
+                                    framework.WARNINGS_KEY: warnings, "block_diagonal": block_diagonal})
     except ValueError as e:
         raise ModelFormatError(str(e)) from None
     return im, proof

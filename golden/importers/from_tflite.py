@@ -10,9 +10,9 @@ per-output-channel weight scales):
   :class:`MacLayer`, rounding ``tflite`` (gemmlowp's two roundings, as the reference kernel);
 * ``DEPTHWISE_CONV_2D`` (any depth multiplier; otherwise as CONV_2D) -> a ``conv2d``
   :class:`MacLayer` whose weights are block-diagonal (output channel ``o`` reads input channel
-  ``o // multiplier``; the other weights are 0 and add exactly 0), rounding ``tflite``. Exact
-  everywhere, but the MAC array then does ``C`` times the work: a dedicated depthwise path is not
-  built yet;
+  ``o // multiplier``; the other weights are 0 and add exactly 0), rounding ``tflite``, marked in
+  the metadata (``block_diagonal``: layer -> 1 input channel per output) so that the driver runs it
+  as one GEMM per group of output channels (:class:`intdeploy.host.job.SplitProgram`);
 * ``FULLY_CONNECTED`` (default weights format; an image input is flattened in NHWC order, which
   is the model file's channels-last order) -> a ``linear`` :class:`MacLayer`, rounding
   ``half_away`` (the reference kernel rounds once, ties away from zero);
@@ -183,7 +183,7 @@ def _import(S, m, data, name):
     layers, env, names = [], {}, set()
     spec = {}
     host_ops = []
-    depthwise = []                              # layers whose block-diagonal weights are a depthwise conv
+    block_diagonal = {}                         # depthwise layers: name -> input channels per output (1)
 
     def tname(i):
         n = tensors[i].name
@@ -293,7 +293,7 @@ def _import(S, m, data, name):
         lo, hi = _activation_range(o.fusedActivationFunction, ys, yz, acts)
         nm = fresh(f"op{index}_{opname.lower()}")
         if opname == "DEPTHWISE_CONV_2D":
-            depthwise.append(nm)
+            block_diagonal[nm] = 1
         shape_args, x_lo, x_hi = {}, x.lo, x.hi
         if kind == "conv2d":
             if len(x.shape) != 3:
@@ -518,7 +518,7 @@ def _import(S, m, data, name):
         im = IntegerModel(input=spec["input"], layers=tuple(layers), outputs=tuple(outs),
                           name=name or "tflite_model",
                           metadata={"converter": "golden.importers.from_tflite", "requant_proof": proof.as_dict(),
-                                    "host_ops": [list(h) for h in host_ops], "depthwise": depthwise})
+                                    "host_ops": [list(h) for h in host_ops], "block_diagonal": block_diagonal})
     except ValueError as e:
         raise ModelFormatError(str(e)) from None
     return im, proof, TfliteSource(data=data, output_tensors=tuple(out_tensors),
