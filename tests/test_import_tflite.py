@@ -98,25 +98,34 @@ def cnn(seed=0):
 def edges(seed=0):
     """float32 [1, 7, 7, 4] -> QUANTIZE -> MAX_POOL_2D 3x3 SAME stride 2 -> AVERAGE_POOL_2D 2x2 SAME
     stride 1 (edge windows average their real taps; RELU_N1_TO_1) -> QUANTIZE (int8 -> int8
-    rescale) -> FULLY_CONNECTED (an image input, flattened) -> DEQUANTIZE -> float32."""
+    rescale) -> PAD 1 -> CONV_2D 3x3 VALID (the PAD becomes its padding) -> FULLY_CONNECTED (an
+    image input, flattened) -> DEQUANTIZE -> float32."""
     S = _S()
     T, B, A = S.TensorType, S.BuiltinOperator, S.ActivationFunctionType
     rng = np.random.default_rng(seed)
     s, z = 2.0 ** -6, 7
+    wc = rng.integers(-60, 61, (4, 3, 3, 4)).astype(np.int8)
     wf = rng.integers(-90, 91, (6, 64)).astype(np.int8)
-    tensors = [("xf", (1, 7, 7, 4), T.FLOAT32, None, None), ("x", (1, 7, 7, 4), T.INT8, s, z),
-               ("m", (1, 4, 4, 4), T.INT8, s, z), ("a", (1, 4, 4, 4), T.INT8, s, z),
-               ("q", (1, 4, 4, 4), T.INT8, s * 2, -20),
-               ("wf", wf.shape, T.INT8, 2.0 ** -7, 0), ("bf", (6,), T.INT32, s * 2 * 2.0 ** -7, 0),
-               ("y", (1, 6), T.INT8, 2.0 ** -3, 0), ("yf", (1, 6), T.FLOAT32, None, None)]
+    tensors = [("xf", (1, 7, 7, 4), T.FLOAT32, None, None), ("x", (1, 7, 7, 4), T.INT8, s, z),       # 0, 1
+               ("m", (1, 4, 4, 4), T.INT8, s, z), ("a", (1, 4, 4, 4), T.INT8, s, z),                  # 2, 3
+               ("q", (1, 4, 4, 4), T.INT8, s * 2, -20),                                              # 4
+               ("pads", (4, 2), T.INT32, None, None), ("p", (1, 6, 6, 4), T.INT8, s * 2, -20),       # 5, 6
+               ("wc", wc.shape, T.INT8, 2.0 ** -6, 0), ("bc", (4,), T.INT32, s * 2 * 2.0 ** -6, 0),   # 7, 8
+               ("c", (1, 4, 4, 4), T.INT8, s * 4, 3),                                                # 9
+               ("wf", wf.shape, T.INT8, 2.0 ** -7, 0), ("bf", (6,), T.INT32, s * 4 * 2.0 ** -7, 0),  # 10, 11
+               ("y", (1, 6), T.INT8, 2.0 ** -3, 0), ("yf", (1, 6), T.FLOAT32, None, None)]          # 12, 13
     ops = [(B.QUANTIZE, [0], [1], 0, None),
            (B.MAX_POOL_2D, [1], [2], S.BuiltinOptions.Pool2DOptions, _pool_opts(S, S.Padding.SAME, 3, 2)),
            (B.AVERAGE_POOL_2D, [2], [3], S.BuiltinOptions.Pool2DOptions,
             _pool_opts(S, S.Padding.SAME, 2, 1, A.RELU_N1_TO_1)),
            (B.QUANTIZE, [3], [4], 0, None),
-           (B.FULLY_CONNECTED, [4, 5, 6], [7], S.BuiltinOptions.FullyConnectedOptions, S.FullyConnectedOptionsT()),
-           (B.DEQUANTIZE, [7], [8], 0, None)]
-    return tflite_flatbuffer(ops, tensors, {5: wf, 6: rng.integers(-500, 500, 6).astype(np.int32)})
+           (B.PAD, [4, 5], [6], S.BuiltinOptions.PadOptions, S.PadOptionsT()),
+           (B.CONV_2D, [6, 7, 8], [9], S.BuiltinOptions.Conv2DOptions, _conv_opts(S, S.Padding.VALID, 1, A.NONE)),
+           (B.FULLY_CONNECTED, [9, 10, 11], [12], S.BuiltinOptions.FullyConnectedOptions, S.FullyConnectedOptionsT()),
+           (B.DEQUANTIZE, [12], [13], 0, None)]
+    return tflite_flatbuffer(ops, tensors, {5: np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32), 7: wc,
+                                            8: rng.integers(-300, 300, 4).astype(np.int32), 10: wf,
+                                            11: rng.integers(-500, 500, 6).astype(np.int32)})
 
 
 def _inputs(model, n, seed=1):
@@ -322,3 +331,17 @@ def test_mutated_tflite_files_import_or_fail_in_one_line(count):
             refused += 1
             assert "\n" not in str(e) and str(e)
     assert refused > count // 4
+
+
+def test_a_pad_that_does_not_feed_a_convolution_is_refused():
+    S = _S()
+    T, B = S.TensorType, S.BuiltinOperator
+    data = tflite_flatbuffer([(B.PAD, [0, 1], [2], S.BuiltinOptions.PadOptions, S.PadOptionsT()),
+                              (B.MAX_POOL_2D, [2], [3], S.BuiltinOptions.Pool2DOptions,
+                               _pool_opts(S, S.Padding.VALID, 2, 2))],
+                             [("x", (1, 4, 4, 1), T.INT8, 0.1, 0), ("pads", (4, 2), T.INT32, None, None),
+                              ("p", (1, 6, 6, 1), T.INT8, 0.1, 0), ("y", (1, 3, 3, 1), T.INT8, 0.1, 0)],
+                             {1: np.array([[0, 0], [1, 1], [1, 1], [0, 0]], np.int32)})
+    with pytest.raises(ModelFormatError, match=r"operator #1 \(MAX_POOL_2D\): input 'p' is a PAD's output; allowed "
+                                               r"only as the input of a CONV_2D"):
+        import_tflite(data)

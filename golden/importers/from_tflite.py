@@ -19,6 +19,8 @@ per-output-channel weight scales):
 * ``ADD`` of two int8 tensors of one shape -> :class:`AddLayer` (:meth:`AddParams.tflite`);
 * ``AVERAGE_POOL_2D`` / ``MAX_POOL_2D`` (SAME or VALID; input and output quantized alike) ->
   :class:`PoolLayer` ``avg_tflite`` (padding excluded) / ``max``;
+* ``PAD`` of H and W (the zero point is the padding value) feeding a CONV_2D or
+  DEPTHWISE_CONV_2D: added to that convolution's padding (refused before anything else);
 * ``RESHAPE`` to a vector -> :class:`FlattenLayer`; ``QUANTIZE`` int8 -> int8 ->
   :class:`RequantLayer` (rounding ``tflite``); ``QUANTIZE`` of a float32 graph input and
   ``DEQUANTIZE`` of a graph output are the model's edges (the model file reads and writes the
@@ -58,8 +60,8 @@ from intdeploy.golden.softmax import softmax_params
 
 __all__ = ["SUPPORTED_OPS", "TfliteSource", "import_tflite", "litert_outputs"]
 
-SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE", "QUANTIZE",
-                 "DEQUANTIZE", "SOFTMAX")
+SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE",
+                 "PAD", "QUANTIZE", "DEQUANTIZE", "SOFTMAX")
 #: The reference kernels' rounding, per operator (measured: see litert_kernels).
 ROUNDING = {"CONV_2D": "tflite", "DEPTHWISE_CONV_2D": "tflite", "FULLY_CONNECTED": "half_away", "QUANTIZE": "tflite", "ADD": "tflite"}
 _CHUNK = 1 << 22                        # accumulator values per proof step
@@ -79,9 +81,10 @@ class _Q:
     """A quantized int8 activation: our tensor name, scale (float32), zero point, shape
     (``(H, W, C)`` or ``(K,)``) and the range its values can take."""
 
-    def __init__(self, name, scale, zp, shape, lo=-128, hi=127):
+    def __init__(self, name, scale, zp, shape, lo=-128, hi=127, pad=None):
         self.name, self.scale, self.zp, self.shape = name, float(np.float32(scale)), int(zp), tuple(shape)
         self.lo, self.hi = lo, hi
+        self.pad = pad                  # a PAD's output: ((top, bottom), (left, right)) around tensor ``name``
 
 
 class _Float:
@@ -228,11 +231,27 @@ def _import(S, m, data, name):
         arr = np.frombuffer(np.asarray(buf.data, np.uint8).tobytes(), dtype=dtype)
         return arr.reshape([int(v) for v in tensors[i].shape]).astype(np.int64)
 
-    def activation(i):
+    def activation(i, pad_ok=False):
         v = env.get(i)
         if not isinstance(v, _Q):
             raise _Fail(f"input {tname(i)!r} is not an int8 tensor computed by a supported operator")
+        if v.pad is not None and not pad_ok:
+            raise _Fail(f"input {tname(i)!r} is a PAD's output; allowed only as the input of a CONV_2D or "
+                        f"DEPTHWISE_CONV_2D (whose padding it becomes)")
         return v
+
+    def pad(index, op):
+        x = activation(op.inputs[0], pad_ok=True)
+        p = const(op.inputs[1], "paddings", "int32")
+        if len(x.shape) != 3 or p.shape != (4, 2) or np.any(p < 0) or np.any(p[0] != 0) or np.any(p[3] != 0):
+            raise _Fail(f"paddings {p.tolist()}; allowed non-negative padding of H and W of an image")
+        s, z = output(op.outputs[0])
+        if float(np.float32(s)) != x.scale or z != x.zp:
+            raise _Fail("output quantized differently from the input")
+        before = x.pad or ((0, 0), (0, 0))
+        total = tuple((int(a) + int(b[0]), int(c) + int(b[1])) for (a, c), b in zip(p[1:3], before))
+        return _Q(x.name, x.scale, x.zp, (x.shape[0] + int(p[1].sum()), x.shape[1] + int(p[2].sum()), x.shape[2]),
+                  min(x.lo, x.zp), max(x.hi, x.zp), pad=total)
 
     def output(i):
         if ttype(i) != "INT8":
@@ -273,7 +292,7 @@ def _import(S, m, data, name):
                                        f"(internal error)")
 
     def mac(index, op, kind, o, opname):
-        x = activation(op.inputs[0])
+        x = activation(op.inputs[0], pad_ok=kind == "conv2d")
         if ttype(op.inputs[1]) != "INT8":
             raise _Fail(f"weights are {ttype(op.inputs[1])}; allowed INT8")
         w = const(op.inputs[1], "weights", "int8")
@@ -305,6 +324,9 @@ def _import(S, m, data, name):
                 raise _Fail(f"dilation {o.dilationHFactor}x{o.dilationWFactor}; allowed 1")
             oh, ph = _same_padding(x.shape[0], w.shape[1], o.strideH, o.padding, pads)
             ow, pw = _same_padding(x.shape[1], w.shape[2], o.strideW, o.padding, pads)
+            if x.pad is not None:         # a PAD before: its zero-point padding joins the convolution's
+                ph = tuple(a + b for a, b in zip(ph, x.pad[0]))
+                pw = tuple(a + b for a, b in zip(pw, x.pad[1]))
             shape_args = dict(stride=(o.strideH, o.strideW), padding=(ph, pw))
             if ph != (0, 0) or pw != (0, 0):
                 x_lo, x_hi = min(x_lo, x.zp), max(x_hi, x.zp)
@@ -446,6 +468,8 @@ def _import(S, m, data, name):
             return x if len(x.shape) == 1 else flatten(x, f"op{index}_flatten")
         if opname == "QUANTIZE":
             return quantize(index, op)
+        if opname == "PAD":
+            return pad(index, op)
         if opname == "DEQUANTIZE":
             if int(op.outputs[0]) not in graph_outputs:
                 raise _Fail("a DEQUANTIZE that does not produce a graph output; allowed only at the output")
