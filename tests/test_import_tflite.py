@@ -128,11 +128,35 @@ def edges(seed=0):
                                             11: rng.integers(-500, 500, 6).astype(np.int32)})
 
 
+def mean(seed=0):
+    """int8 [1, 6, 5, 8] -> MEAN over H and W, keep_dims (another scale and zero point) -> RESHAPE
+    -> FULLY_CONNECTED; and a MEAN without keep_dims (same quantization) as a second output."""
+    S = _S()
+    T, B = S.TensorType, S.BuiltinOperator
+    rng = np.random.default_rng(seed)
+    wf = rng.integers(-90, 91, (5, 8)).astype(np.int8)
+    keep, flat = S.ReducerOptionsT(), S.ReducerOptionsT()
+    keep.keepDims, flat.keepDims = True, False
+    reshape = S.ReshapeOptionsT()
+    reshape.newShape = [1, 8]
+    tensors = [("x", (1, 6, 5, 8), T.INT8, 0.05, -10), ("axes", (2,), T.INT32, None, None),             # 0, 1
+               ("m", (1, 1, 1, 8), T.INT8, 0.03, 4), ("shape", (2,), T.INT32, None, None),             # 2, 3
+               ("r", (1, 8), T.INT8, 0.03, 4), ("wf", wf.shape, T.INT8, 2.0 ** -7, 0),                 # 4, 5
+               ("bf", (5,), T.INT32, np.float32(0.03) * 2.0 ** -7, 0), ("y", (1, 5), T.INT8, 0.02, 0),  # 6, 7
+               ("m2", (1, 8), T.INT8, 0.05, -10)]                                                      # 8
+    ops = [(B.MEAN, [0, 1], [2], S.BuiltinOptions.ReducerOptions, keep),
+           (B.RESHAPE, [2, 3], [4], S.BuiltinOptions.ReshapeOptions, reshape),
+           (B.FULLY_CONNECTED, [4, 5, 6], [7], S.BuiltinOptions.FullyConnectedOptions, S.FullyConnectedOptionsT()),
+           (B.MEAN, [0, 1], [8], S.BuiltinOptions.ReducerOptions, flat)]
+    return tflite_flatbuffer(ops, tensors, {1: np.array([1, 2], np.int32), 3: np.array([1, 8], np.int32), 5: wf,
+                                            6: rng.integers(-500, 500, 5).astype(np.int32)}, outputs=(7, 8))
+
+
 def _inputs(model, n, seed=1):
     return np.random.default_rng(seed).integers(model.input.lo, model.input.hi + 1, (n,) + model.input.shape)
 
 
-@pytest.mark.parametrize("build", [cnn, edges])
+@pytest.mark.parametrize("build", [cnn, edges, mean])
 def test_tflite_models_are_bit_exact_against_litert(build):
     """Every element of LiteRT's reference kernels equals golden, and the accelerator's executable
     model equals golden, on 64 random inputs; the proof checked every layer."""
@@ -141,10 +165,14 @@ def test_tflite_models_are_bit_exact_against_litert(build):
     x = _inputs(model, 64)
     want = litert_outputs(source, model.input, x)
     got = IntegerDeployable(model).run(x)
-    assert want.shape == got.shape and np.array_equal(got, want)
+    want, got = (want, got) if isinstance(got, tuple) else ((want,), (got,))
+    assert len(want) == len(got) == len(model.outputs)
+    for a, b in zip(want, got):
+        assert a.shape == b.shape and np.array_equal(a, b)
     assert [h[1] for h in source.host_ops] == (["SOFTMAX"] if build is cnn else [])
     out, _ = run_network(model, x, ModelEngine(P.Info.of(AcceleratorConfig(rows=4, cols=4))))
-    assert np.array_equal(out[model.outputs[0]], got)
+    for name, b in zip(model.outputs, got):
+        assert np.array_equal(out[name], b)
 
 
 def test_each_operators_rounding_is_the_measured_one():
@@ -221,7 +249,7 @@ def test_unsupported_conv_options_name_the_operator():
         import_tflite(data)
 
 
-@pytest.mark.parametrize("build", [cnn, edges])
+@pytest.mark.parametrize("build", [cnn, edges, mean])
 def test_tflite_models_on_the_rtl(build, tmp_path):
     """Both models on the quick RTL top (Verilator): every layer equals golden element by element.
     The CNN's 25-tap average pool runs as a window-sum GEMM (the quick top's pooling unit takes 9

@@ -179,6 +179,11 @@ def verify_range(source, spec, text=None):
     return spec.lo, spec.hi, "the input's declared range"
 
 
+def _flat(v):
+    """One output or a tuple of outputs as one (samples, elements) array, outputs side by side."""
+    return np.concatenate([np.asarray(a).reshape(len(a), -1) for a in (v if isinstance(v, tuple) else (v,))], axis=1)
+
+
 def _requantizers(layer):
     """The requantizer parameter sets of a model-file layer (for the report's rounding list)."""
     if getattr(layer, "requant", None) is not None:
@@ -199,7 +204,8 @@ def _run_engine(args, model, images, golden_out):
         work.mkdir(parents=True, exist_ok=True)
         with _quiet(work / "simulator.log"):
             out, _ = run_network(model, images, RtlEngine(args.sim, config, work_dir=work))
-    out = out[model.outputs[0]] if isinstance(out, dict) else out
+    out = _flat(tuple(out[name] for name in model.outputs)) if isinstance(out, dict) else _flat(out)
+    golden_out = _flat(golden_out)
     bad = int(np.count_nonzero(out != golden_out))
     print(f"{args.sim} ({args.rows}x{args.cols} accelerator): {len(images)} inputs, engine vs golden: "
           f"{out.size - bad}/{out.size} elements equal{'' if bad == 0 else ' - MISMATCH'}")
@@ -236,6 +242,8 @@ def _main(args):
     images = rng.integers(lo, hi + 1, (args.verify,) + model.input.shape)
     want = framework_outputs(source, model, images)
     got = IntegerDeployable(model).run(images)
+    if tflite:                                  # every output, side by side
+        want, got = _flat(want), _flat(got)
     print(f"verify: {args.verify} random inputs in [{lo}, {hi}] ({why}), framework vs golden: "
           f"{np.count_nonzero(got == want)}/{want.size} elements equal")
     if tflite:

@@ -434,18 +434,20 @@ def _display(path):
         return str(path)
 
 
-def _framework_check(args, model, x, got):
-    """``--reference MODEL.tflite|.onnx|.pt``: the framework's output on ``x`` against the
-    accelerator's ``got``; prints one line, returns the number of differing elements."""
-    from intdeploy.tools.import_model import framework_outputs, load_source
+def _framework_check(args, model, x, outputs):
+    """``--reference MODEL.tflite|.onnx|.pt``: the framework's outputs on ``x`` against the
+    accelerator's (``outputs``: name -> array); prints one line, returns the number of differing
+    elements."""
+    from intdeploy.tools.import_model import _flat, framework_outputs, load_source
     source_model, _, source = load_source(args.reference)
     if source_model.input.shape != model.input.shape:
         raise ValueError(f"--reference: {args.reference} takes inputs of shape {source_model.input.shape}; the "
                          f"model's are {model.input.shape}")
-    want = framework_outputs(source, source_model, x)
+    want = _flat(framework_outputs(source, source_model, x))
+    got = _flat(tuple(outputs[name] for name in model.outputs))
     if want.shape != got.shape:
-        raise ValueError(f"--reference: {args.reference} outputs {want.shape[1:]}; the model's output is "
-                         f"{got.shape[1:]}")
+        raise ValueError(f"--reference: {args.reference} outputs {want.shape[1]} elements per input; the model's "
+                         f"outputs hold {got.shape[1]}")
     bad = int(np.count_nonzero(want != got))
     print(f"framework ({Path(args.reference).name}) vs accelerator: {want.size - bad}/{want.size} elements of the "
           f"output equal" + ("" if bad == 0 else " - MISMATCH"))
@@ -493,7 +495,7 @@ def _main(args):
         return 1
     if framework:
         x = inputs[0][:r["images"]] if inputs is not None else digits.load_split()[2][:r["images"]]
-        if _framework_check(args, model, x, outputs[model.outputs[0]]):
+        if _framework_check(args, model, x, outputs):
             return 1
     return 0
 

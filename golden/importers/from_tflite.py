@@ -21,6 +21,8 @@ per-output-channel weight scales):
   :class:`PoolLayer` ``avg_tflite`` (padding excluded) / ``max``;
 * ``PAD`` of H and W (the zero point is the padding value) feeding a CONV_2D or
   DEPTHWISE_CONV_2D: added to that convolution's padding (refused before anything else);
+* ``MEAN`` over H and W -> a ``conv2d`` over the whole image with weight 1 on each channel's own
+  taps (block-diagonal) and the reference kernel's requantization (rounding ``tflite``);
 * ``RESHAPE`` to a vector -> :class:`FlattenLayer`; ``QUANTIZE`` int8 -> int8 ->
   :class:`RequantLayer` (rounding ``tflite``); ``QUANTIZE`` of a float32 graph input and
   ``DEQUANTIZE`` of a graph output are the model's edges (the model file reads and writes the
@@ -43,7 +45,7 @@ on all 256 inputs. Anything else raises :class:`ModelFormatError`; every operato
 imported is listed in one line with its index.
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 import math
 from pathlib import Path
 
@@ -61,7 +63,7 @@ from intdeploy.golden.softmax import softmax_params
 __all__ = ["SUPPORTED_OPS", "TfliteSource", "import_tflite", "litert_outputs"]
 
 SUPPORTED_OPS = ("CONV_2D", "DEPTHWISE_CONV_2D", "FULLY_CONNECTED", "ADD", "AVERAGE_POOL_2D", "MAX_POOL_2D", "RESHAPE",
-                 "PAD", "QUANTIZE", "DEQUANTIZE", "SOFTMAX")
+                 "PAD", "MEAN", "QUANTIZE", "DEQUANTIZE", "SOFTMAX")
 #: The reference kernels' rounding, per operator (measured: see litert_kernels).
 ROUNDING = {"CONV_2D": "tflite", "DEPTHWISE_CONV_2D": "tflite", "FULLY_CONNECTED": "half_away", "QUANTIZE": "tflite", "ADD": "tflite"}
 _CHUNK = 1 << 22                        # accumulator values per proof step
@@ -357,6 +359,42 @@ def _import(S, m, data, name):
                                wsc.astype(np.float64), **shape_args))
         return _Q(nm, ys, yz, out_shape, lo, hi)
 
+    def mean(index, op, o):
+        """MEAN over H and W: the reference kernel sums ``x - zp_in`` over the window and applies
+        ``MultiplyByQuantizedMultiplier`` with ``QuantizeMultiplier(s_in / s_out)`` divided by the
+        element count ``n`` (the multiplier shifted left by ``min(floor(log2 n), 32, 31 + e)``,
+        then integer-divided by ``n``), plus ``zp_out``; a conv2d over the whole image with a weight
+        of 1 on each channel's own taps (block-diagonal, like a depthwise layer)."""
+        x = activation(op.inputs[0])
+        axes = sorted(int(a) for a in const(op.inputs[1], "axes", "int32").reshape(-1))
+        if len(x.shape) != 3 or axes != [1, 2]:
+            raise _Fail(f"axes {axes} of a tensor of shape {list(x.shape)}; allowed the mean over H and W ([1, 2]) "
+                        f"of an image")
+        h, w, c = x.shape
+        out_shape = (1, 1, c) if o.keepDims else (c,)
+        if tuple(shape(op.outputs[0])) != out_shape:
+            raise _Fail(f"output shape {list(shape(op.outputs[0]))}; the mean computes {list(out_shape)}")
+        ys, yz = output(op.outputs[0])
+        m, e = K.quantize_multiplier(float(np.float32(x.scale)) / float(np.float32(ys)))
+        n = h * w
+        shift = min(n.bit_length() - 1, 32, 31 + e)
+        m, e = (m << shift) // n, e - shift
+        if not 0 <= 31 - e <= 62:
+            raise _Fail("input scale / output scale out of the requantizer's range")
+        rq = RequantParams(mult=m, shift=31 - e, zero_point=yz, lo=-128, hi=127, rounding="tflite")
+        weight = np.zeros((c, h, w, c), dtype=np.int8)
+        weight[np.arange(c), :, :, np.arange(c)] = 1
+        a_lo, a_hi = mac_array.accumulator_range(weight, x.lo, x.hi, x.zp, 0)
+        prove_mac(f"operator #{index} (MEAN)", replace(rq, mult=np.full(c, m), shift=np.full(c, 31 - e),
+                                                        bias=np.zeros(c, np.int64)),
+                  K.multiply, a_lo, a_hi, [(m, e)] * c)
+        nm = fresh(f"op{index}_mean")
+        block_diagonal[nm] = 1
+        layers.append(MacLayer(kind="conv2d", name=nm, inputs=(x.name,), weight=weight, input_zero_point=x.zp,
+                               requant=rq, dtype="int8", eps=ys))
+        q = _Q(nm, ys, yz, (1, 1, c))
+        return q if o.keepDims else flatten(q, f"op{index}_flatten")
+
     def depthwise_weights(x, w, o, qdim):
         """DEPTHWISE_CONV_2D's ``[1, KH, KW, C * M]`` weights as the block-diagonal OHWI weights of a
         conv2d: output channel ``o`` reads input channel ``o // M`` (zero weights elsewhere
@@ -470,6 +508,8 @@ def _import(S, m, data, name):
             return quantize(index, op)
         if opname == "PAD":
             return pad(index, op)
+        if opname == "MEAN":
+            return mean(index, op, o)
         if opname == "DEQUANTIZE":
             if int(op.outputs[0]) not in graph_outputs:
                 raise _Fail("a DEQUANTIZE that does not produce a graph output; allowed only at the output")
@@ -552,17 +592,20 @@ def _import(S, m, data, name):
 def litert_outputs(source, spec, images):
     """Run ``images`` (int8 codes, the model file's layout) in the LiteRT interpreter with the
     reference kernels, one at a time (the models have batch 1); returns the int8 codes of the
-    tensors the model file outputs (the first), stacked."""
+    tensors the model file outputs, stacked: an array, or a tuple of them for several outputs (as
+    :meth:`intdeploy.golden.integer_deployable.IntegerDeployable.run`)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional dependency (dev extra: LiteRT)
     it = Interpreter(model_content=source.data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
                      experimental_preserve_all_tensors=True)
     it.allocate_tensors()
     inp = it.get_input_details()[0]
-    out = []
+    out = [[] for _ in source.output_tensors]
     for x in np.asarray(images, dtype=np.int64):
         feed = ((x - spec.zero_point) * np.float32(spec.eps)).astype(np.float32) if source.float_input \
             else x.astype(np.int8)
         it.set_tensor(inp["index"], feed[None])
         it.invoke()
-        out.append(it.get_tensor(source.output_tensors[0]).astype(np.int64)[0])
-    return np.stack(out)
+        for o, t in zip(out, source.output_tensors):
+            o.append(it.get_tensor(t).astype(np.int64)[0])
+    out = tuple(np.stack(o) for o in out)
+    return out[0] if len(out) == 1 else out
