@@ -679,7 +679,6 @@ def _refusal_models():
             MacLayer(**{**conv, "requant": None, "threshold": th, "dtype": "uint8"}),), outputs=("c",))),
         ("4-bit weights", P.Info(**{**SMALL.__dict__, "weight_bits": 4}), IntegerModel(input=spec8, layers=(
             MacLayer(**{**conv, "weight": np.full((4, 2, 2, 2), 9, dtype=np.int8)}),), outputs=("c",))),
-        ("no padding", SMALL, pool(mode="max", kernel=(2, 2), padding=((1, 0), (0, 0)))),
         ("at most 4", P.Info(**{**SMALL.__dict__, "max_pool_taps": 4}), pool(mode="max", kernel=(3, 3))),
         ("largest d is 16", SMALL, pool(mode="avg_nemo", kernel=(2, 2), d=17)),
         ("clamps only in avg_tflite", SMALL, pool(mode="avg_nemo", kernel=(2, 2), d=8, lo=-20)),
@@ -701,6 +700,27 @@ def test_refusals_name_layer_and_reason(reason, info, model):
     msg = str(e.value)
     assert reason in msg and "layer '" in msg, msg
     assert "\n" not in msg
+
+
+@pytest.mark.parametrize("mode, k, stride, padding", [
+    ("avg_tflite", 3, 1, ((1, 1), (1, 1))),      # SAME: edge windows of 4 and 6 real taps
+    ("avg_tflite", 2, 2, ((0, 1), (0, 1))),
+    ("avg_tflite", 5, 1, ((2, 2), (2, 2))),      # 25 taps, six different counts
+    ("avg_tflite", 7, 7, ((0, 0), (0, 0))),      # 49 taps: more than the pooling unit's
+    ("avg_nemo", 6, 1, ((0, 0), (0, 0))),        # 36 taps, Eq. 25
+    ("max", 3, 2, ((1, 1), (1, 1))),             # padding with the input's minimum
+])
+def test_padded_and_large_pools_equal_golden(mode, k, stride, padding):
+    """Pools the pooling unit cannot take as they are: padded average pools and average pools of
+    more taps than it has run as window-sum GEMMs (a divisor per number of real taps), a padded max
+    pool on the unit with the input's minimum as padding; every element equals golden."""
+    extra = dict(lo=-100, hi=120) if mode == "avg_tflite" else dict(d=12) if mode == "avg_nemo" else {}
+    layer = PoolLayer(name="p", inputs=("x",), mode=mode, kernel=(k, k), stride=(stride, stride), padding=padding,
+                      dtype="int8", **extra)
+    model = IntegerModel(input=InputSpec(name="x", shape=(7, 7, 3), dtype="int8"), layers=(layer,), outputs=("p",))
+    x = np.random.default_rng(k).integers(-128, 128, (4, 7, 7, 3))
+    out, _ = run_network(model, x, ModelEngine(SMALL))
+    np.testing.assert_array_equal(out["p"], IntegerDeployable(model).run(x))
 
 
 def test_split_needs_8_bit_weights():

@@ -32,7 +32,7 @@ from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.crosscheck import _quiet
 from intdeploy.sim.rtl_engine import RtlEngine
 
-__all__ = ["load_source", "framework_outputs", "verify_range", "add_parser"]
+__all__ = ["load_source", "framework_outputs", "flatten_outputs", "verify_range", "add_parser"]
 
 
 def _shape(text):
@@ -179,7 +179,7 @@ def verify_range(source, spec, text=None):
     return spec.lo, spec.hi, "the input's declared range"
 
 
-def _flat(v):
+def flatten_outputs(v):
     """One output or a tuple of outputs as one (samples, elements) array, outputs side by side."""
     return np.concatenate([np.asarray(a).reshape(len(a), -1) for a in (v if isinstance(v, tuple) else (v,))], axis=1)
 
@@ -204,8 +204,8 @@ def _run_engine(args, model, images, golden_out):
         work.mkdir(parents=True, exist_ok=True)
         with _quiet(work / "simulator.log"):
             out, _ = run_network(model, images, RtlEngine(args.sim, config, work_dir=work))
-    out = _flat(tuple(out[name] for name in model.outputs)) if isinstance(out, dict) else _flat(out)
-    golden_out = _flat(golden_out)
+    out = flatten_outputs(tuple(out[name] for name in model.outputs)) if isinstance(out, dict) else flatten_outputs(out)
+    golden_out = flatten_outputs(golden_out)
     bad = int(np.count_nonzero(out != golden_out))
     print(f"{args.sim} ({args.rows}x{args.cols} accelerator): {len(images)} inputs, engine vs golden: "
           f"{out.size - bad}/{out.size} elements equal{'' if bad == 0 else ' - MISMATCH'}")
@@ -243,7 +243,7 @@ def _main(args):
     want = framework_outputs(source, model, images)
     got = IntegerDeployable(model).run(images)
     if tflite:                                  # every output, side by side
-        want, got = _flat(want), _flat(got)
+        want, got = flatten_outputs(want), flatten_outputs(got)
     print(f"verify: {args.verify} random inputs in [{lo}, {hi}] ({why}), framework vs golden: "
           f"{np.count_nonzero(got == want)}/{want.size} elements equal")
     if tflite:

@@ -49,6 +49,7 @@ import time
 import numpy as np
 
 from intdeploy.golden import digits, model_file
+from intdeploy.golden.importers.from_tflite import import_tflite, litert_outputs
 from intdeploy.golden.integer_deployable import IntegerDeployable
 from intdeploy.golden.mac_array import linear
 from intdeploy.golden.requantizer import RequantParams, requantize
@@ -198,7 +199,6 @@ def mlperf_tiny(engine, inputs=20, seed=0, say=print):
     the requantization proof), golden's final outputs against the LiteRT interpreter's reference
     kernels, then every layer on the engine against golden (:func:`network_layers`), unfused and
     fused. Raises AssertionError on any difference."""
-    from intdeploy.golden.importers.from_tflite import import_tflite, litert_outputs
     if not MLPERF_DIR.is_dir():
         return {"skipped": f"{MLPERF_DIR} not found (the shared MLPerf Tiny models; INTDEPLOY_MLPERF_TINY "
                            f"names another folder)"}

@@ -58,6 +58,7 @@ from intdeploy.sim import ENGINES, engine_alias, engine_name
 from intdeploy.sim.accel_model import ModelEngine
 from intdeploy.sim.rtl_engine import RtlEngine
 from intdeploy.sim.shards import ShardError, output_to, simulate
+from intdeploy.tools.import_model import flatten_outputs, framework_outputs, load_source
 
 __all__ = ["SIMS", "CHUNK", "run", "format_report", "add_parser"]
 
@@ -438,13 +439,12 @@ def _framework_check(args, model, x, outputs):
     """``--reference MODEL.tflite|.onnx|.pt``: the framework's outputs on ``x`` against the
     accelerator's (``outputs``: name -> array); prints one line, returns the number of differing
     elements."""
-    from intdeploy.tools.import_model import _flat, framework_outputs, load_source
     source_model, _, source = load_source(args.reference)
     if source_model.input.shape != model.input.shape:
         raise ValueError(f"--reference: {args.reference} takes inputs of shape {source_model.input.shape}; the "
                          f"model's are {model.input.shape}")
-    want = _flat(framework_outputs(source, source_model, x))
-    got = _flat(tuple(outputs[name] for name in model.outputs))
+    want = flatten_outputs(framework_outputs(source, source_model, x))
+    got = flatten_outputs(tuple(outputs[name] for name in model.outputs))
     if want.shape != got.shape:
         raise ValueError(f"--reference: {args.reference} outputs {want.shape[1]} elements per input; the model's "
                          f"outputs hold {got.shape[1]}")

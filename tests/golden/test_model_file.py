@@ -160,7 +160,7 @@ BAD = {
     "unknown rounding": (_set(["layers", 3, "requant", "rounding"], "ceil"), "layers[3].requant.rounding: 'ceil' is not one of"),
     "unknown version": (_set(["version"], 2), "version: 2 is not supported; supported: 1"),
     "unknown format": (_set(["format"], "onnx"), "format: 'onnx' is not 'intdeploy-model'"),
-    "unknown kind": (_set(["layers", 4, "kind"], "softmax"), "layers[4].kind: 'softmax' is not one of"),
+    "unknown kind": (_set(["layers", 4, "kind"], "lstm"), "layers[4].kind: 'lstm' is not one of"),
     "unknown key": (_set(["layers", 0, "paddding"], [[1, 1], [1, 1]]), "layers[0]: unknown key 'paddding'"),
     "dangling reference": (_set(["layers", 1, "inputs"], ["nope"]), "layers[1].inputs[0]: 'nope' is not the input or an earlier layer"),
     "forward reference": (_set(["layers", 0, "inputs"], ["conv2"]), "layers[0].inputs[0]: 'conv2' is not the input or an earlier layer"),
