@@ -44,6 +44,8 @@ import math
 
 import numpy as np
 
+from intdeploy.golden.fixedpoint import wrap32
+
 __all__ = [
     "ROUNDING_MODES", "RequantParams", "requantize", "ties", "round_shift",
     "rq", "nemo_shift_for_eta", "nemo_multiplier", "quantize_multiplier", "exact_multiplier",
@@ -184,8 +186,7 @@ def round_shift(t, shift, rounding):
 _SINGLE = ("floor", "half_up", "half_even", "half_away")
 
 
-def _wrap32(x):
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
+_wrap32 = wrap32             # the name the other golden modules and the host import
 
 
 def _tflite_steps(x, mult, shift):

@@ -21,11 +21,12 @@ import math
 
 import numpy as np
 
+from intdeploy.golden.fixedpoint import INT32_MAX, rdbpot, saturating_shl, srdhm, wrap32
+
 __all__ = ["softmax", "softmax_params", "SCALED_DIFF_INTEGER_BITS"]
 
 #: Integer bits of the rescaled input difference (Q5.26) and of the sum of exponentials (Q12.19).
 SCALED_DIFF_INTEGER_BITS, _ACCUM_INTEGER_BITS = 5, 12
-_MIN, _MAX = -(1 << 31), (1 << 31) - 1
 
 
 def softmax_params(beta, input_scale):
@@ -44,44 +45,16 @@ def softmax_params(beta, input_scale):
     return mult, e, -int(math.floor(radius))
 
 
-def _srdhm(a, b):
-    """SaturatingRoundingDoublingHighMul on int32 arrays."""
-    a, b = np.asarray(a, dtype=np.int64), np.asarray(b, dtype=np.int64)
-    ab = a * b
-    nudge = np.where(ab >= 0, 1 << 30, 1 - (1 << 30))
-    s = ab + nudge
-    high = np.where(s >= 0, s >> 31, -((-s) >> 31))         # C division by 2**31: toward zero
-    return np.where((a == _MIN) & (b == _MIN), _MAX, high)
-
-
-def _rdbpot(x, exponent):
-    """RoundingDivideByPOT: ``x / 2**exponent`` rounded half away from zero."""
-    x = np.asarray(x, dtype=np.int64)
-    exponent = np.asarray(exponent, dtype=np.int64)
-    mask = (np.int64(1) << exponent) - 1
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + ((x & mask) > threshold)
-
-
-def _sat_shl(x, n):
-    """SaturatingRoundingMultiplyByPOT with a positive exponent: ``x * 2**n`` saturated to int32."""
-    return np.clip(np.asarray(x, dtype=np.int64) << n, _MIN, _MAX)
-
-
-def _wrap(x):
-    return ((np.asarray(x, dtype=np.int64) + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
-
-
 def _exp_quarter(a):
     """exp(a) for a in [-1/4, 0), Q0.31 in and out (a Taylor expansion around -1/8)."""
     constant_term, one_third = 1895147668, 715827883          # exp(-1/8), 1/3 in Q0.31
-    x = _wrap(a + (1 << 28))
-    x2 = _srdhm(x, x)
-    x3 = _srdhm(x2, x)
-    x4 = _srdhm(x2, x2)
-    x4_over_4 = _rdbpot(x4, 2)
-    poly = _rdbpot(_wrap(_srdhm(_wrap(x4_over_4 + x3), one_third) + x2), 1)
-    return _wrap(constant_term + _srdhm(constant_term, _wrap(x + poly)))
+    x = wrap32(a + (1 << 28))
+    x2 = srdhm(x, x)
+    x3 = srdhm(x2, x)
+    x4 = srdhm(x2, x2)
+    x4_over_4 = rdbpot(x4, 2)
+    poly = rdbpot(wrap32(srdhm(wrap32(x4_over_4 + x3), one_third) + x2), 1)
+    return wrap32(constant_term + srdhm(constant_term, wrap32(x + poly)))
 
 
 #: exp(-2**k) in Q0.31 for k = -2..4: the barrel shifter of exp_on_negative_values.
@@ -93,12 +66,12 @@ def _exp_negative(a):
     """exp(a) for a <= 0 in Q5.26, result Q0.31 (gemmlowp exp_on_negative_values)."""
     frac = 31 - SCALED_DIFF_INTEGER_BITS
     quarter = 1 << (frac - 2)
-    a_mod = _wrap((a & (quarter - 1)) - quarter)
-    result = _exp_quarter(_sat_shl(a_mod, SCALED_DIFF_INTEGER_BITS))
-    remainder = _wrap(a_mod - a)
+    a_mod = wrap32((a & (quarter - 1)) - quarter)
+    result = _exp_quarter(saturating_shl(a_mod, SCALED_DIFF_INTEGER_BITS))
+    remainder = wrap32(a_mod - a)
     for k, mult in _EXP_POW2:
-        result = np.where(remainder & (1 << (frac + k)), _srdhm(result, mult), result)
-    return np.where(a == 0, _MAX, result)
+        result = np.where(remainder & (1 << (frac + k)), srdhm(result, mult), result)
+    return np.where(a == 0, INT32_MAX, result)
 
 
 def _reciprocal(x):
@@ -106,15 +79,15 @@ def _reciprocal(x):
     x = np.asarray(x, dtype=np.int64)
     headroom = 32 - np.floor(np.log2(np.maximum(x, 1))).astype(np.int64) - 1      # leading zeros of uint32
     bits_over_unit = _ACCUM_INTEGER_BITS - headroom
-    shifted_minus_one = _wrap(((x << headroom) & 0xFFFFFFFF) - (1 << 31))
+    shifted_minus_one = wrap32(((x << headroom) & 0xFFFFFFFF) - (1 << 31))
     # one_over_one_plus_x_for_x_in_0_1: half_denominator in Q0.31, Newton-Raphson in Q2.29
-    s = shifted_minus_one + _MAX
+    s = shifted_minus_one + INT32_MAX
     half_den = np.where(s >= 0, (s + 1) >> 1, -((1 - s) >> 1))                # RoundingHalfSum: (sum + sign) / 2
-    r = _wrap(1515870810 + _srdhm(half_den, -1010580540))                        # 48/17 - 32/17 * d
+    r = wrap32(1515870810 + srdhm(half_den, -1010580540))                        # 48/17 - 32/17 * d
     for _ in range(3):
-        one_minus = _wrap((1 << 29) - _srdhm(half_den, r))
-        r = _wrap(r + _sat_shl(_srdhm(r, one_minus), 2))
-    return _sat_shl(r, 1), bits_over_unit
+        one_minus = wrap32((1 << 29) - srdhm(half_den, r))
+        r = wrap32(r + saturating_shl(srdhm(r, one_minus), 2))
+    return saturating_shl(r, 1), bits_over_unit
 
 
 def softmax(x, multiplier, left_shift, diff_min):
@@ -124,9 +97,9 @@ def softmax(x, multiplier, left_shift, diff_min):
     x = np.asarray(x, dtype=np.int64)
     d = x - x.max(axis=-1, keepdims=True)
     live = d >= diff_min
-    scaled = _srdhm(_wrap(d * (1 << left_shift)), multiplier)
+    scaled = srdhm(wrap32(d * (1 << left_shift)), multiplier)
     e = _exp_negative(np.where(live, scaled, 0))
-    total = np.where(live, _rdbpot(e, _ACCUM_INTEGER_BITS), 0).sum(axis=-1, keepdims=True)
-    recip, bits = _reciprocal(_wrap(total))
-    out = _rdbpot(_srdhm(recip, e), bits + 31 - 8) - 128
+    total = np.where(live, rdbpot(e, _ACCUM_INTEGER_BITS), 0).sum(axis=-1, keepdims=True)
+    recip, bits = _reciprocal(wrap32(total))
+    out = rdbpot(srdhm(recip, e), bits + 31 - 8) - 128
     return np.where(live, np.clip(out, -128, 127), -128)

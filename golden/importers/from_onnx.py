@@ -35,7 +35,7 @@ Anything else raises :class:`intdeploy.golden.model_file.ModelFormatError` with 
 import numpy as np
 
 from intdeploy.golden import mac_array
-from intdeploy.golden.importers import framework, x86_kernels
+from intdeploy.golden.importers import framework, unique_name, x86_kernels
 from intdeploy.golden.importers.fp32 import Proof, f32, fit_requant, ort_requantize, ort_scale
 from intdeploy.golden.model_file import (DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
                                          PoolLayer)
@@ -154,12 +154,7 @@ def _import_onnx(model, name, strict):
     block_diagonal = {}                         # grouped convolutions: layer -> input channels per output
 
     def fresh(n):
-        base = _safe(n)
-        out, i = base, 1
-        while out in names:
-            out, i = f"{base}_{i}", i + 1
-        names.add(out)
-        return out
+        return unique_name(_safe(n), names)
 
     def in_shape():
         return (dims[2], dims[3], dims[1]) if len(dims) == 4 else (dims[1],)

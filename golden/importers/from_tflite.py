@@ -53,7 +53,7 @@ import numpy as np
 
 from intdeploy.golden import mac_array
 from intdeploy.golden.add import AddParams, add as golden_add
-from intdeploy.golden.importers import litert_kernels as K
+from intdeploy.golden.importers import litert_kernels as K, unique_name
 from intdeploy.golden.importers.fp32 import Proof
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
                                          PoolLayer, RequantLayer, SoftmaxLayer)
@@ -195,11 +195,7 @@ def _import(S, m, data, name):
         return n.decode() if isinstance(n, bytes) else str(n)
 
     def fresh(base):
-        out, i = base, 1
-        while out in names:
-            out, i = f"{base}_{i}", i + 1
-        names.add(out)
-        return out
+        return unique_name(base, names)
 
     def quant(i):
         q = tensors[i].quantization

@@ -2,7 +2,8 @@
 
 The TFLite importer (:mod:`intdeploy.golden.importers.from_tflite`) and the cross-check
 (:mod:`intdeploy.sim.crosscheck`) compare golden's requantizer with these, so they are written
-independently of :mod:`intdeploy.golden.requantizer`, from the C sources: ``tensorflow/lite/kernels/
+independently of :mod:`intdeploy.golden.requantizer` (on gemmlowp's primitives,
+:mod:`intdeploy.golden.fixedpoint`), from the C sources: ``tensorflow/lite/kernels/
 internal/common.h`` ``MultiplyByQuantizedMultiplier`` (double rounding: gemmlowp ``fixedpoint.h``
 ``SaturatingRoundingDoublingHighMul`` then ``RoundingDivideByPOT``) and
 ``quantization_util.cc`` ``QuantizeMultiplier``.
@@ -21,30 +22,9 @@ import math
 
 import numpy as np
 
+from intdeploy.golden.fixedpoint import rdbpot, srdhm, wrap32 as int32
+
 __all__ = ["srdhm", "rdbpot", "int32", "multiply", "multiply_once", "quantize_multiplier"]
-
-
-def srdhm(a, b):
-    """SaturatingRoundingDoublingHighMul(int32 a, int32 b) for ``b >= 0`` (never saturates)."""
-    ab = np.asarray(a, dtype=np.int64) * np.int64(b)
-    nudge = np.where(ab >= 0, np.int64(1 << 30), np.int64(1 - (1 << 30)))
-    s = ab + nudge
-    return np.where(s >= 0, s // (1 << 31), -((-s) // (1 << 31)))          # C: truncate toward 0
-
-
-def rdbpot(x, exponent):
-    """RoundingDivideByPOT: ``x / 2**exponent`` rounded half away from zero."""
-    x = np.asarray(x, dtype=np.int64)
-    mask = (1 << exponent) - 1
-    remainder = x & mask
-    threshold = (mask >> 1) + (x < 0)
-    return (x >> exponent) + (remainder > threshold)
-
-
-def int32(x):
-    """Wrap to int32 as C's int32 arithmetic does."""
-    x = np.asarray(x, dtype=np.int64)
-    return ((x + (1 << 31)) & 0xFFFFFFFF) - (1 << 31)
 
 
 def multiply(x, mult, e):
