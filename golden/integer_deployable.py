@@ -96,14 +96,8 @@ class IntegerDeployable:
         return flatten(x)
 
     def run(self, x, trace=False):
-        spec = self.model.input
-        x = np.asarray(x)
-        if x.dtype.kind not in "iu":
-            raise ValueError(f"x: expected an integer array, got dtype {x.dtype}")
-        if x.shape[1:] != spec.shape:
-            raise ValueError(f"x: expected shape (N, {', '.join(map(str, spec.shape))}), got {x.shape}")
-        if x.size and (int(x.min()) < spec.lo or int(x.max()) > spec.hi):
-            raise ValueError(f"x: values must be in the input range [{spec.lo}, {spec.hi}], "
-                             f"got [{int(x.min())}, {int(x.max())}]")
-        t = walk(self.model.layers, {spec.name: x.astype(np.int64)}, self.step)
+        """The outputs on ``x`` (an integer array ``(N,) + input shape``; for a model with several
+        inputs a dict by name or a tuple, :meth:`intdeploy.golden.model_file.IntegerModel.feed`):
+        the output array, or a tuple of them for several outputs; ``trace``: every tensor by name."""
+        t = walk(self.model.layers, self.model.feed(x), self.step)
         return pick(t, self.model.outputs, trace)

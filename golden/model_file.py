@@ -50,22 +50,29 @@ class IntegerModel:
     Attributes
     ----------
     input : InputSpec
-    layers : tuple of layers, topologically ordered (inputs refer to the input or earlier layers)
+    layers : tuple of layers, topologically ordered (inputs refer to an input or earlier layers)
     outputs : tuple of str, the network's output tensors
     name : str
     metadata : dict, JSON-serialisable, free-form (provenance, converter options, accuracies)
-    tensors : dict ``name -> TensorInfo`` for the input and every layer (computed)
+    extra_inputs : tuple of InputSpec, the network's further inputs (a model with several inputs;
+        :attr:`inputs` lists them all, ``input`` first)
+    tensors : dict ``name -> TensorInfo`` for the inputs and every layer (computed)
     """
     input: InputSpec
     layers: tuple
     outputs: tuple
     name: str = "model"
     metadata: dict = field(default_factory=dict)
+    extra_inputs: tuple = ()
     tensors: dict = field(init=False, repr=False)
 
     def __post_init__(self):
         if not isinstance(self.input, InputSpec):
             raise ModelFormatError(f"input: expected InputSpec, got {type(self.input).__name__}")
+        object.__setattr__(self, "extra_inputs", tuple(self.extra_inputs))
+        for j, spec in enumerate(self.extra_inputs):
+            if not isinstance(spec, InputSpec):
+                raise ModelFormatError(f"extra_inputs[{j}]: expected InputSpec, got {type(spec).__name__}")
         if not isinstance(self.name, str):
             raise ModelFormatError(f"name: expected a string, got {self.name!r}")
         if not isinstance(self.metadata, dict):
@@ -79,18 +86,23 @@ class IntegerModel:
             raise ModelFormatError("layers: a model needs at least one layer")
         object.__setattr__(self, "layers", layers)
         inp = self.input
-        tensors = {inp.name: TensorInfo(inp.shape, inp.dtype, inp.zero_point, inp.lo, inp.hi, inp.eps)}
+        tensors = {}
+        for j, spec in enumerate(self.inputs):
+            if spec.name in tensors:
+                raise ModelFormatError(f"extra_inputs[{j - 1}].name: {spec.name!r} is already an input's name")
+            tensors[spec.name] = TensorInfo(spec.shape, spec.dtype, spec.zero_point, spec.lo, spec.hi, spec.eps)
         for i, layer in enumerate(layers):
             path = f"layers[{i}]"
             if not isinstance(layer, (MacLayer, AddLayer, RequantLayer, PoolLayer, FlattenLayer, SoftmaxLayer)):
                 raise ModelFormatError(f"{path}: expected a layer object, got {type(layer).__name__}")
             if layer.name in tensors:
                 raise ModelFormatError(f"{path}.name: {layer.name!r} is already used by "
-                                       f"{'the input' if layer.name == inp.name else 'an earlier layer'}")
+                                       f"{'an input' if layer.name in self.input_names else 'an earlier layer'}")
             srcs = []
             for j, src in enumerate(layer.inputs):
                 if src not in tensors:
-                    raise ModelFormatError(f"{path}.inputs[{j}]: {src!r} is not the input or an earlier layer")
+                    raise ModelFormatError(f"{path}.inputs[{j}]: {src!r} is not {'an' if self.extra_inputs else 'the'} "
+                                           f"input or an earlier layer")
                 srcs.append(tensors[src])
             try:
                 shape, zp, lo, hi = layer_output(layer, srcs, path)
@@ -113,6 +125,52 @@ class IntegerModel:
                 raise ModelFormatError(f"outputs[{j}]: {o!r} is not the input or a layer")
         object.__setattr__(self, "outputs", tuple(outs))
         object.__setattr__(self, "tensors", tensors)
+
+    @property
+    def inputs(self):
+        """Every input's :class:`InputSpec`, ``input`` first."""
+        return (self.input,) + self.extra_inputs
+
+    @property
+    def input_names(self):
+        return tuple(spec.name for spec in self.inputs)
+
+    def feed(self, x, what="x"):
+        """The model's inputs as ``{name: int64 array}``, checked: ``x`` is one array (a model with
+        one input), or a dict by input name / a tuple in :attr:`inputs` order; every array
+        ``(N,) + shape`` with the same ``N`` and its values in the input's range. ValueError
+        naming ``what`` (and the input) otherwise."""
+        specs = self.inputs
+        if isinstance(x, dict):
+            missing = [s.name for s in specs if s.name not in x]
+            if missing or len(x) != len(specs):
+                raise ValueError(f"{what}: expected arrays for the inputs {list(self.input_names)}, got {list(x)}")
+            arrays = [x[s.name] for s in specs]
+        elif isinstance(x, (tuple, list)) and len(specs) > 1:
+            if len(x) != len(specs):
+                raise ValueError(f"{what}: expected {len(specs)} arrays (inputs {list(self.input_names)}), got {len(x)}")
+            arrays = list(x)
+        elif len(specs) > 1:
+            raise ValueError(f"{what}: the model has {len(specs)} inputs {list(self.input_names)}; give a dict or a "
+                             f"tuple of arrays")
+        else:
+            arrays = [x]
+        out = {}
+        for spec, a in zip(specs, arrays):
+            a = np.asarray(a)
+            name = f"{what}[{spec.name!r}]" if len(specs) > 1 else what
+            if a.dtype.kind not in "iu":
+                raise ValueError(f"{name}: expected an integer array, got dtype {a.dtype}")
+            if a.shape[1:] != spec.shape or a.ndim != len(spec.shape) + 1:
+                raise ValueError(f"{name}: expected shape (N, {', '.join(map(str, spec.shape))}), got {a.shape}")
+            if a.size and (int(a.min()) < spec.lo or int(a.max()) > spec.hi):
+                raise ValueError(f"{name}: values must be in the input range [{spec.lo}, {spec.hi}], "
+                                 f"got [{int(a.min())}, {int(a.max())}]")
+            out[spec.name] = a.astype(np.int64)
+        if len({len(a) for a in out.values()}) > 1:
+            raise ValueError(f"{what}: the inputs hold different numbers of samples "
+                             f"{[len(a) for a in out.values()]}")
+        return out
 
     def layer(self, name):
         """The layer called ``name`` (KeyError if none)."""
@@ -336,14 +394,23 @@ def _from_manifest(manifest, arrays, npz_name):
     version = manifest["version"]
     if not isinstance(version, int) or isinstance(version, bool) or version != VERSION:
         raise ModelFormatError(f"version: {version!r} is not supported; supported: {VERSION}")
-    r.obj(manifest, "", ("format", "version", "name", "arrays", "input", "layers", "outputs"), ("metadata",))
+    r.obj(manifest, "", ("format", "version", "name", "arrays", "input", "layers", "outputs"),
+          ("metadata", "extra_inputs"))
     r.str(manifest["arrays"], "arrays")
-    iv = r.obj(manifest["input"], "input", ("name", "shape", "dtype", "zero_point", "lo", "hi", "eps"))
-    shape_v = r.list(iv["shape"], "input.shape")
-    spec = _construct(InputSpec, {
-        "name": r.str(iv["name"], "input.name"), "shape": tuple(r.int_list(shape_v, "input.shape", len(shape_v))),
-        "dtype": r.str(iv["dtype"], "input.dtype", tuple(DTYPES)), "zero_point": r.int(iv["zero_point"], "input.zero_point"),
-        "lo": r.int(iv["lo"], "input.lo"), "hi": r.int(iv["hi"], "input.hi"), "eps": r.eps(iv["eps"], "input.eps")}, "input")
+
+    def input_spec(v, path):
+        iv = r.obj(v, path, ("name", "shape", "dtype", "zero_point", "lo", "hi", "eps"))
+        shape_v = r.list(iv["shape"], f"{path}.shape")
+        return _construct(InputSpec, {
+            "name": r.str(iv["name"], f"{path}.name"),
+            "shape": tuple(r.int_list(shape_v, f"{path}.shape", len(shape_v))),
+            "dtype": r.str(iv["dtype"], f"{path}.dtype", tuple(DTYPES)),
+            "zero_point": r.int(iv["zero_point"], f"{path}.zero_point"),
+            "lo": r.int(iv["lo"], f"{path}.lo"), "hi": r.int(iv["hi"], f"{path}.hi"),
+            "eps": r.eps(iv["eps"], f"{path}.eps")}, path)
+    spec = input_spec(manifest["input"], "input")
+    extra = tuple(input_spec(v, f"extra_inputs[{j}]")
+                  for j, v in enumerate(r.list(manifest.get("extra_inputs", []), "extra_inputs")))
     layers, shapes = [], []
     for i, lv in enumerate(r.list(manifest["layers"], "layers")):
         layer, shape = _parse_layer(r, lv, f"layers[{i}]")
@@ -354,7 +421,7 @@ def _from_manifest(manifest, arrays, npz_name):
     if not isinstance(metadata, dict):
         raise ModelFormatError(f"metadata: expected an object, got {_jtype(metadata)}")
     model = IntegerModel(input=spec, layers=tuple(layers), outputs=tuple(outputs),
-                         name=r.str(manifest["name"], "name"), metadata=metadata)
+                         name=r.str(manifest["name"], "name"), metadata=metadata, extra_inputs=extra)
     for i, (layer, shape) in enumerate(zip(layers, shapes)):
         if model.tensors[layer.name].shape != shape:
             raise ModelFormatError(f"layers[{i}].output.shape: {list(shape)} differs from the computed "
@@ -484,6 +551,10 @@ def _to_manifest(model, arrays_name):
                   "lo": inp.lo, "hi": inp.hi, "eps": inp.eps},
         "layers": layers, "outputs": list(model.outputs), "metadata": model.metadata,
     }
+    if model.extra_inputs:
+        manifest["extra_inputs"] = [{"name": s.name, "shape": list(s.shape), "dtype": s.dtype,
+                                     "zero_point": s.zero_point, "lo": s.lo, "hi": s.hi, "eps": s.eps}
+                                    for s in model.extra_inputs]
     return manifest, wr.arrays
 
 

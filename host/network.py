@@ -45,7 +45,8 @@ def run_network(model, images, engine, driver=None, fuse=False):
     Parameters
     ----------
     model : IntegerModel
-    images : integer array ``(batch,) + model.input.shape`` within the input's ``[lo, hi]``
+    images : integer array ``(batch,) + model.input.shape`` within the input's ``[lo, hi]`` (several
+        inputs: a dict by name or a tuple, :meth:`intdeploy.golden.model_file.IntegerModel.feed`)
     engine : object with ``execute(packets) -> list of Response``
     driver : Driver, optional
         Defaults to one built from the engine's INFO response.
@@ -82,7 +83,7 @@ def run_network(model, images, engine, driver=None, fuse=False):
     elif driver.info != info:
         raise ValueError(f"driver: built for {driver.info}, the engine reports {info}")
     driver.check(model)
-    tensors = {model.input.name: x}
+    tensors = dict(x)
     layers = []
     for group in driver.plan(model, fuse):
         prog = driver.compile_group(model, group, tensors)
@@ -126,14 +127,13 @@ def run_layers(model, reference, engine, driver=None, fuse=False):
     -------
     ``(outputs, stats)`` as :func:`run_network`.
     """
-    x = _check_images(model, reference[model.input.name])
+    x = _check_images(model, {name: reference[name] for name in model.input_names})
     info = engine.info
     driver = Driver(info) if driver is None else driver
     if driver.info != info:
         raise ValueError(f"driver: built for {driver.info}, the engine reports {info}")
     driver.check(model)
-    ref = dict(reference)
-    ref[model.input.name] = x
+    ref = {**reference, **x}
     progs = [(group, driver.compile_group(model, group, ref)) for group in driver.plan(model, fuse)]
     packets = [P.info()]
     for _, prog in progs:
@@ -144,7 +144,7 @@ def run_layers(model, reference, engine, driver=None, fuse=False):
         raise EngineError(f"engine: {len(packets)} packets, {len(responses)} responses")
     if not responses[0].ok or P.decode_info(responses[0].payload) != info:
         raise EngineError(f"engine: INFO answered {responses[0]}, expected {info}")
-    outputs = {model.input.name: x}
+    outputs = dict(x)
     layers = []
     at = 1
     for group, prog in progs:
@@ -169,18 +169,14 @@ def network_stats(layers, info):
 
 
 def _check_images(model, images):
+    """The inputs by name (:meth:`intdeploy.golden.model_file.IntegerModel.feed`), at least one sample."""
     if not isinstance(model, IntegerModel):
         raise ValueError(f"model: expected IntegerModel, got {type(model).__name__}")
-    spec = model.input
-    x = np.asarray(images)
-    if x.dtype.kind not in "iu":
-        raise ValueError(f"images: expected an integer array, got dtype {x.dtype}")
-    if x.ndim != len(spec.shape) + 1 or x.shape[1:] != spec.shape or x.shape[0] == 0:
-        raise ValueError(f"images: expected shape (N, {', '.join(map(str, spec.shape))}) with N >= 1, got {x.shape}")
-    if int(x.min()) < spec.lo or int(x.max()) > spec.hi:
-        raise ValueError(f"images: values must be in the input range [{spec.lo}, {spec.hi}], "
-                         f"got [{int(x.min())}, {int(x.max())}]")
-    return x.astype(np.int64)
+    x = model.feed(images, "images")
+    n = len(next(iter(x.values())))
+    if n == 0:
+        raise ValueError(f"images: expected N >= 1 samples, got {n}")
+    return x
 
 
 def _layer_result(group, prog, responses):

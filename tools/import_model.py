@@ -125,7 +125,7 @@ def framework_outputs(source, model, images):
     ``source`` came from; returns its integer output in the model file's layout."""
     spec = model.input
     if isinstance(source, TfliteSource):
-        return litert_outputs(source, spec, images)
+        return litert_outputs(source, model, images)
     x = np.asarray(images, dtype=np.int64)
     nchw = x.ndim == 4
     xf = x.transpose(0, 3, 1, 2) if nchw else x
@@ -240,6 +240,9 @@ def _main(args):
         return 0
     rng = np.random.default_rng(args.seed)
     images = rng.integers(lo, hi + 1, (args.verify,) + model.input.shape)
+    if model.extra_inputs:                      # further inputs: their declared ranges
+        images = {model.input.name: images, **{s.name: rng.integers(s.lo, s.hi + 1, (args.verify,) + s.shape)
+                                               for s in model.extra_inputs}}
     want = framework_outputs(source, model, images)
     got = IntegerDeployable(model).run(images)
     if tflite:                                  # every output, side by side

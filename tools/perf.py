@@ -207,7 +207,7 @@ def mlperf_tiny(engine, inputs=20, seed=0, say=print):
         say(f"MLPerf Tiny {label}: import, LiteRT vs golden, RTL ({inputs} inputs) ...")
         model, proof, source = import_tflite(MLPERF_DIR / fname, name=Path(fname).stem)
         x = np.random.default_rng(seed).integers(model.input.lo, model.input.hi + 1, (inputs,) + model.input.shape)
-        want = litert_outputs(source, model.input, x)
+        want = litert_outputs(source, model, x)
         got = IntegerDeployable(model).run(x)
         assert np.array_equal(want, got), f"{label}: golden differs from LiteRT on {np.count_nonzero(want != got)} elements"
         entry = {"network": label, "file": fname, "layers_in_file": len(model.layers),

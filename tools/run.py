@@ -120,29 +120,40 @@ def _sharded(sim, config, calls, ends, work, workers, cluster, n):
 
 def load_inputs(model, path=None, random=None, seed=0):
     """The inputs ``intdeploy run`` feeds a model that is not the digits network: the array in
-    ``path`` (``.npy``, or ``.npz`` holding one array or one named after the model's input), or
-    ``random`` inputs drawn uniformly from the input's declared range with ``seed``. Returns
-    ``(x, description)``; a wrong file, shape, dtype or a value outside the declared range is a
-    ValueError naming ``--inputs`` and what is allowed."""
-    spec = model.input
-    want = f"an integer array of shape (N,) + {spec.shape} with values in [{spec.lo}, {spec.hi}]"
+    ``path`` (``.npy``, or ``.npz`` holding one array or one named after the model's input; a model
+    with several inputs: an ``.npz`` with one array named after each), or ``random`` inputs drawn
+    uniformly from each input's declared range with ``seed``. Returns ``(x, description)``, ``x``
+    an array (one input) or a dict by input name; a wrong file, shape, dtype or a value outside the
+    declared range is a ValueError naming ``--inputs`` and what is allowed."""
+    specs = model.inputs
     if random is not None:
         if isinstance(random, bool) or not isinstance(random, int) or not 1 <= random <= 100_000:
             raise ValueError(f"--random: {random!r} is out of range; allowed 1..100000")
-        x = np.random.default_rng(seed).integers(spec.lo, spec.hi + 1, (random,) + spec.shape)
-        return x, f"{random} random inputs in [{spec.lo}, {spec.hi}] (the input's declared range), seed {seed}"
+        rng = np.random.default_rng(seed)
+        x = {s.name: rng.integers(s.lo, s.hi + 1, (random,) + s.shape) for s in specs}
+        ranges = ", ".join(f"[{s.lo}, {s.hi}]" for s in specs)
+        return (x if len(specs) > 1 else x[specs[0].name]), \
+            f"{random} random inputs in {ranges} (the input's declared range), seed {seed}"
     path = Path(path)
+    names = [s.name for s in specs]
     try:
         if path.suffix == ".npz":
             with np.load(path, allow_pickle=False) as z:
                 keys = list(z.keys())
-                key = spec.name if spec.name in keys else (keys[0] if len(keys) == 1 else None)
-                if key is None:
-                    raise ValueError(f"--inputs: {path} holds {keys}; allowed one array, or one named "
-                                     f"{spec.name!r} (the model's input)")
-                x = z[key]
+                if len(specs) == 1 and len(keys) == 1:
+                    arrays = [z[keys[0]]]
+                elif all(n in keys for n in names) and len(keys) == len(names):
+                    arrays = [z[n] for n in names]
+                elif len(specs) == 1 and names[0] in keys:
+                    arrays = [z[names[0]]]
+                else:
+                    raise ValueError(f"--inputs: {path} holds {keys}; allowed one array, or one named after each "
+                                     f"of the model's inputs {names}")
+        elif path.suffix == ".npy" and len(specs) == 1:
+            arrays = [np.load(path, allow_pickle=False)]
         elif path.suffix == ".npy":
-            x = np.load(path, allow_pickle=False)
+            raise ValueError(f"--inputs: the model has {len(specs)} inputs {names}; allowed an .npz with one array "
+                             f"named after each")
         else:
             raise ValueError(f"--inputs: {path.name!r} has suffix {path.suffix!r}; allowed .npy, .npz")
     except OSError as e:
@@ -151,17 +162,35 @@ def load_inputs(model, path=None, random=None, seed=0):
         if str(e).startswith("--inputs"):
             raise
         raise ValueError(f"--inputs: {path}: not a readable numpy file ({str(e).splitlines()[0][:80]})") from None
-    if x.ndim == len(spec.shape):
-        x = x[None]
-    if x.dtype.kind not in "iu" or x.shape[1:] != spec.shape or len(x) == 0:
-        raise ValueError(f"--inputs: {path} holds {x.dtype} {x.shape}; allowed {want}")
-    x = x.astype(np.int64)
-    bad = (x < spec.lo) | (x > spec.hi)
-    if bad.any():
-        i = tuple(int(v) for v in np.argwhere(bad)[0])
-        raise ValueError(f"--inputs: value {int(x[i])} at {i} is outside the model input's declared range "
-                         f"[{spec.lo}, {spec.hi}]; allowed {want}")
-    return x, f"{len(x)} inputs from {path.name}"
+    out = {}
+    for spec, x in zip(specs, arrays):
+        want = f"an integer array of shape (N,) + {spec.shape} with values in [{spec.lo}, {spec.hi}]"
+        where = f"{path}" if len(specs) == 1 else f"{path} ({spec.name!r})"
+        if x.ndim == len(spec.shape):
+            x = x[None]
+        if x.dtype.kind not in "iu" or x.shape[1:] != spec.shape or len(x) == 0:
+            raise ValueError(f"--inputs: {where} holds {x.dtype} {x.shape}; allowed {want}")
+        x = x.astype(np.int64)
+        bad = (x < spec.lo) | (x > spec.hi)
+        if bad.any():
+            i = tuple(int(v) for v in np.argwhere(bad)[0])
+            raise ValueError(f"--inputs: value {int(x[i])} at {i} of {where} is outside the model input's declared "
+                             f"range [{spec.lo}, {spec.hi}]; allowed {want}")
+        out[spec.name] = x
+    if len({len(a) for a in out.values()}) > 1:
+        raise ValueError(f"--inputs: {path} holds different numbers of samples for the inputs "
+                         f"{[len(a) for a in out.values()]}")
+    n = len(next(iter(out.values())))
+    return (out if len(specs) > 1 else out[names[0]]), f"{n} inputs from {path.name}"
+
+
+def _take(x, a, b):
+    """Samples ``a:b`` of inputs ``x`` (an array, or a dict of arrays by input name)."""
+    return {k: v[a:b] for k, v in x.items()} if isinstance(x, dict) else x[a:b]
+
+
+def _count(x):
+    return len(next(iter(x.values()))) if isinstance(x, dict) else len(x)
 
 
 def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, progress=False,
@@ -236,11 +265,11 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
         data = f"digits test split (golden/digits.py), first {n} of {len(y_all)} images"
     else:
         x_all, data = inputs
-        n = len(x_all) if images is None else images
-        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= len(x_all):
-            raise ValueError(f"--images: {images!r} is out of range; allowed 1..{len(x_all)} (the inputs given)")
-        x, y = x_all[:n], None
-        if n < len(x_all):
+        n = _count(x_all) if images is None else images
+        if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= _count(x_all):
+            raise ValueError(f"--images: {images!r} is out of range; allowed 1..{_count(x_all)} (the inputs given)")
+        x, y = _take(x_all, 0, n), None
+        if n < _count(x_all):
             data += f", first {n}"
     Driver(info).check(model)                      # refuse before anything runs
 
@@ -259,7 +288,7 @@ def run(model, reference=None, *, sim="model", rows=8, cols=8, images=None, prog
         from tqdm import tqdm  # optional dependency (dev extra: progress bar)
         bar = tqdm(total=n, unit="img", desc=f"{sim} {rows}x{cols}", leave=False,
                    file=progress if progress is not True else sys.stderr)
-    refs = [golden.run(x[i:i + CHUNK], trace=True) for i in range(0, n, CHUNK)]
+    refs = [golden.run(_take(x, i, i + CHUNK), trace=True) for i in range(0, n, CHUNK)]
     runner = engine
     if rtl:
         # Every chunk's program is recorded on the executable model, all of them run in one
@@ -494,7 +523,7 @@ def _main(args):
         print(f"intdeploy: MISMATCH: {r['mismatch_line']}", file=sys.stderr)
         return 1
     if framework:
-        x = inputs[0][:r["images"]] if inputs is not None else digits.load_split()[2][:r["images"]]
+        x = _take(inputs[0], 0, r["images"]) if inputs is not None else digits.load_split()[2][:r["images"]]
         if _framework_check(args, model, x, outputs):
             return 1
     return 0

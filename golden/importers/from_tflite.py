@@ -71,11 +71,13 @@ _CHUNK = 1 << 22                        # accumulator values per proof step
 
 @dataclass
 class TfliteSource:
-    """A read TFLite model: its bytes, the tensor index of each model-file output and whether the
-    graph input is float32 (fed as ``(code - zp) * scale``)."""
+    """A read TFLite model: its bytes, the tensor index of each model-file output, and for each
+    graph input (in the model file's input order) its tensor index and whether it is float32 (fed
+    as ``(code - zp) * scale``)."""
     data: bytes
     output_tensors: tuple
-    float_input: bool
+    input_tensors: tuple
+    float_inputs: tuple
     host_ops: tuple = ()
 
 
@@ -457,7 +459,7 @@ def _import(S, m, data, name):
     def make_input(i, scale, zp):
         shp = shape(i)
         nm = fresh("input")
-        spec["input"] = InputSpec(name=nm, shape=shp, dtype="int8", zero_point=zp, eps=scale)
+        spec[i] = InputSpec(name=nm, shape=shp, dtype="int8", zero_point=zp, eps=scale)
         return _Q(nm, scale, zp, shp)
 
     def quantize(index, op):
@@ -527,16 +529,17 @@ def _import(S, m, data, name):
             return _Q(nm, ys, yz, x.shape)
         raise _Fail(f"operator {opname} is not supported; supported: {', '.join(SUPPORTED_OPS)}")
 
-    if len(sg.inputs) != 1:
-        raise ModelFormatError(f"subgraph: {len(sg.inputs)} inputs; allowed 1")
-    gin = int(sg.inputs[0])
-    if ttype(gin) == "INT8":
-        s, z, _ = quant(gin)
-        env[gin] = make_input(gin, float(s[0]), int(z[0]))
-    elif ttype(gin) == "FLOAT32":
-        env[gin] = _Float()
-    else:
-        raise ModelFormatError(f"input {tname(gin)!r}: {ttype(gin)}; allowed INT8 or FLOAT32 followed by QUANTIZE")
+    graph_inputs = [int(i) for i in sg.inputs]
+    if not graph_inputs or len(set(graph_inputs)) != len(graph_inputs):
+        raise ModelFormatError(f"subgraph: inputs {graph_inputs}; allowed one or more distinct tensors")
+    for gin in graph_inputs:
+        if ttype(gin) == "INT8":
+            s, z, _ = quant(gin)
+            env[gin] = make_input(gin, float(s[0]), int(z[0]))
+        elif ttype(gin) == "FLOAT32":
+            env[gin] = _Float()
+        else:
+            raise ModelFormatError(f"input {tname(gin)!r}: {ttype(gin)}; allowed INT8 or FLOAT32 followed by QUANTIZE")
 
     refused, blocked = [], set()
     for index, op in enumerate(sg.operators):
@@ -564,42 +567,48 @@ def _import(S, m, data, name):
         raise ModelFormatError(f"{len(refused)} operators cannot be imported: "
                                + " | ".join(r.replace(supported, "") for r in refused)
                                + f" (supported operators: {', '.join(SUPPORTED_OPS)})")
-    if "input" not in spec:
-        raise ModelFormatError(f"input {tname(gin)!r}: no QUANTIZE consumes the float32 input")
+    for gin in graph_inputs:
+        if gin not in spec:
+            raise ModelFormatError(f"input {tname(gin)!r}: no QUANTIZE consumes the float32 input")
+    specs = [spec[gin] for gin in graph_inputs]
     outs, out_tensors = [], []
     for i in sg.outputs:
         v = env.get(int(i))
         q = v.q if isinstance(v, _Float) else v
-        if not isinstance(q, _Q) or q.name == spec["input"].name:
+        if not isinstance(q, _Q) or q.name in [s.name for s in specs]:
             raise ModelFormatError(f"output {tname(int(i))!r}: not an int8 tensor computed by a supported operator")
         outs.append(q.name)
         out_tensors.append(next(int(t) for t, e in env.items() if e is q))
     try:
-        im = IntegerModel(input=spec["input"], layers=tuple(layers), outputs=tuple(outs),
+        im = IntegerModel(input=specs[0], extra_inputs=tuple(specs[1:]), layers=tuple(layers), outputs=tuple(outs),
                           name=name or "tflite_model",
                           metadata={"converter": "golden.importers.from_tflite", "requant_proof": proof.as_dict(),
                                     "host_ops": [list(h) for h in host_ops], "block_diagonal": block_diagonal})
     except ValueError as e:
         raise ModelFormatError(str(e)) from None
-    return im, proof, TfliteSource(data=data, output_tensors=tuple(out_tensors),
-                                   float_input=isinstance(env.get(gin), _Float), host_ops=tuple(host_ops))
+    return im, proof, TfliteSource(data=data, output_tensors=tuple(out_tensors), input_tensors=tuple(graph_inputs),
+                                   float_inputs=tuple(isinstance(env.get(g), _Float) for g in graph_inputs),
+                                   host_ops=tuple(host_ops))
 
 
-def litert_outputs(source, spec, images):
-    """Run ``images`` (int8 codes, the model file's layout) in the LiteRT interpreter with the
-    reference kernels, one at a time (the models have batch 1); returns the int8 codes of the
-    tensors the model file outputs, stacked: an array, or a tuple of them for several outputs (as
-    :meth:`intdeploy.golden.integer_deployable.IntegerDeployable.run`)."""
+def litert_outputs(source, model, images):
+    """Run ``images`` (int8 codes in the model file's layout: an array, or for several inputs a
+    dict by name or a tuple, :meth:`intdeploy.golden.model_file.IntegerModel.feed`) in the LiteRT
+    interpreter with the reference kernels, one sample at a time (the models have batch 1);
+    returns the int8 codes of the tensors the model file outputs, stacked: an array, or a tuple of
+    them for several outputs (as :meth:`intdeploy.golden.integer_deployable.IntegerDeployable.run`)."""
     from ai_edge_litert.interpreter import Interpreter, OpResolverType  # optional dependency (dev extra: LiteRT)
     it = Interpreter(model_content=source.data, experimental_op_resolver_type=OpResolverType.BUILTIN_REF,
                      experimental_preserve_all_tensors=True)
     it.allocate_tensors()
-    inp = it.get_input_details()[0]
+    x = model.feed(images)
+    n = len(next(iter(x.values())))
     out = [[] for _ in source.output_tensors]
-    for x in np.asarray(images, dtype=np.int64):
-        feed = ((x - spec.zero_point) * np.float32(spec.eps)).astype(np.float32) if source.float_input \
-            else x.astype(np.int8)
-        it.set_tensor(inp["index"], feed[None])
+    for k in range(n):
+        for spec, tensor, is_float in zip(model.inputs, source.input_tensors, source.float_inputs):
+            v = x[spec.name][k]
+            feed = ((v - spec.zero_point) * np.float32(spec.eps)).astype(np.float32) if is_float else v.astype(np.int8)
+            it.set_tensor(tensor, feed[None])
         it.invoke()
         for o, t in zip(out, source.output_tensors):
             o.append(it.get_tensor(t).astype(np.int64)[0])
