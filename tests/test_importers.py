@@ -176,7 +176,9 @@ def test_import_cli_verifies_against_ort_and_the_accelerator_model(tmp_path, cap
 
 def _float_model(kind, rng):
     """A float model with a symbolic batch: ``cnn`` [N, 1, 8, 8] -> Conv 3x3 pads 1 -> Relu -> MaxPool
-    2x2 -> Flatten -> Gemm(10); ``mlp`` [N, 1, 4, 4] -> Flatten -> Gemm(12) -> Relu -> Gemm(5)."""
+    2x2 -> Flatten -> Gemm(10); ``mlp`` [N, 1, 4, 4] -> Flatten -> Gemm(12) -> Relu -> Gemm(5);
+    ``mobile`` [N, 1, 8, 8] -> Conv 3x3 (4) -> Relu -> depthwise Conv 3x3 (group 4) -> Relu ->
+    pointwise Conv 1x1 (8) -> GlobalAveragePool -> Flatten -> Gemm(5)."""
     from onnx import TensorProto, helper, numpy_helper
     f = lambda n, shape, s: numpy_helper.from_array((rng.normal(size=shape) * s).astype(np.float32), n)  # noqa: E731
     n = helper.make_node
@@ -186,6 +188,15 @@ def _float_model(kind, rng):
                  n("Gemm", ["f", "w", "b"], ["y"], transB=1)]
         inits, shape, out = [f("cw", (4, 1, 3, 3), 0.3), f("cb", 4, 0.1), f("w", (10, 64), 0.1), f("b", 10, 0.1)], \
             [1, 8, 8], 10
+    elif kind == "mobile":
+        nodes = [n("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]), n("Relu", ["c"], ["r"]),
+                 n("Conv", ["r", "dw", "db"], ["d"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], group=4),
+                 n("Relu", ["d"], ["s"]), n("Conv", ["s", "pw", "pb"], ["p"], kernel_shape=[1, 1]),
+                 n("GlobalAveragePool", ["p"], ["g"]), n("Flatten", ["g"], ["f"]),
+                 n("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+        inits, shape, out = [f("cw", (4, 1, 3, 3), 0.3), f("cb", 4, 0.1), f("dw", (4, 1, 3, 3), 0.3), f("db", 4, 0.1),
+                             f("pw", (8, 4, 1, 1), 0.3), f("pb", 8, 0.1), f("w", (5, 8), 0.3), f("b", 5, 0.1)], \
+            [1, 8, 8], 5
     else:
         nodes = [n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "w1", "b1"], ["h"], transB=1), n("Relu", ["h"], ["r"]),
                  n("Gemm", ["r", "w2", "b2"], ["y"], transB=1)]
@@ -200,12 +211,14 @@ def _float_model(kind, rng):
 
 @pytest.mark.parametrize("kind, fmt, act", [("cnn", "QOperator", "QUInt8"), ("cnn", "QDQ", "QUInt8"),
                                             ("cnn", "QOperator", "QInt8"), ("mlp", "QOperator", "QUInt8"),
-                                            ("mlp", "QDQ", "QInt8")])
+                                            ("mlp", "QDQ", "QInt8"), ("mobile", "QOperator", "QUInt8"),
+                                            ("mobile", "QOperator", "QInt8")])
 def test_onnx_runtime_quantize_static_models_import_bit_exact(kind, fmt, act, tmp_path, capsys):
     """What a user gets from ONNX Runtime's own quantizer (per-channel weights, reduce_range so
     that its kernels are exact on every x86-64 CPU): QOperator (QLinearConv, QGemm of com.microsoft,
     MaxPool on the integers) and QDQ, uint8 and int8 activations, a leading Flatten of the float
-    input. ``--verify``: ONNX Runtime vs golden and the accelerator model vs golden, every element."""
+    input; a MobileNet-style block (depthwise and pointwise QLinearConv, QLinearGlobalAveragePool).
+    ``--verify``: ONNX Runtime vs golden and the accelerator model vs golden, every element."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
     rng = np.random.default_rng(5)
@@ -220,15 +233,23 @@ def test_onnx_runtime_quantize_static_models_import_bit_exact(kind, fmt, act, tm
             return next(self.batches, None)
 
     quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Calibration(),
-                    quant_format=getattr(QuantFormat, fmt), per_channel=kind == "cnn", reduce_range=True,
+                    quant_format=getattr(QuantFormat, fmt), per_channel=kind != "mlp", reduce_range=True,
                     activation_type=getattr(QuantType, act), weight_type=QuantType.QInt8)
     ops = {nd.op_type for nd in onnx.load(tmp_path / "q.onnx").graph.node}
     if fmt == "QOperator":
-        assert "QGemm" in ops and ("QLinearConv" in ops) == (kind == "cnn")
+        assert "QGemm" in ops and ("QLinearConv" in ops) == (kind != "mlp")
+        assert ("QLinearGlobalAveragePool" in ops) == (kind == "mobile")
     assert main(["import", str(tmp_path / "q.onnx"), "-o", str(tmp_path / "q.json"), "--verify", "64",
                  "--sim", "model", "--rows", "4", "--cols", "4"]) == 0
     out = capsys.readouterr().out
     n = 64 * (10 if kind == "cnn" else 5)
+    if kind == "mobile":
+        assert f"framework vs golden: {n}/{n} elements equal" in out, out
+        assert f"engine vs golden: {n}/{n} elements equal" in out
+        m = model_file.load(tmp_path / "q.json")
+        assert [layer.kind for layer in m.layers] == ["conv2d"] * 4 + ["flatten", "linear"]
+        assert len(m.metadata["block_diagonal"]) == 2          # the depthwise conv and the global pool
+        return
     assert f"framework vs golden: {n}/{n} elements equal" in out
     assert f"engine vs golden: {n}/{n} elements equal" in out
     m = model_file.load(tmp_path / "q.json")
