@@ -11,7 +11,7 @@ from intdeploy.golden.importers import fp32, framework, x86_kernels
 from intdeploy.golden.importers.from_onnx import import_onnx
 from intdeploy.golden.importers.from_torch import import_torch
 from intdeploy.golden.integer_deployable import IntegerDeployable
-from intdeploy.golden.model_file import ModelFormatError
+from intdeploy.golden.model_file import InputSpec, IntegerModel, ModelFormatError
 from intdeploy.golden.requantizer import RequantParams, requantize
 from intdeploy.tools.cli import main
 
@@ -178,7 +178,8 @@ def _float_model(kind, rng):
     """A float model with a symbolic batch: ``cnn`` [N, 1, 8, 8] -> Conv 3x3 pads 1 -> Relu -> MaxPool
     2x2 -> Flatten -> Gemm(10); ``mlp`` [N, 1, 4, 4] -> Flatten -> Gemm(12) -> Relu -> Gemm(5);
     ``mobile`` [N, 1, 8, 8] -> Conv 3x3 (4) -> Relu -> depthwise Conv 3x3 (group 4) -> Relu ->
-    pointwise Conv 1x1 (8) -> GlobalAveragePool -> Flatten -> Gemm(5)."""
+    pointwise Conv 1x1 (4) -> Add of the first Relu (a residual) -> GlobalAveragePool -> Flatten
+    -> Gemm(5)."""
     from onnx import TensorProto, helper, numpy_helper
     f = lambda n, shape, s: numpy_helper.from_array((rng.normal(size=shape) * s).astype(np.float32), n)  # noqa: E731
     n = helper.make_node
@@ -192,10 +193,10 @@ def _float_model(kind, rng):
         nodes = [n("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]), n("Relu", ["c"], ["r"]),
                  n("Conv", ["r", "dw", "db"], ["d"], pads=[1, 1, 1, 1], kernel_shape=[3, 3], group=4),
                  n("Relu", ["d"], ["s"]), n("Conv", ["s", "pw", "pb"], ["p"], kernel_shape=[1, 1]),
-                 n("GlobalAveragePool", ["p"], ["g"]), n("Flatten", ["g"], ["f"]),
+                 n("Add", ["p", "r"], ["q"]), n("GlobalAveragePool", ["q"], ["g"]), n("Flatten", ["g"], ["f"]),
                  n("Gemm", ["f", "w", "b"], ["y"], transB=1)]
         inits, shape, out = [f("cw", (4, 1, 3, 3), 0.3), f("cb", 4, 0.1), f("dw", (4, 1, 3, 3), 0.3), f("db", 4, 0.1),
-                             f("pw", (8, 4, 1, 1), 0.3), f("pb", 8, 0.1), f("w", (5, 8), 0.3), f("b", 5, 0.1)], \
+                             f("pw", (4, 4, 1, 1), 0.3), f("pb", 4, 0.1), f("w", (5, 4), 0.3), f("b", 5, 0.1)], \
             [1, 8, 8], 5
     else:
         nodes = [n("Flatten", ["x"], ["f"]), n("Gemm", ["f", "w1", "b1"], ["h"], transB=1), n("Relu", ["h"], ["r"]),
@@ -217,7 +218,8 @@ def test_onnx_runtime_quantize_static_models_import_bit_exact(kind, fmt, act, tm
     """What a user gets from ONNX Runtime's own quantizer (per-channel weights, reduce_range so
     that its kernels are exact on every x86-64 CPU): QOperator (QLinearConv, QGemm of com.microsoft,
     MaxPool on the integers) and QDQ, uint8 and int8 activations, a leading Flatten of the float
-    input; a MobileNet-style block (depthwise and pointwise QLinearConv, QLinearGlobalAveragePool).
+    input; a MobileNet-style block (depthwise and pointwise QLinearConv, a residual QLinearAdd,
+    QLinearGlobalAveragePool).
     ``--verify``: ONNX Runtime vs golden and the accelerator model vs golden, every element."""
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -238,18 +240,23 @@ def test_onnx_runtime_quantize_static_models_import_bit_exact(kind, fmt, act, tm
     ops = {nd.op_type for nd in onnx.load(tmp_path / "q.onnx").graph.node}
     if fmt == "QOperator":
         assert "QGemm" in ops and ("QLinearConv" in ops) == (kind != "mlp")
-        assert ("QLinearGlobalAveragePool" in ops) == (kind == "mobile")
-    assert main(["import", str(tmp_path / "q.onnx"), "-o", str(tmp_path / "q.json"), "--verify", "64",
-                 "--sim", "model", "--rows", "4", "--cols", "4"]) == 0
+        assert ("QLinearGlobalAveragePool" in ops) == ("QLinearAdd" in ops) == (kind == "mobile")
+    rc = main(["import", str(tmp_path / "q.onnx"), "-o", str(tmp_path / "q.json"), "--verify", "64",
+               "--sim", "model", "--rows", "4", "--cols", "4"])
     out = capsys.readouterr().out
     n = 64 * (10 if kind == "cnn" else 5)
     if kind == "mobile":
-        assert f"framework vs golden: {n}/{n} elements equal" in out, out
-        assert f"engine vs golden: {n}/{n} elements equal" in out
+        # ONNX Runtime adds in float32: the fitted integer add may differ on a few of the 65,536
+        # input pairs (the proof lists them; 1 on this machine); a verify input that meets one is
+        # reported as that, never as unexplained, and the accelerator always equals golden
+        assert rc == 0 or "golden differs from the framework's float32 requantization" in out, out
+        assert "UNEXPLAINED" not in out and f"engine vs golden: {n}/{n} elements equal" in out
+        assert re.search(r"QLinearAdd\): \d+ input pair\(s\)|inexact \(0 values\)", out)
         m = model_file.load(tmp_path / "q.json")
-        assert [layer.kind for layer in m.layers] == ["conv2d"] * 4 + ["flatten", "linear"]
+        assert [layer.kind for layer in m.layers] == ["conv2d"] * 3 + ["add", "conv2d", "flatten", "linear"]
         assert len(m.metadata["block_diagonal"]) == 2          # the depthwise conv and the global pool
         return
+    assert rc == 0
     assert f"framework vs golden: {n}/{n} elements equal" in out
     assert f"engine vs golden: {n}/{n} elements equal" in out
     m = model_file.load(tmp_path / "q.json")
@@ -794,3 +801,37 @@ def test_onnx_external_data_outside_the_model_directory_is_refused(tmp_path, cap
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a readable ONNX model" in err
     assert onnx.__version__
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "int8"])
+def test_qlinear_add_fit_is_checked_against_onnx_runtime_on_every_pair(dtype):
+    """The integer add fitted to ONNX Runtime's float32 QLinearAdd differs from it exactly on the
+    pairs it reports (a few at most; measured 0-1 per layer), and the framework replay patches
+    those pairs, so that a verify input meeting one is explained."""
+    from types import SimpleNamespace
+    from intdeploy.golden.add import add
+    from intdeploy.golden.importers.from_onnx import _fit_add, _ort_qlinear_add
+    from intdeploy.golden.model_file import AddLayer
+    rng = np.random.default_rng(3 if dtype == "uint8" else 4)
+    lo, hi = (0, 255) if dtype == "uint8" else (-128, 127)
+    va, vb = (v.reshape(-1) for v in np.meshgrid(np.arange(lo, hi + 1), np.arange(lo, hi + 1), indexing="ij"))
+    total = 0
+    for _ in range(6):
+        a, b = (SimpleNamespace(scale=float(np.float32(rng.uniform(0.005, 0.3))), zp=int(rng.integers(lo, hi + 1)))
+                for _ in range(2))
+        cs, cz = np.float32(rng.uniform(0.005, 0.3)), int(rng.integers(lo, hi + 1))
+        want = _ort_qlinear_add(va, vb, a, b, cs, cz, dtype)
+        ra, rb = (float(np.float32(np.float32(q.scale) / cs)) for q in (a, b))
+        params, bad = _fit_add(va, vb, want, a.zp, b.zp, cz, lo, hi, ra, rb)
+        np.testing.assert_array_equal(add(va, vb, params) != want, bad)
+        assert bad.sum() <= 8
+        total += int(bad.sum())
+        model = IntegerModel(input=InputSpec(name="x", shape=(1,), dtype=dtype, zero_point=a.zp),
+                             extra_inputs=(InputSpec(name="y", shape=(1,), dtype=dtype, zero_point=b.zp),),
+                             layers=(AddLayer(name="s", inputs=("x", "y"), params=params, dtype=dtype),),
+                             outputs=("s",), metadata={framework.LAYERS_KEY: {"s": {
+                                 "framework": "onnxruntime", "kind": "add",
+                                 "patch": [[int(x), int(y), int(v)] for x, y, v in zip(va[bad], vb[bad], want[bad])]}}})
+        got = framework.replay(model, {"x": va[:, None], "y": vb[:, None]})[:, 0]
+        np.testing.assert_array_equal(got, want)            # every pair, the differing ones patched
+    print(f"{dtype}: {total} differing pairs over 6 random layers")

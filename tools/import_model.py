@@ -230,6 +230,10 @@ def _main(args):
           f"rounding {', '.join(modes) or 'none'}; requantization proof against {against}: {p['checked']} "
           f"values checked, {p['fitted']} channel(s) refitted, {p['inexact']} inexact ({p['inexact_values']} values)")
     for what, ch, values in proof.differences:
+        if values.ndim == 2:        # an add: input pairs
+            print(f"  inexact: {what}: {len(values)} input pair(s) (a, b) add differently from the framework's "
+                  f"float32 add, e.g. {tuple(int(v) for v in values[0])}")
+            continue
         print(f"  inexact: {what} channel {ch}: {values.size} accumulator value(s) requantize differently from "
               f"the framework's result, e.g. {int(values[0])}")
     for index, op, what in getattr(source, "host_ops", ()):

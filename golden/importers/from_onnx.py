@@ -35,17 +35,19 @@ Anything else raises :class:`intdeploy.golden.model_file.ModelFormatError` with 
 import numpy as np
 
 from intdeploy.golden import mac_array
+from intdeploy.golden.add import AddParams, add
 from intdeploy.golden.importers import framework, unique_name, x86_kernels
 from intdeploy.golden.importers.fp32 import Proof, f32, fit_requant, ort_requantize, ort_scale
-from intdeploy.golden.model_file import (DTYPES, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
-                                         PoolLayer)
+from intdeploy.golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer,
+                                         ModelFormatError, PoolLayer)
+from intdeploy.golden.requantizer import RequantParams
 
 __all__ = ["SUPPORTED_OPS", "import_onnx"]
 
-SUPPORTED_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearGlobalAveragePool", "QuantizeLinear",
+SUPPORTED_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool", "QuantizeLinear",
                  "DequantizeLinear", "Conv", "MatMul", "Gemm", "Relu", "MaxPool", "Flatten", "Reshape")
 #: Operators of ONNX Runtime's ``com.microsoft`` domain among :data:`SUPPORTED_OPS`.
-MS_OPS = ("QGemm", "QLinearGlobalAveragePool")
+MS_OPS = ("QGemm", "QLinearAdd", "QLinearGlobalAveragePool")
 _QTYPES = {2: "uint8", 3: "int8"}        # onnx.TensorProto.UINT8 / INT8
 _FLOAT = 1                               # onnx.TensorProto.FLOAT
 
@@ -79,6 +81,53 @@ class _Pending:
 
     def __init__(self, node, kind, x, w, b, relu=False):
         self.node, self.kind, self.x, self.w, self.b, self.relu = node, kind, x, w, b, relu
+
+
+def _ort_qlinear_add(va, vb, a, b, c_scale, c_zp, dtype):
+    """ONNX Runtime's QLinearAdd of the value pairs ``(va, vb)`` with the quantization of tensors
+    ``a``, ``b`` and the output's ``c_scale``, ``c_zp`` (a one-node model run on this machine)."""
+    import onnx  # optional dependency (onnx extra)
+    from onnx import helper, numpy_helper  # optional dependency (onnx extra)
+    import onnxruntime as ort  # optional dependency (onnx extra)
+    np_t, onnx_t = (np.uint8, onnx.TensorProto.UINT8) if dtype == "uint8" else (np.int8, onnx.TensorProto.INT8)
+    inits = [numpy_helper.from_array(np.array(v, t), n) for n, v, t in (
+        ("as", a.scale, np.float32), ("az", a.zp, np_t), ("bs", b.scale, np.float32), ("bz", b.zp, np_t),
+        ("cs", c_scale, np.float32), ("cz", c_zp, np_t))]
+    node = helper.make_node("QLinearAdd", ["a", "as", "az", "b", "bs", "bz", "cs", "cz"], ["c"], domain="com.microsoft")
+    n = va.size
+    g = helper.make_graph([node], "qladd", [helper.make_tensor_value_info("a", onnx_t, [1, n]),
+                                            helper.make_tensor_value_info("b", onnx_t, [1, n])],
+                          [helper.make_tensor_value_info("c", onnx_t, [1, n])], inits)
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13), helper.make_opsetid("com.microsoft", 1)])
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(m.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+    return sess.run(None, {"a": va.astype(np_t)[None], "b": vb.astype(np_t)[None]})[0][0].astype(np.int64)
+
+
+def _fit_add(va, vb, want, za, zb, zc, lo, hi, ra, rb):
+    """:class:`AddParams` whose add equals ``want`` on the most pairs ``(va, vb)``: branch
+    multipliers ``MA``, ``MB`` within 2 of ``ra * 2**S``, ``rb * 2**S``, the sum rounded
+    half-to-even by ``2**S``, the largest ``S`` first (products within int32); returns
+    ``(params, mask of the pairs where it differs)``."""
+    best = None
+    for s in range(30, 0, -1):
+        ma0, mb0 = round(ra * (1 << s)), round(rb * (1 << s))
+        if 256 * (ma0 + mb0 + 4) >= 1 << 31 or min(ma0, mb0) < 3:
+            continue
+        for da in (0, -1, 1, -2, 2):
+            for db in (0, -1, 1, -2, 2):
+                ma, mb = ma0 + da, mb0 + db
+                params = AddParams(in_zero_points=(za, zb), branches=(RequantParams(mult=ma, shift=0),
+                                                                      RequantParams(mult=mb, shift=0)),
+                                   output=RequantParams(mult=1, shift=s, zero_point=zc, lo=lo, hi=hi,
+                                                        rounding="half_even"))
+                bad = add(va, vb, params) != want
+                if best is None or bad.sum() < best[1].sum():
+                    best = (params, bad)
+                if not bad.any():
+                    return best
+    return best
 
 
 def _known(node):
@@ -335,6 +384,49 @@ def _import_onnx(model, name, strict):
         out.hwc = (h, w, c)
         return out
 
+    def qlinear_add(node):
+        """QLinearAdd (com.microsoft) of two quantized tensors of one shape: ONNX Runtime computes
+        it in float32 (``rint(fma(b, rB, fma(a, rA, fixed)))`` on this machine), so the import runs
+        ONNX Runtime itself on all 65,536 input pairs and fits the add unit's integer arithmetic to
+        that table: branches ``(a - za) * MA`` and ``(b - zb) * MB``, their sum rounded
+        half-to-even by ``2**S`` (``MA``, ``MB`` near ``2**S`` times the scale ratios). The fit with
+        the fewest differing pairs is kept; the pairs where it differs (usually none) are the
+        proof's inexact values, and the framework record patches them in the replay."""
+        a, b = activation(node, 0), activation(node, 3)
+        for q, i, what in ((a, 1, "A"), (b, 4, "B")):
+            if f32(scalar(node, i, f"{what}_scale")) != q.scale or int(scalar(node, i + 1, f"{what}_zero_point")) != q.zp:
+                _fail(node, f"{what}_scale / {what}_zero_point differ from the input tensor's")
+        if a.shape != b.shape or a.layout != b.layout or a.dtype != b.dtype:
+            _fail(node, f"inputs of shapes {list(a.shape)} and {list(b.shape)} ({a.dtype}, {b.dtype}); allowed one "
+                        f"shape and dtype (no broadcasting)")
+        c_scale, c_zp = scalar(node, 6, "C_scale"), scalar(node, 7, "C_zero_point")
+        dtype = "uint8" if c_zp.dtype == np.uint8 else "int8" if c_zp.dtype == np.int8 else None
+        if dtype != a.dtype:
+            _fail(node, f"C_zero_point dtype {c_zp.dtype}; allowed the inputs' {a.dtype}")
+        lo, hi = DTYPES[dtype]
+        va, vb = (v.reshape(-1) for v in np.meshgrid(np.arange(lo, hi + 1), np.arange(lo, hi + 1), indexing="ij"))
+        want = _ort_qlinear_add(va, vb, a, b, f32(c_scale), int(c_zp), dtype)
+        ra, rb = float(f32(f32(a.scale) / f32(c_scale))), float(f32(f32(b.scale) / f32(c_scale)))
+        params, bad = _fit_add(va, vb, want, a.zp, b.zp, int(c_zp), lo, hi, ra, rb)
+        label = f"node {node.name or node.output[0]!r} ({node.op_type})"
+        proof.checked += int(va.size)
+        if bad.any():
+            if strict:
+                raise ModelFormatError(f"{label}: no integer add matches ONNX Runtime's float32 add on all input "
+                                       f"pairs ({int(bad.sum())} differ); allowed without --strict")
+            proof.inexact += 1
+            proof.inexact_values += int(bad.sum())
+            proof.differences.append((label, None, np.stack([va[bad], vb[bad]], axis=1)))
+        nm = fresh(node.output[0])
+        arithmetic[nm] = {"framework": "onnxruntime", "kind": "add",
+                          "patch": [[int(x), int(y), int(v)] for x, y, v in zip(va[bad], vb[bad], want[bad])]}
+        layers.append(AddLayer(name=nm, inputs=(a.name, b.name), params=params, dtype=dtype,
+                               eps=float(f32(c_scale))))
+        out = _Q(nm, c_scale, int(c_zp), dtype, a.shape, a.layout, perm=a.perm)
+        if hasattr(a, "hwc"):
+            out.hwc = a.hwc
+        return out
+
     def global_average(node):
         """QLinearGlobalAveragePool (com.microsoft, NCHW): ONNX Runtime sums ``x - x_zp`` over H*W
         in int32 and requantizes it in float32 with ``fl(x_scale / fl(y_scale * (H*W)))`` (measured
@@ -417,6 +509,8 @@ def _import_onnx(model, name, strict):
                     _fail(node, f"C has shape {list(c.shape)}; allowed a scalar, [{b.shape[1]}] or [1, {b.shape[1]}]")
             env[node.output[0]] = mac(node, "linear", x, b, const(node, 4, "b_scale"), const(node, 5, "b_zero_point"),
                                       scalar(node, 7, "y_scale"), scalar(node, 8, "y_zero_point"), c, False, None)
+        elif op == "QLinearAdd":
+            env[node.output[0]] = qlinear_add(node)
         elif op == "QLinearGlobalAveragePool":
             env[node.output[0]] = global_average(node)
         elif op == "MaxPool":
