@@ -492,6 +492,62 @@ def test_torch_fbgemm_round_trip(tmp_path):
     assert model_file.same_model(model_file.load(tmp_path / "n.json"), model, metadata=False)
 
 
+def _fx_model(extra=None):
+    """The fbgemm test network (Conv2d+ReLU, Flatten, Linear; 7-bit per-channel weights) quantized in
+    FX graph mode (prepare_fx / convert_fx) and scripted; ``extra`` a float function applied to
+    the output (an unsupported operation)."""
+    import torch
+    import torch.ao.quantization as tq
+    from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
+    torch.backends.quantized.engine = "fbgemm"
+    torch.manual_seed(4)
+
+    class Net(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.relu = torch.nn.Conv2d(2, 4, 3, padding=1, stride=2), torch.nn.ReLU()
+            self.flat, self.fc = torch.nn.Flatten(), torch.nn.Linear(36, 5)
+
+        def forward(self, x):
+            y = self.fc(self.flat(self.relu(self.conv(x))))
+            return y if extra is None else extra(y)
+
+    qconfig = tq.get_default_qconfig("fbgemm")._replace(weight=tq.PerChannelMinMaxObserver.with_args(
+        dtype=torch.qint8, qscheme=torch.per_channel_symmetric, quant_min=-64, quant_max=63))
+    prepared = prepare_fx(Net().eval(), tq.QConfigMapping().set_global(qconfig), (torch.randn(1, 2, 6, 6),))
+    with torch.no_grad():
+        prepared(torch.randn(64, 2, 6, 6))
+    return torch.jit.script(convert_fx(prepared))
+
+
+def test_torch_fx_graph_mode_model_imports(tmp_path, capsys):
+    """A model quantized in FX graph mode and saved as TorchScript: its graph (quantize_per_tensor,
+    quantized module calls, dequantize around the float Flatten) imports; golden differs from
+    PyTorch exactly where the proof's inexact values say, and nowhere else."""
+    import torch
+    from intdeploy.tools.import_model import framework_outputs
+    torch.jit.save(_fx_model(), tmp_path / "fx.pt")
+    module = torch.jit.load(tmp_path / "fx.pt")
+    model, proof = import_torch(module, (2, 6, 6), name="fx", strict=False)
+    assert [layer.kind for layer in model.layers] == ["conv2d", "flatten", "linear"] and proof.checked > 0
+    images = np.random.default_rng(2).integers(0, 128, (256, 6, 6, 2))
+    want = framework_outputs(module, model, images)
+    got = IntegerDeployable(model).run(images)
+    cmp = framework.compare(model, images, want, got)
+    assert cmp.check.exact and not cmp.unexplained.any()
+    np.testing.assert_array_equal(got != want, cmp.inexact)
+    assert main(["import", str(tmp_path / "fx.pt"), "--input-shape", "2,6,6", "-o", str(tmp_path / "fx.json"),
+                 "--verify", "0"]) == 0
+    assert model_file.same_model(model_file.load(tmp_path / "fx.json"), model, metadata=False)
+
+
+def test_torch_fx_unsupported_operation_is_named():
+    import torch
+    with pytest.raises(ModelFormatError, match=r"graph node #\d+ \(aten::sigmoid\): operation aten::sigmoid is "
+                                               r"not supported"):
+        import_torch(_fx_model(extra=torch.sigmoid), (2, 6, 6))
+
+
 # --- the requantization proof ---------------------------------------------------------------------
 
 # Found by a seeded search (numpy default_rng(5)) over float32 scales: the framework's rounding of

@@ -145,6 +145,8 @@ def _import_torch(module, input_shape, name, strict):
         raise ModelFormatError(f"module: expected a torch.nn.Module, got {type(module).__name__}")
     children = list(module.named_children()) or [("model", module)]
     if isinstance(module, torch.jit.ScriptModule):
+        if any(n.kind() == "aten::quantize_per_tensor" for n in module.graph.nodes()):
+            return _import_fx(module, input_shape, name, strict)
         children = [(nm, _Scripted(mod)) for nm, mod in children]
     if input_shape is None:
         first = next(((nm, m) for nm, m in children if _kind(m) not in ("Quantize", "Identity")), (None, None))[1]
@@ -178,6 +180,87 @@ def _import_torch(module, input_shape, name, strict):
         raise ModelFormatError(f"{len(refused)} modules cannot be imported: "
                                + " | ".join(f"#{i} {msg.replace(supported, '')}" for i, msg in refused)
                                + f" (supported modules: {', '.join(SUPPORTED_MODULES)})")
+    return _finish(spec, layers, name, proof, arithmetic, warnings)
+
+
+def _quantize(scale, zero_point, dtype):
+    """A stand-in for a ``Quantize`` module: FX graph mode quantizes the input with a call."""
+    q = _Scripted.__new__(type("Quantize", (_Scripted,), {}))
+    q.kind, q.scale, q.zero_point, q.dtype = "Quantize", scale, zero_point, dtype
+    return q
+
+
+def _import_fx(module, input_shape, name, strict):
+    """A model converted by FX graph mode (``torch.ao.quantization.quantize_fx.convert_fx``) and
+    scripted: its TorchScript graph is a chain of ``aten::quantize_per_tensor`` of the input (scale
+    and zero point in attributes), ``forward`` calls of quantized submodules (the modules of the
+    eager path), ``aten::dequantize`` around float modules (Flatten) and
+    ``aten::quantize_per_tensor`` back with unchanged parameters. Every node that does not fit is
+    named, all in one report."""
+    import torch  # optional dependency (torch extra)
+    if input_shape is None:
+        raise ModelFormatError("input_shape: required for an FX graph-mode model; give (C, H, W) or (K,)")
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) not in (1, 3) or min(shape) < 1:
+        raise ModelFormatError(f"input_shape: expected (C, H, W) or (K,), got {list(input_shape)}")
+    graph = module.graph
+    x_in = list(graph.inputs())[1].debugName()
+    proof, layers, arithmetic, warnings = Proof(), [], {}, []
+    vals, cur, spec, refused = {}, None, None, []     # vals: graph value -> ("attr", v) | ("mod", nm) | "q" | "dq"
+
+    def attr(v, what):
+        kind = vals.get(v.debugName())
+        if kind is None or kind[0] not in ("attr", "const"):
+            raise ModelFormatError(f"{what} is not a constant")
+        return kind[1]
+
+    for i, node in enumerate(graph.nodes()):
+        k = node.kind()
+        ins = list(node.inputs())
+        out = node.outputsAt(0).debugName() if node.outputsSize() else None
+        try:
+            if k == "prim::Constant":
+                vals[out] = ("const", node.output().toIValue())
+            elif k == "prim::GetAttr":
+                obj = getattr(module, node.s("name"))
+                vals[out] = ("mod", node.s("name")) if isinstance(obj, torch.nn.Module) else ("attr", obj)
+            elif k == "aten::quantize_per_tensor":
+                src = ins[0].debugName()
+                scale, zp = float(attr(ins[1], "scale")), int(attr(ins[2], "zero_point"))
+                dtype = {13: torch.quint8, 12: torch.qint8}.get(int(attr(ins[3], "dtype")))
+                if src == x_in:
+                    q = _quantize(scale, zp, dtype)
+                    _check_module(0, 2, "input", q)
+                    cur, spec = _add_module(0, "input", q, cur, spec, shape, layers, proof, arithmetic, warnings,
+                                            strict)
+                elif vals.get(src) != "dq" or cur is None or f32(scale) != cur["scale"] or zp != cur["zp"]:
+                    raise ModelFormatError("re-quantizes a tensor to other parameters; not supported")
+                vals[out] = "q"
+            elif k == "aten::dequantize":
+                if vals.get(ins[0].debugName()) != "q":
+                    raise ModelFormatError("dequantizes a tensor that is not quantized")
+                vals[out] = "dq"
+            elif k == "prim::CallMethod" and node.s("name") == "forward":
+                nm = vals.get(ins[0].debugName(), (None, None))[1]
+                mod = _Scripted(getattr(module, nm))
+                arg = vals.get(ins[1].debugName())
+                if arg == "dq" and _kind(mod) != "Flatten":
+                    raise ModelFormatError(f"module {nm!r} ({mod.kind}) runs in float; only a Flatten may")
+                _check_module(1, 3, nm, mod)
+                if not refused:
+                    cur, spec = _add_module(len(layers) + 1, nm, mod, cur, spec, shape, layers, proof, arithmetic,
+                                            warnings, strict)
+                vals[out] = arg
+            else:
+                raise ModelFormatError(f"operation {k} is not supported; supported: quantize_per_tensor, "
+                                       f"dequantize and calls of the modules {', '.join(SUPPORTED_MODULES)}")
+        except ModelFormatError as e:
+            msg = str(e)
+            refused.append(msg if msg.startswith("module ") else f"graph node #{i} ({k}): {msg}")
+    if len(refused) == 1:
+        raise ModelFormatError(refused[0])
+    if refused:
+        raise ModelFormatError(f"{len(refused)} nodes cannot be imported: " + " | ".join(refused))
     return _finish(spec, layers, name, proof, arithmetic, warnings)
 
 
