@@ -85,7 +85,6 @@ class IntegerModel:
         if not layers:
             raise ModelFormatError("layers: a model needs at least one layer")
         object.__setattr__(self, "layers", layers)
-        inp = self.input
         tensors = {}
         for j, spec in enumerate(self.inputs):
             if spec.name in tensors:

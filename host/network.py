@@ -2,8 +2,6 @@
 
 from dataclasses import dataclass
 
-import numpy as np
-
 from intdeploy import wire
 from intdeploy.golden.model_file import IntegerModel
 from intdeploy.host import protocol as P
