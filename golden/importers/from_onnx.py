@@ -45,7 +45,8 @@ from intdeploy.golden.requantizer import RequantParams
 __all__ = ["SUPPORTED_OPS", "import_onnx"]
 
 SUPPORTED_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool", "QuantizeLinear",
-                 "DequantizeLinear", "Conv", "MatMul", "Gemm", "Relu", "MaxPool", "Flatten", "Reshape")
+                 "DequantizeLinear", "Conv", "MatMul", "Gemm", "Relu", "Add", "GlobalAveragePool", "MaxPool", "Flatten",
+                 "Reshape")
 #: Operators of ONNX Runtime's ``com.microsoft`` domain among :data:`SUPPORTED_OPS`.
 MS_OPS = ("QGemm", "QLinearAdd", "QLinearGlobalAveragePool")
 _QTYPES = {2: "uint8", 3: "int8"}        # onnx.TensorProto.UINT8 / INT8
@@ -385,21 +386,25 @@ def _import_onnx(model, name, strict):
         return out
 
     def qlinear_add(node):
+        """The QOperator node: its inputs' and output's quantization from the node."""
+        a, b = activation(node, 0), activation(node, 3)
+        for q, i, what in ((a, 1, "A"), (b, 4, "B")):
+            if f32(scalar(node, i, f"{what}_scale")) != q.scale or int(scalar(node, i + 1, f"{what}_zero_point")) != q.zp:
+                _fail(node, f"{what}_scale / {what}_zero_point differ from the input tensor's")
+        return quantized_add(node, a, b, scalar(node, 6, "C_scale"), scalar(node, 7, "C_zero_point"))
+
+    def quantized_add(node, a, b, c_scale, c_zp):
         """QLinearAdd (com.microsoft) of two quantized tensors of one shape: ONNX Runtime computes
         it in float32 (``rint(fma(b, rB, fma(a, rA, fixed)))`` on this machine), so the import runs
         ONNX Runtime itself on all 65,536 input pairs and fits the add unit's integer arithmetic to
         that table: branches ``(a - za) * MA`` and ``(b - zb) * MB``, their sum rounded
         half-to-even by ``2**S`` (``MA``, ``MB`` near ``2**S`` times the scale ratios). The fit with
         the fewest differing pairs is kept; the pairs where it differs (usually none) are the
-        proof's inexact values, and the framework record patches them in the replay."""
-        a, b = activation(node, 0), activation(node, 3)
-        for q, i, what in ((a, 1, "A"), (b, 4, "B")):
-            if f32(scalar(node, i, f"{what}_scale")) != q.scale or int(scalar(node, i + 1, f"{what}_zero_point")) != q.zp:
-                _fail(node, f"{what}_scale / {what}_zero_point differ from the input tensor's")
+        proof's inexact values, and the framework record patches them in the replay. QDQ's
+        ``DQ -> Add -> Q`` is the same: ONNX Runtime fuses it into QLinearAdd."""
         if a.shape != b.shape or a.layout != b.layout or a.dtype != b.dtype:
             _fail(node, f"inputs of shapes {list(a.shape)} and {list(b.shape)} ({a.dtype}, {b.dtype}); allowed one "
                         f"shape and dtype (no broadcasting)")
-        c_scale, c_zp = scalar(node, 6, "C_scale"), scalar(node, 7, "C_zero_point")
         dtype = "uint8" if c_zp.dtype == np.uint8 else "int8" if c_zp.dtype == np.int8 else None
         if dtype != a.dtype:
             _fail(node, f"C_zero_point dtype {c_zp.dtype}; allowed the inputs' {a.dtype}")
@@ -428,20 +433,24 @@ def _import_onnx(model, name, strict):
         return out
 
     def global_average(node):
-        """QLinearGlobalAveragePool (com.microsoft, NCHW): ONNX Runtime sums ``x - x_zp`` over H*W
-        in int32 and requantizes it in float32 with ``fl(x_scale / fl(y_scale * (H*W)))`` (measured
-        on 2,000 outputs of random shapes and scales before writing this): a conv2d over the whole
-        image with weight 1 on each channel's own taps (block-diagonal), its requantizer fitted
-        and proven like a convolution's."""
+        """The QOperator node: its input's and output's quantization from the node."""
         a = {at.name: at for at in node.attribute}
         if a.get("channels_last") is not None and a["channels_last"].i:
             _fail(node, "channels_last = 1; only 0 (NCHW) is supported")
         x = activation(node, 0)
-        if x.layout != "hwc" or len(x.shape) != 3:
-            _fail(node, "input is not a quantized image [N, C, H, W]")
         if f32(scalar(node, 1, "x_scale")) != x.scale or int(scalar(node, 2, "x_zero_point")) != x.zp:
             _fail(node, "x_scale / x_zero_point differ from the input tensor's")
-        y_scale, y_zp = scalar(node, 3, "y_scale"), scalar(node, 4, "y_zero_point")
+        return quantized_global_average(node, x, scalar(node, 3, "y_scale"), scalar(node, 4, "y_zero_point"))
+
+    def quantized_global_average(node, x, y_scale, y_zp):
+        """QLinearGlobalAveragePool (com.microsoft, NCHW): ONNX Runtime sums ``x - x_zp`` over H*W
+        in int32 and requantizes it in float32 with ``fl(x_scale / fl(y_scale * (H*W)))`` (measured
+        on 2,000 outputs of random shapes and scales before writing this): a conv2d over the whole
+        image with weight 1 on each channel's own taps (block-diagonal), its requantizer fitted
+        and proven like a convolution's. QDQ's ``DQ -> GlobalAveragePool -> Q`` is the same: ONNX
+        Runtime fuses it into QLinearGlobalAveragePool (channels last, between transposes)."""
+        if x.layout != "hwc" or len(x.shape) != 3:
+            _fail(node, "input is not a quantized image [N, C, H, W]")
         y_dtype = "uint8" if y_zp.dtype == np.uint8 else "int8" if y_zp.dtype == np.int8 else None
         if y_dtype is None:
             _fail(node, f"y_zero_point dtype {y_zp.dtype}; allowed uint8, int8")
@@ -547,6 +556,10 @@ def _import_onnx(model, name, strict):
                 if f32(scale) != v.q.scale or int(zp) != v.q.zp:
                     _fail(node, "re-quantizes a tensor to other parameters; not supported")
                 env[node.output[0]] = v.q
+            elif isinstance(v, _Pending) and v.kind == "Add":
+                env[node.output[0]] = quantized_add(v.node, *v.x, scale, zp)
+            elif isinstance(v, _Pending) and v.kind == "GlobalAveragePool":
+                env[node.output[0]] = quantized_global_average(v.node, v.x[0], scale, zp)
             elif isinstance(v, _Pending):
                 p = v
                 x, wc, bc = p.x, p.w, p.b
@@ -602,9 +615,14 @@ def _import_onnx(model, name, strict):
                 conv_attrs(node)
             kind = "conv2d" if op == "Conv" else "linear"
             env[node.output[0]] = _Pending(node, kind, xv.q, (wq, ws, wz), bv.const if bv else None)
+        elif op in ("Add", "GlobalAveragePool"):
+            views = [env.get(s) for s in node.input]
+            if not all(isinstance(v, _DQ) and v.q is not None for v in views):
+                _fail(node, "inputs must be DequantizeLinear of quantized activations (QDQ)")
+            env[node.output[0]] = _Pending(node, op, [v.q for v in views], None, None)
         elif op == "Relu":
             v = env.get(node.input[0])
-            if not isinstance(v, _Pending):
+            if not isinstance(v, _Pending) or v.kind in ("Add", "GlobalAveragePool"):
                 _fail(node, "Relu is supported only between Conv/MatMul/Gemm and QuantizeLinear")
             env[node.output[0]] = _Pending(v.node, v.kind, v.x, v.w, v.b, relu=True)
         elif op == "Flatten" and node.input[0] == gin.name and tt.elem_type == _FLOAT:
