@@ -265,6 +265,45 @@ def test_onnx_runtime_quantize_static_models_import_bit_exact(kind, fmt, act, tm
                                                        else ["linear", "linear"])
 
 
+@pytest.mark.parametrize("pool", [dict(kernel_shape=[2, 2], strides=[2, 2]),
+                                  dict(kernel_shape=[3, 3], pads=[1, 1, 1, 1], count_include_pad=1)])
+def test_onnx_runtime_average_pool_imports_bit_exact(pool, tmp_path, capsys):
+    """AveragePool quantized by quantize_static (QOperator: QLinearAveragePool), without padding and
+    with padding counted in the divisor: ONNX Runtime vs golden and the accelerator model vs golden,
+    every element."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+    rng = np.random.default_rng(6)
+    f = lambda n, shape, s: numpy_helper.from_array((rng.normal(size=shape) * s).astype(np.float32), n)  # noqa: E731
+    n = helper.make_node
+    out = 4 * 4 * 4 if "pads" not in pool else 4 * 8 * 8
+    nodes = [n("Conv", ["x", "cw", "cb"], ["c"], pads=[1, 1, 1, 1], kernel_shape=[3, 3]), n("Relu", ["c"], ["r"]),
+             n("AveragePool", ["r"], ["p"], **pool), n("Flatten", ["p"], ["f"]), n("Gemm", ["f", "w", "b"], ["y"], transB=1)]
+    g = helper.make_graph(nodes, "avg", [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["N", 1, 8, 8])],
+                          [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["N", 5])],
+                          [f("cw", (4, 1, 3, 3), 0.3), f("cb", 4, 0.1), f("w", (5, out), 0.1), f("b", 5, 0.1)])
+    model = helper.make_model(g, opset_imports=[helper.make_opsetid("", 13)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "f.onnx")
+
+    class Calibration(CalibrationDataReader):
+        def __init__(self):
+            self.batches = iter([{"x": rng.uniform(0, 1, (1, 1, 8, 8)).astype(np.float32)} for _ in range(8)])
+
+        def get_next(self):
+            return next(self.batches, None)
+
+    quantize_static(str(tmp_path / "f.onnx"), str(tmp_path / "q.onnx"), Calibration(),
+                    quant_format=QuantFormat.QOperator, per_channel=True, reduce_range=True,
+                    activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+    assert "QLinearAveragePool" in {nd.op_type for nd in onnx.load(tmp_path / "q.onnx").graph.node}
+    assert main(["import", str(tmp_path / "q.onnx"), "-o", str(tmp_path / "q.json"), "--verify", "64",
+                 "--sim", "model", "--rows", "4", "--cols", "4"]) == 0
+    text = capsys.readouterr().out
+    assert "framework vs golden: 320/320 elements equal" in text and "engine vs golden: 320/320 elements equal" in text
+
+
 def grouped_model(rng, group, cin=4, mult=2, w_range=(-128, 128)):
     """uint8 [N, cin, 6, 6] -> QLinearConv with ``group`` groups (depthwise when group = cin),
     cin / group inputs and ``mult`` outputs per group, per-channel full-range int8 weights, pads 1

@@ -44,11 +44,12 @@ from intdeploy.golden.requantizer import RequantParams
 
 __all__ = ["SUPPORTED_OPS", "import_onnx"]
 
-SUPPORTED_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearGlobalAveragePool", "QuantizeLinear",
+SUPPORTED_OPS = ("QLinearConv", "QLinearMatMul", "QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearGlobalAveragePool",
+                 "QuantizeLinear",
                  "DequantizeLinear", "Conv", "MatMul", "Gemm", "Relu", "Add", "GlobalAveragePool", "MaxPool", "Flatten",
                  "Reshape")
 #: Operators of ONNX Runtime's ``com.microsoft`` domain among :data:`SUPPORTED_OPS`.
-MS_OPS = ("QGemm", "QLinearAdd", "QLinearGlobalAveragePool")
+MS_OPS = ("QGemm", "QLinearAdd", "QLinearAveragePool", "QLinearGlobalAveragePool")
 _QTYPES = {2: "uint8", 3: "int8"}        # onnx.TensorProto.UINT8 / INT8
 _FLOAT = 1                               # onnx.TensorProto.FLOAT
 
@@ -443,24 +444,39 @@ def _import_onnx(model, name, strict):
         return quantized_global_average(node, x, scalar(node, 3, "y_scale"), scalar(node, 4, "y_zero_point"))
 
     def quantized_global_average(node, x, y_scale, y_zp):
-        """QLinearGlobalAveragePool (com.microsoft, NCHW): ONNX Runtime sums ``x - x_zp`` over H*W
-        in int32 and requantizes it in float32 with ``fl(x_scale / fl(y_scale * (H*W)))`` (measured
-        on 2,000 outputs of random shapes and scales before writing this): a conv2d over the whole
-        image with weight 1 on each channel's own taps (block-diagonal), its requantizer fitted
-        and proven like a convolution's. QDQ's ``DQ -> GlobalAveragePool -> Q`` is the same: ONNX
-        Runtime fuses it into QLinearGlobalAveragePool (channels last, between transposes)."""
+        """QLinearGlobalAveragePool (com.microsoft, NCHW): :func:`quantized_average` over the whole
+        image. QDQ's ``DQ -> GlobalAveragePool -> Q`` is the same: ONNX Runtime fuses it into
+        QLinearGlobalAveragePool (channels last, between transposes)."""
+        if x.layout != "hwc" or len(x.shape) != 3:
+            _fail(node, "input is not a quantized image [N, C, H, W]")
+        return quantized_average(node, x, y_scale, y_zp, x.shape[:2], (1, 1), ((0, 0), (0, 0)))
+
+    def quantized_average(node, x, y_scale, y_zp, kernel, stride, padding):
+        """ONNX Runtime's quantized average pools sum ``x - x_zp`` over the window in int32 (padded
+        taps add 0) and requantize in float32 with ``fl(x_scale / fl(y_scale * n))``, ``n`` the
+        window's divisor (measured on random shapes, scales, pads and ``count_include_pad`` before
+        writing this): a conv2d with weight 1 on each channel's own taps (block-diagonal), padded
+        with the zero point, its requantizer fitted and proven like a convolution's. ``n`` must be
+        the same for every window (``kernel`` taps: no padding, or ``count_include_pad = 1``)."""
         if x.layout != "hwc" or len(x.shape) != 3:
             _fail(node, "input is not a quantized image [N, C, H, W]")
         y_dtype = "uint8" if y_zp.dtype == np.uint8 else "int8" if y_zp.dtype == np.int8 else None
         if y_dtype is None:
             _fail(node, f"y_zero_point dtype {y_zp.dtype}; allowed uint8, int8")
         h, w, c = x.shape
-        weight = np.zeros((c, h, w, c), dtype=np.int8)
+        kh, kw = kernel
+        (pt, pb), (pl, pr) = padding
+        oh, ow = (h + pt + pb - kh) // stride[0] + 1, (w + pl + pr - kw) // stride[1] + 1
+        if oh < 1 or ow < 1:
+            _fail(node, f"kernel {list(kernel)} is larger than the padded input {[h, w]}")
+        weight = np.zeros((c, kh, kw, c), dtype=np.int8)
         weight[np.arange(c), :, :, np.arange(c)] = 1
-        scale = np.full(c, f32(f32(x.scale) / f32(f32(y_scale) * np.float32(h * w))), dtype=np.float32)
+        scale = np.full(c, f32(f32(x.scale) / f32(f32(y_scale) * np.float32(kh * kw))), dtype=np.float32)
         zp = int(y_zp)
         lo, hi = DTYPES[y_dtype]
-        a_lo, a_hi = mac_array.accumulator_range(weight, x.lo, x.hi, x.zp, 0)
+        padded = padding != ((0, 0), (0, 0))
+        a_lo, a_hi = mac_array.accumulator_range(weight, min(x.lo, x.zp) if padded else x.lo,
+                                                 max(x.hi, x.zp) if padded else x.hi, x.zp, 0)
         bias = np.zeros(c, dtype=np.int64)
         label = f"node {node.name or node.output[0]!r} ({node.op_type})"
         try:
@@ -472,8 +488,24 @@ def _import_onnx(model, name, strict):
         block_diagonal[nm] = 1
         arithmetic[nm] = framework.record("onnxruntime", False, scale, zp, lo, hi, bias=bias, group_inputs=1)
         layers.append(MacLayer(kind="conv2d", name=nm, inputs=(x.name,), weight=weight, input_zero_point=x.zp,
-                               requant=rq, dtype=y_dtype, eps=float(f32(y_scale))))
-        return _Q(nm, y_scale, zp, y_dtype, (1, 1, c), "hwc", lo=lo, hi=hi)
+                               requant=rq, dtype=y_dtype, eps=float(f32(y_scale)), stride=stride, padding=padding))
+        return _Q(nm, y_scale, zp, y_dtype, (oh, ow, c), "hwc", lo=lo, hi=hi)
+
+    def qlinear_average(node):
+        """QLinearAveragePool (com.microsoft, NCHW; :func:`quantized_average`)."""
+        a = {at.name: at for at in node.attribute}
+        if a.get("channels_last") is not None and a["channels_last"].i:
+            _fail(node, "channels_last = 1; only 0 (NCHW) is supported")
+        kernel, stride, padding = pool_attrs(node)
+        include = bool(a["count_include_pad"].i) if "count_include_pad" in a else False
+        if padding != ((0, 0), (0, 0)) and not include:
+            _fail(node, "pads with count_include_pad = 0: edge windows divide by fewer taps; allowed no pads, or "
+                        "count_include_pad = 1")
+        x = activation(node, 0)
+        if f32(scalar(node, 1, "x_scale")) != x.scale or int(scalar(node, 2, "x_zero_point")) != x.zp:
+            _fail(node, "x_scale / x_zero_point differ from the input tensor's")
+        return quantized_average(node, x, scalar(node, 3, "y_scale"), scalar(node, 4, "y_zero_point"), kernel, stride,
+                                 padding)
 
     def visit(node):
         op = node.op_type
@@ -520,6 +552,8 @@ def _import_onnx(model, name, strict):
                                       scalar(node, 7, "y_scale"), scalar(node, 8, "y_zero_point"), c, False, None)
         elif op == "QLinearAdd":
             env[node.output[0]] = qlinear_add(node)
+        elif op == "QLinearAveragePool":
+            env[node.output[0]] = qlinear_average(node)
         elif op == "QLinearGlobalAveragePool":
             env[node.output[0]] = global_average(node)
         elif op == "MaxPool":
