@@ -147,11 +147,22 @@ class RequantParams:
     @property
     def channels(self):
         """Number of channels, or None for a per-tensor requantizer."""
-        for name in ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi"):
+        for name in _FIELDS:
             arr = getattr(self, name)
             if arr.ndim == 1:
                 return arr.shape[0]
         return None
+
+    def select(self, channels):
+        """The parameters of the channels ``channels`` (indices): per-channel fields indexed,
+        per-tensor fields kept."""
+        return RequantParams(rounding=self.rounding, **{
+            name: getattr(self, name)[channels] if getattr(self, name).ndim else getattr(self, name)
+            for name in _FIELDS})
+
+
+#: The integer fields of :class:`RequantParams`, each per tensor or per channel.
+_FIELDS = ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi")
 
 
 def round_shift(t, shift, rounding):

@@ -7,7 +7,6 @@ import numpy as np
 
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, IntegerModel, MacLayer, PoolLayer, RequantLayer,
                                          SoftmaxLayer)
-from intdeploy.golden.requantizer import RequantParams
 from intdeploy.golden.softmax import softmax
 from intdeploy.host.job import MAX_COUNT, LayerProgram, Refusal, SplitProgram
 from intdeploy.host.lowering import out_format
@@ -120,18 +119,15 @@ class Fusion:
         instead of 1/Cout. Results equal the block-diagonal GEMM's: the weights left out equal the
         weight zero point and add exactly 0."""
         w = layer.weight
+        wzp = np.broadcast_to(np.asarray(layer.weight_zero_point), (layer.out_channels,))
         parts = []
         for c0 in range(0, layer.out_channels, self.info.rows):
             outs = np.arange(c0, min(c0 + self.info.rows, layer.out_channels))
-            wzp = np.broadcast_to(np.asarray(layer.weight_zero_point), (layer.out_channels,))
             effective = w[outs].astype(np.int64) - wzp[outs, None, None, None]
             ins = np.flatnonzero(np.any(effective != 0, axis=(0, 1, 2)))    # the others add exactly 0
             ins = ins if ins.size else np.array([0])
-            rq = layer.requant
-            sub_rq = RequantParams(rounding=rq.rounding, **{
-                f: (np.asarray(getattr(rq, f))[outs] if np.ndim(getattr(rq, f)) else getattr(rq, f))
-                for f in ("mult", "shift", "bias", "offset", "zero_point", "lo", "hi")})
-            sub = dataclasses.replace(layer, weight=w[outs][..., ins], requant=sub_rq, weight_eps=None,
+            sub = dataclasses.replace(layer, weight=w[outs][..., ins], requant=layer.requant.select(outs),
+                                      weight_eps=None,
                                       weight_zero_point=wzp[outs] if np.ndim(layer.weight_zero_point) else
                                       layer.weight_zero_point)
             what = f"layer {layer.name!r} (conv2d, channels {c0}..{outs[-1]})"

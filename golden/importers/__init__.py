@@ -16,6 +16,9 @@ no exact integer form, raises :class:`intdeploy.golden.model_file.ModelFormatErr
 node and the operator.
 """
 
+import numpy as np
+
+
 
 def unique_name(base, taken):
     """``base``, or ``base_1``, ``base_2``, ... : the first not in the set ``taken``, which it joins."""
@@ -24,3 +27,12 @@ def unique_name(base, taken):
         out, i = f"{base}_{i}", i + 1
     taken.add(out)
     return out
+
+
+def window_sum_weights(channels, kernel):
+    """OHWI int8 weights ``(C, KH, KW, C)`` of a convolution that sums each channel's own window:
+    1 on the channel's taps, 0 elsewhere (block-diagonal; an average pool or a mean before its
+    divisor)."""
+    w = np.zeros((channels,) + tuple(kernel) + (channels,), dtype=np.int8)
+    w[np.arange(channels), :, :, np.arange(channels)] = 1
+    return w

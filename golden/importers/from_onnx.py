@@ -36,7 +36,7 @@ import numpy as np
 
 from intdeploy.golden import mac_array
 from intdeploy.golden.add import AddParams, add
-from intdeploy.golden.importers import framework, unique_name, x86_kernels
+from intdeploy.golden.importers import framework, unique_name, window_sum_weights, x86_kernels
 from intdeploy.golden.importers.fp32 import Proof, f32, fit_requant, ort_requantize, ort_scale
 from intdeploy.golden.model_file import (DTYPES, AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer,
                                          ModelFormatError, PoolLayer)
@@ -386,13 +386,21 @@ def _import_onnx(model, name, strict):
         out.hwc = (h, w, c)
         return out
 
+    def operand(node, i, what):
+        """A QOperator node's quantized input ``i``, whose scale and zero point (inputs ``i + 1``,
+        ``i + 2``) must be the tensor's own; with the ``channels_last`` attribute, only 0 (NCHW)."""
+        a = {at.name: at for at in node.attribute}
+        if a.get("channels_last") is not None and a["channels_last"].i:
+            _fail(node, "channels_last = 1; only 0 (NCHW) is supported")
+        q = activation(node, i)
+        if f32(scalar(node, i + 1, f"{what}_scale")) != q.scale or int(scalar(node, i + 2, f"{what}_zero_point")) != q.zp:
+            _fail(node, f"{what}_scale / {what}_zero_point differ from the input tensor's")
+        return q
+
     def qlinear_add(node):
         """The QOperator node: its inputs' and output's quantization from the node."""
-        a, b = activation(node, 0), activation(node, 3)
-        for q, i, what in ((a, 1, "A"), (b, 4, "B")):
-            if f32(scalar(node, i, f"{what}_scale")) != q.scale or int(scalar(node, i + 1, f"{what}_zero_point")) != q.zp:
-                _fail(node, f"{what}_scale / {what}_zero_point differ from the input tensor's")
-        return quantized_add(node, a, b, scalar(node, 6, "C_scale"), scalar(node, 7, "C_zero_point"))
+        return quantized_add(node, operand(node, 0, "A"), operand(node, 3, "B"), scalar(node, 6, "C_scale"),
+                             scalar(node, 7, "C_zero_point"))
 
     def quantized_add(node, a, b, c_scale, c_zp):
         """QLinearAdd (com.microsoft) of two quantized tensors of one shape: ONNX Runtime computes
@@ -435,13 +443,8 @@ def _import_onnx(model, name, strict):
 
     def global_average(node):
         """The QOperator node: its input's and output's quantization from the node."""
-        a = {at.name: at for at in node.attribute}
-        if a.get("channels_last") is not None and a["channels_last"].i:
-            _fail(node, "channels_last = 1; only 0 (NCHW) is supported")
-        x = activation(node, 0)
-        if f32(scalar(node, 1, "x_scale")) != x.scale or int(scalar(node, 2, "x_zero_point")) != x.zp:
-            _fail(node, "x_scale / x_zero_point differ from the input tensor's")
-        return quantized_global_average(node, x, scalar(node, 3, "y_scale"), scalar(node, 4, "y_zero_point"))
+        return quantized_global_average(node, operand(node, 0, "x"), scalar(node, 3, "y_scale"),
+                                        scalar(node, 4, "y_zero_point"))
 
     def quantized_global_average(node, x, y_scale, y_zp):
         """QLinearGlobalAveragePool (com.microsoft, NCHW): :func:`quantized_average` over the whole
@@ -469,8 +472,7 @@ def _import_onnx(model, name, strict):
         oh, ow = (h + pt + pb - kh) // stride[0] + 1, (w + pl + pr - kw) // stride[1] + 1
         if oh < 1 or ow < 1:
             _fail(node, f"kernel {list(kernel)} is larger than the padded input {[h, w]}")
-        weight = np.zeros((c, kh, kw, c), dtype=np.int8)
-        weight[np.arange(c), :, :, np.arange(c)] = 1
+        weight = window_sum_weights(c, kernel)
         scale = np.full(c, f32(f32(x.scale) / f32(f32(y_scale) * np.float32(kh * kw))), dtype=np.float32)
         zp = int(y_zp)
         lo, hi = DTYPES[y_dtype]
@@ -494,16 +496,12 @@ def _import_onnx(model, name, strict):
     def qlinear_average(node):
         """QLinearAveragePool (com.microsoft, NCHW; :func:`quantized_average`)."""
         a = {at.name: at for at in node.attribute}
-        if a.get("channels_last") is not None and a["channels_last"].i:
-            _fail(node, "channels_last = 1; only 0 (NCHW) is supported")
         kernel, stride, padding = pool_attrs(node)
         include = bool(a["count_include_pad"].i) if "count_include_pad" in a else False
         if padding != ((0, 0), (0, 0)) and not include:
             _fail(node, "pads with count_include_pad = 0: edge windows divide by fewer taps; allowed no pads, or "
                         "count_include_pad = 1")
-        x = activation(node, 0)
-        if f32(scalar(node, 1, "x_scale")) != x.scale or int(scalar(node, 2, "x_zero_point")) != x.zp:
-            _fail(node, "x_scale / x_zero_point differ from the input tensor's")
+        x = operand(node, 0, "x")
         return quantized_average(node, x, scalar(node, 3, "y_scale"), scalar(node, 4, "y_zero_point"), kernel, stride,
                                  padding)
 

@@ -53,7 +53,7 @@ import numpy as np
 
 from intdeploy.golden import mac_array
 from intdeploy.golden.add import AddParams, add as golden_add
-from intdeploy.golden.importers import litert_kernels as K, unique_name
+from intdeploy.golden.importers import litert_kernels as K, unique_name, window_sum_weights
 from intdeploy.golden.importers.fp32 import Proof
 from intdeploy.golden.model_file import (AddLayer, FlattenLayer, InputSpec, IntegerModel, MacLayer, ModelFormatError,
                                          PoolLayer, RequantLayer, SoftmaxLayer)
@@ -380,8 +380,7 @@ def _import(S, m, data, name):
         if not 0 <= 31 - e <= 62:
             raise _Fail("input scale / output scale out of the requantizer's range")
         rq = RequantParams(mult=m, shift=31 - e, zero_point=yz, lo=-128, hi=127, rounding="tflite")
-        weight = np.zeros((c, h, w, c), dtype=np.int8)
-        weight[np.arange(c), :, :, np.arange(c)] = 1
+        weight = window_sum_weights(c, (h, w))
         a_lo, a_hi = mac_array.accumulator_range(weight, x.lo, x.hi, x.zp, 0)
         prove_mac(f"operator #{index} (MEAN)", replace(rq, mult=np.full(c, m), shift=np.full(c, 31 - e),
                                                         bias=np.zeros(c, np.int64)),
